@@ -1,0 +1,63 @@
+"""Preprocess Lambda: S3 upload event in, dataset version and pipeline run out."""
+
+from __future__ import annotations
+
+import os
+from functools import cache
+from typing import Any
+
+import boto3
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from pydantic import BaseModel, ConfigDict
+
+from functions.preprocess.events import parse_upload_event
+from functions.preprocess.logic import Policy, process_upload
+from functions.shared.observability import logger, metrics, tracer
+from functions.shared.orchestration import StepFunctionsOrchestrator
+from functions.shared.storage import S3ObjectStore
+
+
+class Settings(BaseModel):
+    """Environment, validated once per cold start."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    ARTIFACTS_BUCKET: str
+    STATE_MACHINE_ARN: str
+    AWS_ENDPOINT_URL: str | None = None  # set by the local stack only
+
+
+@cache
+def _deps() -> tuple[Settings, S3ObjectStore, StepFunctionsOrchestrator]:
+    settings = Settings.model_validate(dict(os.environ))
+    s3 = boto3.client("s3", endpoint_url=settings.AWS_ENDPOINT_URL)
+    sfn = boto3.client("stepfunctions", endpoint_url=settings.AWS_ENDPOINT_URL)
+    return settings, S3ObjectStore(s3), StepFunctionsOrchestrator(sfn, settings.STATE_MACHINE_ARN)
+
+
+@logger.inject_lambda_context(log_event=False)
+@metrics.log_metrics
+@tracer.capture_lambda_handler(capture_response=False)
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    settings, store, orchestrator = _deps()
+    outcomes = []
+    for upload in parse_upload_event(event):
+        outcome = process_upload(
+            upload,
+            store=store,
+            orchestrator=orchestrator,
+            artifacts_bucket=settings.ARTIFACTS_BUCKET,
+            policy=Policy(),
+        )
+        logger.info("upload processed", extra=outcome.model_dump(exclude_none=True))
+        if outcome.status == "started" and outcome.rows is not None:
+            metrics.add_metric("RowsAccepted", MetricUnit.Count, outcome.rows.accepted)
+            metrics.add_metric(
+                "RowsRejected", MetricUnit.Count, sum(outcome.rows.rejected.values())
+            )
+            metrics.add_metric("RunStarted", MetricUnit.Count, 1)
+        elif outcome.status == "rejected":
+            metrics.add_metric("UploadRejected", MetricUnit.Count, 1)
+        outcomes.append(outcome.model_dump(mode="json"))
+    return {"outcomes": outcomes}

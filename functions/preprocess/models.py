@@ -1,0 +1,80 @@
+"""What preprocessing writes and returns: rejection reports, manifests and outcomes."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from functions.preprocess.events import UploadedObject
+
+
+class Violation(BaseModel):
+    """One broken rule: which rule, which column, how many rows, and where to look."""
+
+    model_config = ConfigDict(frozen=True)
+
+    rule: str
+    column: str | None = None
+    file: str | None = None
+    message: str
+    count: int | None = None
+    examples: list[dict[str, object]] = Field(default_factory=list)
+
+
+class RejectionReport(BaseModel):
+    dataset: str
+    run_name: str
+    trigger: UploadedObject
+    decision: Literal["rejected"] = "rejected"
+    violations: list[Violation]
+    rows_read: int = 0
+    note: str = (
+        "Nothing was trained and the live model is unchanged; the raw data was not modified."
+    )
+    created_at: str
+
+
+class SourceFile(BaseModel):
+    key: str
+    etag: str
+    version_id: str | None = None
+    size: int
+    sha256: str
+    rows_read: int
+
+
+class RowCounts(BaseModel):
+    read: int
+    duplicates_dropped: int
+    rejected: dict[str, int]
+    accepted: int
+    per_split: dict[str, int]
+
+
+class Manifest(BaseModel):
+    dataset: str
+    dataset_version: str
+    created_at: str
+    contract_sha256: str
+    sources: list[SourceFile]
+    rows: RowCounts
+    row_issues: list[Violation]
+    split: dict[str, object]
+    schema_key: str
+    profile_key: str
+    split_keys: dict[str, str]
+
+
+class PreprocessOutcome(BaseModel):
+    """What the handler did with one uploaded object."""
+
+    status: Literal["ignored", "stale", "duplicate", "rejected", "started"]
+    reason: str
+    dataset: str | None = None
+    run_name: str | None = None
+    run_id: str | None = None
+    dataset_version: str | None = None
+    reused_dataset_version: bool = False
+    report_key: str | None = None
+    rows: RowCounts | None = None

@@ -1,0 +1,146 @@
+"""The dataset contract: ``<dataset>/contract.json`` in the raw bucket, a product interface.
+
+Unknown keys are an error, not a silent default: a typo such as ``"treshold"`` must not let a
+model through a gate the user thought they had set.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable
+from enum import StrEnum
+from typing import Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from functions.shared.errors import ContractError
+from functions.shared.metrics import METRICS, UnknownMetricError, metric_info
+
+
+class FeatureKind(StrEnum):
+    NUMERIC = "numeric"
+    CATEGORICAL = "categorical"
+
+
+HyperparameterValue = str | int | float | bool
+
+
+class TrainingConfig(BaseModel):
+    """Where and how the training job runs; every field has a production default."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    instance_type: str = Field(default="ml.g5.xlarge", pattern=r"^ml\.[a-z0-9]+\.[a-z0-9]+$")
+    spot: bool = True
+    max_runtime_seconds: int = Field(default=3600, ge=60, le=5 * 24 * 3600)
+    max_wait_seconds: int | None = Field(default=None, ge=60, le=5 * 24 * 3600)
+    hyperparameters: dict[str, HyperparameterValue] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _wait_covers_runtime(self) -> Self:
+        if self.max_wait_seconds is not None and self.max_wait_seconds < self.max_runtime_seconds:
+            raise ValueError("max_wait_seconds must be >= max_runtime_seconds (spot waits + runs)")
+        return self
+
+
+class Contract(BaseModel):
+    """What a dataset is, and what a model trained on it must achieve to go live."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    target: str = Field(min_length=1)
+    task: Literal["classification", "regression"]
+    metric: str
+    threshold: float
+    features: dict[str, FeatureKind] | None = None
+    id_column: str | None = None
+    tolerance: float = Field(default=0.0, ge=0.0)
+    sensitive: list[str] = Field(default_factory=list)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+
+    @field_validator("metric")
+    @classmethod
+    def _known_metric(cls, value: str) -> str:
+        try:
+            metric_info(value)
+        except UnknownMetricError as exc:
+            raise ValueError(str(exc)) from None
+        return value
+
+    @field_validator("threshold", "tolerance")
+    @classmethod
+    def _finite(cls, value: float) -> float:
+        if not math.isfinite(value):
+            raise ValueError("must be a finite number")
+        return value
+
+    @field_validator("features")
+    @classmethod
+    def _some_features(cls, value: dict[str, FeatureKind] | None) -> dict[str, FeatureKind] | None:
+        if value is not None and not value:
+            raise ValueError("must name at least one feature, or be left out to infer them")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        info = METRICS[self.metric]
+        if info.task != self.task:
+            fitting = sorted(m.name for m in METRICS.values() if m.task == self.task)
+            raise ValueError(
+                f"metric '{self.metric}' is a {info.task} metric but task is '{self.task}'; "
+                f"use one of {', '.join(fitting)}"
+            )
+        features = self.features or {}
+        if self.target in features:
+            raise ValueError(f"target '{self.target}' cannot also be a feature")
+        if self.id_column is not None and self.id_column in (self.target, *features):
+            raise ValueError(f"id_column '{self.id_column}' cannot be the target or a feature")
+        if self.target in self.sensitive:
+            raise ValueError(f"target '{self.target}' cannot be a sensitive column")
+        return self
+
+    @property
+    def higher_is_better(self) -> bool:
+        return METRICS[self.metric].higher_is_better
+
+    def required_columns(self) -> list[str]:
+        """Columns every data file must carry."""
+        cols = [self.target, *(self.features or {})]
+        if self.id_column:
+            cols.append(self.id_column)
+        cols.extend(c for c in self.sensitive if c not in cols)
+        return cols
+
+    def unexpected_columns(self, columns: Iterable[str]) -> list[str]:
+        """Columns a file carries that a contract with declared features does not know."""
+        if self.features is None:
+            return []
+        known = set(self.required_columns())
+        return [c for c in columns if c not in known]
+
+
+def parse_contract(raw: bytes, *, source: str) -> Contract:
+    """Parse contract bytes, raising ContractError that names every problem and its field."""
+    try:
+        document = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ContractError(f"{source}: not valid JSON: {exc}") from None
+    if not isinstance(document, dict):
+        raise ContractError(f"{source}: must be a JSON object, got {type(document).__name__}")
+    try:
+        return Contract.model_validate(document)
+    except ValidationError as exc:
+        raise ContractError(f"{source}: {describe_validation_error(exc)}") from None
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """One line per problem, each naming the field path: readable in a report and a log."""
+    problems = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "(document)"
+        message = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            message = "unknown key (not part of the contract)"
+        problems.append(f"{where}: {message}")
+    return "; ".join(problems)

@@ -1,0 +1,66 @@
+"""Where things live in the buckets: the product's key layout, in one place.
+
+The raw bucket is the user's: ``<dataset>/contract.json`` declares a dataset and objects under
+``<dataset>/data/`` are its data. Everything the system writes goes to the artifacts bucket, so no
+output can ever trigger another run.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+CONTRACT_FILE = "contract.json"
+DATA_PREFIX = "data/"
+DATA_SUFFIXES = (".csv", ".parquet")
+DATASET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+
+
+@dataclass(frozen=True)
+class DataKey:
+    """A raw-bucket key that names one data file of a dataset."""
+
+    dataset: str
+    key: str
+
+
+def parse_data_key(key: str) -> DataKey | None:
+    """Return the dataset a key belongs to, or None when the key is not a data file.
+
+    Folders, keys outside ``<dataset>/data/``, unsupported file types and dataset names that are
+    not plain identifiers (``..``, slashes, URL escapes) are not data files.
+    """
+    dataset, sep, rest = key.partition("/")
+    if not sep or not DATASET_NAME.match(dataset) or not rest.startswith(DATA_PREFIX):
+        return None
+    name = rest[len(DATA_PREFIX) :]
+    if not name or name.endswith("/") or not name.lower().endswith(DATA_SUFFIXES):
+        return None
+    if any(part in ("", ".", "..") for part in name.split("/")):
+        return None
+    return DataKey(dataset=dataset, key=key)
+
+
+def contract_key(dataset: str) -> str:
+    return f"{dataset}/{CONTRACT_FILE}"
+
+
+def data_prefix(dataset: str) -> str:
+    return f"{dataset}/{DATA_PREFIX}"
+
+
+def version_prefix(dataset: str, dataset_version: str) -> str:
+    """Artifacts-bucket prefix of one dataset version (parquet splits, profile, manifest)."""
+    return f"{dataset}/versions/{dataset_version}/"
+
+
+def split_key(dataset: str, dataset_version: str, split: str) -> str:
+    return f"{version_prefix(dataset, dataset_version)}{split}/part-0.parquet"
+
+
+def rejected_key(dataset: str, run_name: str) -> str:
+    return f"{dataset}/rejected/{run_name}.json"
+
+
+def models_prefix(dataset: str) -> str:
+    return f"{dataset}/models/"

@@ -1,0 +1,448 @@
+"""Evaluation metrics for sluice, implemented with NumPy only.
+
+The Lambda functions that evaluate and gate models must not ship scikit-learn, SciPy or
+pandas, so this module re-implements the handful of metrics the pipeline needs. Every
+metric reproduces the output of scikit-learn 1.9 (to floating-point rounding) with the
+argument choices documented on :func:`compute_metric`; the unit tests check this against
+scikit-learn itself.
+
+Metrics that are mathematically undefined for the given data (ROC AUC with a single class
+in ``y_true``, R^2 with fewer than two samples) return ``nan`` instead of raising, so that
+a quality gate can treat them as a failure. Malformed input (wrong shapes, empty arrays,
+non-finite values, probabilities outside [0, 1], unknown class codes) raises ``ValueError``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any, Literal
+
+import numpy as np
+from numpy.typing import NDArray
+
+__all__ = [
+    "METRICS",
+    "MetricInfo",
+    "Task",
+    "UnknownMetricError",
+    "classification_report",
+    "compute_metric",
+    "metric_info",
+    "regression_report",
+]
+
+Task = Literal["classification", "regression"]
+
+
+@dataclass(frozen=True)
+class MetricInfo:
+    """Static description of a metric.
+
+    Attributes
+    ----------
+    name : str
+        Key of the metric in :data:`METRICS`.
+    task : {"classification", "regression"}
+        Kind of model the metric evaluates; decides whether ``proba`` or ``pred`` is needed.
+    higher_is_better : bool
+        Direction in which the metric improves, used when comparing against a threshold.
+    """
+
+    name: str
+    task: Task
+    higher_is_better: bool
+
+
+def _info(name: str, task: Task, higher_is_better: bool) -> tuple[str, MetricInfo]:
+    return name, MetricInfo(name=name, task=task, higher_is_better=higher_is_better)
+
+
+#: Every supported metric, keyed by name. Read-only.
+METRICS: Mapping[str, MetricInfo] = MappingProxyType(
+    dict(
+        [
+            _info("accuracy", "classification", True),
+            _info("f1_macro", "classification", True),
+            _info("precision_macro", "classification", True),
+            _info("recall_macro", "classification", True),
+            _info("roc_auc", "classification", True),
+            _info("log_loss", "classification", False),
+            _info("rmse", "regression", False),
+            _info("mae", "regression", False),
+            _info("r2", "regression", True),
+        ]
+    )
+)
+
+
+class UnknownMetricError(ValueError):
+    """Raised when a metric name is not a key of :data:`METRICS`."""
+
+
+def metric_info(name: str) -> MetricInfo:
+    """Return the description of metric `name`.
+
+    Raises
+    ------
+    UnknownMetricError
+        If `name` is not a known metric; the message lists the known ones.
+    """
+    try:
+        return METRICS[name]
+    except KeyError:
+        known = ", ".join(sorted(METRICS))
+        raise UnknownMetricError(f"unknown metric {name!r}; known metrics: {known}") from None
+
+
+# --------------------------------------------------------------------------------------
+# Validation
+# --------------------------------------------------------------------------------------
+
+
+def _check_1d(name: str, values: NDArray[Any]) -> None:
+    if values.ndim != 1:
+        raise ValueError(f"{name} must be 1-D, got shape {values.shape}")
+    if values.shape[0] == 0:
+        raise ValueError(f"{name} is empty; metrics need at least one sample")
+
+
+def _validate_classification(
+    y_true: NDArray[Any], proba: NDArray[Any]
+) -> tuple[NDArray[np.intp], NDArray[np.floating[Any]]]:
+    """Return ``(codes, proba)`` checked and converted, or raise ``ValueError``.
+
+    ``proba`` keeps a float32/float64 dtype because log loss clips with that dtype's eps,
+    as scikit-learn does; other dtypes become float64.
+    """
+    y = np.asarray(y_true)
+    p = np.asarray(proba)
+    _check_1d("y_true", y)
+    if p.ndim != 2:
+        raise ValueError(f"proba must be 2-D (n_samples, n_classes), got shape {p.shape}")
+    if p.shape[0] != y.shape[0]:
+        raise ValueError(
+            f"y_true and proba have different numbers of samples: {y.shape[0]} vs {p.shape[0]}"
+        )
+    n_classes = p.shape[1]
+    if n_classes < 2:
+        raise ValueError(f"proba must have at least 2 class columns, got {n_classes}")
+    if p.dtype not in (np.float32, np.float64):
+        if p.dtype.kind not in "biuf":
+            raise ValueError(f"proba must be numeric, got dtype {p.dtype}")
+        p = p.astype(np.float64)
+    if not np.isfinite(p).all():
+        raise ValueError("proba contains NaN or infinite values")
+    if p.min() < 0 or p.max() > 1:
+        raise ValueError(f"proba must lie in [0, 1], got range [{p.min()}, {p.max()}]")
+
+    if y.dtype.kind == "f":
+        if not np.isfinite(y).all() or not (y == np.floor(y)).all():
+            raise ValueError("y_true must contain integer class codes 0..K-1")
+    elif y.dtype.kind not in "biu":
+        raise ValueError(f"y_true must contain integer class codes, got dtype {y.dtype}")
+    if y.min() < 0 or y.max() >= n_classes:
+        raise ValueError(
+            f"y_true class codes must be in 0..{n_classes - 1} (proba has {n_classes} "
+            f"columns), got range [{y.min()}, {y.max()}]"
+        )
+    return y.astype(np.intp), p
+
+
+def _validate_regression(
+    y_true: NDArray[Any], pred: NDArray[Any]
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    y = np.asarray(y_true)
+    f = np.asarray(pred)
+    _check_1d("y_true", y)
+    _check_1d("pred", f)
+    if y.shape != f.shape:
+        raise ValueError(f"y_true and pred have different shapes: {y.shape} vs {f.shape}")
+    for name, arr in (("y_true", y), ("pred", f)):
+        if arr.dtype.kind not in "biuf":
+            raise ValueError(f"{name} must be numeric, got dtype {arr.dtype}")
+        if not np.isfinite(arr).all():
+            raise ValueError(f"{name} contains NaN or infinite values")
+    return y.astype(np.float64), f.astype(np.float64)
+
+
+# --------------------------------------------------------------------------------------
+# Classification
+# --------------------------------------------------------------------------------------
+
+
+def _confusion_matrix(y: NDArray[np.intp], y_hat: NDArray[np.intp], k: int) -> NDArray[np.int64]:
+    """Counts with rows = true class and columns = predicted class, both 0..k-1."""
+    flat = np.bincount(y * k + y_hat, minlength=k * k)
+    return flat.reshape(k, k).astype(np.int64)
+
+
+def _safe_divide(num: NDArray[Any], den: NDArray[Any]) -> NDArray[np.float64]:
+    """``num / den`` with 0 where ``den == 0`` (scikit-learn's ``zero_division=0``)."""
+    out = np.zeros(num.shape, dtype=np.float64)
+    np.divide(num, den, out=out, where=den != 0)
+    return out
+
+
+def _per_class_prf(
+    cm: NDArray[np.int64],
+) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
+    """Per-class precision, recall and F1 from a confusion matrix.
+
+    F1 is ``2 tp / (2 tp + fp + fn)`` rather than the harmonic mean of the rounded
+    precision and recall, as in scikit-learn; it is 0 for a class never true nor predicted.
+    """
+    tp = np.diag(cm).astype(np.float64)
+    pred_sum = cm.sum(axis=0).astype(np.float64)
+    true_sum = cm.sum(axis=1).astype(np.float64)
+    precision = _safe_divide(tp, pred_sum)
+    recall = _safe_divide(tp, true_sum)
+    f1 = _safe_divide(2.0 * tp, true_sum + pred_sum)
+    return precision, recall, f1
+
+
+def _binary_auc(positive: NDArray[np.bool_], score: NDArray[Any]) -> float:
+    """ROC AUC as the Mann-Whitney U statistic with tied scores given their average rank.
+
+    This equals the trapezoidal area under scikit-learn's ROC curve. Doubled ranks are
+    integers, so the rank sum is accumulated exactly in int64 (exact up to ~2e9 rows).
+    Returns ``nan`` if either class is missing.
+    """
+    n = score.shape[0]
+    n_pos = int(np.count_nonzero(positive))
+    n_neg = n - n_pos
+    if n_pos == 0 or n_neg == 0:
+        return math.nan
+    order = np.argsort(score)  # order within a tie group is irrelevant
+    s = score[order]
+    idx = np.arange(n, dtype=np.int64)
+    starts = np.ones(n, dtype=bool)
+    starts[1:] = s[1:] != s[:-1]
+    ends = np.ones(n, dtype=bool)
+    ends[:-1] = starts[1:]
+    # 0-based first and last position of each element's tie group.
+    first = np.maximum.accumulate(np.where(starts, idx, 0))
+    last = np.minimum.accumulate(np.where(ends, idx, n)[::-1])[::-1]
+    doubled_rank = first + last + 2  # 2 x average 1-based rank
+    rank_sum2 = int(doubled_rank[positive[order]].sum())
+    u2 = rank_sum2 - n_pos * (n_pos + 1)  # 2 x U
+    return float(u2 / (2 * n_pos * n_neg))
+
+
+def _roc_auc(y: NDArray[np.intp], proba: NDArray[np.floating[Any]]) -> float:
+    """Binary AUC on ``proba[:, 1]`` for K=2; macro one-vs-rest AUC over present classes."""
+    k = proba.shape[1]
+    if k == 2:
+        return _binary_auc(y == 1, proba[:, 1])
+    present = np.flatnonzero(np.bincount(y, minlength=k))
+    if present.size < 2:
+        return math.nan
+    # Loop over classes (not rows): one column at a time keeps peak memory at O(n).
+    aucs = [_binary_auc(y == c, proba[:, c]) for c in present]
+    return float(np.mean(aucs))
+
+
+def _log_loss(y: NDArray[np.intp], proba: NDArray[np.floating[Any]]) -> float:
+    """Mean negative log-probability of the true class, as scikit-learn 1.9 computes it.
+
+    Probabilities are clipped to ``[eps, 1 - eps]`` (eps of proba's dtype) and rows are NOT
+    renormalised (older scikit-learn did renormalise; 1.9 does not). Only the true-class
+    column is used, so rows that do not sum to 1 are taken as given.
+    """
+    eps = np.finfo(proba.dtype).eps
+    p_true = np.clip(proba[np.arange(y.shape[0]), y], eps, 1 - eps)
+    return float(-np.mean(np.log(p_true), dtype=np.float64))
+
+
+def _classification_metric(name: str, y: NDArray[np.intp], p: NDArray[np.floating[Any]]) -> float:
+    if name == "roc_auc":
+        return _roc_auc(y, p)
+    if name == "log_loss":
+        return _log_loss(y, p)
+    cm = _confusion_matrix(y, np.argmax(p, axis=1), p.shape[1])
+    if name == "accuracy":
+        return float(np.trace(cm) / y.shape[0])
+    precision, recall, f1 = _per_class_prf(cm)
+    by_name = {"precision_macro": precision, "recall_macro": recall, "f1_macro": f1}
+    return float(np.mean(by_name[name]))
+
+
+# --------------------------------------------------------------------------------------
+# Regression
+# --------------------------------------------------------------------------------------
+
+
+def _r2(y: NDArray[np.float64], f: NDArray[np.float64]) -> float:
+    """R^2 with scikit-learn's ``force_finite=True`` default.
+
+    Fewer than 2 samples -> nan. Perfect predictions -> 1.0 (even for constant ``y``);
+    imperfect predictions of a constant ``y`` -> 0.0 instead of ``-inf``.
+    """
+    if y.shape[0] < 2:
+        return math.nan
+    numerator = float(np.sum((y - f) ** 2))
+    denominator = float(np.sum((y - np.mean(y)) ** 2))
+    if numerator == 0:
+        return 1.0
+    if denominator == 0:
+        return 0.0
+    return 1.0 - numerator / denominator
+
+
+def _regression_metric(name: str, y: NDArray[np.float64], f: NDArray[np.float64]) -> float:
+    if name == "rmse":
+        return math.sqrt(float(np.mean((y - f) ** 2)))
+    if name == "mae":
+        return float(np.mean(np.abs(y - f)))
+    return _r2(y, f)
+
+
+# --------------------------------------------------------------------------------------
+# Public API
+# --------------------------------------------------------------------------------------
+
+
+def compute_metric(
+    name: str,
+    y_true: NDArray[Any],
+    *,
+    proba: NDArray[Any] | None = None,
+    pred: NDArray[Any] | None = None,
+) -> float:
+    """Compute one metric, matching scikit-learn 1.9.
+
+    Parameters
+    ----------
+    name : str
+        A key of :data:`METRICS`.
+    y_true : ndarray of shape (n,)
+        Classification: integer class codes in ``0..K-1`` (integral floats are accepted).
+        Regression: numeric targets.
+    proba : ndarray of shape (n, K), optional
+        Class probabilities; required for classification metrics, forbidden otherwise.
+        The predicted label is ``argmax(proba, axis=1)`` (first column wins ties).
+    pred : ndarray of shape (n,), optional
+        Predictions; required for regression metrics, forbidden otherwise.
+
+    Returns
+    -------
+    float
+        The metric, or ``nan`` where it is undefined: ``roc_auc`` with fewer than two
+        classes present in ``y_true``, ``r2`` with fewer than two samples.
+
+    Raises
+    ------
+    UnknownMetricError
+        If `name` is unknown.
+    ValueError
+        On missing/extra ``proba``/``pred``, empty input, shape mismatches, non-finite
+        values, probabilities outside [0, 1] or class codes outside ``0..K-1``.
+
+    Notes
+    -----
+    scikit-learn equivalents (K = ``proba.shape[1]``):
+
+    * ``precision/recall/f1_macro``: ``average="macro", labels=range(K),
+      zero_division=0`` -- classes absent from both ``y_true`` and the predictions still
+      count (as 0) in the average.
+    * ``roc_auc``: K=2 -> ``roc_auc_score(y_true, proba[:, 1])``; K>2 -> the mean of the
+      one-vs-rest AUCs of the classes present in ``y_true``. (scikit-learn with
+      ``labels=range(K)`` returns nan as soon as one class is absent; here absent classes
+      are skipped.) Rows need not sum to 1.
+    * ``log_loss``: ``log_loss(y_true, proba, labels=range(K))``.
+    * ``rmse``/``mae``/``r2``: ``root_mean_squared_error``, ``mean_absolute_error``,
+      ``r2_score`` (``force_finite=True``).
+    """
+    info = metric_info(name)
+    if info.task == "classification":
+        if proba is None:
+            raise ValueError(f"{name} is a classification metric and requires proba=")
+        if pred is not None:
+            raise ValueError(f"{name} is a classification metric; pass proba=, not pred=")
+        y, p = _validate_classification(y_true, proba)
+        return _classification_metric(name, y, p)
+    if pred is None:
+        raise ValueError(f"{name} is a regression metric and requires pred=")
+    if proba is not None:
+        raise ValueError(f"{name} is a regression metric; pass pred=, not proba=")
+    y_f, f = _validate_regression(y_true, pred)
+    return _regression_metric(name, y_f, f)
+
+
+def _json_float(value: float) -> float | None:
+    """JSON has no NaN, so undefined metrics become ``None`` (``null``)."""
+    return None if math.isnan(value) else float(value)
+
+
+def classification_report(
+    y_true: NDArray[Any], proba: NDArray[Any], labels: Sequence[str]
+) -> dict[str, object]:
+    """Summarise a classifier as a JSON-serialisable dict.
+
+    Parameters
+    ----------
+    y_true : ndarray of shape (n,)
+        Integer class codes ``0..K-1``.
+    proba : ndarray of shape (n, K)
+        Class probabilities.
+    labels : sequence of str of length K
+        Human-readable name of each class code, in code order.
+
+    Returns
+    -------
+    dict
+        ``accuracy``, ``precision_macro``, ``recall_macro``, ``f1_macro``, ``roc_auc``,
+        ``log_loss`` (float, ``None`` where undefined), ``per_class`` (``{label:
+        {precision, recall, f1, support}}``), ``confusion_matrix`` (list of lists, rows =
+        true, columns = predicted, in `labels` order) and ``n``.
+
+    Raises
+    ------
+    ValueError
+        As :func:`compute_metric`, or if `labels` does not hold K distinct names.
+    """
+    y, p = _validate_classification(y_true, proba)
+    k = p.shape[1]
+    names = list(labels)
+    if len(names) != k:
+        raise ValueError(f"labels has {len(names)} entries but proba has {k} columns")
+    if len(set(names)) != k:
+        raise ValueError(f"labels must be distinct, got {names}")
+    cm = _confusion_matrix(y, np.argmax(p, axis=1), k)
+    precision, recall, f1 = _per_class_prf(cm)
+    support = cm.sum(axis=1)
+    per_class = {
+        label: {
+            "precision": float(precision[i]),
+            "recall": float(recall[i]),
+            "f1": float(f1[i]),
+            "support": int(support[i]),
+        }
+        for i, label in enumerate(names)
+    }
+    return {
+        "accuracy": _json_float(float(np.trace(cm) / y.shape[0])),
+        "precision_macro": _json_float(float(np.mean(precision))),
+        "recall_macro": _json_float(float(np.mean(recall))),
+        "f1_macro": _json_float(float(np.mean(f1))),
+        "roc_auc": _json_float(_roc_auc(y, p)),
+        "log_loss": _json_float(_log_loss(y, p)),
+        "per_class": per_class,
+        "confusion_matrix": cm.tolist(),
+        "n": int(y.shape[0]),
+    }
+
+
+def regression_report(y_true: NDArray[Any], pred: NDArray[Any]) -> dict[str, object]:
+    """Summarise a regressor as a JSON-serialisable dict: ``rmse``, ``mae``, ``r2``, ``n``.
+
+    ``r2`` is ``None`` (not NaN) when undefined, i.e. for a single sample.
+    """
+    y, f = _validate_regression(y_true, pred)
+    report: dict[str, object] = {
+        name: _json_float(_regression_metric(name, y, f)) for name in ("rmse", "mae", "r2")
+    }
+    report["n"] = int(y.shape[0])
+    return report

@@ -1,0 +1,78 @@
+"""Orchestration port: start a pipeline run; on AWS a Step Functions execution.
+
+Runs are named deterministically from the event that caused them, so a duplicate delivery
+collapses onto the run that already exists (Step Functions refuses a second execution with the
+same name), which makes "start the pipeline" idempotent without a separate table.
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+
+class RunInput(BaseModel):
+    """The state machine's input. Deterministic for one event: no clocks, no random ids."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    run_name: str
+    dataset: str
+    dataset_version: str
+    artifacts_bucket: str
+    train_uri: str
+    validation_uri: str
+    test_uri: str
+    task: str
+    metric: str
+    threshold: float
+    tolerance: float
+    instance_type: str
+    spot: bool
+    max_runtime_seconds: int
+    max_wait_seconds: int
+    hyperparameters: dict[str, str]
+
+
+@dataclass(frozen=True)
+class RunStart:
+    name: str
+    run_id: str
+    started: bool  # False when a run of that name already existed
+
+
+class Orchestrator(ABC):
+    @abstractmethod
+    def run_exists(self, name: str) -> bool: ...
+
+    @abstractmethod
+    def start_run(self, run: RunInput) -> RunStart: ...
+
+
+class StepFunctionsOrchestrator(Orchestrator):
+    def __init__(self, client: Any, state_machine_arn: str) -> None:
+        self._sfn = client
+        self._arn = state_machine_arn
+
+    def _execution_arn(self, name: str) -> str:
+        return self._arn.replace(":stateMachine:", ":execution:") + f":{name}"
+
+    def run_exists(self, name: str) -> bool:
+        try:
+            self._sfn.describe_execution(executionArn=self._execution_arn(name))
+        except self._sfn.exceptions.ExecutionDoesNotExist:
+            return False
+        return True
+
+    def start_run(self, run: RunInput) -> RunStart:
+        try:
+            started = self._sfn.start_execution(
+                stateMachineArn=self._arn, name=run.run_name, input=json.dumps(run.model_dump())
+            )
+        except self._sfn.exceptions.ExecutionAlreadyExists:
+            return RunStart(run.run_name, self._execution_arn(run.run_name), started=False)
+        return RunStart(run.run_name, started["executionArn"], started=True)

@@ -1,0 +1,15 @@
+"""Shared test setup: Powertools in test mode, fake AWS credentials, no real AWS ever."""
+
+from __future__ import annotations
+
+import os
+
+# Set before any handler module is imported: these are read at import time.
+os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
+os.environ.setdefault("POWERTOOLS_METRICS_NAMESPACE", "SluiceTest")
+os.environ.setdefault("POWERTOOLS_DEV", "false")
+os.environ["AWS_ACCESS_KEY_ID"] = "testing"
+os.environ["AWS_SECRET_ACCESS_KEY"] = "testing"
+os.environ["AWS_SESSION_TOKEN"] = "testing"
+os.environ["AWS_DEFAULT_REGION"] = "us-east-1"
+os.environ.pop("AWS_PROFILE", None)
