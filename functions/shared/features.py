@@ -29,7 +29,7 @@ def normalise_category(value: object) -> str:
     Numbers get one spelling whatever their type (``1``, ``1.0`` and ``"1"`` are one category)
     and missing values become ``MISSING_CATEGORY``.
     """
-    if value is None:
+    if value is None or type(value).__name__ == "NAType":  # pandas' NA, without importing pandas
         return MISSING_CATEGORY
     if isinstance(value, bool | np.bool_):
         return "true" if value else "false"

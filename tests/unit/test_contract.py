@@ -1,0 +1,113 @@
+"""The dataset contract: every mistake a user can make gets an error naming the field."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from functions.shared.contract import Contract, FeatureKind, parse_contract
+from functions.shared.errors import ContractError
+
+VALID = {"target": "churned", "task": "classification", "metric": "f1_macro", "threshold": 0.7}
+
+
+def parse(**overrides: object) -> Contract:
+    return parse_contract(json.dumps({**VALID, **overrides}).encode(), source="churn/contract.json")
+
+
+def rejects(needle: str, raw: bytes | None = None, **overrides: object) -> None:
+    raw = raw if raw is not None else json.dumps({**VALID, **overrides}).encode()
+    with pytest.raises(ContractError) as caught:
+        parse_contract(raw, source="churn/contract.json")
+    assert needle in str(caught.value)
+    assert str(caught.value).startswith("churn/contract.json: ")
+
+
+def test_a_minimal_contract_gets_production_defaults() -> None:
+    contract = parse()
+    assert contract.features is None
+    assert contract.tolerance == 0.0
+    assert contract.training.instance_type == "ml.g5.xlarge"
+    assert contract.training.spot is True
+    assert contract.higher_is_better is True
+    assert contract.required_columns() == ["churned"]
+
+
+def test_a_full_contract_round_trips() -> None:
+    contract = parse(
+        features={"tenure": "numeric", "plan": "categorical"},
+        id_column="customer_id",
+        tolerance=0.01,
+        sensitive=["gender"],
+        training={"instance_type": "ml.g4dn.xlarge", "spot": False, "hyperparameters": {"seed": 3}},
+    )
+    assert contract.features == {"tenure": FeatureKind.NUMERIC, "plan": FeatureKind.CATEGORICAL}
+    assert contract.required_columns() == ["churned", "tenure", "plan", "customer_id", "gender"]
+    assert contract.unexpected_columns(["tenure", "churned", "extra"]) == ["extra"]
+    assert contract.training.hyperparameters == {"seed": 3}
+
+
+def test_unknown_keys_are_errors_not_silent_defaults() -> None:
+    rejects("treshold: unknown key", treshold=0.5)
+    rejects("training.spots: unknown key", training={"spots": True})
+
+
+def test_unknown_metric_lists_the_known_ones() -> None:
+    rejects("metric: unknown metric 'f2'; known metrics: accuracy", metric="f2")
+
+
+@pytest.mark.parametrize(
+    ("task", "metric"), [("classification", "rmse"), ("regression", "roc_auc")]
+)
+def test_a_metric_must_fit_the_task(task: str, metric: str) -> None:
+    rejects(f"metric '{metric}' is a", task=task, metric=metric)
+
+
+def test_lower_is_better_metrics_are_known_as_such() -> None:
+    assert parse(task="regression", metric="rmse", threshold=3.0).higher_is_better is False
+
+
+@pytest.mark.parametrize(
+    ("overrides", "needle"),
+    [
+        ({"task": "ranking"}, "task: Input should be 'classification' or 'regression'"),
+        ({"threshold": "high"}, "threshold: Input should be a valid number"),
+        ({"tolerance": -0.1}, "tolerance: Input should be greater than or equal to 0"),
+        ({"features": {"churned": "numeric"}}, "target 'churned' cannot also be a feature"),
+        ({"features": {"tenure": "ordinal"}}, "features.tenure: Input should be 'numeric'"),
+        ({"features": {}}, "features: must name at least one feature"),
+        ({"id_column": "churned"}, "id_column 'churned' cannot be the target"),
+        ({"sensitive": ["churned"]}, "target 'churned' cannot be a sensitive column"),
+        (
+            {"training": {"instance_type": "g5.xlarge"}},
+            "training.instance_type: String should match",
+        ),
+        ({"training": {"max_runtime_seconds": 7200, "max_wait_seconds": 3600}}, "max_wait_seconds"),
+    ],
+)
+def test_invalid_fields_are_named(overrides: dict[str, object], needle: str) -> None:
+    rejects(needle, **overrides)
+
+
+def test_missing_required_fields_are_each_named() -> None:
+    rejects("target: Field required; task: Field required", raw=b'{"metric": "accuracy"}')
+
+
+def test_non_finite_thresholds_are_refused() -> None:
+    rejects(
+        "threshold: must be a finite number",
+        raw=json.dumps({**VALID, "threshold": float("nan")}).encode(),
+    )
+
+
+@pytest.mark.parametrize(
+    ("raw", "needle"),
+    [
+        (b"{not json", "not valid JSON"),
+        (b"[1, 2]", "must be a JSON object, got list"),
+        (b"\xff\xfe", "not valid JSON"),
+    ],
+)
+def test_unparseable_contracts_are_refused(raw: bytes, needle: str) -> None:
+    rejects(needle, raw=raw)
