@@ -21,9 +21,7 @@ def churn(rows: int = ROWS, seed: int = 7) -> pd.DataFrame:
     tenure = rng.integers(1, 73, rows)
     contract = rng.choice(["Month-to-month", "One year", "Two year"], rows, p=[0.55, 0.25, 0.2])
     internet = rng.choice(["DSL", "Fiber optic", "No"], rows, p=[0.35, 0.45, 0.2])
-    payment = rng.choice(
-        ["Electronic check", "Mailed check", "Bank transfer", "Credit card"], rows
-    )
+    payment = rng.choice(["Electronic check", "Mailed check", "Bank transfer", "Credit card"], rows)
     senior = rng.random(rows) < 0.16
     monthly = np.round(
         20 + 45 * (internet == "Fiber optic") + 25 * (internet == "DSL") + rng.normal(0, 12, rows),

@@ -1,0 +1,129 @@
+"""The model card: what a trained model is, how it was chosen and how it was checked.
+
+Training writes ``model_card.json`` next to ``model.onnx``; the evaluate and inference functions
+read it back. It imports only pydantic (and numpy through ``features``) because it is on the
+inference path. A card only exists for a model whose ONNX export passed the parity check, so a
+card with a failed parity report does not validate.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Self
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, JsonValue, model_validator
+
+from functions.shared.features import FeatureSpec
+
+MODEL_CARD_SCHEMA_VERSION: Literal[1] = 1
+MODEL_FILE = "model.onnx"
+MODEL_CARD_FILE = "model_card.json"
+# Output names of the ONNX graph; inference looks them up by name.
+LABEL_OUTPUT = "label"
+PROBABILITIES_OUTPUT = "probabilities"
+PREDICTION_OUTPUT = "variable"
+
+Device = Literal["cpu", "cuda"]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ParityReport(_Frozen):
+    """ONNX model versus the native model it was exported from, on the whole validation split.
+
+    ``max_abs_diff`` is the largest absolute difference (probabilities for classification,
+    predictions for regression). ``max_scaled_diff`` is the figure held against ``tolerance``:
+    the same number for classification, ``|onnx - native| / max(1, |native|)`` for regression.
+    ``ties`` counts label disagreements excused because the native model's top two
+    probabilities were within ``tolerance`` of each other.
+    """
+
+    rows: int = Field(ge=0)
+    tolerance: float = Field(gt=0)
+    max_abs_diff: float
+    max_scaled_diff: float
+    label_agreement: float | None = Field(default=None, ge=0, le=1)
+    ties: int = Field(default=0, ge=0)
+    passed: bool
+
+
+class TensorInfo(_Frozen):
+    name: str
+    type: str  # onnxruntime's spelling, e.g. "tensor(float)"
+    shape: list[int | str | None]
+
+
+class OnnxInfo(_Frozen):
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    bytes: int = Field(gt=0)
+    opset: dict[str, int]  # domain ("" = ai.onnx) -> version
+    inputs: list[TensorInfo]
+    outputs: list[TensorInfo]
+
+
+class CandidateRecord(_Frozen):
+    """One model family tried during training, chosen or not."""
+
+    name: str
+    params: dict[str, JsonValue]
+    fit_seconds: float = Field(ge=0)
+    metric_value: float | None  # the contract metric on validation; None where undefined
+    validation: dict[str, JsonValue]  # classification_report / regression_report
+
+
+class TrainingInfo(_Frozen):
+    seconds: float = Field(ge=0)
+    load_seconds: float = Field(ge=0)
+    export_seconds: float = Field(ge=0)
+    parity_seconds: float = Field(ge=0)
+    rows_train: int = Field(gt=0)
+    rows_validation: int = Field(gt=0)
+    gpus: int = Field(ge=0)
+    device: Device
+    hyperparameters: dict[str, JsonValue]
+    libraries: dict[str, str]
+
+
+class ModelCard(_Frozen):
+    schema_version: Literal[1] = MODEL_CARD_SCHEMA_VERSION
+    dataset: str
+    dataset_version: str
+    task: Literal["classification", "regression"]
+    target: str
+    metric: str
+    features: list[FeatureSpec] = Field(min_length=1)
+    classes: list[str] | None = None
+    chosen: str
+    candidates: list[CandidateRecord] = Field(min_length=1)
+    validation: dict[str, JsonValue]
+    parity: ParityReport
+    onnx: OnnxInfo
+    training: TrainingInfo
+    created_at: AwareDatetime
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        if (self.task == "classification") != (self.classes is not None):
+            raise ValueError("classes must be given for classification and only then")
+        if self.classes is not None and len(self.classes) < 2:
+            raise ValueError("a classifier needs at least two classes")
+        names = [c.name for c in self.candidates]
+        if self.chosen not in names:
+            raise ValueError(f"chosen candidate '{self.chosen}' is not among {names}")
+        if not self.parity.passed:
+            raise ValueError("a model card is only written for a model that passed parity")
+        expected = [f.name for f in self.features]
+        if [i.name for i in self.onnx.inputs] != expected:
+            raise ValueError(f"ONNX inputs must be the features in order: {expected}")
+        return self
+
+    @property
+    def chosen_candidate(self) -> CandidateRecord:
+        return next(c for c in self.candidates if c.name == self.chosen)
+
+    @property
+    def output_names(self) -> list[str]:
+        if self.task == "classification":
+            return [LABEL_OUTPUT, PROBABILITIES_OUTPUT]
+        return [PREDICTION_OUTPUT]

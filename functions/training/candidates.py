@@ -1,0 +1,226 @@
+"""The model families training tries, each as ONE sklearn Pipeline that skl2onnx can export.
+
+Every candidate is ``ColumnTransformer -> estimator``: numerics are median-imputed (and scaled
+for the linear model), categories one-hot encoded. Categories are not encoded natively by the
+estimators on purpose: skl2onnx converts native categorical splits without error and wrongly
+(HistGradientBoosting: labels agreed on 41-60% of rows), while one-hot encoding converts exactly.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass
+from typing import Any, cast
+
+import numpy as np
+from numpy.typing import NDArray
+from pydantic import JsonValue
+from sklearn.compose import ColumnTransformer
+from sklearn.impute import SimpleImputer
+from sklearn.linear_model import LogisticRegression, Ridge
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
+from xgboost import XGBClassifier, XGBRegressor
+
+from functions.shared.errors import TrainingError
+from functions.shared.features import DatasetSchema
+from functions.shared.metrics import METRICS, classification_report, regression_report
+from functions.shared.model_card import CandidateRecord, Device
+from functions.training.script_mode import CandidateName, Hyperparameters
+from functions.training.splits import Split
+
+log = logging.getLogger(__name__)
+
+# One-hot width per categorical feature: the most frequent categories each get a column, the
+# rest of those seen in training share one "infrequent" column, unseen ones are all zeros.
+# skl2onnx converts this (checked by the parity test with a high-cardinality column).
+MAX_CATEGORIES = 50
+MIN_CATEGORY_ROWS = 5
+LINEAR_MAX_ITER = 500
+XGBOOST_REPORTED = (
+    "n_estimators",
+    "max_depth",
+    "learning_rate",
+    "early_stopping_rounds",
+    "tree_method",
+    "device",
+    "n_jobs",
+    "random_state",
+)
+
+
+@dataclass(frozen=True)
+class FittedCandidate:
+    name: CandidateName
+    pipeline: Pipeline
+    record: CandidateRecord
+
+
+def build_features(schema: DatasetSchema, *, scale: bool) -> ColumnTransformer:
+    numeric_steps: list[tuple[str, Any]] = [
+        # keep_empty_features: a numeric column that is all missing in training still gets a
+        # column (imputed 0), so the graph's width never depends on the data.
+        ("impute", SimpleImputer(strategy="median", keep_empty_features=True))
+    ]
+    if scale:
+        numeric_steps.append(("scale", StandardScaler()))
+    transformers: list[tuple[str, Any, list[str]]] = []
+    if schema.numeric:
+        transformers.append(("numeric", Pipeline(numeric_steps), schema.numeric))
+    if schema.categorical:
+        encoder = OneHotEncoder(
+            handle_unknown="ignore",
+            max_categories=MAX_CATEGORIES,
+            min_frequency=MIN_CATEGORY_ROWS,
+            sparse_output=False,
+            dtype=np.float32,
+        )
+        transformers.append(("categorical", encoder, schema.categorical))
+    return ColumnTransformer(transformers, remainder="drop")
+
+
+def build_linear(schema: DatasetSchema, hp: Hyperparameters) -> Pipeline:
+    model: LogisticRegression | Ridge
+    if schema.task == "classification":
+        model = LogisticRegression(max_iter=LINEAR_MAX_ITER, random_state=hp.seed)
+    else:
+        model = Ridge(alpha=1.0)
+    return Pipeline([("features", build_features(schema, scale=True)), ("model", model)])
+
+
+def build_xgboost(
+    schema: DatasetSchema, hp: Hyperparameters, *, device: Device, n_jobs: int
+) -> Pipeline:
+    params: dict[str, Any] = {
+        "n_estimators": hp.n_estimators,
+        "max_depth": hp.max_depth,
+        "learning_rate": hp.learning_rate,
+        "early_stopping_rounds": hp.early_stopping_rounds,
+        "tree_method": "hist",
+        "device": device,
+        "n_jobs": n_jobs,
+        "random_state": hp.seed,
+    }
+    model = XGBClassifier(**params) if schema.task == "classification" else XGBRegressor(**params)
+    return Pipeline([("features", build_features(schema, scale=False)), ("model", model)])
+
+
+def device_for(num_gpus: int) -> Device:
+    return "cuda" if num_gpus > 0 else "cpu"
+
+
+def build_candidates(
+    schema: DatasetSchema, hp: Hyperparameters, *, num_gpus: int, n_jobs: int | None = None
+) -> dict[CandidateName, Pipeline]:
+    """The unfitted pipelines ``hp.candidates`` asks for, in that order. XGBoost trains on the
+    GPU when the instance has one and uses every core (``n_jobs``, default all) otherwise."""
+    pipelines: dict[CandidateName, Pipeline] = {}
+    for name in hp.candidates:
+        if name == "linear":
+            pipelines[name] = build_linear(schema, hp)
+        else:
+            pipelines[name] = build_xgboost(
+                schema, hp, device=device_for(num_gpus), n_jobs=n_jobs or os.cpu_count() or 1
+            )
+    return pipelines
+
+
+def fit_candidate(
+    name: CandidateName,
+    pipeline: Pipeline,
+    schema: DatasetSchema,
+    train: Split,
+    validation: Split,
+) -> FittedCandidate:
+    """Fit on train, score on validation; XGBoost stops early on the validation split.
+
+    Early stopping and model choice both use validation, so its figures flatter the chosen
+    model slightly; the evaluate step scores the held-out test split, which training never
+    sees, and that is what the gate judges.
+    """
+    started = time.perf_counter()
+    if name == "xgboost":
+        features, model = pipeline.named_steps["features"], pipeline.named_steps["model"]
+        x_train = features.fit_transform(train.frame)
+        x_validation = features.transform(validation.frame)
+        model.fit(x_train, train.y, eval_set=[(x_validation, validation.y)], verbose=False)
+    else:
+        pipeline.fit(train.frame, train.y)
+    fit_seconds = time.perf_counter() - started
+    report, value = score(pipeline, schema, validation)
+    record = CandidateRecord(
+        name=name,
+        params=describe_params(pipeline),
+        fit_seconds=round(fit_seconds, 3),
+        metric_value=value,
+        validation=report,
+    )
+    log.info("fitted %s in %.1f s: %s=%s", name, fit_seconds, schema.metric, value)
+    return FittedCandidate(name=name, pipeline=pipeline, record=record)
+
+
+def score(
+    pipeline: Pipeline, schema: DatasetSchema, split: Split
+) -> tuple[dict[str, JsonValue], float | None]:
+    """The validation report and the contract metric's value in it (None where undefined)."""
+    raw: dict[str, object]
+    if schema.task == "classification":
+        proba = np.asarray(pipeline.predict_proba(split.frame), dtype=np.float64)
+        raw = classification_report(split.y, _clip_probabilities(proba), schema.classes or [])
+    else:
+        raw = regression_report(split.y, np.asarray(pipeline.predict(split.frame), np.float64))
+    report = cast(dict[str, JsonValue], raw)
+    value = report.get(schema.metric)
+    return report, (float(value) if isinstance(value, int | float) else None)
+
+
+def choose_best(candidates: list[FittedCandidate], metric: str) -> FittedCandidate:
+    """The best by the contract metric; an undefined value ranks last, ties go to the earlier
+    (simpler) candidate."""
+    if not candidates:
+        raise TrainingError("no candidate was trained")
+    sign = 1.0 if METRICS[metric].higher_is_better else -1.0
+
+    def rank(candidate: FittedCandidate) -> float:
+        value = candidate.record.metric_value
+        return -math.inf if value is None or math.isnan(value) else sign * value
+
+    best = candidates[0]
+    for candidate in candidates[1:]:
+        if rank(candidate) > rank(best):
+            best = candidate
+    return best
+
+
+def describe_params(pipeline: Pipeline) -> dict[str, JsonValue]:
+    """The parameters that explain a fitted candidate, for the model card."""
+    model = pipeline.named_steps["model"]
+    features = pipeline.named_steps["features"]
+    params: dict[str, JsonValue] = {
+        "estimator": type(model).__name__,
+        "encoded_columns": len(features.get_feature_names_out()),
+        "max_categories": MAX_CATEGORIES,
+        "min_category_rows": MIN_CATEGORY_ROWS,
+    }
+    if isinstance(model, XGBClassifier | XGBRegressor):
+        chosen = model.get_params()
+        params.update({key: chosen[key] for key in XGBOOST_REPORTED})
+        params["best_iteration"] = int(model.best_iteration)
+    elif isinstance(model, LogisticRegression):
+        params.update(
+            C=float(model.C),
+            solver=str(model.solver),
+            max_iter=int(model.max_iter),
+            n_iter=int(np.max(model.n_iter_)),
+        )
+    else:
+        params["alpha"] = float(model.alpha)
+    return params
+
+
+def _clip_probabilities(proba: NDArray[np.float64]) -> NDArray[np.float64]:
+    # float32 rounding can put a probability a hair outside [0, 1].
+    return np.clip(proba, 0.0, 1.0)

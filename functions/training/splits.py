@@ -1,0 +1,118 @@
+"""Read a dataset version's channels into model inputs.
+
+Both the native pipeline and the ONNX graph are fed from ``features.onnx_feeds``: numerics as
+float32, categories as normalised strings. The native model is therefore fitted and checked on
+exactly the values the exported model will see at inference time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from numpy.typing import NDArray
+from pydantic import ValidationError
+
+from functions.shared.contract import describe_validation_error
+from functions.shared.errors import TrainingError
+from functions.shared.features import DatasetSchema, onnx_feeds
+from functions.shared.metrics import UnknownMetricError, metric_info
+
+SCHEMA_FILE = "dataset.json"
+
+
+@dataclass(frozen=True)
+class Split:
+    """One split: the features as the model sees them, and the encoded target."""
+
+    name: str
+    frame: pd.DataFrame  # one column per feature, in schema order
+    feeds: dict[str, NDArray[Any]]  # the same values as ONNX inputs, (n, 1) each
+    y: NDArray[Any]  # class index into schema.classes (int64), or float64 target
+
+    @property
+    def rows(self) -> int:
+        return int(self.y.shape[0])
+
+
+def load_schema(channel: Path) -> DatasetSchema:
+    path = channel / SCHEMA_FILE
+    if not path.is_file():
+        raise TrainingError(f"the train channel has no {SCHEMA_FILE} (looked at {path})")
+    try:
+        schema = DatasetSchema.model_validate_json(path.read_bytes())
+    except ValidationError as exc:
+        raise TrainingError(f"{path}: {describe_validation_error(exc)}") from None
+    classes = schema.classes or []
+    if schema.task == "classification" and (len(classes) < 2 or len(set(classes)) < len(classes)):
+        raise TrainingError(
+            f"{path}: a classification dataset needs two or more distinct classes, got {classes}"
+        )
+    try:
+        info = metric_info(schema.metric)
+    except UnknownMetricError as exc:
+        raise TrainingError(f"{path}: {exc}") from None
+    if info.task != schema.task:
+        raise TrainingError(
+            f"{path}: metric '{schema.metric}' is a {info.task} metric but the task is "
+            f"'{schema.task}'"
+        )
+    return schema
+
+
+def require_every_class(schema: DatasetSchema, split: Split) -> None:
+    """XGBoost needs classes 0..K-1 present, and the probability columns must cover
+    ``schema.classes``: a class without training rows cannot be learnt."""
+    if schema.task != "classification":
+        return
+    classes = schema.classes or []
+    counts = np.bincount(split.y, minlength=len(classes))
+    absent = [label for label, count in zip(classes, counts, strict=True) if count == 0]
+    if absent:
+        raise TrainingError(
+            f"classes {absent} have no rows in the {split.name} split ({split.rows} rows); "
+            f"every class of {classes} must be learnt"
+        )
+
+
+def load_split(channel: Path, schema: DatasetSchema, name: str) -> Split:
+    """Read every ``*.parquet`` file of a channel; columns other than features and target are
+    ignored (id and sensitive columns travel with the data but never reach the model)."""
+    files = sorted(channel.glob("*.parquet"))
+    if not files:
+        raise TrainingError(f"the {name} channel holds no *.parquet file (looked in {channel})")
+    columns = [f.name for f in schema.features] + [schema.target]
+    try:
+        table = pd.concat([pd.read_parquet(f, columns=columns) for f in files], ignore_index=True)
+    except (KeyError, ValueError) as exc:  # pyarrow reports a missing column as either
+        raise TrainingError(
+            f"the {name} split lacks a column it needs ({columns}): {exc}"
+        ) from None
+    if table.empty:
+        raise TrainingError(f"the {name} split has no rows")
+    feeds = onnx_feeds(schema.features, {c: table[c].to_numpy() for c in table.columns})
+    frame = pd.DataFrame({spec.name: feeds[spec.name].ravel() for spec in schema.features})
+    return Split(name=name, frame=frame, feeds=feeds, y=_encode_target(table, schema, name))
+
+
+def _encode_target(table: pd.DataFrame, schema: DatasetSchema, split: str) -> NDArray[Any]:
+    target = table[schema.target]
+    if schema.task == "regression":
+        y: NDArray[np.float64] = np.asarray(pd.to_numeric(target, errors="coerce"), np.float64)
+        bad = int(np.count_nonzero(~np.isfinite(y)))
+        if bad:
+            raise TrainingError(f"the {split} target '{schema.target}' has {bad} non-finite rows")
+        return y
+    classes = schema.classes or []
+    codes = np.asarray(pd.Index(classes).get_indexer(target), dtype=np.int64)
+    unknown = target[codes < 0]
+    if unknown.size:
+        seen = sorted({str(v) for v in unknown.head(1000)})[:5]
+        raise TrainingError(
+            f"the {split} target '{schema.target}' has {unknown.size} rows whose label is not one "
+            f"of the dataset's classes {classes}, e.g. {seen}"
+        )
+    return codes

@@ -1,0 +1,204 @@
+"""SageMaker script-mode entry point: candidates -> best -> ONNX export -> parity check.
+
+Run as ``python functions/training/train.py`` with the repository root on PYTHONPATH (SageMaker
+puts the code directory there; infra/local/training_runner.py sets it). The training asset
+therefore ships ``functions/__init__.py``, ``functions/shared`` and ``functions/training``, with
+``functions/training/requirements.txt`` copied to its root where the container installs it.
+
+Inputs: the ``train`` channel (``*.parquet`` + ``dataset.json``), the ``validation`` channel
+(``*.parquet``) and ``hyperparameters.json``. Outputs in SM_MODEL_DIR: ``model.onnx`` and
+``model_card.json``. On any failure the reason goes to ``$SM_OUTPUT_DIR/failure`` (SageMaker's
+FailureReason) and the process exits non-zero, leaving the model directory without a model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import logging
+import os
+import platform
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+
+import numpy as np
+import onnx
+import onnxmltools
+import onnxruntime as ort
+import pandas as pd
+import skl2onnx
+import sklearn
+import xgboost
+
+from functions.shared.model_card import (
+    MODEL_CARD_FILE,
+    MODEL_FILE,
+    ModelCard,
+    TrainingInfo,
+)
+from functions.training.candidates import (
+    build_candidates,
+    choose_best,
+    device_for,
+    fit_candidate,
+)
+from functions.training.export import describe_onnx, to_onnx
+from functions.training.parity import ensure_parity, measure_parity
+from functions.training.script_mode import (
+    Hyperparameters,
+    SageMakerPaths,
+    failure_reason,
+    load_hyperparameters,
+    num_gpus_from_env,
+    write_failure,
+)
+from functions.training.splits import load_schema, load_split, require_every_class
+
+log = logging.getLogger("sluice.training")
+
+
+def train(
+    paths: SageMakerPaths,
+    hyperparameters: Hyperparameters,
+    num_gpus: int,
+    *,
+    n_jobs: int | None = None,
+) -> ModelCard:
+    """Train every candidate, export the best to ONNX, check parity, write model and card.
+
+    Raises TrainingError for unusable inputs and ParityError when the export disagrees with
+    the native model; nothing is written to ``paths.model`` in either case.
+    """
+    started = time.perf_counter()
+    schema = load_schema(paths.train)
+    train_split = load_split(paths.train, schema, "train")
+    validation = load_split(paths.validation, schema, "validation")
+    require_every_class(schema, train_split)
+    load_seconds = time.perf_counter() - started
+
+    pipelines = build_candidates(schema, hyperparameters, num_gpus=num_gpus, n_jobs=n_jobs)
+    fitted = [
+        fit_candidate(name, pipeline, schema, train_split, validation)
+        for name, pipeline in pipelines.items()
+    ]
+    best = choose_best(fitted, schema.metric)
+
+    export_started = time.perf_counter()
+    model_bytes = to_onnx(best.pipeline, schema)
+    session = ort.InferenceSession(model_bytes, providers=["CPUExecutionProvider"])
+    export_seconds = time.perf_counter() - export_started
+
+    parity_started = time.perf_counter()
+    parity = measure_parity(best.pipeline, session, schema, validation)
+    parity_seconds = time.perf_counter() - parity_started
+    ensure_parity(parity, best.name)
+
+    paths.model.mkdir(parents=True, exist_ok=True)
+    model_path = paths.model / MODEL_FILE
+    model_path.write_bytes(model_bytes)
+    sha256 = hashlib.sha256(model_path.read_bytes()).hexdigest()
+    card = ModelCard(
+        dataset=schema.dataset,
+        dataset_version=schema.dataset_version,
+        task=schema.task,
+        target=schema.target,
+        metric=schema.metric,
+        features=list(schema.features),
+        classes=schema.classes,
+        chosen=best.name,
+        candidates=[f.record for f in fitted],
+        validation=best.record.validation,
+        parity=parity,
+        onnx=describe_onnx(model_bytes, sha256, session),
+        training=TrainingInfo(
+            seconds=round(time.perf_counter() - started, 3),
+            load_seconds=round(load_seconds, 3),
+            export_seconds=round(export_seconds, 3),
+            parity_seconds=round(parity_seconds, 3),
+            rows_train=train_split.rows,
+            rows_validation=validation.rows,
+            gpus=num_gpus,
+            device=device_for(num_gpus),
+            hyperparameters=hyperparameters.model_dump(mode="json"),
+            libraries=library_versions(),
+        ),
+        created_at=datetime.now(UTC),
+    )
+    (paths.model / MODEL_CARD_FILE).write_text(card.model_dump_json(indent=2), encoding="utf-8")
+    return card
+
+
+def library_versions() -> dict[str, str]:
+    return {
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "pandas": pd.__version__,
+        "scikit-learn": sklearn.__version__,
+        "xgboost": xgboost.__version__,
+        "skl2onnx": skl2onnx.__version__,
+        "onnxmltools": onnxmltools.__version__,
+        "onnx": onnx.__version__,
+        "onnxruntime": ort.__version__,
+    }
+
+
+def summary(card: ModelCard) -> str:
+    """The lines CloudWatch shows for a finished job."""
+    lines = [
+        f"sluice training: {card.dataset} {card.dataset_version} ({card.task}, "
+        f"metric {card.metric}) on {card.training.rows_train} train / "
+        f"{card.training.rows_validation} validation rows, device {card.training.device}",
+    ]
+    for candidate in card.candidates:
+        mark = "*" if candidate.name == card.chosen else " "
+        lines.append(
+            f" {mark} {candidate.name:<8} {card.metric}={_figure(candidate.metric_value)}  "
+            f"fit {candidate.fit_seconds:.1f} s"
+        )
+    parity = card.parity
+    agreement = (
+        "" if parity.label_agreement is None else f", labels agree {parity.label_agreement:.2%}"
+    )
+    lines.append(
+        f"parity passed on {parity.rows} rows: max diff {parity.max_scaled_diff:.2g} "
+        f"<= {parity.tolerance:g}{agreement}"
+    )
+    lines.append(
+        f"model.onnx {card.onnx.bytes} bytes sha256 {card.onnx.sha256[:12]}; "
+        f"total {card.training.seconds:.1f} s"
+    )
+    return "\n".join(lines)
+
+
+def _figure(value: float | None) -> str:
+    return "undefined" if value is None else f"{value:.4f}"
+
+
+def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
+    """Entry point; returns the process exit code.
+
+    Hyperparameters are read from ``hyperparameters.json``. SageMaker also appends them to the
+    command line as ``--key value``; those arguments are accepted and ignored, so the file stays
+    the one source.
+    """
+    argparse.ArgumentParser(add_help=False).parse_known_args(argv)
+    environment = os.environ if env is None else env
+    paths = SageMakerPaths.from_env(environment)
+    logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(message)s")
+    try:
+        card = train(
+            paths, load_hyperparameters(paths.hyperparameters_file), num_gpus_from_env(environment)
+        )
+    except Exception as exc:
+        reason = failure_reason(exc)
+        write_failure(paths, reason)
+        log.exception("training failed: %s", reason)
+        return 1
+    print(summary(card), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

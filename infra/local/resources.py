@@ -1,0 +1,77 @@
+"""Create, in any AWS-compatible endpoint (moto in-process or moto's server), the resources the
+CDK stack declares: the two buckets, the upload route S3 → EventBridge → SQS, and the state
+machine. Names come from the topology module."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from functions.shared.layout import DATA_PREFIX
+from infra.topology import Topology
+
+UPLOAD_QUEUE = "sluice-uploads"
+UPLOAD_RULE = "sluice-data-uploads"
+# Until the pipeline definition lands (infra/statemachine/pipeline.asl.json), runs are recorded by
+# a one-state machine and the local runner drives training directly.
+PLACEHOLDER_DEFINITION = {"StartAt": "Recorded", "States": {"Recorded": {"Type": "Succeed"}}}
+
+
+@dataclass(frozen=True)
+class LocalResources:
+    topology: Topology
+    upload_queue_url: str
+
+
+def upload_event_pattern(topology: Topology) -> dict[str, Any]:
+    """EventBridge pattern for uploads under any ``<dataset>/data/`` prefix of the raw bucket."""
+    return {
+        "source": ["aws.s3"],
+        "detail-type": ["Object Created"],
+        "detail": {
+            "bucket": {"name": [topology.raw_bucket]},
+            "object": {"key": [{"wildcard": f"*/{DATA_PREFIX}*"}]},
+        },
+    }
+
+
+def provision(clients: Any, topology: Topology) -> LocalResources:
+    """``clients(service)`` returns a boto3 client for that service."""
+    s3 = clients("s3")
+    for bucket in (topology.raw_bucket, topology.artifacts_bucket):
+        s3.create_bucket(Bucket=bucket)
+        s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    s3.put_bucket_notification_configuration(
+        Bucket=topology.raw_bucket, NotificationConfiguration={"EventBridgeConfiguration": {}}
+    )
+    sqs = clients("sqs")
+    queue_url = sqs.create_queue(QueueName=UPLOAD_QUEUE)["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])[
+        "Attributes"
+    ]["QueueArn"]
+    events = clients("events")
+    events.put_rule(Name=UPLOAD_RULE, EventPattern=json.dumps(upload_event_pattern(topology)))
+    events.put_targets(Rule=UPLOAD_RULE, Targets=[{"Id": "uploads", "Arn": queue_arn}])
+    clients("stepfunctions").create_state_machine(
+        name=topology.state_machine_name,
+        definition=json.dumps(PLACEHOLDER_DEFINITION),
+        roleArn=topology.pipeline_role_arn,
+    )
+    return LocalResources(topology=topology, upload_queue_url=queue_url)
+
+
+def receive_upload_events(clients: Any, resources: LocalResources) -> list[dict[str, Any]]:
+    """Drain the upload queue: the EventBridge events S3 emitted, as Lambda would receive them."""
+    sqs = clients("sqs")
+    events: list[dict[str, Any]] = []
+    while True:
+        batch = sqs.receive_message(QueueUrl=resources.upload_queue_url, MaxNumberOfMessages=10)
+        messages = batch.get("Messages", [])
+        if not messages:
+            return events
+        for message in messages:
+            events.append(json.loads(message["Body"]))
+            sqs.delete_message(
+                QueueUrl=resources.upload_queue_url, ReceiptHandle=message["ReceiptHandle"]
+            )

@@ -1,0 +1,183 @@
+"""Deterministic dataset versions, shaped as preprocess writes them, for training tests and bench.
+
+A version directory holds ``train/part-0.parquet``, ``train/dataset.json``,
+``validation/part-0.parquet`` and ``test/part-0.parquet``. Numeric features are float64 with
+NaN for missing values, categorical ones normalised strings with ``MISSING_CATEGORY``, the target
+a class label (classification) or a float64 (regression). The same seed gives the same bytes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+
+from functions.shared.contract import FeatureKind
+from functions.shared.features import MISSING_CATEGORY, DatasetSchema, FeatureSpec
+
+Task = Literal["classification", "regression"]
+SPLITS = ("train", "validation", "test")
+SPLIT_FRACTIONS = (0.7, 0.15, 0.15)
+# Category counts per categorical column, cycled; the 150-level column exceeds the training
+# one-hot cap, so the infrequent-category path is exercised.
+CARDINALITIES = (4, 150, 7, 12, 3)
+# Bin labels in signal order; deliberately not in sorted order, so that a model that confused
+# bin order with schema.classes order would fail its metric.
+LABELS = {2: ("yes", "no"), 3: ("gold", "bronze", "silver")}
+
+
+@dataclass(frozen=True)
+class Generated:
+    frame: pd.DataFrame
+    schema: DatasetSchema
+
+
+def synthetic(
+    rows: int,
+    *,
+    task: Task,
+    metric: str,
+    n_numeric: int,
+    n_categorical: int,
+    n_classes: int = 2,
+    missing: float = 0.05,
+    target_offset: float = 0.0,
+    target_scale: float = 1.0,
+    extra_columns: bool = False,
+    name: str = "synthetic",
+    seed: int = 0,
+) -> Generated:
+    """A learnable table: the target mixes linear, interaction, non-linear and category effects,
+    so both a linear model and boosted trees find signal and the trees find more."""
+    rng = np.random.default_rng(seed)
+    columns: dict[str, object] = {}
+    signal = np.zeros(rows)
+    features: list[FeatureSpec] = []
+    numeric = rng.normal(size=(rows, n_numeric))
+    for i in range(n_numeric):
+        name_i = f"num_{i}"
+        columns[name_i] = numeric[:, i] * 10.0 ** (i % 3)  # mixed scales
+        features.append(FeatureSpec(name=name_i, kind=FeatureKind.NUMERIC))
+        signal += rng.normal() * numeric[:, i] / max(1, i)
+    if n_numeric >= 3:
+        signal += numeric[:, 0] * numeric[:, 1] + np.sin(3 * numeric[:, 2])
+    for j in range(n_categorical):
+        name_j = f"cat_{j}"
+        levels = CARDINALITIES[j % len(CARDINALITIES)]
+        # Zipf-like frequencies: a few common levels and a long tail of rare ones.
+        weights = 1.0 / np.arange(1, levels + 1)
+        codes = rng.choice(levels, size=rows, p=weights / weights.sum())
+        effects = rng.normal(scale=0.8, size=levels)
+        signal += effects[codes]
+        columns[name_j] = np.array([f"level {k}" for k in codes], dtype=object)
+        features.append(FeatureSpec(name=name_j, kind=FeatureKind.CATEGORICAL))
+    signal += rng.normal(scale=0.3, size=rows)
+
+    for spec in features:
+        holes = rng.random(rows) < missing
+        values = np.asarray(columns[spec.name])
+        if spec.kind is FeatureKind.NUMERIC:
+            values = np.where(holes, np.nan, values)
+        else:
+            values = np.where(holes, MISSING_CATEGORY, values)
+        columns[spec.name] = values
+
+    target = "label" if task == "classification" else "price"
+    classes: list[str] | None = None
+    if task == "classification":
+        labels = LABELS[n_classes]
+        edges = np.quantile(signal, np.linspace(0, 1, n_classes + 1)[1:-1])
+        columns[target] = np.array(labels, dtype=object)[np.digitize(signal, edges)]
+        classes = sorted(labels)
+    else:
+        columns[target] = target_offset + target_scale * signal
+
+    id_column: str | None = None
+    sensitive: list[str] = []
+    if extra_columns:
+        id_column, sensitive = "customer_id", ["region"]
+        columns[id_column] = np.array([f"c-{k:07d}" for k in range(rows)], dtype=object)
+        columns["region"] = rng.choice(np.array(["north", "south"], dtype=object), size=rows)
+
+    frame = pd.DataFrame(columns)
+    for spec in features:
+        if spec.kind is FeatureKind.CATEGORICAL:
+            frame[spec.name] = frame[spec.name].astype("str")
+    if task == "classification":
+        frame[target] = frame[target].astype("str")
+    schema = DatasetSchema(
+        dataset=name,
+        dataset_version=f"v-{seed:04d}",
+        task=task,
+        target=target,
+        metric=metric,
+        features=features,
+        classes=classes,
+        id_column=id_column,
+        sensitive=sensitive,
+    )
+    return Generated(frame=frame, schema=schema)
+
+
+def write_dataset_version(root: Path, generated: Generated) -> DatasetSchema:
+    """Shuffle, split 70/15/15 and write the version directory under ``root``."""
+    frame = generated.frame.sample(frac=1.0, random_state=0).reset_index(drop=True)
+    bounds = np.cumsum([0, *(round(f * len(frame)) for f in SPLIT_FRACTIONS)])
+    bounds[-1] = len(frame)
+    for split, start, stop in zip(SPLITS, bounds[:-1], bounds[1:], strict=True):
+        directory = root / split
+        directory.mkdir(parents=True, exist_ok=True)
+        frame.iloc[start:stop].to_parquet(directory / "part-0.parquet", index=False)
+    (root / "train" / "dataset.json").write_text(generated.schema.model_dump_json(indent=2))
+    return generated.schema
+
+
+def binary_numeric(root: Path, rows: int = 2000, seed: int = 1) -> DatasetSchema:
+    """Two classes, numeric features only (with missing values)."""
+    generated = synthetic(
+        rows,
+        task="classification",
+        metric="roc_auc",
+        n_numeric=6,
+        n_categorical=0,
+        name="binary",
+        seed=seed,
+    )
+    return write_dataset_version(root, generated)
+
+
+def multiclass_mixed(root: Path, rows: int = 3000, seed: int = 2) -> DatasetSchema:
+    """Three classes; numeric and categorical features, both with missing values; an id column
+    and a sensitive column that training must ignore."""
+    generated = synthetic(
+        rows,
+        task="classification",
+        metric="f1_macro",
+        n_numeric=5,
+        n_categorical=3,
+        n_classes=3,
+        missing=0.08,
+        extra_columns=True,
+        name="multiclass",
+        seed=seed,
+    )
+    return write_dataset_version(root, generated)
+
+
+def regression_prices(root: Path, rows: int = 3000, seed: int = 3) -> DatasetSchema:
+    """A price-like target around 2e5 (float32 spacing there is ~0.016), with categoricals."""
+    generated = synthetic(
+        rows,
+        task="regression",
+        metric="rmse",
+        n_numeric=5,
+        n_categorical=2,
+        target_offset=200_000.0,
+        target_scale=40_000.0,
+        name="prices",
+        seed=seed,
+    )
+    return write_dataset_version(root, generated)

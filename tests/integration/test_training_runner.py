@@ -1,0 +1,160 @@
+"""The local training runner under moto: a CreateTrainingJob request in, SageMaker's layout out."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from functions.shared.layout import version_prefix
+from functions.shared.model_card import ModelCard
+from functions.shared.storage import S3ObjectStore
+from infra.local.training_runner import (
+    TrainingJobFailedError,
+    TrainingRequestError,
+    run_training_job,
+)
+from tests import datasets
+
+BUCKET = "sluice-test-artifacts"
+
+
+@pytest.fixture
+def s3(tmp_path: Path) -> Iterator[Any]:
+    """A bucket holding one dataset version, as preprocess leaves it."""
+    with mock_aws():
+        client = boto3.client("s3", region_name="us-east-1")
+        client.create_bucket(Bucket=BUCKET)
+        schema = datasets.multiclass_mixed(tmp_path / "version", rows=900)
+        prefix = version_prefix(schema.dataset, schema.dataset_version)
+        for path in sorted((tmp_path / "version").rglob("*")):
+            if path.is_file():
+                key = prefix + path.relative_to(tmp_path / "version").as_posix()
+                client.upload_file(str(path), BUCKET, key)
+        yield client
+
+
+def _request(name: str, hyperparameters: dict[str, str]) -> dict[str, Any]:
+    version = f"s3://{BUCKET}/{version_prefix('multiclass', 'v-0002')}"
+    return {
+        "TrainingJobName": name,
+        "AlgorithmSpecification": {"TrainingImage": "xgboost:3.0", "TrainingInputMode": "File"},
+        "RoleArn": "arn:aws:iam::123456789012:role/sluice-training",
+        "HyperParameters": hyperparameters,
+        "InputDataConfig": [
+            {
+                "ChannelName": channel,
+                "DataSource": {
+                    "S3DataSource": {
+                        "S3DataType": "S3Prefix",
+                        "S3Uri": f"{version}{channel}/",
+                        "S3DataDistributionType": "FullyReplicated",
+                    }
+                },
+            }
+            for channel in ("train", "validation")
+        ],
+        "OutputDataConfig": {"S3OutputPath": f"s3://{BUCKET}/multiclass/models"},
+        "ResourceConfig": {
+            "InstanceType": "ml.g5.xlarge",
+            "InstanceCount": 1,
+            "VolumeSizeInGB": 30,
+        },
+        "StoppingCondition": {"MaxRuntimeInSeconds": 300},
+        "EnableManagedSpotTraining": True,
+    }
+
+
+def test_a_job_completes_and_uploads_model_tar_gz_where_sagemaker_does(
+    s3: Any, tmp_path: Path
+) -> None:
+    # Given a CreateTrainingJob request over the uploaded dataset version
+    request = _request("sluice-multiclass-1", {"n_estimators": "20", "seed": "3"})
+    # When the local runner runs it
+    result = run_training_job(request, S3ObjectStore(s3), work_dir=tmp_path / "opt-ml")
+    # Then it completed, and reports like DescribeTrainingJob
+    assert result.training_job_status == "Completed", result.failure_reason
+    expected = f"s3://{BUCKET}/multiclass/models/sluice-multiclass-1/output/model.tar.gz"
+    assert result.model_artifacts is not None
+    assert result.model_artifacts.s3_model_artifacts == expected
+    described = result.model_dump(by_alias=True)
+    assert described["ModelArtifacts"] == {"S3ModelArtifacts": expected}
+    assert described["TrainingTimeInSeconds"] >= 1
+    assert "parity passed" in result.stdout_tail
+    # And the archive holds the model and its card at its root
+    key = expected.removeprefix(f"s3://{BUCKET}/")
+    archive = s3.get_object(Bucket=BUCKET, Key=key)["Body"].read()
+    with tarfile.open(fileobj=io.BytesIO(archive), mode="r:gz") as tar:
+        assert sorted(tar.getnames()) == ["model.onnx", "model_card.json"]
+        card_file = tar.extractfile("model_card.json")
+        assert card_file is not None
+        card = ModelCard.model_validate_json(card_file.read())
+    assert card.dataset_version == "v-0002"
+    assert card.training.hyperparameters["seed"] == 3
+    # And the container layout was SageMaker's
+    hps = json.loads((tmp_path / "opt-ml/input/config/hyperparameters.json").read_text())
+    assert hps == {"n_estimators": "20", "seed": "3"}
+    assert (tmp_path / "opt-ml/input/data/train/dataset.json").is_file()
+    assert (tmp_path / "opt-ml/input/data/validation/part-0.parquet").is_file()
+
+
+def test_a_bad_hyperparameter_fails_the_job_with_the_reason(s3: Any) -> None:
+    # Given a request with a hyperparameter training does not know
+    request = _request("sluice-multiclass-2", {"n_trees": "20"})
+    # When the local runner runs it
+    result = run_training_job(request, S3ObjectStore(s3))
+    # Then the job failed, with the failure file's reason, and uploaded no model
+    assert result.training_job_status == "Failed"
+    assert result.failure_reason is not None
+    assert result.failure_reason.startswith(
+        "AlgorithmError: TrainingError: unknown hyperparameter 'n_trees'"
+    )
+    assert result.model_artifacts is None
+    listed = s3.list_objects_v2(Bucket=BUCKET, Prefix="multiclass/models/")
+    assert listed["KeyCount"] == 0
+    # And raising is available to callers that want it
+    with pytest.raises(TrainingJobFailedError, match="n_trees"):
+        run_training_job(request, S3ObjectStore(s3), raise_on_failure=True)
+
+
+def test_an_empty_channel_fails_the_job(s3: Any) -> None:
+    request = _request("sluice-multiclass-3", {})
+    request["InputDataConfig"][1]["DataSource"]["S3DataSource"]["S3Uri"] = f"s3://{BUCKET}/none/"
+    result = run_training_job(request, S3ObjectStore(s3))
+    assert result.training_job_status == "Failed"
+    assert result.failure_reason == f"ClientError: no S3 objects found under s3://{BUCKET}/none/"
+
+
+def test_max_runtime_is_enforced(s3: Any) -> None:
+    # Given a runtime limit no training can meet
+    request = _request("sluice-multiclass-4", {})
+    request["StoppingCondition"]["MaxRuntimeInSeconds"] = 1
+    # When the job runs
+    result = run_training_job(request, S3ObjectStore(s3))
+    # Then it is stopped and reported as failed for that reason
+    assert result.training_job_status == "Failed"
+    assert result.failure_reason == "MaxRuntimeExceeded: training ran past MaxRuntimeInSeconds=1"
+
+
+def test_a_request_sagemaker_would_refuse_raises(s3: Any) -> None:
+    request = _request("not a valid name!", {})
+    with pytest.raises(TrainingRequestError, match="TrainingJobName"):
+        run_training_job(request, S3ObjectStore(s3))
+
+
+def test_a_used_work_dir_is_refused(s3: Any, tmp_path: Path) -> None:
+    # Given a work directory a previous job left a model in
+    (tmp_path / "used" / "model").mkdir(parents=True)
+    (tmp_path / "used" / "model" / "model.onnx").write_bytes(b"stale")
+    # Then the runner refuses rather than risk shipping it
+    with pytest.raises(TrainingRequestError, match="not empty"):
+        run_training_job(
+            _request("sluice-multiclass-5", {}), S3ObjectStore(s3), work_dir=tmp_path / "used"
+        )

@@ -1,0 +1,104 @@
+"""The model card model: what it accepts, and the inconsistencies it refuses."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from functions.shared.model_card import ModelCard
+
+SHA = "ab" * 32
+
+
+def _card(**changes: Any) -> dict[str, Any]:
+    card: dict[str, Any] = {
+        "dataset": "churn",
+        "dataset_version": "v1",
+        "task": "classification",
+        "target": "churned",
+        "metric": "f1_macro",
+        "features": [{"name": "age", "kind": "numeric"}, {"name": "plan", "kind": "categorical"}],
+        "classes": ["no", "yes"],
+        "chosen": "xgboost",
+        "candidates": [
+            {
+                "name": "xgboost",
+                "params": {"max_depth": 6},
+                "fit_seconds": 1.5,
+                "metric_value": 0.8,
+                "validation": {"f1_macro": 0.8},
+            }
+        ],
+        "validation": {"f1_macro": 0.8},
+        "parity": {
+            "rows": 10,
+            "tolerance": 1e-4,
+            "max_abs_diff": 1e-7,
+            "max_scaled_diff": 1e-7,
+            "label_agreement": 1.0,
+            "ties": 0,
+            "passed": True,
+        },
+        "onnx": {
+            "sha256": SHA,
+            "bytes": 1000,
+            "opset": {"": 17, "ai.onnx.ml": 3},
+            "inputs": [
+                {"name": "age", "type": "tensor(float)", "shape": [None, 1]},
+                {"name": "plan", "type": "tensor(string)", "shape": [None, 1]},
+            ],
+            "outputs": [{"name": "label", "type": "tensor(int64)", "shape": [None]}],
+        },
+        "training": {
+            "seconds": 3.0,
+            "load_seconds": 0.1,
+            "export_seconds": 0.2,
+            "parity_seconds": 0.1,
+            "rows_train": 70,
+            "rows_validation": 10,
+            "gpus": 0,
+            "device": "cpu",
+            "hyperparameters": {"seed": 0},
+            "libraries": {"xgboost": "3.2.0"},
+        },
+        "created_at": "2026-11-22T00:00:00Z",
+    }
+    card.update(changes)
+    return card
+
+
+def test_a_complete_card_validates() -> None:
+    card = ModelCard.model_validate(_card())
+    assert card.schema_version == 1
+    assert card.chosen_candidate.metric_value == 0.8
+    assert card.output_names == ["label", "probabilities"]
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"unexpected": 1}, "Extra inputs are not permitted"),
+        ({"classes": None}, "classes must be given for classification"),
+        ({"task": "regression", "metric": "rmse"}, "classes must be given for classification"),
+        ({"chosen": "linear"}, "chosen candidate 'linear' is not among"),
+        ({"created_at": "2026-11-22T00:00:00"}, "timezone"),
+    ],
+)
+def test_inconsistent_cards_are_refused(changes: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        ModelCard.model_validate(_card(**changes))
+
+
+def test_a_card_for_a_model_that_failed_parity_is_refused() -> None:
+    parity = {**_card()["parity"], "passed": False}
+    with pytest.raises(ValidationError, match="only written for a model that passed parity"):
+        ModelCard.model_validate(_card(parity=parity))
+
+
+def test_onnx_inputs_must_be_the_features_in_order() -> None:
+    onnx = _card()["onnx"]
+    swapped = {**onnx, "inputs": list(reversed(onnx["inputs"]))}
+    with pytest.raises(ValidationError, match="ONNX inputs must be the features in order"):
+        ModelCard.model_validate(_card(onnx=swapped))
