@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 from pathlib import Path
@@ -66,7 +67,7 @@ def upload_of(info: ObjectInfo) -> UploadedObject:
         size=info.size,
         etag=info.etag,
         version_id=info.version_id,
-        sequencer=f"{hash(info.version_id) & 0xFFFFFFFF:016X}",
+        sequencer=hashlib.sha256(f"{info.key}|{info.version_id}".encode()).hexdigest()[:16],
     )
 
 
