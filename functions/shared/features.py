@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 import numpy as np
 from numpy.typing import NDArray
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from functions.shared.contract import FeatureKind
+from functions.shared.metrics import metric_info
 
 MISSING_CATEGORY = "__missing__"
 # Cell values read as "no value" in CSV files (case-sensitive, as pyarrow matches them).
@@ -55,8 +56,9 @@ class FeatureSpec(BaseModel):
     kind: FeatureKind
 
 
-class DatasetSchema(BaseModel):
-    """What one dataset version holds; written next to its splits and copied into model cards."""
+class DatasetFacts(BaseModel):
+    """What a dataset version is: shared by its schema (dataset.json) and every model card
+    trained on it, so the two cannot drift apart or disagree on what is consistent."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -67,6 +69,26 @@ class DatasetSchema(BaseModel):
     metric: str
     features: list[FeatureSpec] = Field(min_length=1)
     classes: list[str] | None = None
+
+    @model_validator(mode="after")
+    def _facts_consistent(self) -> Self:
+        info = metric_info(self.metric)  # UnknownMetricError is a ValueError: a field error
+        if info.task != self.task:
+            raise ValueError(
+                f"metric '{self.metric}' is a {info.task} metric but task is '{self.task}'"
+            )
+        if (self.task == "classification") != (self.classes is not None):
+            raise ValueError("classes must be given for classification and only then")
+        if self.classes is not None and (
+            len(self.classes) < 2 or len(set(self.classes)) < len(self.classes)
+        ):
+            raise ValueError(f"a classifier needs two or more distinct classes, got {self.classes}")
+        return self
+
+
+class DatasetSchema(DatasetFacts):
+    """What one dataset version holds; written next to its splits and copied into model cards."""
+
     id_column: str | None = None
     sensitive: list[str] = Field(default_factory=list)
 

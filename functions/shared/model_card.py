@@ -12,7 +12,7 @@ from typing import Literal, Self
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, JsonValue, model_validator
 
-from functions.shared.features import FeatureSpec
+from functions.shared.features import DatasetFacts
 
 MODEL_CARD_SCHEMA_VERSION: Literal[1] = 1
 MODEL_FILE = "model.onnx"
@@ -85,15 +85,8 @@ class TrainingInfo(_Frozen):
     libraries: dict[str, str]
 
 
-class ModelCard(_Frozen):
+class ModelCard(DatasetFacts):
     schema_version: Literal[1] = MODEL_CARD_SCHEMA_VERSION
-    dataset: str
-    dataset_version: str
-    task: Literal["classification", "regression"]
-    target: str
-    metric: str
-    features: list[FeatureSpec] = Field(min_length=1)
-    classes: list[str] | None = None
     chosen: str
     candidates: list[CandidateRecord] = Field(min_length=1)
     validation: dict[str, JsonValue]
@@ -103,11 +96,7 @@ class ModelCard(_Frozen):
     created_at: AwareDatetime
 
     @model_validator(mode="after")
-    def _consistent(self) -> Self:
-        if (self.task == "classification") != (self.classes is not None):
-            raise ValueError("classes must be given for classification and only then")
-        if self.classes is not None and len(self.classes) < 2:
-            raise ValueError("a classifier needs at least two classes")
+    def _card_consistent(self) -> Self:
         names = [c.name for c in self.candidates]
         if self.chosen not in names:
             raise ValueError(f"chosen candidate '{self.chosen}' is not among {names}")

@@ -19,7 +19,6 @@ from pydantic import ValidationError
 from functions.shared.contract import describe_validation_error
 from functions.shared.errors import TrainingError
 from functions.shared.features import DatasetSchema, onnx_feeds
-from functions.shared.metrics import UnknownMetricError, metric_info
 
 SCHEMA_FILE = "dataset.json"
 
@@ -46,20 +45,6 @@ def load_schema(channel: Path) -> DatasetSchema:
         schema = DatasetSchema.model_validate_json(path.read_bytes())
     except ValidationError as exc:
         raise TrainingError(f"{path}: {describe_validation_error(exc)}") from None
-    classes = schema.classes or []
-    if schema.task == "classification" and (len(classes) < 2 or len(set(classes)) < len(classes)):
-        raise TrainingError(
-            f"{path}: a classification dataset needs two or more distinct classes, got {classes}"
-        )
-    try:
-        info = metric_info(schema.metric)
-    except UnknownMetricError as exc:
-        raise TrainingError(f"{path}: {exc}") from None
-    if info.task != schema.task:
-        raise TrainingError(
-            f"{path}: metric '{schema.metric}' is a {info.task} metric but the task is "
-            f"'{schema.task}'"
-        )
     return schema
 
 
