@@ -49,7 +49,7 @@ from functions.shared.contract import Contract, FeatureKind, parse_contract
 from functions.shared.errors import ContractError, DataValidationError
 from functions.shared.features import DatasetSchema, FeatureSpec
 from functions.shared.orchestration import Orchestrator, RunInput
-from functions.shared.storage import ObjectInfo, ObjectStore
+from functions.shared.storage import ObjectInfo, ObjectStore, s3_uri
 
 RUN_NAME_LIMIT = 80  # Step Functions execution names
 
@@ -545,7 +545,7 @@ def _load_contract(store: ObjectStore, bucket: str, dataset: str) -> tuple[Contr
             [
                 Violation(
                     rule="contract_missing",
-                    message=f"no contract: upload s3://{bucket}/{key} to declare the dataset",
+                    message=f"no contract: upload {s3_uri(bucket, key)} to declare the dataset",
                 )
             ]
         )
@@ -566,7 +566,7 @@ def _superseded(upload: UploadedObject, current: ObjectInfo) -> bool:
 
 
 def _s3_prefix(bucket: str, split_key: str) -> str:
-    return f"s3://{bucket}/{split_key.rsplit('/', 1)[0]}/"
+    return s3_uri(bucket, f"{split_key.rsplit('/', 1)[0]}/")
 
 
 def _hp(value: object) -> str:

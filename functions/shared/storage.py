@@ -25,6 +25,16 @@ class ObjectInfo:
     version_id: str | None = None
 
 
+def s3_uri(bucket: str, key: str = "") -> str:
+    return f"s3://{bucket}/{key}"
+
+
+def parse_s3_uri(uri: str) -> tuple[str, str]:
+    """``s3://bucket/some/key`` → ``("bucket", "some/key")``."""
+    bucket, _, key = uri.removeprefix("s3://").partition("/")
+    return bucket, key
+
+
 class ObjectStore(ABC):
     @abstractmethod
     def head(self, bucket: str, key: str) -> ObjectInfo | None:

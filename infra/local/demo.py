@@ -22,7 +22,7 @@ from moto import mock_aws
 from functions.shared import layout
 from functions.shared.model_card import MODEL_CARD_FILE, ModelCard
 from functions.shared.orchestration import RunInput
-from functions.shared.storage import S3ObjectStore
+from functions.shared.storage import S3ObjectStore, parse_s3_uri, s3_uri
 from infra.local.resources import provision, receive_upload_events
 from infra.local.training_runner import run_training_job
 from infra.topology import Topology
@@ -54,7 +54,7 @@ def training_job_request(run: RunInput, topology: Topology) -> dict[str, Any]:
             for channel, uri in (("train", run.train_uri), ("validation", run.validation_uri))
         ],
         "OutputDataConfig": {
-            "S3OutputPath": f"s3://{topology.artifacts_bucket}/{layout.models_prefix(run.dataset)}"
+            "S3OutputPath": s3_uri(topology.artifacts_bucket, layout.models_prefix(run.dataset))
         },
         "ResourceConfig": {"InstanceType": run.instance_type, "InstanceCount": 1},
         "StoppingCondition": {"MaxRuntimeInSeconds": run.max_runtime_seconds},
@@ -107,7 +107,7 @@ def run_demo(inputs: DemoInputs) -> dict[str, Any]:
         steps["preprocess"] = time.perf_counter() - started
         result: dict[str, Any] = {
             "dataset": inputs.dataset,
-            "upload": f"s3://{topology.raw_bucket}/{data_key}",
+            "upload": s3_uri(topology.raw_bucket, data_key),
             "preprocess": outcome,
         }
         if outcome["status"] != "started":
@@ -138,7 +138,7 @@ def run_demo(inputs: DemoInputs) -> dict[str, Any]:
 
 
 def _model_card(s3: Any, uri: str) -> ModelCard:
-    bucket, _, key = uri.removeprefix("s3://").partition("/")
+    bucket, key = parse_s3_uri(uri)
     archive = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
     with tarfile.open(fileobj=io.BytesIO(archive), mode="r:gz") as tar:
         member = tar.extractfile(MODEL_CARD_FILE)

@@ -26,7 +26,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_pascal
 
-from functions.shared.storage import ObjectStore
+from functions.shared.storage import ObjectStore, parse_s3_uri
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ENTRY_POINT = REPO_ROOT / "functions" / "training" / "train.py"
@@ -202,7 +202,7 @@ def _run(job: TrainingJobRequest, store: ObjectStore, root: Path, python: str) -
         f"{job.output_data_config.s3_output_path.rstrip('/')}/"
         f"{job.training_job_name}/output/model.tar.gz"
     )
-    bucket, key = _split_uri(destination)
+    bucket, key = parse_s3_uri(destination)
     store.upload(archive, bucket, key)
     return TrainingJobResult(
         training_job_name=job.training_job_name,
@@ -216,7 +216,7 @@ def _run(job: TrainingJobRequest, store: ObjectStore, root: Path, python: str) -
 def _download_prefix(store: ObjectStore, uri: str, target: Path) -> int:
     """Copy every object under the prefix into ``target``, keeping the key's path below the
     prefix (S3Prefix semantics); returns how many objects were copied."""
-    bucket, prefix = _split_uri(uri)
+    bucket, prefix = parse_s3_uri(uri)
     target.mkdir(parents=True, exist_ok=True)
     copied = 0
     for info in store.list(bucket, prefix):
@@ -253,11 +253,6 @@ def _job_dir(work_dir: Path | None, name: str) -> Iterator[Path]:
         return
     with tempfile.TemporaryDirectory(prefix=f"sluice-training-{name}-") as tmp:
         yield Path(tmp)
-
-
-def _split_uri(uri: str) -> tuple[str, str]:
-    bucket, _, key = uri.removeprefix("s3://").partition("/")
-    return bucket, key
 
 
 def _decode(value: str) -> Any:
