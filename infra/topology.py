@@ -39,10 +39,45 @@ class Topology:
     def pipeline_role_arn(self) -> str:
         return f"arn:aws:iam::{self.account}:role/sluice-pipeline-{self.stage}"
 
+    @property
+    def registry_table(self) -> str:
+        return f"sluice-registry-{self.stage}"
+
+    @property
+    def decisions_topic_name(self) -> str:
+        return f"sluice-decisions-{self.stage}"
+
+    @property
+    def decisions_topic_arn(self) -> str:
+        return f"arn:aws:sns:{self.region}:{self.account}:{self.decisions_topic_name}"
+
+    def function_name(self, function: str) -> str:
+        """Deployed name of one of the pipeline's functions (``evaluate``, ``promote``...)."""
+        return f"sluice-{function}-{self.stage}"
+
+    def function_arn(self, function: str) -> str:
+        return f"arn:aws:lambda:{self.region}:{self.account}:function:{self.function_name(function)}"
+
     def preprocess_environment(self) -> dict[str, str]:
         """The preprocess function's environment (functions/preprocess/handler.py Settings)."""
         return {
             "ARTIFACTS_BUCKET": self.artifacts_bucket,
             "STATE_MACHINE_ARN": self.state_machine_arn,
             "POWERTOOLS_SERVICE_NAME": "sluice-preprocess",
+        }
+
+    def pipeline_environment(self) -> dict[str, str]:
+        """Environment of the evaluate, promote and reject functions."""
+        return {
+            "ARTIFACTS_BUCKET": self.artifacts_bucket,
+            "REGISTRY_TABLE": self.registry_table,
+            "DECISIONS_TOPIC_ARN": self.decisions_topic_arn,
+            "POWERTOOLS_SERVICE_NAME": "sluice-pipeline",
+        }
+
+    def inference_environment(self) -> dict[str, str]:
+        """The inference function's environment (functions/inference/handler.py Settings)."""
+        return {
+            "REGISTRY_TABLE": self.registry_table,
+            "POWERTOOLS_SERVICE_NAME": "sluice-inference",
         }

@@ -13,3 +13,14 @@ os.environ["AWS_SECRET_ACCESS_KEY"] = "testing"
 os.environ["AWS_SESSION_TOKEN"] = "testing"
 os.environ["AWS_DEFAULT_REGION"] = "us-east-1"
 os.environ.pop("AWS_PROFILE", None)
+
+
+import pytest  # noqa: E402  (the environment above must be set before any import)
+
+from tests.models import KINDS, TrainedModel, train_model  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def trained_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, TrainedModel]:
+    """One small real model per kind (binary, multiclass, regression), trained once per session."""
+    return {kind: train_model(tmp_path_factory.mktemp(f"model-{kind}"), kind) for kind in KINDS}

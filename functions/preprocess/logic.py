@@ -48,7 +48,7 @@ from functions.shared import layout
 from functions.shared.contract import Contract, FeatureKind, parse_contract
 from functions.shared.errors import ContractError, DataValidationError
 from functions.shared.features import DatasetSchema, FeatureSpec
-from functions.shared.orchestration import Orchestrator, RunInput
+from functions.shared.orchestration import Orchestrator, RunInput, StoppingCondition
 from functions.shared.storage import ObjectInfo, ObjectStore, s3_uri
 
 RUN_NAME_LIMIT = 80  # Step Functions execution names
@@ -143,20 +143,29 @@ def process_upload(
     training = contract.training
     run = RunInput(
         run_name=run_name,
+        training_job_name=training_job_name(run_name),
         dataset=dataset,
         dataset_version=manifest.dataset_version,
         artifacts_bucket=artifacts_bucket,
         train_uri=_s3_prefix(artifacts_bucket, manifest.split_keys["train"]),
         validation_uri=_s3_prefix(artifacts_bucket, manifest.split_keys["validation"]),
         test_uri=_s3_prefix(artifacts_bucket, manifest.split_keys["test"]),
+        output_uri=s3_uri(artifacts_bucket, layout.models_prefix(dataset)),
+        checkpoint_uri=s3_uri(artifacts_bucket, layout.checkpoint_prefix(dataset, run_name)),
         task=contract.task,
         metric=contract.metric,
         threshold=contract.threshold,
         tolerance=contract.tolerance,
         instance_type=training.instance_type,
         spot=training.spot,
-        max_runtime_seconds=training.max_runtime_seconds,
-        max_wait_seconds=training.max_wait_seconds or 2 * training.max_runtime_seconds,
+        stopping_condition=StoppingCondition(
+            MaxRuntimeInSeconds=training.max_runtime_seconds,
+            MaxWaitTimeInSeconds=(
+                training.max_wait_seconds or 2 * training.max_runtime_seconds
+                if training.spot
+                else None
+            ),
+        ),
         hyperparameters={k: _hp(v) for k, v in training.hyperparameters.items()},
     )
     started = orchestrator.start_run(run)
@@ -175,6 +184,12 @@ def process_upload(
 def make_run_name(dataset: str, identity: str) -> str:
     digest = hashlib.sha256(identity.encode()).hexdigest()[:24]
     return f"{dataset[: RUN_NAME_LIMIT - 25]}-{digest}"
+
+
+def training_job_name(run_name: str) -> str:
+    """SageMaker job names allow letters, digits and hyphens, 63 at most; run names may hold
+    underscores and reach 80. The digest at the end keeps it unique."""
+    return run_name.replace("_", "-")[-63:].lstrip("-")
 
 
 def dataset_version_id(contract_sha: str, sources: list[ObjectInfo]) -> str:

@@ -1,5 +1,6 @@
-"""The promotion gate's policy, in Python: the Choice state in the pipeline definition must
-implement exactly this (issue 3 adds the test that both agree).
+"""The promotion gate's policy, in Python: the ``Gate`` Choice state of
+infra/statemachine/pipeline.asl.json implements exactly this on ``GateInputs`` (a property test
+runs both on the same inputs and checks they agree).
 
 A challenger passes iff its contract metric meets the threshold AND it is no worse than the
 live champion by more than the tolerance, in the metric's direction. Anything missing, NaN or
@@ -25,6 +26,10 @@ class GateDecision(BaseModel):
     champion: float | None
     threshold: float
     tolerance: float
+
+
+def _champion_floor(champion: float, tolerance: float, *, higher: bool) -> float:
+    return champion - tolerance if higher else champion + tolerance
 
 
 def decide(
@@ -54,7 +59,7 @@ def decide(
         elif not math.isfinite(champion):
             reasons.append(f"champion {metric} is {champion!r}: ignored, threshold alone decides")
         else:
-            floor = champion - tolerance if higher else champion + tolerance
+            floor = _champion_floor(champion, tolerance, higher=higher)
             holds = challenger >= floor if higher else challenger <= floor
             reasons.append(
                 f"challenger {challenger:.6g} vs champion {champion:.6g} "
@@ -69,4 +74,47 @@ def decide(
         champion=champion,
         threshold=threshold,
         tolerance=tolerance,
+    )
+
+
+class GateInputs(BaseModel):
+    """What the evaluate function hands the Choice state: JSON-safe (non-finite → null) and
+    ready for ASL's path comparisons, which cannot negate or add. ``champion_floor`` is the
+    champion's value shifted by the tolerance in the metric's direction: the bar the
+    challenger must reach; null when there is no measurable champion."""
+
+    model_config = ConfigDict(frozen=True)
+
+    metric: str
+    higher_is_better: bool
+    challenger: float | None
+    champion: float | None
+    threshold: float
+    tolerance: float
+    champion_floor: float | None
+
+
+def _finite(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None
+
+
+def gate_inputs(
+    metric: str,
+    challenger: float | None,
+    champion: float | None,
+    *,
+    threshold: float,
+    tolerance: float,
+) -> GateInputs:
+    higher = metric_info(metric).higher_is_better
+    champ = _finite(champion)
+    floor = None if champ is None else _champion_floor(champ, tolerance, higher=higher)
+    return GateInputs(
+        metric=metric,
+        higher_is_better=higher,
+        challenger=_finite(challenger),
+        champion=champ,
+        threshold=threshold,
+        tolerance=tolerance,
+        champion_floor=floor,
     )

@@ -64,3 +64,13 @@ def rejected_key(dataset: str, run_name: str) -> str:
 
 def models_prefix(dataset: str) -> str:
     return f"{dataset}/models/"
+
+
+def model_prefix(dataset: str, training_job_name: str) -> str:
+    """Where one trained model's files live: SageMaker's ``output/model.tar.gz`` and, next to
+    it, the ``model.onnx``, ``model_card.json`` and ``evaluation.json`` that evaluate writes."""
+    return f"{models_prefix(dataset)}{training_job_name}/"
+
+
+def checkpoint_prefix(dataset: str, run_name: str) -> str:
+    return f"{dataset}/checkpoints/{run_name}/"

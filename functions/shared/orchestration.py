@@ -12,30 +12,52 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
+
+TRAINING_JOB_NAME = r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$"
+
+
+class StoppingCondition(BaseModel):
+    """SageMaker's StoppingCondition, spelled as the CreateTrainingJob API spells it; the wait
+    limit is only allowed (and only set) for managed spot training."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    MaxRuntimeInSeconds: int = Field(ge=1)
+    MaxWaitTimeInSeconds: int | None = Field(default=None, ge=1)
 
 
 class RunInput(BaseModel):
-    """The state machine's input. Deterministic for one event: no clocks, no random ids."""
+    """The state machine's input. Deterministic for one event: no clocks, no random ids.
+
+    Paths the pipeline definition reads (``$.training_job_name``, ``$.output_uri``...) are
+    fields here, computed in Python from the key layout, so the ASL file builds no names.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     run_name: str
+    training_job_name: str = Field(pattern=TRAINING_JOB_NAME)
     dataset: str
     dataset_version: str
     artifacts_bucket: str
     train_uri: str
     validation_uri: str
     test_uri: str
+    output_uri: str  # SageMaker writes {output_uri}{training_job_name}/output/model.tar.gz
+    checkpoint_uri: str
     task: str
     metric: str
     threshold: float
     tolerance: float
     instance_type: str
     spot: bool
-    max_runtime_seconds: int
-    max_wait_seconds: int
+    stopping_condition: StoppingCondition
     hyperparameters: dict[str, str]
+
+    def execution_input(self) -> str:
+        """The JSON Step Functions receives; absent optional fields are left out, not null."""
+        return json.dumps(self.model_dump(mode="json", exclude_none=True))
 
 
 @dataclass(frozen=True)
@@ -71,7 +93,7 @@ class StepFunctionsOrchestrator(Orchestrator):
     def start_run(self, run: RunInput) -> RunStart:
         try:
             started = self._sfn.start_execution(
-                stateMachineArn=self._arn, name=run.run_name, input=json.dumps(run.model_dump())
+                stateMachineArn=self._arn, name=run.run_name, input=run.execution_input()
             )
         except self._sfn.exceptions.ExecutionAlreadyExists:
             return RunStart(run.run_name, self._execution_arn(run.run_name), started=False)

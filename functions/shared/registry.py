@@ -1,0 +1,199 @@
+"""The model registry: numbered model versions per dataset, which one is live, and why.
+
+Records are pydantic models; the port (``ModelRegistry``) has a DynamoDB adapter
+(``DynamoDBRegistry``, functions/shared/registry_dynamodb.py) and an in-memory one for unit
+tests (tests/fakes.py). Both pass the same contract tests (tests/integration/test_registry.py).
+
+Rules every adapter enforces atomically:
+
+- a version number is allocated once per run (registering the same run twice returns the
+  version it already has);
+- exactly one version per dataset is ``live``; promoting moves the live pointer and retires
+  the previous live version in one conditional write;
+- a promotion names the live version it expects to replace (``expected_live``; ``None`` = no
+  live model yet). If the pointer moved since (another run or an operator promoted), the
+  promotion fails with ``PromotionConflictError`` and nothing changes: a stale run can never
+  overwrite a newer live model, and of two racing runs only one wins;
+- a ``rejected`` version never goes live unless an operator forces it;
+- every status change appends an audit entry (who, what, when, why).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from enum import StrEnum
+from typing import Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, JsonValue
+
+from functions.shared.errors import SluiceError
+
+SHA256 = r"^[0-9a-f]{64}$"
+
+
+class ModelStatus(StrEnum):
+    CANDIDATE = "candidate"
+    LIVE = "live"
+    REJECTED = "rejected"
+    RETIRED = "retired"
+
+
+AuditAction = Literal["registered", "promoted", "rolled_back", "retired", "rejected", "run_failed"]
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class NewModelVersion(_Record):
+    """What a run registers: the trained, evaluated model, before the gate decides."""
+
+    dataset: str
+    run_name: str
+    dataset_version: str
+    model_uri: str  # s3://.../model.onnx
+    card_uri: str  # s3://.../model_card.json
+    report_uri: str  # s3://.../evaluation.json
+    artifact_uri: str  # s3://.../model.tar.gz as SageMaker wrote it
+    sha256: str = Field(pattern=SHA256)  # of model.onnx; checked before every load
+    metric: str
+    metric_value: float | None  # the contract metric on the test split (None: not measurable)
+    summary: dict[str, JsonValue] = Field(default_factory=dict)  # a few headline figures
+
+
+class ModelVersion(NewModelVersion):
+    version: int = Field(ge=1)
+    status: ModelStatus
+    created_at: AwareDatetime
+    updated_at: AwareDatetime
+    status_reason: str = ""
+
+
+class LivePointer(_Record):
+    """Which version serves a dataset. ``generation`` grows by one on every change, so a reader
+    can tell a promotion happened even when a rollback restores an earlier version number."""
+
+    dataset: str
+    version: int = Field(ge=1)
+    sha256: str = Field(pattern=SHA256)
+    model_uri: str
+    card_uri: str
+    generation: int = Field(ge=1)
+    updated_at: AwareDatetime
+
+
+class AuditEntry(_Record):
+    dataset: str
+    at: AwareDatetime
+    action: AuditAction
+    version: int | None  # None for a run that failed before registering a model
+    actor: str  # "pipeline:<run name>" or "cli:<user>"
+    reason: str
+    previous_live: int | None = None
+    run_name: str | None = None
+
+
+class RegistryError(SluiceError):
+    """Base of the registry's refusals."""
+
+
+class ModelVersionNotFoundError(RegistryError):
+    """No such dataset or version."""
+
+
+class PromotionConflictError(RegistryError):
+    """The live pointer is not what the caller expected (a race, or a stale run): nothing was
+    changed."""
+
+
+class InvalidTransitionError(RegistryError):
+    """The version's status does not allow that operation (promote a rejected model without
+    force, reject a live one, roll back to a version that never served...)."""
+
+
+class ModelRegistry(ABC):
+    @abstractmethod
+    def register(self, new: NewModelVersion, *, actor: str) -> ModelVersion:
+        """Allocate the next version number as ``candidate``; idempotent per ``run_name``."""
+
+    @abstractmethod
+    def get(self, dataset: str, version: int) -> ModelVersion:
+        """Raises ``ModelVersionNotFoundError``."""
+
+    @abstractmethod
+    def versions(self, dataset: str) -> list[ModelVersion]:
+        """Every version of a dataset, oldest first."""
+
+    @abstractmethod
+    def datasets(self) -> list[str]:
+        """Every dataset with at least one version, sorted."""
+
+    @abstractmethod
+    def live(self, dataset: str) -> LivePointer | None: ...
+
+    @abstractmethod
+    def promote(
+        self,
+        dataset: str,
+        version: int,
+        *,
+        expected_live: int | None,
+        actor: str,
+        reason: str,
+        force: bool = False,
+        action: Literal["promoted", "rolled_back"] = "promoted",
+    ) -> LivePointer:
+        """Make ``version`` live iff the live version is still ``expected_live``.
+
+        Allowed from ``candidate`` and ``retired`` (a rollback); from ``rejected`` only with
+        ``force``. Raises ``PromotionConflictError`` or ``InvalidTransitionError``.
+        """
+
+    @abstractmethod
+    def reject(self, dataset: str, version: int, *, actor: str, reason: str) -> ModelVersion:
+        """``candidate`` → ``rejected``; rejecting an already rejected version is a no-op."""
+
+    @abstractmethod
+    def record_failure(self, dataset: str, run_name: str, *, actor: str, reason: str) -> None:
+        """Audit a run that failed before it could register (or decide on) a model."""
+
+    @abstractmethod
+    def audit(self, dataset: str) -> list[AuditEntry]:
+        """The dataset's audit trail, oldest first."""
+
+    def rollback(
+        self, dataset: str, to_version: int | None, *, actor: str, reason: str
+    ) -> LivePointer:
+        """Put an earlier version back in service; by default the most recent retired one.
+
+        Only a version that served before (``retired``) can be rolled back to.
+        """
+        current = self.live(dataset)
+        if current is None:
+            raise InvalidTransitionError(f"dataset '{dataset}' has no live model to roll back")
+        if to_version is None:
+            earlier = [
+                v
+                for v in self.versions(dataset)
+                if v.status is ModelStatus.RETIRED and v.version < current.version
+            ]
+            if not earlier:
+                raise InvalidTransitionError(
+                    f"dataset '{dataset}' has no retired version before live version "
+                    f"{current.version} to roll back to"
+                )
+            to_version = earlier[-1].version
+        target = self.get(dataset, to_version)
+        if target.status is not ModelStatus.RETIRED:
+            raise InvalidTransitionError(
+                f"version {to_version} of '{dataset}' is {target.status.value}; only a retired "
+                "version (one that served before) can be rolled back to"
+            )
+        return self.promote(
+            dataset,
+            to_version,
+            expected_live=current.version,
+            actor=actor,
+            reason=reason,
+            action="rolled_back",
+        )
