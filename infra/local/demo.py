@@ -44,7 +44,7 @@ class DemoInputs:
 def training_job_request(run: RunInput, topology: Topology) -> dict[str, Any]:
     """The CreateTrainingJob request a run makes (the state machine's Train state, in Python)."""
     return {
-        "TrainingJobName": run.run_name[-63:].lstrip("-_"),
+        "TrainingJobName": run.training_job_name,
         "HyperParameters": run.hyperparameters,
         "InputDataConfig": [
             {
@@ -57,7 +57,7 @@ def training_job_request(run: RunInput, topology: Topology) -> dict[str, Any]:
             "S3OutputPath": s3_uri(topology.artifacts_bucket, layout.models_prefix(run.dataset))
         },
         "ResourceConfig": {"InstanceType": run.instance_type, "InstanceCount": 1},
-        "StoppingCondition": {"MaxRuntimeInSeconds": run.max_runtime_seconds},
+        "StoppingCondition": {"MaxRuntimeInSeconds": run.stopping_condition.MaxRuntimeInSeconds},
     }
 
 
