@@ -2,10 +2,29 @@
 
 from __future__ import annotations
 
+import builtins
 import hashlib
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Literal
 
+from functions.shared.notify import Decision, Notifier
 from functions.shared.orchestration import Orchestrator, RunInput, RunStart
+from functions.shared.registry import (
+    AuditAction,
+    AuditEntry,
+    InvalidTransitionError,
+    LivePointer,
+    ModelRegistry,
+    ModelStatus,
+    ModelVersion,
+    ModelVersionNotFoundError,
+    NewModelVersion,
+    PromotionConflictError,
+)
 from functions.shared.storage import ObjectInfo, ObjectStore
 
 
@@ -52,7 +71,7 @@ class InMemoryObjectStore(ObjectStore):
     def upload(self, src: Path, bucket: str, key: str) -> None:
         self.put(bucket, key, src.read_bytes())
 
-    def keys(self, bucket: str, prefix: str = "") -> list[str]:
+    def keys(self, bucket: str, prefix: str = "") -> builtins.list[str]:  # `list` is a method here
         return [o.key for o in self.list(bucket, prefix)]
 
 
@@ -70,3 +89,185 @@ class RecordingOrchestrator(Orchestrator):
             return RunStart(run.run_name, f"run:{run.run_name}", started=False)
         self.runs[run.run_name] = run
         return RunStart(run.run_name, f"run:{run.run_name}", started=True)
+
+
+@dataclass
+class _DatasetState:
+    versions: dict[int, ModelVersion] = field(default_factory=dict)
+    runs: dict[str, int] = field(default_factory=dict)
+    live: LivePointer | None = None
+
+
+class InMemoryRegistry(ModelRegistry):
+    """The registry's rules kept in dicts, one lock around each operation.
+
+    The lock plays the part of DynamoDB's conditional writes: every check and every change of an
+    operation happen together, so racing threads see the same outcomes as racing Lambdas on the
+    real table (one promotion wins, the others get ``PromotionConflictError``). Errors are checked
+    in the same order as the DynamoDB adapter: unknown version, then a moved pointer, then a
+    status that does not allow the change.
+    """
+
+    def __init__(self, clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._datasets: dict[str, _DatasetState] = {}
+        self._audit: dict[str, list[AuditEntry]] = {}
+
+    def register(self, new: NewModelVersion, *, actor: str) -> ModelVersion:
+        with self._lock:
+            state = self._datasets.setdefault(new.dataset, _DatasetState())
+            if new.run_name in state.runs:
+                return state.versions[state.runs[new.run_name]]
+            now = self._clock()
+            record = ModelVersion(
+                **new.model_dump(),
+                version=len(state.versions) + 1,
+                status=ModelStatus.CANDIDATE,
+                created_at=now,
+                updated_at=now,
+            )
+            state.versions[record.version] = record
+            state.runs[new.run_name] = record.version
+            reason = f"run {new.run_name} registered a candidate"
+            self._append(new.dataset, "registered", record.version, actor, reason, run=new.run_name)
+            return record
+
+    def get(self, dataset: str, version: int) -> ModelVersion:
+        with self._lock:
+            return self._get(dataset, version)
+
+    def versions(self, dataset: str) -> list[ModelVersion]:
+        with self._lock:
+            state = self._datasets.get(dataset)
+            return [] if state is None else [state.versions[v] for v in sorted(state.versions)]
+
+    def datasets(self) -> list[str]:
+        with self._lock:
+            return sorted(self._datasets)
+
+    def live(self, dataset: str) -> LivePointer | None:
+        with self._lock:
+            state = self._datasets.get(dataset)
+            return None if state is None else state.live
+
+    def promote(
+        self,
+        dataset: str,
+        version: int,
+        *,
+        expected_live: int | None,
+        actor: str,
+        reason: str,
+        force: bool = False,
+        action: Literal["promoted", "rolled_back"] = "promoted",
+    ) -> LivePointer:
+        with self._lock:
+            target = self._get(dataset, version)
+            state = self._datasets[dataset]
+            current = state.live
+            actual = None if current is None else current.version
+            if actual != expected_live:
+                raise PromotionConflictError(
+                    f"'{dataset}': expected live version {expected_live}, found {actual}"
+                )
+            allowed = {ModelStatus.CANDIDATE, ModelStatus.RETIRED}
+            if force:
+                allowed.add(ModelStatus.REJECTED)
+            if target.status is ModelStatus.LIVE:
+                raise InvalidTransitionError(f"version {version} of '{dataset}' is already live")
+            if target.status not in allowed:
+                raise InvalidTransitionError(
+                    f"version {version} of '{dataset}' is {target.status.value}; "
+                    "only an operator's forced promotion can put a rejected version live"
+                )
+            now = self._clock()
+            pointer = LivePointer(
+                dataset=dataset,
+                version=version,
+                sha256=target.sha256,
+                model_uri=target.model_uri,
+                card_uri=target.card_uri,
+                generation=1 if current is None else current.generation + 1,
+                updated_at=now,
+            )
+            if current is not None:
+                state.versions[current.version] = state.versions[current.version].model_copy(
+                    update={
+                        "status": ModelStatus.RETIRED,
+                        "status_reason": f"replaced by version {version}",
+                        "updated_at": now,
+                    }
+                )
+            state.versions[version] = target.model_copy(
+                update={"status": ModelStatus.LIVE, "status_reason": reason, "updated_at": now}
+            )
+            state.live = pointer
+            self._append(dataset, action, version, actor, reason, previous_live=actual, at=now)
+            return pointer
+
+    def reject(self, dataset: str, version: int, *, actor: str, reason: str) -> ModelVersion:
+        with self._lock:
+            target = self._get(dataset, version)
+            if target.status is ModelStatus.REJECTED:
+                return target
+            if target.status is not ModelStatus.CANDIDATE:
+                raise InvalidTransitionError(
+                    f"version {version} of '{dataset}' is {target.status.value}; "
+                    "only a candidate can be rejected"
+                )
+            now = self._clock()
+            rejected = target.model_copy(
+                update={"status": ModelStatus.REJECTED, "status_reason": reason, "updated_at": now}
+            )
+            self._datasets[dataset].versions[version] = rejected
+            self._append(dataset, "rejected", version, actor, reason, run=target.run_name, at=now)
+            return rejected
+
+    def record_failure(self, dataset: str, run_name: str, *, actor: str, reason: str) -> None:
+        with self._lock:
+            self._append(dataset, "run_failed", None, actor, reason, run=run_name)
+
+    def audit(self, dataset: str) -> list[AuditEntry]:
+        with self._lock:
+            return list(self._audit.get(dataset, []))
+
+    def _get(self, dataset: str, version: int) -> ModelVersion:
+        state = self._datasets.get(dataset)
+        if state is None or version not in state.versions:
+            raise ModelVersionNotFoundError(f"no version {version} of dataset '{dataset}'")
+        return state.versions[version]
+
+    def _append(
+        self,
+        dataset: str,
+        action: AuditAction,
+        version: int | None,
+        actor: str,
+        reason: str,
+        *,
+        previous_live: int | None = None,
+        run: str | None = None,
+        at: datetime | None = None,
+    ) -> None:
+        entry = AuditEntry(
+            dataset=dataset,
+            at=at or self._clock(),
+            action=action,
+            version=version,
+            actor=actor,
+            reason=reason,
+            previous_live=previous_live,
+            run_name=run,
+        )
+        self._audit.setdefault(dataset, []).append(entry)
+
+
+class RecordingNotifier(Notifier):
+    """Keeps every published decision, in order."""
+
+    def __init__(self) -> None:
+        self.published: list[Decision] = []
+
+    def publish(self, decision: Decision) -> None:
+        self.published.append(decision)
