@@ -56,7 +56,8 @@ class Topology:
         return f"sluice-{function}-{self.stage}"
 
     def function_arn(self, function: str) -> str:
-        return f"arn:aws:lambda:{self.region}:{self.account}:function:{self.function_name(function)}"
+        name = self.function_name(function)
+        return f"arn:aws:lambda:{self.region}:{self.account}:function:{name}"
 
     def preprocess_environment(self) -> dict[str, str]:
         """The preprocess function's environment (functions/preprocess/handler.py Settings)."""

@@ -15,9 +15,9 @@ os.environ["AWS_DEFAULT_REGION"] = "us-east-1"
 os.environ.pop("AWS_PROFILE", None)
 
 
-import pytest  # noqa: E402  (the environment above must be set before any import)
+import pytest
 
-from tests.models import KINDS, TrainedModel, train_model  # noqa: E402
+from tests.models import KINDS, TrainedModel, train_model
 
 
 @pytest.fixture(scope="session")

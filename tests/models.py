@@ -3,14 +3,21 @@ entry point (candidates → ONNX → parity), on the deterministic datasets of t
 
 from __future__ import annotations
 
+import io
+import tarfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
+from functions.preprocess.logic import training_job_name
+from functions.shared import layout
 from functions.shared.features import DatasetSchema
 from functions.shared.model_card import MODEL_CARD_FILE, MODEL_FILE, ModelCard
+from functions.shared.orchestration import StoppingCondition
+from functions.shared.pipeline_state import PipelineState, TrainingOutcome
+from functions.shared.storage import ObjectStore, s3_uri
 from functions.training.script_mode import Hyperparameters, SageMakerPaths
 from functions.training.train import train
 from tests import datasets
@@ -25,7 +32,7 @@ KINDS: dict[str, Callable[[Path], DatasetSchema]] = {
 
 @dataclass(frozen=True)
 class TrainedModel:
-    """A trained model and the dataset version it came from (``version/{train,validation,test}``)."""
+    """A trained model and the dataset version it came from (``version/<split>/``)."""
 
     kind: str
     schema: DatasetSchema
@@ -54,3 +61,67 @@ def train_model(root: Path, kind: str, hyperparameters: Hyperparameters = FAST) 
     train(paths, hyperparameters, num_gpus=0)
     card = ModelCard.model_validate_json((paths.model / MODEL_CARD_FILE).read_text())
     return TrainedModel(kind, schema, version, (paths.model / MODEL_FILE).read_bytes(), card)
+
+
+ARTIFACTS = "artifacts-bucket"
+
+
+def model_archive(onnx: bytes, card_json: bytes) -> bytes:
+    """``model.tar.gz`` as SageMaker packs SM_MODEL_DIR."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for name, data in ((MODEL_FILE, onnx), (MODEL_CARD_FILE, card_json)):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def stage_run(
+    store: ObjectStore,
+    model: TrainedModel,
+    *,
+    run_name: str = "run-1",
+    test_frame: pd.DataFrame | None = None,
+    archive: bytes | None = None,
+    threshold: float | None = None,
+    tolerance: float = 0.01,
+    sensitive: tuple[str, ...] = (),
+) -> PipelineState:
+    """Put a trained model's archive and a test split where a run after its Train state would
+    have them, and return the state Evaluate receives."""
+    schema = model.schema
+    job = training_job_name(run_name)
+    version_prefix = layout.version_prefix(schema.dataset, schema.dataset_version)
+    test_prefix = f"{version_prefix}{run_name}/test/"
+    frame = model.split("test") if test_frame is None else test_frame
+    buffer = io.BytesIO()
+    frame.to_parquet(buffer, index=False)
+    store.put_bytes(ARTIFACTS, f"{test_prefix}part-0.parquet", buffer.getvalue())
+    artifact_key = f"{layout.model_prefix(schema.dataset, job)}output/model.tar.gz"
+    store.put_bytes(ARTIFACTS, artifact_key, archive or model_archive(model.onnx, model.card_json))
+    default_threshold = {"roc_auc": 0.6, "f1_macro": 0.4, "rmse": 1e9}[schema.metric]
+    return PipelineState(
+        run_name=run_name,
+        training_job_name=job,
+        dataset=schema.dataset,
+        dataset_version=schema.dataset_version,
+        artifacts_bucket=ARTIFACTS,
+        train_uri=s3_uri(ARTIFACTS, f"{version_prefix}train/"),
+        validation_uri=s3_uri(ARTIFACTS, f"{version_prefix}validation/"),
+        test_uri=s3_uri(ARTIFACTS, test_prefix),
+        output_uri=s3_uri(ARTIFACTS, layout.models_prefix(schema.dataset)),
+        checkpoint_uri=s3_uri(ARTIFACTS, layout.checkpoint_prefix(schema.dataset, run_name)),
+        task=schema.task,
+        metric=schema.metric,
+        threshold=default_threshold if threshold is None else threshold,
+        tolerance=tolerance,
+        sensitive=list(sensitive),
+        instance_type="ml.m5.large",
+        spot=False,
+        stopping_condition=StoppingCondition(MaxRuntimeInSeconds=600),
+        hyperparameters={},
+        training=TrainingOutcome(
+            job_name=job, model_artifacts=s3_uri(ARTIFACTS, artifact_key), training_seconds=3
+        ),
+    )

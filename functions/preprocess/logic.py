@@ -156,6 +156,7 @@ def process_upload(
         metric=contract.metric,
         threshold=contract.threshold,
         tolerance=contract.tolerance,
+        sensitive=list(contract.sensitive),
         instance_type=training.instance_type,
         spot=training.spot,
         stopping_condition=StoppingCondition(

@@ -50,6 +50,7 @@ class RunInput(BaseModel):
     metric: str
     threshold: float
     tolerance: float
+    sensitive: list[str] = Field(default_factory=list)  # columns for group metrics
     instance_type: str
     spot: bool
     stopping_condition: StoppingCondition

@@ -1,0 +1,363 @@
+"""Evaluate: score the challenger and the live champion on the same test split, decide the gate.
+
+Steps, each a boundary that validates:
+
+1. open SageMaker's ``model.tar.gz`` safely (only ``model.onnx`` and ``model_card.json``, size
+   capped) and check the card belongs to this run's dataset version and that the ONNX bytes are
+   the ones the card's sha256 names;
+2. publish ``model.onnx`` and ``model_card.json`` next to the archive, where inference reads them;
+3. score the challenger and, when the dataset has a live model whose features the test split
+   holds, the champion (its bytes checked against the registry's sha256) on the current test
+   split, with group metrics per ``sensitive`` column;
+4. apply the gate policy, write ``evaluation.json``, register the challenger as a candidate.
+
+Nothing here changes the live model: promotion is a separate step the Choice state selects.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+import zlib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from numpy.typing import NDArray
+from pydantic import JsonValue, ValidationError
+
+from functions.evaluate.models import (
+    EVALUATION_FILE,
+    ChampionNote,
+    EvaluateResult,
+    EvaluationReport,
+    ModelScore,
+)
+from functions.shared import layout
+from functions.shared.contract import describe_validation_error
+from functions.shared.errors import SluiceError
+from functions.shared.gate import decide, gate_inputs
+from functions.shared.metrics import classification_report, regression_report
+from functions.shared.model_card import MODEL_CARD_FILE, MODEL_FILE, ModelCard
+from functions.shared.pipeline_state import PipelineState
+from functions.shared.registry import ModelRegistry, NewModelVersion
+from functions.shared.scoring import ModelIntegrityError, ScoringModel
+from functions.shared.storage import ObjectStore, parse_s3_uri, s3_uri
+
+MAX_MODEL_BYTES = 200 * 1024 * 1024
+MAX_CARD_BYTES = 4 * 1024 * 1024
+MIN_GROUP_ROWS = 10  # smaller groups are reported by size only: their metrics are noise
+MAX_GROUPS = 50
+
+
+class ModelArtifactError(SluiceError):
+    """The training job's output is not a usable sluice model (missing file, wrong dataset,
+    sha256 mismatch, oversized member)."""
+
+
+class EvaluationError(SluiceError):
+    """The test split cannot be scored (missing split, columns or labels)."""
+
+
+@dataclass(frozen=True)
+class TestSplit:
+    columns: dict[str, NDArray[Any]]
+    rows: int
+
+
+def evaluate(
+    state: PipelineState,
+    *,
+    store: ObjectStore,
+    registry: ModelRegistry,
+    clock: Callable[[], datetime],
+) -> EvaluateResult:
+    if state.training is None:
+        raise EvaluationError("the pipeline state has no 'training' result to evaluate")
+    onnx_bytes, card = read_model_archive(store, state.training.model_artifacts)
+    if (card.dataset, card.dataset_version) != (state.dataset, state.dataset_version):
+        raise ModelArtifactError(
+            f"the model card is for {card.dataset}@{card.dataset_version}, but this run trains "
+            f"{state.dataset}@{state.dataset_version}"
+        )
+    challenger = _load(onnx_bytes, card, card.onnx.sha256, what="the trained model")
+
+    prefix = layout.model_prefix(state.dataset, state.training.job_name)
+    bucket = state.artifacts_bucket
+    store.put_bytes(bucket, prefix + MODEL_FILE, onnx_bytes, "application/octet-stream")
+    store.put_bytes(bucket, prefix + MODEL_CARD_FILE, card.model_dump_json(indent=2).encode())
+
+    split = read_test_split(store, state.test_uri)
+    challenger_score = score_model(
+        challenger, split, role="challenger", version=None, sensitive=state.sensitive
+    )
+
+    champion_score, note = _score_champion(state, split, store=store, registry=registry)
+    decision = decide(
+        state.metric,
+        challenger_score.metric_value,
+        champion_score.metric_value if champion_score else None,
+        threshold=state.threshold,
+        tolerance=state.tolerance,
+    )
+    inputs = gate_inputs(
+        state.metric,
+        challenger_score.metric_value,
+        champion_score.metric_value if champion_score else None,
+        threshold=state.threshold,
+        tolerance=state.tolerance,
+    )
+    report = EvaluationReport(
+        dataset=state.dataset,
+        dataset_version=state.dataset_version,
+        run_name=state.run_name,
+        task=card.task,
+        metric=state.metric,
+        test_rows=split.rows,
+        challenger=challenger_score,
+        champion=champion_score,
+        champion_note=note,
+        gate_inputs=inputs,
+        decision=decision,
+        created_at=clock(),
+    )
+    report_uri = s3_uri(bucket, prefix + EVALUATION_FILE)
+    store.put_bytes(bucket, prefix + EVALUATION_FILE, report.model_dump_json(indent=2).encode())
+
+    registered = registry.register(
+        NewModelVersion(
+            dataset=state.dataset,
+            run_name=state.run_name,
+            dataset_version=state.dataset_version,
+            model_uri=s3_uri(bucket, prefix + MODEL_FILE),
+            card_uri=s3_uri(bucket, prefix + MODEL_CARD_FILE),
+            report_uri=report_uri,
+            artifact_uri=state.training.model_artifacts,
+            sha256=card.onnx.sha256,
+            metric=state.metric,
+            metric_value=challenger_score.metric_value,
+            summary=_summary(card, challenger_score, decision.passed),
+        ),
+        actor=state.actor,
+    )
+    return EvaluateResult(
+        model_version=registered.version,
+        champion_version=note.version,
+        report_uri=report_uri,
+        gate=inputs,
+        passed=decision.passed,
+        reasons=decision.reasons,
+    )
+
+
+def read_model_archive(store: ObjectStore, artifact_uri: str) -> tuple[bytes, ModelCard]:
+    """``model.onnx`` and the validated card from SageMaker's ``model.tar.gz``.
+
+    Only the two regular files are read, each with a size cap, so a hostile or broken archive
+    (links, huge members, path tricks) cannot write anywhere or exhaust memory.
+    """
+    bucket, key = parse_s3_uri(artifact_uri)
+    try:
+        archive = store.get_bytes(bucket, key)
+    except Exception as exc:  # the adapter's not-found error is the SDK's
+        raise ModelArtifactError(f"cannot read the model archive {artifact_uri}: {exc}") from exc
+    wanted = {MODEL_FILE: MAX_MODEL_BYTES, MODEL_CARD_FILE: MAX_CARD_BYTES}
+    found: dict[str, bytes] = {}
+    try:
+        with tarfile.open(fileobj=io.BytesIO(archive), mode="r:*") as tar:
+            for member in tar:
+                name = member.name.removeprefix("./")
+                if name not in wanted or not member.isfile():
+                    continue
+                if member.size > wanted[name]:
+                    raise ModelArtifactError(
+                        f"{artifact_uri}: {name} is {member.size} bytes, over the "
+                        f"{wanted[name]}-byte limit"
+                    )
+                extracted = tar.extractfile(member)
+                if extracted is not None:
+                    found[name] = extracted.read()
+    except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:  # truncated or corrupt
+        raise ModelArtifactError(f"{artifact_uri} is not a readable tar archive: {exc}") from exc
+    missing = sorted(set(wanted) - set(found))
+    if missing:
+        raise ModelArtifactError(f"{artifact_uri} lacks {', '.join(missing)}")
+    try:
+        card = ModelCard.model_validate_json(found[MODEL_CARD_FILE])
+    except ValidationError as exc:
+        raise ModelArtifactError(
+            f"{artifact_uri}: invalid {MODEL_CARD_FILE}: {describe_validation_error(exc)}"
+        ) from None
+    return found[MODEL_FILE], card
+
+
+def read_test_split(store: ObjectStore, test_uri: str) -> TestSplit:
+    bucket, prefix = parse_s3_uri(test_uri)
+    keys = [o.key for o in store.list(bucket, prefix) if o.key.endswith(".parquet")]
+    if not keys:
+        raise EvaluationError(f"the test split {test_uri} holds no parquet file")
+    tables = [pq.read_table(pa.BufferReader(store.get_bytes(bucket, k))) for k in keys]
+    table = pa.concat_tables(tables, promote_options="default")
+    if table.num_rows == 0:
+        raise EvaluationError(f"the test split {test_uri} has no rows")
+    columns = {
+        name: table.column(name).to_numpy(zero_copy_only=False) for name in table.column_names
+    }
+    return TestSplit(columns=columns, rows=table.num_rows)
+
+
+def score_model(
+    model: ScoringModel,
+    split: TestSplit,
+    *,
+    role: Literal["challenger", "champion"],
+    version: int | None,
+    sensitive: Sequence[str] = (),
+) -> ModelScore:
+    card = model.card
+    missing = [c for c in [*(f.name for f in card.features), card.target] if c not in split.columns]
+    if missing:
+        raise EvaluationError(f"the test split lacks the columns {missing} the {role} needs")
+    scores = model.score(split.columns)
+    truth = split.columns[card.target]
+    missing_groups = [c for c in sensitive if c not in split.columns]
+    if missing_groups:
+        raise EvaluationError(f"the test split lacks the sensitive columns {missing_groups}")
+    if card.task == "classification":
+        assert scores.probabilities is not None
+        codes = _class_codes(truth, card.classes or [])
+        proba = scores.probabilities.astype(np.float64)
+
+        def report_of(rows: NDArray[np.bool_] | slice) -> dict[str, JsonValue]:
+            return _as_json(classification_report(codes[rows], proba[rows], card.classes or []))
+
+    else:
+        assert scores.values is not None
+        y = np.asarray(truth, dtype=np.float64)
+        values = scores.values.astype(np.float64)
+
+        def report_of(rows: NDArray[np.bool_] | slice) -> dict[str, JsonValue]:
+            return _as_json(regression_report(y[rows], values[rows]))
+
+    report = report_of(slice(None))
+    groups = {
+        column: _group_reports(split.columns[column], card.metric, report_of)
+        for column in sensitive
+    }
+    return ModelScore(
+        role=role,
+        version=version,
+        metric_value=_metric(report, card.metric),
+        report=report,
+        groups=groups,
+    )
+
+
+def _score_champion(
+    state: PipelineState, split: TestSplit, *, store: ObjectStore, registry: ModelRegistry
+) -> tuple[ModelScore | None, ChampionNote]:
+    pointer = registry.live(state.dataset)
+    if pointer is None:
+        return None, ChampionNote(version=None, scored=False, reason="no live model yet")
+    try:
+        card = ModelCard.model_validate_json(store.get_bytes(*parse_s3_uri(pointer.card_uri)))
+        model = _load(
+            store.get_bytes(*parse_s3_uri(pointer.model_uri)),
+            card,
+            pointer.sha256,
+            what=f"live version {pointer.version}",
+        )
+    except (ModelArtifactError, ModelIntegrityError, ValidationError) as exc:
+        return None, _unscored(pointer.version, f"cannot load the champion: {exc}")
+    if card.task != state.task or card.target not in split.columns:
+        return None, _unscored(
+            pointer.version,
+            f"the champion predicts '{card.target}' ({card.task})"
+            " which the current test split does not hold",
+        )
+    absent = [f.name for f in card.features if f.name not in split.columns]
+    if absent:
+        return None, _unscored(
+            pointer.version, f"the current data no longer has the champion's features {absent}"
+        )
+    try:
+        score = score_model(
+            model, split, role="champion", version=pointer.version, sensitive=state.sensitive
+        )
+    except (EvaluationError, ValueError) as exc:
+        return None, _unscored(pointer.version, f"cannot score the champion: {exc}")
+    return score, ChampionNote(
+        version=pointer.version, scored=True, reason="scored on the same test split"
+    )
+
+
+def _unscored(version: int, reason: str) -> ChampionNote:
+    return ChampionNote(version=version, scored=False, reason=reason)
+
+
+def _load(onnx_bytes: bytes, card: ModelCard, sha256: str, *, what: str) -> ScoringModel:
+    try:
+        return ScoringModel(onnx_bytes, card, expected_sha256=sha256)
+    except ModelIntegrityError as exc:
+        raise ModelArtifactError(f"{what}: {exc}") from exc
+
+
+def _class_codes(truth: NDArray[Any], classes: list[str]) -> NDArray[np.intp]:
+    index = {label: i for i, label in enumerate(classes)}
+    labels = [str(v) for v in truth]
+    unknown = sorted({v for v in labels if v not in index})
+    if unknown:
+        raise EvaluationError(
+            f"the test split has labels {unknown[:5]} that are not among the model's classes "
+            f"{classes}"
+        )
+    return np.fromiter((index[v] for v in labels), dtype=np.intp, count=len(labels))
+
+
+def _group_reports(
+    values: NDArray[Any],
+    metric: str,
+    report_of: Callable[[NDArray[np.bool_]], dict[str, JsonValue]],
+) -> dict[str, dict[str, JsonValue]]:
+    """Per group of a sensitive column: its size, the contract metric and the headline figures,
+    so a model that is good on average and bad for one group is visible in the report."""
+    keys = np.array(["(missing)" if v is None else str(v) for v in values], dtype=object)
+    groups: dict[str, dict[str, JsonValue]] = {}
+    labels, counts = np.unique(keys, return_counts=True)
+    for label, count in sorted(zip(labels, counts, strict=True), key=lambda lc: -lc[1])[
+        :MAX_GROUPS
+    ]:
+        entry: dict[str, JsonValue] = {"rows": int(count)}
+        if count >= MIN_GROUP_ROWS:
+            report = report_of(keys == label)
+            entry.update({k: v for k, v in report.items() if k in _HEADLINES or k == metric})
+        groups[str(label)] = entry
+    return groups
+
+
+_HEADLINES = ("accuracy", "f1_macro", "roc_auc", "rmse", "mae", "r2")
+
+
+def _metric(report: Mapping[str, JsonValue], metric: str) -> float | None:
+    value = report.get(metric)
+    return float(value) if isinstance(value, int | float) else None
+
+
+def _as_json(report: Mapping[str, object]) -> dict[str, JsonValue]:
+    loaded: dict[str, JsonValue] = json.loads(json.dumps(report))
+    return loaded
+
+
+def _summary(card: ModelCard, score: ModelScore, passed: bool) -> dict[str, JsonValue]:
+    return {
+        "chosen": card.chosen,
+        "test_metric": score.metric_value,
+        "gate_passed": passed,
+        "features": len(card.features),
+        "onnx_bytes": card.onnx.bytes,
+    }

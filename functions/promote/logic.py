@@ -1,0 +1,155 @@
+"""The end of a run: promote the challenger the gate passed, or record why nothing changed.
+
+Promote moves the live pointer with the registry's conditional write, expecting the live
+version evaluate compared against: if an operator or another run changed it since, the write is
+refused (``PromotionConflictError``), the Catch routes the run to RecordFailure, and the newer
+live model stays. Both functions are idempotent, because Step Functions retries them.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from functions.shared.errors import SluiceError
+from functions.shared.gate import decide
+from functions.shared.notify import Decision, Notifier
+from functions.shared.pipeline_state import PipelineState, StepFailure
+from functions.shared.registry import (
+    InvalidTransitionError,
+    ModelRegistry,
+    ModelStatus,
+    PromotionConflictError,
+)
+
+
+class PipelineStateError(SluiceError):
+    """The payload lacks what this step needs (the definition and the functions disagree)."""
+
+
+class RunOutcome(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["promoted", "refused", "run_failed"]
+    dataset: str
+    run_name: str
+    model_version: int | None
+    live_version: int | None
+    reasons: list[str]
+
+
+def promote(state: PipelineState, *, registry: ModelRegistry, notifier: Notifier) -> RunOutcome:
+    evaluation = state.evaluation
+    if evaluation is None:
+        raise PipelineStateError("promote needs the 'evaluation' result")
+    gate = evaluation.gate
+    reasons = decide(
+        gate.metric,
+        gate.challenger,
+        gate.champion,
+        threshold=gate.threshold,
+        tolerance=gate.tolerance,
+    ).reasons
+    try:
+        pointer = registry.promote(
+            state.dataset,
+            evaluation.model_version,
+            expected_live=evaluation.champion_version,
+            actor=state.actor,
+            reason="gate passed: " + "; ".join(reasons),
+        )
+    except (PromotionConflictError, InvalidTransitionError):
+        live = registry.live(state.dataset)
+        mine = registry.get(state.dataset, evaluation.model_version)
+        if live is None or live.version != mine.version or mine.run_name != state.run_name:
+            raise
+        pointer = live  # a retry of a promotion that already happened
+    outcome = RunOutcome(
+        kind="promoted",
+        dataset=state.dataset,
+        run_name=state.run_name,
+        model_version=pointer.version,
+        live_version=pointer.version,
+        reasons=reasons,
+    )
+    notifier.publish(
+        Decision(
+            kind="promoted",
+            dataset=state.dataset,
+            run_name=state.run_name,
+            summary=f"version {pointer.version} is live ({gate.metric} {gate.challenger})",
+            model_version=pointer.version,
+            previous_live=evaluation.champion_version,
+            reasons=reasons,
+        )
+    )
+    return outcome
+
+
+def reject(state: PipelineState, *, registry: ModelRegistry, notifier: Notifier) -> RunOutcome:
+    """The gate's refusal, or a failed run (``state.failure`` set): mark the candidate rejected
+    when one was registered, audit the run, notify. The live model is never touched."""
+    evaluation = state.evaluation
+    if state.failure is not None:
+        kind: Literal["refused", "run_failed"] = "run_failed"
+        reasons = [f"{state.failure.Error}: {describe_failure(state.failure)}"]
+    elif evaluation is not None:
+        kind = "refused"
+        gate = evaluation.gate
+        reasons = decide(
+            gate.metric,
+            gate.challenger,
+            gate.champion,
+            threshold=gate.threshold,
+            tolerance=gate.tolerance,
+        ).reasons
+    else:
+        raise PipelineStateError("reject needs the 'evaluation' result or a 'failure'")
+
+    version = evaluation.model_version if evaluation is not None else None
+    reason = ("run failed: " if kind == "run_failed" else "gate refused: ") + "; ".join(reasons)
+    if version is not None and registry.get(state.dataset, version).status in (
+        ModelStatus.CANDIDATE,
+        ModelStatus.REJECTED,
+    ):
+        registry.reject(state.dataset, version, actor=state.actor, reason=reason)
+    else:
+        registry.record_failure(state.dataset, state.run_name, actor=state.actor, reason=reason)
+    live = registry.live(state.dataset)
+    outcome = RunOutcome(
+        kind=kind,
+        dataset=state.dataset,
+        run_name=state.run_name,
+        model_version=version,
+        live_version=live.version if live else None,
+        reasons=reasons,
+    )
+    kept = f"version {live.version} keeps serving" if live else "no model is live"
+    notifier.publish(
+        Decision(
+            kind=kind,
+            dataset=state.dataset,
+            run_name=state.run_name,
+            summary=f"{'refused' if kind == 'refused' else 'run failed'}; {kept}",
+            model_version=version,
+            previous_live=live.version if live else None,
+            reasons=reasons,
+        )
+    )
+    return outcome
+
+
+def describe_failure(failure: StepFailure) -> str:
+    """The readable part of a Catch's Cause: Lambda errors carry ``errorMessage``, a failed
+    ``.sync`` training job carries its DescribeTrainingJob with ``FailureReason``."""
+    try:
+        cause = json.loads(failure.Cause)
+    except ValueError:
+        return failure.Cause
+    if isinstance(cause, dict):
+        for key in ("errorMessage", "FailureReason"):
+            if isinstance(cause.get(key), str):
+                return str(cause[key])
+    return failure.Cause

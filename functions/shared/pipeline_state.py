@@ -1,0 +1,55 @@
+"""The data a pipeline execution carries from state to state, as the pipeline functions see it.
+
+infra/statemachine/pipeline.asl.json starts from ``RunInput`` and adds one field per step
+(``ResultPath``): ``script`` (PrepareTraining), ``training`` (Train's ResultSelector),
+``evaluation`` (Evaluate's ResultSelector), ``failure`` (any Catch), ``outcome`` (Promote or
+Reject). The evaluate, promote and reject functions receive the whole state as their payload and
+parse it with ``PipelineState``, so a definition that stops providing a field fails loudly at the
+function's boundary, naming the field.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, JsonValue
+
+from functions.shared.gate import GateInputs
+from functions.shared.orchestration import RunInput
+
+
+class _State(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TrainingOutcome(_State):
+    job_name: str
+    model_artifacts: str  # s3://.../output/model.tar.gz
+    training_seconds: int | None = None
+
+
+class EvaluationOutcome(_State):
+    model_version: int = Field(ge=1)
+    champion_version: int | None
+    report_uri: str
+    gate: GateInputs
+
+
+class StepFailure(_State):
+    """What a Catch puts on the state: the error name and its cause (often JSON)."""
+
+    Error: str
+    Cause: str = ""
+
+
+class PipelineState(RunInput):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    script: dict[str, str] | None = None
+    training: TrainingOutcome | None = None
+    evaluation: EvaluationOutcome | None = None
+    failure: StepFailure | None = None
+    outcome: dict[str, JsonValue] | None = None
+    notify_failure: StepFailure | None = None
+
+    @property
+    def actor(self) -> str:
+        return f"pipeline:{self.run_name}"

@@ -1,0 +1,189 @@
+"""Promote and reject: the end of a run, through the registry's conditional writes."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import pytest
+
+from functions.evaluate.logic import evaluate
+from functions.promote.logic import PipelineStateError, describe_failure, promote, reject
+from functions.shared.pipeline_state import EvaluationOutcome, PipelineState, StepFailure
+from functions.shared.registry import ModelStatus, PromotionConflictError
+from tests.fakes import InMemoryObjectStore, InMemoryRegistry, RecordingNotifier
+from tests.models import TrainedModel, stage_run
+
+
+def _now() -> datetime:
+    return datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def store() -> InMemoryObjectStore:
+    return InMemoryObjectStore()
+
+
+@pytest.fixture
+def registry() -> InMemoryRegistry:
+    return InMemoryRegistry()
+
+
+@pytest.fixture
+def notifier() -> RecordingNotifier:
+    return RecordingNotifier()
+
+
+def _evaluated(
+    store: InMemoryObjectStore,
+    registry: InMemoryRegistry,
+    model: TrainedModel,
+    run_name: str,
+    **stage: float,
+) -> PipelineState:
+    """The state as the Gate sees it: after Evaluate's ResultSelector."""
+    state = stage_run(store, model, run_name=run_name, **stage)  # type: ignore[arg-type]
+    result = evaluate(state, store=store, registry=registry, clock=_now)
+    return state.model_copy(
+        update={
+            "evaluation": EvaluationOutcome(
+                model_version=result.model_version,
+                champion_version=result.champion_version,
+                report_uri=result.report_uri,
+                gate=result.gate,
+            )
+        }
+    )
+
+
+def test_promote_makes_the_challenger_live_and_notifies(
+    trained_models: dict[str, TrainedModel],
+    store: InMemoryObjectStore,
+    registry: InMemoryRegistry,
+    notifier: RecordingNotifier,
+) -> None:
+    state = _evaluated(store, registry, trained_models["binary"], "run-1")
+    outcome = promote(state, registry=registry, notifier=notifier)
+    live = registry.live("binary")
+    assert live is not None and live.version == outcome.model_version == 1
+    assert [d.kind for d in notifier.published] == ["promoted"]
+    assert registry.audit("binary")[-1].actor == "pipeline:run-1"
+
+
+def test_promote_retried_after_success_is_a_no_op(
+    trained_models: dict[str, TrainedModel],
+    store: InMemoryObjectStore,
+    registry: InMemoryRegistry,
+    notifier: RecordingNotifier,
+) -> None:
+    # Given a promotion whose response was lost, so Step Functions retries it
+    state = _evaluated(store, registry, trained_models["binary"], "run-1")
+    promote(state, registry=registry, notifier=notifier)
+    # When it runs again, then it succeeds without a second promotion
+    again = promote(state, registry=registry, notifier=notifier)
+    assert again.live_version == 1
+    assert [e.action for e in registry.audit("binary")].count("promoted") == 1
+
+
+def test_a_stale_run_cannot_replace_a_newer_live_model(
+    trained_models: dict[str, TrainedModel],
+    store: InMemoryObjectStore,
+    registry: InMemoryRegistry,
+    notifier: RecordingNotifier,
+) -> None:
+    # Given two runs evaluated against the same (empty) registry
+    model = trained_models["binary"]
+    slow = _evaluated(store, registry, model, "run-slow")
+    fast = _evaluated(store, registry, model, "run-fast")
+    # When the later one is promoted first
+    promote(fast, registry=registry, notifier=notifier)
+    # Then the slow run's promotion is refused and the fast run's model stays live
+    with pytest.raises(PromotionConflictError):
+        promote(slow, registry=registry, notifier=notifier)
+    live = registry.live("binary")
+    assert live is not None and live.version == fast.evaluation.model_version  # type: ignore[union-attr]
+
+
+def test_reject_marks_the_candidate_and_keeps_the_champion(
+    trained_models: dict[str, TrainedModel],
+    store: InMemoryObjectStore,
+    registry: InMemoryRegistry,
+    notifier: RecordingNotifier,
+) -> None:
+    # Given a live version 1 and a challenger the gate refused (an impossible threshold)
+    model = trained_models["binary"]
+    promote(_evaluated(store, registry, model, "run-1"), registry=registry, notifier=notifier)
+    refused = _evaluated(store, registry, model, "run-2", threshold=0.9999)
+    # When reject runs
+    outcome = reject(refused, registry=registry, notifier=notifier)
+    # Then the candidate is rejected with the gate's reasons, version 1 still serves
+    assert outcome.kind == "refused" and outcome.live_version == 1
+    version = registry.get("binary", 2)
+    assert version.status is ModelStatus.REJECTED
+    assert "misses threshold" in version.status_reason
+    assert notifier.published[-1].summary.endswith("version 1 keeps serving")
+
+
+def test_a_failed_training_run_is_recorded_without_touching_the_registry_versions(
+    trained_models: dict[str, TrainedModel],
+    store: InMemoryObjectStore,
+    registry: InMemoryRegistry,
+    notifier: RecordingNotifier,
+) -> None:
+    state = stage_run(store, trained_models["binary"], run_name="run-9").model_copy(
+        update={
+            "training": None,
+            "failure": StepFailure(
+                Error="States.TaskFailed",
+                Cause=json.dumps({"FailureReason": "AlgorithmError: no rows"}),
+            ),
+        }
+    )
+    outcome = reject(state, registry=registry, notifier=notifier)
+    assert outcome.kind == "run_failed"
+    assert outcome.reasons == ["States.TaskFailed: AlgorithmError: no rows"]
+    assert registry.versions("binary") == []
+    entry = registry.audit("binary")[-1]
+    assert entry.action == "run_failed" and entry.run_name == "run-9"
+
+
+def test_a_failed_promotion_rejects_the_candidate(
+    trained_models: dict[str, TrainedModel],
+    store: InMemoryObjectStore,
+    registry: InMemoryRegistry,
+    notifier: RecordingNotifier,
+) -> None:
+    # Given a run whose promotion lost a race (Catch → RecordFailure)
+    model = trained_models["binary"]
+    slow = _evaluated(store, registry, model, "run-slow")
+    promote(_evaluated(store, registry, model, "run-fast"), registry=registry, notifier=notifier)
+    failed = slow.model_copy(
+        update={"failure": StepFailure(Error="PromotionConflictError", Cause="{}")}
+    )
+    # When reject records the failure, then the stale candidate is rejected, version 2 serves
+    outcome = reject(failed, registry=registry, notifier=notifier)
+    assert registry.get("binary", 1).status is ModelStatus.REJECTED
+    assert outcome.live_version == 2
+
+
+def test_reject_without_evaluation_or_failure_is_a_state_error(
+    trained_models: dict[str, TrainedModel],
+    store: InMemoryObjectStore,
+    registry: InMemoryRegistry,
+    notifier: RecordingNotifier,
+) -> None:
+    with pytest.raises(PipelineStateError):
+        reject(stage_run(store, trained_models["binary"]), registry=registry, notifier=notifier)
+
+
+@pytest.mark.parametrize(
+    ("cause", "expected"),
+    [
+        (json.dumps({"errorMessage": "boom", "errorType": "ValueError"}), "boom"),
+        (json.dumps({"FailureReason": "ClientError: bad"}), "ClientError: bad"),
+        ("plain text", "plain text"),
+        (json.dumps([1, 2]), "[1, 2]"),
+    ],
+)
+def test_failure_causes_are_made_readable(cause: str, expected: str) -> None:
+    assert describe_failure(StepFailure(Error="E", Cause=cause)) == expected
