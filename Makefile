@@ -45,6 +45,7 @@ typecheck: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m bench.training
+	$(PY) -m bench.predict
 
 # Re-pin every transitive dependency after changing pyproject.toml.
 lock:

@@ -65,15 +65,16 @@ class ScoringModel:
         self.card = card
         self.sha256 = actual
         self._outputs = card.output_names
-        self._classes = np.array(card.classes or [], dtype=object)
+        self._classes = list(card.classes or [])
 
     def score_feeds(self, feeds: Mapping[str, NDArray[Any]]) -> Scores:
-        outputs = self.session.run(self._outputs, dict(feeds))
+        outputs = self.session.run(self._outputs, feeds)
         if self.card.task == "classification":
             codes, probabilities = outputs
-            labels = self._classes[np.asarray(codes, dtype=np.intp).ravel()].tolist()
-            return Scores(labels=labels, probabilities=np.asarray(probabilities))
-        return Scores(values=np.asarray(outputs[0]).ravel())
+            # A list comprehension beats object-array indexing for the few rows of a request.
+            labels = [self._classes[code] for code in codes.ravel().tolist()]
+            return Scores(labels=labels, probabilities=probabilities)
+        return Scores(values=outputs[0].ravel())
 
     def score(self, columns: Mapping[str, Sequence[Any] | NDArray[Any]]) -> Scores:
         return self.score_feeds(onnx_feeds(self.card.features, columns))

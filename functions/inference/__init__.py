@@ -1,0 +1,1 @@
+"""Inference Lambda: the TensorFlow-Serving-shaped prediction API over ONNX Runtime."""

@@ -1,0 +1,183 @@
+"""What the prediction API does, given a model cache: predict, report status, describe a model.
+
+No HTTP here: functions take plain arguments and pydantic models, return response models and
+raise the typed errors of ``functions.inference.errors``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from functions.inference.cache import ModelCache, ServedModel
+from functions.inference.errors import (
+    ModelUnavailableError,
+    TooManyInstancesError,
+    VersionRejectedError,
+)
+from functions.inference.models import (
+    FeatureInfo,
+    MetadataResponse,
+    MetricInfo,
+    ModelState,
+    ModelStatusResponse,
+    Prediction,
+    PredictRequest,
+    StatusDetail,
+    VersionStatus,
+)
+from functions.shared.features import INSTANCE_JSON_TYPES, instances_to_columns
+from functions.shared.model_card import ModelCard
+from functions.shared.registry import ModelStatus, ModelVersion
+from functions.shared.scoring import Scores
+
+
+def predict(
+    cache: ModelCache,
+    dataset: str,
+    version: int | None,
+    request: PredictRequest,
+    *,
+    max_instances: int,
+) -> Prediction:
+    """Score ``request.instances`` with the live model (``version=None``) or a pinned version.
+
+    ``model_version`` in the response is the version that answered, which is not the live one
+    while the live one is refused and the last good model stands in.
+
+    Raises
+    ------
+    TooManyInstancesError, InvalidInstancesError, ModelNotFoundError, VersionNotFoundError,
+    VersionRejectedError, ModelUnavailableError
+    """
+    count = len(request.instances)
+    if count > max_instances:
+        raise TooManyInstancesError(
+            f"instances: {count} instances in one request, the limit is {max_instances}; "
+            "split the request"
+        )
+    served = _live_served(cache, dataset) if version is None else _pinned(cache, dataset, version)
+    columns = instances_to_columns(served.card.features, request.instances)
+    scores = served.scoring.score(columns)
+    return Prediction(model_version=str(served.version), predictions=_predictions(served, scores))
+
+
+def model_status(cache: ModelCache, dataset: str) -> ModelStatusResponse:
+    """The live version's state, plus the version answering in its place if it is refused.
+
+    Loads the live model if needed, so ``AVAILABLE`` means this environment has verified and
+    opened it: the route doubles as a readiness check.
+    """
+    live = cache.live(dataset)
+    pointer, served = live.pointer, live.served
+    if live.failure is None and served is not None:
+        return ModelStatusResponse(model_version_status=[_status(pointer.version, "AVAILABLE")])
+    statuses = [_status(pointer.version, "END", "UNAVAILABLE", live.failure or "")]
+    if served is not None:
+        statuses.append(
+            _status(
+                served.version,
+                "AVAILABLE",
+                message=f"serving in place of live version {pointer.version}, "
+                "which cannot be loaded",
+            )
+        )
+    return ModelStatusResponse(model_version_status=statuses)
+
+
+def version_status(cache: ModelCache, dataset: str, version: int) -> ModelStatusResponse:
+    """One version's state, from its registry status (see docs/api.md for the mapping)."""
+    record = cache.record(dataset, version)
+    failure = cache.load_failure(dataset, version, record.sha256)
+    if failure is not None and record.status is not ModelStatus.REJECTED:
+        return ModelStatusResponse(
+            model_version_status=[_status(version, "END", "UNAVAILABLE", failure)]
+        )
+    reason = f": {record.status_reason}" if record.status_reason else ""
+    match record.status:
+        case ModelStatus.LIVE:
+            status = _status(version, "AVAILABLE")
+        case ModelStatus.CANDIDATE:
+            status = _status(
+                version, "START", message="candidate awaiting the gate; served only when pinned"
+            )
+        case ModelStatus.RETIRED:
+            status = _status(version, "END", message=f"retired{reason}; served only when pinned")
+        case ModelStatus.REJECTED:
+            status = _status(
+                version, "END", "FAILED_PRECONDITION", f"rejected by the gate{reason}; never served"
+            )
+    return ModelStatusResponse(model_version_status=[status])
+
+
+def metadata(cache: ModelCache, dataset: str, *, max_instances: int) -> MetadataResponse:
+    """What a client needs to call the model that answers for the dataset now."""
+    served = _live_served(cache, dataset)
+    card = served.card
+    record = cache.record(dataset, served.version)
+    return MetadataResponse(
+        dataset=dataset,
+        model_version=str(served.version),
+        dataset_version=card.dataset_version,
+        task=card.task,
+        target=card.target,
+        classes=card.classes,
+        features=[
+            FeatureInfo(name=f.name, kind=f.kind, json_types=list(INSTANCE_JSON_TYPES[f.kind]))
+            for f in card.features
+        ],
+        metric=MetricInfo(name=record.metric, value=record.metric_value),
+        created_at=card.created_at,
+        sha256=served.sha256,
+        max_instances=max_instances,
+        input_schema=input_schema(card),
+    )
+
+
+def input_schema(card: ModelCard) -> dict[str, Any]:
+    """JSON Schema of one instance, as ``instances_to_columns`` enforces it."""
+    return {
+        "type": "object",
+        "properties": {f.name: {"type": list(INSTANCE_JSON_TYPES[f.kind])} for f in card.features},
+        "required": [f.name for f in card.features],
+        "additionalProperties": False,
+    }
+
+
+def _live_served(cache: ModelCache, dataset: str) -> ServedModel:
+    live = cache.live(dataset)
+    if live.served is None:
+        raise ModelUnavailableError(
+            f"the live model of '{dataset}' cannot be served and no earlier model can stand in: "
+            f"{live.failure}"
+        )
+    return live.served
+
+
+def _pinned(cache: ModelCache, dataset: str, version: int) -> ServedModel:
+    record: ModelVersion = cache.record(dataset, version)
+    if record.status is ModelStatus.REJECTED:
+        reason = f" ({record.status_reason})" if record.status_reason else ""
+        raise VersionRejectedError(
+            f"version {version} of '{dataset}' was rejected by the gate{reason} and is never served"
+        )
+    return cache.pinned(dataset, version)
+
+
+def _predictions(served: ServedModel, scores: Scores) -> list[dict[str, Any]] | list[float]:
+    if scores.values is not None:
+        values: list[float] = scores.values.tolist()
+        return values
+    assert scores.labels is not None and scores.probabilities is not None
+    classes = served.card.classes or []
+    return [
+        {"label": label, "probabilities": dict(zip(classes, row, strict=True))}
+        for label, row in zip(scores.labels, scores.probabilities.tolist(), strict=True)
+    ]
+
+
+def _status(version: int, state: ModelState, code: str = "OK", message: str = "") -> VersionStatus:
+    return VersionStatus(
+        version=str(version),
+        state=state,
+        status=StatusDetail(error_code=code, error_message=message),
+    )

@@ -1,0 +1,247 @@
+"""The inference handler under moto: API Gateway events in, the real DynamoDB registry and S3.
+
+The model is trained on the bundled churn sample (samples/churn), so the shared event
+events/predict.apigw_rest.json is sent exactly as it is stored.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pandas as pd
+import pytest
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from moto import mock_aws
+
+from functions.inference import handler
+from functions.shared.contract import FeatureKind
+from functions.shared.features import DatasetSchema, FeatureSpec, normalise_category
+from functions.shared.model_card import MODEL_CARD_FILE, MODEL_FILE, ModelCard
+from functions.shared.registry import NewModelVersion
+from functions.shared.registry_dynamodb import DynamoDBRegistry, create_table
+from functions.training.script_mode import Hyperparameters, SageMakerPaths
+from functions.training.train import train
+from infra.topology import Topology
+
+ROOT = Path(__file__).resolve().parents[2]
+EVENTS = ROOT / "events"
+CHURN_CSV = ROOT / "samples" / "churn" / "data" / "churn.csv"
+NUMERIC = ("tenure_months", "monthly_charges", "total_charges", "support_calls")
+CATEGORICAL = ("senior_citizen", "contract", "internet_service", "payment_method")
+
+
+class Context(LambdaContext):
+    _function_name = "sluice-inference-test"
+    _memory_limit_in_mb = 1024
+    _invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:sluice-inference"
+    _aws_request_id = "00000000-0000-0000-0000-000000000001"
+
+
+@dataclass(frozen=True)
+class ChurnModel:
+    onnx: bytes
+    card: ModelCard
+
+
+@pytest.fixture(scope="module")
+def churn_model(tmp_path_factory: pytest.TempPathFactory) -> ChurnModel:
+    """A classifier trained on the churn sample, split and encoded as preprocess would."""
+    root = tmp_path_factory.mktemp("churn")
+    frame = pd.read_csv(CHURN_CSV)
+    for column in CATEGORICAL:
+        frame[column] = [normalise_category(v) for v in frame[column]]
+    features = [FeatureSpec(name=c, kind=FeatureKind.NUMERIC) for c in NUMERIC]
+    features += [FeatureSpec(name=c, kind=FeatureKind.CATEGORICAL) for c in CATEGORICAL]
+    schema = DatasetSchema(
+        dataset="churn",
+        dataset_version="v-test",
+        task="classification",
+        target="churned",
+        metric="roc_auc",
+        features=features,
+        classes=["no", "yes"],
+    )
+    frame = frame.sample(frac=1.0, random_state=0).reset_index(drop=True)
+    cut = int(len(frame) * 0.8)
+    for split, part in (("train", frame.iloc[:cut]), ("validation", frame.iloc[cut:])):
+        (root / split).mkdir()
+        part.to_parquet(root / split / "part-0.parquet", index=False)
+    (root / "train" / "dataset.json").write_text(schema.model_dump_json())
+    paths = SageMakerPaths(
+        train=root / "train",
+        validation=root / "validation",
+        model=root / "model",
+        output=root / "output",
+        config=root / "config",
+    )
+    card = train(paths, Hyperparameters(n_estimators=40, early_stopping_rounds=5), num_gpus=0)
+    return ChurnModel((paths.model / MODEL_FILE).read_bytes(), card)
+
+
+@dataclass
+class Stack:
+    topology: Topology
+    s3: Any
+    registry: DynamoDBRegistry
+
+    def publish(self, model: ChurnModel, run: str, onnx: bytes | None = None) -> int:
+        """Files in the artifacts bucket, a version registered and promoted, as Promote leaves
+        them; ``onnx`` replaces the file but not the sha256 the registry records."""
+        bucket, prefix = self.topology.artifacts_bucket, f"churn/models/{run}/"
+        self.s3.put_object(Bucket=bucket, Key=prefix + MODEL_FILE, Body=onnx or model.onnx)
+        self.s3.put_object(
+            Bucket=bucket, Key=prefix + MODEL_CARD_FILE, Body=model.card.model_dump_json()
+        )
+        uri = f"s3://{bucket}/{prefix}"
+        version = self.registry.register(
+            NewModelVersion(
+                dataset="churn",
+                run_name=run,
+                dataset_version=model.card.dataset_version,
+                model_uri=uri + MODEL_FILE,
+                card_uri=uri + MODEL_CARD_FILE,
+                report_uri=uri + "evaluation.json",
+                artifact_uri=uri + "output/model.tar.gz",
+                sha256=model.card.onnx.sha256,
+                metric="roc_auc",
+                metric_value=0.8,
+            ),
+            actor="pipeline:test",
+        ).version
+        live = self.registry.live("churn")
+        self.registry.promote(
+            "churn",
+            version,
+            expected_live=None if live is None else live.version,
+            actor="pipeline:test",
+            reason="passed the gate",
+        )
+        return version
+
+
+@pytest.fixture
+def stack(monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
+    """The registry table and the artifacts bucket in moto, the function's environment set,
+    and the model cache re-reading the live pointer on every request."""
+    topology = Topology(stage="test")
+    for name, value in topology.inference_environment().items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("MODEL_CACHE_TTL_SECONDS", "0")
+    with mock_aws():
+        handler._deps.cache_clear()  # clients must be built inside the moto context
+        s3 = boto3.client("s3", region_name=topology.region)
+        s3.create_bucket(Bucket=topology.artifacts_bucket)
+        dynamodb = boto3.client("dynamodb", region_name=topology.region)
+        create_table(dynamodb, topology.registry_table)
+        yield Stack(topology, s3, DynamoDBRegistry(dynamodb, topology.registry_table))
+    handler._deps.cache_clear()
+
+
+def load_event(name: str) -> dict[str, Any]:
+    event: dict[str, Any] = json.loads((EVENTS / name).read_text())
+    return event
+
+
+def invoke(event: dict[str, Any]) -> tuple[int, dict[str, list[str]], Any]:
+    response: dict[str, Any] = handler.lambda_handler(copy.deepcopy(event), Context())
+    return response["statusCode"], response["multiValueHeaders"], json.loads(response["body"])
+
+
+def test_the_shared_predict_event_is_answered_end_to_end(
+    stack: Stack, churn_model: ChurnModel
+) -> None:
+    # Given the churn model promoted through the DynamoDB registry, its files in S3
+    stack.publish(churn_model, "run-1")
+
+    # When API Gateway delivers the stored predict event
+    status, headers, body = invoke(load_event("predict.apigw_rest.json"))
+
+    # Then both instances get a label and class probabilities from version 1
+    assert status == 200, body
+    assert body["model_version"] == "1"
+    assert headers[handler.SERVED_VERSION_HEADER] == ["1"]
+    assert [set(p["probabilities"]) for p in body["predictions"]] == [{"no", "yes"}] * 2
+    for prediction in body["predictions"]:
+        probabilities = prediction["probabilities"]
+        assert prediction["label"] == max(probabilities, key=probabilities.get)
+        assert sum(probabilities.values()) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_the_model_status_event_reports_the_live_version(
+    stack: Stack, churn_model: ChurnModel
+) -> None:
+    stack.publish(churn_model, "run-1")
+    status, _, body = invoke(load_event("model_status.apigw_rest.json"))
+    assert status == 200
+    assert body["model_version_status"][0] == {
+        "version": "1",
+        "state": "AVAILABLE",
+        "status": {"error_code": "OK", "error_message": ""},
+    }
+
+
+def test_a_promotion_in_dynamodb_reaches_the_next_request(
+    stack: Stack, churn_model: ChurnModel
+) -> None:
+    # Given version 1 serving
+    stack.publish(churn_model, "run-1")
+    event = load_event("predict.apigw_rest.json")
+    assert invoke(event)[2]["model_version"] == "1"
+
+    # When the pipeline promotes version 2 (the cache TTL is 0 here)
+    stack.publish(churn_model, "run-2")
+
+    # Then the next request is answered by version 2, with the same predictions
+    first = invoke(event)[2]
+    assert first["model_version"] == "2"
+    assert first["predictions"] == invoke(event)[2]["predictions"]
+
+
+def test_a_tampered_s3_object_is_refused_and_counted(
+    stack: Stack, churn_model: ChurnModel, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given version 1 serving, then version 2 promoted with a file that is not the recorded one
+    stack.publish(churn_model, "run-1")
+    event = load_event("predict.apigw_rest.json")
+    invoke(event)
+    stack.publish(churn_model, "run-2", onnx=churn_model.onnx[::-1])
+    capsys.readouterr()
+
+    # When a prediction is asked for
+    status, headers, body = invoke(event)
+
+    # Then version 1 answers, and the function's metrics say the model was refused
+    assert (status, body["model_version"], headers[handler.SERVED_VERSION_HEADER]) == (
+        200,
+        "1",
+        ["1"],
+    )
+    emitted = [json.loads(line) for line in capsys.readouterr().out.splitlines() if "_aws" in line]
+    assert any(blob.get("ModelIntegrityFailure") == [1.0] for blob in emitted)
+
+
+def test_a_client_error_comes_back_as_json_through_the_whole_stack(
+    stack: Stack, churn_model: ChurnModel
+) -> None:
+    # Given a live model and the stored event with a typo in one feature name
+    stack.publish(churn_model, "run-1")
+    event = load_event("predict.apigw_rest.json")
+    instances = json.loads(event["body"])["instances"]
+    instances[1]["tenure_month"] = instances[1].pop("tenure_months")
+    event["body"] = json.dumps({"instances": instances})
+
+    # When it is delivered
+    status, _, body = invoke(event)
+
+    # Then the 422 points at the typo and suggests the feature it meant
+    assert status == 422
+    assert body["code"] == "invalid_instances"
+    fields = {d["field"]: d["message"] for d in body["details"]}
+    assert "did you mean 'tenure_months'" in fields["instances[1].tenure_month"]
+    assert "send null for a missing value" in fields["instances[1].tenure_months"]
