@@ -1,58 +1,338 @@
-"""The ``sluice`` command line. Every command that reports takes ``--json``."""
+"""The ``sluice`` command line. Every command that reports takes ``--json``.
+
+``demo`` runs everything in one process under moto. The operator commands (``models``,
+``promote``, ``rollback``, ``predict``) talk to a deployment: AWS itself with the usual
+credentials, or any AWS-compatible endpoint given with ``--endpoint-url`` (the local stack).
+Resource names come from the topology module for ``--stage``.
+"""
 
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import sys
+import urllib.error
+import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from functions.shared.layout import DATASET_NAME
 
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+class UsageError(Exception):
+    """Bad arguments or input files: printed as ``sluice <command>: <message>``, exit 2."""
+
 
 def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        code: int = args.run(args)
+    except UsageError as exc:
+        print(f"sluice {args.command}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    return code
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sluice", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
+
     demo = commands.add_parser(
-        "demo", help="run upload → preprocess → training on one machine (moto, no AWS account)"
+        "demo",
+        help="run the whole chain on one machine: upload → preprocess → train → evaluate → "
+        "gate → promote → predict (moto, no AWS account)",
     )
-    demo.add_argument("--data", type=Path, help="a CSV or Parquet file (default: bundled sample)")
+    demo.add_argument("--data", type=Path, help="a CSV file (default: bundled sample)")
     demo.add_argument("--contract", type=Path, help="its contract.json (default: bundled sample)")
     demo.add_argument("--dataset", help="dataset name (default: the data file's stem)")
+    demo.add_argument(
+        "--skip-worse",
+        action="store_true",
+        help="skip the second, deliberately worse upload that shows the gate refusing a model",
+    )
     demo.add_argument("--json", action="store_true", help="print one JSON object")
-    args = parser.parse_args(argv)
+    demo.set_defaults(run=_demo)
 
-    if args.command == "demo":
-        return _demo(args)
-    parser.error(f"unknown command {args.command}")
-    return 2
+    def operator(name: str, help_text: str) -> argparse.ArgumentParser:
+        command = commands.add_parser(name, help=help_text)
+        command.add_argument("--stage", default="dev", help="deployment stage (default: dev)")
+        command.add_argument("--endpoint-url", help="AWS-compatible endpoint (the local stack)")
+        command.add_argument("--region", help="AWS region (default: the topology's)")
+        command.add_argument("--json", action="store_true", help="print JSON")
+        return command
+
+    models = operator("models", "list datasets, or one dataset's model versions and audit trail")
+    models.add_argument("dataset", nargs="?", help="a dataset (default: list every dataset)")
+    models.set_defaults(run=_models)
+
+    promote = operator("promote", "make a model version live (conditional on the live one)")
+    promote.add_argument("dataset")
+    promote.add_argument("version", type=int)
+    promote.add_argument("--reason", required=True, help="why: kept in the audit trail")
+    promote.add_argument("--force", action="store_true", help="allow a version the gate rejected")
+    promote.set_defaults(run=_promote)
+
+    rollback = operator("rollback", "put an earlier (retired) model version back in service")
+    rollback.add_argument("dataset")
+    rollback.add_argument("--to", type=int, help="version (default: the most recent retired)")
+    rollback.add_argument("--reason", required=True, help="why: kept in the audit trail")
+    rollback.set_defaults(run=_rollback)
+
+    predict = operator("predict", "send instances to the prediction API")
+    predict.add_argument("dataset")
+    predict.add_argument(
+        "instances",
+        help='JSON: a list of instances, {"instances": [...]}, or @file.json',
+    )
+    predict.add_argument("--version", type=int, help="pin a model version (default: live)")
+    predict.add_argument(
+        "--url",
+        help="the API's base URL; without it the inference handler runs in this process "
+        "against the stage's registry and buckets",
+    )
+    predict.add_argument("--api-key", help="x-api-key header for --url")
+    predict.set_defaults(run=_predict)
+    return parser
 
 
 def _demo(args: argparse.Namespace) -> int:
     from infra.local.demo import SAMPLE, DemoInputs, render, run_demo
 
     if (args.data is None) != (args.contract is None):
-        print("sluice demo: give both --data and --contract, or neither", file=sys.stderr)
-        return 2
+        raise UsageError("give both --data and --contract, or neither")
     data = args.data or SAMPLE / "data" / "churn.csv"
     contract = args.contract or SAMPLE / "contract.json"
     for path in (data, contract):
         if not path.is_file():
-            print(f"sluice demo: no such file: {path}", file=sys.stderr)
-            return 2
+            raise UsageError(f"no such file: {path}")
     dataset = args.dataset or ("churn" if args.data is None else data.stem)
     if not DATASET_NAME.match(dataset):
-        print(
-            f"sluice demo: dataset name '{dataset}' must match {DATASET_NAME.pattern} "
-            "(use --dataset)",
-            file=sys.stderr,
-        )
-        return 2
-    result = run_demo(DemoInputs(data=data, contract=contract, dataset=dataset))
+        raise UsageError(f"dataset name '{dataset}' must match {DATASET_NAME.pattern} (--dataset)")
+    result = run_demo(
+        DemoInputs(data=data, contract=contract, dataset=dataset, worse_upload=not args.skip_worse)
+    )
     print(json.dumps(result, indent=2, default=str) if args.json else render(result))
-    job = result.get("training_job", {})
-    return 0 if job.get("TrainingJobStatus") == "Completed" else 1
+    first = result["first"]
+    return EXIT_OK if first.get("live_version") is not None else EXIT_FAILED
+
+
+def _registry(args: argparse.Namespace) -> Any:
+    import boto3
+
+    from functions.shared.registry_dynamodb import DynamoDBRegistry
+    from infra.topology import Topology
+
+    topology = Topology(stage=args.stage)
+    client = boto3.client(
+        "dynamodb",
+        endpoint_url=args.endpoint_url,
+        region_name=args.region or topology.region,
+    )
+    return DynamoDBRegistry(client, topology.registry_table)
+
+
+def _dataset(name: str) -> str:
+    if not DATASET_NAME.match(name):
+        raise UsageError(f"dataset name '{name}' must match {DATASET_NAME.pattern}")
+    return name
+
+
+def _models(args: argparse.Namespace) -> int:
+    registry = _registry(args)
+    if args.dataset is None:
+        rows = []
+        for dataset in registry.datasets():
+            live = registry.live(dataset)
+            rows.append(
+                {
+                    "dataset": dataset,
+                    "live_version": live.version if live else None,
+                    "versions": len(registry.versions(dataset)),
+                }
+            )
+        if args.json:
+            print(json.dumps({"datasets": rows}, indent=2))
+        else:
+            print(f"{'DATASET':<24} {'LIVE':>5} {'VERSIONS':>9}")
+            for row in rows:
+                live = "-" if row["live_version"] is None else row["live_version"]
+                print(f"{row['dataset']:<24} {live!s:>5} {row['versions']:>9}")
+        return EXIT_OK
+    dataset = _dataset(args.dataset)
+    versions = registry.versions(dataset)
+    if not versions:
+        print(f"sluice models: dataset '{dataset}' has no model versions", file=sys.stderr)
+        return EXIT_FAILED
+    live = registry.live(dataset)
+    audit = registry.audit(dataset)
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "dataset": dataset,
+                    "live": live.model_dump(mode="json") if live else None,
+                    "versions": [v.model_dump(mode="json") for v in versions],
+                    "audit": [a.model_dump(mode="json") for a in audit],
+                },
+                indent=2,
+            )
+        )
+        return EXIT_OK
+    print(f"{'VERSION':>7}  {'STATUS':<9}  {'METRIC':<20}  {'CREATED':<20}  RUN")
+    for v in versions:
+        value = "n/a" if v.metric_value is None else f"{v.metric_value:.4f}"
+        marker = "*" if live and live.version == v.version else " "
+        print(
+            f"{v.version:>6}{marker}  {v.status.value:<9}  {v.metric + ' ' + value:<20}  "
+            f"{v.created_at:%Y-%m-%d %H:%M:%S}  {v.run_name}"
+        )
+    print("\naudit:")
+    for entry in audit:
+        version = "-" if entry.version is None else entry.version
+        print(
+            f"  {entry.at:%Y-%m-%d %H:%M:%S}  {entry.action:<11} v{version}  by {entry.actor}: "
+            f"{entry.reason}"
+        )
+    return EXIT_OK
+
+
+def _operator_actor() -> str:
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):
+        return "cli:unknown"
+
+
+def _change(args: argparse.Namespace, operation: str) -> int:
+    from functions.shared.registry import RegistryError
+
+    registry = _registry(args)
+    dataset = _dataset(args.dataset)
+    current = registry.live(dataset)
+    previous = current.version if current else None
+    try:
+        if operation == "promote":
+            pointer = registry.promote(
+                dataset,
+                args.version,
+                expected_live=previous,
+                actor=_operator_actor(),
+                reason=args.reason,
+                force=args.force,
+            )
+        else:
+            pointer = registry.rollback(
+                dataset, args.to, actor=_operator_actor(), reason=args.reason
+            )
+    except RegistryError as exc:
+        if args.json:
+            print(json.dumps({"ok": False, "error": type(exc).__name__, "message": str(exc)}))
+        else:
+            print(f"sluice {operation}: refused: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    if args.json:
+        print(
+            json.dumps(
+                {"ok": True, "previous_live": previous, "live": pointer.model_dump(mode="json")},
+                indent=2,
+            )
+        )
+    else:
+        print(
+            f"{dataset}: version {pointer.version} is live (was {previous}); "
+            f"generation {pointer.generation}"
+        )
+    return EXIT_OK
+
+
+def _promote(args: argparse.Namespace) -> int:
+    return _change(args, "promote")
+
+
+def _rollback(args: argparse.Namespace) -> int:
+    return _change(args, "rollback")
+
+
+def _instances(text: str) -> list[Any]:
+    if text.startswith("@"):
+        path = Path(text[1:])
+        if not path.is_file():
+            raise UsageError(f"no such file: {path}")
+        text = path.read_text()
+    try:
+        document = json.loads(text)
+    except ValueError as exc:
+        raise UsageError(f"instances are not valid JSON: {exc}") from None
+    if isinstance(document, dict) and "instances" in document:
+        document = document["instances"]
+    if not isinstance(document, list):
+        raise UsageError('give a JSON list of instances or {"instances": [...]}')
+    return document
+
+
+def _predict(args: argparse.Namespace) -> int:
+    dataset = _dataset(args.dataset)
+    body = json.dumps({"instances": _instances(args.instances)}).encode()
+    path = f"/v1/models/{dataset}"
+    if args.version is not None:
+        path += f"/versions/{args.version}"
+    path += ":predict"
+    if args.url:
+        status, answer = _post(args.url.rstrip("/") + path, body, args.api_key)
+    else:
+        status, answer = _predict_in_process(args, path, body)
+    if args.json or status != 200:
+        print(json.dumps(answer, indent=2), file=sys.stdout if status == 200 else sys.stderr)
+    else:
+        print(f"model version {answer.get('model_version')}:")
+        for prediction in answer.get("predictions", []):
+            print(f"  {json.dumps(prediction)}")
+    return EXIT_OK if status == 200 else EXIT_FAILED
+
+
+def _post(url: str, body: bytes, api_key: str | None) -> tuple[int, Any]:
+    headers = {"content-type": "application/json"}
+    if api_key:
+        headers["x-api-key"] = api_key
+    request = urllib.request.Request(url, data=body, headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        try:
+            return error.code, json.loads(error.read())
+        except ValueError:
+            return error.code, {"error": error.reason}
+    except (urllib.error.URLError, TimeoutError) as error:
+        raise UsageError(f"cannot reach {url}: {error}") from None
+
+
+def _predict_in_process(args: argparse.Namespace, path: str, body: bytes) -> tuple[int, Any]:
+    import os
+
+    from infra.local.apigw import read_response, rest_event
+    from infra.local.pipeline import LocalLambdaContext
+    from infra.topology import Topology
+
+    topology = Topology(stage=args.stage)
+    os.environ.update(topology.inference_environment())
+    if args.endpoint_url:
+        os.environ["AWS_ENDPOINT_URL"] = args.endpoint_url
+    os.environ.setdefault("AWS_DEFAULT_REGION", args.region or topology.region)
+    os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
+    os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
+    from functions.inference import handler
+
+    event = rest_event("POST", path, body=body, headers={"content-type": "application/json"})
+    response = read_response(
+        handler.lambda_handler(event, LocalLambdaContext.for_function(topology, "inference"))
+    )
+    return response.status, response.json()
 
 
 if __name__ == "__main__":

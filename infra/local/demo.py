@@ -1,33 +1,48 @@
-"""``sluice demo``: the pipeline's data half on one machine, under moto, with real clients.
+"""``sluice demo``: the whole chain on one machine, in one process, under moto, with real clients.
 
 Upload a contract and a CSV with boto3 → S3 emits the EventBridge event → the preprocess handler
-builds a dataset version and starts a run → the local SageMaker runner executes the training
-entry point (candidates → best → ONNX → parity) → model.tar.gz lands where SageMaker puts it.
+builds a dataset version and starts a run → the pipeline definition (the same ASL file CDK
+deploys) runs: the local SageMaker runner trains (candidates → best → ONNX → parity), evaluate
+scores challenger and champion, the gate decides, promote or reject updates the registry →
+predictions come back through the inference handler from API Gateway events.
+
+Then, unless told not to, a deliberately worse version of the same data (its labels shuffled)
+is uploaded, and the demo shows the gate refusing it while the first model keeps serving.
 """
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 import os
-import tarfile
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import boto3
+import numpy as np
 from moto import mock_aws
 
 from functions.shared import layout
-from functions.shared.model_card import MODEL_CARD_FILE, ModelCard
+from functions.shared.contract import FeatureKind
+from functions.shared.features import NULL_TOKENS
+from functions.shared.model_card import ModelCard
 from functions.shared.orchestration import RunInput
+from functions.shared.registry import ModelRegistry
+from functions.shared.registry_dynamodb import DynamoDBRegistry
 from functions.shared.storage import S3ObjectStore, parse_s3_uri, s3_uri
+from infra.local.apigw import read_response, rest_event
+from infra.local.pipeline import LocalLambdaContext, run_pipeline
 from infra.local.resources import provision, receive_upload_events
-from infra.local.training_runner import run_training_job
 from infra.topology import Topology
 
 SAMPLE = Path(__file__).resolve().parents[2] / "samples" / "churn"
+PREDICTION_ROWS = 3
+SHUFFLE_SEED = 7
 
 
 class DemoError(RuntimeError):
@@ -39,132 +54,234 @@ class DemoInputs:
     data: Path
     contract: Path
     dataset: str
-
-
-def training_job_request(run: RunInput, topology: Topology) -> dict[str, Any]:
-    """The CreateTrainingJob request a run makes (the state machine's Train state, in Python)."""
-    return {
-        "TrainingJobName": run.training_job_name,
-        "HyperParameters": run.hyperparameters,
-        "InputDataConfig": [
-            {
-                "ChannelName": channel,
-                "DataSource": {"S3DataSource": {"S3Uri": uri, "S3DataType": "S3Prefix"}},
-            }
-            for channel, uri in (("train", run.train_uri), ("validation", run.validation_uri))
-        ],
-        "OutputDataConfig": {
-            "S3OutputPath": s3_uri(topology.artifacts_bucket, layout.models_prefix(run.dataset))
-        },
-        "ResourceConfig": {"InstanceType": run.instance_type, "InstanceCount": 1},
-        "StoppingCondition": {"MaxRuntimeInSeconds": run.stopping_condition.MaxRuntimeInSeconds},
-    }
+    worse_upload: bool = True
 
 
 def run_demo(inputs: DemoInputs) -> dict[str, Any]:
     topology = Topology(stage="demo")
-    os.environ.update(topology.preprocess_environment())
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "demo",
-        "AWS_SECRET_ACCESS_KEY": "demo",
-        "AWS_DEFAULT_REGION": topology.region,
-    }.items():
-        os.environ.setdefault(name, value)
-    os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
-    os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
-    os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
-
-    from functions.preprocess import handler  # after the environment is set
-
-    steps: dict[str, float] = {}
+    _set_environment(topology)
+    contract = json.loads(inputs.contract.read_bytes())
     with mock_aws():
 
         def clients(service: str) -> Any:
             return boto3.client(service, region_name=topology.region)
 
         resources = provision(clients, topology)
-        s3 = clients("s3")
-        started = time.perf_counter()
-        s3.put_object(
+        chain = _Chain(topology, clients, lambda: receive_upload_events(clients, resources))
+        chain.s3.put_object(
             Bucket=topology.raw_bucket,
             Key=layout.contract_key(inputs.dataset),
             Body=inputs.contract.read_bytes(),
         )
         data_key = f"{layout.data_prefix(inputs.dataset)}{inputs.data.name}"
-        s3.upload_file(str(inputs.data), topology.raw_bucket, data_key)
-        events = [
-            e
-            for e in receive_upload_events(clients, resources)
-            if e["detail"]["object"]["key"] == data_key
-        ]
-        if len(events) != 1:
-            raise DemoError(f"expected one upload event for {data_key}, got {len(events)}")
-        steps["upload"] = time.perf_counter() - started
-
-        started = time.perf_counter()
-        handler._deps.cache_clear()
-        outcome = handler.lambda_handler(events[0], _Context())["outcomes"][0]
-        steps["preprocess"] = time.perf_counter() - started
-        result: dict[str, Any] = {
-            "dataset": inputs.dataset,
-            "upload": s3_uri(topology.raw_bucket, data_key),
-            "preprocess": outcome,
-        }
-        if outcome["status"] != "started":
-            report = None
-            if outcome.get("report_key"):
-                report = json.loads(
-                    s3.get_object(Bucket=topology.artifacts_bucket, Key=outcome["report_key"])[
-                        "Body"
-                    ].read()
-                )
-            result["rejection"] = report
-            result["steps_seconds"] = steps
+        result: dict[str, Any] = {"dataset": inputs.dataset}
+        result["first"] = chain.upload_and_run(data_key, inputs.data.read_bytes())
+        if result["first"].get("live_version") is None or not inputs.worse_upload:
             return result
-
-        execution = clients("stepfunctions").describe_execution(executionArn=outcome["run_id"])
-        run = RunInput.model_validate_json(execution["input"])
-        started = time.perf_counter()
-        job = run_training_job(training_job_request(run, topology), S3ObjectStore(s3))
-        steps["training"] = time.perf_counter() - started
-        result["training_job"] = job.model_dump(by_alias=True, exclude={"stdout_tail"})
-        if job.training_job_status != "Completed" or job.model_artifacts is None:
-            result["steps_seconds"] = steps
-            return result
-        card = _model_card(s3, job.model_artifacts.s3_model_artifacts)
-        result["model_card"] = json.loads(card.model_dump_json())
-        result["steps_seconds"] = steps
+        worse = _shuffled_labels(inputs.data.read_bytes(), contract["target"])
+        result["second"] = chain.upload_and_run(
+            data_key, worse, note=f"the same rows with the '{contract['target']}' column shuffled"
+        )
         return result
 
 
-def _model_card(s3: Any, uri: str) -> ModelCard:
-    bucket, key = parse_s3_uri(uri)
-    archive = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
-    with tarfile.open(fileobj=io.BytesIO(archive), mode="r:gz") as tar:
-        member = tar.extractfile(MODEL_CARD_FILE)
-        if member is None:
-            raise DemoError(f"{uri} has no {MODEL_CARD_FILE}")
-        return ModelCard.model_validate_json(member.read())
+class _Chain:
+    """One upload through every step, reporting what each step did and how long it took."""
+
+    def __init__(
+        self,
+        topology: Topology,
+        clients: Callable[[str], Any],
+        drain: Callable[[], list[dict[str, Any]]],
+    ) -> None:
+        self.topology = topology
+        self.s3 = clients("s3")
+        self.sfn = clients("stepfunctions")
+        self.store = S3ObjectStore(self.s3)
+        self.registry: ModelRegistry = DynamoDBRegistry(
+            clients("dynamodb"), topology.registry_table
+        )
+        self.drain = drain
+        self.sample_rows: list[dict[str, str]] = []
+
+    def upload_and_run(self, key: str, data: bytes, *, note: str = "") -> dict[str, Any]:
+        from functions.inference import handler as inference
+        from functions.preprocess import handler as preprocess
+
+        steps: dict[str, float] = {}
+        report: dict[str, Any] = {"upload": s3_uri(self.topology.raw_bucket, key)}
+        if note:
+            report["note"] = note
+        with _timed(steps, "upload"):
+            self.s3.put_object(Bucket=self.topology.raw_bucket, Key=key, Body=data)
+            events = [e for e in self.drain() if e["detail"]["object"]["key"] == key]
+        if len(events) != 1:
+            raise DemoError(f"expected one upload event for {key}, got {len(events)}")
+        with _timed(steps, "preprocess"):
+            preprocess._deps.cache_clear()
+            outcome = preprocess.lambda_handler(
+                events[0], LocalLambdaContext.for_function(self.topology, "preprocess")
+            )["outcomes"][0]
+        report["preprocess"] = outcome
+        if outcome["status"] != "started":
+            if outcome.get("report_key"):
+                report["rejection"] = json.loads(
+                    self.store.get_bytes(self.topology.artifacts_bucket, outcome["report_key"])
+                )
+            report["steps_seconds"] = steps
+            return report
+
+        execution = self.sfn.describe_execution(executionArn=outcome["run_id"])
+        run_input = RunInput.model_validate_json(execution["input"])
+        with _timed(steps, "pipeline"):
+            run = run_pipeline(self.topology, run_input, self.store)
+        report["run"] = {
+            "name": run.name,
+            "status": run.status,
+            "path": run.path,
+            "error": run.error,
+            "cause": run.cause,
+            "states_seconds": {e.name: round(e.duration_seconds, 3) for e in run.history},
+        }
+        mine = [
+            v for v in self.registry.versions(run_input.dataset) if v.run_name == run_input.run_name
+        ]
+        report["model_version"] = mine[-1].version if mine else None
+        if mine:
+            record = mine[-1]
+            card = ModelCard.model_validate_json(
+                self.store.get_bytes(*parse_s3_uri(record.card_uri))
+            )
+            evaluation_report = json.loads(self.store.get_bytes(*parse_s3_uri(record.report_uri)))
+            report["model_status"] = record.status.value
+            report["model_card"] = json.loads(card.model_dump_json())
+            report["evaluation"] = {
+                "test_rows": evaluation_report["test_rows"],
+                "challenger": evaluation_report["challenger"]["report"],
+                "champion": (evaluation_report.get("champion") or {}).get("report"),
+                "champion_note": evaluation_report["champion_note"],
+                "groups": evaluation_report["challenger"]["groups"],
+                "gate": evaluation_report["decision"],
+            }
+            if not self.sample_rows:
+                self.sample_rows = _sample_rows(data, card)
+        live = self.registry.live(run_input.dataset)
+        report["live_version"] = live.version if live else None
+        if live is not None and self.sample_rows:
+            with _timed(steps, "predict"):
+                inference._deps.cache_clear()
+                report["predictions"] = _predict(
+                    inference.lambda_handler, self.topology, run_input.dataset, self.sample_rows
+                )
+        report["steps_seconds"] = steps
+        return report
 
 
-class _Context:
-    function_name = "sluice-preprocess-demo"
-    memory_limit_in_mb = 3008
-    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:sluice-preprocess"
-    aws_request_id = "demo"
+def _predict(
+    handler: Callable[[dict[str, Any], Any], dict[str, Any]],
+    topology: Topology,
+    dataset: str,
+    rows: list[dict[str, Any]],
+) -> dict[str, Any]:
+    event = rest_event(
+        "POST",
+        f"/v1/models/{dataset}:predict",
+        body=json.dumps({"instances": rows}),
+        headers={"content-type": "application/json"},
+    )
+    response = read_response(handler(event, LocalLambdaContext.for_function(topology, "inference")))
+    if response.status != 200:
+        raise DemoError(f"predict answered {response.status}: {response.body.decode()[:500]}")
+    answer: dict[str, Any] = response.json()
+    return {"instances": rows, **answer}
+
+
+def _sample_rows(data: bytes, card: ModelCard) -> list[dict[str, Any]]:
+    """The first rows of the upload as a client would send them: features only, numbers as JSON
+    numbers, empty cells as null."""
+    reader = csv.DictReader(io.StringIO(data.decode("utf-8-sig")))
+    rows: list[dict[str, Any]] = []
+    for raw in reader:
+        row: dict[str, Any] = {}
+        for spec in card.features:
+            cell = (raw.get(spec.name) or "").strip()
+            if cell in NULL_TOKENS:
+                row[spec.name] = None
+            elif spec.kind is FeatureKind.NUMERIC:
+                row[spec.name] = float(cell)
+            else:
+                row[spec.name] = cell
+        rows.append(row)
+        if len(rows) == PREDICTION_ROWS:
+            break
+    return rows
+
+
+def _shuffled_labels(data: bytes, target: str) -> bytes:
+    """The same file with the target column permuted: every feature distribution unchanged, the
+    signal gone. A model trained on it must not replace one trained on the real labels."""
+    reader = csv.reader(io.StringIO(data.decode("utf-8-sig")))
+    header = next(reader)
+    rows = list(reader)
+    column = header.index(target)
+    labels = [row[column] for row in rows]
+    order = np.random.default_rng(SHUFFLE_SEED).permutation(len(labels))
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(header)
+    for row, j in zip(rows, order, strict=True):
+        row[column] = labels[j]
+        writer.writerow(row)
+    return out.getvalue().encode()
+
+
+@contextmanager
+def _timed(steps: dict[str, float], name: str) -> Iterator[None]:
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        steps[name] = round(time.perf_counter() - started, 3)
+
+
+def _set_environment(topology: Topology) -> None:
+    os.environ.update(topology.preprocess_environment())
+    os.environ.update(topology.pipeline_environment())
+    os.environ.update(topology.inference_environment())
+    os.environ["POWERTOOLS_SERVICE_NAME"] = "sluice-demo"
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "demo",
+        "AWS_SECRET_ACCESS_KEY": "demo",
+        "AWS_DEFAULT_REGION": topology.region,
+        "POWERTOOLS_TRACE_DISABLED": "true",
+        "POWERTOOLS_LOG_LEVEL": "WARNING",
+        "POWERTOOLS_METRICS_DISABLED": "true",
+    }.items():
+        os.environ.setdefault(name, value)
 
 
 def render(result: dict[str, Any]) -> str:
     """The demo's result for a person: what happened, step by step, with the figures."""
-    lines = [f"sluice demo — dataset '{result['dataset']}'", f"  uploaded {result['upload']}"]
-    pre = result["preprocess"]
+    lines = [f"sluice demo — dataset '{result['dataset']}'"]
+    lines += _render_upload("1. first upload", result["first"])
+    if "second" in result:
+        lines.append("")
+        lines += _render_upload("2. a deliberately worse upload", result["second"])
+    return "\n".join(lines)
+
+
+def _render_upload(title: str, step: dict[str, Any]) -> list[str]:
+    lines = [f"{title}: {step['upload']}"]
+    if step.get("note"):
+        lines.append(f"  ({step['note']})")
+    pre = step["preprocess"]
     lines.append(f"  preprocess: {pre['status']} — {pre['reason']}")
     if pre["status"] != "started":
-        for violation in (result.get("rejection") or {}).get("violations", []):
+        for violation in (step.get("rejection") or {}).get("violations", []):
             lines.append(f"    ✗ {violation['rule']}: {violation['message']}")
         if pre.get("report_key"):
             lines.append(f"    report: {pre['report_key']}")
-        return "\n".join(lines)
+        return lines
     rows = pre["rows"]
     dropped = ", ".join(f"{k}={v}" for k, v in rows["rejected"].items()) or "none"
     lines += [
@@ -173,16 +290,12 @@ def render(result: dict[str, Any]) -> str:
         "    accepted {accepted}: train {train} / validation {validation} / test {test}".format(
             accepted=rows["accepted"], **rows["per_split"]
         ),
-        f"    run {pre['run_name']} started",
     ]
-    job = result.get("training_job", {})
-    lines.append(
-        f"  training job {job.get('TrainingJobName')}: {job.get('TrainingJobStatus')}"
-        f" in {job.get('TrainingTimeInSeconds')} s"
-    )
-    if job.get("FailureReason"):
-        lines.append(f"    reason: {job['FailureReason']}")
-    card = result.get("model_card")
+    run = step["run"]
+    lines.append(f"  run {run['name']}: {run['status']}, states {' → '.join(run['path'])}")
+    if run["error"]:
+        lines.append(f"    error {run['error']}: {str(run['cause'])[:300]}")
+    card = step.get("model_card")
     if card:
         metric = card["metric"]
         lines.append(f"  candidates (validation {metric}):")
@@ -205,7 +318,41 @@ def render(result: dict[str, Any]) -> str:
         lines.append(
             f"  model.onnx sha256 {card['onnx']['sha256'][:16]}…, {card['onnx']['bytes']} bytes"
         )
-        lines.append(f"  artifact {job['ModelArtifacts']['S3ModelArtifacts']}")
-    steps = result.get("steps_seconds", {})
+    evaluation = step.get("evaluation")
+    if evaluation:
+        gate = evaluation["gate"]
+        challenger = evaluation["challenger"]
+        figures = ", ".join(
+            f"{k} {challenger[k]:.4f}"
+            for k in ("roc_auc", "f1_macro", "accuracy", "log_loss", "rmse", "mae", "r2")
+            if isinstance(challenger.get(k), float)
+        )
+        lines.append(f"  test split ({evaluation['test_rows']} rows): {figures}")
+        lines.append(f"    champion: {evaluation['champion_note']['reason']}")
+        for column, groups in evaluation["groups"].items():
+            shown = ", ".join(
+                f"{g}: {v.get(card['metric'] if card else '', 'n/a')!s:.6} ({v['rows']} rows)"
+                for g, v in groups.items()
+            )
+            lines.append(f"    by {column}: {shown}")
+        verdict = "PASS → promote" if gate["passed"] else "REFUSED → reject"
+        lines.append(f"  gate: {verdict}")
+        lines += [f"    · {reason}" for reason in gate["reasons"]]
+    lines.append(
+        f"  registry: model version {step.get('model_version')} is "
+        f"{step.get('model_status', 'not registered')}; live version {step['live_version']}"
+    )
+    predictions = step.get("predictions")
+    if predictions:
+        lines.append(f"  predictions from live version {predictions['model_version']}:")
+        for instance, prediction in zip(
+            predictions["instances"], predictions["predictions"], strict=True
+        ):
+            shown_in = ", ".join(f"{k}={v}" for k, v in list(instance.items())[:4])
+            lines.append(f"    {{{shown_in}, …}} → {json.dumps(prediction)}")
+    steps = step.get("steps_seconds", {})
     lines.append("  timings: " + ", ".join(f"{k} {v:.2f} s" for k, v in steps.items()))
-    return "\n".join(lines)
+    states = (step.get("run") or {}).get("states_seconds") or {}
+    if states:
+        lines.append("    per state: " + ", ".join(f"{k} {v:.2f} s" for k, v in states.items()))
+    return lines

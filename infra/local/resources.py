@@ -1,6 +1,7 @@
 """Create, in any AWS-compatible endpoint (moto in-process or moto's server), the resources the
-CDK stack declares: the two buckets, the upload route S3 → EventBridge → SQS, and the state
-machine. Names come from the topology module."""
+CDK stack declares: the two buckets, the upload route S3 → EventBridge → SQS, the state
+machine, the model registry table and the decisions topic. Names come from the topology
+module."""
 
 from __future__ import annotations
 
@@ -9,13 +10,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from functions.shared.layout import DATA_PREFIX
+from functions.shared.registry_dynamodb import create_table
+from infra.local.pipeline import definition as pipeline_definition
 from infra.topology import Topology
 
 UPLOAD_QUEUE = "sluice-uploads"
 UPLOAD_RULE = "sluice-data-uploads"
-# Until the pipeline definition lands (infra/statemachine/pipeline.asl.json), runs are recorded by
-# a one-state machine and the local runner drives training directly.
-PLACEHOLDER_DEFINITION = {"StartAt": "Recorded", "States": {"Recorded": {"Type": "Succeed"}}}
 
 
 @dataclass(frozen=True)
@@ -55,9 +55,13 @@ def provision(clients: Any, topology: Topology) -> LocalResources:
     events.put_targets(Rule=UPLOAD_RULE, Targets=[{"Id": "uploads", "Arn": queue_arn}])
     clients("stepfunctions").create_state_machine(
         name=topology.state_machine_name,
-        definition=json.dumps(PLACEHOLDER_DEFINITION),
+        # The real definition, so the endpoint holds what AWS would; moto records executions,
+        # and infra/local/pipeline.py runs them.
+        definition=json.dumps(pipeline_definition(topology)),
         roleArn=topology.pipeline_role_arn,
     )
+    create_table(clients("dynamodb"), topology.registry_table)
+    clients("sns").create_topic(Name=topology.decisions_topic_name)
     return LocalResources(topology=topology, upload_queue_url=queue_url)
 
 

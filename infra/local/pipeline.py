@@ -1,0 +1,117 @@
+"""Run infra/statemachine/pipeline.asl.json on one machine: the same file CDK deploys, with its
+Task states dispatched to the in-process Lambda handlers and the local SageMaker runner.
+
+The Lambda handlers build their AWS clients from the environment, so they talk to whatever
+endpoint the caller set up: moto in-process (``sluice demo``) or moto's server (``sluice up``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from functions.shared.orchestration import RunInput
+from functions.shared.storage import ObjectStore
+from infra.local.asl import Execution, TaskFailure, TaskHandler, load_definition, run
+from infra.local.training_runner import run_training_job
+from infra.topology import Topology
+
+DEFINITION = Path(__file__).resolve().parents[1] / "statemachine" / "pipeline.asl.json"
+TRAINING_RESOURCE = "arn:aws:states:::sagemaker:createTrainingJob.sync"
+LOCAL_TRAINING_IMAGE = "sluice-local-training:latest"
+
+
+@dataclass(frozen=True)
+class LocalLambdaContext:
+    """What a handler reads from its context (Powertools logs these fields)."""
+
+    function_name: str
+    memory_limit_in_mb: int = 3008
+    invoked_function_arn: str = ""
+    aws_request_id: str = ""
+
+    @classmethod
+    def for_function(cls, topology: Topology, function: str) -> LocalLambdaContext:
+        return cls(
+            function_name=topology.function_name(function),
+            invoked_function_arn=topology.function_arn(function),
+            aws_request_id=str(uuid.uuid4()),
+        )
+
+
+def substitutions(topology: Topology) -> dict[str, str]:
+    """Values for the definition's ``${...}`` placeholders on the local stack. CDK fills the same
+    names with the deployed resources (infra/aws)."""
+    return {
+        "Region": topology.region,
+        "TrainingImage": LOCAL_TRAINING_IMAGE,
+        "TrainingRoleArn": topology.pipeline_role_arn,
+        "TrainingSourceUri": "file://functions/training",
+        "EvaluateFunctionArn": topology.function_arn("evaluate"),
+        "PromoteFunctionArn": topology.function_arn("promote"),
+        "RejectFunctionArn": topology.function_arn("reject"),
+    }
+
+
+def definition(topology: Topology) -> dict[str, Any]:
+    return load_definition(DEFINITION, substitutions(topology))
+
+
+def task_handlers(topology: Topology, store: ObjectStore) -> dict[str, TaskHandler]:
+    """Resource (or Lambda function ARN) → in-process implementation."""
+    from functions.evaluate.handler import lambda_handler as evaluate_handler
+    from functions.promote.handler import promote_handler, reject_handler
+
+    def lambda_task(function: str, handler: Callable[[dict[str, Any], Any], Any]) -> TaskHandler:
+        def invoke(payload: dict[str, Any]) -> Any:
+            # A real invocation serialises the payload: the handler never shares our objects.
+            return handler(
+                json.loads(json.dumps(payload)), LocalLambdaContext.for_function(topology, function)
+            )
+
+        return invoke
+
+    def train(parameters: dict[str, Any]) -> Any:
+        result = run_training_job(parameters, store)
+        described = result.model_dump(by_alias=True, exclude_none=True)
+        if result.training_job_status != "Completed":
+            # What the .sync integration reports for a failed job: TaskFailed, the
+            # DescribeTrainingJob response as the cause.
+            raise TaskFailure("States.TaskFailed", json.dumps(described))
+        return described
+
+    return {
+        TRAINING_RESOURCE: train,
+        topology.function_arn("evaluate"): lambda_task("evaluate", evaluate_handler),
+        topology.function_arn("promote"): lambda_task("promote", promote_handler),
+        topology.function_arn("reject"): lambda_task("reject", reject_handler),
+    }
+
+
+def run_pipeline(
+    topology: Topology,
+    run_input: RunInput,
+    store: ObjectStore,
+    *,
+    sleep: Callable[[float], None] | None = None,
+) -> Execution:
+    """Execute one run to the end. The handlers' environment must already be set.
+
+    Retry waits are skipped unless ``sleep`` is given: locally a retry only helps against
+    transient faults of the loopback endpoint, and a demo should not sit idle.
+    """
+    missing = [k for k in topology.pipeline_environment() if k not in os.environ]
+    if missing:
+        raise RuntimeError(f"the pipeline functions' environment lacks {missing}")
+    return run(
+        definition(topology),
+        json.loads(run_input.execution_input()),
+        tasks=task_handlers(topology, store),
+        execution_name=run_input.run_name,
+        sleep=sleep or (lambda seconds: None),
+    )

@@ -1,0 +1,160 @@
+"""The operator commands against a deployment's AWS APIs (moto): models, promote, rollback,
+predict. Each runs through ``infra.cli.main`` exactly as the console script does."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from functions.evaluate.logic import evaluate
+from functions.inference import handler as inference_handler
+from functions.shared.registry_dynamodb import DynamoDBRegistry, create_table
+from functions.shared.storage import S3ObjectStore
+from infra.cli import main
+from infra.topology import Topology
+from tests.models import ARTIFACTS, TrainedModel, stage_run
+
+TOPOLOGY = Topology(stage="clitest")
+
+
+def _now() -> datetime:
+    return datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def deployment(trained_models: dict[str, TrainedModel]) -> Iterator[DynamoDBRegistry]:
+    """A stage with three evaluated versions of the binary model: 1 retired, 2 live, 3 rejected."""
+    environment = dict(os.environ)  # `sluice predict` sets the inference function's environment
+    with mock_aws():
+        s3 = boto3.client("s3", region_name=TOPOLOGY.region)
+        s3.create_bucket(Bucket=ARTIFACTS)
+        dynamodb = boto3.client("dynamodb", region_name=TOPOLOGY.region)
+        create_table(dynamodb, TOPOLOGY.registry_table)
+        registry = DynamoDBRegistry(dynamodb, TOPOLOGY.registry_table)
+        store = S3ObjectStore(s3)
+        for n in (1, 2, 3):
+            state = stage_run(store, trained_models["binary"], run_name=f"run-{n}")
+            evaluate(state, store=store, registry=registry, clock=_now)
+        registry.promote("binary", 1, expected_live=None, actor="test", reason="first")
+        registry.promote("binary", 2, expected_live=1, actor="test", reason="better")
+        registry.reject("binary", 3, actor="test", reason="worse")
+        inference_handler._deps.cache_clear()
+        yield registry
+        inference_handler._deps.cache_clear()
+    os.environ.clear()
+    os.environ.update(environment)
+
+
+def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main([*argv, "--stage", TOPOLOGY.stage])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def _json(capsys: pytest.CaptureFixture[str], *argv: str) -> Any:
+    code, out, err = _run(capsys, *argv, "--json")
+    assert code == 0, err
+    return json.loads(out)
+
+
+def test_models_lists_datasets_then_versions_and_audit(
+    deployment: DynamoDBRegistry, capsys: pytest.CaptureFixture[str]
+) -> None:
+    listing = _json(capsys, "models")
+    assert listing == {"datasets": [{"dataset": "binary", "live_version": 2, "versions": 3}]}
+
+    detail = _json(capsys, "models", "binary")
+    assert [(v["version"], v["status"]) for v in detail["versions"]] == [
+        (1, "retired"),
+        (2, "live"),
+        (3, "rejected"),
+    ]
+    assert detail["live"]["version"] == 2
+    assert [a["action"] for a in detail["audit"]][-3:] == ["promoted", "promoted", "rejected"]
+
+    code, out, _ = _run(capsys, "models", "binary")
+    assert code == 0 and "rejected" in out and "audit:" in out
+
+
+def test_promote_and_rollback_are_audited_operations(
+    deployment: DynamoDBRegistry, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # When an operator rolls back, then the most recent retired version (1) serves again
+    rolled = _json(capsys, "rollback", "binary", "--reason", "v2 misbehaves")
+    assert rolled["previous_live"] == 2 and rolled["live"]["version"] == 1
+    # and promoting 2 again works, with the reason in the audit trail, by a cli actor
+    promoted = _json(capsys, "promote", "binary", "2", "--reason", "fixed upstream")
+    assert promoted["live"]["version"] == 2
+    last = deployment.audit("binary")[-1]
+    assert last.action == "promoted" and last.reason == "fixed upstream"
+    assert last.actor.startswith("cli:")
+
+
+def test_promoting_a_rejected_version_needs_force(
+    deployment: DynamoDBRegistry, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = _run(capsys, "promote", "binary", "3", "--reason", "try", "--json")
+    assert code == 1
+    assert json.loads(out)["error"] == "InvalidTransitionError"
+    live = deployment.live("binary")
+    assert live is not None and live.version == 2
+
+    forced = _json(capsys, "promote", "binary", "3", "--reason", "operator override", "--force")
+    assert forced["live"]["version"] == 3
+
+
+def test_rollback_to_a_version_that_never_served_is_refused(
+    deployment: DynamoDBRegistry, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = _run(capsys, "rollback", "binary", "--to", "3", "--reason", "x")
+    assert code == 1 and "only a retired version" in err
+
+
+def test_predict_runs_the_inference_handler_against_the_stage(
+    deployment: DynamoDBRegistry,
+    trained_models: dict[str, TrainedModel],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Given two rows of the binary model's test split, as JSON instances
+    test = trained_models["binary"].split("test").head(2)
+    features = [f.name for f in trained_models["binary"].card.features]
+    instances = json.loads(test[features].to_json(orient="records"))
+
+    answer = _json(capsys, "predict", "binary", json.dumps(instances))
+    assert answer["model_version"] == "2" and len(answer["predictions"]) == 2
+
+    pinned = _json(
+        capsys, "predict", "binary", json.dumps({"instances": instances}), "--version", "1"
+    )
+    assert pinned["model_version"] == "1"
+
+
+def test_predict_reports_a_clients_mistake_with_the_apis_message(
+    deployment: DynamoDBRegistry, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = _run(capsys, "predict", "binary", json.dumps([{"num_0": 1.0}]))
+    assert code == 1
+    assert "num_1" in err  # the API names a missing feature
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["predict", "binary", "{not json"], "not valid JSON"),
+        (["predict", "binary", "42"], "list of instances"),
+        (["predict", "../etc", "[]"], "must match"),
+        (["predict", "binary", "@/no/such/file.json"], "no such file"),
+    ],
+)
+def test_bad_arguments_exit_2_with_a_message(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = _run(capsys, *argv)
+    assert code == 2 and message in err

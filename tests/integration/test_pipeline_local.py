@@ -1,0 +1,147 @@
+"""The pipeline definition run locally with the real handlers under moto: the happy path and the
+failure paths, each leaving the live model untouched and the cause visible."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import pytest
+
+from functions.preprocess import handler as preprocess
+from functions.shared.orchestration import RunInput
+from functions.shared.pipeline_deps import pipeline_deps
+from functions.shared.registry import ModelStatus
+from functions.shared.registry_dynamodb import DynamoDBRegistry
+from functions.shared.storage import S3ObjectStore, parse_s3_uri
+from infra.local.asl import Execution
+from infra.local.pipeline import LocalLambdaContext, run_pipeline
+from tests.builders import churn_frame, contract_bytes, csv_bytes
+from tests.integration.conftest import Aws
+
+
+@pytest.fixture(autouse=True)
+def _pipeline_environment(aws: Aws, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    for name, value in aws.topology.pipeline_environment().items():
+        monkeypatch.setenv(name, value)
+    preprocess._deps.cache_clear()
+    pipeline_deps.cache_clear()  # clients must be built inside each moto context
+    yield
+    pipeline_deps.cache_clear()
+
+
+def _registry(aws: Aws) -> DynamoDBRegistry:
+    client = boto3.client("dynamodb", region_name=aws.topology.region)
+    return DynamoDBRegistry(client, aws.topology.registry_table)
+
+
+def _upload(aws: Aws, name: str, seed: int) -> RunInput:
+    """Upload one more data file and return the run preprocess started for it."""
+    raw = aws.topology.raw_bucket
+    aws.s3.put_object(Bucket=raw, Key="churn/contract.json", Body=contract_bytes(metric="roc_auc"))
+    key = f"churn/data/{name}.csv"
+    aws.s3.put_object(Bucket=raw, Key=key, Body=csv_bytes(churn_frame(600, seed=seed)))
+    info = aws.s3.head_object(Bucket=raw, Key=key)
+    event: dict[str, Any] = {
+        "version": "0",
+        "id": f"event-{name}",
+        "detail-type": "Object Created",
+        "source": "aws.s3",
+        "account": aws.topology.account,
+        "time": "2026-11-22T12:00:00Z",
+        "region": aws.topology.region,
+        "resources": [f"arn:aws:s3:::{raw}"],
+        "detail": {
+            "version": "0",
+            "bucket": {"name": raw},
+            "object": {
+                "key": key,
+                "size": info["ContentLength"],
+                "etag": info["ETag"].strip('"'),
+                "version-id": info.get("VersionId"),
+                "sequencer": f"{seed:016d}",
+            },
+            "request-id": "r",
+            "requester": aws.topology.account,
+            "reason": "PutObject",
+        },
+    }
+    outcome = preprocess.lambda_handler(
+        event, LocalLambdaContext.for_function(aws.topology, "preprocess")
+    )["outcomes"][0]
+    assert outcome["status"] == "started", outcome
+    execution = aws.sfn.describe_execution(executionArn=outcome["run_id"])
+    return RunInput.model_validate_json(execution["input"])
+
+
+def _run(aws: Aws, run: RunInput) -> Execution:
+    return run_pipeline(aws.topology, run, S3ObjectStore(aws.s3))
+
+
+def test_a_good_run_goes_live_through_every_state(aws: Aws) -> None:
+    execution = _run(aws, _upload(aws, "jan", seed=1))
+
+    assert execution.status == "SUCCEEDED"
+    assert execution.path == [
+        "PrepareTraining",
+        "Train",
+        "Evaluate",
+        "Gate",
+        "Promote",
+        "Promoted",
+    ]
+    live = _registry(aws).live("churn")
+    assert live is not None and live.version == 1
+    # the model inference will load is byte-for-byte the one the registry vouches for
+    model = aws.s3.get_object(
+        Bucket=parse_s3_uri(live.model_uri)[0], Key=parse_s3_uri(live.model_uri)[1]
+    )
+    assert hashlib.sha256(model["Body"].read()).hexdigest() == live.sha256
+
+
+def test_a_failing_training_job_is_recorded_and_the_champion_stays(aws: Aws) -> None:
+    # Given a live model
+    assert _run(aws, _upload(aws, "jan", seed=1)).status == "SUCCEEDED"
+    # When the next run's training job fails (a hyperparameter the script does not know)
+    broken = _upload(aws, "feb", seed=2).model_copy(update={"hyperparameters": {"bogus": "1"}})
+    execution = _run(aws, broken)
+    # Then the run fails through RecordFailure with the job's reason, and version 1 serves
+    assert execution.status == "FAILED" and execution.error == "Sluice.RunFailed"
+    assert execution.path[-3:] == ["Train", "RecordFailure", "RunFailed"]
+    registry = _registry(aws)
+    live = registry.live("churn")
+    assert live is not None and live.version == 1
+    failure = registry.audit("churn")[-1]
+    assert failure.action == "run_failed" and "bogus" in failure.reason
+    assert failure.run_name == broken.run_name
+
+
+def test_an_evaluate_crash_is_recorded_and_the_champion_stays(aws: Aws) -> None:
+    assert _run(aws, _upload(aws, "jan", seed=1)).status == "SUCCEEDED"
+    run = _upload(aws, "feb", seed=2)
+    # Given the run's test split vanished between preprocessing and evaluation
+    bucket, prefix = parse_s3_uri(run.test_uri)
+    for item in aws.s3.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", []):
+        aws.s3.delete_object(Bucket=bucket, Key=item["Key"])
+    # When the pipeline runs, then Evaluate's error is caught and recorded
+    execution = _run(aws, run)
+    assert execution.path[-3:] == ["Evaluate", "RecordFailure", "RunFailed"]
+    recorded = next(e for e in execution.history if e.name == "RecordFailure")
+    assert recorded.input is not None and recorded.input["failure"]["Error"] == "EvaluationError"
+    live = _registry(aws).live("churn")
+    assert live is not None and live.version == 1
+
+
+def test_a_refused_challenger_is_rejected_with_reasons(aws: Aws) -> None:
+    assert _run(aws, _upload(aws, "jan", seed=1)).status == "SUCCEEDED"
+    # Given a run whose contract threshold no model can meet
+    run = _upload(aws, "feb", seed=2).model_copy(update={"threshold": 0.9999})
+    execution = _run(aws, run)
+    assert execution.status == "SUCCEEDED" and execution.path[-2:] == ["Reject", "Refused"]
+    registry = _registry(aws)
+    assert registry.get("churn", 2).status is ModelStatus.REJECTED
+    assert "misses threshold" in registry.get("churn", 2).status_reason
+    assert json.loads(json.dumps(execution.output))["outcome"]["decision"]["live_version"] == 1
