@@ -41,7 +41,7 @@ from functions.evaluate.models import (
 from functions.shared import layout
 from functions.shared.contract import describe_validation_error
 from functions.shared.errors import SluiceError
-from functions.shared.gate import decide, gate_inputs
+from functions.shared.gate import gate_inputs
 from functions.shared.metrics import classification_report, regression_report
 from functions.shared.model_card import MODEL_CARD_FILE, MODEL_FILE, ModelCard
 from functions.shared.pipeline_state import PipelineState
@@ -98,13 +98,6 @@ def evaluate(
     )
 
     champion_score, note = _score_champion(state, split, store=store, registry=registry)
-    decision = decide(
-        state.metric,
-        challenger_score.metric_value,
-        champion_score.metric_value if champion_score else None,
-        threshold=state.threshold,
-        tolerance=state.tolerance,
-    )
     inputs = gate_inputs(
         state.metric,
         challenger_score.metric_value,
@@ -112,6 +105,7 @@ def evaluate(
         threshold=state.threshold,
         tolerance=state.tolerance,
     )
+    decision = inputs.decide()
     report = EvaluationReport(
         dataset=state.dataset,
         dataset_version=state.dataset_version,

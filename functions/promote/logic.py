@@ -14,7 +14,6 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict
 
 from functions.shared.errors import SluiceError
-from functions.shared.gate import decide
 from functions.shared.notify import Decision, Notifier
 from functions.shared.pipeline_state import PipelineState, StepFailure
 from functions.shared.registry import (
@@ -45,13 +44,7 @@ def promote(state: PipelineState, *, registry: ModelRegistry, notifier: Notifier
     if evaluation is None:
         raise PipelineStateError("promote needs the 'evaluation' result")
     gate = evaluation.gate
-    reasons = decide(
-        gate.metric,
-        gate.challenger,
-        gate.champion,
-        threshold=gate.threshold,
-        tolerance=gate.tolerance,
-    ).reasons
+    reasons = gate.decide().reasons
     try:
         pointer = registry.promote(
             state.dataset,
@@ -97,14 +90,7 @@ def reject(state: PipelineState, *, registry: ModelRegistry, notifier: Notifier)
         reasons = [f"{state.failure.Error}: {describe_failure(state.failure)}"]
     elif evaluation is not None:
         kind = "refused"
-        gate = evaluation.gate
-        reasons = decide(
-            gate.metric,
-            gate.challenger,
-            gate.champion,
-            threshold=gate.threshold,
-            tolerance=gate.tolerance,
-        ).reasons
+        reasons = evaluation.gate.decide().reasons
     else:
         raise PipelineStateError("reject needs the 'evaluation' result or a 'failure'")
 

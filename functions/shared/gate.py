@@ -93,6 +93,16 @@ class GateInputs(BaseModel):
     tolerance: float
     champion_floor: float | None
 
+    def decide(self) -> GateDecision:
+        """The Python policy on exactly what the Choice state sees."""
+        return decide(
+            self.metric,
+            self.challenger,
+            self.champion,
+            threshold=self.threshold,
+            tolerance=self.tolerance,
+        )
+
 
 def _finite(value: float | None) -> float | None:
     return value if value is not None and math.isfinite(value) else None

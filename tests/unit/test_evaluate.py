@@ -14,7 +14,7 @@ from functions.evaluate.logic import (
     evaluate,
     read_model_archive,
 )
-from functions.evaluate.models import EvaluationReport
+from functions.evaluate.models import EvaluateResult, EvaluationReport
 from functions.shared import layout
 from functions.shared.metrics import compute_metric
 from functions.shared.model_card import MODEL_CARD_FILE, MODEL_FILE
@@ -31,6 +31,19 @@ def _now() -> datetime:
 
 def _report(store: InMemoryObjectStore, uri: str) -> EvaluationReport:
     return EvaluationReport.model_validate_json(store.get_bytes(*parse_s3_uri(uri)))
+
+
+def _live_first_run(
+    store: InMemoryObjectStore, registry: InMemoryRegistry, model: TrainedModel
+) -> EvaluateResult:
+    """Evaluate run-1 of ``model`` and make it the live champion."""
+    first = evaluate(
+        stage_run(store, model, run_name="run-1"), store=store, registry=registry, clock=_now
+    )
+    registry.promote(
+        model.schema.dataset, first.model_version, expected_live=None, actor="test", reason="t"
+    )
+    return first
 
 
 @pytest.fixture
@@ -132,10 +145,7 @@ def test_the_live_champion_is_scored_on_the_same_rows(
 ) -> None:
     # Given version 1 evaluated and promoted
     model = trained_models["binary"]
-    first = evaluate(
-        stage_run(store, model, run_name="run-1"), store=store, registry=registry, clock=_now
-    )
-    registry.promote("binary", first.model_version, expected_live=None, actor="test", reason="t")
+    first = _live_first_run(store, registry, model)
 
     # When a second run of the same model is evaluated
     second = evaluate(
@@ -153,19 +163,15 @@ def test_the_live_champion_is_scored_on_the_same_rows(
     assert report.champion_note.scored
 
 
-def test_a_champion_whose_features_are_gone_is_noted_not_scored(
+def test_a_test_split_without_a_feature_the_model_needs_fails_naming_it(
     trained_models: dict[str, TrainedModel],
     store: InMemoryObjectStore,
     registry: InMemoryRegistry,
 ) -> None:
     # Given a live binary model
     model = trained_models["binary"]
-    first = evaluate(
-        stage_run(store, model, run_name="run-1"), store=store, registry=registry, clock=_now
-    )
-    registry.promote("binary", first.model_version, expected_live=None, actor="test", reason="t")
-    # When the next run's test split lacks one of the champion's features... the challenger
-    # needs it too, so the run fails: what matters is that it fails loudly, naming the column
+    _live_first_run(store, registry, model)
+    # When the next run's test split lacks one of the model's features
     frame = model.split("test").drop(columns=["num_0"])
     with pytest.raises(EvaluationError, match="num_0"):
         evaluate(
@@ -183,10 +189,7 @@ def test_a_tampered_champion_is_not_scored_and_the_note_says_why(
 ) -> None:
     # Given a live model whose file was altered after promotion
     model = trained_models["binary"]
-    first = evaluate(
-        stage_run(store, model, run_name="run-1"), store=store, registry=registry, clock=_now
-    )
-    registry.promote("binary", first.model_version, expected_live=None, actor="test", reason="t")
+    _live_first_run(store, registry, model)
     live = registry.live("binary")
     assert live is not None
     store.put_bytes(*parse_s3_uri(live.model_uri), model.onnx + b"\0")
@@ -281,3 +284,27 @@ def test_test_labels_the_model_never_saw_fail_loudly(
         evaluate(
             stage_run(store, model, test_frame=frame), store=store, registry=registry, clock=_now
         )
+
+
+def test_a_champion_that_predicts_something_else_is_noted_not_scored(
+    trained_models: dict[str, TrainedModel], store: InMemoryObjectStore, registry: InMemoryRegistry
+) -> None:
+    # Given the dataset's live model is a regressor (the contract changed task since)
+    regressor = trained_models["regression"]
+    live = evaluate(
+        stage_run(store, regressor, run_name="old"), store=store, registry=registry, clock=_now
+    )
+    registry.promote("prices", live.model_version, expected_live=None, actor="t", reason="t")
+    classifier = trained_models["binary"]
+    state = stage_run(store, classifier, run_name="new").model_copy(update={"dataset": "prices"})
+    card = classifier.card.model_copy(update={"dataset": "prices"})
+    store.put_bytes(
+        *parse_s3_uri(state.training.model_artifacts),  # type: ignore[union-attr]
+        model_archive(classifier.onnx, card.model_dump_json().encode()),
+    )
+    # When a classifier is evaluated for it
+    result = evaluate(state, store=store, registry=registry, clock=_now)
+    # Then the champion is noted, not scored, and the threshold alone decides
+    note = _report(store, result.report_uri).champion_note
+    assert not note.scored and "price" in note.reason
+    assert result.champion_version == live.model_version and result.gate.champion is None
