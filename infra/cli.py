@@ -14,7 +14,8 @@ import json
 import sys
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -312,6 +313,25 @@ def _post(url: str, body: bytes, api_key: str | None) -> tuple[int, Any]:
         raise UsageError(f"cannot reach {url}: {error}") from None
 
 
+@contextmanager
+def function_logs_to_stderr() -> Iterator[None]:
+    """Functions log JSON to stdout (Lambda's convention); run in this process, their logs go to
+    stderr so that stdout stays the command's answer (``--json`` output parses)."""
+    import logging
+
+    from functions.shared.observability import logger
+
+    stream = logger.registered_handler
+    if not isinstance(stream, logging.StreamHandler):
+        yield
+        return
+    previous = stream.setStream(sys.stderr)
+    try:
+        yield
+    finally:
+        stream.setStream(previous)
+
+
 def _predict_in_process(args: argparse.Namespace, path: str, body: bytes) -> tuple[int, Any]:
     import os
 
@@ -329,9 +349,10 @@ def _predict_in_process(args: argparse.Namespace, path: str, body: bytes) -> tup
     from functions.inference import handler
 
     event = rest_event("POST", path, body=body, headers={"content-type": "application/json"})
-    response = read_response(
-        handler.lambda_handler(event, LocalLambdaContext.for_function(topology, "inference"))
-    )
+    with function_logs_to_stderr():
+        response = read_response(
+            handler.lambda_handler(event, LocalLambdaContext.for_function(topology, "inference"))
+        )
     return response.status, response.json()
 
 

@@ -17,7 +17,9 @@ from functions.evaluate.logic import evaluate
 from functions.inference import handler as inference_handler
 from functions.shared.registry_dynamodb import DynamoDBRegistry, create_table
 from functions.shared.storage import S3ObjectStore
-from infra.cli import main
+from infra.cli import function_logs_to_stderr, main
+from infra.local.api_gateway import LocalApiGateway
+from infra.local.pipeline import LocalLambdaContext
 from infra.topology import Topology
 from tests.models import ARTIFACTS, TrainedModel, stage_run
 
@@ -158,3 +160,28 @@ def test_bad_arguments_exit_2_with_a_message(
 ) -> None:
     code, _, err = _run(capsys, *argv)
     assert code == 2 and message in err
+
+
+def test_predict_over_http_through_the_local_api_gateway(
+    deployment: DynamoDBRegistry,
+    trained_models: dict[str, TrainedModel],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Given the inference handler behind a local API Gateway that requires an API key
+    test = trained_models["binary"].split("test").head(3)
+    features = [f.name for f in trained_models["binary"].card.features]
+    instances = json.dumps(json.loads(test[features].to_json(orient="records")))
+    os.environ.update(TOPOLOGY.inference_environment())
+    os.environ["POWERTOOLS_METRICS_DISABLED"] = "true"  # EMF would print to this stdout
+    context = lambda: LocalLambdaContext.for_function(TOPOLOGY, "inference")  # noqa: E731
+    gateway = LocalApiGateway(inference_handler.lambda_handler, context, api_key="k-123")
+    # (the server thread's function logs must not mix with the command's answer)
+    with function_logs_to_stderr(), gateway as api:
+        # When the CLI posts with the key, then real HTTP returns the live model's predictions
+        answer = _json(
+            capsys, "predict", "binary", instances, "--url", api.url, "--api-key", "k-123"
+        )
+        # and without the key the gateway refuses before the function runs
+        code, _, err = _run(capsys, "predict", "binary", instances, "--url", api.url)
+    assert answer["model_version"] == "2" and len(answer["predictions"]) == 3
+    assert code == 1 and "Forbidden" in err
