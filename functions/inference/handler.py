@@ -17,9 +17,11 @@ from typing import Annotated, Any
 
 import boto3
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
+from aws_lambda_powertools.event_handler.api_gateway import ResponseBuilder
 from aws_lambda_powertools.event_handler.openapi.models import APIKey, APIKeyIn
 from aws_lambda_powertools.event_handler.openapi.params import Path
 from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
+from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEvent
 from aws_lambda_powertools.utilities.data_classes.common import BaseProxyEvent
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel, ConfigDict, Field
@@ -306,6 +308,24 @@ def allowed_methods(path: str) -> tuple[str, ...]:
 app = create_app(_deps)
 
 
+# The hot route, matched before the resolver: the live-model predict is nearly every request.
+_LIVE_PREDICT = re.compile(r"^/v1/models/([^/]+):predict$")
+
+
+def _live_predict(event: dict[str, Any], dataset: str) -> dict[str, Any]:
+    """``POST /v1/models/{dataset}:predict`` without the resolver's per-request machinery (route
+    table scan, middleware stack, compression check over every header: ≈ 60 µs, four times the
+    model's run on one row). Same parsing, same logic, same error mapping and the same response
+    serialisation as the routed path; a test holds the two to identical responses."""
+    proxy = APIGatewayProxyEvent(event)
+    try:
+        request = parse_predict_request(_body(proxy), _header(proxy, "content-type"))
+        response = _predict(_deps(), parse_dataset(dataset), None, request)
+    except Exception as exc:  # mapped exactly as the resolver's exception handler maps it
+        response = error_response(exc, RequestFacts("POST", allowed_methods(proxy.path)))
+    return ResponseBuilder[APIGatewayProxyEvent](response).build(proxy)
+
+
 @logger.inject_lambda_context
 @metrics.log_metrics
 @tracer.capture_lambda_handler(capture_response=False)
@@ -314,4 +334,8 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     # correlation_id_path evaluates a JMESPath expression on every request (≈ 20 µs).
     request = event.get("requestContext")
     logger.set_correlation_id(request.get("requestId") if isinstance(request, dict) else None)
+    if event.get("httpMethod") == "POST":
+        hot = _LIVE_PREDICT.match(event.get("path") or "")
+        if hot is not None:
+            return _live_predict(event, hot.group(1))
     return app.resolve(event, context)

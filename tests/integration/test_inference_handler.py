@@ -245,3 +245,37 @@ def test_a_client_error_comes_back_as_json_through_the_whole_stack(
     fields = {d["field"]: d["message"] for d in body["details"]}
     assert "did you mean 'tenure_months'" in fields["instances[1].tenure_month"]
     assert "send null for a missing value" in fields["instances[1].tenure_months"]
+
+
+@pytest.mark.parametrize(
+    ("body", "headers"),
+    [
+        (None, {}),  # the stored event as it is
+        ('{"instances": [{"tenure_months": "3"}]}', {}),  # 422: wrong type, missing features
+        ('{"instances": [{"tenure_months": NaN}]}', {}),  # 400: NaN token
+        ("not json", {}),  # 400
+        ('{"instances": []}', {}),  # 422: empty
+        (None, {"Content-Type": "text/plain"}),  # 415
+    ],
+    ids=["ok", "wrong-type", "nan", "malformed", "empty", "media-type"],
+)
+@pytest.mark.parametrize("path", ["/v1/models/churn:predict", "/v1/models/nope:predict"])
+def test_the_live_predict_fast_path_answers_exactly_as_the_routed_path(
+    stack: Stack,
+    churn_model: ChurnModel,
+    body: str | None,
+    headers: dict[str, str],
+    path: str,
+) -> None:
+    # Given the live model, and one request as API Gateway would deliver it
+    stack.publish(churn_model, "run-1")
+    event = load_event("predict.apigw_rest.json")
+    event["path"] = path
+    if body is not None:
+        event["body"] = body
+    event["headers"] = {**event["headers"], **headers}
+    # When the handler answers it (through the fast path) and the resolver answers it (routed)
+    fast = handler.lambda_handler(copy.deepcopy(event), Context())
+    routed = handler.app.resolve(copy.deepcopy(event), Context())
+    # Then the two responses are identical, status, headers and body
+    assert fast == routed
