@@ -31,11 +31,16 @@ class UsageError(Exception):
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    from botocore.exceptions import BotoCoreError, ClientError
+
     try:
         code: int = args.run(args)
     except UsageError as exc:
         print(f"sluice {args.command}: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except (BotoCoreError, ClientError) as exc:
+        print(f"sluice {args.command}: AWS call failed: {exc}", file=sys.stderr)
+        return EXIT_FAILED
     return code
 
 
@@ -214,9 +219,9 @@ def _change(args: argparse.Namespace, operation: str) -> int:
 
     registry = _registry(args)
     dataset = _dataset(args.dataset)
-    current = registry.live(dataset)
-    previous = current.version if current else None
     try:
+        current = registry.live(dataset)
+        previous = current.version if current else None
         if operation == "promote":
             pointer = registry.promote(
                 dataset,
@@ -343,7 +348,9 @@ def _predict_in_process(args: argparse.Namespace, path: str, body: bytes) -> tup
     os.environ.update(topology.inference_environment())
     if args.endpoint_url:
         os.environ["AWS_ENDPOINT_URL"] = args.endpoint_url
-    os.environ.setdefault("AWS_DEFAULT_REGION", args.region or topology.region)
+    if args.region:
+        os.environ["AWS_DEFAULT_REGION"] = args.region
+    os.environ.setdefault("AWS_DEFAULT_REGION", topology.region)
     os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
     os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
     from functions.inference import handler

@@ -94,7 +94,12 @@ def evaluate(
 
     split = read_test_split(store, state.test_uri)
     challenger_score = score_model(
-        challenger, split, role="challenger", version=None, sensitive=state.sensitive
+        challenger,
+        split,
+        metric=state.metric,
+        role="challenger",
+        version=None,
+        sensitive=state.sensitive,
     )
 
     champion_score, note = _score_champion(state, split, store=store, registry=registry)
@@ -209,10 +214,14 @@ def score_model(
     model: ScoringModel,
     split: TestSplit,
     *,
+    metric: str,
     role: Literal["challenger", "champion"],
     version: int | None,
     sensitive: Sequence[str] = (),
 ) -> ModelScore:
+    """Score ``model`` on ``split``; ``metric`` is the run's contract metric, which may differ
+    from the one the model's card recorded (a contract can change its metric; both models
+    must then be measured by the new one)."""
     card = model.card
     missing = [c for c in [*(f.name for f in card.features), card.target] if c not in split.columns]
     if missing:
@@ -240,13 +249,12 @@ def score_model(
 
     report = report_of(slice(None))
     groups = {
-        column: _group_reports(split.columns[column], card.metric, report_of)
-        for column in sensitive
+        column: _group_reports(split.columns[column], metric, report_of) for column in sensitive
     }
     return ModelScore(
         role=role,
         version=version,
-        metric_value=_metric(report, card.metric),
+        metric_value=_metric(report, metric),
         report=report,
         groups=groups,
     )
@@ -266,7 +274,7 @@ def _score_champion(
             pointer.sha256,
             what=f"live version {pointer.version}",
         )
-    except (ModelArtifactError, ModelIntegrityError, ValidationError) as exc:
+    except Exception as exc:  # missing, unreadable, invalid or tampered: never blocks the run
         return None, _unscored(pointer.version, f"cannot load the champion: {exc}")
     if card.task != state.task or card.target not in split.columns:
         return None, _unscored(
@@ -281,7 +289,12 @@ def _score_champion(
         )
     try:
         score = score_model(
-            model, split, role="champion", version=pointer.version, sensitive=state.sensitive
+            model,
+            split,
+            metric=state.metric,
+            role="champion",
+            version=pointer.version,
+            sensitive=state.sensitive,
         )
     except (EvaluationError, ValueError) as exc:
         return None, _unscored(pointer.version, f"cannot score the champion: {exc}")

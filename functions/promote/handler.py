@@ -20,6 +20,9 @@ def _report(outcome: RunOutcome) -> dict[str, Any]:
     logger.info("run decided", extra=outcome.model_dump(mode="json"))
     metrics.add_dimension("dataset", outcome.dataset)
     metrics.add_metric(_METRIC[outcome.kind], MetricUnit.Count, 1)
+    if outcome.notify_error is not None:
+        logger.error("decision not published", extra={"error": outcome.notify_error})
+        metrics.add_metric("DecisionNotPublished", MetricUnit.Count, 1)
     return outcome.model_dump(mode="json")
 
 

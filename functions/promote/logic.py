@@ -37,6 +37,7 @@ class RunOutcome(BaseModel):
     model_version: int | None
     live_version: int | None
     reasons: list[str]
+    notify_error: str | None = None  # set when the decision could not be published
 
 
 def promote(state: PipelineState, *, registry: ModelRegistry, notifier: Notifier) -> RunOutcome:
@@ -59,15 +60,8 @@ def promote(state: PipelineState, *, registry: ModelRegistry, notifier: Notifier
         if live is None or live.version != mine.version or mine.run_name != state.run_name:
             raise
         pointer = live  # a retry of a promotion that already happened
-    outcome = RunOutcome(
-        kind="promoted",
-        dataset=state.dataset,
-        run_name=state.run_name,
-        model_version=pointer.version,
-        live_version=pointer.version,
-        reasons=reasons,
-    )
-    notifier.publish(
+    notify_error = _publish(
+        notifier,
         Decision(
             kind="promoted",
             dataset=state.dataset,
@@ -76,9 +70,17 @@ def promote(state: PipelineState, *, registry: ModelRegistry, notifier: Notifier
             model_version=pointer.version,
             previous_live=evaluation.champion_version,
             reasons=reasons,
-        )
+        ),
     )
-    return outcome
+    return RunOutcome(
+        kind="promoted",
+        dataset=state.dataset,
+        run_name=state.run_name,
+        model_version=pointer.version,
+        live_version=pointer.version,
+        reasons=reasons,
+        notify_error=notify_error,
+    )
 
 
 def reject(state: PipelineState, *, registry: ModelRegistry, notifier: Notifier) -> RunOutcome:
@@ -104,16 +106,9 @@ def reject(state: PipelineState, *, registry: ModelRegistry, notifier: Notifier)
     else:
         registry.record_failure(state.dataset, state.run_name, actor=state.actor, reason=reason)
     live = registry.live(state.dataset)
-    outcome = RunOutcome(
-        kind=kind,
-        dataset=state.dataset,
-        run_name=state.run_name,
-        model_version=version,
-        live_version=live.version if live else None,
-        reasons=reasons,
-    )
     kept = f"version {live.version} keeps serving" if live else "no model is live"
-    notifier.publish(
+    notify_error = _publish(
+        notifier,
         Decision(
             kind=kind,
             dataset=state.dataset,
@@ -122,9 +117,28 @@ def reject(state: PipelineState, *, registry: ModelRegistry, notifier: Notifier)
             model_version=version,
             previous_live=live.version if live else None,
             reasons=reasons,
-        )
+        ),
     )
-    return outcome
+    return RunOutcome(
+        kind=kind,
+        dataset=state.dataset,
+        run_name=state.run_name,
+        model_version=version,
+        live_version=live.version if live else None,
+        reasons=reasons,
+        notify_error=notify_error,
+    )
+
+
+def _publish(notifier: Notifier, decision: Decision) -> str | None:
+    """Best effort, after the registry write: the decision is already durable (registry and
+    audit trail), and failing the step here would send a run whose model went live to
+    RecordFailure, reporting a change it did not undo. The handler logs and counts failures."""
+    try:
+        notifier.publish(decision)
+    except Exception as exc:  # any transport error of the notifier
+        return f"{type(exc).__name__}: {exc}"
+    return None
 
 
 def describe_failure(failure: StepFailure) -> str:

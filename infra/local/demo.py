@@ -29,7 +29,7 @@ from moto import mock_aws
 
 from functions.shared import layout
 from functions.shared.contract import FeatureKind
-from functions.shared.features import NULL_TOKENS
+from functions.shared.features import NULL_TOKENS, FeatureSpec
 from functions.shared.model_card import ModelCard
 from functions.shared.orchestration import RunInput
 from functions.shared.registry import ModelRegistry
@@ -202,19 +202,22 @@ def _sample_rows(data: bytes, card: ModelCard) -> list[dict[str, Any]]:
     reader = csv.DictReader(io.StringIO(data.decode("utf-8-sig")))
     rows: list[dict[str, Any]] = []
     for raw in reader:
-        row: dict[str, Any] = {}
-        for spec in card.features:
-            cell = (raw.get(spec.name) or "").strip()
-            if cell in NULL_TOKENS:
-                row[spec.name] = None
-            elif spec.kind is FeatureKind.NUMERIC:
-                row[spec.name] = float(cell)
-            else:
-                row[spec.name] = cell
-        rows.append(row)
+        try:
+            rows.append(
+                {spec.name: _json_value(raw.get(spec.name), spec) for spec in card.features}
+            )
+        except ValueError:
+            continue  # a row preprocessing rejected (e.g. text in a numeric column)
         if len(rows) == PREDICTION_ROWS:
             break
     return rows
+
+
+def _json_value(cell: str | None, spec: FeatureSpec) -> Any:
+    text = (cell or "").strip()
+    if text in NULL_TOKENS:
+        return None
+    return float(text) if spec.kind is FeatureKind.NUMERIC else text
 
 
 def _shuffled_labels(data: bytes, target: str) -> bytes:

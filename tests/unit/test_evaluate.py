@@ -308,3 +308,38 @@ def test_a_champion_that_predicts_something_else_is_noted_not_scored(
     note = _report(store, result.report_uri).champion_note
     assert not note.scored and "price" in note.reason
     assert result.champion_version == live.model_version and result.gate.champion is None
+
+
+def test_champion_and_challenger_are_measured_by_the_runs_metric(
+    trained_models: dict[str, TrainedModel], store: InMemoryObjectStore, registry: InMemoryRegistry
+) -> None:
+    # Given a champion whose card recorded roc_auc, and a contract that now says accuracy
+    model = trained_models["binary"]
+    _live_first_run(store, registry, model)
+    state = stage_run(store, model, run_name="run-2", threshold=0.5).model_copy(
+        update={"metric": "accuracy"}
+    )
+    # When the same model is evaluated again
+    result = evaluate(state, store=store, registry=registry, clock=_now)
+    # Then both figures are accuracies of the same model on the same rows: equal
+    assert result.gate.metric == "accuracy"
+    assert result.gate.champion == pytest.approx(result.gate.challenger)
+    report = _report(store, result.report_uri)
+    assert report.champion is not None
+    assert report.champion.metric_value == report.challenger.report["accuracy"]
+
+
+def test_a_champion_whose_files_are_gone_is_noted_and_does_not_block_the_run(
+    trained_models: dict[str, TrainedModel], store: InMemoryObjectStore, registry: InMemoryRegistry
+) -> None:
+    model = trained_models["binary"]
+    _live_first_run(store, registry, model)
+    live = registry.live("binary")
+    assert live is not None
+    del store.objects[parse_s3_uri(live.model_uri)]
+    result = evaluate(
+        stage_run(store, model, run_name="run-2"), store=store, registry=registry, clock=_now
+    )
+    note = _report(store, result.report_uri).champion_note
+    assert not note.scored and note.reason.startswith("cannot load the champion")
+    assert result.champion_version == 1

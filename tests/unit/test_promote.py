@@ -9,6 +9,7 @@ import pytest
 
 from functions.evaluate.logic import evaluate
 from functions.promote.logic import PipelineStateError, describe_failure, promote, reject
+from functions.shared.notify import Decision
 from functions.shared.pipeline_state import EvaluationOutcome, PipelineState, StepFailure
 from functions.shared.registry import ModelStatus, PromotionConflictError
 from tests.fakes import InMemoryObjectStore, InMemoryRegistry, RecordingNotifier
@@ -187,3 +188,33 @@ def test_reject_without_evaluation_or_failure_is_a_state_error(
 )
 def test_failure_causes_are_made_readable(cause: str, expected: str) -> None:
     assert describe_failure(StepFailure(Error="E", Cause=cause)) == expected
+
+
+class _BrokenNotifier(RecordingNotifier):
+    def publish(self, decision: Decision) -> None:
+        raise ConnectionError("SNS throttled")
+
+
+def test_a_failed_notification_does_not_fail_a_promotion_that_happened(
+    trained_models: dict[str, TrainedModel],
+    store: InMemoryObjectStore,
+    registry: InMemoryRegistry,
+) -> None:
+    # Given a run the gate passed, and a notifier that fails
+    state = _evaluated(store, registry, trained_models["binary"], "run-1")
+    # When promote runs, then the promotion stands and the outcome says the notice was lost
+    outcome = promote(state, registry=registry, notifier=_BrokenNotifier())
+    assert outcome.kind == "promoted" and outcome.live_version == 1
+    assert outcome.notify_error == "ConnectionError: SNS throttled"
+    assert [e.action for e in registry.audit("binary")] == ["registered", "promoted"]
+
+
+def test_a_failed_notification_does_not_fail_a_refusal(
+    trained_models: dict[str, TrainedModel],
+    store: InMemoryObjectStore,
+    registry: InMemoryRegistry,
+) -> None:
+    refused = _evaluated(store, registry, trained_models["binary"], "run-1", threshold=0.9999)
+    outcome = reject(refused, registry=registry, notifier=_BrokenNotifier())
+    assert outcome.kind == "refused" and outcome.notify_error is not None
+    assert registry.get("binary", 1).status is ModelStatus.REJECTED
