@@ -122,13 +122,7 @@ def synthetic_version(root: Path, rows: int = 3000, seed: int = 7) -> DatasetSch
 
 def train_model(root: Path) -> tuple[bytes, ModelCard, pd.DataFrame]:
     synthetic_version(root / "version")
-    paths = SageMakerPaths(
-        train=root / "version" / "train",
-        validation=root / "version" / "validation",
-        model=root / "model",
-        output=root / "output",
-        config=root / "config",
-    )
+    paths = SageMakerPaths.for_version(root / "version", root)
     card = train(paths, Hyperparameters(n_estimators=100), num_gpus=0)
     test = pd.read_parquet(root / "version" / "test" / "part-0.parquet")
     return (paths.model / MODEL_FILE).read_bytes(), card, test

@@ -35,13 +35,7 @@ def run(rows: int) -> list[tuple[str, str]]:
             name="bench",
         )
         write_dataset_version(root / "version", generated)
-        paths = SageMakerPaths(
-            train=root / "version" / "train",
-            validation=root / "version" / "validation",
-            model=root / "model",
-            output=root / "output",
-            config=root / "config",
-        )
+        paths = SageMakerPaths.for_version(root / "version", root)
         started = time.perf_counter()
         card = train(paths, Hyperparameters(), num_gpus=0)
         total = time.perf_counter() - started

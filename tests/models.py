@@ -51,13 +51,7 @@ class TrainedModel:
 def train_model(root: Path, kind: str, hyperparameters: Hyperparameters = FAST) -> TrainedModel:
     version = root / "version"
     schema = KINDS[kind](version)
-    paths = SageMakerPaths(
-        train=version / "train",
-        validation=version / "validation",
-        model=root / "model",
-        output=root / "output",
-        config=root / "config",
-    )
+    paths = SageMakerPaths.for_version(version, root)
     train(paths, hyperparameters, num_gpus=0)
     card = ModelCard.model_validate_json((paths.model / MODEL_CARD_FILE).read_text())
     return TrainedModel(kind, schema, version, (paths.model / MODEL_FILE).read_bytes(), card)

@@ -48,6 +48,18 @@ class SageMakerPaths:
             config=Path(env.get("SM_INPUT_CONFIG_DIR", "/opt/ml/input/config")),
         )
 
+    @classmethod
+    def for_version(cls, version: Path, root: Path) -> SageMakerPaths:
+        """A local run's tree: channels read from a dataset version directory
+        (``version/train``, ``version/validation``), outputs written under ``root``."""
+        return cls(
+            train=version / "train",
+            validation=version / "validation",
+            model=root / "model",
+            output=root / "output",
+            config=root / "config",
+        )
+
     @property
     def hyperparameters_file(self) -> Path:
         return self.config / HYPERPARAMETERS_FILE

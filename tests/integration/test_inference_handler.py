@@ -73,13 +73,7 @@ def churn_model(tmp_path_factory: pytest.TempPathFactory) -> ChurnModel:
         (root / split).mkdir()
         part.to_parquet(root / split / "part-0.parquet", index=False)
     (root / "train" / "dataset.json").write_text(schema.model_dump_json())
-    paths = SageMakerPaths(
-        train=root / "train",
-        validation=root / "validation",
-        model=root / "model",
-        output=root / "output",
-        config=root / "config",
-    )
+    paths = SageMakerPaths.for_version(root, root)
     card = train(paths, Hyperparameters(n_estimators=40, early_stopping_rounds=5), num_gpus=0)
     return ChurnModel((paths.model / MODEL_FILE).read_bytes(), card)
 

@@ -47,13 +47,7 @@ class Trained:
 
 
 def _paths(root: Path) -> SageMakerPaths:
-    return SageMakerPaths(
-        train=root / "version" / "train",
-        validation=root / "version" / "validation",
-        model=root / "model",
-        output=root / "output",
-        config=root / "config",
-    )
+    return SageMakerPaths.for_version(root / "version", root)
 
 
 def _train(root: Path, kind: str, hp: Hyperparameters) -> Trained:
