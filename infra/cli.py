@@ -15,7 +15,7 @@ import sys
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +63,17 @@ def _parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--json", action="store_true", help="print one JSON object")
     demo.set_defaults(run=_demo)
+
+    up = commands.add_parser(
+        "up",
+        help="run the whole system on this machine (AWS endpoint, event router, pipeline "
+        "runner, API) in the foreground until Ctrl-C",
+    )
+    up.add_argument("--aws-port", type=int, default=None, help="AWS endpoint port (4566)")
+    up.add_argument("--api-port", type=int, default=None, help="API port (8080)")
+    up.add_argument("--api-key", default=None, help="the API key clients must send")
+    up.add_argument("--state-dir", type=Path, default=Path(".sluice"), help="(default .sluice)")
+    up.set_defaults(run=_up)
 
     def operator(name: str, help_text: str) -> argparse.ArgumentParser:
         command = commands.add_parser(name, help=help_text)
@@ -125,6 +136,36 @@ def _demo(args: argparse.Namespace) -> int:
     print(json.dumps(result, indent=2, default=str) if args.json else render(result))
     first = result["first"]
     return EXIT_OK if first.get("live_version") is not None else EXIT_FAILED
+
+
+def _up(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from infra.local.stack import LOCAL_FILE, LocalStack, StackConfig
+
+    defaults = StackConfig()
+    config = StackConfig(
+        aws_port=args.aws_port or defaults.aws_port,
+        api_port=args.api_port or defaults.api_port,
+        api_key=args.api_key or defaults.api_key,
+        state_dir=args.state_dir,
+    )
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        stack = LocalStack(config, log=lambda line: print(line, flush=True))
+        stack.start()
+    except OSError as exc:
+        raise UsageError(f"cannot start the local stack: {exc}") from None
+    print(f"ready    endpoints in {config.state_dir / LOCAL_FILE}; Ctrl-C stops", flush=True)
+    with suppress(KeyboardInterrupt):  # Ctrl-C is the way to stop
+        stop.wait()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the shutdown
+    print("stopping… (a run in progress finishes first)", flush=True)
+    stack.stop()
+    print("stopped", flush=True)
+    return EXIT_OK
 
 
 def _registry(args: argparse.Namespace) -> Any:

@@ -248,6 +248,7 @@ def _timed(steps: dict[str, float], name: str) -> Iterator[None]:
 
 
 def _set_environment(topology: Topology) -> None:
+    os.environ.pop("AWS_ENDPOINT_URL", None)  # the demo's AWS is moto in this process
     os.environ.update(topology.preprocess_environment())
     os.environ.update(topology.pipeline_environment())
     os.environ.update(topology.inference_environment())

@@ -1,0 +1,270 @@
+"""The local stack's core: sluice's event-driven system on one machine, reachable by real clients.
+
+- an AWS-compatible endpoint on loopback (moto's server) holding the resources the topology
+  names (``provision``);
+- the event router: S3 Object Created (EventBridge-shaped, via the upload queue) → the
+  preprocess handler in-process, retried, with a dead-letter record when it keeps failing;
+- the run worker: each run preprocess starts is executed from the pipeline definition
+  (``run_pipeline``), one at a time, its summary kept in the run history;
+- the local API Gateway: HTTP on loopback → the inference handler, API key required.
+
+The handlers reach the endpoint through ``AWS_ENDPOINT_URL``, exactly as on AWS they reach AWS.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import boto3
+
+from functions.shared.orchestration import RunInput
+from functions.shared.storage import S3ObjectStore
+from infra.local.api_gateway import LocalApiGateway
+from infra.local.pipeline import LocalLambdaContext, run_pipeline
+from infra.local.resources import LocalResources, provision, receive_upload_events
+from infra.topology import LOCAL_API_PORT, LOCAL_AWS_PORT, Topology
+
+HANDLER_ATTEMPTS = 3
+POLL_SECONDS = 0.2
+LOCAL_FILE = "local.json"
+DEAD_LETTER_FILE = "dead-letter.jsonl"
+RUNS_FILE = "runs.jsonl"
+
+
+@dataclass(frozen=True)
+class StackConfig:
+    topology: Topology = field(default_factory=lambda: Topology(stage="local"))
+    host: str = "127.0.0.1"
+    aws_port: int = LOCAL_AWS_PORT
+    api_port: int = LOCAL_API_PORT
+    api_key: str = "sluice-local-key"
+    state_dir: Path = Path(".sluice")
+
+
+@dataclass
+class RunRecord:
+    """One run's summary, as ``sluice status`` will show it."""
+
+    name: str
+    dataset: str
+    status: str
+    path: list[str]
+    error: str | None
+    cause: str | None
+    states_seconds: dict[str, float]
+    started_at: str
+    seconds: float
+
+
+class LocalStack:
+    """``with LocalStack(config) as stack:`` starts everything; leaving the block stops it."""
+
+    def __init__(self, config: StackConfig, *, log: Callable[[str], None] = print) -> None:
+        self.config = config
+        self.log = log
+        self.endpoint = f"http://{config.host}:{config.aws_port}"
+        self.runs: list[RunRecord] = []
+        self._stopping = threading.Event()
+        self._pending: queue.Queue[RunInput] = queue.Queue()
+        self._threads: list[threading.Thread] = []
+        self._moto: Any = None
+        self._api: LocalApiGateway | None = None
+        self._resources: LocalResources | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def __enter__(self) -> LocalStack:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        from moto.server import ThreadedMotoServer
+
+        topology = self.config.topology
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per AWS call otherwise
+        self._moto = ThreadedMotoServer(
+            ip_address=self.config.host, port=self.config.aws_port, verbose=False
+        )
+        self._moto.start()
+        self.log(f"aws      {self.endpoint} (moto; region {topology.region})")
+        self._set_environment()
+        self._resources = provision(self.client, topology)
+        self.log(
+            f"resources buckets {topology.raw_bucket}, {topology.artifacts_bucket}; "
+            f"table {topology.registry_table}; state machine {topology.state_machine_name}"
+        )
+        from functions.inference import handler as inference
+
+        self._api = LocalApiGateway(
+            inference.lambda_handler,
+            lambda: LocalLambdaContext.for_function(topology, "inference"),
+            host=self.config.host,
+            port=self.config.api_port,
+            api_key=self.config.api_key,
+        )
+        self._api.__enter__()
+        self.log(f"api      {self._api.url} (x-api-key required)")
+        for target, name in ((self._route_events, "router"), (self._run_worker, "runner")):
+            thread = threading.Thread(target=target, name=f"sluice-{name}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        self.log("router   S3 Object Created → preprocess; runs → pipeline.asl.json")
+        self._write_local_file()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        for thread in self._threads:
+            thread.join(timeout=30)
+        if self._api is not None:
+            self._api.__exit__(None, None, None)
+        if self._moto is not None:
+            self._moto.stop()
+
+    @property
+    def api_url(self) -> str:
+        assert self._api is not None, "the stack is not started"
+        return self._api.url
+
+    def client(self, service: str) -> Any:
+        return boto3.client(
+            service, endpoint_url=self.endpoint, region_name=self.config.topology.region
+        )
+
+    def idle(self) -> bool:
+        """No upload waiting in the queue and no run pending or executing."""
+        return self._pending.unfinished_tasks == 0 and not self._queued_uploads()
+
+    # -- the event router and the run worker ---------------------------------------------
+
+    def _route_events(self) -> None:
+        assert self._resources is not None
+        while not self._stopping.is_set():
+            try:
+                events = receive_upload_events(self.client, self._resources)
+            except Exception as exc:  # the endpoint is going away, or a transient fault
+                if not self._stopping.is_set():
+                    self.log(f"router   cannot read the upload queue: {exc}")
+                events = []
+            for event in events:
+                self._deliver(event)
+            self._stopping.wait(POLL_SECONDS)
+
+    def _deliver(self, event: dict[str, Any]) -> None:
+        from functions.preprocess import handler as preprocess
+
+        context = LocalLambdaContext.for_function(self.config.topology, "preprocess")
+        failure = ""
+        for attempt in range(1, HANDLER_ATTEMPTS + 1):
+            try:
+                outcomes = preprocess.lambda_handler(event, context)["outcomes"]
+            except Exception:
+                failure = traceback.format_exc(limit=5)
+                self.log(f"router   preprocess failed (attempt {attempt}/{HANDLER_ATTEMPTS})")
+                continue
+            for outcome in outcomes:
+                self.log(
+                    f"upload   {outcome['dataset']}: {outcome['status']} — {outcome['reason']}"
+                )
+                if outcome["status"] == "started":
+                    described = self.client("stepfunctions").describe_execution(
+                        executionArn=outcome["run_id"]
+                    )
+                    self._pending.put(RunInput.model_validate_json(described["input"]))
+            return
+        self._append(DEAD_LETTER_FILE, {"event": event, "error": failure, "at": _now()})
+        self.log(f"router   event dead-lettered to {self.config.state_dir / DEAD_LETTER_FILE}")
+
+    def _run_worker(self) -> None:
+        store = S3ObjectStore(self.client("s3"))
+        while not self._stopping.is_set():
+            try:
+                run = self._pending.get(timeout=POLL_SECONDS)
+            except queue.Empty:
+                continue
+            try:
+                self._execute(run, store)
+            finally:
+                self._pending.task_done()
+
+    def _execute(self, run: RunInput, store: S3ObjectStore) -> None:
+        started, clock = _now(), time.perf_counter()
+        self.log(f"run      {run.run_name} started")
+        execution = run_pipeline(self.config.topology, run, store)
+        record = RunRecord(
+            name=execution.name,
+            dataset=run.dataset,
+            status=execution.status,
+            path=execution.path,
+            error=execution.error,
+            cause=execution.cause,
+            states_seconds={e.name: round(e.duration_seconds, 3) for e in execution.history},
+            started_at=started,
+            seconds=round(time.perf_counter() - clock, 3),
+        )
+        self.runs.append(record)
+        self._append(RUNS_FILE, record.__dict__)
+        self.log(f"run      {run.run_name} {execution.status}: {' → '.join(execution.path)}")
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _queued_uploads(self) -> bool:
+        assert self._resources is not None
+        attributes = self.client("sqs").get_queue_attributes(
+            QueueUrl=self._resources.upload_queue_url,
+            AttributeNames=["ApproximateNumberOfMessages"],
+        )["Attributes"]
+        return int(attributes["ApproximateNumberOfMessages"]) > 0
+
+    def _set_environment(self) -> None:
+        topology = self.config.topology
+        os.environ.update(topology.preprocess_environment())
+        os.environ.update(topology.pipeline_environment())
+        os.environ.update(topology.inference_environment())
+        os.environ["AWS_ENDPOINT_URL"] = self.endpoint
+        os.environ["AWS_DEFAULT_REGION"] = topology.region
+        os.environ.setdefault("AWS_ACCESS_KEY_ID", "local")
+        os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "local")
+        from functions.inference import handler as inference
+        from functions.preprocess import handler as preprocess
+        from functions.shared.pipeline_deps import pipeline_deps
+
+        for cached in (preprocess._deps, inference._deps, pipeline_deps):
+            cached.cache_clear()  # clients are built for this endpoint on first use
+
+    def _write_local_file(self) -> None:
+        topology = self.config.topology
+        document = {
+            "aws_endpoint_url": self.endpoint,
+            "api_url": self.api_url,
+            "api_key": self.config.api_key,
+            "region": topology.region,
+            "stage": topology.stage,
+            "raw_bucket": topology.raw_bucket,
+            "artifacts_bucket": topology.artifacts_bucket,
+            "registry_table": topology.registry_table,
+        }
+        self.config.state_dir.mkdir(parents=True, exist_ok=True)
+        (self.config.state_dir / LOCAL_FILE).write_text(json.dumps(document, indent=2) + "\n")
+
+    def _append(self, name: str, record: dict[str, Any]) -> None:
+        self.config.state_dir.mkdir(parents=True, exist_ok=True)
+        with (self.config.state_dir / name).open("a") as sink:
+            sink.write(json.dumps(record, default=str) + "\n")
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat()
