@@ -75,6 +75,13 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--state-dir", type=Path, default=Path(".sluice"), help="(default .sluice)")
     up.set_defaults(run=_up)
 
+    status = commands.add_parser(
+        "status", help="the local stack's run history: state path, durations, gate decisions"
+    )
+    status.add_argument("--state-dir", type=Path, default=Path(".sluice"), help="(default .sluice)")
+    status.add_argument("--json", action="store_true", help="print JSON")
+    status.set_defaults(run=_status)
+
     def operator(name: str, help_text: str) -> argparse.ArgumentParser:
         command = commands.add_parser(name, help=help_text)
         command.add_argument("--stage", default="dev", help="deployment stage (default: dev)")
@@ -165,6 +172,48 @@ def _up(args: argparse.Namespace) -> int:
     print("stopping… (a run in progress finishes first)", flush=True)
     stack.stop()
     print("stopped", flush=True)
+    return EXIT_OK
+
+
+def _status(args: argparse.Namespace) -> int:
+    from infra.local.stack import DEAD_LETTER_FILE, RUNS_FILE, UPLOADS_FILE
+
+    def records(name: str) -> list[dict[str, Any]]:
+        path = args.state_dir / name
+        if not path.is_file():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+    runs, uploads = records(RUNS_FILE), records(UPLOADS_FILE)
+    dead = records(DEAD_LETTER_FILE)
+    if args.json:
+        print(json.dumps({"runs": runs, "uploads": uploads, "dead_letters": dead}, indent=2))
+        return EXIT_OK
+    if not (runs or uploads or dead):
+        print(f"no local stack history in {args.state_dir} (start one with `sluice up`)")
+        return EXIT_OK
+    for upload in uploads:
+        if upload["status"] == "rejected":
+            print(f"rejected {upload['at']}  {upload['dataset']}: {upload['reason']}")
+            if upload.get("report_key"):
+                print(f"           report: {upload['report_key']}")
+    for run in runs:
+        decision = run.get("decision") or {}
+        print(
+            f"run      {run['started_at']}  {run['name']}  {run['status']}  {run['seconds']:.1f} s"
+        )
+        print(f"           {' → '.join(run['path'])}")
+        if decision:
+            print(
+                f"           {decision['kind']}: model version {decision.get('model_version')}, "
+                f"live {decision.get('live_version')}"
+            )
+            for reason in decision.get("reasons", []):
+                print(f"             · {reason}")
+        if run.get("error"):
+            print(f"           error {run['error']}: {str(run.get('cause'))[:200]}")
+    for letter in dead:
+        print(f"dead     {letter['at']}  {letter['error'].strip().splitlines()[-1]}")
     return EXIT_OK
 
 

@@ -40,6 +40,7 @@ POLL_SECONDS = 0.2
 LOCAL_FILE = "local.json"
 DEAD_LETTER_FILE = "dead-letter.jsonl"
 RUNS_FILE = "runs.jsonl"
+UPLOADS_FILE = "uploads.jsonl"
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,7 @@ class RunRecord:
     states_seconds: dict[str, float]
     started_at: str
     seconds: float
+    decision: dict[str, Any] | None  # promote's or reject's outcome: kind, reasons, versions
 
 
 class LocalStack:
@@ -179,6 +181,7 @@ class LocalStack:
                 self.log(
                     f"upload   {outcome['dataset']}: {outcome['status']} — {outcome['reason']}"
                 )
+                self._append(UPLOADS_FILE, {"at": _now(), **outcome})
                 if outcome["status"] == "started":
                     described = self.client("stepfunctions").describe_execution(
                         executionArn=outcome["run_id"]
@@ -214,6 +217,7 @@ class LocalStack:
             states_seconds={e.name: round(e.duration_seconds, 3) for e in execution.history},
             started_at=started,
             seconds=round(time.perf_counter() - clock, 3),
+            decision=((execution.output or {}).get("outcome") or {}).get("decision"),
         )
         self.runs.append(record)
         self._append(RUNS_FILE, record.__dict__)

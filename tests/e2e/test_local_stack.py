@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from functions.shared.registry_dynamodb import DynamoDBRegistry
+from infra.cli import main
 from infra.local.stack import LOCAL_FILE, LocalStack, StackConfig
 from infra.topology import Topology
 from tests.builders import churn_frame, contract_bytes, csv_bytes
@@ -63,7 +64,9 @@ def _post(url: str, body: Any, key: str | None) -> tuple[int, Any]:
         return error.code, json.loads(error.read())
 
 
-def test_an_upload_becomes_a_live_model_answering_over_http(stack: LocalStack) -> None:
+def test_an_upload_becomes_a_live_model_answering_over_http(
+    stack: LocalStack, capsys: pytest.CaptureFixture[str]
+) -> None:
     # Given the stack's own description of itself
     local = json.loads((stack.config.state_dir / LOCAL_FILE).read_text())
     assert local["api_key"] == API_KEY and local["aws_endpoint_url"] == stack.endpoint
@@ -97,8 +100,18 @@ def test_an_upload_becomes_a_live_model_answering_over_http(stack: LocalStack) -
     assert answer["model_version"] == str(live.version) and len(answer["predictions"]) == 2
     assert _post(url, {"instances": instances}, None)[0] == 403
     # and the run is in the history file
-    runs = (stack.config.state_dir / "runs.jsonl").read_text().splitlines()
-    assert json.loads(runs[-1])["status"] == "SUCCEEDED"
+    # and `sluice status` lists the upload and the run with its state path and decision
+    code = main(["status", "--state-dir", str(stack.config.state_dir), "--json"])
+    history = json.loads(capsys.readouterr().out)
+    assert code == 0
+    assert [u["status"] for u in history["uploads"]] == ["started"]
+    run = history["runs"][-1]
+    assert run["status"] == "SUCCEEDED" and run["path"][-1] == "Promoted"
+    assert run["decision"]["kind"] == "promoted" and run["decision"]["live_version"] == 1
+    assert any("meets threshold" in r for r in run["decision"]["reasons"])
+    assert main(["status", "--state-dir", str(stack.config.state_dir)]) == 0
+    readable = capsys.readouterr().out
+    assert "→ Promote → Promoted" in readable and "promoted: model version 1, live 1" in readable
 
 
 def test_sluice_up_starts_in_the_foreground_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
