@@ -7,6 +7,7 @@ import io
 import tarfile
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
@@ -58,6 +59,11 @@ def train_model(root: Path, kind: str, hyperparameters: Hyperparameters = FAST) 
 
 
 ARTIFACTS = "artifacts-bucket"
+
+
+def fixed_now() -> datetime:
+    """The clock evaluate and the registry get in tests: one instant, so reports compare."""
+    return datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 
 
 def model_archive(onnx: bytes, card_json: bytes) -> bytes:

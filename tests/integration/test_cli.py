@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from typing import Any
 
 import boto3
@@ -21,13 +20,9 @@ from infra.cli import function_logs_to_stderr, main
 from infra.local.api_gateway import LocalApiGateway
 from infra.local.pipeline import LocalLambdaContext
 from infra.topology import Topology
-from tests.models import ARTIFACTS, TrainedModel, stage_run
+from tests.models import ARTIFACTS, TrainedModel, fixed_now, stage_run
 
 TOPOLOGY = Topology(stage="clitest")
-
-
-def _now() -> datetime:
-    return datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 
 
 @pytest.fixture
@@ -43,7 +38,7 @@ def deployment(trained_models: dict[str, TrainedModel]) -> Iterator[DynamoDBRegi
         store = S3ObjectStore(s3)
         for n in (1, 2, 3):
             state = stage_run(store, trained_models["binary"], run_name=f"run-{n}")
-            evaluate(state, store=store, registry=registry, clock=_now)
+            evaluate(state, store=store, registry=registry, clock=fixed_now)
         registry.promote("binary", 1, expected_live=None, actor="test", reason="first")
         registry.promote("binary", 2, expected_live=1, actor="test", reason="better")
         registry.reject("binary", 3, actor="test", reason="worse")

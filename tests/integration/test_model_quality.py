@@ -4,7 +4,6 @@ this is slower than the unit tests and lives here."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -14,11 +13,7 @@ from functions.evaluate.logic import evaluate
 from functions.shared.metrics import compute_metric
 from functions.training.script_mode import Hyperparameters
 from tests.fakes import InMemoryObjectStore, InMemoryRegistry
-from tests.models import TrainedModel, stage_run, train_model
-
-
-def _now() -> datetime:
-    return datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+from tests.models import TrainedModel, fixed_now, stage_run, train_model
 
 
 def _plain_sklearn_metric(model: TrainedModel) -> float:
@@ -61,7 +56,7 @@ def test_test_metrics_are_close_to_a_plain_scikit_learn_model_on_the_same_split(
     baseline = _plain_sklearn_metric(model)
     # When sluice evaluates its model on the same test split
     store, registry = InMemoryObjectStore(), InMemoryRegistry()
-    ours = evaluate(stage_run(store, model), store=store, registry=registry, clock=_now)
+    ours = evaluate(stage_run(store, model), store=store, registry=registry, clock=fixed_now)
     # Then it is close to (or better than) the baseline, in the metric's direction
     assert ours.gate.challenger is not None
     if ours.gate.higher_is_better:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 
 import numpy as np
 import pytest
@@ -22,11 +21,7 @@ from functions.shared.registry import ModelStatus
 from functions.shared.scoring import ScoringModel
 from functions.shared.storage import parse_s3_uri
 from tests.fakes import InMemoryObjectStore, InMemoryRegistry
-from tests.models import ARTIFACTS, TrainedModel, model_archive, stage_run
-
-
-def _now() -> datetime:
-    return datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+from tests.models import ARTIFACTS, TrainedModel, fixed_now, model_archive, stage_run
 
 
 def _report(store: InMemoryObjectStore, uri: str) -> EvaluationReport:
@@ -38,7 +33,7 @@ def _live_first_run(
 ) -> EvaluateResult:
     """Evaluate run-1 of ``model`` and make it the live champion."""
     first = evaluate(
-        stage_run(store, model, run_name="run-1"), store=store, registry=registry, clock=_now
+        stage_run(store, model, run_name="run-1"), store=store, registry=registry, clock=fixed_now
     )
     registry.promote(
         model.schema.dataset, first.model_version, expected_live=None, actor="test", reason="t"
@@ -68,7 +63,7 @@ def test_first_model_is_scored_on_the_test_split_and_registered_as_candidate(
     state = stage_run(store, model)
 
     # When evaluate runs
-    result = evaluate(state, store=store, registry=registry, clock=_now)
+    result = evaluate(state, store=store, registry=registry, clock=fixed_now)
 
     # Then the contract metric is the one computed independently on the same rows
     test = model.split("test")
@@ -109,7 +104,7 @@ def test_classification_report_has_every_figure_the_issue_names(
     state = stage_run(store, model, sensitive=("region",))
 
     # When evaluated
-    result = evaluate(state, store=store, registry=registry, clock=_now)
+    result = evaluate(state, store=store, registry=registry, clock=fixed_now)
 
     # Then the report holds accuracy, macro and per-class P/R/F1, AUC, log loss, confusion matrix
     report = _report(store, result.report_uri).challenger.report
@@ -132,7 +127,7 @@ def test_regression_report_has_rmse_mae_r2(
     registry: InMemoryRegistry,
 ) -> None:
     model = trained_models["regression"]
-    result = evaluate(stage_run(store, model), store=store, registry=registry, clock=_now)
+    result = evaluate(stage_run(store, model), store=store, registry=registry, clock=fixed_now)
     report = _report(store, result.report_uri).challenger.report
     assert {"rmse", "mae", "r2"} <= set(report)
     assert result.gate.higher_is_better is False
@@ -149,7 +144,7 @@ def test_the_live_champion_is_scored_on_the_same_rows(
 
     # When a second run of the same model is evaluated
     second = evaluate(
-        stage_run(store, model, run_name="run-2"), store=store, registry=registry, clock=_now
+        stage_run(store, model, run_name="run-2"), store=store, registry=registry, clock=fixed_now
     )
 
     # Then the champion's metric equals the challenger's (same model, same rows) and the floor
@@ -178,7 +173,7 @@ def test_a_test_split_without_a_feature_the_model_needs_fails_naming_it(
             stage_run(store, model, run_name="run-2", test_frame=frame),
             store=store,
             registry=registry,
-            clock=_now,
+            clock=fixed_now,
         )
 
 
@@ -196,7 +191,7 @@ def test_a_tampered_champion_is_not_scored_and_the_note_says_why(
 
     # When a challenger is evaluated
     second = evaluate(
-        stage_run(store, model, run_name="run-2"), store=store, registry=registry, clock=_now
+        stage_run(store, model, run_name="run-2"), store=store, registry=registry, clock=fixed_now
     )
 
     # Then the champion is not scored, the note names the sha256 mismatch, and promote would
@@ -212,8 +207,8 @@ def test_evaluate_twice_for_one_run_registers_one_version(
     registry: InMemoryRegistry,
 ) -> None:
     state = stage_run(store, trained_models["binary"])
-    first = evaluate(state, store=store, registry=registry, clock=_now)
-    again = evaluate(state, store=store, registry=registry, clock=_now)
+    first = evaluate(state, store=store, registry=registry, clock=fixed_now)
+    again = evaluate(state, store=store, registry=registry, clock=fixed_now)
     assert first.model_version == again.model_version
     assert len(registry.versions("binary")) == 1
 
@@ -227,7 +222,7 @@ def test_an_archive_whose_model_is_not_the_cards_is_refused(
     state = stage_run(store, model, archive=model_archive(other, model.card_json))
     # When evaluated, then refused naming the mismatch, and nothing is registered
     with pytest.raises(ModelArtifactError, match="sha256"):
-        evaluate(state, store=store, registry=registry, clock=_now)
+        evaluate(state, store=store, registry=registry, clock=fixed_now)
     assert registry.versions("binary") == []
 
 
@@ -271,7 +266,7 @@ def test_a_card_for_another_dataset_version_is_refused(
     card["dataset_version"] = "someone-elses"
     state = stage_run(store, model, archive=model_archive(model.onnx, json.dumps(card).encode()))
     with pytest.raises(ModelArtifactError, match="someone-elses"):
-        evaluate(state, store=store, registry=registry, clock=_now)
+        evaluate(state, store=store, registry=registry, clock=fixed_now)
 
 
 def test_test_labels_the_model_never_saw_fail_loudly(
@@ -282,7 +277,10 @@ def test_test_labels_the_model_never_saw_fail_loudly(
     frame.loc[frame.index[0], "label"] = "maybe"
     with pytest.raises(EvaluationError, match="maybe"):
         evaluate(
-            stage_run(store, model, test_frame=frame), store=store, registry=registry, clock=_now
+            stage_run(store, model, test_frame=frame),
+            store=store,
+            registry=registry,
+            clock=fixed_now,
         )
 
 
@@ -292,7 +290,7 @@ def test_a_champion_that_predicts_something_else_is_noted_not_scored(
     # Given the dataset's live model is a regressor (the contract changed task since)
     regressor = trained_models["regression"]
     live = evaluate(
-        stage_run(store, regressor, run_name="old"), store=store, registry=registry, clock=_now
+        stage_run(store, regressor, run_name="old"), store=store, registry=registry, clock=fixed_now
     )
     registry.promote("prices", live.model_version, expected_live=None, actor="t", reason="t")
     classifier = trained_models["binary"]
@@ -303,7 +301,7 @@ def test_a_champion_that_predicts_something_else_is_noted_not_scored(
         model_archive(classifier.onnx, card.model_dump_json().encode()),
     )
     # When a classifier is evaluated for it
-    result = evaluate(state, store=store, registry=registry, clock=_now)
+    result = evaluate(state, store=store, registry=registry, clock=fixed_now)
     # Then the champion is noted, not scored, and the threshold alone decides
     note = _report(store, result.report_uri).champion_note
     assert not note.scored and "price" in note.reason
@@ -320,7 +318,7 @@ def test_champion_and_challenger_are_measured_by_the_runs_metric(
         update={"metric": "accuracy"}
     )
     # When the same model is evaluated again
-    result = evaluate(state, store=store, registry=registry, clock=_now)
+    result = evaluate(state, store=store, registry=registry, clock=fixed_now)
     # Then both figures are accuracies of the same model on the same rows: equal
     assert result.gate.metric == "accuracy"
     assert result.gate.champion == pytest.approx(result.gate.challenger)
@@ -338,7 +336,7 @@ def test_a_champion_whose_files_are_gone_is_noted_and_does_not_block_the_run(
     assert live is not None
     del store.objects[parse_s3_uri(live.model_uri)]
     result = evaluate(
-        stage_run(store, model, run_name="run-2"), store=store, registry=registry, clock=_now
+        stage_run(store, model, run_name="run-2"), store=store, registry=registry, clock=fixed_now
     )
     note = _report(store, result.report_uri).champion_note
     assert not note.scored and note.reason.startswith("cannot load the champion")

@@ -716,16 +716,25 @@ def test_a_promotion_is_noticed_after_the_ttl_and_not_before(
     assert (after.body["model_version"], after.served_version) == ("2", "2")
 
 
+def _version_2_after_version_1(
+    api: Api, model: TrainedModel, onnx: bytes | None = None
+) -> list[dict[str, Any]]:
+    """Version 1 live and answering, then version 2 promoted (with ``onnx`` as its model file
+    when given) and the TTL run out. Returns the rows the client sends."""
+    api.publish(model, run="run-1")
+    _, rows = client_rows(model, rows=1)
+    api.predict(rows)
+    api.publish(model, run="run-2", onnx=onnx)
+    api.clock.advance(TTL)
+    return rows
+
+
 def test_a_rollback_is_noticed_after_the_ttl_and_needs_no_reload(
     api: Api, trained_models: dict[str, TrainedModel]
 ) -> None:
     # Given version 2 live after version 1, both served once
     model = trained_models["binary"]
-    api.publish(model, run="run-1")
-    _, rows = client_rows(model, rows=1)
-    api.predict(rows)
-    api.publish(model, run="run-2")
-    api.clock.advance(TTL)
+    rows = _version_2_after_version_1(api, model)
     assert api.predict(rows).body["model_version"] == "2"
     reads = len(api.store.reads)
 
@@ -794,24 +803,13 @@ def test_a_tampered_model_is_refused_and_the_champion_keeps_answering(
     assert metrics.metric_set["ModelIntegrityFailure"]["Value"] == [1.0, 1.0]
 
 
-def _version_2_refused(api: Api, model: TrainedModel, bad_file: bytes) -> list[dict[str, Any]]:
-    """Version 1 live and answering, then version 2 promoted with ``bad_file`` as its model:
-    refused after the TTL, version 1 standing in. Returns the rows the client sends."""
-    api.publish(model, run="run-1")
-    _, rows = client_rows(model, rows=1)
-    api.predict(rows)
-    api.publish(model, run="run-2", onnx=bad_file)
-    api.clock.advance(TTL)
-    assert api.predict(rows).body["model_version"] == "1"
-    return rows
-
-
 def test_rolling_back_a_refused_promotion_clears_the_refusal(
     api: Api, trained_models: dict[str, TrainedModel]
 ) -> None:
     # Given version 2 refused for its file while version 1 stands in
     model = trained_models["binary"]
-    _version_2_refused(api, model, b"not a model")
+    rows = _version_2_after_version_1(api, model, b"not a model")
+    assert api.predict(rows).body["model_version"] == "1"
 
     # When an operator rolls back to version 1
     api.registry.rollback(DATASET, 1, actor="cli:ops", reason="version 2 refused")
@@ -831,7 +829,8 @@ def test_a_refused_file_that_is_put_right_is_served_after_the_ttl(
 ) -> None:
     # Given version 2 refused for its file while version 1 stands in
     model = trained_models["binary"]
-    rows = _version_2_refused(api, model, b"truncated upload")
+    rows = _version_2_after_version_1(api, model, b"truncated upload")
+    assert api.predict(rows).body["model_version"] == "1"
 
     # When the right file is uploaded in its place
     api.store.put(BUCKET, f"{DATASET}/models/run-2/{MODEL_FILE}", model.onnx)

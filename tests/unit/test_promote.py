@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 
 import pytest
 
@@ -13,11 +12,7 @@ from functions.shared.notify import Decision
 from functions.shared.pipeline_state import EvaluationOutcome, PipelineState, StepFailure
 from functions.shared.registry import ModelStatus, PromotionConflictError
 from tests.fakes import InMemoryObjectStore, InMemoryRegistry, RecordingNotifier
-from tests.models import TrainedModel, stage_run
-
-
-def _now() -> datetime:
-    return datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+from tests.models import TrainedModel, fixed_now, stage_run
 
 
 @pytest.fixture
@@ -44,7 +39,7 @@ def _evaluated(
 ) -> PipelineState:
     """The state as the Gate sees it: after Evaluate's ResultSelector."""
     state = stage_run(store, model, run_name=run_name, **stage)  # type: ignore[arg-type]
-    result = evaluate(state, store=store, registry=registry, clock=_now)
+    result = evaluate(state, store=store, registry=registry, clock=fixed_now)
     return state.model_copy(
         update={
             "evaluation": EvaluationOutcome(
@@ -54,6 +49,15 @@ def _evaluated(
                 gate=result.gate,
             )
         }
+    )
+
+
+def _two_runs(
+    store: InMemoryObjectStore, registry: InMemoryRegistry, model: TrainedModel
+) -> tuple[PipelineState, PipelineState]:
+    """A slow and a fast run, both evaluated while nothing was live: both expect no champion."""
+    return _evaluated(store, registry, model, "run-slow"), _evaluated(
+        store, registry, model, "run-fast"
     )
 
 
@@ -93,9 +97,7 @@ def test_a_stale_run_cannot_replace_a_newer_live_model(
     notifier: RecordingNotifier,
 ) -> None:
     # Given two runs evaluated against the same (empty) registry
-    model = trained_models["binary"]
-    slow = _evaluated(store, registry, model, "run-slow")
-    fast = _evaluated(store, registry, model, "run-fast")
+    slow, fast = _two_runs(store, registry, trained_models["binary"])
     # When the later one is promoted first
     promote(fast, registry=registry, notifier=notifier)
     # Then the slow run's promotion is refused and the fast run's model stays live
@@ -155,9 +157,8 @@ def test_a_failed_promotion_rejects_the_candidate(
     notifier: RecordingNotifier,
 ) -> None:
     # Given a run whose promotion lost a race (Catch → RecordFailure)
-    model = trained_models["binary"]
-    slow = _evaluated(store, registry, model, "run-slow")
-    promote(_evaluated(store, registry, model, "run-fast"), registry=registry, notifier=notifier)
+    slow, fast = _two_runs(store, registry, trained_models["binary"])
+    promote(fast, registry=registry, notifier=notifier)
     failed = slow.model_copy(
         update={"failure": StepFailure(Error="PromotionConflictError", Cause="{}")}
     )
