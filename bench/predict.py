@@ -65,6 +65,7 @@ from functions.shared.registry_dynamodb import DynamoDBRegistry, create_table
 from functions.shared.scoring import session_options
 from functions.training.script_mode import Hyperparameters, SageMakerPaths
 from functions.training.train import train
+from infra.local.pipeline import LocalLambdaContext
 
 EVENT = Path(__file__).resolve().parents[1] / "events" / "predict.apigw_rest.json"
 DATASET = "churn"
@@ -77,13 +78,12 @@ MAX_ITERATIONS = 20_000
 ROUND = 100  # calls of one kind before switching to the other
 
 
-class Context:
-    """The attributes Powertools' logger reads from a Lambda context."""
-
-    function_name = "sluice-inference-bench"
-    memory_limit_in_mb = 1024
-    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:sluice-inference-bench"
-    aws_request_id = "00000000-0000-0000-0000-000000000000"
+CONTEXT = LocalLambdaContext(
+    function_name="sluice-inference-bench",
+    memory_limit_in_mb=1024,
+    invoked_function_arn="arn:aws:lambda:us-east-1:123456789012:function:sluice-inference-bench",
+    aws_request_id="00000000-0000-0000-0000-000000000000",
+)
 
 
 def synthetic_version(root: Path, rows: int = 3000, seed: int = 7) -> DatasetSchema:
@@ -232,12 +232,12 @@ def run() -> tuple[str, list[tuple[int, dict[str, list[int]]]]]:
             body = instances(test, card, rows)
             event = {**template, "body": json.dumps({"instances": body})}
             feeds = onnx_feeds(card.features, instances_to_columns(card.features, body))
-            response = lambda_handler(event, Context())
+            response = lambda_handler(event, CONTEXT)
             assert response["statusCode"] == 200, response["body"]
             assert len(json.loads(response["body"])["predictions"]) == rows
             calls: dict[str, Callable[[], object]] = {
-                "handler": lambda: lambda_handler(event, Context()),  # noqa: B023
-                "envelope": lambda: bare(event, Context()),  # noqa: B023
+                "handler": lambda: lambda_handler(event, CONTEXT),  # noqa: B023
+                "envelope": lambda: bare(event, CONTEXT),  # noqa: B023
                 "floor": lambda: session.run(None, feeds),  # noqa: B023
             }
             results.append((rows, measure(calls)))

@@ -36,7 +36,7 @@ from functions.shared.registry import ModelRegistry
 from functions.shared.registry_dynamodb import DynamoDBRegistry
 from functions.shared.storage import S3ObjectStore, parse_s3_uri, s3_uri
 from infra.local.apigw import read_response, rest_event
-from infra.local.pipeline import LocalLambdaContext, run_pipeline
+from infra.local.pipeline import LocalLambdaContext, run_pipeline, use_endpoint
 from infra.local.resources import provision, receive_upload_events
 from infra.topology import Topology
 
@@ -59,9 +59,10 @@ class DemoInputs:
 
 def run_demo(inputs: DemoInputs) -> dict[str, Any]:
     topology = Topology(stage="demo")
-    _set_environment(topology)
+    _quiet_functions()  # before use_endpoint imports the handlers: Powertools reads it then
     contract = json.loads(inputs.contract.read_bytes())
     with mock_aws():
+        use_endpoint(topology, None)  # the demo's AWS is moto, patched into this process
 
         def clients(service: str) -> Any:
             return boto3.client(service, region_name=topology.region)
@@ -118,7 +119,6 @@ class _Chain:
         if len(events) != 1:
             raise DemoError(f"expected one upload event for {key}, got {len(events)}")
         with _timed(steps, "preprocess"):
-            preprocess._deps.cache_clear()
             outcome = preprocess.lambda_handler(
                 events[0], LocalLambdaContext.for_function(self.topology, "preprocess")
             )["outcomes"][0]
@@ -169,7 +169,6 @@ class _Chain:
         report["live_version"] = live.version if live else None
         if live is not None and self.sample_rows:
             with _timed(steps, "predict"):
-                inference._deps.cache_clear()
                 report["predictions"] = _predict(
                     inference.lambda_handler, self.topology, run_input.dataset, self.sample_rows
                 )
@@ -247,16 +246,9 @@ def _timed(steps: dict[str, float], name: str) -> Iterator[None]:
         steps[name] = round(time.perf_counter() - started, 3)
 
 
-def _set_environment(topology: Topology) -> None:
-    os.environ.pop("AWS_ENDPOINT_URL", None)  # the demo's AWS is moto in this process
-    os.environ.update(topology.preprocess_environment())
-    os.environ.update(topology.pipeline_environment())
-    os.environ.update(topology.inference_environment())
-    os.environ["POWERTOOLS_SERVICE_NAME"] = "sluice-demo"
+def _quiet_functions() -> None:
+    """A demo prints its own story: function logs at WARNING, no metrics, no tracing."""
     for name, value in {
-        "AWS_ACCESS_KEY_ID": "demo",
-        "AWS_SECRET_ACCESS_KEY": "demo",
-        "AWS_DEFAULT_REGION": topology.region,
         "POWERTOOLS_TRACE_DISABLED": "true",
         "POWERTOOLS_LOG_LEVEL": "WARNING",
         "POWERTOOLS_METRICS_DISABLED": "true",

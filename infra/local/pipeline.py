@@ -44,6 +44,28 @@ class LocalLambdaContext:
         )
 
 
+def use_endpoint(topology: Topology, endpoint: str | None) -> None:
+    """Point every in-process function at one AWS: their environments from the topology, the
+    endpoint (``None``: boto3's default, e.g. moto patched into this process), and cached
+    clients dropped so that each is built again, for this endpoint, on first use."""
+    os.environ.update(topology.preprocess_environment())
+    os.environ.update(topology.pipeline_environment())
+    os.environ.update(topology.inference_environment())
+    if endpoint is None:
+        os.environ.pop("AWS_ENDPOINT_URL", None)
+    else:
+        os.environ["AWS_ENDPOINT_URL"] = endpoint
+    os.environ["AWS_DEFAULT_REGION"] = topology.region
+    os.environ.setdefault("AWS_ACCESS_KEY_ID", "local")
+    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "local")
+    from functions.inference import handler as inference
+    from functions.preprocess import handler as preprocess
+    from functions.shared.pipeline_deps import pipeline_deps
+
+    for cached in (preprocess._deps, inference._deps, pipeline_deps):
+        cached.cache_clear()
+
+
 def substitutions(topology: Topology) -> dict[str, str]:
     """Values for the definition's ``${...}`` placeholders on the local stack. CDK fills the same
     names with the deployed resources (infra/aws)."""

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import queue
 import threading
 import time
@@ -31,7 +30,7 @@ import boto3
 from functions.shared.orchestration import RunInput
 from functions.shared.storage import S3ObjectStore
 from infra.local.api_gateway import LocalApiGateway
-from infra.local.pipeline import LocalLambdaContext, run_pipeline
+from infra.local.pipeline import LocalLambdaContext, run_pipeline, use_endpoint
 from infra.local.resources import LocalResources, provision, receive_upload_events
 from infra.topology import LOCAL_API_PORT, LOCAL_AWS_PORT, Topology
 
@@ -103,7 +102,7 @@ class LocalStack:
         )
         self._moto.start()
         self.log(f"aws      {self.endpoint} (moto; region {topology.region})")
-        self._set_environment()
+        use_endpoint(topology, self.endpoint)
         self._resources = provision(self.client, topology)
         self.log(
             f"resources buckets {topology.raw_bucket}, {topology.artifacts_bucket}; "
@@ -232,22 +231,6 @@ class LocalStack:
             AttributeNames=["ApproximateNumberOfMessages"],
         )["Attributes"]
         return int(attributes["ApproximateNumberOfMessages"]) > 0
-
-    def _set_environment(self) -> None:
-        topology = self.config.topology
-        os.environ.update(topology.preprocess_environment())
-        os.environ.update(topology.pipeline_environment())
-        os.environ.update(topology.inference_environment())
-        os.environ["AWS_ENDPOINT_URL"] = self.endpoint
-        os.environ["AWS_DEFAULT_REGION"] = topology.region
-        os.environ.setdefault("AWS_ACCESS_KEY_ID", "local")
-        os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "local")
-        from functions.inference import handler as inference
-        from functions.preprocess import handler as preprocess
-        from functions.shared.pipeline_deps import pipeline_deps
-
-        for cached in (preprocess._deps, inference._deps, pipeline_deps):
-            cached.cache_clear()  # clients are built for this endpoint on first use
 
     def _write_local_file(self) -> None:
         topology = self.config.topology

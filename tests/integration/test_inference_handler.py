@@ -16,7 +16,6 @@ from typing import Any
 import boto3
 import pandas as pd
 import pytest
-from aws_lambda_powertools.utilities.typing import LambdaContext
 from moto import mock_aws
 
 from functions.inference import handler
@@ -27,6 +26,7 @@ from functions.shared.registry import NewModelVersion
 from functions.shared.registry_dynamodb import DynamoDBRegistry, create_table
 from functions.training.script_mode import Hyperparameters, SageMakerPaths
 from functions.training.train import train
+from infra.local.pipeline import LocalLambdaContext
 from infra.topology import Topology
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -36,11 +36,7 @@ NUMERIC = ("tenure_months", "monthly_charges", "total_charges", "support_calls")
 CATEGORICAL = ("senior_citizen", "contract", "internet_service", "payment_method")
 
 
-class Context(LambdaContext):
-    _function_name = "sluice-inference-test"
-    _memory_limit_in_mb = 1024
-    _invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:sluice-inference"
-    _aws_request_id = "00000000-0000-0000-0000-000000000001"
+CONTEXT = LocalLambdaContext.for_function(Topology(stage="test"), "inference")
 
 
 @dataclass(frozen=True)
@@ -143,7 +139,7 @@ def load_event(name: str) -> dict[str, Any]:
 
 
 def invoke(event: dict[str, Any]) -> tuple[int, dict[str, list[str]], Any]:
-    response: dict[str, Any] = handler.lambda_handler(copy.deepcopy(event), Context())
+    response: dict[str, Any] = handler.lambda_handler(copy.deepcopy(event), CONTEXT)
     return response["statusCode"], response["multiValueHeaders"], json.loads(response["body"])
 
 
@@ -269,7 +265,7 @@ def test_the_live_predict_fast_path_answers_exactly_as_the_routed_path(
         event["body"] = body
     event["headers"] = {**event["headers"], **headers}
     # When the handler answers it (through the fast path) and the resolver answers it (routed)
-    fast = handler.lambda_handler(copy.deepcopy(event), Context())
-    routed = handler.app.resolve(copy.deepcopy(event), Context())
+    fast = handler.lambda_handler(copy.deepcopy(event), CONTEXT)
+    routed = handler.app.resolve(copy.deepcopy(event), CONTEXT)
     # Then the two responses are identical, status, headers and body
     assert fast == routed
