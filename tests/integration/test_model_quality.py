@@ -59,6 +59,10 @@ def test_test_metrics_are_close_to_a_plain_scikit_learn_model_on_the_same_split(
     ours = evaluate(stage_run(store, model), store=store, registry=registry, clock=fixed_now)
     # Then it is close to (or better than) the baseline, in the metric's direction
     assert ours.gate.challenger is not None
+    # (`pytest -s` shows the figures the README and the issue notes quote)
+    print(
+        f"{kind}: sluice {model.schema.metric} {ours.gate.challenger:.4f} vs sklearn {baseline:.4f}"
+    )
     if ours.gate.higher_is_better:
         assert ours.gate.challenger >= baseline - 0.03, (ours.gate.challenger, baseline)
     else:
