@@ -176,20 +176,23 @@ def _up(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from infra.local.stack import DEAD_LETTER_FILE, RUNS_FILE, UPLOADS_FILE
+    from infra.local.stack import (
+        DEAD_LETTER_FILE,
+        RUNS_FILE,
+        UPLOADS_FILE,
+        pending_runs,
+        read_history,
+    )
 
-    def records(name: str) -> list[dict[str, Any]]:
-        path = args.state_dir / name
-        if not path.is_file():
-            return []
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-    runs, uploads = records(RUNS_FILE), records(UPLOADS_FILE)
-    dead = records(DEAD_LETTER_FILE)
+    runs = read_history(args.state_dir, RUNS_FILE)
+    uploads = read_history(args.state_dir, UPLOADS_FILE)
+    dead = read_history(args.state_dir, DEAD_LETTER_FILE)
+    pending = pending_runs(args.state_dir)
     if args.json:
-        print(json.dumps({"runs": runs, "uploads": uploads, "dead_letters": dead}, indent=2))
+        document = {"runs": runs, "pending": pending, "uploads": uploads, "dead_letters": dead}
+        print(json.dumps(document, indent=2))
         return EXIT_OK
-    if not (runs or uploads or dead):
+    if not (runs or uploads or dead or pending):
         print(f"no local stack history in {args.state_dir} (start one with `sluice up`)")
         return EXIT_OK
     for upload in uploads:
@@ -212,6 +215,8 @@ def _status(args: argparse.Namespace) -> int:
                 print(f"             · {reason}")
         if run.get("error"):
             print(f"           error {run['error']}: {str(run.get('cause'))[:200]}")
+    for name in pending:
+        print(f"pending  {name}  (resumes when the stack runs)")
     for letter in dead:
         print(f"dead     {letter['at']}  {letter['error'].strip().splitlines()[-1]}")
     return EXIT_OK

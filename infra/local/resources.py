@@ -6,6 +6,7 @@ module."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,23 +37,16 @@ def upload_event_pattern(topology: Topology) -> dict[str, Any]:
     }
 
 
-def provision(clients: Any, topology: Topology) -> LocalResources:
-    """``clients(service)`` returns a boto3 client for that service."""
+def provision(
+    clients: Any, topology: Topology, *, before_events: Callable[[], None] | None = None
+) -> LocalResources:
+    """``clients(service)`` returns a boto3 client for that service. ``before_events`` runs
+    once the buckets, table, topic and state machine exist and before S3 events are wired, so
+    what it writes (a restored snapshot) is not taken for new uploads."""
     s3 = clients("s3")
     for bucket in (topology.raw_bucket, topology.artifacts_bucket):
         s3.create_bucket(Bucket=bucket)
         s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
-    s3.put_bucket_notification_configuration(
-        Bucket=topology.raw_bucket, NotificationConfiguration={"EventBridgeConfiguration": {}}
-    )
-    sqs = clients("sqs")
-    queue_url = sqs.create_queue(QueueName=UPLOAD_QUEUE)["QueueUrl"]
-    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])[
-        "Attributes"
-    ]["QueueArn"]
-    events = clients("events")
-    events.put_rule(Name=UPLOAD_RULE, EventPattern=json.dumps(upload_event_pattern(topology)))
-    events.put_targets(Rule=UPLOAD_RULE, Targets=[{"Id": "uploads", "Arn": queue_arn}])
     clients("stepfunctions").create_state_machine(
         name=topology.state_machine_name,
         # The real definition, so the endpoint holds what AWS would; moto records executions,
@@ -62,6 +56,19 @@ def provision(clients: Any, topology: Topology) -> LocalResources:
     )
     create_table(clients("dynamodb"), topology.registry_table)
     clients("sns").create_topic(Name=topology.decisions_topic_name)
+    if before_events is not None:
+        before_events()
+    sqs = clients("sqs")
+    queue_url = sqs.create_queue(QueueName=UPLOAD_QUEUE)["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])[
+        "Attributes"
+    ]["QueueArn"]
+    events = clients("events")
+    events.put_rule(Name=UPLOAD_RULE, EventPattern=json.dumps(upload_event_pattern(topology)))
+    events.put_targets(Rule=UPLOAD_RULE, Targets=[{"Id": "uploads", "Arn": queue_arn}])
+    s3.put_bucket_notification_configuration(
+        Bucket=topology.raw_bucket, NotificationConfiguration={"EventBridgeConfiguration": {}}
+    )
     return LocalResources(topology=topology, upload_queue_url=queue_url)
 
 

@@ -6,7 +6,11 @@
   preprocess handler in-process, retried, with a dead-letter record when it keeps failing;
 - the run worker: each run preprocess starts is executed from the pipeline definition
   (``run_pipeline``), one at a time, its summary kept in the run history;
-- the local API Gateway: HTTP on loopback → the inference handler, API key required.
+- the local API Gateway: HTTP on loopback → the inference handler, API key required;
+- persistence: the buckets and the registry are saved to ``<state dir>/state`` (after each
+  upload handled, each run, every few seconds, and at stop) and restored on start; runs
+  waiting or executing are journaled in ``<state dir>/pending-runs`` and resumed
+  (docs/local-stack.md says exactly what a crash can lose).
 
 The handlers reach the endpoint through ``AWS_ENDPOINT_URL``, exactly as on AWS they reach AWS.
 """
@@ -19,6 +23,7 @@ import queue
 import threading
 import time
 import traceback
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -32,6 +37,7 @@ from functions.shared.storage import S3ObjectStore
 from infra.local.api_gateway import LocalApiGateway
 from infra.local.pipeline import LocalLambdaContext, run_pipeline, use_endpoint
 from infra.local.resources import LocalResources, provision, receive_upload_events
+from infra.local.snapshot import Snapshots, write_atomically
 from infra.topology import LOCAL_API_PORT, LOCAL_AWS_PORT, Topology
 
 HANDLER_ATTEMPTS = 3
@@ -40,6 +46,8 @@ LOCAL_FILE = "local.json"
 DEAD_LETTER_FILE = "dead-letter.jsonl"
 RUNS_FILE = "runs.jsonl"
 UPLOADS_FILE = "uploads.jsonl"
+PENDING_DIR = "pending-runs"
+SNAPSHOT_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -77,11 +85,12 @@ class LocalStack:
         self.endpoint = f"http://{config.host}:{config.aws_port}"
         self.runs: list[RunRecord] = []
         self._stopping = threading.Event()
-        self._pending: queue.Queue[RunInput] = queue.Queue()
+        self._pending: queue.Queue[tuple[Path, RunInput]] = queue.Queue()
         self._threads: list[threading.Thread] = []
         self._moto: Any = None
         self._api: LocalApiGateway | None = None
         self._resources: LocalResources | None = None
+        self._snapshots: Snapshots | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -101,12 +110,37 @@ class LocalStack:
             ip_address=self.config.host, port=self.config.aws_port, verbose=False
         )
         self._moto.start()
+        # moto's server keeps its state in this process's moto backends: start from empty
+        self._reset_endpoint()
         self.log(f"aws      {self.endpoint} (moto; region {topology.region})")
         use_endpoint(topology, self.endpoint)
-        self._resources = provision(self.client, topology)
+        snapshots = Snapshots(
+            self.config.state_dir,
+            self.client,
+            buckets=(topology.raw_bucket, topology.artifacts_bucket),
+            tables=(topology.registry_table,),
+        )
+        restored: list[str] = []
+
+        def restore() -> None:
+            figures = snapshots.restore()
+            if figures is not None:
+                restored.append(
+                    f"restored {figures.objects} objects ({figures.new_bytes / 1e6:.1f} MB) and "
+                    f"{figures.items} registry items in {figures.seconds:.1f} s"
+                )
+
+        self._resources = provision(self.client, topology, before_events=restore)
+        self._snapshots = snapshots
         self.log(
             f"resources buckets {topology.raw_bucket}, {topology.artifacts_bucket}; "
             f"table {topology.registry_table}; state machine {topology.state_machine_name}"
+        )
+        resumed = self._resume_pending_runs()
+        self.log(
+            f"state    {snapshots.root}: "
+            + (restored[0] if restored else "empty, saved from now on")
+            + (f"; {resumed} run(s) resumed" if resumed else "")
         )
         from functions.inference import handler as inference
 
@@ -119,7 +153,12 @@ class LocalStack:
         )
         self._api.__enter__()
         self.log(f"api      {self._api.url} (x-api-key required)")
-        for target, name in ((self._route_events, "router"), (self._run_worker, "runner")):
+        workers = (
+            (self._route_events, "router"),
+            (self._run_worker, "runner"),
+            (self._save_periodically, "saver"),
+        )
+        for target, name in workers:
             thread = threading.Thread(target=target, name=f"sluice-{name}", daemon=True)
             thread.start()
             self._threads.append(thread)
@@ -127,12 +166,17 @@ class LocalStack:
         self._write_local_file()
 
     def stop(self) -> None:
+        """Let the run in progress finish, save the state, then stop the endpoint. Runs not yet
+        started stay in the pending-runs journal for the next start."""
         self._stopping.set()
         for thread in self._threads:
-            thread.join(timeout=30)
+            thread.join(timeout=None if thread.name == "sluice-runner" else 30)
         if self._api is not None:
             self._api.__exit__(None, None, None)
+        if self._snapshots is not None:
+            self._save()
         if self._moto is not None:
+            self._reset_endpoint()  # what a new process would find: nothing but the snapshot
             self._moto.stop()
 
     @property
@@ -162,6 +206,8 @@ class LocalStack:
                 events = []
             for event in events:
                 self._deliver(event)
+            if events:
+                self._save()
             self._stopping.wait(POLL_SECONDS)
 
     def _deliver(self, event: dict[str, Any]) -> None:
@@ -180,12 +226,13 @@ class LocalStack:
                 self.log(
                     f"upload   {outcome['dataset']}: {outcome['status']} — {outcome['reason']}"
                 )
-                self._append(UPLOADS_FILE, {"at": _now(), **outcome})
+                key = event.get("detail", {}).get("object", {}).get("key")
+                self._append(UPLOADS_FILE, {"at": _now(), "key": key, **outcome})
                 if outcome["status"] == "started":
                     described = self.client("stepfunctions").describe_execution(
                         executionArn=outcome["run_id"]
                     )
-                    self._pending.put(RunInput.model_validate_json(described["input"]))
+                    self._enqueue(RunInput.model_validate_json(described["input"]))
             return
         self._append(DEAD_LETTER_FILE, {"event": event, "error": failure, "at": _now()})
         self.log(f"router   event dead-lettered to {self.config.state_dir / DEAD_LETTER_FILE}")
@@ -194,13 +241,40 @@ class LocalStack:
         store = S3ObjectStore(self.client("s3"))
         while not self._stopping.is_set():
             try:
-                run = self._pending.get(timeout=POLL_SECONDS)
+                journal, run = self._pending.get(timeout=POLL_SECONDS)
             except queue.Empty:
                 continue
+            if self._stopping.is_set():
+                return  # not started: its journal entry resumes it on the next start
             try:
                 self._execute(run, store)
+                journal.unlink(missing_ok=True)
+                self._save()
             finally:
                 self._pending.task_done()
+
+    def _enqueue(self, run: RunInput) -> None:
+        """Journal the run before queuing it, so a stop or a crash does not forget it."""
+        journal = self.config.state_dir / PENDING_DIR / f"{time.time_ns()}-{run.run_name}.json"
+        write_atomically(journal, run.model_dump_json().encode())
+        self._pending.put((journal, run))
+
+    def _resume_pending_runs(self) -> int:
+        journals = sorted((self.config.state_dir / PENDING_DIR).glob("*.json"))
+        for journal in journals:
+            self._pending.put((journal, RunInput.model_validate_json(journal.read_bytes())))
+        return len(journals)
+
+    def _save_periodically(self) -> None:
+        while not self._stopping.wait(SNAPSHOT_SECONDS):
+            self._save()
+
+    def _save(self) -> None:
+        assert self._snapshots is not None
+        try:
+            self._snapshots.save()
+        except Exception as exc:  # keep serving; the next save tries again
+            self.log(f"state    cannot save to {self._snapshots.root}: {exc}")
 
     def _execute(self, run: RunInput, store: S3ObjectStore) -> None:
         started, clock = _now(), time.perf_counter()
@@ -223,6 +297,11 @@ class LocalStack:
         self.log(f"run      {run.run_name} {execution.status}: {' → '.join(execution.path)}")
 
     # -- helpers ---------------------------------------------------------------------------
+
+    def _reset_endpoint(self) -> None:
+        request = urllib.request.Request(f"{self.endpoint}/moto-api/reset", method="POST")
+        with urllib.request.urlopen(request, timeout=30):
+            pass
 
     def _queued_uploads(self) -> bool:
         assert self._resources is not None
@@ -251,6 +330,26 @@ class LocalStack:
         self.config.state_dir.mkdir(parents=True, exist_ok=True)
         with (self.config.state_dir / name).open("a") as sink:
             sink.write(json.dumps(record, default=str) + "\n")
+
+
+def read_history(state_dir: Path, name: str) -> list[dict[str, Any]]:
+    """The records of one history file. A crash mid-append can leave a torn last line: it is
+    skipped, every complete record is kept."""
+    path = state_dir / name
+    if not path.is_file():
+        return []
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            continue
+    return records
+
+
+def pending_runs(state_dir: Path) -> list[str]:
+    """Names of the runs journaled but not finished: they resume on the next start."""
+    return [p.stem.split("-", 1)[1] for p in sorted((state_dir / PENDING_DIR).glob("*.json"))]
 
 
 def _now() -> str:

@@ -10,7 +10,7 @@ import socket
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,14 @@ import pytest
 
 from functions.shared.registry_dynamodb import DynamoDBRegistry
 from infra.cli import main
-from infra.local.stack import LOCAL_FILE, LocalStack, StackConfig
+from infra.local.stack import (
+    LOCAL_FILE,
+    PENDING_DIR,
+    UPLOADS_FILE,
+    LocalStack,
+    StackConfig,
+    read_history,
+)
 from infra.topology import Topology
 from tests.builders import churn_frame, contract_bytes, csv_bytes
 
@@ -34,24 +41,55 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-def stack(tmp_path: Path) -> Iterator[LocalStack]:
-    environment = dict(os.environ)  # the stack sets its functions' environment process-wide
+def environment() -> Iterator[None]:
+    saved = dict(os.environ)  # the stack sets its functions' environment process-wide
     os.environ["POWERTOOLS_LOG_LEVEL"] = "WARNING"
     os.environ["POWERTOOLS_METRICS_DISABLED"] = "true"
-    config = StackConfig(
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def _config(state_dir: Path) -> StackConfig:
+    return StackConfig(
         topology=Topology(stage="e2e"),
         aws_port=_free_port(),
         api_port=_free_port(),
         api_key=API_KEY,
-        state_dir=tmp_path / ".sluice",
+        state_dir=state_dir,
     )
+
+
+@pytest.fixture
+def stack(tmp_path: Path, environment: None) -> Iterator[LocalStack]:
     lines: list[str] = []
+    with LocalStack(_config(tmp_path / ".sluice"), log=lines.append) as running:
+        yield running
+
+
+def _wait_for(condition: Callable[[], Any], what: str, stack: LocalStack) -> Any:
+    deadline = time.monotonic() + WAIT_SECONDS
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.3)
+    raise AssertionError(f"timed out waiting for {what}; runs: {[r.__dict__ for r in stack.runs]}")
+
+
+def _uploads(stack: LocalStack) -> list[dict[str, Any]]:
+    return read_history(stack.config.state_dir, UPLOADS_FILE)
+
+
+def _get(url: str) -> tuple[int, Any]:
+    request = urllib.request.Request(url, headers={"x-api-key": API_KEY})
     try:
-        with LocalStack(config, log=lines.append) as running:
-            yield running
-    finally:
-        os.environ.clear()
-        os.environ.update(environment)
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
 
 
 def _post(url: str, body: Any, key: str | None) -> tuple[int, Any]:
@@ -80,31 +118,52 @@ def test_an_upload_becomes_a_live_model_answering_over_http(
 
     # Then, with no other help, a model goes live
     registry = DynamoDBRegistry(stack.client("dynamodb"), topology.registry_table)
-    deadline = time.monotonic() + WAIT_SECONDS
-    while registry.live("churn") is None and time.monotonic() < deadline:
-        time.sleep(0.5)
-    live = registry.live("churn")
-    assert live is not None, [r.__dict__ for r in stack.runs]
+    live = _wait_for(lambda: registry.live("churn"), "a live model", stack)
     assert stack.runs[-1].path[-2:] == ["Promote", "Promoted"]
 
     # and predictions come back over real HTTP with the API key, and not without it
-    request = urllib.request.Request(
-        f"{stack.api_url}/v1/models/churn/metadata", headers={"x-api-key": API_KEY}
-    )
-    with urllib.request.urlopen(request, timeout=30) as response:
-        features = [f["name"] for f in json.loads(response.read())["features"]]
+    status, described = _get(f"{stack.api_url}/v1/models/churn")
+    assert status == 200, described
+    assert described["model_version_status"][0] == {
+        "version": str(live.version),
+        "state": "AVAILABLE",
+        "status": {"error_code": "OK", "error_message": ""},
+    }
+    status, metadata = _get(f"{stack.api_url}/v1/models/churn/metadata")
+    features = [f["name"] for f in metadata["features"]]
     instances = json.loads(frame[features].head(2).to_json(orient="records"))
     url = f"{stack.api_url}/v1/models/churn:predict"
     status, answer = _post(url, {"instances": instances}, API_KEY)
     assert status == 200, answer
     assert answer["model_version"] == str(live.version) and len(answer["predictions"]) == 2
     assert _post(url, {"instances": instances}, None)[0] == 403
-    # and the run is in the history file
+    assert _post(url, {"instances": instances}, "wrong-key")[0] == 403
+
+    # When a broken upload follows (the target column is missing)
+    broken = csv_bytes(frame.drop(columns=["churned"]))
+    s3.put_object(Bucket=topology.raw_bucket, Key="churn/data/feb.csv", Body=broken)
+    [rejected] = _wait_for(
+        lambda: [u for u in _uploads(stack) if u["key"] == "churn/data/feb.csv"],
+        "the broken upload's outcome",
+        stack,
+    )
+    # Then it is rejected with a report that names the problem, and nothing else changes
+    assert rejected["status"] == "rejected" and "churned" in rejected["reason"], rejected
+    report = json.loads(
+        s3.get_object(Bucket=topology.artifacts_bucket, Key=rejected["report_key"])["Body"].read()
+    )
+    assert report["decision"] == "rejected" and report["violations"], report
+    assert registry.live("churn") == live and len(stack.runs) == 1
+    kept = s3.get_object(Bucket=topology.raw_bucket, Key="churn/data/feb.csv")["Body"].read()
+    assert kept == broken
+    status, answer = _post(url, {"instances": instances}, API_KEY)
+    assert status == 200 and answer["model_version"] == str(live.version)
+
     # and `sluice status` lists the upload and the run with its state path and decision
     code = main(["status", "--state-dir", str(stack.config.state_dir), "--json"])
     history = json.loads(capsys.readouterr().out)
     assert code == 0
-    assert [u["status"] for u in history["uploads"]] == ["started"]
+    assert [u["status"] for u in history["uploads"]] == ["started", "rejected"]
     run = history["runs"][-1]
     assert run["status"] == "SUCCEEDED" and run["path"][-1] == "Promoted"
     assert run["decision"]["kind"] == "promoted" and run["decision"]["live_version"] == 1
@@ -148,7 +207,14 @@ def test_sluice_up_starts_in_the_foreground_and_stops_cleanly_on_ctrl_c(tmp_path
             lines.append(line)
             if line.startswith("ready"):
                 break
-        assert [line.split()[0] for line in lines] == ["aws", "resources", "api", "router", "ready"]
+        assert [line.split()[0] for line in lines] == [
+            "aws",
+            "resources",
+            "state",
+            "api",
+            "router",
+            "ready",
+        ]
         # The API answers in our JSON format (no model yet), with the key
         request = urllib.request.Request(
             f"http://127.0.0.1:{api_port}/v1/models/churn", headers={"x-api-key": API_KEY}
@@ -163,3 +229,95 @@ def test_sluice_up_starts_in_the_foreground_and_stops_cleanly_on_ctrl_c(tmp_path
         rest, _ = process.communicate(timeout=60)
     assert process.returncode == 0, "".join(lines) + rest
     assert rest.strip().endswith("stopped")
+
+
+def test_two_uploads_in_quick_succession_give_two_runs_whose_promotions_serialize(
+    stack: LocalStack,
+) -> None:
+    # Given a contract, when two uploads land back to back
+    s3 = stack.client("s3")
+    topology = stack.config.topology
+    s3.put_object(Bucket=topology.raw_bucket, Key="churn/contract.json", Body=contract_bytes())
+    for month, seed in (("jan", 5), ("feb", 6)):
+        frame = churn_frame(600, seed=seed, start_id=seed * 1000)
+        s3.put_object(
+            Bucket=topology.raw_bucket, Key=f"churn/data/{month}.csv", Body=csv_bytes(frame)
+        )
+
+    # Then two runs execute, one after the other
+    _wait_for(lambda: len(stack.runs) == 2 and stack.idle(), "two runs", stack)
+    first, second = stack.runs
+    assert first.status == second.status == "SUCCEEDED", (first, second)
+    assert first.path[-1] == "Promoted"
+    # and the second was gated against the model the first promoted, not against nothing
+    registry = DynamoDBRegistry(stack.client("dynamodb"), topology.registry_table)
+    versions = registry.versions("churn")
+    assert [v.version for v in versions] == [1, 2]
+    report = json.loads(
+        s3.get_object(
+            Bucket=topology.artifacts_bucket,
+            Key=versions[1].report_uri.split("/", 3)[3],
+        )["Body"].read()
+    )
+    assert report["champion_note"]["version"] == 1, report["champion_note"]
+    assert report["champion_note"]["scored"], report["champion_note"]
+    # and the registry tells one consistent story: each promotion replaced the live version
+    # its run was evaluated against
+    promotions = [e for e in registry.audit("churn") if e.action == "promoted"]
+    assert [(e.version, e.previous_live) for e in promotions] == (
+        [(1, None), (2, 1)] if second.path[-1] == "Promoted" else [(1, None)]
+    )
+    live = registry.live("churn")
+    assert live is not None and live.version == promotions[-1].version
+
+
+def test_state_survives_a_restart_and_a_pending_run_resumes(
+    tmp_path: Path, environment: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    state_dir = tmp_path / ".sluice"
+    frame = churn_frame(600, seed=8)
+    data = csv_bytes(frame)
+
+    # Given a stack stopped cleanly while a run waited to start (its runner is held back)
+    with monkeypatch.context() as held:
+        held.setattr(LocalStack, "_run_worker", lambda self: None)
+        first = LocalStack(_config(state_dir), log=lambda line: None)
+        first.start()
+        s3 = first.client("s3")
+        topology = first.config.topology
+        s3.put_object(Bucket=topology.raw_bucket, Key="churn/contract.json", Body=contract_bytes())
+        s3.put_object(Bucket=topology.raw_bucket, Key="churn/data/jan.csv", Body=data)
+        _wait_for(lambda: list((state_dir / PENDING_DIR).glob("*.json")), "a pending run", first)
+        first.stop()
+
+    # When it starts again, the uploads are there and the pending run resumes to a live model
+    lines: list[str] = []
+    with LocalStack(_config(state_dir), log=lines.append) as second:
+        assert any(line.startswith("state") and "1 run(s) resumed" in line for line in lines)
+        registry = DynamoDBRegistry(second.client("dynamodb"), topology.registry_table)
+        live = _wait_for(lambda: registry.live("churn"), "the resumed run's model", second)
+        assert not list((state_dir / PENDING_DIR).glob("*.json"))
+        status, metadata = _get(f"{second.api_url}/v1/models/churn/metadata")
+        features = [f["name"] for f in metadata["features"]]
+        instances = json.loads(frame[features].head(3).to_json(orient="records"))
+        url = f"{second.api_url}/v1/models/churn:predict"
+        status, before = _post(url, {"instances": instances}, API_KEY)
+        assert status == 200, before
+
+    # and after another restart the registry, the model and the raw data are as they were
+    lines.clear()
+    with LocalStack(_config(state_dir), log=lines.append) as third:
+        assert any(line.startswith("state") and "restored" in line for line in lines), lines
+        s3 = third.client("s3")
+        registry = DynamoDBRegistry(third.client("dynamodb"), topology.registry_table)
+        assert registry.live("churn") == live
+        assert [e.action for e in registry.audit("churn")][-2:] == ["registered", "promoted"]
+        raw = s3.list_object_versions(Bucket=topology.raw_bucket, Prefix="churn/data/")
+        assert len(raw["Versions"]) == 1
+        body = s3.get_object(Bucket=topology.raw_bucket, Key="churn/data/jan.csv")["Body"]
+        assert body.read() == data
+        url = f"{third.api_url}/v1/models/churn:predict"
+        assert _post(url, {"instances": instances}, API_KEY) == (200, before)
+        # and restoring did not look like a new upload: no second run
+        time.sleep(1)
+        assert third.idle() and third.runs == []

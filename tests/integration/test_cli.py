@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -19,6 +20,7 @@ from functions.shared.storage import S3ObjectStore
 from infra.cli import function_logs_to_stderr, main
 from infra.local.api_gateway import LocalApiGateway
 from infra.local.pipeline import LocalLambdaContext
+from infra.local.stack import PENDING_DIR, RUNS_FILE
 from infra.topology import Topology
 from tests.models import ARTIFACTS, TrainedModel, fixed_now, stage_run
 
@@ -180,3 +182,31 @@ def test_predict_over_http_through_the_local_api_gateway(
         code, _, err = _run(capsys, "predict", "binary", instances, "--url", api.url)
     assert answer["model_version"] == "2" and len(answer["predictions"]) == 3
     assert code == 1 and "Forbidden" in err
+
+
+def test_status_keeps_every_complete_record_and_lists_pending_runs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given history files as a crash mid-append leaves them (a torn last line), and a pending run
+    run = {
+        "name": "churn-abc",
+        "dataset": "churn",
+        "status": "SUCCEEDED",
+        "path": ["Train", "Promoted"],
+        "error": None,
+        "cause": None,
+        "states_seconds": {},
+        "started_at": "2026-11-22T00:00:00+00:00",
+        "seconds": 1.5,
+        "decision": None,
+    }
+    (tmp_path / RUNS_FILE).write_text(json.dumps(run) + '\n{"name": "churn-to')
+    (tmp_path / PENDING_DIR).mkdir()
+    (tmp_path / PENDING_DIR / "1700000000000000000-churn-def.json").write_text("{}")
+
+    assert main(["status", "--state-dir", str(tmp_path), "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert [r["name"] for r in listed["runs"]] == ["churn-abc"]
+    assert listed["pending"] == ["churn-def"]
+    assert main(["status", "--state-dir", str(tmp_path)]) == 0
+    assert "pending  churn-def" in capsys.readouterr().out
