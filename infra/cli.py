@@ -73,6 +73,12 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--api-port", type=int, default=None, help="API port (8080)")
     up.add_argument("--api-key", default=None, help="the API key clients must send")
     up.add_argument("--state-dir", type=Path, default=Path(".sluice"), help="(default .sluice)")
+    up.add_argument(
+        "--tls",
+        action="store_true",
+        help="serve the API over HTTPS with a certificate generated in <state dir>/tls "
+        "(clients trust cert.pem: curl --cacert)",
+    )
     up.set_defaults(run=_up)
 
     status = commands.add_parser(
@@ -120,6 +126,9 @@ def _parser() -> argparse.ArgumentParser:
         "against the stage's registry and buckets",
     )
     predict.add_argument("--api-key", help="x-api-key header for --url")
+    predict.add_argument(
+        "--cacert", type=Path, help="CA file to trust for an https --url (sluice up --tls)"
+    )
     predict.set_defaults(run=_predict)
     return parser
 
@@ -149,6 +158,7 @@ def _up(args: argparse.Namespace) -> int:
     import signal
     import threading
 
+    from infra.local.snapshot import SnapshotError
     from infra.local.stack import LOCAL_FILE, LocalStack, StackConfig
 
     defaults = StackConfig()
@@ -157,13 +167,14 @@ def _up(args: argparse.Namespace) -> int:
         api_port=args.api_port or defaults.api_port,
         api_key=args.api_key or defaults.api_key,
         state_dir=args.state_dir,
+        tls=args.tls,
     )
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
         stack = LocalStack(config, log=lambda line: print(line, flush=True))
         stack.start()
-    except OSError as exc:
+    except (OSError, SnapshotError) as exc:
         raise UsageError(f"cannot start the local stack: {exc}") from None
     print(f"ready    endpoints in {config.state_dir / LOCAL_FILE}; Ctrl-C stops", flush=True)
     with suppress(KeyboardInterrupt):  # Ctrl-C is the way to stop
@@ -384,7 +395,7 @@ def _predict(args: argparse.Namespace) -> int:
         path += f"/versions/{args.version}"
     path += ":predict"
     if args.url:
-        status, answer = _post(args.url.rstrip("/") + path, body, args.api_key)
+        status, answer = _post(args.url.rstrip("/") + path, body, args.api_key, args.cacert)
     else:
         status, answer = _predict_in_process(args, path, body)
     if args.json or status != 200:
@@ -396,13 +407,16 @@ def _predict(args: argparse.Namespace) -> int:
     return EXIT_OK if status == 200 else EXIT_FAILED
 
 
-def _post(url: str, body: bytes, api_key: str | None) -> tuple[int, Any]:
+def _post(url: str, body: bytes, api_key: str | None, cacert: Path | None) -> tuple[int, Any]:
+    import ssl
+
     headers = {"content-type": "application/json"}
     if api_key:
         headers["x-api-key"] = api_key
     request = urllib.request.Request(url, data=body, headers=headers, method="POST")
+    context = ssl.create_default_context(cafile=cacert) if cacert else None
     try:
-        with urllib.request.urlopen(request, timeout=30) as response:
+        with urllib.request.urlopen(request, timeout=30, context=context) as response:
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as error:
         try:

@@ -4,11 +4,18 @@ proxy event API Gateway would send, the proxy response written back as HTTP.
 Like API Gateway with an API key required, a request without the configured ``x-api-key`` gets
 403 ``{"message": "Forbidden"}`` before the function runs; bodies over API Gateway's 10 MB
 payload limit get 413 without being read.
+
+With an ``ssl_context`` (e.g. ``local_certificate(...).server_context()`` from
+:mod:`infra.local.tls`) it serves HTTPS instead. Each connection's TLS handshake happens in that
+connection's own thread, so a client that stalls, fails verification or speaks plain HTTP fails
+only itself; a plain-HTTP request gets a 400 naming the ``https://`` URL to use.
 """
 
 from __future__ import annotations
 
 import json
+import socket
+import ssl
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -18,6 +25,8 @@ from urllib.parse import urlsplit
 from infra.local.apigw import read_response, rest_event
 
 MAX_PAYLOAD_BYTES = 10 * 1024 * 1024
+HANDSHAKE_SECONDS = 10.0
+_TLS_HANDSHAKE_RECORD = b"\x16"  # the first byte a TLS client sends
 LambdaHandler = Callable[[dict[str, Any], Any], dict[str, Any]]
 
 
@@ -32,17 +41,16 @@ class LocalApiGateway:
         host: str = "127.0.0.1",
         port: int = 0,
         api_key: str | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
-        self._server = ThreadingHTTPServer(
-            (host, port), _request_handler(handler, context, api_key)
+        self._server = _Server(
+            (host, port), _request_handler(handler, context, api_key), ssl_context
         )
-        self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
     @property
     def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
+        return self._server.url
 
     def __enter__(self) -> LocalApiGateway:
         self._thread.start()
@@ -52,6 +60,77 @@ class LocalApiGateway:
         self._server.shutdown()
         self._server.server_close()
         self._thread.join()
+
+
+class _Server(ThreadingHTTPServer):
+    """One thread per connection; with a TLS context, each thread does its own handshake."""
+
+    daemon_threads = True
+
+    def __init__(
+        self,
+        address: tuple[str, int],
+        handler_class: type[BaseHTTPRequestHandler],
+        ssl_context: ssl.SSLContext | None,
+    ) -> None:
+        self.ssl_context = ssl_context
+        super().__init__(address, handler_class)
+
+    @property
+    def url(self) -> str:
+        host, port = self.server_address[:2]
+        scheme = "http" if self.ssl_context is None else "https"
+        return f"{scheme}://{host!s}:{port}"
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        """Runs in the connection's thread (the listening socket stays plain, so accepting
+        never blocks on, or fails with, one client's handshake)."""
+        if self.ssl_context is None:
+            super().finish_request(request, client_address)
+            return
+        secure = self._handshake(request, self.ssl_context)
+        if secure is None:
+            return
+        try:
+            super().finish_request(secure, client_address)
+        finally:
+            self.shutdown_request(secure)
+
+    def _handshake(
+        self, connection: socket.socket, context: ssl.SSLContext
+    ) -> ssl.SSLSocket | None:
+        """The connection as TLS, or None (and the connection answered or dropped) if the client
+        does not complete a handshake within ``HANDSHAKE_SECONDS``."""
+        connection.settimeout(HANDSHAKE_SECONDS)
+        try:
+            first = connection.recv(1, socket.MSG_PEEK)
+            if first != _TLS_HANDSHAKE_RECORD:
+                if first:  # not TLS: most likely plain HTTP to an https:// port
+                    self._refuse_plain_http(connection)
+                return None
+            secure = context.wrap_socket(
+                connection, server_side=True, do_handshake_on_connect=False
+            )
+        except OSError:
+            return None
+        try:
+            secure.do_handshake()
+        except OSError:  # ssl.SSLError (bad client, untrusted certificate), timeouts, resets
+            secure.close()
+            return None
+        secure.settimeout(None)
+        return secure
+
+    def _refuse_plain_http(self, connection: socket.socket) -> None:
+        body = json.dumps({"message": f"This endpoint serves HTTPS: use {self.url}"}).encode()
+        head = (
+            "HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\n"
+            f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
+        )
+        # Read the request head first: closing with it unread would reset the connection,
+        # and the client could lose the answer.
+        connection.recv(65536)
+        connection.sendall(head.encode() + body)
 
 
 def _request_handler(

@@ -38,6 +38,7 @@ from infra.local.api_gateway import LocalApiGateway
 from infra.local.pipeline import LocalLambdaContext, run_pipeline, use_endpoint
 from infra.local.resources import LocalResources, provision, receive_upload_events
 from infra.local.snapshot import Snapshots, write_atomically
+from infra.local.tls import DEFAULT_HOSTS, LocalCertificate, local_certificate
 from infra.topology import LOCAL_API_PORT, LOCAL_AWS_PORT, Topology
 
 HANDLER_ATTEMPTS = 3
@@ -47,6 +48,7 @@ DEAD_LETTER_FILE = "dead-letter.jsonl"
 RUNS_FILE = "runs.jsonl"
 UPLOADS_FILE = "uploads.jsonl"
 PENDING_DIR = "pending-runs"
+TLS_DIR = "tls"
 SNAPSHOT_SECONDS = 5.0
 
 
@@ -58,6 +60,7 @@ class StackConfig:
     api_port: int = LOCAL_API_PORT
     api_key: str = "sluice-local-key"
     state_dir: Path = Path(".sluice")
+    tls: bool = False  # HTTPS for the API, with a certificate generated in <state dir>/tls
 
 
 @dataclass
@@ -91,6 +94,7 @@ class LocalStack:
         self._api: LocalApiGateway | None = None
         self._resources: LocalResources | None = None
         self._snapshots: Snapshots | None = None
+        self.certificate: LocalCertificate | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -144,15 +148,22 @@ class LocalStack:
         )
         from functions.inference import handler as inference
 
+        self.certificate = (
+            local_certificate(self.config.state_dir / TLS_DIR, _certificate_hosts(self.config.host))
+            if self.config.tls
+            else None
+        )
         self._api = LocalApiGateway(
             inference.lambda_handler,
             lambda: LocalLambdaContext.for_function(topology, "inference"),
             host=self.config.host,
             port=self.config.api_port,
             api_key=self.config.api_key,
+            ssl_context=self.certificate.server_context() if self.certificate else None,
         )
         self._api.__enter__()
-        self.log(f"api      {self._api.url} (x-api-key required)")
+        trust = f"; trust {self.certificate.cert_path}" if self.certificate else ""
+        self.log(f"api      {self._api.url} (x-api-key required{trust})")
         workers = (
             (self._route_events, "router"),
             (self._run_worker, "runner"),
@@ -317,6 +328,7 @@ class LocalStack:
             "aws_endpoint_url": self.endpoint,
             "api_url": self.api_url,
             "api_key": self.config.api_key,
+            "api_ca_bundle": str(self.certificate.cert_path) if self.certificate else None,
             "region": topology.region,
             "stage": topology.stage,
             "raw_bucket": topology.raw_bucket,
@@ -350,6 +362,10 @@ def read_history(state_dir: Path, name: str) -> list[dict[str, Any]]:
 def pending_runs(state_dir: Path) -> list[str]:
     """Names of the runs journaled but not finished: they resume on the next start."""
     return [p.stem.split("-", 1)[1] for p in sorted((state_dir / PENDING_DIR).glob("*.json"))]
+
+
+def _certificate_hosts(host: str) -> tuple[str, ...]:
+    return DEFAULT_HOSTS if host in DEFAULT_HOSTS else (*DEFAULT_HOSTS, host)
 
 
 def _now() -> str:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import ssl
 import time
 import urllib.error
 import urllib.request
@@ -193,6 +194,7 @@ def test_sluice_up_starts_in_the_foreground_and_stops_cleanly_on_ctrl_c(tmp_path
             API_KEY,
             "--state-dir",
             str(tmp_path),
+            "--tls",
         ],
         cwd=Path(__file__).resolve().parents[2],
         stdout=subprocess.PIPE,
@@ -215,15 +217,39 @@ def test_sluice_up_starts_in_the_foreground_and_stops_cleanly_on_ctrl_c(tmp_path
             "router",
             "ready",
         ]
-        # The API answers in our JSON format (no model yet), with the key
+        # The API answers over HTTPS, trusted through the CA file local.json names, in our JSON
+        # format (no model yet), with the key
+        local = json.loads((tmp_path / LOCAL_FILE).read_text())
+        assert local["api_url"] == f"https://127.0.0.1:{api_port}"
+        trusted = ssl.create_default_context(cafile=local["api_ca_bundle"])
         request = urllib.request.Request(
-            f"http://127.0.0.1:{api_port}/v1/models/churn", headers={"x-api-key": API_KEY}
+            f"{local['api_url']}/v1/models/churn", headers={"x-api-key": API_KEY}
         )
         with pytest.raises(urllib.error.HTTPError) as missing:
-            urllib.request.urlopen(request, timeout=10)
+            urllib.request.urlopen(request, timeout=10, context=trusted)
         assert missing.value.code == 404
         assert json.loads(missing.value.read())["code"] == "model_not_found"
-        assert json.loads((tmp_path / LOCAL_FILE).read_text())["api_url"].endswith(str(api_port))
+        # and `sluice predict --url --cacert` reaches it
+        code = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "infra.cli",
+                "predict",
+                "churn",
+                '[{"tenure": 3}]',
+                "--url",
+                local["api_url"],
+                "--api-key",
+                API_KEY,
+                "--cacert",
+                local["api_ca_bundle"],
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert code.returncode == 1 and "model_not_found" in code.stderr, code.stderr
     finally:
         process.send_signal(signal.SIGINT)
         rest, _ = process.communicate(timeout=60)
