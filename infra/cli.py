@@ -146,8 +146,11 @@ def _demo(args: argparse.Namespace) -> int:
     dataset = args.dataset or ("churn" if args.data is None else data.stem)
     if not DATASET_NAME.match(dataset):
         raise UsageError(f"dataset name '{dataset}' must match {DATASET_NAME.pattern} (--dataset)")
+    # The stack's own lines as they happen: with the story on stdout, or out of the way of JSON
+    stream = sys.stderr if args.json else sys.stdout
     result = run_demo(
-        DemoInputs(data=data, contract=contract, dataset=dataset, worse_upload=not args.skip_worse)
+        DemoInputs(data=data, contract=contract, dataset=dataset, worse_upload=not args.skip_worse),
+        log=lambda line: print(line, file=stream, flush=True),
     )
     print(json.dumps(result, indent=2, default=str) if args.json else render(result))
     first = result["first"]

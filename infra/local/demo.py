@@ -1,10 +1,14 @@
-"""``sluice demo``: the whole chain on one machine, in one process, under moto, with real clients.
+"""``sluice demo``: the local stack started, used only through real clients, and stopped.
 
-Upload a contract and a CSV with boto3 → S3 emits the EventBridge event → the preprocess handler
-builds a dataset version and starts a run → the pipeline definition (the same ASL file CDK
-deploys) runs: the local SageMaker runner trains (candidates → best → ONNX → parity), evaluate
-scores challenger and champion, the gate decides, promote or reject updates the registry →
-predictions come back through the inference handler from API Gateway events.
+``LocalStack`` (what ``sluice up`` runs) starts on free loopback ports with a throwaway state
+directory. The demo uploads the contract and the CSV with boto3 to its AWS endpoint; from there
+the stack's own machinery does the work: S3 emits the EventBridge event, the router hands it to
+the preprocess handler, which builds a dataset version and starts a run; the run worker executes
+the pipeline definition (the same ASL file CDK deploys): the local SageMaker runner trains
+(candidates → best → ONNX → parity), evaluate scores challenger and champion, the gate decides,
+promote or reject updates the registry. The demo waits for the model to answer over HTTP, asks
+the API for predictions with the API key, and reads the model card and the evaluation report
+back from S3 to tell the story.
 
 Then, unless told not to, a deliberately worse version of the same data (its labels shuffled)
 is uploaded, and the demo shows the gate refusing it while the first model keeps serving.
@@ -16,33 +20,37 @@ import csv
 import io
 import json
 import os
+import socket
+import ssl
+import sys
+import tempfile
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import boto3
 import numpy as np
-from moto import mock_aws
 
 from functions.shared import layout
 from functions.shared.contract import FeatureKind
 from functions.shared.features import NULL_TOKENS, FeatureSpec
 from functions.shared.model_card import ModelCard
-from functions.shared.orchestration import RunInput
 from functions.shared.registry import ModelRegistry
 from functions.shared.registry_dynamodb import DynamoDBRegistry
 from functions.shared.storage import S3ObjectStore, parse_s3_uri, s3_uri
-from infra.local.apigw import read_response, rest_event
-from infra.local.pipeline import LocalLambdaContext, run_pipeline, use_endpoint
-from infra.local.resources import provision, receive_upload_events
+from infra.local.stack import UPLOADS_FILE, LocalStack, RunRecord, StackConfig, read_history
 from infra.topology import Topology
 
 SAMPLE = Path(__file__).resolve().parents[2] / "samples" / "churn"
 PREDICTION_ROWS = 3
 SHUFFLE_SEED = 7
+DEMO_API_KEY = "sluice-demo-key"
+WAIT_SECONDS = 600.0
+POLL_SECONDS = 0.1
 
 
 class DemoError(RuntimeError):
@@ -57,71 +65,75 @@ class DemoInputs:
     worse_upload: bool = True
 
 
-def run_demo(inputs: DemoInputs) -> dict[str, Any]:
-    topology = Topology(stage="demo")
-    _quiet_functions()  # before use_endpoint imports the handlers: Powertools reads it then
+def run_demo(
+    inputs: DemoInputs, *, log: Callable[[str], None] = lambda line: print(line, file=sys.stderr)
+) -> dict[str, Any]:
+    """``log`` receives the stack's own lines (components, uploads, runs) as they happen."""
+    _demo_environment()  # before the stack imports the handlers: Powertools reads it then
     contract = json.loads(inputs.contract.read_bytes())
-    with mock_aws():
-        use_endpoint(topology, None)  # the demo's AWS is moto, patched into this process
-
-        def clients(service: str) -> Any:
-            return boto3.client(service, region_name=topology.region)
-
-        resources = provision(clients, topology)
-        chain = _Chain(topology, clients, lambda: receive_upload_events(clients, resources))
-        chain.s3.put_object(
-            Bucket=topology.raw_bucket,
-            Key=layout.contract_key(inputs.dataset),
-            Body=inputs.contract.read_bytes(),
+    with tempfile.TemporaryDirectory(prefix="sluice-demo-") as state_dir:
+        config = StackConfig(
+            topology=Topology(stage="demo"),
+            aws_port=_free_port(),
+            api_port=_free_port(),
+            api_key=DEMO_API_KEY,
+            state_dir=Path(state_dir),
         )
-        data_key = f"{layout.data_prefix(inputs.dataset)}{inputs.data.name}"
-        result: dict[str, Any] = {"dataset": inputs.dataset}
-        result["first"] = chain.upload_and_run(data_key, inputs.data.read_bytes())
-        if result["first"].get("live_version") is None or not inputs.worse_upload:
-            return result
-        worse = _shuffled_labels(inputs.data.read_bytes(), contract["target"])
-        result["second"] = chain.upload_and_run(
-            data_key, worse, note=f"the same rows with the '{contract['target']}' column shuffled"
-        )
+        try:
+            with LocalStack(config, log=lambda line: log(f"stack  {line}")) as stack:
+                return _drive(stack, inputs, contract)
+        finally:
+            log("stack  stopped")
+
+
+def _drive(stack: LocalStack, inputs: DemoInputs, contract: dict[str, Any]) -> dict[str, Any]:
+    chain = _Chain(stack)
+    stack.client("s3").put_object(
+        Bucket=stack.config.topology.raw_bucket,
+        Key=layout.contract_key(inputs.dataset),
+        Body=inputs.contract.read_bytes(),
+    )
+    data_key = f"{layout.data_prefix(inputs.dataset)}{inputs.data.name}"
+    result: dict[str, Any] = {
+        "dataset": inputs.dataset,
+        "stack": {"aws_endpoint_url": stack.endpoint, "api_url": stack.api_url},
+    }
+    result["first"] = chain.upload_and_run(inputs.dataset, data_key, inputs.data.read_bytes())
+    if result["first"].get("live_version") is None or not inputs.worse_upload:
         return result
+    worse = _shuffled_labels(inputs.data.read_bytes(), contract["target"])
+    note = f"the same rows with the '{contract['target']}' column shuffled"
+    result["second"] = chain.upload_and_run(inputs.dataset, data_key, worse, note=note)
+    return result
 
 
 class _Chain:
-    """One upload through every step, reporting what each step did and how long it took."""
+    """One upload through the stack, reporting what each step did and how long it took. The
+    demo only watches: boto3 against the endpoint, HTTP against the API, the history files."""
 
-    def __init__(
-        self,
-        topology: Topology,
-        clients: Callable[[str], Any],
-        drain: Callable[[], list[dict[str, Any]]],
-    ) -> None:
-        self.topology = topology
-        self.s3 = clients("s3")
-        self.sfn = clients("stepfunctions")
+    def __init__(self, stack: LocalStack) -> None:
+        self.stack = stack
+        self.topology = stack.config.topology
+        self.s3 = stack.client("s3")
         self.store = S3ObjectStore(self.s3)
         self.registry: ModelRegistry = DynamoDBRegistry(
-            clients("dynamodb"), topology.registry_table
+            stack.client("dynamodb"), self.topology.registry_table
         )
-        self.drain = drain
-        self.sample_rows: list[dict[str, str]] = []
+        self.sample_rows: list[dict[str, Any]] = []
 
-    def upload_and_run(self, key: str, data: bytes, *, note: str = "") -> dict[str, Any]:
-        from functions.inference import handler as inference
-        from functions.preprocess import handler as preprocess
-
+    def upload_and_run(
+        self, dataset: str, key: str, data: bytes, *, note: str = ""
+    ) -> dict[str, Any]:
         steps: dict[str, float] = {}
         report: dict[str, Any] = {"upload": s3_uri(self.topology.raw_bucket, key)}
         if note:
             report["note"] = note
+        seen = len(read_history(self.stack.config.state_dir, UPLOADS_FILE))
         with _timed(steps, "upload"):
             self.s3.put_object(Bucket=self.topology.raw_bucket, Key=key, Body=data)
-            events = [e for e in self.drain() if e["detail"]["object"]["key"] == key]
-        if len(events) != 1:
-            raise DemoError(f"expected one upload event for {key}, got {len(events)}")
         with _timed(steps, "preprocess"):
-            outcome = preprocess.lambda_handler(
-                events[0], LocalLambdaContext.for_function(self.topology, "preprocess")
-            )["outcomes"][0]
+            record = self._wait(lambda: self._upload_outcome(seen, key), f"the outcome of {key}")
+        outcome = {k: v for k, v in record.items() if k not in ("at", "key")}
         report["preprocess"] = outcome
         if outcome["status"] != "started":
             if outcome.get("report_key"):
@@ -131,29 +143,27 @@ class _Chain:
             report["steps_seconds"] = steps
             return report
 
-        execution = self.sfn.describe_execution(executionArn=outcome["run_id"])
-        run_input = RunInput.model_validate_json(execution["input"])
         with _timed(steps, "pipeline"):
-            run = run_pipeline(self.topology, run_input, self.store)
+            run = self._wait(lambda: self._run(outcome["run_name"]), f"run {outcome['run_name']}")
         report["run"] = {
             "name": run.name,
             "status": run.status,
             "path": run.path,
             "error": run.error,
             "cause": run.cause,
-            "states_seconds": {e.name: round(e.duration_seconds, 3) for e in run.history},
+            "states_seconds": run.states_seconds,
         }
-        mine = [
-            v for v in self.registry.versions(run_input.dataset) if v.run_name == run_input.run_name
-        ]
+        mine = [v for v in self.registry.versions(dataset) if v.run_name == run.name]
         report["model_version"] = mine[-1].version if mine else None
         if mine:
-            record = mine[-1]
+            version_record = mine[-1]
             card = ModelCard.model_validate_json(
-                self.store.get_bytes(*parse_s3_uri(record.card_uri))
+                self.store.get_bytes(*parse_s3_uri(version_record.card_uri))
             )
-            evaluation_report = json.loads(self.store.get_bytes(*parse_s3_uri(record.report_uri)))
-            report["model_status"] = record.status.value
+            evaluation_report = json.loads(
+                self.store.get_bytes(*parse_s3_uri(version_record.report_uri))
+            )
+            report["model_status"] = version_record.status.value
             report["model_card"] = json.loads(card.model_dump_json())
             report["evaluation"] = {
                 "test_rows": evaluation_report["test_rows"],
@@ -165,34 +175,72 @@ class _Chain:
             }
             if not self.sample_rows:
                 self.sample_rows = _sample_rows(data, card)
-        live = self.registry.live(run_input.dataset)
+        live = self.registry.live(dataset)
         report["live_version"] = live.version if live else None
         if live is not None and self.sample_rows:
-            with _timed(steps, "predict"):
-                report["predictions"] = _predict(
-                    inference.lambda_handler, self.topology, run_input.dataset, self.sample_rows
+            with _timed(steps, "live over HTTP"):
+                self._wait(
+                    lambda: self._serving(dataset) == str(live.version),
+                    f"the API to serve version {live.version}",
                 )
+            with _timed(steps, "predict over HTTP"):
+                report["predictions"] = self._predict(dataset, self.sample_rows)
         report["steps_seconds"] = steps
         return report
 
+    def _upload_outcome(self, seen: int, key: str) -> dict[str, Any] | None:
+        records = read_history(self.stack.config.state_dir, UPLOADS_FILE)[seen:]
+        return next((r for r in records if r.get("key") == key), None)
 
-def _predict(
-    handler: Callable[[dict[str, Any], Any], dict[str, Any]],
-    topology: Topology,
-    dataset: str,
-    rows: list[dict[str, Any]],
-) -> dict[str, Any]:
-    event = rest_event(
-        "POST",
-        f"/v1/models/{dataset}:predict",
-        body=json.dumps({"instances": rows}),
-        headers={"content-type": "application/json"},
-    )
-    response = read_response(handler(event, LocalLambdaContext.for_function(topology, "inference")))
-    if response.status != 200:
-        raise DemoError(f"predict answered {response.status}: {response.body.decode()[:500]}")
-    answer: dict[str, Any] = response.json()
-    return {"instances": rows, **answer}
+    def _run(self, name: str) -> RunRecord | None:
+        return next((r for r in self.stack.runs if r.name == name), None)
+
+    def _serving(self, dataset: str) -> str | None:
+        """The version ``GET /v1/models/{dataset}`` reports AVAILABLE, if any."""
+        status, body = self._http("GET", f"/v1/models/{dataset}")
+        if status != 200:
+            return None
+        available = [v for v in body["model_version_status"] if v["state"] == "AVAILABLE"]
+        return str(available[0]["version"]) if available else None
+
+    def _predict(self, dataset: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
+        status, answer = self._http("POST", f"/v1/models/{dataset}:predict", {"instances": rows})
+        if status != 200:
+            raise DemoError(f"predict answered {status}: {json.dumps(answer)[:500]}")
+        return {"instances": rows, **answer}
+
+    def _http(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        headers = {"x-api-key": self.stack.config.api_key, "content-type": "application/json"}
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(
+            self.stack.api_url + path, data=data, headers=headers, method=method
+        )
+        context = (
+            ssl.create_default_context(cafile=self.stack.certificate.cert_path)
+            if self.stack.certificate
+            else None
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=30, context=context) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as error:
+            return error.code, json.loads(error.read() or b"null")
+
+    def _wait(self, condition: Callable[[], Any], what: str) -> Any:
+        deadline = time.monotonic() + WAIT_SECONDS
+        while time.monotonic() < deadline:
+            value = condition()
+            if value:
+                return value
+            time.sleep(POLL_SECONDS)
+        raise DemoError(f"gave up after {WAIT_SECONDS:.0f} s waiting for {what}")
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
 
 
 def _sample_rows(data: bytes, card: ModelCard) -> list[dict[str, Any]]:
@@ -237,6 +285,17 @@ def _shuffled_labels(data: bytes, target: str) -> bytes:
     return out.getvalue().encode()
 
 
+def _rounded(value: Any) -> Any:
+    """Figures as a person reads them: four decimals."""
+    if isinstance(value, float):
+        return round(value, 4)
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_rounded(v) for v in value]
+    return value
+
+
 @contextmanager
 def _timed(steps: dict[str, float], name: str) -> Iterator[None]:
     started = time.perf_counter()
@@ -246,19 +305,27 @@ def _timed(steps: dict[str, float], name: str) -> Iterator[None]:
         steps[name] = round(time.perf_counter() - started, 3)
 
 
-def _quiet_functions() -> None:
-    """A demo prints its own story: function logs at WARNING, no metrics, no tracing."""
+def _demo_environment() -> None:
+    """A demo prints its own story: function logs at WARNING, no metrics, no tracing; and its
+    API re-reads the live pointer every second rather than every 5 s, so a promotion shows at
+    once (a setting of the inference function, as on AWS)."""
     for name, value in {
         "POWERTOOLS_TRACE_DISABLED": "true",
         "POWERTOOLS_LOG_LEVEL": "WARNING",
         "POWERTOOLS_METRICS_DISABLED": "true",
+        "MODEL_CACHE_TTL_SECONDS": "1",
     }.items():
         os.environ.setdefault(name, value)
 
 
 def render(result: dict[str, Any]) -> str:
     """The demo's result for a person: what happened, step by step, with the figures."""
-    lines = [f"sluice demo — dataset '{result['dataset']}'"]
+    stack = result["stack"]
+    lines = [
+        f"sluice demo — dataset '{result['dataset']}'",
+        f"local stack: AWS endpoint {stack['aws_endpoint_url']}, API {stack['api_url']} "
+        "(uploads with boto3, predictions over HTTP with the API key)",
+    ]
     lines += _render_upload("1. first upload", result["first"])
     if "second" in result:
         lines.append("")
@@ -345,7 +412,7 @@ def _render_upload(title: str, step: dict[str, Any]) -> list[str]:
             predictions["instances"], predictions["predictions"], strict=True
         ):
             shown_in = ", ".join(f"{k}={v}" for k, v in list(instance.items())[:4])
-            lines.append(f"    {{{shown_in}, …}} → {json.dumps(prediction)}")
+            lines.append(f"    {{{shown_in}, …}} → {json.dumps(_rounded(prediction))}")
     steps = step.get("steps_seconds", {})
     lines.append("  timings: " + ", ".join(f"{k} {v:.2f} s" for k, v in steps.items()))
     states = (step.get("run") or {}).get("states_seconds") or {}

@@ -15,7 +15,12 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def sluice(*args: str) -> tuple[int, str]:
-    done = subprocess.run(
+    done = _run(*args)
+    return done.returncode, done.stdout + done.stderr
+
+
+def _run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
         [sys.executable, "-m", "infra.cli", *args],
         cwd=REPO,
         capture_output=True,
@@ -23,13 +28,14 @@ def sluice(*args: str) -> tuple[int, str]:
         timeout=300,
         check=False,
     )
-    return done.returncode, done.stdout + done.stderr
 
 
 def demo_json(*args: str) -> dict[str, Any]:
-    code, out = sluice("demo", "--json", *args)
-    assert code == 0, out
-    result: dict[str, Any] = json.loads(out)
+    """The JSON on stdout; the stack's own lines go to stderr."""
+    done = _run("demo", "--json", *args)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "stack  stopped" in done.stderr.splitlines()
+    result: dict[str, Any] = json.loads(done.stdout)
     return result
 
 
@@ -37,7 +43,11 @@ def test_the_bundled_sample_goes_live_and_the_worse_upload_is_refused() -> None:
     # When a user runs `make demo`'s command on the bundled sample
     result = demo_json()
 
-    # Then the first run trains, passes parity and the gate, and version 1 goes live
+    # Then it ran on a local stack on loopback, reached only through its endpoint and its API
+    assert result["stack"]["aws_endpoint_url"].startswith("http://127.0.0.1:")
+    assert result["stack"]["api_url"].startswith("http://127.0.0.1:")
+
+    # and the first run trains, passes parity and the gate, and version 1 goes live
     first = result["first"]
     assert first["preprocess"]["rows"]["duplicates_dropped"] == 40
     assert first["run"]["status"] == "SUCCEEDED"
