@@ -6,8 +6,13 @@ from __future__ import annotations
 
 import json
 import os
+import queue
+import signal
 import socket
 import ssl
+import subprocess
+import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -15,6 +20,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import boto3
 import pytest
 
 from functions.shared.registry_dynamodb import DynamoDBRegistry
@@ -22,6 +28,7 @@ from infra.cli import main
 from infra.local.stack import (
     LOCAL_FILE,
     PENDING_DIR,
+    RUNS_FILE,
     UPLOADS_FILE,
     LocalStack,
     StackConfig,
@@ -175,41 +182,11 @@ def test_an_upload_becomes_a_live_model_answering_over_http(
 
 
 def test_sluice_up_starts_in_the_foreground_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
-    import signal
-    import subprocess
-    import sys
-
-    aws_port, api_port = _free_port(), _free_port()
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "infra.cli",
-            "up",
-            "--aws-port",
-            str(aws_port),
-            "--api-port",
-            str(api_port),
-            "--api-key",
-            API_KEY,
-            "--state-dir",
-            str(tmp_path),
-            "--tls",
-        ],
-        cwd=Path(__file__).resolve().parents[2],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    assert process.stdout is not None
-    lines: list[str] = []
+    up = SluiceUp(tmp_path, _free_port(), (api_port := _free_port()), "--tls")
     try:
         # One line per component, then "ready"
-        for line in process.stdout:
-            lines.append(line)
-            if line.startswith("ready"):
-                break
-        assert [line.split()[0] for line in lines] == [
+        up.read_until(_said("ready"))
+        assert [line.split()[0] for line in up.lines] == [
             "aws",
             "resources",
             "state",
@@ -251,9 +228,8 @@ def test_sluice_up_starts_in_the_foreground_and_stops_cleanly_on_ctrl_c(tmp_path
         )
         assert code.returncode == 1 and "model_not_found" in code.stderr, code.stderr
     finally:
-        process.send_signal(signal.SIGINT)
-        rest, _ = process.communicate(timeout=60)
-    assert process.returncode == 0, "".join(lines) + rest
+        rest = up.interrupt()
+    assert up.process.returncode == 0, up.said + rest
     assert rest.strip().endswith("stopped")
 
 
@@ -347,3 +323,114 @@ def test_state_survives_a_restart_and_a_pending_run_resumes(
         # and restoring did not look like a new upload: no second run
         time.sleep(1)
         assert third.idle() and third.runs == []
+
+
+class SluiceUp:
+    """``sluice up`` in a subprocess, as a user runs it; its lines are read on a thread so that a
+    wait can give up at a deadline rather than hang."""
+
+    def __init__(self, state_dir: Path, aws_port: int, api_port: int, *flags: str) -> None:
+        command = [
+            sys.executable, "-m", "infra.cli", "up",
+            "--aws-port", str(aws_port), "--api-port", str(api_port),
+            "--api-key", API_KEY, "--state-dir", str(state_dir), *flags,
+        ]  # fmt: skip
+        self.process = subprocess.Popen(
+            command,
+            cwd=Path(__file__).resolve().parents[2],
+            env={**os.environ, "POWERTOOLS_LOG_LEVEL": "WARNING"},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self.lines: list[str] = []
+        self._arrived: queue.Queue[str | None] = queue.Queue()
+        threading.Thread(target=self._pump, daemon=True).start()
+
+    def _pump(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self._arrived.put(line)
+        self._arrived.put(None)
+
+    def read_until(self, done: Callable[[list[str]], bool]) -> None:
+        deadline = time.monotonic() + WAIT_SECONDS
+        while not done(self.lines):
+            try:
+                line = self._arrived.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                raise AssertionError(f"timed out; sluice up said:\n{self.said}") from None
+            if line is None:
+                raise AssertionError(f"sluice up ended early:\n{self.said}")
+            self.lines.append(line)
+
+    @property
+    def said(self) -> str:
+        return "".join(self.lines)
+
+    def interrupt(self) -> str:
+        """Ctrl-C; the rest of what it says."""
+        self.process.send_signal(signal.SIGINT)
+        self.process.wait(timeout=60)
+        rest = []
+        while (line := self._arrived.get(timeout=10)) is not None:
+            rest.append(line)
+        return "".join(rest)
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.wait(timeout=30)
+
+
+def _said(prefix: str, times: int = 1) -> Callable[[list[str]], bool]:
+    return lambda lines: sum(line.startswith(prefix) for line in lines) >= times
+
+
+def test_a_crash_mid_run_loses_nothing_saved_and_the_run_resumes(tmp_path: Path) -> None:
+
+    aws_port, api_port = _free_port(), _free_port()
+    topology = Topology(stage="local")
+    frame = churn_frame(3000, seed=9)
+
+    # Given `sluice up` killed with SIGKILL while a run trains, after the upload was saved
+    up = SluiceUp(tmp_path, aws_port, api_port)
+    try:
+        up.read_until(_said("ready"))
+        endpoint = f"http://127.0.0.1:{aws_port}"
+        s3 = boto3.client("s3", endpoint_url=endpoint, region_name=topology.region)
+        s3.put_object(Bucket=topology.raw_bucket, Key="churn/contract.json", Body=contract_bytes())
+        s3.put_object(Bucket=topology.raw_bucket, Key="churn/data/jan.csv", Body=csv_bytes(frame))
+        up.read_until(_said("run "))  # "run <name> started"
+        index = tmp_path / "state" / "index.json"
+        deadline = time.monotonic() + 30
+        while "manifest.json" not in (index.read_text() if index.is_file() else ""):
+            assert time.monotonic() < deadline, "the dataset version was never saved"
+            time.sleep(0.02)
+    finally:
+        up.kill()
+    assert "SUCCEEDED" not in up.said, "the run ended before the crash"
+    assert list((tmp_path / PENDING_DIR).glob("*.json"))
+
+    # When it starts again
+    up = SluiceUp(tmp_path, aws_port, api_port)
+    try:
+        up.read_until(_said("ready"))
+        # Then the run resumes from its first state and its model goes live
+        assert "1 run(s) resumed" in up.said, up.said
+        up.read_until(_said("run ", times=2))  # started, then its outcome
+        [outcome] = [line for line in up.lines if line.startswith("run ") and "started" not in line]
+        assert "SUCCEEDED" in outcome and outcome.rstrip().endswith("Promoted"), outcome
+        status, described = _get(f"http://127.0.0.1:{api_port}/v1/models/churn")
+        deadline = time.monotonic() + 30
+        while status != 200 and time.monotonic() < deadline:
+            time.sleep(0.5)
+            status, described = _get(f"http://127.0.0.1:{api_port}/v1/models/churn")
+        assert status == 200 and described["model_version_status"][0]["version"] == "1"
+    finally:
+        rest = up.interrupt()
+    assert up.process.returncode == 0, up.said + rest
+    # and the history holds one upload and one run, nothing twice
+    history = {name: read_history(tmp_path, name) for name in (UPLOADS_FILE, RUNS_FILE)}
+    assert [u["status"] for u in history[UPLOADS_FILE]] == ["started"]
+    assert [r["status"] for r in history[RUNS_FILE]] == ["SUCCEEDED"]
+    assert not list((tmp_path / PENDING_DIR).glob("*.json"))
