@@ -46,6 +46,7 @@ typecheck: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m bench.training
 	$(PY) -m bench.predict
+	$(PY) -m bench.pipeline
 
 # Re-pin every transitive dependency after changing pyproject.toml.
 lock:
