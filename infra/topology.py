@@ -6,6 +6,9 @@ One place to change a bucket name or a port; nothing else spells them out.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
+
+from functions.shared.layout import DATA_PREFIX
 
 LOCAL_REGION = "us-east-1"
 LOCAL_ACCOUNT = "123456789012"  # moto's account id
@@ -82,3 +85,16 @@ class Topology:
             "REGISTRY_TABLE": self.registry_table,
             "POWERTOOLS_SERVICE_NAME": "sluice-inference",
         }
+
+
+def upload_event_pattern(topology: Topology) -> dict[str, Any]:
+    """EventBridge pattern for uploads under any ``<dataset>/data/`` prefix of the raw bucket:
+    the rule CDK deploys and the one the local stack provisions."""
+    return {
+        "source": ["aws.s3"],
+        "detail-type": ["Object Created"],
+        "detail": {
+            "bucket": {"name": [topology.raw_bucket]},
+            "object": {"key": [{"wildcard": f"*/{DATA_PREFIX}*"}]},
+        },
+    }

@@ -10,10 +10,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from functions.shared.layout import DATA_PREFIX
 from functions.shared.registry_dynamodb import create_table
 from infra.local.pipeline import definition as pipeline_definition
-from infra.topology import Topology
+from infra.topology import Topology, upload_event_pattern
 
 UPLOAD_QUEUE = "sluice-uploads"
 UPLOAD_RULE = "sluice-data-uploads"
@@ -23,18 +22,6 @@ UPLOAD_RULE = "sluice-data-uploads"
 class LocalResources:
     topology: Topology
     upload_queue_url: str
-
-
-def upload_event_pattern(topology: Topology) -> dict[str, Any]:
-    """EventBridge pattern for uploads under any ``<dataset>/data/`` prefix of the raw bucket."""
-    return {
-        "source": ["aws.s3"],
-        "detail-type": ["Object Created"],
-        "detail": {
-            "bucket": {"name": [topology.raw_bucket]},
-            "object": {"key": [{"wildcard": f"*/{DATA_PREFIX}*"}]},
-        },
-    }
 
 
 def provision(

@@ -59,11 +59,41 @@ def test_the_closure_walk_does_find_heavy_libraries_where_they_are() -> None:
 
 
 def test_training_requirements_match_the_training_group() -> None:
+    """functions/training/requirements.txt is what the SageMaker PyTorch GPU container installs:
+    the training set at exactly the versions pyproject.toml pins for ``sluice[training]`` (its
+    base dependencies included), with the full xgboost wheel (CUDA) in place of xgboost-cpu."""
+    import tomllib
     from pathlib import Path
 
-    text = (Path(__file__).resolve().parents[2] / "functions/training/requirements.txt").read_text()
-    pinned = {
-        _name(line) for line in text.splitlines() if line.strip() and not line.startswith("#")
-    }
-    assert {"skl2onnx", "onnxmltools", "onnx", "onnxruntime"} <= pinned
-    assert "xgboost-cpu" not in pinned  # the framework container brings its own GPU build
+    root = Path(__file__).resolve().parents[2]
+    project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+    expected: dict[str, str] = {}
+    for requirement in [*project["dependencies"], *project["optional-dependencies"]["training"]]:
+        req = Requirement(requirement)
+        (spec,) = req.specifier  # every dependency in pyproject.toml is an exact pin
+        assert spec.operator == "==", requirement
+        expected[req.name.lower().replace("_", "-")] = spec.version
+
+    text = (root / "functions/training/requirements.txt").read_text()
+    pins: dict[str, str] = {}
+    for line in text.splitlines():
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        req = Requirement(line)
+        (spec,) = req.specifier
+        assert spec.operator == "==", f"not an exact pin: {line}"
+        name = req.name.lower().replace("_", "-")
+        assert name not in pins, f"{name} pinned twice"
+        pins[name] = spec.version
+
+    assert "xgboost-cpu" not in pins  # the CPU-only wheel; the container gets the CUDA build
+    assert "xgboost" in pins
+    for name, version in pins.items():
+        group_name = "xgboost-cpu" if name == "xgboost" else name  # the one allowed rename
+        assert group_name in expected, f"{name} is not in the training group"
+        assert version == expected[group_name], (name, version, expected[group_name])
+    # the whole training extra is there (xgboost-cpu as xgboost)
+    training = {_name(r) for r in project["optional-dependencies"]["training"]}
+    assert {"xgboost" if n == "xgboost-cpu" else n for n in training} <= pins.keys()
+    assert {"skl2onnx", "onnxmltools", "onnx", "onnxruntime", "numpy", "pydantic"} <= pins.keys()

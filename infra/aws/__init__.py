@@ -1,0 +1,1 @@
+"""The CDK app that deploys sluice: a thin stack composing one construct per capability."""

@@ -1,0 +1,219 @@
+"""The training pipeline: the state machine from ``infra/statemachine/pipeline.asl.json`` (the file
+the local stack runs), the SageMaker training role and source asset, and the evaluate, promote and
+reject functions its Task states call."""
+
+from __future__ import annotations
+
+from aws_cdk import Aws, Duration, RemovalPolicy
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_s3_assets as s3_assets
+from aws_cdk import aws_stepfunctions as sfn
+from constructs import Construct
+
+from infra.aws.functions import Layers, SluiceFunction
+from infra.aws.images import TrainingImage
+from infra.aws.nag import acknowledge
+from infra.aws.registry import Registry
+from infra.aws.storage import Storage, grant_read, grant_write
+from infra.local.pipeline import DEFINITION
+from infra.topology import Topology
+from layers.build import training_source_tarball
+
+SAGEMAKER_EVENTS_RULE = "StepFunctionsGetEventsForSageMakerTrainingJobsRule"
+
+
+class TrainingPipeline(Construct):
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        topology: Topology,
+        storage: Storage,
+        registry: Registry,
+        layers: Layers,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        environment = topology.pipeline_environment()
+
+        def function(name: str, package: str, handler: str, memory_mb: int) -> SluiceFunction:
+            return SluiceFunction(
+                self,
+                name.capitalize(),
+                topology=topology,
+                name=name,
+                package=package,
+                handler=handler,
+                layers=layers,
+                environment=environment,
+                memory_mb=memory_mb,
+                timeout=Duration.minutes(5),
+            )
+
+        self.evaluate = function(
+            "evaluate", "evaluate", "functions.evaluate.handler.lambda_handler", 2048
+        )
+        self.promote = function(
+            "promote", "promote", "functions.promote.handler.promote_handler", 256
+        )
+        self.reject = function("reject", "promote", "functions.promote.handler.reject_handler", 256)
+        grant_read(self.evaluate.role, storage.artifacts, "*/versions/*", "*/models/*")
+        grant_write(self.evaluate.role, storage.artifacts, "*/models/*")
+        self.evaluate.role.add_to_policy(registry.writer())
+        for decider in (self.promote, self.reject):
+            decider.role.add_to_policy(registry.writer())
+            decider.role.add_to_policy(registry.publisher())
+
+        self.image = TrainingImage(self, "TrainingImage")
+        self.source = s3_assets.Asset(self, "TrainingSource", path=str(training_source_tarball()))
+        self.training_role = self._training_role(storage)
+        self.state_machine = self._state_machine(topology)
+
+    def _training_role(self, storage: Storage) -> iam.Role:
+        role = iam.Role(
+            self,
+            "TrainingRole",
+            assumed_by=iam.ServicePrincipal("sagemaker.amazonaws.com"),
+            description="SageMaker training jobs: read a dataset version, write the model",
+        )
+        grant_read(role, storage.artifacts, "*/versions/*", "*/checkpoints/*")
+        grant_write(role, storage.artifacts, "*/models/*", "*/checkpoints/*")
+        role.add_to_policy(
+            iam.PolicyStatement(
+                actions=["s3:GetObject"],
+                resources=[self.source.bucket.arn_for_objects(self.source.s3_object_key)],
+            )
+        )
+        role.add_to_policy(
+            iam.PolicyStatement(
+                actions=[
+                    "ecr:BatchCheckLayerAvailability",
+                    "ecr:BatchGetImage",
+                    "ecr:GetDownloadUrlForLayer",
+                ],
+                resources=[self.image.repository_arn],
+            )
+        )
+        role.add_to_policy(
+            iam.PolicyStatement(actions=["ecr:GetAuthorizationToken"], resources=["*"])
+        )
+        role.add_to_policy(
+            iam.PolicyStatement(
+                actions=[
+                    "logs:CreateLogGroup",
+                    "logs:CreateLogStream",
+                    "logs:DescribeLogStreams",
+                    "logs:PutLogEvents",
+                ],
+                resources=[
+                    f"arn:{Aws.PARTITION}:logs:{Aws.REGION}:{Aws.ACCOUNT_ID}:log-group:"
+                    "/aws/sagemaker/TrainingJobs:*"
+                ],
+            )
+        )
+        role.add_to_policy(
+            iam.PolicyStatement(
+                actions=["cloudwatch:PutMetricData"],
+                resources=["*"],
+                conditions={
+                    "StringEquals": {"cloudwatch:namespace": "/aws/sagemaker/TrainingJobs"}
+                },
+            )
+        )
+        acknowledge(
+            role,
+            id="AwsSolutions-IAM5[Resource::*]",
+            reason="ecr:GetAuthorizationToken and cloudwatch:PutMetricData support no "
+            "resource-level permissions; PutMetricData is conditioned on SageMaker's namespace.",
+        )
+        acknowledge(
+            role,
+            id="AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:logs:<AWS::Region>:<AWS::AccountId>:log-group:/aws/sagemaker/TrainingJobs:*]",
+            reason="SageMaker names one log stream per job under its fixed log group.",
+        )
+        return role
+
+    def _state_machine(self, topology: Topology) -> sfn.StateMachine:
+        log_group = logs.LogGroup(
+            self,
+            "ExecutionLogs",
+            log_group_name=f"/aws/vendedlogs/states/{topology.state_machine_name}",
+            retention=logs.RetentionDays.THREE_MONTHS,
+            removal_policy=RemovalPolicy.DESTROY,
+        )
+        role = iam.Role(
+            self,
+            "StateMachineRole",
+            assumed_by=iam.ServicePrincipal("states.amazonaws.com"),
+            description="The pipeline: start and watch training jobs, call its functions",
+        )
+        role.add_to_policy(
+            iam.PolicyStatement(
+                actions=[
+                    "sagemaker:CreateTrainingJob",
+                    "sagemaker:DescribeTrainingJob",
+                    "sagemaker:StopTrainingJob",
+                    "sagemaker:AddTags",
+                ],
+                resources=[
+                    f"arn:{Aws.PARTITION}:sagemaker:{Aws.REGION}:{Aws.ACCOUNT_ID}:training-job/*"
+                ],
+            )
+        )
+        role.add_to_policy(
+            iam.PolicyStatement(
+                actions=["iam:PassRole"],
+                resources=[self.training_role.role_arn],
+                conditions={"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}},
+            )
+        )
+        role.add_to_policy(
+            iam.PolicyStatement(  # what .sync uses to learn that a training job finished
+                actions=["events:PutTargets", "events:PutRule", "events:DescribeRule"],
+                resources=[
+                    f"arn:{Aws.PARTITION}:events:{Aws.REGION}:{Aws.ACCOUNT_ID}:rule/"
+                    f"{SAGEMAKER_EVENTS_RULE}"
+                ],
+            )
+        )
+        for fn in (self.evaluate, self.promote, self.reject):
+            role.add_to_policy(
+                iam.PolicyStatement(
+                    actions=["lambda:InvokeFunction"], resources=[fn.function.function_arn]
+                )
+            )
+        state_machine = sfn.StateMachine(
+            self,
+            "StateMachine",
+            state_machine_name=topology.state_machine_name,
+            definition_body=sfn.DefinitionBody.from_file(str(DEFINITION)),
+            definition_substitutions={
+                "Region": Aws.REGION,
+                "TrainingImage": self.image.uri,
+                "TrainingRoleArn": self.training_role.role_arn,
+                "TrainingSourceUri": self.source.s3_object_url,
+                "EvaluateFunctionArn": self.evaluate.function.function_arn,
+                "PromoteFunctionArn": self.promote.function.function_arn,
+                "RejectFunctionArn": self.reject.function.function_arn,
+            },
+            role=role,
+            logs=sfn.LogOptions(
+                destination=log_group, level=sfn.LogLevel.ALL, include_execution_data=True
+            ),
+            tracing_enabled=True,
+        )
+        acknowledge(
+            role,
+            id="AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:sagemaker:<AWS::Region>:<AWS::AccountId>:training-job/*]",
+            reason="Training job names are made per run (from the dataset version); the "
+            "pipeline may only create, watch and stop training jobs.",
+        )
+        acknowledge(
+            role,
+            id="AwsSolutions-IAM5[Resource::*]",
+            reason="CloudWatch Logs delivery (logs:*LogDelivery*, DescribeLogGroups, "
+            "resource policies) and X-Ray support no resource-level permissions; CDK adds "
+            "them for logging ALL and tracing.",
+        )
+        return state_machine

@@ -1,0 +1,60 @@
+"""The model registry table and the decisions topic."""
+
+from __future__ import annotations
+
+from aws_cdk import RemovalPolicy
+from aws_cdk import aws_dynamodb as dynamodb
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_sns as sns
+from constructs import Construct
+
+from functions.shared.registry_dynamodb import TABLE_KEY_SCHEMA
+from infra.topology import Topology
+
+# What DynamoDBRegistry calls (TransactWriteItems and TransactGetItems are authorised per item
+# by these); Scan is for the operators' `sluice models`, not for the functions.
+READ_ACTIONS = ["dynamodb:GetItem", "dynamodb:Query"]
+WRITE_ACTIONS = ["dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:ConditionCheckItem"]
+
+
+class Registry(Construct):
+    def __init__(self, scope: Construct, construct_id: str, *, topology: Topology) -> None:
+        super().__init__(scope, construct_id)
+        self.table = dynamodb.Table(
+            self,
+            "Table",
+            table_name=topology.registry_table,
+            partition_key=dynamodb.Attribute(name=_key("HASH"), type=dynamodb.AttributeType.STRING),
+            sort_key=dynamodb.Attribute(name=_key("RANGE"), type=dynamodb.AttributeType.STRING),
+            billing_mode=dynamodb.BillingMode.PAY_PER_REQUEST,
+            point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
+                point_in_time_recovery_enabled=True
+            ),
+            encryption=dynamodb.TableEncryption.AWS_MANAGED,
+            deletion_protection=True,
+            removal_policy=RemovalPolicy.RETAIN,
+        )
+        self.decisions = sns.Topic(
+            self,
+            "Decisions",
+            topic_name=topology.decisions_topic_name,
+            master_key=kms.Alias.from_alias_name(self, "SnsKey", "alias/aws/sns"),
+            enforce_ssl=True,
+        )
+
+    def reader(self) -> iam.PolicyStatement:
+        return iam.PolicyStatement(actions=READ_ACTIONS, resources=[self.table.table_arn])
+
+    def writer(self) -> iam.PolicyStatement:
+        return iam.PolicyStatement(
+            actions=READ_ACTIONS + WRITE_ACTIONS, resources=[self.table.table_arn]
+        )
+
+    def publisher(self) -> iam.PolicyStatement:
+        return iam.PolicyStatement(actions=["sns:Publish"], resources=[self.decisions.topic_arn])
+
+
+def _key(kind: str) -> str:
+    """The key names come from the one schema the local stack and the tests create."""
+    return next(k["AttributeName"] for k in TABLE_KEY_SCHEMA if k["KeyType"] == kind)

@@ -1,0 +1,86 @@
+"""The sluice stack: one construct per capability, composed; names from infra/topology.py."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_cdk import Aws, CfnOutput, Stack
+from constructs import Construct
+
+from infra.aws.functions import Layers
+from infra.aws.inference_api import ApiAuth, InferenceApi
+from infra.aws.ingest import Ingest
+from infra.aws.monitoring import Monitoring
+from infra.aws.nag import acknowledge
+from infra.aws.pipeline import TrainingPipeline
+from infra.aws.registry import Registry
+from infra.aws.storage import Storage
+from infra.topology import Topology
+
+
+def stack_name(stage: str) -> str:
+    return f"sluice-{stage}"
+
+
+class SluiceStack(Stack):
+    def __init__(
+        self, scope: Construct, *, stage: str, api_auth: ApiAuth = "api_key", **kwargs: Any
+    ) -> None:
+        super().__init__(
+            scope,
+            stack_name(stage),
+            description=f"sluice ({stage}): drop a CSV, get a gated, served ONNX model",
+            **kwargs,
+        )
+        topology = Topology(stage=stage, account=Aws.ACCOUNT_ID, region=Aws.REGION)
+        layers = Layers(self, "Layers")
+        self.storage = Storage(self, "Storage", topology=topology)
+        self.registry = Registry(self, "Registry", topology=topology)
+        self.ingest = Ingest(self, "Ingest", topology=topology, storage=self.storage, layers=layers)
+        self.pipeline = TrainingPipeline(
+            self,
+            "Pipeline",
+            topology=topology,
+            storage=self.storage,
+            registry=self.registry,
+            layers=layers,
+        )
+        self.ingest.allow_start(self.pipeline.state_machine, topology)
+        self.api = InferenceApi(
+            self,
+            "Inference",
+            topology=topology,
+            storage=self.storage,
+            registry=self.registry,
+            layers=layers,
+            auth=api_auth,
+        )
+        self.monitoring = Monitoring(
+            self,
+            "Monitoring",
+            topology=topology,
+            ingest=self.ingest,
+            pipeline=self.pipeline,
+            api=self.api,
+        )
+        for child in self.node.children:  # CDK's deploy-time handler for bucket notifications
+            if child.node.id.startswith("BucketNotificationsHandler"):
+                acknowledge(
+                    child,
+                    id="AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/"
+                    "service-role/AWSLambdaBasicExecutionRole]",
+                    reason="CDK's own custom resource that turns on EventBridge notifications "
+                    "for the raw bucket; it runs only during deployments.",
+                )
+        outputs = {
+            "RawBucketName": self.storage.raw.bucket_name,
+            "ArtifactsBucketName": self.storage.artifacts.bucket_name,
+            "ApiUrl": self.api.api.url,
+            "StateMachineArn": self.pipeline.state_machine.state_machine_arn,
+            "RegistryTableName": self.registry.table.table_name,
+            "DecisionsTopicArn": self.registry.decisions.topic_arn,
+        }
+        if api_auth == "api_key":
+            outputs["ApiKeyId"] = self.api.api_key.key_id
+        for name, value in outputs.items():
+            CfnOutput(self, name, value=value)

@@ -1,0 +1,103 @@
+"""The buckets: raw uploads (versioned, EventBridge notifications on), artifacts, and the bucket
+their access logs go to. Encrypted, SSL-only, public access blocked, retained on stack delete."""
+
+from __future__ import annotations
+
+from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_s3 as s3
+from constructs import Construct
+
+from infra.aws.nag import acknowledge, logical_id
+from infra.topology import Topology
+
+
+def _bucket(scope: Construct, construct_id: str, **props: object) -> s3.Bucket:
+    return s3.Bucket(
+        scope,
+        construct_id,
+        encryption=s3.BucketEncryption.S3_MANAGED,
+        enforce_ssl=True,
+        block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
+        object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
+        removal_policy=RemovalPolicy.RETAIN,
+        **props,  # type: ignore[arg-type]
+    )
+
+
+class Storage(Construct):
+    def __init__(self, scope: Construct, construct_id: str, *, topology: Topology) -> None:
+        super().__init__(scope, construct_id)
+        self.access_logs = _bucket(
+            self,
+            "AccessLogs",
+            lifecycle_rules=[s3.LifecycleRule(expiration=Duration.days(365))],
+        )
+        acknowledge(
+            self.access_logs,
+            id="AwsSolutions-S1",
+            reason="This is the access-log bucket; logging it to itself would loop.",
+        )
+        self.raw = _bucket(
+            self,
+            "Raw",
+            bucket_name=topology.raw_bucket,
+            versioned=True,  # raw data is never overwritten: every upload stays readable
+            event_bridge_enabled=True,
+            server_access_logs_bucket=self.access_logs,
+            server_access_logs_prefix="raw/",
+        )
+        self.artifacts = _bucket(
+            self,
+            "Artifacts",
+            bucket_name=topology.artifacts_bucket,
+            versioned=True,
+            server_access_logs_bucket=self.access_logs,
+            server_access_logs_prefix="artifacts/",
+            lifecycle_rules=[
+                # SageMaker spot checkpoints only matter while their run is alive
+                s3.LifecycleRule(prefix="*/checkpoints/", expiration=Duration.days(14)),
+                s3.LifecycleRule(noncurrent_version_expiration=Duration.days(90)),
+            ],
+        )
+
+
+def objects(bucket: s3.IBucket, *patterns: str) -> list[str]:
+    """ARNs of the objects under the given key patterns (e.g. ``*/models/*``)."""
+    return [bucket.arn_for_objects(pattern) for pattern in patterns]
+
+
+def grant_read(role: iam.IRole, bucket: s3.Bucket, *patterns: str) -> None:
+    """GetObject under the key patterns, and ListBucket, without which a missing key reads as
+    403 rather than 404."""
+    role.add_to_principal_policy(
+        iam.PolicyStatement(
+            actions=["s3:GetObject", "s3:GetObjectVersion"], resources=objects(bucket, *patterns)
+        )
+    )
+    role.add_to_principal_policy(
+        iam.PolicyStatement(actions=["s3:ListBucket"], resources=[bucket.bucket_arn])
+    )
+    _acknowledge(role, bucket, patterns)
+
+
+def grant_write(role: iam.IRole, bucket: s3.Bucket, *patterns: str) -> None:
+    role.add_to_principal_policy(
+        iam.PolicyStatement(
+            actions=["s3:PutObject", "s3:AbortMultipartUpload"],
+            resources=objects(bucket, *patterns),
+        )
+    )
+    _acknowledge(role, bucket, patterns)
+
+
+def _acknowledge(role: iam.IRole, bucket: s3.Bucket, patterns: tuple[str, ...]) -> None:
+    """A key-pattern grant is a wildcard to cdk-nag; each is acknowledged by name, so any other
+    wildcard on the role is still a finding."""
+    for pattern in patterns:
+        acknowledge(
+            role,
+            id=f"AwsSolutions-IAM5[Resource::<{logical_id(bucket)}.Arn>/{pattern}]",
+            reason=f"Scoped to the key pattern {pattern} of one bucket; the wildcard is the "
+            "dataset name (and the file name below its prefix).",
+        )

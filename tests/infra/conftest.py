@@ -1,0 +1,50 @@
+"""One real synth of the app per session (layers built for the Lambda platform, cdk-nag on), shared
+by the template assertions, cfn-lint and the bundle checks."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
+
+
+@dataclass(frozen=True)
+class Synthesized:
+    outdir: Path
+    template: dict[str, Any]
+    stack_name: str
+
+    @property
+    def template_path(self) -> Path:
+        return self.outdir / f"{self.stack_name}.template.json"
+
+    def resources(self, kind: str) -> dict[str, dict[str, Any]]:
+        return {k: r for k, r in self.template["Resources"].items() if r["Type"] == kind}
+
+    def one(self, kind: str) -> dict[str, Any]:
+        found = list(self.resources(kind).values())
+        assert len(found) == 1, f"expected one {kind}, found {len(found)}"
+        return found[0]["Properties"]  # type: ignore[no-any-return]
+
+
+def synthesize(outdir: Path, **context: str) -> Synthesized:
+    """``cdk synth`` in-process: raises if cdk-nag reports an unacknowledged finding."""
+    from aws_cdk import App
+
+    from infra.aws.app import build
+
+    app, stack = build(App(outdir=str(outdir), context=context))
+    app.synth()
+    template = json.loads((outdir / f"{stack.stack_name}.template.json").read_text())
+    return Synthesized(outdir=outdir, template=template, stack_name=stack.stack_name)
+
+
+@pytest.fixture(scope="session")
+def synthesized(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
+    return synthesize(tmp_path_factory.mktemp("cdk.out"), stage="dev")

@@ -1,0 +1,342 @@
+"""The synthesized template, asserted per capability, plus cdk-nag and cfn-lint.
+
+Each test names the property a deployment relies on, so a regression (a wildcard action, an
+unencrypted or public bucket, a missing gate state, an API without auth) fails here.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from infra.local.pipeline import DEFINITION
+from infra.topology import Topology, upload_event_pattern
+from tests.infra.conftest import Synthesized, synthesize
+
+TOPOLOGY = Topology(stage="dev")
+FUNCTIONS = ("preprocess", "evaluate", "promote", "reject", "inference")
+# Actions that support no resource-level permissions: the only ones allowed on Resource "*".
+RESOURCELESS_ACTIONS = {
+    "xray:PutTraceSegments",
+    "xray:PutTelemetryRecords",
+    "xray:GetSamplingRules",
+    "xray:GetSamplingTargets",
+    "ecr:GetAuthorizationToken",
+    "cloudwatch:PutMetricData",
+    "logs:CreateLogDelivery",
+    "logs:GetLogDelivery",
+    "logs:UpdateLogDelivery",
+    "logs:DeleteLogDelivery",
+    "logs:ListLogDeliveries",
+    "logs:PutResourcePolicy",
+    "logs:DescribeResourcePolicies",
+    "logs:DescribeLogGroups",
+}
+
+
+def _ours(synthesized: Synthesized) -> dict[str, dict[str, Any]]:
+    """Our functions by deployed name (CDK's own custom-resource handler excluded)."""
+    functions = synthesized.resources("AWS::Lambda::Function").values()
+    by_name = {f["Properties"].get("FunctionName"): f["Properties"] for f in functions}
+    return {name: by_name[TOPOLOGY.function_name(name)] for name in FUNCTIONS}
+
+
+def _statements(synthesized: Synthesized) -> list[tuple[str, dict[str, Any]]]:
+    found = []
+    for logical, policy in synthesized.resources("AWS::IAM::Policy").items():
+        for statement in policy["Properties"]["PolicyDocument"]["Statement"]:
+            found.append((logical, statement))
+    return found
+
+
+def _listed(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+# -- ingest -------------------------------------------------------------------------------------
+
+
+def test_every_bucket_is_encrypted_private_and_ssl_only(synthesized: Synthesized) -> None:
+    buckets = synthesized.resources("AWS::S3::Bucket")
+    assert len(buckets) == 3  # raw, artifacts, their access logs
+    for logical, bucket in buckets.items():
+        props = bucket["Properties"]
+        rules = props["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+        assert rules[0]["ServerSideEncryptionByDefault"]["SSEAlgorithm"], logical
+        assert props["PublicAccessBlockConfiguration"] == {
+            "BlockPublicAcls": True,
+            "BlockPublicPolicy": True,
+            "IgnorePublicAcls": True,
+            "RestrictPublicBuckets": True,
+        }, logical
+        assert bucket["DeletionPolicy"] == "Retain", logical
+    denied = {
+        json.dumps(policy["Properties"]["Bucket"])
+        for policy in synthesized.resources("AWS::S3::BucketPolicy").values()
+        for s in policy["Properties"]["PolicyDocument"]["Statement"]
+        if s["Effect"] == "Deny" and s["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+    }
+    assert denied == {json.dumps({"Ref": logical}) for logical in buckets}
+
+
+def test_raw_and_artifacts_are_versioned_and_access_logged(synthesized: Synthesized) -> None:
+    named = [
+        b["Properties"]
+        for b in synthesized.resources("AWS::S3::Bucket").values()
+        if "BucketName" in b["Properties"]
+    ]
+    assert len(named) == 2
+    for props in named:
+        assert props["VersioningConfiguration"] == {"Status": "Enabled"}
+        assert "DestinationBucketName" in props["LoggingConfiguration"]
+    notifications = synthesized.one("Custom::S3BucketNotifications")
+    assert notifications["NotificationConfiguration"] == {"EventBridgeConfiguration": {}}
+
+
+def test_uploads_under_data_reach_preprocess_with_retries_and_a_dead_letter_queue(
+    synthesized: Synthesized,
+) -> None:
+    rule = synthesized.one("AWS::Events::Rule")
+    pattern = rule["EventPattern"]
+    shared = upload_event_pattern(TOPOLOGY)
+    assert pattern["source"] == shared["source"]
+    assert pattern["detail-type"] == shared["detail-type"]
+    assert pattern["detail"]["object"] == shared["detail"]["object"]
+    [target] = rule["Targets"]
+    assert target["RetryPolicy"]["MaximumRetryAttempts"] > 0
+    assert "DeadLetterConfig" in target
+    invoke = synthesized.one("AWS::Lambda::EventInvokeConfig")
+    assert invoke["MaximumRetryAttempts"] == 2
+    assert "OnFailure" in invoke["DestinationConfig"]
+    queue = synthesized.one("AWS::SQS::Queue")
+    assert queue["SqsManagedSseEnabled"] is True
+    preprocess = _ours(synthesized)["preprocess"]
+    assert preprocess["ReservedConcurrentExecutions"] == 5
+
+
+# -- training pipeline --------------------------------------------------------------------------
+
+
+def test_the_state_machine_is_the_asl_file_with_every_placeholder_filled(
+    synthesized: Synthesized,
+) -> None:
+    machine = synthesized.one("AWS::StepFunctions::StateMachine")
+    assert machine["StateMachineName"] == TOPOLOGY.state_machine_name
+    # the definition ships as an asset: byte for byte the file the local stack runs
+    key = machine["DefinitionS3Location"]["Key"]
+    assert (synthesized.outdir / f"asset.{key}").read_bytes() == DEFINITION.read_bytes()
+    placeholders = set(re.findall(r"\$\{(\w+)\}", DEFINITION.read_text()))
+    assert set(machine["DefinitionSubstitutions"]) == placeholders
+    states = json.loads(DEFINITION.read_text())["States"]
+    assert states["Train"]["Resource"] == "arn:aws:states:::sagemaker:createTrainingJob.sync"
+    assert states["Gate"]["Type"] == "Choice"
+    assert {"Evaluate", "Promote", "Reject", "RecordFailure"} <= set(states)
+    assert machine["LoggingConfiguration"]["Level"] == "ALL"
+    assert machine["LoggingConfiguration"]["IncludeExecutionData"] is True
+    assert machine["TracingConfiguration"] == {"Enabled": True}
+
+
+def test_training_runs_a_gpu_framework_image_with_a_scoped_role(synthesized: Synthesized) -> None:
+    machine = synthesized.one("AWS::StepFunctions::StateMachine")
+    image = json.dumps(machine["DefinitionSubstitutions"]["TrainingImage"])
+    assert "pytorch-training" in image and "gpu-py312" in image
+    mapping = next(iter(synthesized.template["Mappings"].values()))
+    assert mapping["us-east-1"] == {"account": "763104351884"}
+    assert machine["DefinitionSubstitutions"]["TrainingSourceUri"]["Fn::Sub"].startswith("s3://")
+    roles = synthesized.resources("AWS::IAM::Role")
+    sagemaker = [
+        logical
+        for logical, role in roles.items()
+        if role["Properties"]["AssumeRolePolicyDocument"]["Statement"][0]["Principal"]
+        == {"Service": "sagemaker.amazonaws.com"}
+    ]
+    assert len(sagemaker) == 1
+    passes = [s for _, s in _statements(synthesized) if s["Action"] == "iam:PassRole"]
+    assert passes == [
+        {
+            "Action": "iam:PassRole",
+            "Condition": {"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}},
+            "Effect": "Allow",
+            "Resource": {"Fn::GetAtt": [sagemaker[0], "Arn"]},
+        }
+    ]
+
+
+def test_default_training_is_a_g5_spot_instance_with_checkpoints() -> None:
+    from functions.shared.contract import TrainingConfig
+
+    defaults = TrainingConfig()
+    assert defaults.instance_type == "ml.g5.xlarge" and defaults.spot is True
+    states = json.loads(DEFINITION.read_text())["States"]
+    train = states["Train"]["Parameters"]
+    assert train["EnableManagedSpotTraining.$"] == "$.spot"
+    assert train["CheckpointConfig"] == {"S3Uri.$": "$.checkpoint_uri"}
+    assert train["StoppingCondition.$"] == "$.stopping_condition"  # MaxWait with spot
+
+
+# -- functions and IAM --------------------------------------------------------------------------
+
+
+def test_each_function_has_its_own_role_tracing_a_layer_and_topology_names(
+    synthesized: Synthesized,
+) -> None:
+    functions = _ours(synthesized)
+    roles = {json.dumps(f["Role"]) for f in functions.values()}
+    assert len(roles) == len(FUNCTIONS)
+    for name, props in functions.items():
+        assert props["Runtime"] == "python3.12", name
+        assert props["TracingConfig"] == {"Mode": "Active"}, name
+        assert len(props["Layers"]) == 1, name
+        assert props["Handler"].startswith("functions."), name
+    assert len(synthesized.resources("AWS::Lambda::LayerVersion")) == 4  # promote+reject share
+
+
+def test_no_policy_grants_a_wildcard_action_or_any_resource_outside_the_allow_list(
+    synthesized: Synthesized,
+) -> None:
+    for logical, statement in _statements(synthesized):
+        actions = _listed(statement["Action"])
+        for action in actions:
+            assert "*" not in action, f"{logical}: wildcard action {action}"
+        if "*" in _listed(statement["Resource"]):
+            assert set(actions) <= RESOURCELESS_ACTIONS, f"{logical}: {actions} on *"
+
+
+def test_data_access_is_scoped_to_key_prefixes(synthesized: Synthesized) -> None:
+    for logical, statement in _statements(synthesized):
+        if any(a.startswith("s3:") for a in _listed(statement["Action"])):
+            for resource in _listed(statement["Resource"]):
+                assert resource != "*", logical
+
+
+def test_the_registry_is_on_demand_recoverable_and_encrypted(synthesized: Synthesized) -> None:
+    table = synthesized.one("AWS::DynamoDB::Table")
+    assert table["TableName"] == TOPOLOGY.registry_table
+    assert table["BillingMode"] == "PAY_PER_REQUEST"
+    assert table["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
+    assert table["SSESpecification"] == {"SSEEnabled": True}
+    assert [k["AttributeName"] for k in table["KeySchema"]] == ["pk", "sk"]
+    topic = synthesized.one("AWS::SNS::Topic")
+    assert topic["TopicName"] == TOPOLOGY.decisions_topic_name and topic["KmsMasterKeyId"]
+
+
+# -- inference API ------------------------------------------------------------------------------
+
+
+def test_inference_ships_by_canary_with_rollback_on_its_alarms(synthesized: Synthesized) -> None:
+    inference = _ours(synthesized)["inference"]
+    assert inference["SnapStart"] == {"ApplyOn": "PublishedVersions"}
+    alias = synthesized.one("AWS::Lambda::Alias")
+    assert alias["Name"] == "live"
+    group = synthesized.one("AWS::CodeDeploy::DeploymentGroup")
+    assert group["DeploymentConfigName"] == "CodeDeployDefault.LambdaCanary10Percent5Minutes"
+    assert group["AlarmConfiguration"]["Enabled"] is True
+    assert len(group["AlarmConfiguration"]["Alarms"]) == 2
+    assert set(group["AutoRollbackConfiguration"]["Events"]) == {
+        "DEPLOYMENT_FAILURE",
+        "DEPLOYMENT_STOP_ON_ALARM",
+    }
+
+
+def test_the_api_requires_a_key_validates_predictions_logs_and_throttles(
+    synthesized: Synthesized,
+) -> None:
+    methods = synthesized.resources("AWS::ApiGateway::Method")
+    assert len(methods) == 3
+    for method in methods.values():
+        assert method["Properties"]["ApiKeyRequired"] is True
+    [post] = [m["Properties"] for m in methods.values() if m["Properties"]["HttpMethod"] == "POST"]
+    assert "RequestValidatorId" in post and "application/json" in post["RequestModels"]
+    model = synthesized.one("AWS::ApiGateway::Model")
+    assert model["Schema"]["required"] == ["instances"]
+    stage = synthesized.one("AWS::ApiGateway::Stage")
+    assert stage["StageName"] == "dev" and stage["TracingEnabled"] is True
+    assert "DestinationArn" in stage["AccessLogSetting"]
+    [settings] = stage["MethodSettings"]
+    assert settings["ThrottlingRateLimit"] > 0 and settings["DataTraceEnabled"] is False
+    plan = synthesized.one("AWS::ApiGateway::UsagePlan")
+    assert plan["Throttle"]["RateLimit"] > 0
+    assert synthesized.resources("AWS::ApiGateway::ApiKey")
+
+
+def test_iam_auth_is_an_option(tmp_path: Path) -> None:
+    iam = synthesize(tmp_path, stage="dev", api_auth="iam")
+    for method in iam.resources("AWS::ApiGateway::Method").values():
+        assert method["Properties"]["AuthorizationType"] == "AWS_IAM"
+    assert not iam.resources("AWS::ApiGateway::ApiKey")
+    assert "ApiKeyId" not in iam.template["Outputs"]
+
+
+# -- monitoring, outputs, stages ----------------------------------------------------------------
+
+
+def test_a_dashboard_and_the_day_one_alarms_exist(synthesized: Synthesized) -> None:
+    assert synthesized.one("AWS::CloudWatch::Dashboard")["DashboardName"] == "sluice-dev"
+    assert len(synthesized.resources("AWS::CloudWatch::Alarm")) == 4
+
+
+def test_outputs_name_what_a_user_needs(synthesized: Synthesized) -> None:
+    assert set(synthesized.template["Outputs"]) >= {
+        "RawBucketName",
+        "ArtifactsBucketName",
+        "ApiUrl",
+        "ApiKeyId",
+        "StateMachineArn",
+        "RegistryTableName",
+        "DecisionsTopicArn",
+    }
+    assert synthesized.stack_name == "sluice-dev"
+
+
+def test_a_bad_stage_name_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="must match"):
+        synthesize(tmp_path, stage="Prod_1")
+
+
+# -- cdk-nag and cfn-lint -----------------------------------------------------------------------
+
+
+def test_cdk_nag_reports_nothing_unacknowledged(synthesized: Synthesized) -> None:
+    # synthesize() raises on any finding; the report, when written, must hold none either
+    report = synthesized.outdir / "validation-report.json"
+    if report.exists():
+        document = json.loads(report.read_text())
+        assert all(not r.get("violations") for r in document.get("pluginReports", [])), document
+
+
+def test_cdk_nag_catches_a_regression(tmp_path: Path) -> None:
+    """The check is not vacuous: a bucket without SSL enforcement and a wildcard grant fail."""
+    from aws_cdk import App, Stack
+    from aws_cdk import aws_iam as iam
+    from aws_cdk import aws_s3 as s3
+
+    from infra.aws.app import build
+
+    app, stack = build(App(outdir=str(tmp_path), context={"stage": "dev"}))
+    bucket = s3.Bucket(stack, "Careless", block_public_access=s3.BlockPublicAccess.BLOCK_ALL)
+    role = iam.Role(stack, "Greedy", assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"))
+    role.add_to_policy(iam.PolicyStatement(actions=["s3:*"], resources=[bucket.bucket_arn]))
+    assert isinstance(stack, Stack)
+    with pytest.raises(Exception, match="ValidationFailed") as failed:
+        app.synth()
+    report = (tmp_path / "validation-report.json").read_text()
+    assert "AwsSolutions-S10" in report and "AwsSolutions-IAM5[Action::s3:*]" in report, failed
+
+
+def test_cfn_lint_finds_no_errors(synthesized: Synthesized) -> None:
+    done = subprocess.run(
+        [str(Path(sys.executable).with_name("cfn-lint")), str(synthesized.template_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    # 0: clean; 4: warnings only (W3005 on the DependsOn CDK writes); 2: errors
+    assert done.returncode in (0, 4), done.stdout + done.stderr
+    assert not re.search(r"^E\d{4}", done.stdout, re.MULTILINE), done.stdout
