@@ -210,7 +210,11 @@ def _status(args: argparse.Namespace) -> int:
         print(f"no local stack history in {args.state_dir} (start one with `sluice up`)")
         return EXIT_OK
     for upload in uploads:
-        if upload["status"] == "rejected":
+        if upload.get("kind") == "batch" and upload["status"] == "scored":
+            print(f"batch    {upload['at']}  {upload['dataset']}: {upload['reason']}")
+            where = upload["parts"][0].rsplit("/", 1)[0]
+            print(f"           {len(upload['parts'])} part(s) under {where}/")
+        elif upload["status"] == "rejected":
             print(f"rejected {upload['at']}  {upload['dataset']}: {upload['reason']}")
             if upload.get("report_key"):
                 print(f"           report: {upload['report_key']}")

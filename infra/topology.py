@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from functions.shared.layout import DATA_PREFIX
+from functions.shared.layout import BATCH_PREFIX, DATA_PREFIX
 
 LOCAL_REGION = "us-east-1"
 LOCAL_ACCOUNT = "123456789012"  # moto's account id
@@ -79,6 +79,15 @@ class Topology:
             "POWERTOOLS_SERVICE_NAME": "sluice-pipeline",
         }
 
+    def batch_environment(self) -> dict[str, str]:
+        """The batch predictions function's environment (functions/batch/handler.py Settings)."""
+        return {
+            "RAW_BUCKET": self.raw_bucket,
+            "ARTIFACTS_BUCKET": self.artifacts_bucket,
+            "REGISTRY_TABLE": self.registry_table,
+            "POWERTOOLS_SERVICE_NAME": "sluice-batch",
+        }
+
     def inference_environment(self) -> dict[str, str]:
         """The inference function's environment (functions/inference/handler.py Settings)."""
         return {
@@ -87,14 +96,19 @@ class Topology:
         }
 
 
-def upload_event_pattern(topology: Topology) -> dict[str, Any]:
-    """EventBridge pattern for uploads under any ``<dataset>/data/`` prefix of the raw bucket:
-    the rule CDK deploys and the one the local stack provisions."""
+def upload_event_pattern(topology: Topology, prefix: str = DATA_PREFIX) -> dict[str, Any]:
+    """EventBridge pattern for uploads under any ``<dataset>/<prefix>`` of the raw bucket: the
+    rules CDK deploys and the ones the local stack provisions."""
     return {
         "source": ["aws.s3"],
         "detail-type": ["Object Created"],
         "detail": {
             "bucket": {"name": [topology.raw_bucket]},
-            "object": {"key": [{"wildcard": f"*/{DATA_PREFIX}*"}]},
+            "object": {"key": [{"wildcard": f"*/{prefix}*"}]},
         },
     }
+
+
+def batch_event_pattern(topology: Topology) -> dict[str, Any]:
+    """Files to score with the live model: ``<dataset>/batch/``."""
+    return upload_event_pattern(topology, BATCH_PREFIX)

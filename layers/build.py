@@ -116,6 +116,7 @@ FUNCTIONS: dict[str, FunctionSpec] = {
         FunctionSpec(
             "inference", "inference", ("inference",), "functions.inference.handler.lambda_handler"
         ),
+        FunctionSpec("batch", "batch", ("batch",), "functions.batch.handler.lambda_handler"),
     )
 }
 

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from functions.preprocess.events import UploadedObject
+from functions.shared.s3_events import UploadedObject
 from functions.shared.storage import ObjectInfo
 
 EVENTS = Path(__file__).resolve().parents[1] / "events"

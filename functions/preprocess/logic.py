@@ -33,7 +33,7 @@ from functions.preprocess.cleaning import (
     infer_features,
     row_hashes,
 )
-from functions.preprocess.events import UploadedObject
+from functions.shared.s3_events import UploadedObject
 from functions.preprocess.models import (
     Manifest,
     PreprocessOutcome,

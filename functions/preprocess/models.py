@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from functions.preprocess.events import UploadedObject
+from functions.shared.s3_events import UploadedObject
 
 
 class Violation(BaseModel):

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 CONTRACT_FILE = "contract.json"
 DATA_PREFIX = "data/"
+BATCH_PREFIX = "batch/"
 DATA_SUFFIXES = (".csv", ".parquet")
 DATASET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 
@@ -30,10 +31,19 @@ def parse_data_key(key: str) -> DataKey | None:
     Folders, keys outside ``<dataset>/data/``, unsupported file types and dataset names that are
     not plain identifiers (``..``, slashes, URL escapes) are not data files.
     """
+    return _file_under(key, DATA_PREFIX)
+
+
+def parse_batch_key(key: str) -> DataKey | None:
+    """The same for files to score with the live model: ``<dataset>/batch/<name>.csv``."""
+    return _file_under(key, BATCH_PREFIX)
+
+
+def _file_under(key: str, prefix: str) -> DataKey | None:
     dataset, sep, rest = key.partition("/")
-    if not sep or not DATASET_NAME.match(dataset) or not rest.startswith(DATA_PREFIX):
+    if not sep or not DATASET_NAME.match(dataset) or not rest.startswith(prefix):
         return None
-    name = rest[len(DATA_PREFIX) :]
+    name = rest[len(prefix) :]
     if not name or name.endswith("/") or not name.lower().endswith(DATA_SUFFIXES):
         return None
     if any(part in ("", ".", "..") for part in name.split("/")):
@@ -70,6 +80,13 @@ def model_prefix(dataset: str, training_job_name: str) -> str:
     """Where one trained model's files live: SageMaker's ``output/model.tar.gz`` and, next to
     it, the ``model.onnx``, ``model_card.json`` and ``evaluation.json`` that evaluate writes."""
     return f"{models_prefix(dataset)}{training_job_name}/"
+
+
+def predictions_prefix(dataset: str, batch_key: str, model_version: int) -> str:
+    """Where the predictions for one batch file land (artifacts bucket): per source file and per
+    model version, so re-scoring with a new model never overwrites earlier results."""
+    name = batch_key.split("/", 2)[2]
+    return f"{dataset}/predictions/{name}/v{model_version}/"
 
 
 def checkpoint_prefix(dataset: str, run_name: str) -> str:

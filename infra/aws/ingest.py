@@ -5,6 +5,8 @@ to the dead-letter queue (the local stack's router does the same: 3 attempts, th
 
 from __future__ import annotations
 
+from typing import Any
+
 from aws_cdk import Duration
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
@@ -54,11 +56,11 @@ class Ingest(Construct):
             timeout=Duration.minutes(15),
             reserved_concurrency=PREPROCESS_CONCURRENCY,
         )
-        function = self.preprocess.function
-        function.configure_async_invoke(
-            retry_attempts=2,
-            max_event_age=Duration.hours(6),
-            on_failure=destinations.SqsDestination(self.dead_letters),
+        self.rule = self.route(
+            "Uploads",
+            "Object Created under <dataset>/data/ in the raw bucket → preprocess",
+            upload_event_pattern(topology),
+            self.preprocess,
         )
         role = self.preprocess.role
         grant_read(role, storage.raw, f"*/{DATA_PREFIX}*", f"*/{CONTRACT_FILE}")
@@ -71,14 +73,28 @@ class Ingest(Construct):
             "on-failure destination).",
         )
 
-        self.rule = events.Rule(
+    def route(
+        self, construct_id: str, description: str, pattern: dict[str, Any], to: SluiceFunction
+    ) -> events.Rule:
+        """An EventBridge rule invoking ``to`` asynchronously: 3 attempts, then the dead-letter
+        queue (delivery failures too)."""
+        to.function.configure_async_invoke(
+            retry_attempts=2,
+            max_event_age=Duration.hours(6),
+            on_failure=destinations.SqsDestination(self.dead_letters),
+        )
+        return events.Rule(
             self,
-            "Uploads",
-            description="Object Created under <dataset>/data/ in the raw bucket → preprocess",
-            event_pattern=_pattern(topology),
+            construct_id,
+            description=description,
+            event_pattern=events.EventPattern(
+                source=pattern["source"],
+                detail_type=pattern["detail-type"],
+                detail=pattern["detail"],
+            ),
             targets=[
                 targets.LambdaFunction(
-                    function,
+                    to.function,
                     retry_attempts=8,
                     max_event_age=Duration.hours(6),
                     dead_letter_queue=self.dead_letters,
@@ -106,11 +122,3 @@ class Ingest(Construct):
             reason="Execution names are made per upload; preprocess may only describe the "
             "executions of this state machine (an idempotent restart reads the existing one).",
         )
-
-
-def _pattern(topology: Topology) -> events.EventPattern:
-    """The shared pattern (infra/topology.py), as CDK's typed EventPattern."""
-    pattern = upload_event_pattern(topology)
-    return events.EventPattern(
-        source=pattern["source"], detail_type=pattern["detail-type"], detail=pattern["detail"]
-    )

@@ -7,6 +7,7 @@ from typing import Any
 from aws_cdk import Aws, CfnOutput, Stack
 from constructs import Construct
 
+from infra.aws.batch import BatchPredictions
 from infra.aws.functions import Layers
 from infra.aws.inference_api import ApiAuth, InferenceApi
 from infra.aws.ingest import Ingest
@@ -54,6 +55,15 @@ class SluiceStack(Stack):
             registry=self.registry,
             layers=layers,
             auth=api_auth,
+        )
+        self.batch = BatchPredictions(
+            self,
+            "BatchPredictions",
+            topology=topology,
+            storage=self.storage,
+            registry=self.registry,
+            ingest=self.ingest,
+            layers=layers,
         )
         self.monitoring = Monitoring(
             self,

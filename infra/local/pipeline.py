@@ -50,6 +50,7 @@ def use_endpoint(topology: Topology, endpoint: str | None) -> None:
     clients dropped so that each is built again, for this endpoint, on first use."""
     os.environ.update(topology.preprocess_environment())
     os.environ.update(topology.pipeline_environment())
+    os.environ.update(topology.batch_environment())
     os.environ.update(topology.inference_environment())
     if endpoint is None:
         os.environ.pop("AWS_ENDPOINT_URL", None)
@@ -58,11 +59,12 @@ def use_endpoint(topology: Topology, endpoint: str | None) -> None:
     os.environ["AWS_DEFAULT_REGION"] = topology.region
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "local")
     os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "local")
+    from functions.batch import handler as batch
     from functions.inference import handler as inference
     from functions.preprocess import handler as preprocess
     from functions.shared.pipeline_deps import pipeline_deps
 
-    for cached in (preprocess._deps, inference._deps, pipeline_deps):
+    for cached in (preprocess._deps, inference._deps, batch._deps, pipeline_deps):
         cached.cache_clear()
 
 

@@ -12,10 +12,11 @@ from typing import Any
 
 from functions.shared.registry_dynamodb import create_table
 from infra.local.pipeline import definition as pipeline_definition
-from infra.topology import Topology, upload_event_pattern
+from infra.topology import Topology, batch_event_pattern, upload_event_pattern
 
 UPLOAD_QUEUE = "sluice-uploads"
 UPLOAD_RULE = "sluice-data-uploads"
+BATCH_RULE = "sluice-batch-uploads"
 
 
 @dataclass(frozen=True)
@@ -51,8 +52,13 @@ def provision(
         "Attributes"
     ]["QueueArn"]
     events = clients("events")
-    events.put_rule(Name=UPLOAD_RULE, EventPattern=json.dumps(upload_event_pattern(topology)))
-    events.put_targets(Rule=UPLOAD_RULE, Targets=[{"Id": "uploads", "Arn": queue_arn}])
+    # Both rules feed one queue; the router hands each event to the function its key belongs to.
+    for rule, pattern in (
+        (UPLOAD_RULE, upload_event_pattern(topology)),
+        (BATCH_RULE, batch_event_pattern(topology)),
+    ):
+        events.put_rule(Name=rule, EventPattern=json.dumps(pattern))
+        events.put_targets(Rule=rule, Targets=[{"Id": "uploads", "Arn": queue_arn}])
     s3.put_bucket_notification_configuration(
         Bucket=topology.raw_bucket, NotificationConfiguration={"EventBridgeConfiguration": {}}
     )

@@ -3,7 +3,8 @@
 - an AWS-compatible endpoint on loopback (moto's server) holding the resources the topology
   names (``provision``);
 - the event router: S3 Object Created (EventBridge-shaped, via the upload queue) → the
-  preprocess handler in-process, retried, with a dead-letter record when it keeps failing;
+  preprocess handler (or, for ``<dataset>/batch/`` files, the batch predictions handler)
+  in-process, retried, with a dead-letter record when it keeps failing;
 - the run worker: each run preprocess starts is executed from the pipeline definition
   (``run_pipeline``), one at a time, its summary kept in the run history;
 - the local API Gateway: HTTP on loopback → the inference handler, API key required;
@@ -32,6 +33,7 @@ from typing import Any
 
 import boto3
 
+from functions.shared.layout import parse_batch_key
 from functions.shared.orchestration import RunInput
 from functions.shared.storage import S3ObjectStore
 from infra.local.api_gateway import LocalApiGateway
@@ -222,24 +224,36 @@ class LocalStack:
             self._stopping.wait(POLL_SECONDS)
 
     def _deliver(self, event: dict[str, Any]) -> None:
+        """Hand one S3 event to the function its key belongs to: batch files to the batch
+        predictions function, everything else to preprocess (which ignores what is not data)."""
+        key = event.get("detail", {}).get("object", {}).get("key")
+        if isinstance(key, str) and parse_batch_key(key) is not None:
+            self._attempt(event, "batch", key)
+        else:
+            self._attempt(event, "preprocess", key)
+
+    def _attempt(self, event: dict[str, Any], function: str, key: str | None) -> None:
+        from functions.batch import handler as batch
         from functions.preprocess import handler as preprocess
 
-        context = LocalLambdaContext.for_function(self.config.topology, "preprocess")
+        handler = batch.lambda_handler if function == "batch" else preprocess.lambda_handler
+        context = LocalLambdaContext.for_function(self.config.topology, function)
         failure = ""
         for attempt in range(1, HANDLER_ATTEMPTS + 1):
             try:
-                outcomes = preprocess.lambda_handler(event, context)["outcomes"]
+                outcomes = handler(event, context)["outcomes"]
             except Exception:
                 failure = traceback.format_exc(limit=5)
-                self.log(f"router   preprocess failed (attempt {attempt}/{HANDLER_ATTEMPTS})")
+                self.log(f"router   {function} failed (attempt {attempt}/{HANDLER_ATTEMPTS})")
                 continue
             for outcome in outcomes:
                 self.log(
-                    f"upload   {outcome['dataset']}: {outcome['status']} — {outcome['reason']}"
+                    f"{'batch' if function == 'batch' else 'upload':<8} "
+                    f"{outcome.get('dataset')}: {outcome['status']} — {outcome['reason']}"
                 )
-                key = event.get("detail", {}).get("object", {}).get("key")
-                self._append(UPLOADS_FILE, {"at": _now(), "key": key, **outcome})
-                if outcome["status"] == "started":
+                record = {"at": _now(), "key": key, "kind": function, **outcome}
+                self._append(UPLOADS_FILE, record)
+                if function == "preprocess" and outcome["status"] == "started":
                     described = self.client("stepfunctions").describe_execution(
                         executionArn=outcome["run_id"]
                     )

@@ -4,6 +4,7 @@ predictions over HTTP."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import queue
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+import pyarrow.parquet as pq
 import pytest
 
 from functions.shared.registry_dynamodb import DynamoDBRegistry
@@ -147,6 +149,26 @@ def test_an_upload_becomes_a_live_model_answering_over_http(
     assert _post(url, {"instances": instances}, None)[0] == 403
     assert _post(url, {"instances": instances}, "wrong-key")[0] == 403
 
+    # When a file to score is dropped under batch/
+    batch = csv_bytes(frame[features].head(300))
+    s3.put_object(Bucket=topology.raw_bucket, Key="churn/batch/june.csv", Body=batch)
+    [scored] = _wait_for(
+        lambda: [u for u in _uploads(stack) if u["key"] == "churn/batch/june.csv"],
+        "the batch file's outcome",
+        stack,
+    )
+    # Then the live model scores every row into the artifacts bucket, and nothing trains
+    assert scored["status"] == "scored" and scored["rows"] == 300, scored
+    assert scored["model_version"] == live.version
+    prefix = f"churn/predictions/june.csv/v{live.version}/"
+    listed = s3.list_objects_v2(Bucket=topology.artifacts_bucket, Prefix=prefix)["Contents"]
+    parts = [o["Key"] for o in listed if o["Key"].endswith(".parquet")]
+    table = pq.read_table(
+        io.BytesIO(s3.get_object(Bucket=topology.artifacts_bucket, Key=parts[0])["Body"].read())
+    )
+    assert table.num_rows == 300 and set(table.column("label").to_pylist()) <= {"yes", "no"}
+    assert len(stack.runs) == 1
+
     # When a broken upload follows (the target column is missing)
     broken = csv_bytes(frame.drop(columns=["churned"]))
     s3.put_object(Bucket=topology.raw_bucket, Key="churn/data/feb.csv", Body=broken)
@@ -171,7 +193,7 @@ def test_an_upload_becomes_a_live_model_answering_over_http(
     code = main(["status", "--state-dir", str(stack.config.state_dir), "--json"])
     history = json.loads(capsys.readouterr().out)
     assert code == 0
-    assert [u["status"] for u in history["uploads"]] == ["started", "rejected"]
+    assert [u["status"] for u in history["uploads"]] == ["started", "scored", "rejected"]
     run = history["runs"][-1]
     assert run["status"] == "SUCCEEDED" and run["path"][-1] == "Promoted"
     assert run["decision"]["kind"] == "promoted" and run["decision"]["live_version"] == 1

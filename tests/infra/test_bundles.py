@@ -321,6 +321,7 @@ ENVIRONMENT = {
     "AWS_SECRET_ACCESS_KEY": "testing",
     # every Settings field without a default (functions/*/handler.py, shared/pipeline_deps.py)
     "ARTIFACTS_BUCKET": "sluice-artifacts",
+    "RAW_BUCKET": "sluice-raw",
     "STATE_MACHINE_ARN": "arn:aws:states:us-east-1:123456789012:stateMachine:sluice",
     "REGISTRY_TABLE": "sluice-registry",
     "DECISIONS_TOPIC_ARN": "arn:aws:sns:us-east-1:123456789012:sluice-decisions",

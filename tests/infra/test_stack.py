@@ -16,11 +16,11 @@ from typing import Any
 import pytest
 
 from infra.local.pipeline import DEFINITION
-from infra.topology import Topology, upload_event_pattern
+from infra.topology import Topology, batch_event_pattern, upload_event_pattern
 from tests.infra.conftest import Synthesized, synthesize
 
 TOPOLOGY = Topology(stage="dev")
-FUNCTIONS = ("preprocess", "evaluate", "promote", "reject", "inference")
+FUNCTIONS = ("preprocess", "evaluate", "promote", "reject", "inference", "batch")
 # Actions that support no resource-level permissions: the only ones allowed on Resource "*".
 RESOURCELESS_ACTIONS = {
     "xray:PutTraceSegments",
@@ -102,7 +102,8 @@ def test_raw_and_artifacts_are_versioned_and_access_logged(synthesized: Synthesi
 def test_uploads_under_data_reach_preprocess_with_retries_and_a_dead_letter_queue(
     synthesized: Synthesized,
 ) -> None:
-    rule = synthesized.one("AWS::Events::Rule")
+    rules = synthesized.resources("AWS::Events::Rule").values()
+    [rule] = [r["Properties"] for r in rules if "data/" in json.dumps(r["Properties"])]
     pattern = rule["EventPattern"]
     shared = upload_event_pattern(TOPOLOGY)
     assert pattern["source"] == shared["source"]
@@ -111,9 +112,9 @@ def test_uploads_under_data_reach_preprocess_with_retries_and_a_dead_letter_queu
     [target] = rule["Targets"]
     assert target["RetryPolicy"]["MaximumRetryAttempts"] > 0
     assert "DeadLetterConfig" in target
-    invoke = synthesized.one("AWS::Lambda::EventInvokeConfig")
-    assert invoke["MaximumRetryAttempts"] == 2
-    assert "OnFailure" in invoke["DestinationConfig"]
+    for invoke in synthesized.resources("AWS::Lambda::EventInvokeConfig").values():
+        assert invoke["Properties"]["MaximumRetryAttempts"] == 2
+        assert "OnFailure" in invoke["Properties"]["DestinationConfig"]
     queue = synthesized.one("AWS::SQS::Queue")
     assert queue["SqsManagedSseEnabled"] is True
     preprocess = _ours(synthesized)["preprocess"]
@@ -194,7 +195,7 @@ def test_each_function_has_its_own_role_tracing_a_layer_and_topology_names(
         assert props["TracingConfig"] == {"Mode": "Active"}, name
         assert len(props["Layers"]) == 1, name
         assert props["Handler"].startswith("functions."), name
-    assert len(synthesized.resources("AWS::Lambda::LayerVersion")) == 4  # promote+reject share
+    assert len(synthesized.resources("AWS::Lambda::LayerVersion")) == 5  # promote+reject share
 
 
 def test_no_policy_grants_a_wildcard_action_or_any_resource_outside_the_allow_list(
@@ -340,3 +341,22 @@ def test_cfn_lint_finds_no_errors(synthesized: Synthesized) -> None:
     # 0: clean; 4: warnings only (W3005 on the DependsOn CDK writes); 2: errors
     assert done.returncode in (0, 4), done.stdout + done.stderr
     assert not re.search(r"^E\d{4}", done.stdout, re.MULTILINE), done.stdout
+
+
+def test_batch_files_reach_the_batch_function_which_may_write_predictions_only(
+    synthesized: Synthesized,
+) -> None:
+    rules = synthesized.resources("AWS::Events::Rule").values()
+    [rule] = [r["Properties"] for r in rules if "batch/" in json.dumps(r["Properties"])]
+    assert (
+        rule["EventPattern"]["detail"]["object"]
+        == batch_event_pattern(TOPOLOGY)["detail"]["object"]
+    )
+    batch = _ours(synthesized)["batch"]
+    assert batch["ReservedConcurrentExecutions"] == 2
+    writes = [
+        json.dumps(s["Resource"])
+        for _, s in _statements(synthesized)
+        if "s3:PutObject" in _listed(s["Action"]) and "predictions" in json.dumps(s["Resource"])
+    ]
+    assert writes and all("/*/predictions/*" in w for w in writes)

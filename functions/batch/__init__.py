@@ -1,0 +1,1 @@
+"""Batch predictions: a file dropped under ``<dataset>/batch/`` is scored by the live model."""

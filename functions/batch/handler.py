@@ -1,0 +1,70 @@
+"""Batch predictions Lambda: an S3 Object Created event under ``<dataset>/batch/`` → the file
+scored by the live model, in chunks (logic.py)."""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from pydantic import BaseModel, ConfigDict
+
+from functions.batch.logic import score_batch
+from functions.shared.s3_events import EventShapeError, parse_upload_event
+from functions.shared.observability import logger, metrics, tracer
+from functions.shared.registry_dynamodb import DynamoDBRegistry
+from functions.shared.storage import S3ObjectStore
+
+
+class Settings(BaseModel):
+    """Environment, validated once per cold start."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    RAW_BUCKET: str
+    ARTIFACTS_BUCKET: str
+    REGISTRY_TABLE: str
+    AWS_ENDPOINT_URL: str | None = None  # set by the local stack only
+
+
+@cache
+def _deps() -> tuple[Settings, S3ObjectStore, DynamoDBRegistry]:
+    import os
+
+    import boto3
+
+    settings = Settings.model_validate(dict(os.environ))
+    store = S3ObjectStore(boto3.client("s3", endpoint_url=settings.AWS_ENDPOINT_URL))
+    registry = DynamoDBRegistry(
+        boto3.client("dynamodb", endpoint_url=settings.AWS_ENDPOINT_URL), settings.REGISTRY_TABLE
+    )
+    return settings, store, registry
+
+
+@logger.inject_lambda_context
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    settings, store, registry = _deps()
+    try:
+        uploads = parse_upload_event(event)
+    except EventShapeError as error:
+        logger.error("not an S3 upload event", extra={"error": str(error)})
+        return {"outcomes": [{"status": "ignored", "reason": str(error)}]}
+    outcomes = []
+    for upload in uploads:
+        outcome = score_batch(
+            store,
+            registry,
+            raw_bucket=settings.RAW_BUCKET,
+            artifacts_bucket=settings.ARTIFACTS_BUCKET,
+            key=upload.key,
+        )
+        logger.info("batch file handled", extra=outcome.model_dump(exclude_none=True))
+        if outcome.status == "scored":
+            metrics.add_metric("BatchRowsScored", MetricUnit.Count, outcome.rows)
+        elif outcome.status == "rejected":
+            metrics.add_metric("BatchFilesRejected", MetricUnit.Count, 1)
+        outcomes.append(outcome.model_dump(mode="json"))
+    return {"outcomes": outcomes}

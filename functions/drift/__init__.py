@@ -1,0 +1,1 @@
+"""Drift detection: compare live inputs with the training profile preprocessing wrote."""
