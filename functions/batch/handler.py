@@ -11,9 +11,9 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel, ConfigDict
 
 from functions.batch.logic import score_batch
-from functions.shared.s3_events import EventShapeError, parse_upload_event
 from functions.shared.observability import logger, metrics, tracer
 from functions.shared.registry_dynamodb import DynamoDBRegistry
+from functions.shared.s3_events import EventShapeError, parse_upload_event
 from functions.shared.storage import S3ObjectStore
 
 

@@ -11,10 +11,10 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel, ConfigDict
 
-from functions.shared.s3_events import parse_upload_event
 from functions.preprocess.logic import Policy, process_upload
 from functions.shared.observability import logger, metrics, tracer
 from functions.shared.orchestration import StepFunctionsOrchestrator
+from functions.shared.s3_events import parse_upload_event
 from functions.shared.storage import S3ObjectStore
 
 

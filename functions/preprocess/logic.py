@@ -33,7 +33,6 @@ from functions.preprocess.cleaning import (
     infer_features,
     row_hashes,
 )
-from functions.shared.s3_events import UploadedObject
 from functions.preprocess.models import (
     Manifest,
     PreprocessOutcome,
@@ -49,6 +48,7 @@ from functions.shared.contract import Contract, FeatureKind, parse_contract
 from functions.shared.errors import ContractError, DataValidationError
 from functions.shared.features import DatasetSchema, FeatureSpec
 from functions.shared.orchestration import Orchestrator, RunInput, StoppingCondition
+from functions.shared.s3_events import UploadedObject
 from functions.shared.storage import ObjectInfo, ObjectStore, s3_uri
 
 RUN_NAME_LIMIT = 80  # Step Functions execution names

@@ -33,6 +33,8 @@ class Registry(Construct):
             ),
             encryption=dynamodb.TableEncryption.AWS_MANAGED,
             deletion_protection=True,
+            # retraining decision records expire (functions/retrain/guard_store.py)
+            time_to_live_attribute="expires_at",
             removal_policy=RemovalPolicy.RETAIN,
         )
         self.decisions = sns.Topic(

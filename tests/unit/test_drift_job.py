@@ -1,0 +1,152 @@
+"""The drift job: captured live inputs of the live model against its training profile."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from functions.drift.job import run_drift
+from functions.inference.capture import capture_hour_prefix
+from functions.preprocess.profile import build_profile
+from functions.shared import layout
+from functions.shared.registry import NewModelVersion
+from tests.fakes import InMemoryObjectStore, InMemoryRegistry
+from tests.models import TrainedModel
+
+ARTIFACTS = "artifacts-bucket"
+NOW = datetime(2026, 11, 22, 10, 30, tzinfo=UTC)
+
+
+def _world(model: TrainedModel) -> tuple[InMemoryObjectStore, InMemoryRegistry, str]:
+    store, registry = InMemoryObjectStore(), InMemoryRegistry()
+    dataset = model.card.dataset
+    prefix = f"{dataset}/models/run-1/"
+    store.put(ARTIFACTS, prefix + "model.onnx", model.onnx)
+    store.put(ARTIFACTS, prefix + "model_card.json", model.card_json)
+    uri = f"s3://{ARTIFACTS}/{prefix}"
+    version = registry.register(
+        NewModelVersion(
+            dataset=dataset,
+            run_name="run-1",
+            dataset_version=model.card.dataset_version,
+            model_uri=uri + "model.onnx",
+            card_uri=uri + "model_card.json",
+            report_uri=uri + "evaluation.json",
+            artifact_uri=uri + "output/model.tar.gz",
+            sha256=model.card.onnx.sha256,
+            metric=model.card.metric,
+            metric_value=0.9,
+        ),
+        actor="test",
+    ).version
+    registry.promote(dataset, version, expected_live=None, actor="test", reason="test")
+    profile = build_profile(model.version_dir / "train" / "part-0.parquet", model.schema)
+    key = f"{layout.version_prefix(dataset, model.card.dataset_version)}profile.json"
+    store.put(ARTIFACTS, key, json.dumps(profile).encode())
+    return store, registry, dataset
+
+
+def _capture(
+    store: InMemoryObjectStore, dataset: str, frame: pd.DataFrame, at: datetime, version: str = "1"
+) -> None:
+    records = json.loads(frame.to_json(orient="records"))
+    lines = [
+        json.dumps(
+            {
+                "request_id": f"r{i}",
+                "index": 0,
+                "at": at.isoformat().replace("+00:00", "Z"),
+                "model_version": version,
+                "instance": record,
+                "prediction": None,
+            }
+        )
+        for i, record in enumerate(records)
+    ]
+    key = f"{capture_hour_prefix(dataset, at)}{version}-{at:%Y%m%dT%H%M%SZ}-0.jsonl.gz"
+    store.put(ARTIFACTS, key, gzip.compress("\n".join(lines).encode()))
+
+
+def _live_inputs(model: TrainedModel, rows: int) -> pd.DataFrame:
+    frame = pd.concat([model.split("test"), model.split("validation")], ignore_index=True)
+    return frame[[f.name for f in model.card.features]].head(rows)
+
+
+def _run(store: InMemoryObjectStore, registry: InMemoryRegistry, dataset: str) -> Any:
+    return run_drift(store, registry, artifacts_bucket=ARTIFACTS, dataset=dataset, now=NOW)
+
+
+def test_traffic_like_the_training_data_shows_no_major_drift(
+    trained_models: dict[str, TrainedModel],
+) -> None:
+    model = trained_models["binary"]
+    store, registry, dataset = _world(model)
+    _capture(store, dataset, _live_inputs(model, 600), NOW - timedelta(hours=1))
+
+    outcome = _run(store, registry, dataset)
+
+    assert outcome.status == "measured" and outcome.live_rows == 600
+    assert outcome.result.level != "major", outcome.result.max_psi
+    latest = json.loads(store.get_bytes(ARTIFACTS, f"{dataset}/drift/latest.json"))
+    assert latest["report"] == outcome.report_uri and latest["model_version"] == 1
+    html = store.get_bytes(ARTIFACTS, outcome.report_uri.split("/", 3)[3][:-4] + "html")
+    assert b"<svg" in html
+
+
+def test_a_shifted_feature_is_major_drift_and_says_which(
+    trained_models: dict[str, TrainedModel],
+) -> None:
+    model = trained_models["binary"]
+    store, registry, dataset = _world(model)
+    frame = _live_inputs(model, 600)
+    shifted = model.card.features[0].name
+    frame[shifted] = frame[shifted] + 3 * float(np.nanstd(frame[shifted]))
+    _capture(store, dataset, frame, NOW - timedelta(minutes=5))
+
+    outcome = _run(store, registry, dataset)
+
+    assert outcome.result.level == "major"
+    worst = max(
+        (f for f in outcome.result.features if f.psi is not None), key=lambda f: f.psi or 0.0
+    )
+    assert worst.feature == shifted
+    names = {name for name, _, _ in outcome.result.metrics()}
+    assert {"FeaturePSI", "DatasetDriftPSI", "DriftedFeatures"} <= names
+
+
+def test_only_the_window_and_the_live_version_count(
+    trained_models: dict[str, TrainedModel],
+) -> None:
+    model = trained_models["binary"]
+    store, registry, dataset = _world(model)
+    _capture(store, dataset, _live_inputs(model, 300), NOW - timedelta(hours=2))
+    _capture(store, dataset, _live_inputs(model, 200), NOW - timedelta(hours=30))  # too old
+    _capture(store, dataset, _live_inputs(model, 100), NOW - timedelta(hours=1), version="9")
+
+    assert _run(store, registry, dataset).live_rows == 300
+
+
+def test_a_feature_excluded_from_capture_is_reported_missing_not_drifted(
+    trained_models: dict[str, TrainedModel],
+) -> None:
+    model = trained_models["binary"]
+    store, registry, dataset = _world(model)
+    excluded = model.card.features[0].name
+    _capture(store, dataset, _live_inputs(model, 600).drop(columns=[excluded]), NOW)
+
+    outcome = _run(store, registry, dataset)
+
+    [feature] = [f for f in outcome.result.features if f.feature == excluded]
+    assert feature.status == "missing_column" and feature.psi is None
+
+
+def test_no_live_model_is_skipped(trained_models: dict[str, TrainedModel]) -> None:
+    outcome = run_drift(
+        InMemoryObjectStore(), InMemoryRegistry(), artifacts_bucket=ARTIFACTS, dataset="x", now=NOW
+    )
+    assert (outcome.status, outcome.reason) == ("skipped", "no live model")
