@@ -21,7 +21,6 @@ from pydantic import BaseModel, ConfigDict
 
 from functions.drift.report import report_html, report_json
 from functions.drift.stats import DriftResult, drift
-from functions.inference.capture import capture_hour_prefix
 from functions.shared import layout
 from functions.shared.contract import FeatureKind
 from functions.shared.model_card import ModelCard
@@ -117,7 +116,7 @@ def _captured(
     for hours_back in range(window_hours + 1):
         moment = now - timedelta(hours=hours_back)
         for info in sorted(
-            store.list(bucket, capture_hour_prefix(dataset, moment)),
+            store.list(bucket, layout.capture_hour_prefix(dataset, moment)),
             key=lambda i: i.key,
             reverse=True,
         ):

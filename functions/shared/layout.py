@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 CONTRACT_FILE = "contract.json"
 DATA_PREFIX = "data/"
@@ -87,6 +88,25 @@ def predictions_prefix(dataset: str, batch_key: str, model_version: int) -> str:
     model version, so re-scoring with a new model never overwrites earlier results."""
     name = batch_key.split("/", 2)[2]
     return f"{dataset}/predictions/{name}/v{model_version}/"
+
+
+CAPTURE_PREFIX_TEMPLATE = "{dataset}/capture/"
+
+
+def capture_prefix(dataset: str, template: str = CAPTURE_PREFIX_TEMPLATE) -> str:
+    """Where one dataset's captured prediction requests live (artifacts bucket):
+    ``churn/capture/`` by default (functions/inference/capture.py writes them)."""
+    if not DATASET_NAME.match(dataset):
+        raise ValueError(f"not a dataset name: {dataset!r}")
+    return template.format(dataset=dataset)
+
+
+def capture_hour_prefix(
+    dataset: str, moment: datetime, template: str = CAPTURE_PREFIX_TEMPLATE
+) -> str:
+    """The partition of one UTC hour, for readers: ``churn/capture/dt=2026-11-22/hr=10/``."""
+    utc = moment.astimezone(UTC)
+    return f"{capture_prefix(dataset, template)}dt={utc:%Y-%m-%d}/hr={utc:%H}/"
 
 
 def checkpoint_prefix(dataset: str, run_name: str) -> str:

@@ -11,7 +11,6 @@ import numpy as np
 import pandas as pd
 
 from functions.drift.job import run_drift
-from functions.inference.capture import capture_hour_prefix
 from functions.preprocess.profile import build_profile
 from functions.shared import layout
 from functions.shared.registry import NewModelVersion
@@ -68,7 +67,7 @@ def _capture(
         )
         for i, record in enumerate(records)
     ]
-    key = f"{capture_hour_prefix(dataset, at)}{version}-{at:%Y%m%dT%H%M%SZ}-0.jsonl.gz"
+    key = f"{layout.capture_hour_prefix(dataset, at)}{version}-{at:%Y%m%dT%H%M%SZ}-0.jsonl.gz"
     store.put(ARTIFACTS, key, gzip.compress("\n".join(lines).encode()))
 
 
