@@ -29,10 +29,9 @@ from functions.inference.capture import (
     ENV_VARS,
     CaptureBuffer,
     CaptureSettings,
-    capture_hour_prefix,
     capture_key,
-    capture_prefix,
 )
+from functions.shared.layout import capture_hour_prefix, capture_prefix
 from tests.fakes import InMemoryObjectStore
 
 ROOT = Path(__file__).resolve().parents[2]
