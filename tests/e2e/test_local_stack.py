@@ -129,6 +129,8 @@ def test_an_upload_becomes_a_live_model_answering_over_http(
     # Then, with no other help, a model goes live
     registry = DynamoDBRegistry(stack.client("dynamodb"), topology.registry_table)
     live = _wait_for(lambda: registry.live("churn"), "a live model", stack)
+    # (promote sets the pointer inside the run; the run's record follows when it ends)
+    _wait_for(lambda: stack.runs, "the run's record", stack)
     assert stack.runs[-1].path[-2:] == ["Promote", "Promoted"]
 
     # and predictions come back over real HTTP with the API key, and not without it
@@ -320,6 +322,8 @@ def test_state_survives_a_restart_and_a_pending_run_resumes(
         assert any(line.startswith("state") and "1 run(s) resumed" in line for line in lines)
         registry = DynamoDBRegistry(second.client("dynamodb"), topology.registry_table)
         live = _wait_for(lambda: registry.live("churn"), "the resumed run's model", second)
+        # the journal entry goes when the run ends, just after promote set the pointer
+        _wait_for(lambda: second.runs, "the resumed run's record", second)
         assert not list((state_dir / PENDING_DIR).glob("*.json"))
         status, metadata = _get(f"{second.api_url}/v1/models/churn/metadata")
         features = [f["name"] for f in metadata["features"]]
