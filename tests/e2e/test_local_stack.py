@@ -323,8 +323,7 @@ def test_state_survives_a_restart_and_a_pending_run_resumes(
         registry = DynamoDBRegistry(second.client("dynamodb"), topology.registry_table)
         live = _wait_for(lambda: registry.live("churn"), "the resumed run's model", second)
         # the journal entry goes when the run ends, just after promote set the pointer
-        _wait_for(lambda: second.runs, "the resumed run's record", second)
-        assert not list((state_dir / PENDING_DIR).glob("*.json"))
+        _wait_for(lambda: not list((state_dir / PENDING_DIR).glob("*.json")), "the journal", second)
         status, metadata = _get(f"{second.api_url}/v1/models/churn/metadata")
         features = [f["name"] for f in metadata["features"]]
         instances = json.loads(frame[features].head(3).to_json(orient="records"))
