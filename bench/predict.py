@@ -221,7 +221,32 @@ def run() -> tuple[str, list[tuple[int, dict[str, list[int]]]]]:
     with mock_aws():
         publish(onnx_bytes, card)
         os.environ["REGISTRY_TABLE"] = TABLE
+        import boto3
+
+        from functions.inference import handler as handler_module
+        from functions.inference.capture import CaptureBuffer, CaptureSettings
         from functions.inference.handler import lambda_handler
+        from functions.inference.serving_metrics import ServingMetrics
+        from functions.shared.storage import S3ObjectStore
+
+        store = S3ObjectStore(boto3.client("s3", region_name="us-east-1"))
+        # Capture (10 % sampled, flushed to S3 on its thread) and serving metrics on, or off.
+        observed = (
+            CaptureBuffer(CaptureSettings(bucket=BUCKET, sample_rate=0.1), store),
+            ServingMetrics(enabled=True, emit=lambda document: None),
+        )
+        unobserved = (CaptureBuffer(CaptureSettings(), store), ServingMetrics(enabled=False))
+
+        def observing(on: bool) -> Callable[[dict[str, Any]], object]:
+            chosen = observed if on else unobserved
+
+            def call(event: dict[str, Any]) -> object:
+                handler_module._observers = lambda: chosen  # type: ignore[assignment]
+                return lambda_handler(event, CONTEXT)
+
+            return call
+
+        plain, watched = observing(False), observing(True)
 
         session = ort.InferenceSession(
             onnx_bytes, sess_options=session_options(), providers=["CPUExecutionProvider"]
@@ -236,7 +261,8 @@ def run() -> tuple[str, list[tuple[int, dict[str, list[int]]]]]:
             assert response["statusCode"] == 200, response["body"]
             assert len(json.loads(response["body"])["predictions"]) == rows
             calls: dict[str, Callable[[], object]] = {
-                "handler": lambda: lambda_handler(event, CONTEXT),  # noqa: B023
+                "handler": lambda: plain(event),  # noqa: B023
+                "observed": lambda: watched(event),  # noqa: B023
                 "envelope": lambda: bare(event, CONTEXT),  # noqa: B023
                 "floor": lambda: session.run(None, feeds),  # noqa: B023
             }
@@ -262,6 +288,12 @@ def main(argv: list[str] | None = None) -> None:
         print(
             f"{rows:>4}  {h_med:>11.1f}  {h_p99:>7.1f}  {e_med:>12.1f}  {f_med:>9.1f}  "
             f"{f_p99:>6.1f}  {h_med / f_med:>12.1f}×  {e_med / f_med:>13.1f}×"
+        )
+    for rows, samples in results:
+        (o_med, o_p99), (h_med, _) = (median_p99(samples[n]) for n in ("observed", "handler"))
+        print(
+            f"{rows:>4}  with capture (10 %) + serving metrics: {o_med:.1f} µs (p99 {o_p99:.1f})"
+            f" = {o_med / h_med:.2f}× without (target ≤ 1.5×)"
         )
     h_one, f_one = (median_p99(results[0][1][name])[0] for name in ("handler", "floor"))
     ratio = h_one / f_one

@@ -478,6 +478,7 @@ def _predict_in_process(args: argparse.Namespace, path: str, body: bytes) -> tup
         os.environ["AWS_ENDPOINT_URL"] = args.endpoint_url
     os.environ["AWS_DEFAULT_REGION"] = _region(args, topology.region)
     os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
+    os.environ["CAPTURE_SAMPLE_RATE"] = "0"  # a one-off call from a terminal is not traffic
     os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
     from functions.inference import handler
 

@@ -93,6 +93,9 @@ class Topology:
         return {
             "REGISTRY_TABLE": self.registry_table,
             "POWERTOOLS_SERVICE_NAME": "sluice-inference",
+            # a sample of requests for the drift job (functions/inference/capture.py)
+            "CAPTURE_BUCKET": self.artifacts_bucket,
+            "CAPTURE_SAMPLE_RATE": "0.1",
         }
 
 

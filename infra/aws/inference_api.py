@@ -18,7 +18,7 @@ from constructs import Construct
 from infra.aws.functions import Layers, SluiceFunction
 from infra.aws.nag import acknowledge
 from infra.aws.registry import Registry
-from infra.aws.storage import Storage, grant_read
+from infra.aws.storage import Storage, grant_read, grant_write
 from infra.topology import Topology
 
 ApiAuth = Literal["api_key", "iam"]
@@ -56,6 +56,7 @@ class InferenceApi(Construct):
         role = self.inference.role
         role.add_to_policy(registry.reader())
         grant_read(role, storage.artifacts, "*/models/*")
+        grant_write(role, storage.artifacts, "*/capture/*")  # the sample the drift job reads
 
         self.alias = lambda_.Alias(
             self, "Live", alias_name="live", version=self.inference.function.current_version

@@ -64,7 +64,13 @@ def use_endpoint(topology: Topology, endpoint: str | None) -> None:
     from functions.preprocess import handler as preprocess
     from functions.shared.pipeline_deps import pipeline_deps
 
-    for cached in (preprocess._deps, inference._deps, batch._deps, pipeline_deps):
+    for cached in (
+        preprocess._deps,
+        inference._deps,
+        inference._observers,
+        batch._deps,
+        pipeline_deps,
+    ):
         cached.cache_clear()
 
 

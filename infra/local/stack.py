@@ -186,6 +186,9 @@ class LocalStack:
             thread.join(timeout=None if thread.name == "sluice-runner" else 30)
         if self._api is not None:
             self._api.__exit__(None, None, None)
+            from functions.inference import handler as inference
+
+            inference._observers()[0].close()  # captured requests reach the bucket before saving
         if self._snapshots is not None:
             self._save()
         if self._moto is not None:

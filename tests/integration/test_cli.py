@@ -45,8 +45,11 @@ def deployment(trained_models: dict[str, TrainedModel]) -> Iterator[DynamoDBRegi
         registry.promote("binary", 2, expected_live=1, actor="test", reason="better")
         registry.reject("binary", 3, actor="test", reason="worse")
         inference_handler._deps.cache_clear()
+        inference_handler._observers.cache_clear()
         yield registry
+        inference_handler._observers()[0].close()  # capture writes to moto, never beyond
         inference_handler._deps.cache_clear()
+        inference_handler._observers.cache_clear()
     os.environ.clear()
     os.environ.update(environment)
 

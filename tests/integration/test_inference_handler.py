@@ -7,6 +7,7 @@ events/predict.apigw_rest.json is sent exactly as it is stored.
 from __future__ import annotations
 
 import copy
+import gzip
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -125,12 +126,15 @@ def stack(monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
     monkeypatch.setenv("MODEL_CACHE_TTL_SECONDS", "0")
     with mock_aws():
         handler._deps.cache_clear()  # clients must be built inside the moto context
+        handler._observers.cache_clear()
         s3 = boto3.client("s3", region_name=topology.region)
         s3.create_bucket(Bucket=topology.artifacts_bucket)
         dynamodb = boto3.client("dynamodb", region_name=topology.region)
         create_table(dynamodb, topology.registry_table)
         yield Stack(topology, s3, DynamoDBRegistry(dynamodb, topology.registry_table))
+        handler._observers()[0].close()  # the capture thread writes to moto, never beyond
     handler._deps.cache_clear()
+    handler._observers.cache_clear()
 
 
 def load_event(name: str) -> dict[str, Any]:
@@ -269,3 +273,29 @@ def test_the_live_predict_fast_path_answers_exactly_as_the_routed_path(
     routed = handler.app.resolve(copy.deepcopy(event), CONTEXT)
     # Then the two responses are identical, status, headers and body
     assert fast == routed
+
+
+def test_a_sample_of_predictions_is_captured_to_s3_for_the_drift_job(
+    stack: Stack, churn_model: ChurnModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given capture at 100 % (the deployed default samples 10 %)
+    monkeypatch.setenv("CAPTURE_SAMPLE_RATE", "1")
+    handler._observers.cache_clear()
+    stack.publish(churn_model, "run-1")
+    status, _, answer = invoke(load_event("predict.apigw_rest.json"))
+    assert status == 200
+
+    # When the buffer is flushed (its thread does this off the request path)
+    capture, _ = handler._observers()
+    capture.flush()
+
+    # Then the instance, its prediction and the version that answered are in the bucket
+    listed = stack.s3.list_objects_v2(
+        Bucket=stack.topology.artifacts_bucket, Prefix="churn/capture/"
+    )
+    [key] = [o["Key"] for o in listed["Contents"]]
+
+    body = stack.s3.get_object(Bucket=stack.topology.artifacts_bucket, Key=key)["Body"].read()
+    lines = [json.loads(line) for line in gzip.decompress(body).splitlines()]
+    assert [line["prediction"] for line in lines] == answer["predictions"]
+    assert {line["model_version"] for line in lines} == {answer["model_version"]}
