@@ -88,6 +88,14 @@ class Topology:
             "POWERTOOLS_SERVICE_NAME": "sluice-batch",
         }
 
+    def drift_environment(self) -> dict[str, str]:
+        """The drift job's environment (functions/drift/handler.py Settings)."""
+        return {
+            "ARTIFACTS_BUCKET": self.artifacts_bucket,
+            "REGISTRY_TABLE": self.registry_table,
+            "POWERTOOLS_SERVICE_NAME": "sluice-drift",
+        }
+
     def inference_environment(self) -> dict[str, str]:
         """The inference function's environment (functions/inference/handler.py Settings)."""
         return {

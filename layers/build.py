@@ -117,6 +117,7 @@ FUNCTIONS: dict[str, FunctionSpec] = {
             "inference", "inference", ("inference",), "functions.inference.handler.lambda_handler"
         ),
         FunctionSpec("batch", "batch", ("batch",), "functions.batch.handler.lambda_handler"),
+        FunctionSpec("drift", "drift", ("drift",), "functions.drift.handler.lambda_handler"),
     )
 }
 

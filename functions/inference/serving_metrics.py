@@ -30,6 +30,8 @@ from typing import Any
 
 import numpy as np
 
+from functions.shared.observability import emf_document
+
 NAMESPACE_ENV = "POWERTOOLS_METRICS_NAMESPACE"
 DEFAULT_NAMESPACE = "Sluice"
 WINDOW_SECONDS = 60.0
@@ -128,13 +130,13 @@ class ServingMetrics:
                 metrics.append({"Name": name, "Unit": "None"})
                 values[name] = value
         documents = [
-            _emf(
+            emf_document(
                 self.namespace, timestamp, ["dataset", "model_version"], metrics, {**base, **values}
             )
         ]
         for label, count in sorted(window.classes.items()):
             documents.append(
-                _emf(
+                emf_document(
                     self.namespace,
                     timestamp,
                     ["dataset", "model_version", "class"],
@@ -143,21 +145,3 @@ class ServingMetrics:
                 )
             )
         return documents
-
-
-def _emf(
-    namespace: str,
-    timestamp: int,
-    dimensions: list[str],
-    metrics: list[dict[str, str]],
-    fields: dict[str, Any],
-) -> dict[str, Any]:
-    return {
-        "_aws": {
-            "Timestamp": timestamp,
-            "CloudWatchMetrics": [
-                {"Namespace": namespace, "Dimensions": [dimensions], "Metrics": metrics}
-            ],
-        },
-        **fields,
-    }

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics.functions import is_metrics_disabled
 from aws_lambda_powertools.metrics.provider.cloudwatch_emf.cloudwatch import (
@@ -35,3 +37,24 @@ metrics.provider = _EMFProvider(
     metadata_set=metrics.metadata_set,
     default_dimensions=metrics.default_dimensions,
 )
+
+
+def emf_document(
+    namespace: str,
+    timestamp_ms: int,
+    dimensions: list[str],
+    metrics: list[dict[str, str]],
+    fields: dict[str, Any],
+) -> dict[str, Any]:
+    """One CloudWatch embedded-metric-format document: ``metrics`` (``{"Name", "Unit"}``) whose
+    values, and the ``dimensions``' values, are in ``fields``. Printed to stdout in Lambda,
+    CloudWatch Logs turns it into metrics."""
+    return {
+        "_aws": {
+            "Timestamp": timestamp_ms,
+            "CloudWatchMetrics": [
+                {"Namespace": namespace, "Dimensions": [dimensions], "Metrics": metrics}
+            ],
+        },
+        **fields,
+    }

@@ -1,16 +1,22 @@
-"""Monitoring hooks: a dashboard per stage and the alarms a platform engineer needs from day one
-(failed runs, dead-lettered uploads, inference errors). Issue 6 adds serving metrics, drift and
-the alarms that retrain."""
+"""Monitoring: a dashboard per stage, the alarms a platform engineer needs from day one (failed
+runs, dead-lettered uploads, inference errors), and the drift job on a schedule (hourly): the
+live model's captured inputs against its training profile (functions/drift)."""
 
 from __future__ import annotations
 
 from aws_cdk import Duration
 from aws_cdk import aws_cloudwatch as cloudwatch
+from aws_cdk import aws_events as events
+from aws_cdk import aws_events_targets as targets
+from aws_cdk import aws_iam as iam
 from constructs import Construct
 
+from infra.aws.functions import Layers, SluiceFunction
 from infra.aws.inference_api import InferenceApi
 from infra.aws.ingest import Ingest
 from infra.aws.pipeline import TrainingPipeline
+from infra.aws.registry import Registry
+from infra.aws.storage import Storage, grant_read, grant_write
 from infra.topology import Topology
 
 
@@ -24,8 +30,37 @@ class Monitoring(Construct):
         ingest: Ingest,
         pipeline: TrainingPipeline,
         api: InferenceApi,
+        storage: Storage,
+        registry: Registry,
+        layers: Layers,
     ) -> None:
         super().__init__(scope, construct_id)
+        self.drift = SluiceFunction(
+            self,
+            "Drift",
+            topology=topology,
+            name="drift",
+            package="drift",
+            handler="functions.drift.handler.lambda_handler",
+            layers=layers,
+            environment=topology.drift_environment(),
+            memory_mb=1024,
+            timeout=Duration.minutes(10),
+            reserved_concurrency=1,
+        )
+        grant_read(self.drift.role, storage.artifacts, "*/capture/*", "*/versions/*", "*/models/*")
+        grant_write(self.drift.role, storage.artifacts, "*/drift/*")
+        self.drift.role.add_to_policy(registry.reader())
+        self.drift.role.add_to_policy(  # the datasets to measure: one Scan of the registry
+            iam.PolicyStatement(actions=["dynamodb:Scan"], resources=[registry.table.table_arn])
+        )
+        self.schedule = events.Rule(
+            self,
+            "DriftSchedule",
+            description="the drift job, hourly",
+            schedule=events.Schedule.rate(Duration.hours(1)),
+            targets=[targets.LambdaFunction(self.drift.function, retry_attempts=2)],
+        )
         period = Duration.minutes(5)
         failed_runs = pipeline.state_machine.metric_failed(period=period)
         dead_letters = ingest.dead_letters.metric_approximate_number_of_messages_visible(
@@ -90,6 +125,18 @@ class Monitoring(Construct):
                         left=[
                             api.alias.metric_duration(statistic="p50", period=period),
                             api.alias.metric_duration(statistic="p99", period=period),
+                        ],
+                    ),
+                    cloudwatch.GraphWidget(
+                        title="Drift: max PSI per dataset (0.1 moderate, 0.25 major)",
+                        left=[
+                            cloudwatch.MathExpression(
+                                expression="SEARCH('{"
+                                + 'Sluice,dataset} MetricName="DatasetDriftPSI"\', '
+                                "'Maximum', 3600)",
+                                label="",
+                                period=Duration.hours(1),
+                            )
                         ],
                     ),
                     cloudwatch.AlarmStatusWidget(

@@ -72,6 +72,9 @@ class SluiceStack(Stack):
             ingest=self.ingest,
             pipeline=self.pipeline,
             api=self.api,
+            storage=self.storage,
+            registry=self.registry,
+            layers=layers,
         )
         for child in self.node.children:  # CDK's deploy-time handler for bucket notifications
             if child.node.id.startswith("BucketNotificationsHandler"):

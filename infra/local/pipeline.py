@@ -51,6 +51,7 @@ def use_endpoint(topology: Topology, endpoint: str | None) -> None:
     os.environ.update(topology.preprocess_environment())
     os.environ.update(topology.pipeline_environment())
     os.environ.update(topology.batch_environment())
+    os.environ.update(topology.drift_environment())
     os.environ.update(topology.inference_environment())
     if endpoint is None:
         os.environ.pop("AWS_ENDPOINT_URL", None)
@@ -60,6 +61,7 @@ def use_endpoint(topology: Topology, endpoint: str | None) -> None:
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "local")
     os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "local")
     from functions.batch import handler as batch
+    from functions.drift import handler as drift
     from functions.inference import handler as inference
     from functions.preprocess import handler as preprocess
     from functions.shared.pipeline_deps import pipeline_deps
@@ -69,6 +71,7 @@ def use_endpoint(topology: Topology, endpoint: str | None) -> None:
         inference._deps,
         inference._observers,
         batch._deps,
+        drift._deps,
         pipeline_deps,
     ):
         cached.cache_clear()

@@ -49,6 +49,7 @@ LOCAL_FILE = "local.json"
 DEAD_LETTER_FILE = "dead-letter.jsonl"
 RUNS_FILE = "runs.jsonl"
 UPLOADS_FILE = "uploads.jsonl"
+DRIFT_FILE = "drift.jsonl"
 PENDING_DIR = "pending-runs"
 TLS_DIR = "tls"
 SNAPSHOT_SECONDS = 5.0
@@ -63,6 +64,7 @@ class StackConfig:
     api_key: str = "sluice-local-key"
     state_dir: Path = Path(".sluice")
     tls: bool = False  # HTTPS for the API, with a certificate generated in <state dir>/tls
+    drift_seconds: float = 3600.0  # the drift job's schedule (hourly, as deployed)
 
 
 @dataclass
@@ -170,6 +172,7 @@ class LocalStack:
             (self._route_events, "router"),
             (self._run_worker, "runner"),
             (self._save_periodically, "saver"),
+            (self._drift_periodically, "drift"),
         )
         for target, name in workers:
             thread = threading.Thread(target=target, name=f"sluice-{name}", daemon=True)
@@ -292,6 +295,27 @@ class LocalStack:
         for journal in journals:
             self._pending.put((journal, RunInput.model_validate_json(journal.read_bytes())))
         return len(journals)
+
+    def _drift_periodically(self) -> None:
+        while not self._stopping.wait(self.config.drift_seconds):
+            self.run_drift()
+
+    def run_drift(self) -> list[dict[str, Any]]:
+        """The drift job, as its schedule runs it: every dataset with a live model."""
+        from functions.drift import handler as drift
+
+        try:
+            outcomes: list[dict[str, Any]] = drift.lambda_handler(
+                {"source": "sluice.local", "detail-type": "Scheduled Event"},
+                LocalLambdaContext.for_function(self.config.topology, "drift"),
+            )["outcomes"]
+        except Exception as exc:  # a failed job is reported; the next tick tries again
+            self.log(f"drift    the drift job failed: {exc}")
+            return []
+        for outcome in outcomes:
+            self.log(f"drift    {outcome['dataset']}: {outcome['status']} — {outcome['reason']}")
+            self._append(DRIFT_FILE, {"at": _now(), **outcome})
+        return outcomes
 
     def _save_periodically(self) -> None:
         while not self._stopping.wait(SNAPSHOT_SECONDS):

@@ -151,6 +151,12 @@ def test_an_upload_becomes_a_live_model_answering_over_http(
     assert _post(url, {"instances": instances}, None)[0] == 403
     assert _post(url, {"instances": instances}, "wrong-key")[0] == 403
 
+    # and the drift job, run as its schedule would, measures the live model's traffic
+    [drift] = stack.run_drift()
+    assert drift["dataset"] == "churn" and drift["status"] == "measured", drift
+    report_key = drift["report_uri"].split("/", 3)[3]
+    assert s3.head_object(Bucket=topology.artifacts_bucket, Key=report_key)["ContentLength"] > 0
+
     # When a file to score is dropped under batch/
     batch = csv_bytes(frame[features].head(300))
     s3.put_object(Bucket=topology.raw_bucket, Key="churn/batch/june.csv", Body=batch)

@@ -20,7 +20,7 @@ from infra.topology import Topology, batch_event_pattern, upload_event_pattern
 from tests.infra.conftest import Synthesized, synthesize
 
 TOPOLOGY = Topology(stage="dev")
-FUNCTIONS = ("preprocess", "evaluate", "promote", "reject", "inference", "batch")
+FUNCTIONS = ("preprocess", "evaluate", "promote", "reject", "inference", "batch", "drift")
 # Actions that support no resource-level permissions: the only ones allowed on Resource "*".
 RESOURCELESS_ACTIONS = {
     "xray:PutTraceSegments",
@@ -195,7 +195,7 @@ def test_each_function_has_its_own_role_tracing_a_layer_and_topology_names(
         assert props["TracingConfig"] == {"Mode": "Active"}, name
         assert len(props["Layers"]) == 1, name
         assert props["Handler"].startswith("functions."), name
-    assert len(synthesized.resources("AWS::Lambda::LayerVersion")) == 5  # promote+reject share
+    assert len(synthesized.resources("AWS::Lambda::LayerVersion")) == 6  # promote+reject share
 
 
 def test_no_policy_grants_a_wildcard_action_or_any_resource_outside_the_allow_list(
@@ -360,3 +360,18 @@ def test_batch_files_reach_the_batch_function_which_may_write_predictions_only(
         if "s3:PutObject" in _listed(s["Action"]) and "predictions" in json.dumps(s["Resource"])
     ]
     assert writes and all("/*/predictions/*" in w for w in writes)
+
+
+def test_the_drift_job_runs_hourly_and_writes_only_its_reports(synthesized: Synthesized) -> None:
+    rules = synthesized.resources("AWS::Events::Rule").values()
+    [schedule] = [r["Properties"] for r in rules if "ScheduleExpression" in r["Properties"]]
+    assert schedule["ScheduleExpression"] == "rate(1 hour)"
+    drift = _ours(synthesized)["drift"]
+    assert drift["ReservedConcurrentExecutions"] == 1
+    role = json.dumps(drift["Role"])
+    writes = [
+        json.dumps(s["Resource"])
+        for logical, s in _statements(synthesized)
+        if "s3:PutObject" in _listed(s["Action"]) and logical.startswith("MonitoringDrift")
+    ]
+    assert writes and all("/*/drift/*" in w for w in writes), (role, writes)

@@ -149,3 +149,26 @@ def test_no_live_model_is_skipped(trained_models: dict[str, TrainedModel]) -> No
         InMemoryObjectStore(), InMemoryRegistry(), artifacts_bucket=ARTIFACTS, dataset="x", now=NOW
     )
     assert (outcome.status, outcome.reason) == ("skipped", "no live model")
+
+
+def test_the_handler_publishes_each_drift_figure_as_an_emf_document(
+    trained_models: dict[str, TrainedModel], monkeypatch: Any
+) -> None:
+    from functions.drift.handler import publish
+
+    monkeypatch.delenv("POWERTOOLS_METRICS_DISABLED", raising=False)
+    model = trained_models["binary"]
+    store, registry, dataset = _world(model)
+    _capture(store, dataset, _live_inputs(model, 600), NOW)
+    outcome = _run(store, registry, dataset)
+    printed: list[str] = []
+
+    assert publish(outcome, emit=printed.append) == len(outcome.result.metrics())
+
+    documents = [json.loads(line) for line in printed]
+    overall = next(d for d in documents if "DatasetDriftPSI" in d)
+    assert overall["dataset"] == dataset
+    assert overall["_aws"]["CloudWatchMetrics"][0]["Dimensions"] == [["dataset"]]
+    assert overall["DatasetDriftPSI"] == outcome.result.max_psi
+    per_feature = [d for d in documents if "FeaturePSI" in d]
+    assert {d["feature"] for d in per_feature} == {f.name for f in model.card.features}
