@@ -30,7 +30,6 @@ import contextlib
 import io
 import json
 import os
-import socket
 import sys
 import tempfile
 import time
@@ -60,6 +59,7 @@ from infra.local.stack import (
     LocalStack,
     RunRecord,
     StackConfig,
+    free_port,
     read_history,
 )
 from infra.topology import Topology
@@ -116,8 +116,8 @@ def run(rows: int, *, verbose: bool) -> Timeline:
     ):
         config = StackConfig(
             topology=Topology(stage="bench"),
-            aws_port=_free_port(),
-            api_port=_free_port(),
+            aws_port=free_port(),
+            api_port=free_port(),
             api_key=API_KEY,
             state_dir=Path(tmp) / ".sluice",
         )
@@ -255,13 +255,6 @@ def _pointer_ttl() -> float:
     """How long the inference function keeps a read of the live pointer, "none" included."""
     default = Settings.model_fields["MODEL_CACHE_TTL_SECONDS"].default
     return float(os.environ.get("MODEL_CACHE_TTL_SECONDS", default))
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def figures(timeline: Timeline) -> list[tuple[str, str]]:

@@ -18,6 +18,7 @@ from functions.shared.features import DatasetSchema
 from functions.shared.model_card import MODEL_CARD_FILE, MODEL_FILE, ModelCard
 from functions.shared.orchestration import StoppingCondition
 from functions.shared.pipeline_state import PipelineState, TrainingOutcome
+from functions.shared.registry import ModelRegistry, NewModelVersion
 from functions.shared.storage import ObjectStore, s3_uri
 from functions.training.script_mode import Hyperparameters, SageMakerPaths
 from functions.training.train import train
@@ -125,3 +126,44 @@ def stage_run(
             job_name=job, model_artifacts=s3_uri(ARTIFACTS, artifact_key), training_seconds=3
         ),
     )
+
+
+def publish_live(
+    store: ObjectStore,
+    registry: ModelRegistry,
+    model: TrainedModel,
+    *,
+    run_name: str = "run-1",
+    onnx: bytes | None = None,
+) -> int:
+    """A model as a promotion leaves it: its files in the artifacts bucket, a version registered
+    and live. ``onnx`` replaces the file, not the sha256 the registry records."""
+    dataset = model.card.dataset
+    prefix = f"{dataset}/models/{run_name}/"
+    store.put_bytes(ARTIFACTS, prefix + MODEL_FILE, onnx or model.onnx)
+    store.put_bytes(ARTIFACTS, prefix + MODEL_CARD_FILE, model.card_json)
+    uri = s3_uri(ARTIFACTS, prefix)
+    version = registry.register(
+        NewModelVersion(
+            dataset=dataset,
+            run_name=run_name,
+            dataset_version=model.card.dataset_version,
+            model_uri=uri + MODEL_FILE,
+            card_uri=uri + MODEL_CARD_FILE,
+            report_uri=uri + "evaluation.json",
+            artifact_uri=uri + "output/model.tar.gz",
+            sha256=model.card.onnx.sha256,
+            metric=model.card.metric,
+            metric_value=0.9,
+        ),
+        actor="test",
+    ).version
+    live = registry.live(dataset)
+    registry.promote(
+        dataset,
+        version,
+        expected_live=None if live is None else live.version,
+        actor="test",
+        reason="published by a test",
+    )
+    return version

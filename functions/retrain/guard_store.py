@@ -25,6 +25,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from functions.retrain import guard
 from functions.retrain.guard import GuardCode, GuardPolicy, GuardState, Trigger
 from functions.shared.errors import SluiceError
+from functions.shared.registry_dynamodb import cancellation_reasons, item_key
 
 Outcome = Literal["started", "skipped", "start_failed", "finished"]
 
@@ -290,7 +291,7 @@ class DynamoDBGuardStore(GuardStore):
 
     def load(self, dataset: str) -> GuardState:
         response = self._db.get_item(
-            TableName=self._table, Key=_key(dataset, STATE_KEY), ConsistentRead=True
+            TableName=self._table, Key=item_key(dataset, STATE_KEY), ConsistentRead=True
         )
         item: dict[str, Any] | None = response.get("Item")
         if item is None:
@@ -310,7 +311,7 @@ class DynamoDBGuardStore(GuardStore):
         _check_commit(dataset, expected_revision, new_state, decision_record)
         state_put: dict[str, Any] = {
             "TableName": self._table,
-            "Item": _key(dataset, STATE_KEY) | _encode(new_state.model_dump(mode="json")),
+            "Item": item_key(dataset, STATE_KEY) | _encode(new_state.model_dump(mode="json")),
         }
         if expected_revision == 0:
             state_put["ConditionExpression"] = "attribute_not_exists(pk)"
@@ -322,7 +323,7 @@ class DynamoDBGuardStore(GuardStore):
         try:
             self._db.transact_write_items(TransactItems=items)
         except ClientError as error:
-            if not _RETRYABLE_REASONS.intersection(_reasons(error)):
+            if not _RETRYABLE_REASONS.intersection(cancellation_reasons(error)):
                 raise
             return False
         return True
@@ -361,7 +362,7 @@ class DynamoDBGuardStore(GuardStore):
         expires = int((decision_record.at + self._ttl).timestamp())
         fields = decision_record.model_dump(mode="json", exclude={"dataset"})
         item = (
-            _key(dataset, decision_record.sort_key())
+            item_key(dataset, decision_record.sort_key())
             | _encode(fields)
             | {TTL_ATTRIBUTE: {"N": str(expires)}}
         )
@@ -381,18 +382,6 @@ def _check_commit(
 def _check_record(dataset: str, decision_record: DecisionRecord) -> None:
     if decision_record.dataset != dataset:
         raise ValueError(f"a record of '{decision_record.dataset}' filed under '{dataset}'")
-
-
-def _reasons(error: ClientError) -> list[str]:
-    """The cancellation codes of a cancelled transaction (empty for any other error)."""
-    if error.response.get("Error", {}).get("Code") != "TransactionCanceledException":
-        return []
-    reasons: list[dict[str, Any]] = error.response.get("CancellationReasons", [])
-    return [str(reason.get("Code", "None")) for reason in reasons]
-
-
-def _key(dataset: str, sort_key: str) -> dict[str, Any]:
-    return {"pk": {"S": dataset}, "sk": {"S": sort_key}}
 
 
 def _encode(fields: dict[str, Any]) -> dict[str, Any]:

@@ -125,7 +125,7 @@ class DynamoDBRegistry(ModelRegistry):
             return self.get(new.dataset, existing)
         number = self._db.update_item(
             TableName=self._table,
-            Key=_key(new.dataset, COUNTER),
+            Key=item_key(new.dataset, COUNTER),
             UpdateExpression="ADD last_version :one",
             ExpressionAttributeValues={":one": {"N": "1"}},
             ReturnValues="UPDATED_NEW",
@@ -143,7 +143,7 @@ class DynamoDBRegistry(ModelRegistry):
             {
                 "Put": {
                     "TableName": self._table,
-                    "Item": _key(new.dataset, RUN_PREFIX + new.run_name)
+                    "Item": item_key(new.dataset, RUN_PREFIX + new.run_name)
                     | {"version": _number(record.version)},
                     "ConditionExpression": not_there,
                 }
@@ -334,8 +334,8 @@ class DynamoDBRegistry(ModelRegistry):
         """The version and the live pointer as of one instant (TransactGetItems is serializable)."""
         responses = self._db.transact_get_items(
             TransactItems=[
-                {"Get": {"TableName": self._table, "Key": _key(dataset, model_key(version))}},
-                {"Get": {"TableName": self._table, "Key": _key(dataset, LIVE)}},
+                {"Get": {"TableName": self._table, "Key": item_key(dataset, model_key(version))}},
+                {"Get": {"TableName": self._table, "Key": item_key(dataset, LIVE)}},
             ]
         )["Responses"]
         model_item, live_item = (response.get("Item") for response in responses)
@@ -349,7 +349,7 @@ class DynamoDBRegistry(ModelRegistry):
         try:
             self._db.transact_write_items(TransactItems=items)
         except ClientError as error:
-            reasons = _reasons(error)
+            reasons = cancellation_reasons(error)
             if not reasons or not _RETRYABLE_REASONS.intersection(reasons):
                 raise
             return False
@@ -364,7 +364,7 @@ class DynamoDBRegistry(ModelRegistry):
         values = _encode(pointer.model_dump(mode="json", exclude={"dataset"}))
         update: dict[str, Any] = {
             "TableName": self._table,
-            "Key": _key(pointer.dataset, LIVE),
+            "Key": item_key(pointer.dataset, LIVE),
             "UpdateExpression": "SET " + ", ".join(f"#{name} = :{name}" for name in values),
             "ExpressionAttributeNames": {f"#{name}": name for name in values},
             "ExpressionAttributeValues": {f":{name}": value for name, value in values.items()},
@@ -394,7 +394,7 @@ class DynamoDBRegistry(ModelRegistry):
         return {
             "Update": {
                 "TableName": self._table,
-                "Key": _key(dataset, model_key(version)),
+                "Key": item_key(dataset, model_key(version)),
                 "UpdateExpression": "SET #status = :status, status_reason = :reason, "
                 "updated_at = :now",
                 "ConditionExpression": f"#status IN ({', '.join(allowed)})",
@@ -432,7 +432,9 @@ class DynamoDBRegistry(ModelRegistry):
         )
         utc = entry.at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         sort_key = f"{AUDIT_PREFIX}{utc}#{next(self._audit_sequence):010d}"
-        item = _key(dataset, sort_key) | _encode(entry.model_dump(mode="json", exclude={"dataset"}))
+        item = item_key(dataset, sort_key) | _encode(
+            entry.model_dump(mode="json", exclude={"dataset"})
+        )
         return {"Put": {"TableName": self._table, "Item": item}}
 
     def _run_version(self, dataset: str, run_name: str) -> int | None:
@@ -441,7 +443,7 @@ class DynamoDBRegistry(ModelRegistry):
 
     def _get_item(self, dataset: str, sort_key: str) -> dict[str, Any] | None:
         response = self._db.get_item(
-            TableName=self._table, Key=_key(dataset, sort_key), ConsistentRead=True
+            TableName=self._table, Key=item_key(dataset, sort_key), ConsistentRead=True
         )
         item: dict[str, Any] | None = response.get("Item")
         return item
@@ -489,7 +491,7 @@ def _pages(call: Callable[..., Any], request: dict[str, Any]) -> Iterator[list[d
         request = request | {"ExclusiveStartKey": response["LastEvaluatedKey"]}
 
 
-def _reasons(error: ClientError) -> list[str]:
+def cancellation_reasons(error: ClientError) -> list[str]:
     """The cancellation codes of a cancelled transaction, one per item, in request order."""
     if error.response.get("Error", {}).get("Code") != "TransactionCanceledException":
         return []
@@ -497,7 +499,7 @@ def _reasons(error: ClientError) -> list[str]:
     return [str(reason.get("Code", "None")) for reason in reasons]
 
 
-def _key(dataset: str, sort_key: str) -> dict[str, Any]:
+def item_key(dataset: str, sort_key: str) -> dict[str, Any]:
     return {"pk": {"S": dataset}, "sk": {"S": sort_key}}
 
 
@@ -511,7 +513,7 @@ def _iso(moment: datetime) -> str:
 
 def _version_item(record: ModelVersion) -> dict[str, Any]:
     fields = record.model_dump(mode="json", exclude={"dataset"})
-    return _key(record.dataset, model_key(record.version)) | _encode(fields)
+    return item_key(record.dataset, model_key(record.version)) | _encode(fields)
 
 
 def _version_from_item(item: dict[str, Any]) -> ModelVersion:

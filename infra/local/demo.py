@@ -20,7 +20,6 @@ import csv
 import io
 import json
 import os
-import socket
 import ssl
 import sys
 import tempfile
@@ -42,7 +41,14 @@ from functions.shared.model_card import ModelCard
 from functions.shared.registry import ModelRegistry
 from functions.shared.registry_dynamodb import DynamoDBRegistry
 from functions.shared.storage import S3ObjectStore, parse_s3_uri, s3_uri
-from infra.local.stack import UPLOADS_FILE, LocalStack, RunRecord, StackConfig, read_history
+from infra.local.stack import (
+    UPLOADS_FILE,
+    LocalStack,
+    RunRecord,
+    StackConfig,
+    free_port,
+    read_history,
+)
 from infra.topology import Topology
 
 SAMPLE = Path(__file__).resolve().parents[2] / "samples" / "churn"
@@ -74,8 +80,8 @@ def run_demo(
     with tempfile.TemporaryDirectory(prefix="sluice-demo-") as state_dir:
         config = StackConfig(
             topology=Topology(stage="demo"),
-            aws_port=_free_port(),
-            api_port=_free_port(),
+            aws_port=free_port(),
+            api_port=free_port(),
             api_key=DEMO_API_KEY,
             state_dir=Path(state_dir),
         )
@@ -234,13 +240,6 @@ class _Chain:
                 return value
             time.sleep(POLL_SECONDS)
         raise DemoError(f"gave up after {WAIT_SECONDS:.0f} s waiting for {what}")
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def _sample_rows(data: bytes, card: ModelCard) -> list[dict[str, Any]]:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import queue
+import socket
 import threading
 import time
 import traceback
@@ -403,6 +404,14 @@ def read_history(state_dir: Path, name: str) -> list[dict[str, Any]]:
 def pending_runs(state_dir: Path) -> list[str]:
     """Names of the runs journaled but not finished: they resume on the next start."""
     return [p.stem.split("-", 1)[1] for p in sorted((state_dir / PENDING_DIR).glob("*.json"))]
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nothing listens on now, for a stack beside another (the demo, tests, benchmarks)."""
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        port: int = probe.getsockname()[1]
+        return port
 
 
 def _certificate_hosts(host: str) -> tuple[str, ...]:

@@ -9,7 +9,6 @@ import json
 import os
 import queue
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -34,6 +33,7 @@ from infra.local.stack import (
     UPLOADS_FILE,
     LocalStack,
     StackConfig,
+    free_port,
     read_history,
 )
 from infra.topology import Topology
@@ -41,13 +41,6 @@ from tests.builders import churn_frame, contract_bytes, csv_bytes
 
 API_KEY = "e2e-key"
 WAIT_SECONDS = 180
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 @pytest.fixture
@@ -65,8 +58,8 @@ def environment() -> Iterator[None]:
 def _config(state_dir: Path) -> StackConfig:
     return StackConfig(
         topology=Topology(stage="e2e"),
-        aws_port=_free_port(),
-        api_port=_free_port(),
+        aws_port=free_port(),
+        api_port=free_port(),
         api_key=API_KEY,
         state_dir=state_dir,
     )
@@ -212,7 +205,7 @@ def test_an_upload_becomes_a_live_model_answering_over_http(
 
 
 def test_sluice_up_starts_in_the_foreground_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
-    up = SluiceUp(tmp_path, _free_port(), (api_port := _free_port()), "--tls")
+    up = SluiceUp(tmp_path, free_port(), (api_port := free_port()), "--tls")
     try:
         # One line per component, then "ready"
         up.read_until(_said("ready"))
@@ -419,7 +412,7 @@ def _said(prefix: str, times: int = 1) -> Callable[[list[str]], bool]:
 
 def test_a_crash_mid_run_loses_nothing_saved_and_the_run_resumes(tmp_path: Path) -> None:
 
-    aws_port, api_port = _free_port(), _free_port()
+    aws_port, api_port = free_port(), free_port()
     topology = Topology(stage="local")
     frame = churn_frame(3000, seed=9)
 

@@ -11,11 +11,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from functions.batch.logic import ROW_COLUMN, score_batch
-from functions.shared.registry import NewModelVersion
 from tests.fakes import InMemoryObjectStore, InMemoryRegistry
-from tests.models import TrainedModel
+from tests.models import ARTIFACTS, TrainedModel, publish_live
 
-RAW, ARTIFACTS = "raw-bucket", "artifacts-bucket"
+RAW = "raw-bucket"
 
 
 class World:
@@ -24,28 +23,7 @@ class World:
         self.registry = InMemoryRegistry()
 
     def publish(self, model: TrainedModel, *, onnx: bytes | None = None) -> int:
-        dataset = model.card.dataset
-        prefix = f"{dataset}/models/run-1/"
-        self.store.put(ARTIFACTS, prefix + "model.onnx", onnx or model.onnx)
-        self.store.put(ARTIFACTS, prefix + "model_card.json", model.card_json)
-        uri = f"s3://{ARTIFACTS}/{prefix}"
-        version = self.registry.register(
-            NewModelVersion(
-                dataset=dataset,
-                run_name="run-1",
-                dataset_version=model.card.dataset_version,
-                model_uri=uri + "model.onnx",
-                card_uri=uri + "model_card.json",
-                report_uri=uri + "evaluation.json",
-                artifact_uri=uri + "output/model.tar.gz",
-                sha256=model.card.onnx.sha256,
-                metric=model.card.metric,
-                metric_value=0.9,
-            ),
-            actor="test",
-        ).version
-        self.registry.promote(dataset, version, expected_live=None, actor="test", reason="t")
-        return version
+        return publish_live(self.store, self.registry, model, onnx=onnx)
 
     def score(self, key: str, chunk_rows: int = 50_000) -> dict[str, object]:
         outcome = score_batch(

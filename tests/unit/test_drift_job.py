@@ -13,37 +13,16 @@ import pandas as pd
 from functions.drift.job import run_drift
 from functions.preprocess.profile import build_profile
 from functions.shared import layout
-from functions.shared.registry import NewModelVersion
 from tests.fakes import InMemoryObjectStore, InMemoryRegistry
-from tests.models import TrainedModel
+from tests.models import ARTIFACTS, TrainedModel, publish_live
 
-ARTIFACTS = "artifacts-bucket"
 NOW = datetime(2026, 11, 22, 10, 30, tzinfo=UTC)
 
 
 def _world(model: TrainedModel) -> tuple[InMemoryObjectStore, InMemoryRegistry, str]:
     store, registry = InMemoryObjectStore(), InMemoryRegistry()
     dataset = model.card.dataset
-    prefix = f"{dataset}/models/run-1/"
-    store.put(ARTIFACTS, prefix + "model.onnx", model.onnx)
-    store.put(ARTIFACTS, prefix + "model_card.json", model.card_json)
-    uri = f"s3://{ARTIFACTS}/{prefix}"
-    version = registry.register(
-        NewModelVersion(
-            dataset=dataset,
-            run_name="run-1",
-            dataset_version=model.card.dataset_version,
-            model_uri=uri + "model.onnx",
-            card_uri=uri + "model_card.json",
-            report_uri=uri + "evaluation.json",
-            artifact_uri=uri + "output/model.tar.gz",
-            sha256=model.card.onnx.sha256,
-            metric=model.card.metric,
-            metric_value=0.9,
-        ),
-        actor="test",
-    ).version
-    registry.promote(dataset, version, expected_live=None, actor="test", reason="test")
+    publish_live(store, registry, model)
     profile = build_profile(model.version_dir / "train" / "part-0.parquet", model.schema)
     key = f"{layout.version_prefix(dataset, model.card.dataset_version)}profile.json"
     store.put(ARTIFACTS, key, json.dumps(profile).encode())
