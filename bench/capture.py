@@ -27,42 +27,28 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from functions.inference.capture import CaptureBuffer, CaptureSettings
-from functions.shared.storage import ObjectInfo, ObjectStore
+from tests.fakes import InMemoryObjectStore
 
 DATASET = "churn"
 VERSION = "3"
 REPEATS = 15
 
 
-class NullStore(ObjectStore):
-    """Keeps the size of what is put; the rest of the port is not used here."""
+class NullStore(InMemoryObjectStore):
+    """An in-memory bucket that also keeps the size of each object put."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.sizes: list[int] = []
 
     def put_bytes(
         self, bucket: str, key: str, data: bytes, content_type: str = "application/json"
     ) -> None:
         self.sizes.append(len(data))
-
-    def head(self, bucket: str, key: str) -> ObjectInfo | None:
-        raise NotImplementedError
-
-    def list(self, bucket: str, prefix: str) -> list[ObjectInfo]:
-        raise NotImplementedError
-
-    def get_bytes(self, bucket: str, key: str) -> bytes:
-        raise NotImplementedError
-
-    def download(self, bucket: str, key: str, dest: Path, version_id: str | None = None) -> str:
-        raise NotImplementedError
-
-    def upload(self, src: Path, bucket: str, key: str) -> None:
-        raise NotImplementedError
+        super().put_bytes(bucket, key, data, content_type)
 
 
 def rows(count: int, seed: int = 7) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
