@@ -192,6 +192,7 @@ def _up(args: argparse.Namespace) -> int:
 def _status(args: argparse.Namespace) -> int:
     from infra.local.stack import (
         DEAD_LETTER_FILE,
+        DRIFT_FILE,
         RUNS_FILE,
         UPLOADS_FILE,
         pending_runs,
@@ -201,9 +202,16 @@ def _status(args: argparse.Namespace) -> int:
     runs = read_history(args.state_dir, RUNS_FILE)
     uploads = read_history(args.state_dir, UPLOADS_FILE)
     dead = read_history(args.state_dir, DEAD_LETTER_FILE)
+    drift = read_history(args.state_dir, DRIFT_FILE)
     pending = pending_runs(args.state_dir)
     if args.json:
-        document = {"runs": runs, "pending": pending, "uploads": uploads, "dead_letters": dead}
+        document = {
+            "runs": runs,
+            "pending": pending,
+            "uploads": uploads,
+            "drift": drift,
+            "dead_letters": dead,
+        }
         print(json.dumps(document, indent=2))
         return EXIT_OK
     if not (runs or uploads or dead or pending):
@@ -235,6 +243,8 @@ def _status(args: argparse.Namespace) -> int:
             print(f"           error {run['error']}: {str(run.get('cause'))[:200]}")
     for name in pending:
         print(f"pending  {name}  (resumes when the stack runs)")
+    for measured in drift[-5:]:  # the latest few; --json has them all
+        print(f"drift    {measured['at']}  {measured['dataset']}: {measured['reason']}")
     for letter in dead:
         print(f"dead     {letter['at']}  {letter['error'].strip().splitlines()[-1]}")
     return EXIT_OK

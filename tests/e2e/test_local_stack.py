@@ -195,6 +195,7 @@ def test_an_upload_becomes_a_live_model_answering_over_http(
     history = json.loads(capsys.readouterr().out)
     assert code == 0
     assert [u["status"] for u in history["uploads"]] == ["started", "scored", "rejected"]
+    assert [d["status"] for d in history["drift"]] == ["measured"]
     run = history["runs"][-1]
     assert run["status"] == "SUCCEEDED" and run["path"][-1] == "Promoted"
     assert run["decision"]["kind"] == "promoted" and run["decision"]["live_version"] == 1
