@@ -135,12 +135,16 @@ def publish_live(
     *,
     run_name: str = "run-1",
     onnx: bytes | None = None,
+    dataset: str | None = None,
+    promote: bool = True,
+    metric_value: float = 0.9,
 ) -> int:
     """A model as a promotion leaves it: its files in the artifacts bucket, a version registered
-    and live. ``onnx`` replaces the file, not the sha256 the registry records."""
-    dataset = model.card.dataset
+    and (unless ``promote`` is false) live. ``onnx`` replaces the file, not the sha256 the
+    registry records; ``dataset`` files it under another name than its card's."""
+    dataset = dataset or model.card.dataset
     prefix = f"{dataset}/models/{run_name}/"
-    store.put_bytes(ARTIFACTS, prefix + MODEL_FILE, onnx or model.onnx)
+    store.put_bytes(ARTIFACTS, prefix + MODEL_FILE, model.onnx if onnx is None else onnx)
     store.put_bytes(ARTIFACTS, prefix + MODEL_CARD_FILE, model.card_json)
     uri = s3_uri(ARTIFACTS, prefix)
     version = registry.register(
@@ -154,10 +158,12 @@ def publish_live(
             artifact_uri=uri + "output/model.tar.gz",
             sha256=model.card.onnx.sha256,
             metric=model.card.metric,
-            metric_value=0.9,
+            metric_value=metric_value,
         ),
         actor="test",
     ).version
+    if not promote:
+        return version
     live = registry.live(dataset)
     registry.promote(
         dataset,

@@ -25,12 +25,12 @@ from functions.inference.cache import ModelCache
 from functions.inference.handler import SERVED_VERSION_HEADER, Settings, create_app
 from functions.inference.models import ModelStatusResponse, PredictResponse
 from functions.shared.features import MISSING_CATEGORY
-from functions.shared.model_card import MODEL_CARD_FILE, MODEL_FILE
+from functions.shared.model_card import MODEL_FILE
 from functions.shared.observability import metrics
-from functions.shared.registry import ModelVersion, NewModelVersion
+from functions.shared.registry import ModelVersion
 from functions.shared.scoring import ScoringModel
 from tests.fakes import InMemoryObjectStore, InMemoryRegistry
-from tests.models import TrainedModel
+from tests.models import TrainedModel, publish_live
 
 EVENTS = Path(__file__).resolve().parents[2] / "events"
 TEMPLATE: dict[str, Any] = json.loads((EVENTS / "predict.apigw_rest.json").read_text())
@@ -118,35 +118,16 @@ class Api:
     ) -> int:
         """Put a model where a pipeline run leaves it (files in the store, a registered version),
         then promote it unless told not to. ``onnx`` replaces the file, not the recorded sha256."""
-        prefix = f"{DATASET}/models/{run}/"
-        self.store.put(BUCKET, prefix + MODEL_FILE, onnx if onnx is not None else model.onnx)
-        self.store.put(BUCKET, prefix + MODEL_CARD_FILE, model.card_json)
-        uri = f"s3://{BUCKET}/{prefix}"
-        version = self.registry.register(
-            NewModelVersion(
-                dataset=DATASET,
-                run_name=run,
-                dataset_version=model.card.dataset_version,
-                model_uri=uri + MODEL_FILE,
-                card_uri=uri + MODEL_CARD_FILE,
-                report_uri=uri + "evaluation.json",
-                artifact_uri=uri + "output/model.tar.gz",
-                sha256=model.card.onnx.sha256,
-                metric=model.card.metric,
-                metric_value=0.91,
-            ),
-            actor="test",
-        ).version
-        if promote:
-            live = self.registry.live(DATASET)
-            self.registry.promote(
-                DATASET,
-                version,
-                expected_live=None if live is None else live.version,
-                actor="test",
-                reason="passed the gate",
-            )
-        return version
+        return publish_live(
+            self.store,
+            self.registry,
+            model,
+            run_name=run,
+            onnx=onnx,
+            dataset=DATASET,
+            promote=promote,
+            metric_value=0.91,
+        )
 
     def call(
         self,
