@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from functions.preprocess.logic import training_job_name
 from functions.shared import layout
 from functions.shared.features import DatasetSchema
 from functions.shared.model_card import MODEL_CARD_FILE, MODEL_FILE, ModelCard
 from functions.shared.orchestration import StoppingCondition
 from functions.shared.pipeline_state import PipelineState, TrainingOutcome
 from functions.shared.registry import ModelRegistry, NewModelVersion
+from functions.shared.runs import training_job_name
 from functions.shared.storage import ObjectStore, s3_uri
 from functions.training.script_mode import Hyperparameters, SageMakerPaths
 from functions.training.train import train

@@ -47,7 +47,13 @@ from functions.shared import layout
 from functions.shared.contract import Contract, FeatureKind, parse_contract
 from functions.shared.errors import ContractError, DataValidationError
 from functions.shared.features import DatasetSchema, FeatureSpec
-from functions.shared.orchestration import Orchestrator, RunInput, StoppingCondition
+from functions.shared.orchestration import Orchestrator
+from functions.shared.runs import (
+    data_sources,
+    dataset_version_id,
+    manifest_key,
+    run_input,
+)
 from functions.shared.s3_events import UploadedObject
 from functions.shared.storage import ObjectInfo, ObjectStore, s3_uri
 
@@ -140,35 +146,7 @@ def process_upload(
         )
 
     manifest = built.manifest
-    training = contract.training
-    run = RunInput(
-        run_name=run_name,
-        training_job_name=training_job_name(run_name),
-        dataset=dataset,
-        dataset_version=manifest.dataset_version,
-        artifacts_bucket=artifacts_bucket,
-        train_uri=_s3_prefix(artifacts_bucket, manifest.split_keys["train"]),
-        validation_uri=_s3_prefix(artifacts_bucket, manifest.split_keys["validation"]),
-        test_uri=_s3_prefix(artifacts_bucket, manifest.split_keys["test"]),
-        output_uri=s3_uri(artifacts_bucket, layout.models_prefix(dataset)),
-        checkpoint_uri=s3_uri(artifacts_bucket, layout.checkpoint_prefix(dataset, run_name)),
-        task=contract.task,
-        metric=contract.metric,
-        threshold=contract.threshold,
-        tolerance=contract.tolerance,
-        sensitive=list(contract.sensitive),
-        instance_type=training.instance_type,
-        spot=training.spot,
-        stopping_condition=StoppingCondition(
-            MaxRuntimeInSeconds=training.max_runtime_seconds,
-            MaxWaitTimeInSeconds=(
-                training.max_wait_seconds or 2 * training.max_runtime_seconds
-                if training.spot
-                else None
-            ),
-        ),
-        hyperparameters={k: _hp(v) for k, v in training.hyperparameters.items()},
-    )
+    run = run_input(run_name, manifest, contract, artifacts_bucket)
     started = orchestrator.start_run(run)
     return PreprocessOutcome(
         status="started" if started.started else "duplicate",
@@ -187,20 +165,6 @@ def make_run_name(dataset: str, identity: str) -> str:
     return f"{dataset[: RUN_NAME_LIMIT - 25]}-{digest}"
 
 
-def training_job_name(run_name: str) -> str:
-    """SageMaker job names allow letters, digits and hyphens, 63 at most; run names may hold
-    underscores and reach 80. The digest at the end keeps it unique."""
-    return run_name.replace("_", "-")[-63:].lstrip("-")
-
-
-def dataset_version_id(contract_sha: str, sources: list[ObjectInfo]) -> str:
-    """Content address of a dataset version: the contract plus exactly which objects it read."""
-    identity = json.dumps(
-        [contract_sha, [[s.key, s.etag, s.version_id or ""] for s in sources]], sort_keys=True
-    )
-    return hashlib.sha256(identity.encode()).hexdigest()[:16]
-
-
 def build_dataset_version(
     store: ObjectStore,
     raw_bucket: str,
@@ -211,20 +175,16 @@ def build_dataset_version(
     artifacts_bucket: str,
     policy: Policy,
 ) -> BuiltVersion:
-    sources = [
-        o
-        for o in store.list(raw_bucket, layout.data_prefix(dataset))
-        if layout.parse_data_key(o.key) is not None
-    ]
+    sources = data_sources(store, raw_bucket, dataset)
     if not sources:
         raise RejectedUploadError(
             [Violation(rule="no_data", message=f"no CSV or Parquet files under {dataset}/data/")]
         )
     version = dataset_version_id(contract_sha, sources)
-    prefix = layout.version_prefix(dataset, version)
-    manifest_key = f"{prefix}manifest.json"
-    if store.head(artifacts_bucket, manifest_key) is not None:
-        existing = Manifest.model_validate_json(store.get_bytes(artifacts_bucket, manifest_key))
+    if store.head(artifacts_bucket, manifest_key(dataset, version)) is not None:
+        existing = Manifest.model_validate_json(
+            store.get_bytes(artifacts_bucket, manifest_key(dataset, version))
+        )
         return BuiltVersion(manifest=existing, reused=True)
 
     with tempfile.TemporaryDirectory(prefix="sluice-preprocess-") as tmp:
@@ -579,14 +539,6 @@ def _superseded(upload: UploadedObject, current: ObjectInfo) -> bool:
     if upload.etag:
         return upload.etag.strip('"') != current.etag
     return False
-
-
-def _s3_prefix(bucket: str, split_key: str) -> str:
-    return s3_uri(bucket, f"{split_key.rsplit('/', 1)[0]}/")
-
-
-def _hp(value: object) -> str:
-    return json.dumps(value) if isinstance(value, bool) else str(value)
 
 
 def _now() -> str:

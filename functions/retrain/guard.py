@@ -35,7 +35,7 @@ GuardCode = Literal["debounce", "daily_cap", "no_new_data", "in_flight"]
 DAY = timedelta(hours=24)
 RUN_NAME_PREFIX = "retrain-"
 # The run name is the Step Functions execution name (80 at most) and, unchanged, the SageMaker
-# training job name (functions/preprocess/logic.py::training_job_name keeps the last 63 of
+# training job name (functions/shared/runs.py::training_job_name keeps the last 63 of
 # [a-zA-Z0-9-]): 63 characters of letters, digits and hyphens satisfy both.
 RUN_NAME_LIMIT = 63
 RUN_NAME_PATTERN = TRAINING_JOB_NAME

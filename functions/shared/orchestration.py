@@ -40,6 +40,7 @@ class RunInput(BaseModel):
     training_job_name: str = Field(pattern=TRAINING_JOB_NAME)
     dataset: str
     dataset_version: str
+    rows: int | None = Field(default=None, ge=0)  # rows of the dataset version it trains on
     artifacts_bucket: str
     train_uri: str
     validation_uri: str

@@ -16,7 +16,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from functions.preprocess.logic import training_job_name
 from functions.retrain.guard import (
     Decision,
     GuardPolicy,
@@ -31,6 +30,7 @@ from functions.retrain.guard import (
 )
 from functions.shared.layout import DATASET_NAME
 from functions.shared.orchestration import TRAINING_JOB_NAME
+from functions.shared.runs import training_job_name
 
 DATASET = "churn"
 T0 = datetime(2026, 11, 22, 9, 17, 30, tzinfo=UTC)
