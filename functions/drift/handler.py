@@ -1,25 +1,37 @@
 """Drift job Lambda, on a schedule: every dataset with a live model has its recent captured inputs
-compared with the training profile (job.py); reports go to the artifacts bucket and the figures
-to CloudWatch (``FeaturePSI``, ``FeatureKS``, ``DatasetDriftPSI``, ``DriftedFeatures``)."""
+compared with the training profile (job.py), then its captured predictions with the truth clients
+reported as feedback (quality.py); reports go to the artifacts bucket and the figures to
+CloudWatch (``FeaturePSI``, ``FeatureKS``, ``DatasetDriftPSI``, ``DriftedFeatures``;
+``LiveAccuracy`` or ``LiveRMSE``, ``FeedbackMatched``, ``FeedbackUnmatched``,
+``LiveQualityDrop``)."""
 
 from __future__ import annotations
 
 import json
 import os
 import time
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from functools import cache
 from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from functions.drift.job import DriftJobOutcome, run_drift
-from functions.shared.observability import NAMESPACE, emf_document, logger, tracer
+from functions.drift.quality import QualityOutcome, run_quality
+from functions.shared.observability import NAMESPACE, emf_document, emit_emf, logger, tracer
 from functions.shared.registry_dynamodb import DynamoDBRegistry
 from functions.shared.storage import S3ObjectStore
 
-UNITS = {"FeaturePSI": "None", "FeatureKS": "None", "DatasetDriftPSI": "None"}
+UNITS = {
+    "FeaturePSI": "None",
+    "FeatureKS": "None",
+    "DatasetDriftPSI": "None",
+    "LiveAccuracy": "None",
+    "LiveRMSE": "None",
+    "LiveQualityDrop": "None",
+}
 
 
 class Settings(BaseModel):
@@ -30,6 +42,7 @@ class Settings(BaseModel):
     ARTIFACTS_BUCKET: str
     REGISTRY_TABLE: str
     DRIFT_WINDOW_HOURS: int = 24
+    QUALITY_WINDOW_HOURS: int = Field(default=24, ge=1)
     AWS_ENDPOINT_URL: str | None = None  # set by the local stack only
 
 
@@ -45,14 +58,20 @@ def _deps() -> tuple[Settings, S3ObjectStore, DynamoDBRegistry]:
     return settings, store, registry
 
 
-def publish(outcome: DriftJobOutcome, emit: Any = print) -> int:
+def publish(outcome: DriftJobOutcome | QualityOutcome, emit: Any = emit_emf) -> int:
     """The outcome's metrics as EMF documents, one per metric and dimension set."""
-    if outcome.result is None or os.environ.get("POWERTOOLS_METRICS_DISABLED") == "true":
+    if isinstance(outcome, QualityOutcome):
+        return _emit(outcome.metrics(), emit)
+    return 0 if outcome.result is None else _emit(outcome.result.metrics(), emit)
+
+
+def _emit(figures: Iterable[tuple[str, dict[str, str], float]], emit: Any) -> int:
+    if os.environ.get("POWERTOOLS_METRICS_DISABLED") == "true":
         return 0
     namespace = os.environ.get("POWERTOOLS_METRICS_NAMESPACE") or NAMESPACE
     now = int(time.time() * 1000)
     count = 0
-    for name, dimensions, value in outcome.result.metrics():
+    for name, dimensions, value in figures:
         unit = UNITS.get(name, "Count")
         document = emf_document(
             namespace,
@@ -86,5 +105,33 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
             "drift measured" if outcome.status == "measured" else "drift skipped",
             extra=outcome.model_dump(exclude={"result"}),
         )
-        outcomes.append(outcome.model_dump(mode="json", exclude={"result"}))
+        quality = _quality(settings, store, registry, dataset, now)
+        outcomes.append({**outcome.model_dump(mode="json", exclude={"result"}), "quality": quality})
     return {"outcomes": outcomes}
+
+
+def _quality(
+    settings: Settings,
+    store: S3ObjectStore,
+    registry: DynamoDBRegistry,
+    dataset: str,
+    now: datetime,
+) -> dict[str, Any]:
+    """Live quality of one dataset, published and logged; as a JSON dict for the outcome. A
+    failure is logged and reported, never raised: the other datasets still get measured."""
+    try:
+        outcome = run_quality(
+            store,
+            registry,
+            artifacts_bucket=settings.ARTIFACTS_BUCKET,
+            dataset=dataset,
+            now=now,
+            window_hours=settings.QUALITY_WINDOW_HOURS,
+        )
+    except Exception as exc:
+        logger.exception("live quality failed", extra={"dataset": dataset})
+        return {"status": "failed", "reason": f"{type(exc).__name__}: {exc}"}
+    publish(outcome)
+    message = "live quality measured" if outcome.status == "measured" else "live quality skipped"
+    logger.info(message, extra=outcome.model_dump(mode="json"))
+    return outcome.model_dump(mode="json", exclude={"dataset"})

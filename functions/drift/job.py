@@ -68,6 +68,14 @@ def run_drift(
     profile = json.loads(store.get_bytes(artifacts_bucket, profile_key))
     instances = _captured(store, artifacts_bucket, dataset, str(live.version), now, window_hours)
     instances = instances[:max_rows]
+    if not instances:  # no report and no metric: missing data, which no alarm counts
+        return DriftJobOutcome(
+            dataset=dataset,
+            status="skipped",
+            reason=f"no captured requests of model version {live.version} in the last "
+            f"{window_hours} h",
+            model_version=live.version,
+        )
     columns = _columns(card, instances)
     result = drift(
         profile,

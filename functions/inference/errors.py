@@ -11,7 +11,7 @@ in a 4xx: a 500 means a bug on our side.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
@@ -74,6 +74,19 @@ class TooManyInstancesError(InferenceError):
     """More instances than one request may carry."""
 
 
+class TooManyFeedbackItemsError(InferenceError):
+    """More feedback items than one request may carry."""
+
+
+class InvalidFeedbackError(InferenceError):
+    """Feedback items that do not fit the live model: a label that is not one of its classes, a
+    value that is not a number, an index past the last instance a request can hold."""
+
+
+class FeedbackUnavailableError(InferenceError):
+    """Feedback cannot be stored: no bucket is configured, or the write failed."""
+
+
 class UnsupportedMediaTypeError(InferenceError):
     """A Content-Type other than application/json."""
 
@@ -116,10 +129,13 @@ _STATUS: dict[type[Exception], tuple[HTTPStatus, str]] = {
     MethodNotAllowedError: (HTTPStatus.METHOD_NOT_ALLOWED, "method_not_allowed"),
     PayloadTooLargeError: (HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "payload_too_large"),
     TooManyInstancesError: (HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "too_many_instances"),
+    TooManyFeedbackItemsError: (HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "too_many_items"),
     UnsupportedMediaTypeError: (HTTPStatus.UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
     InvalidRequestError: (HTTPStatus.UNPROCESSABLE_ENTITY, "invalid_request"),
     InvalidInstancesError: (HTTPStatus.UNPROCESSABLE_ENTITY, "invalid_instances"),
+    InvalidFeedbackError: (HTTPStatus.UNPROCESSABLE_ENTITY, "invalid_feedback"),
     ModelUnavailableError: (HTTPStatus.SERVICE_UNAVAILABLE, "model_unavailable"),
+    FeedbackUnavailableError: (HTTPStatus.SERVICE_UNAVAILABLE, "feedback_unavailable"),
 }
 _INTERNAL = (HTTPStatus.INTERNAL_SERVER_ERROR, "internal_error")
 
@@ -186,7 +202,7 @@ def _typed(exc: Exception, request: RequestFacts) -> Exception:
     if isinstance(exc, NotFoundError):
         return RouteNotFoundError(
             "no such route; the API serves /v1/models/{dataset}[/versions/{version}][:predict], "
-            "/v1/models/{dataset}/metadata and /v1/openapi.json"
+            "/v1/models/{dataset}:feedback, /v1/models/{dataset}/metadata and /v1/openapi.json"
         )
     if isinstance(exc, RequestValidationError) and all(
         e["loc"][0] != "response" for e in exc.errors()
@@ -223,14 +239,23 @@ def invalid_version(value: object) -> InvalidPathParameterError:
     )
 
 
-def invalid_request(errors: Sequence[Any]) -> InvalidRequestError:
+def invalid_request(
+    errors: Sequence[Any], describe: Callable[[Any], str] | None = None
+) -> InvalidRequestError:
     """A body that is a JSON object but not a valid request, from pydantic's errors (``loc``
-    relative to the body)."""
+    relative to the body); ``describe`` words one error (default: as a predict request)."""
+    describe = describe or _body_message
     details = [
-        ErrorDetail(field=_field(e["loc"]), message=_body_message(e)) for e in errors[:MAX_DETAILS]
+        ErrorDetail(field=_field(e["loc"]), message=describe(e)) for e in errors[:MAX_DETAILS]
     ]
-    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-    return InvalidRequestError(f"{details[0].field}: {details[0].message}{more}", details)
+    return InvalidRequestError(summary(details, len(errors)), details)
+
+
+def summary(details: Sequence[ErrorDetail], total: int) -> str:
+    """The ``error`` string of a refusal with several details: the first, and a count of the
+    rest (``total`` may exceed the details listed)."""
+    more = f" (and {total - 1} more)" if total > 1 else ""
+    return f"{details[0].field}: {details[0].message}{more}"
 
 
 def _body_message(error: Any) -> str:

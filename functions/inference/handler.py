@@ -12,7 +12,8 @@ import json
 import os
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 from functools import cache
 from typing import Annotated, Any
 
@@ -25,7 +26,7 @@ from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
 from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEvent
 from aws_lambda_powertools.utilities.data_classes.common import BaseProxyEvent
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from functions.inference import logic
 from functions.inference.cache import ModelCache
@@ -35,6 +36,12 @@ from functions.inference.errors import (
     MalformedRequestError,
     RequestFacts,
     error_response,
+)
+from functions.inference.feedback import (
+    FeedbackRequest,
+    FeedbackResponse,
+    parse_feedback_request,
+    record_feedback,
 )
 from functions.inference.models import (
     VERSION,
@@ -50,7 +57,7 @@ from functions.inference.serving_metrics import ServingMetrics
 from functions.shared.layout import DATASET_NAME
 from functions.shared.observability import logger, metrics, tracer
 from functions.shared.registry_dynamodb import DynamoDBRegistry
-from functions.shared.storage import S3ObjectStore
+from functions.shared.storage import ObjectStore, S3ObjectStore
 
 API_TITLE = "sluice prediction API"
 API_VERSION = "1.0.0"
@@ -61,6 +68,7 @@ VERSION_STATUS = "/v1/models/<dataset>/versions/<version>"
 METADATA = "/v1/models/<dataset>/metadata"
 PREDICT = "/v1/models/<dataset>:predict"
 VERSION_PREDICT = "/v1/models/<dataset>/versions/<version>:predict"
+FEEDBACK = "/v1/models/<dataset>:feedback"
 OPENAPI = "/v1/openapi.json"
 ROUTES: dict[str, tuple[str, ...]] = {
     STATUS: ("GET",),
@@ -68,6 +76,7 @@ ROUTES: dict[str, tuple[str, ...]] = {
     METADATA: ("GET",),
     PREDICT: ("POST",),
     VERSION_PREDICT: ("POST",),
+    FEEDBACK: ("POST",),
     OPENAPI: ("GET",),
 }
 
@@ -80,23 +89,30 @@ class Settings(BaseModel):
     REGISTRY_TABLE: str
     MAX_INSTANCES: int = Field(default=1000, ge=1)
     MODEL_CACHE_TTL_SECONDS: float = Field(default=5.0, ge=0)
+    FEEDBACK_BUCKET: str | None = None  # unset: the feedback route answers 503
     AWS_ENDPOINT_URL: str | None = None  # set by the local stack only
 
+    @field_validator("FEEDBACK_BUCKET")
+    @classmethod
+    def _empty_bucket_is_none(cls, value: str | None) -> str | None:
+        return (value.strip() or None) if value is not None else None
 
-Deps = tuple[Settings, ModelCache]
+
+# The settings, the model cache, and the store feedback is written to.
+Deps = tuple[Settings, ModelCache, ObjectStore]
 
 
 @cache
 def _deps() -> Deps:
     settings = Settings.model_validate(dict(os.environ))
     dynamodb = boto3.client("dynamodb", endpoint_url=settings.AWS_ENDPOINT_URL)
-    s3 = boto3.client("s3", endpoint_url=settings.AWS_ENDPOINT_URL)
+    store = S3ObjectStore(boto3.client("s3", endpoint_url=settings.AWS_ENDPOINT_URL))
     model_cache = ModelCache(
         DynamoDBRegistry(dynamodb, settings.REGISTRY_TABLE),
-        S3ObjectStore(s3),
+        store,
         ttl_seconds=settings.MODEL_CACHE_TTL_SECONDS,
     )
-    return settings, model_cache
+    return settings, model_cache, store
 
 
 @cache
@@ -147,7 +163,8 @@ def create_app(deps: Callable[[], Deps]) -> APIGatewayRestResolver:
         enable_validation=False,
     )
     def predict(dataset: Dataset) -> Response[str]:
-        return _predict(deps(), parse_dataset(dataset), None, predict_request())
+        request_id = _request_id(app.current_event)
+        return _predict(deps(), parse_dataset(dataset), None, predict_request(), request_id)
 
     @app.post(
         VERSION_PREDICT,
@@ -158,7 +175,44 @@ def create_app(deps: Callable[[], Deps]) -> APIGatewayRestResolver:
     )
     def predict_version(dataset: Dataset, version: Version) -> Response[str]:
         pinned = parse_version(version)
-        return _predict(deps(), parse_dataset(dataset), pinned, predict_request())
+        request_id = _request_id(app.current_event)
+        return _predict(deps(), parse_dataset(dataset), pinned, predict_request(), request_id)
+
+    @app.post(
+        FEEDBACK,
+        summary="Report the true label or value of predicted instances",
+        description="Names each instance by the predict answer's request_id and its index in "
+        "that request. The drift job joins feedback with the capture sample into live accuracy "
+        "or RMSE. The request is stored whole or not at all.",
+        responses={
+            202: {
+                "description": "Stored",
+                "content": {content_types.APPLICATION_JSON: {"model": FeedbackResponse}},
+            },
+            **_errors(400, 404, 413, 415, 422, 503),
+        },
+        openapi_extensions=_FEEDBACK_BODY,
+        enable_validation=False,
+    )
+    def feedback(dataset: Dataset) -> Response[str]:
+        config, cache, store = deps()
+        name = parse_dataset(dataset)
+        event = app.current_event
+        request = parse_feedback_request(_body(event), _header(event, "content-type"))
+        accepted = record_feedback(
+            cache,
+            store,
+            config.FEEDBACK_BUCKET,
+            name,
+            request,
+            max_index=config.MAX_INSTANCES,
+            now=datetime.now(UTC),
+        )
+        return Response(
+            status_code=202,
+            content_type=content_types.APPLICATION_JSON,
+            body=accepted.model_dump_json(),
+        )
 
     @app.get(
         STATUS,
@@ -182,7 +236,7 @@ def create_app(deps: Callable[[], Deps]) -> APIGatewayRestResolver:
         responses={**_ok("Features, input schema, classes, metric"), **_errors(400, 404, 503)},
     )
     def model_metadata(dataset: Dataset) -> MetadataResponse:
-        config, cache = deps()
+        config, cache, _ = deps()
         return logic.metadata(cache, dataset, max_instances=config.MAX_INSTANCES)
 
     @app.get(
@@ -208,7 +262,11 @@ def create_app(deps: Callable[[], Deps]) -> APIGatewayRestResolver:
     def on_error(exc: Exception) -> Response[str]:
         event = app.current_event
         facts = RequestFacts(event.http_method.upper(), allowed_methods(event.path))
-        return error_response(exc, facts)
+        response = error_response(exc, facts)
+        predicted = _PREDICT_PATH.match(event.path or "")
+        if predicted is not None and event.http_method.upper() == "POST":
+            _count_error(predicted.group(1), response.status_code)
+        return response
 
     # Every exception, Powertools' NotFoundError (no route) and RequestValidationError included:
     # handlers are looked up along the exception's MRO, so this one replaces all the defaults.
@@ -217,11 +275,18 @@ def create_app(deps: Callable[[], Deps]) -> APIGatewayRestResolver:
 
 
 def _predict(
-    deps: Deps, dataset: str, version: int | None, request: PredictRequest
+    deps: Deps, dataset: str, version: int | None, request: PredictRequest, request_id: str
 ) -> Response[str]:
-    config, cache = deps
+    config, cache, _ = deps
     started = time.perf_counter()
-    result = logic.predict(cache, dataset, version, request, max_instances=config.MAX_INSTANCES)
+    result = logic.predict(
+        cache,
+        dataset,
+        version,
+        request,
+        max_instances=config.MAX_INSTANCES,
+        request_id=request_id,
+    )
     # Aggregated per window, not an EMF document per request (≈ 30 µs); captured off the hot
     # path (serving_metrics.py, capture.py).
     capture, serving = _observers()
@@ -232,19 +297,20 @@ def _predict(
         len(request.instances),
         result.predictions,
     )
-    capture.offer(
-        dataset,
-        result.model_version,
-        logger.get_correlation_id() or "",
-        request.instances,
-        result.predictions,
-    )
+    capture.offer(dataset, result.model_version, request_id, request.instances, result.predictions)
     return Response(
         status_code=200,
         content_type=content_types.APPLICATION_JSON,
         body=result.to_json(),
         headers={SERVED_VERSION_HEADER: result.model_version},
     )
+
+
+def _request_id(event: Mapping[str, Any]) -> str:
+    """API Gateway's id of the request (``requestContext.requestId``): answered to the client,
+    recorded by capture, named by feedback; empty in an event without one."""
+    context = event.get("requestContext")
+    return str(context.get("requestId") or "") if isinstance(context, dict) else ""
 
 
 def _body(event: BaseProxyEvent) -> str | None:
@@ -275,14 +341,46 @@ _PREDICT_BODY: dict[str, Any] = {
 }
 
 
+def _inlined(schema: dict[str, Any]) -> dict[str, Any]:
+    """A pydantic JSON Schema with its ``$defs`` substituted: in an OpenAPI document a
+    ``#/$defs/...`` reference would resolve against the document's root, not the schema's."""
+    definitions = schema.pop("$defs", {})
+
+    def resolve(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref", "")
+            if ref.startswith("#/$defs/"):
+                return resolve(definitions[ref.removeprefix("#/$defs/")])
+            return {key: resolve(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [resolve(value) for value in node]
+        return node
+
+    resolved: dict[str, Any] = resolve(schema)
+    return resolved
+
+
+_FEEDBACK_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            content_types.APPLICATION_JSON: {
+                "schema": _inlined(FeedbackRequest.model_json_schema())
+            }
+        },
+    }
+}
+
+
 def _errors(*codes: int) -> dict[int, OpenAPIResponse]:
     reasons = {
         400: "Malformed JSON body or path parameter",
         404: "Unknown dataset or version, no live model, or a version the gate rejected",
-        413: "Body over 1 MiB or more instances than allowed",
+        413: "Body over 1 MiB or more instances (or feedback items) than allowed",
         415: "Content-Type is not application/json",
-        422: "Instances do not match the model's features",
-        503: "The model cannot be loaded and no earlier model can answer",
+        422: "Instances do not match the model's features, or feedback does not fit the model",
+        503: "The model cannot be loaded and no earlier model can answer, or feedback cannot "
+        "be stored",
     }
     return {
         code: {
@@ -348,10 +446,24 @@ def _live_predict(event: dict[str, Any], dataset: str) -> dict[str, Any]:
     proxy = APIGatewayProxyEvent(event)
     try:
         request = parse_predict_request(_body(proxy), _header(proxy, "content-type"))
-        response = _predict(_deps(), parse_dataset(dataset), None, request)
+        response = _predict(_deps(), parse_dataset(dataset), None, request, _request_id(event))
     except Exception as exc:  # mapped exactly as the resolver's exception handler maps it
         response = error_response(exc, RequestFacts("POST", allowed_methods(proxy.path)))
+        _count_error(dataset, response.status_code)
     return ResponseBuilder[APIGatewayProxyEvent](response).build(proxy)
+
+
+# Any predict path, live or pinned version: the dataset is group 1.
+_PREDICT_PATH = re.compile(r"^/v1/models/([^/:]+)(?:/versions/[^/:]+)?:predict$")
+
+
+def _count_error(dataset: str, status: int) -> None:
+    """A predict request the model could not answer (422: instances it does not take; 5xx) counts
+    towards the dataset's ``ErrorRate``; a bad dataset name, an unknown model, a malformed or
+    oversized body (400, 404, 413, 415) is the caller's mistake and says nothing about the world.
+    """
+    if (status == 422 or status >= 500) and DATASET_NAME.match(dataset):
+        _observers()[1].record_error(dataset)
 
 
 @logger.inject_lambda_context

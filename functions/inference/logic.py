@@ -38,11 +38,13 @@ def predict(
     request: PredictRequest,
     *,
     max_instances: int,
+    request_id: str,
 ) -> Prediction:
     """Score ``request.instances`` with the live model (``version=None``) or a pinned version.
 
     ``model_version`` in the response is the version that answered, which is not the live one
-    while the live one is refused and the last good model stands in.
+    while the live one is refused and the last good model stands in. ``request_id`` is echoed
+    so that the client can send feedback about these predictions.
 
     Raises
     ------
@@ -55,10 +57,14 @@ def predict(
             f"instances: {count} instances in one request, the limit is {max_instances}; "
             "split the request"
         )
-    served = _live_served(cache, dataset) if version is None else _pinned(cache, dataset, version)
+    served = live_served(cache, dataset) if version is None else _pinned(cache, dataset, version)
     columns = instances_to_columns(served.card.features, request.instances)
     scores = served.scoring.score(columns)
-    return Prediction(model_version=str(served.version), predictions=_predictions(served, scores))
+    return Prediction(
+        model_version=str(served.version),
+        predictions=_predictions(served, scores),
+        request_id=request_id,
+    )
 
 
 def model_status(cache: ModelCache, dataset: str) -> ModelStatusResponse:
@@ -111,7 +117,7 @@ def version_status(cache: ModelCache, dataset: str, version: int) -> ModelStatus
 
 def metadata(cache: ModelCache, dataset: str, *, max_instances: int) -> MetadataResponse:
     """What a client needs to call the model that answers for the dataset now."""
-    served = _live_served(cache, dataset)
+    served = live_served(cache, dataset)
     card = served.card
     record = cache.record(dataset, served.version)
     return MetadataResponse(
@@ -143,7 +149,14 @@ def input_schema(card: ModelCard) -> dict[str, Any]:
     }
 
 
-def _live_served(cache: ModelCache, dataset: str) -> ServedModel:
+def live_served(cache: ModelCache, dataset: str) -> ServedModel:
+    """The model answering for the dataset now: the live version, or the last good one while
+    the live one is refused.
+
+    Raises
+    ------
+    ModelNotFoundError, ModelUnavailableError
+    """
     live = cache.live(dataset)
     if live.served is None:
         raise ModelUnavailableError(

@@ -98,7 +98,7 @@ def parse_predict_request(body: str | None, content_type: str | None) -> Predict
         raise invalid_request(exc.errors()) from None
 
 
-def parse_json_object(text: str) -> dict[str, Any]:
+def parse_json_object(text: str, example: str = '{"instances": [{...}]}') -> dict[str, Any]:
     """Parse a request body as one JSON object, strictly.
 
     ``pydantic_core.from_json`` rather than ``json.loads``: it refuses the ``NaN`` and
@@ -106,6 +106,8 @@ def parse_json_object(text: str) -> dict[str, Any]:
     wrong value), and it is five times faster on a 100-row body. The size limit is checked first,
     so an oversized body costs no parse time. Of two duplicate keys the last wins, as in most
     parsers (RFC 8259 leaves it open).
+
+    ``example`` is the shape a refusal suggests.
 
     Raises
     ------
@@ -130,9 +132,7 @@ def parse_json_object(text: str) -> dict[str, Any]:
             ) from None
         raise MalformedRequestError(f"the request body is not valid JSON: {exc}") from None
     if not isinstance(body, dict):
-        raise MalformedRequestError(
-            'the request body must be a JSON object such as {"instances": [{...}]}'
-        )
+        raise MalformedRequestError(f"the request body must be a JSON object such as {example}")
     return body
 
 
@@ -176,6 +176,10 @@ class PredictResponse(_Model):
         "a number for a regressor."
     )
     model_version: str = Field(description="The version that answered.")
+    request_id: str = Field(
+        description="API Gateway's id of this request (also the x-amzn-RequestId header): "
+        "what feedback names, with each instance's index, to report the true label or value."
+    )
 
 
 @dataclass(frozen=True)
@@ -186,11 +190,16 @@ class Prediction:
 
     model_version: str
     predictions: list[dict[str, Any]] | list[float]
+    request_id: str
 
     def to_json(self) -> str:
         # pydantic-core's serialiser writes floats five times faster than json.dumps; a
         # non-finite output (which no model should give) becomes null, never invalid JSON.
-        body = {"predictions": self.predictions, "model_version": self.model_version}
+        body = {
+            "predictions": self.predictions,
+            "model_version": self.model_version,
+            "request_id": self.request_id,
+        }
         return to_json(body, inf_nan_mode="null").decode()
 
 

@@ -10,7 +10,10 @@ CloudWatch Logs, which turns EMF into metrics):
   window; CloudWatch computes percentiles from them), ``InstancesPerRequest`` (values);
 - the prediction mix: ``Predictions`` per ``class`` for a classifier, ``PredictionP10/P50/P90``
   for a regressor;
-dimensions ``dataset`` and ``model_version`` (and ``class``). Errors are counted where they are
+dimensions ``dataset`` and ``model_version`` (and ``class``); and, dimension ``dataset`` only (the
+errors alarm of infra/alarms.py watches it), ``Errors`` (predict requests answered 422 or 5xx:
+the model exists but could not answer them) and ``ErrorRate`` (errors over all predict requests
+of the window). Errors are counted where they are
 mapped (functions/inference/errors.py: ``ClientErrors``, ``ServerErrors``).
 
 A window still open when Lambda reclaims the environment is lost: these are operational metrics,
@@ -30,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from functions.shared.observability import emf_document
+from functions.shared.observability import emf_document, emit_emf
 
 NAMESPACE_ENV = "POWERTOOLS_METRICS_NAMESPACE"
 DEFAULT_NAMESPACE = "Sluice"
@@ -54,7 +57,7 @@ class ServingMetrics:
         window_seconds: float = WINDOW_SECONDS,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
-        emit: Callable[[str], None] = print,
+        emit: Callable[[str], None] = emit_emf,
         enabled: bool | None = None,
         namespace: str | None = None,
     ) -> None:
@@ -65,6 +68,7 @@ class ServingMetrics:
         self.namespace = namespace or os.environ.get(NAMESPACE_ENV) or DEFAULT_NAMESPACE
         self._lock = threading.Lock()
         self._windows: dict[tuple[str, str], _Window] = {}
+        self._errors: Counter[str] = Counter()
         self._opened = clock()
 
     def record(
@@ -91,6 +95,13 @@ class ServingMetrics:
                 else:
                     window.values.append(float(prediction))
 
+    def record_error(self, dataset: str) -> None:
+        """A predict request for ``dataset`` answered 422 or 5xx."""
+        if not self.enabled:
+            return
+        with self._lock:
+            self._errors[dataset] += 1
+
     def maybe_flush(self) -> int:
         """Print the documents of a window that has run its time; returns how many."""
         if not self.enabled or self._clock() - self._opened < self._window_seconds:
@@ -100,8 +111,28 @@ class ServingMetrics:
     def flush(self) -> int:
         with self._lock:
             windows, self._windows = self._windows, {}
+            errors, self._errors = self._errors, Counter()
             self._opened = self._clock()
         documents = [doc for key, window in windows.items() for doc in self._documents(key, window)]
+        answered: Counter[str] = Counter()
+        for (dataset, _), window in windows.items():
+            answered[dataset] += window.requests
+        timestamp = int(self._wall() * 1000)
+        for dataset in sorted(set(answered) | set(errors)):
+            failed = errors[dataset]
+            documents.append(
+                emf_document(
+                    self.namespace,
+                    timestamp,
+                    ["dataset"],
+                    [{"Name": "Errors", "Unit": "Count"}, {"Name": "ErrorRate", "Unit": "None"}],
+                    {
+                        "dataset": dataset,
+                        "Errors": failed,
+                        "ErrorRate": failed / (failed + answered[dataset]),
+                    },
+                )
+            )
         for document in documents:
             self._emit(json.dumps(document, separators=(",", ":")))
         return len(documents)

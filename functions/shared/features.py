@@ -212,7 +212,7 @@ def _instance_problems(
             problems.append(
                 FieldProblem(
                     f"instances[{index}]",
-                    f"expected an object of feature values, got {_json_type(instance)}",
+                    f"expected an object of feature values, got {json_type(instance)}",
                 )
             )
         elif instance.keys() != expected:
@@ -227,7 +227,7 @@ def _instance_problems(
                 FieldProblem(
                     f"instances[{i}].{name}",
                     f"categorical feature '{name}' takes a string, number, boolean or null, "
-                    f"got {_json_type(v)}",
+                    f"got {json_type(v)}",
                 )
                 for i, v in enumerate(values)
                 if type(v) is dict or type(v) is list
@@ -264,7 +264,7 @@ def _numeric_problems(name: str, values: list[Any]) -> list[FieldProblem]:
         if value is None:
             continue
         if type(value) is not float and type(value) is not int:
-            got = _json_type(value)
+            got = json_type(value)
             problems.append(
                 FieldProblem(
                     f"instances[{index}].{name}",
@@ -285,7 +285,8 @@ def _instance_order(problem: FieldProblem) -> int:
     return int(problem.field[len("instances[") : problem.field.index("]")])
 
 
-def _json_type(value: object) -> str:
+def json_type(value: object) -> str:
+    """What a client sent, in JSON's words, for error messages: ``a string ("12")``."""
     if value is None:
         return "null"
     if isinstance(value, bool):

@@ -109,5 +109,24 @@ def capture_hour_prefix(
     return f"{capture_prefix(dataset, template)}dt={utc:%Y-%m-%d}/hr={utc:%H}/"
 
 
+def feedback_prefix(dataset: str) -> str:
+    """Where one dataset's feedback (true labels or values for earlier predictions) lives
+    (artifacts bucket): ``churn/feedback/`` (functions/inference/feedback.py writes it)."""
+    if not DATASET_NAME.match(dataset):
+        raise ValueError(f"not a dataset name: {dataset!r}")
+    return f"{dataset}/feedback/"
+
+
+def feedback_hour_prefix(dataset: str, moment: datetime) -> str:
+    """The partition of one UTC hour, for readers: ``churn/feedback/dt=2026-11-22/hr=10/``."""
+    utc = moment.astimezone(UTC)
+    return f"{feedback_prefix(dataset)}dt={utc:%Y-%m-%d}/hr={utc:%H}/"
+
+
+def quality_prefix(dataset: str) -> str:
+    """Where the drift job writes its live-quality reports (functions/drift/quality.py)."""
+    return f"{dataset}/quality/"
+
+
 def checkpoint_prefix(dataset: str, run_name: str) -> str:
     return f"{dataset}/checkpoints/{run_name}/"

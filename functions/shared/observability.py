@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
@@ -14,16 +16,44 @@ SERVICE = "sluice"
 NAMESPACE = "Sluice"
 
 
+_emf_sinks: list[Callable[[str], None]] = []
+_emf_echo = True
+
+
+def emit_emf(line: str) -> None:
+    """Every EMF document sluice emits goes through here: printed (in Lambda, stdout is
+    CloudWatch Logs, which turns it into metrics), and handed to any sink ``route_emf`` set."""
+    if _emf_echo:
+        print(line)
+    for sink in _emf_sinks:
+        sink(line)
+
+
+def route_emf(sink: Callable[[str], None] | None, *, echo: bool) -> None:
+    """Where EMF documents go besides stdout (``echo``): the local stack passes its metric sink
+    (infra/local/alarms.py) and turns the echo off, since it has no CloudWatch Logs to read them.
+    ``route_emf(None, echo=True)`` restores Lambda's behaviour."""
+    global _emf_echo
+    _emf_sinks[:] = [] if sink is None else [sink]
+    _emf_echo = echo
+
+
 class _EMFProvider(AmazonCloudWatchEMFProvider):
     """Powertools' provider, except that ``POWERTOOLS_METRICS_DISABLED`` drops each invocation's
-    metrics at flush. Powertools 3.37 keeps them instead: in a long-lived process (the local
-    stack) they grow without bound, and at 100 values of one metric it prints them anyway."""
+    metrics at flush (Powertools 3.37 keeps them instead: in a long-lived process, the local
+    stack, they grow without bound, and at 100 values of one metric it prints them anyway), and
+    that documents go out through ``emit_emf``."""
 
     def flush_metrics(self, raise_on_empty_metrics: bool = False) -> None:
         if is_metrics_disabled():
             self.clear_metrics()
             return
-        super().flush_metrics(raise_on_empty_metrics)
+        if not self.metric_set:  # nothing to say; Powertools' error only when asked to raise
+            if raise_on_empty_metrics:
+                super().flush_metrics(raise_on_empty_metrics)
+            return
+        emit_emf(json.dumps(self.serialize_metric_set(), separators=(",", ":")))
+        self.clear_metrics()
 
 
 logger = Logger(service=SERVICE)

@@ -27,6 +27,21 @@ PLAN_RATE, PLAN_BURST = 100, 200  # per API key
 LATENCY_P99_MS = 1000
 
 
+def _non_empty_list_of_objects(key: str) -> apigw.JsonSchema:
+    """An object whose ``key`` holds at least one object: the shape API Gateway checks."""
+    return apigw.JsonSchema(
+        type=apigw.JsonSchemaType.OBJECT,
+        required=[key],
+        properties={
+            key: apigw.JsonSchema(
+                type=apigw.JsonSchemaType.ARRAY,
+                min_items=1,
+                items=apigw.JsonSchema(type=apigw.JsonSchemaType.OBJECT),
+            )
+        },
+    )
+
+
 class InferenceApi(Construct):
     def __init__(
         self,
@@ -57,6 +72,7 @@ class InferenceApi(Construct):
         role.add_to_policy(registry.reader())
         grant_read(role, storage.artifacts, "*/models/*")
         grant_write(role, storage.artifacts, "*/capture/*")  # the sample the drift job reads
+        grant_write(role, storage.artifacts, "*/feedback/*")  # true labels, for live quality
 
         self.alias = lambda_.Alias(
             self, "Live", alias_name="live", version=self.inference.function.current_version
@@ -149,30 +165,29 @@ class InferenceApi(Construct):
             validate_request_body=True,
             validate_request_parameters=True,
         )
+        # One POST method serves :predict and :feedback (the proxy resource below), so its model
+        # takes either body. anyOf rather than oneOf: a body with both keys reaches the function,
+        # whose 422 names the key at fault where API Gateway would only say "Invalid request body".
         predict = apigw.Model(
             self,
             "PredictRequest",
             rest_api=self.api,
             content_type="application/json",
-            description='{"instances": [...]}: at least one instance',
+            description='{"instances": [...]} or {"feedback": [...]}: at least one of either',
             schema=apigw.JsonSchema(
                 schema=apigw.JsonSchemaVersion.DRAFT4,
                 type=apigw.JsonSchemaType.OBJECT,
-                required=["instances"],
-                properties={
-                    "instances": apigw.JsonSchema(
-                        type=apigw.JsonSchemaType.ARRAY,
-                        min_items=1,
-                        items=apigw.JsonSchema(type=apigw.JsonSchemaType.OBJECT),
-                    )
-                },
+                any_of=[
+                    _non_empty_list_of_objects("instances"),
+                    _non_empty_list_of_objects("feedback"),
+                ],
             ),
         )
         v1 = self.api.root.add_resource("v1")
         v1.add_resource("openapi.json").add_method("GET", integration)
         # TF Serving's paths (/v1/models/{name}:predict, .../versions/{n}:predict) put a verb
         # after a colon, which API Gateway's path parts cannot match: one proxy resource, GET for
-        # the status routes, POST (body validated) for predictions.
+        # the status routes, POST (body validated) for predictions and feedback.
         models = v1.add_resource("models").add_resource("{proxy+}")
         models.add_method("GET", integration)
         models.add_method(

@@ -3,7 +3,8 @@ proxy event API Gateway would send, the proxy response written back as HTTP.
 
 Like API Gateway with an API key required, a request without the configured ``x-api-key`` gets
 403 ``{"message": "Forbidden"}`` before the function runs; bodies over API Gateway's 10 MB
-payload limit get 413 without being read.
+payload limit get 413 without being read. Like API Gateway, every response the function gives
+carries the event's ``requestContext.requestId`` in ``x-amzn-RequestId``.
 
 With an ``ssl_context`` (e.g. ``local_certificate(...).server_context()`` from
 :mod:`infra.local.tls`) it serves HTTPS instead. Each connection's TLS handshake happens in that
@@ -25,6 +26,7 @@ from urllib.parse import urlsplit
 from infra.local.apigw import read_response, rest_event
 
 MAX_PAYLOAD_BYTES = 10 * 1024 * 1024
+REQUEST_ID_HEADER = "x-amzn-RequestId"
 HANDSHAKE_SECONDS = 10.0
 _TLS_HANDSHAKE_RECORD = b"\x16"  # the first byte a TLS client sends
 LambdaHandler = Callable[[dict[str, Any], Any], dict[str, Any]]
@@ -163,7 +165,13 @@ def _request_handler(
                 api_key=headers.get("x-api-key"),
             )
             response = read_response(handler(event, context()))
-            self._reply(response.status, response.headers, response.body)
+            reply_headers = {
+                name: value
+                for name, value in response.headers.items()
+                if name != REQUEST_ID_HEADER.lower()
+            }
+            reply_headers[REQUEST_ID_HEADER] = event["requestContext"]["requestId"]
+            self._reply(response.status, reply_headers, response.body)
 
         def _drain(self, headers: dict[str, str]) -> None:
             length = int(headers.get("content-length") or 0)

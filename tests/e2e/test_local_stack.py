@@ -144,11 +144,15 @@ def test_an_upload_becomes_a_live_model_answering_over_http(
     assert _post(url, {"instances": instances}, None)[0] == 403
     assert _post(url, {"instances": instances}, "wrong-key")[0] == 403
 
-    # and the drift job, run as its schedule would, measures the live model's traffic
+    # and the drift job, run as its schedule would, looks at the live model's captured traffic
+    # (one request, captured or not by the 10 % sample; test_retraining.py sends enough)
     [drift] = stack.run_drift()
-    assert drift["dataset"] == "churn" and drift["status"] == "measured", drift
-    report_key = drift["report_uri"].split("/", 3)[3]
-    assert s3.head_object(Bucket=topology.artifacts_bucket, Key=report_key)["ContentLength"] > 0
+    assert drift["dataset"] == "churn" and drift["model_version"] == live.version, drift
+    if drift["status"] == "measured":
+        report_key = drift["report_uri"].split("/", 3)[3]
+        assert s3.head_object(Bucket=topology.artifacts_bucket, Key=report_key)["ContentLength"]
+    else:
+        assert drift["reason"].startswith("no captured requests of model version"), drift
 
     # When a file to score is dropped under batch/
     batch = csv_bytes(frame[features].head(300))
@@ -195,7 +199,7 @@ def test_an_upload_becomes_a_live_model_answering_over_http(
     history = json.loads(capsys.readouterr().out)
     assert code == 0
     assert [u["status"] for u in history["uploads"]] == ["started", "scored", "rejected"]
-    assert [d["status"] for d in history["drift"]] == ["measured"]
+    assert [d["dataset"] for d in history["drift"]] == ["churn"]
     run = history["runs"][-1]
     assert run["status"] == "SUCCEEDED" and run["path"][-1] == "Promoted"
     assert run["decision"]["kind"] == "promoted" and run["decision"]["live_version"] == 1
@@ -344,7 +348,8 @@ def test_state_survives_a_restart_and_a_pending_run_resumes(
         body = s3.get_object(Bucket=topology.raw_bucket, Key="churn/data/jan.csv")["Body"]
         assert body.read() == data
         url = f"{third.api_url}/v1/models/churn:predict"
-        assert _post(url, {"instances": instances}, API_KEY) == (200, before)
+        status, after = _post(url, {"instances": instances}, API_KEY)
+        assert status == 200 and {**after, "request_id": ""} == {**before, "request_id": ""}
         # and restoring did not look like a new upload: no second run
         time.sleep(1)
         assert third.idle() and third.runs == []

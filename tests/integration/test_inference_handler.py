@@ -23,6 +23,7 @@ from functions.inference import handler
 from functions.shared.contract import FeatureKind
 from functions.shared.features import DatasetSchema, FeatureSpec, normalise_category
 from functions.shared.model_card import MODEL_CARD_FILE, MODEL_FILE, ModelCard
+from functions.shared.observability import route_emf
 from functions.shared.registry import NewModelVersion
 from functions.shared.registry_dynamodb import DynamoDBRegistry, create_table
 from functions.training.script_mode import Hyperparameters, SageMakerPaths
@@ -299,3 +300,131 @@ def test_a_sample_of_predictions_is_captured_to_s3_for_the_drift_job(
     lines = [json.loads(line) for line in gzip.decompress(body).splitlines()]
     assert [line["prediction"] for line in lines] == answer["predictions"]
     assert {line["model_version"] for line in lines} == {answer["model_version"]}
+
+
+def test_predict_answers_api_gateways_request_id_on_both_paths(
+    stack: Stack, churn_model: ChurnModel
+) -> None:
+    # Given a live model and the stored predict event
+    stack.publish(churn_model, "run-1")
+    event = load_event("predict.apigw_rest.json")
+
+    # When it is answered through the handler's fast path and through the resolver
+    _, _, fast = invoke(event)
+    routed = json.loads(handler.app.resolve(copy.deepcopy(event), CONTEXT)["body"])
+
+    # Then both name the request as API Gateway did
+    assert fast["request_id"] == routed["request_id"] == event["requestContext"]["requestId"]
+
+
+def test_feedback_on_a_prediction_is_stored_in_s3_for_the_drift_job(
+    stack: Stack, churn_model: ChurnModel
+) -> None:
+    # Given a live model, and the stored feedback event about the stored predict event
+    stack.publish(churn_model, "run-1")
+    _, _, answer = invoke(load_event("predict.apigw_rest.json"))
+    event = load_event("feedback.apigw_rest.json")
+    items = json.loads(event["body"])["feedback"]
+    assert {item["request_id"] for item in items} == {answer["request_id"]}
+
+    # When API Gateway delivers it
+    status, _, body = invoke(event)
+
+    # Then it is accepted and one object in the artifacts bucket holds one line per item
+    assert (status, body) == (202, {"accepted": 2})
+    listed = stack.s3.list_objects_v2(
+        Bucket=stack.topology.artifacts_bucket, Prefix="churn/feedback/dt="
+    )
+    [key] = [o["Key"] for o in listed["Contents"]]
+    data = stack.s3.get_object(Bucket=stack.topology.artifacts_bucket, Key=key)["Body"].read()
+    lines = [json.loads(line) for line in gzip.decompress(data).splitlines()]
+    assert [(line["request_id"], line["index"], line["actual"]) for line in lines] == [
+        (answer["request_id"], 0, "yes"),
+        (answer["request_id"], 1, "no"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "headers", "status", "code", "field"),
+    [
+        ("/v1/models/nope:feedback", None, {}, 404, "model_not_found", None),
+        (
+            "/v1/models/churn:feedback",
+            '{"feedback": [{"request_id": "r", "actual": "yes"},'
+            ' {"request_id": "r", "index": 1, "actual": "maybe"}]}',
+            {},
+            422,
+            "invalid_feedback",
+            "feedback[1].actual",
+        ),
+        (
+            "/v1/models/churn:feedback",
+            '{"feedback": [{"request_id": "r", "actual": "yes", "weight": 2}]}',
+            {},
+            422,
+            "invalid_request",
+            "feedback[0].weight",
+        ),
+        ("/v1/models/churn:feedback", None, {"Content-Type": "text/plain"}, 415, None, None),
+    ],
+    ids=["unknown-dataset", "unknown-class", "unknown-key", "media-type"],
+)
+def test_feedback_refusals_come_back_as_json_and_store_nothing(
+    stack: Stack,
+    churn_model: ChurnModel,
+    path: str,
+    body: str | None,
+    headers: dict[str, str],
+    status: int,
+    code: str | None,
+    field: str | None,
+) -> None:
+    # Given a live model and the stored feedback event, changed
+    stack.publish(churn_model, "run-1")
+    event = load_event("feedback.apigw_rest.json")
+    event["path"] = path
+    if body is not None:
+        event["body"] = body
+    event["headers"] = {**event["headers"], **headers}
+
+    # When it is delivered
+    answered, _, reply = invoke(event)
+
+    # Then it is refused as the API's JSON error, naming the item at fault, and nothing is stored
+    assert answered == status, reply
+    assert code is None or reply["code"] == code
+    assert field is None or reply["details"][0]["field"] == field
+    if field is not None:
+        assert reply["error"].startswith(f"{field}: ")
+    listed = stack.s3.list_objects_v2(
+        Bucket=stack.topology.artifacts_bucket, Prefix="churn/feedback/"
+    )
+    assert listed["KeyCount"] == 0
+
+
+def test_predict_requests_the_model_cannot_answer_count_towards_the_error_rate(
+    stack: Stack, churn_model: ChurnModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given serving metrics on, their documents caught
+    monkeypatch.setenv("POWERTOOLS_METRICS_DISABLED", "false")
+    handler._observers.cache_clear()
+    documents: list[dict[str, Any]] = []
+    route_emf(lambda line: documents.append(json.loads(line)), echo=False)
+    try:
+        stack.publish(churn_model, "run-1")
+        good = load_event("predict.apigw_rest.json")
+        wrong_type = copy.deepcopy(good) | {"body": '{"instances": [{"tenure_months": "3"}]}'}
+        unknown = copy.deepcopy(good) | {"path": "/v1/models/nope:predict"}
+        pinned = copy.deepcopy(wrong_type) | {"path": "/v1/models/churn/versions/1:predict"}
+        malformed = copy.deepcopy(good) | {"body": "not json"}
+        # When three are answered, two get 422 (live and pinned), one 404 and one 400
+        statuses = [
+            invoke(e)[0] for e in (good, good, good, wrong_type, pinned, unknown, malformed)
+        ]
+        assert statuses == [200, 200, 200, 422, 422, 404, 400]
+        handler._observers()[1].flush()
+    finally:
+        route_emf(None, echo=True)
+    # Then only the 422s count: 2 of 5 requests for churn; nothing for an unknown dataset
+    rates = {d["dataset"]: (d["Errors"], d["ErrorRate"]) for d in documents if "ErrorRate" in d}
+    assert rates == {"churn": (2, 0.4)}

@@ -123,6 +123,20 @@ def test_a_feature_excluded_from_capture_is_reported_missing_not_drifted(
     assert feature.status == "missing_column" and feature.psi is None
 
 
+def test_no_captured_traffic_is_skipped_without_a_report(
+    trained_models: dict[str, TrainedModel],
+) -> None:
+    model = trained_models["binary"]
+    store, registry, dataset = _world(model)
+    _capture(store, dataset, _live_inputs(model, 300), NOW - timedelta(hours=30))  # too old
+
+    outcome = _run(store, registry, dataset)
+
+    assert outcome.status == "skipped" and outcome.result is None
+    assert outcome.reason.startswith("no captured requests of model version")
+    assert store.keys(ARTIFACTS, f"{dataset}/drift/") == []
+
+
 def test_no_live_model_is_skipped(trained_models: dict[str, TrainedModel]) -> None:
     outcome = run_drift(
         InMemoryObjectStore(), InMemoryRegistry(), artifacts_bucket=ARTIFACTS, dataset="x", now=NOW

@@ -100,13 +100,15 @@ class Reply:
 class Api:
     """The API as Lambda runs it (minus the decorators), over fakes and a fake clock."""
 
-    def __init__(self, max_instances: int = 1000) -> None:
+    def __init__(self, max_instances: int = 1000, feedback_bucket: str | None = BUCKET) -> None:
         self.store = CountingStore()
         self.registry = CountingRegistry()
         self.clock = Clock()
         self.cache = ModelCache(self.registry, self.store, ttl_seconds=TTL, clock=self.clock)
-        config = Settings(REGISTRY_TABLE="unused", MAX_INSTANCES=max_instances)
-        self.app = create_app(lambda: (config, self.cache))
+        config = Settings(
+            REGISTRY_TABLE="unused", MAX_INSTANCES=max_instances, FEEDBACK_BUCKET=feedback_bucket
+        )
+        self.app = create_app(lambda: (config, self.cache, self.store))
 
     def publish(
         self,
@@ -211,6 +213,7 @@ def test_predictions_equal_the_scoring_model_on_the_test_split(
     assert reply.status == 200, reply.body
     PredictResponse.model_validate(reply.body)
     assert reply.body["model_version"] == reply.served_version == "1"
+    assert reply.body["request_id"] == TEMPLATE["requestContext"]["requestId"]
     predictions = reply.body["predictions"]
     assert len(predictions) == len(instances)
     if expected.values is not None:
@@ -294,6 +297,62 @@ def test_a_base64_encoded_body_is_decoded(
     # Then the first is predicted and the second is a client error
     assert ok.status == 200, ok.body
     assert_error(bad, 400, "malformed_request", mentions="UTF-8")
+
+
+def test_pinned_predictions_name_their_request_too(
+    api: Api, trained_models: dict[str, TrainedModel]
+) -> None:
+    api.publish(trained_models["binary"], run="run-1")
+    _, rows = client_rows(trained_models["binary"], rows=1)
+    reply = api.predict(rows, path=f"/v1/models/{DATASET}/versions/1:predict")
+    assert reply.body["request_id"] == TEMPLATE["requestContext"]["requestId"]
+
+
+# --- feedback ------------------------------------------------------------------------------------
+
+
+def test_feedback_is_accepted_with_202_and_stored_as_one_object(
+    api: Api, trained_models: dict[str, TrainedModel]
+) -> None:
+    # Given a live classifier that answered a request
+    api.publish(trained_models["binary"], run="run-1")
+    _, rows = client_rows(trained_models["binary"], rows=2)
+    answer = api.predict(rows).body
+
+    # When the client reports the truth about both instances
+    items = [
+        {"request_id": answer["request_id"], "index": i, "actual": p["label"]}
+        for i, p in enumerate(answer["predictions"])
+    ]
+    reply = api.call("POST", f"/v1/models/{DATASET}:feedback", json.dumps({"feedback": items}))
+
+    # Then it is accepted, and the artifacts bucket holds it under the dataset's feedback prefix
+    assert (reply.status, reply.body) == (202, {"accepted": 2})
+    [key] = api.store.keys(BUCKET, f"{DATASET}/feedback/dt=")
+    assert key.endswith(".jsonl.gz")
+
+
+def test_feedback_without_a_bucket_is_a_503_and_a_get_is_a_405(
+    trained_models: dict[str, TrainedModel],
+) -> None:
+    api = Api(feedback_bucket=None)
+    api.publish(trained_models["binary"], run="run-1")
+    body = json.dumps({"feedback": [{"request_id": "r", "actual": "yes"}]})
+
+    assert_error(
+        api.call("POST", f"/v1/models/{DATASET}:feedback", body),
+        503,
+        "feedback_unavailable",
+        mentions="FEEDBACK_BUCKET",
+    )
+    wrong_method = api.call("GET", f"/v1/models/{DATASET}:feedback")
+    assert_error(wrong_method, 405, "method_not_allowed", mentions="use POST")
+    assert_error(
+        api.call("POST", "/v1/models/bad.name:feedback", body),
+        400,
+        "invalid_path_parameter",
+        mentions="dataset:",
+    )
 
 
 # --- client errors ------------------------------------------------------------------------------
@@ -654,11 +713,13 @@ def test_the_openapi_document_is_served_and_documents_every_route(api: Api) -> N
         "/v1/models/{dataset}/metadata",
         "/v1/models/{dataset}:predict",
         "/v1/models/{dataset}/versions/{version}:predict",
+        "/v1/models/{dataset}:feedback",
         "/v1/openapi.json",
     }
     for path, operations in paths.items():
         for operation in operations.values():
-            assert "content" in operation["responses"]["200"], path
+            success = operation["responses"].get("200") or operation["responses"]["202"]
+            assert "content" in success, path
             unprocessable = json.dumps(operation["responses"].get("422", {}))
             assert "HTTPValidationError" not in unprocessable, path  # Powertools' format
     predict = paths["/v1/models/{dataset}:predict"]["post"]
@@ -671,6 +732,12 @@ def test_the_openapi_document_is_served_and_documents_every_route(api: Api) -> N
     assert "HTTPValidationError" not in schemas
     dataset_param = predict["parameters"][0]
     assert dataset_param["schema"]["pattern"].startswith("^[A-Za-z0-9]")
+    feedback = paths["/v1/models/{dataset}:feedback"]["post"]
+    assert set(feedback["responses"]) == {"202", "400", "404", "413", "415", "422", "503"}
+    feedback_schema = feedback["requestBody"]["content"]["application/json"]["schema"]
+    assert feedback_schema["required"] == ["feedback"]
+    item = feedback_schema["properties"]["feedback"]["items"]  # inlined: no dangling $ref
+    assert item["required"] == ["request_id", "actual"] and "$ref" not in json.dumps(item)
 
 
 # --- the model cache ------------------------------------------------------------------------------
@@ -894,6 +961,13 @@ def fuzz_api(trained_models: dict[str, TrainedModel]) -> Api:
             lambda rows: json.dumps({"instances": rows}),
             st.lists(st.dictionaries(st.sampled_from(FEATURE_NAMES), JSON, max_size=9), max_size=4),
         ),
+        st.builds(
+            lambda items: json.dumps({"feedback": items}),
+            st.lists(
+                st.dictionaries(st.sampled_from(["request_id", "index", "actual", "x"]), JSON),
+                max_size=4,
+            ),
+        ),
     ),
     path=st.sampled_from(
         [
@@ -901,6 +975,7 @@ def fuzz_api(trained_models: dict[str, TrainedModel]) -> Api:
             f"/v1/models/{DATASET}/versions/1:predict",
             f"/v1/models/{DATASET}/versions/2:predict",
             "/v1/models/x%2F:predict",
+            f"/v1/models/{DATASET}:feedback",
         ]
     ),
     content_type=st.sampled_from(["application/json", "text/plain", "application/json; x=1"]),

@@ -35,9 +35,9 @@ def test_a_window_becomes_one_document_per_version_and_one_per_class() -> None:
 
     assert metrics.maybe_flush() == 0 and printed == []  # the window is still open
     clock.now = 61
-    assert metrics.maybe_flush() == 3
+    assert metrics.maybe_flush() == 4
 
-    main, *classes = printed
+    main, *classes, errors = printed
     directive = main["_aws"]["CloudWatchMetrics"][0]
     assert directive["Namespace"] == "SluiceTest"
     assert directive["Dimensions"] == [["dataset", "model_version"]]
@@ -53,6 +53,7 @@ def test_a_window_becomes_one_document_per_version_and_one_per_class() -> None:
     assert classes[0]["_aws"]["CloudWatchMetrics"][0]["Dimensions"] == [
         ["dataset", "model_version", "class"]
     ]
+    assert (errors["dataset"], errors["Errors"], errors["ErrorRate"]) == ("churn", 0, 0.0)
     # and the next window starts empty
     clock.now = 200
     assert metrics.maybe_flush() == 0
@@ -63,7 +64,7 @@ def test_a_regressor_reports_prediction_quantiles() -> None:
     metrics = _metrics(clock, printed)
     metrics.record("prices", "1", 0.001, 100, [float(v) for v in range(100)])
     metrics.flush()
-    [document] = printed
+    document, _ = printed
     assert abs(document["PredictionP50"] - 49.5) < 1e-9
     assert document["PredictionP10"] < document["PredictionP50"] < document["PredictionP90"]
 
@@ -84,3 +85,18 @@ def test_disabled_metrics_record_and_print_nothing(monkeypatch: Any) -> None:
     metrics = ServingMetrics(emit=printed.append, clock=lambda: 1e9)
     metrics.record("churn", "1", 0.001, 1, [{"label": "yes"}])
     assert metrics.flush() == 0 and printed == []
+
+
+def test_errors_per_dataset_become_an_error_rate_with_the_dataset_as_only_dimension() -> None:
+    clock, printed = Clock(), []
+    metrics = _metrics(clock, printed)
+    for _ in range(3):
+        metrics.record("churn", "3", 0.001, 1, [{"label": "yes"}])
+    metrics.record("churn", "4", 0.001, 1, [{"label": "no"}])  # a canary's version: same dataset
+    metrics.record_error("churn")
+    metrics.record_error("prices")  # a model that answers nothing still has a rate: 1.0
+    metrics.flush()
+    rates = {d["dataset"]: (d["Errors"], d["ErrorRate"]) for d in printed if "ErrorRate" in d}
+    assert rates == {"churn": (1, 0.2), "prices": (1, 1.0)}
+    [directive] = next(d for d in printed if "ErrorRate" in d)["_aws"]["CloudWatchMetrics"]
+    assert directive["Dimensions"] == [["dataset"]]  # what infra/alarms.py's errors alarm watches
