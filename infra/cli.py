@@ -79,6 +79,21 @@ def _parser() -> argparse.ArgumentParser:
         help="serve the API over HTTPS with a certificate generated in <state dir>/tls "
         "(clients trust cert.pem: curl --cacert)",
     )
+    up.add_argument(
+        "--drift-seconds",
+        type=float,
+        default=None,
+        help="run the drift job this often; the drift and quality alarms' period follows "
+        "(default 3600, as deployed)",
+    )
+    up.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="set a variable in the functions' environment after the topology's own, e.g. "
+        "CAPTURE_SAMPLE_RATE=1 or RETRAIN_DEBOUNCE_SECONDS=300 (repeatable)",
+    )
     up.set_defaults(run=_up)
 
     status = commands.add_parser(
@@ -99,6 +114,13 @@ def _parser() -> argparse.ArgumentParser:
     models = operator("models", "list datasets, or one dataset's model versions and audit trail")
     models.add_argument("dataset", nargs="?", help="a dataset (default: list every dataset)")
     models.set_defaults(run=_models)
+
+    retraining = operator(
+        "retraining", "a dataset's retrain guard: its state and its latest decisions, and why"
+    )
+    retraining.add_argument("dataset")
+    retraining.add_argument("--limit", type=int, default=20, help="decisions to show (20)")
+    retraining.set_defaults(run=_retraining)
 
     promote = operator("promote", "make a model version live (conditional on the live one)")
     promote.add_argument("dataset")
@@ -165,12 +187,21 @@ def _up(args: argparse.Namespace) -> int:
     from infra.local.stack import LOCAL_FILE, LocalStack, StackConfig
 
     defaults = StackConfig()
+    overrides = {}
+    for assignment in args.env:
+        name, sep, value = assignment.partition("=")
+        if not sep or not name:
+            print(f"error: --env wants NAME=VALUE, got {assignment!r}", file=sys.stderr)
+            return EXIT_USAGE
+        overrides[name] = value
     config = StackConfig(
         aws_port=args.aws_port or defaults.aws_port,
         api_port=args.api_port or defaults.api_port,
         api_key=args.api_key or defaults.api_key,
         state_dir=args.state_dir,
         tls=args.tls,
+        drift_seconds=args.drift_seconds or defaults.drift_seconds,
+        environment=overrides,
     )
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -191,8 +222,10 @@ def _up(args: argparse.Namespace) -> int:
 
 def _status(args: argparse.Namespace) -> int:
     from infra.local.stack import (
+        ALARMS_FILE,
         DEAD_LETTER_FILE,
         DRIFT_FILE,
+        RETRAIN_FILE,
         RUNS_FILE,
         UPLOADS_FILE,
         pending_runs,
@@ -203,6 +236,8 @@ def _status(args: argparse.Namespace) -> int:
     uploads = read_history(args.state_dir, UPLOADS_FILE)
     dead = read_history(args.state_dir, DEAD_LETTER_FILE)
     drift = read_history(args.state_dir, DRIFT_FILE)
+    alarms = read_history(args.state_dir, ALARMS_FILE)
+    retrain = read_history(args.state_dir, RETRAIN_FILE)
     pending = pending_runs(args.state_dir)
     if args.json:
         document = {
@@ -210,11 +245,13 @@ def _status(args: argparse.Namespace) -> int:
             "pending": pending,
             "uploads": uploads,
             "drift": drift,
+            "alarms": alarms,
+            "retrain": retrain,
             "dead_letters": dead,
         }
         print(json.dumps(document, indent=2))
         return EXIT_OK
-    if not (runs or uploads or dead or pending):
+    if not (runs or uploads or dead or pending or retrain):
         print(f"no local stack history in {args.state_dir} (start one with `sluice up`)")
         return EXIT_OK
     for upload in uploads:
@@ -245,6 +282,24 @@ def _status(args: argparse.Namespace) -> int:
         print(f"pending  {name}  (resumes when the stack runs)")
     for measured in drift[-5:]:  # the latest few; --json has them all
         print(f"drift    {measured['at']}  {measured['dataset']}: {measured['reason']}")
+        quality = measured.get("quality") or {}
+        if quality.get("reason"):
+            print(f"           live quality: {quality['reason']}")
+    latest: dict[str, dict[str, Any]] = {}
+    for change in alarms:  # each alarm's current state, from its last change
+        latest[change["alarm"]] = change
+    for change in latest.values():
+        print(f"alarm    {change['at']}  {change['alarm']}: {change['state']}")
+        if change["state"] == "ALARM":
+            print(f"           {change['reason']}")
+    for decision in retrain[-10:]:  # the latest few; --json has them all
+        guard = f" ({decision['guard']})" if decision.get("guard") else ""
+        source = f" [{decision['source']}]" if decision.get("source") else ""
+        print(
+            f"retrain  {decision['at']}  {decision['dataset']}: {decision['outcome']}{guard}"
+            f"{source}"
+        )
+        print(f"           {decision['reason']}")
     for letter in dead:
         print(f"dead     {letter['at']}  {letter['error'].strip().splitlines()[-1]}")
     return EXIT_OK
@@ -261,6 +316,44 @@ def _registry(args: argparse.Namespace) -> Any:
         "dynamodb", endpoint_url=args.endpoint_url, region_name=_region(args, topology.region)
     )
     return DynamoDBRegistry(client, topology.registry_table)
+
+
+def _retraining(args: argparse.Namespace) -> int:
+    import boto3
+
+    from functions.retrain.guard_store import DynamoDBGuardStore
+    from infra.topology import Topology
+
+    topology = Topology(stage=args.stage)
+    client = boto3.client(
+        "dynamodb", endpoint_url=args.endpoint_url, region_name=_region(args, topology.region)
+    )
+    store = DynamoDBGuardStore(client, topology.registry_table)
+    dataset = _dataset(args.dataset)
+    state = store.load(dataset)
+    decisions = store.decisions(dataset, limit=max(1, args.limit))
+    if args.json:
+        document = {
+            "dataset": dataset,
+            "state": state.model_dump(mode="json"),
+            "decisions": [d.model_dump(mode="json") for d in decisions],
+        }
+        print(json.dumps(document, indent=2))
+        return EXIT_OK
+    flight = state.in_flight
+    print(
+        f"{dataset}: in flight {flight.run_name if flight else 'none'}; last start "
+        f"{state.last_started_at or 'never'}; {len(state.starts)} start(s) in the window; "
+        f"new-data baseline {state.rows_at_last_run if state.rows_at_last_run is not None else '-'}"
+    )
+    if not decisions:
+        print("no retrain decisions yet")
+    for decision in decisions:
+        guard = f" ({decision.guard})" if decision.guard else ""
+        source = f" [{decision.source}]" if decision.source else ""
+        print(f"{decision.at.isoformat()}  {decision.outcome}{guard}{source}")
+        print(f"    {decision.reason}")
+    return EXIT_OK
 
 
 def _region(args: argparse.Namespace, local_region: str) -> str:

@@ -96,6 +96,16 @@ class Topology:
             "POWERTOOLS_SERVICE_NAME": "sluice-drift",
         }
 
+    def retrain_environment(self) -> dict[str, str]:
+        """The retrain function's environment (functions/retrain/handler.py Settings)."""
+        return {
+            "RAW_BUCKET": self.raw_bucket,
+            "ARTIFACTS_BUCKET": self.artifacts_bucket,
+            "REGISTRY_TABLE": self.registry_table,
+            "STATE_MACHINE_ARN": self.state_machine_arn,
+            "POWERTOOLS_SERVICE_NAME": "sluice-retrain",
+        }
+
     def inference_environment(self) -> dict[str, str]:
         """The inference function's environment (functions/inference/handler.py Settings)."""
         return {
@@ -104,6 +114,8 @@ class Topology:
             # a sample of requests for the drift job (functions/inference/capture.py)
             "CAPTURE_BUCKET": self.artifacts_bucket,
             "CAPTURE_SAMPLE_RATE": "0.1",
+            # true labels and values for live quality (functions/inference/feedback.py)
+            "FEEDBACK_BUCKET": self.artifacts_bucket,
         }
 
 

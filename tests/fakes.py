@@ -80,6 +80,7 @@ class RecordingOrchestrator(Orchestrator):
 
     def __init__(self) -> None:
         self.runs: dict[str, RunInput] = {}
+        self.finished: set[str] = set()  # runs no longer executing
 
     def run_exists(self, name: str) -> bool:
         return name in self.runs
@@ -89,6 +90,13 @@ class RecordingOrchestrator(Orchestrator):
             return RunStart(run.run_name, f"run:{run.run_name}", started=False)
         self.runs[run.run_name] = run
         return RunStart(run.run_name, f"run:{run.run_name}", started=True)
+
+    def running(self, dataset: str) -> list[str]:
+        return [
+            name
+            for name, run in self.runs.items()
+            if run.dataset == dataset and name not in self.finished
+        ]
 
 
 @dataclass

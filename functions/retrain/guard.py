@@ -5,11 +5,16 @@ An alarm (drift, live quality, error rate) asks for a run over the dataset's cur
 
 1. ``in_flight``: a run the guard started has not finished yet, unless it started
    ``in_flight_timeout_seconds`` ago or more (then it is presumed lost and no longer blocks);
+   or the orchestrator says a run of the dataset is executing (``running``: an upload's run,
+   or the guard's own, however old);
 2. ``debounce``: the last start was less than ``debounce_seconds`` ago;
 3. ``daily_cap``: ``max_runs_per_day`` starts already happened in the last 24 h (a sliding
    window: a start stops counting exactly 24 h after it happened);
 4. ``no_new_data``: fewer new rows than the dataset had at the last run's end than *either*
    threshold asks for (``min_new_rows``, or ``min_new_fraction`` of the last run's rows).
+
+(``no_data`` is recorded by the retrain function before any of these: the dataset's current
+data has no complete dataset version to train on.)
 
 ``apply`` is the state after a start, ``release`` undoes a start that never happened (the
 execution could not be started), ``finish`` ends one. Every change bumps ``revision``, which
@@ -21,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from fractions import Fraction
 from typing import Literal
@@ -30,7 +36,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validato
 from functions.shared.layout import DATASET_NAME
 from functions.shared.orchestration import TRAINING_JOB_NAME
 
-GuardCode = Literal["debounce", "daily_cap", "no_new_data", "in_flight"]
+GuardCode = Literal["debounce", "daily_cap", "no_new_data", "in_flight", "no_data"]
 
 DAY = timedelta(hours=24)
 RUN_NAME_PREFIX = "retrain-"
@@ -101,9 +107,15 @@ class Decision(_Frozen):
 
 
 def decide(
-    policy: GuardPolicy, state: GuardState, trigger: Trigger, current_rows: int, now: datetime
+    policy: GuardPolicy,
+    state: GuardState,
+    trigger: Trigger,
+    current_rows: int,
+    now: datetime,
+    running: Sequence[str] = (),
 ) -> Decision:
-    """Start or skip, and why. ``current_rows``: rows of the dataset's current data."""
+    """Start or skip, and why. ``current_rows``: rows of the dataset's current data;
+    ``running``: names of the dataset's runs executing now, as the orchestrator reports them."""
     _require_aware(now)
     if current_rows < 0:
         raise ValueError(f"current_rows must be ≥ 0, got {current_rows}")
@@ -121,6 +133,8 @@ def decide(
             f"; run {state.in_flight.run_name} presumed lost (started {_ago(age)}, "
             f"timeout {_span(timeout)})"
         )
+    if running:
+        return _skip("in_flight", f"in flight: run {running[0]} is executing")
     if state.last_started_at is not None:
         since = now - state.last_started_at
         window = timedelta(seconds=policy.debounce_seconds)

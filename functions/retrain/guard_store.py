@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
@@ -180,11 +180,13 @@ def run_guarded(
     current_rows: int,
     now: datetime,
     start: Callable[[str], str],
+    running: Sequence[str] = (),
 ) -> DecisionRecord:
     """Decide on one alarm and act on it; returns the record written.
 
-    load → ``decide`` → skip: record it. Start: ``try_start`` (on a conflict, read again and
-    decide again, at most ``MAX_ATTEMPTS`` times), and only with the claim held call
+    load → ``decide`` (``running``: the dataset's executing runs) → skip: record it. Start:
+    ``try_start`` (on a conflict, read again and decide again, at most ``MAX_ATTEMPTS``
+    times), and only with the claim held call
     ``start(run_name)`` (which starts the execution and returns its id). If ``start`` raises,
     the claim is released and a ``start_failed`` record says why, so the next alarm can try
     again; that record is returned, the error is not raised.
@@ -192,7 +194,7 @@ def run_guarded(
     dataset = trigger.dataset
     for _ in range(MAX_ATTEMPTS):
         state = store.load(dataset)
-        decision = guard.decide(policy, state, trigger, current_rows, now)
+        decision = guard.decide(policy, state, trigger, current_rows, now, running)
         record = DecisionRecord(
             dataset=dataset,
             at=now,

@@ -76,6 +76,10 @@ class Orchestrator(ABC):
     @abstractmethod
     def start_run(self, run: RunInput) -> RunStart: ...
 
+    @abstractmethod
+    def running(self, dataset: str) -> list[str]:
+        """Names of the dataset's runs executing now."""
+
 
 class StepFunctionsOrchestrator(Orchestrator):
     def __init__(self, client: Any, state_machine_arn: str) -> None:
@@ -100,3 +104,21 @@ class StepFunctionsOrchestrator(Orchestrator):
         except self._sfn.exceptions.ExecutionAlreadyExists:
             return RunStart(run.run_name, self._execution_arn(run.run_name), started=False)
         return RunStart(run.run_name, started["executionArn"], started=True)
+
+    def running(self, dataset: str) -> list[str]:
+        """ListExecutions (RUNNING), then each one's input names its dataset: a handful of
+        calls, since runs execute one per upload or guarded alarm."""
+        names: list[str] = []
+        pages = self._sfn.get_paginator("list_executions").paginate(
+            stateMachineArn=self._arn, statusFilter="RUNNING"
+        )
+        for page in pages:
+            for execution in page["executions"]:
+                described = self._sfn.describe_execution(executionArn=execution["executionArn"])
+                try:
+                    run_dataset = json.loads(described.get("input") or "{}").get("dataset")
+                except (ValueError, AttributeError):
+                    continue  # not an input sluice wrote: not one of our runs
+                if run_dataset == dataset:
+                    names.append(execution["name"])
+        return names

@@ -1,7 +1,9 @@
 """``cdk synth`` / ``cdk deploy`` entry point (cdk.json: ``python -m infra.aws.app``).
 
-Context: ``stage`` (default ``dev``; the stack is ``sluice-<stage>``, so stages coexist) and
-``api_auth`` (``api_key``, the default, or ``iam``). Account and region come from the CLI's
+Context: ``stage`` (default ``dev``; the stack is ``sluice-<stage>``, so stages coexist),
+``api_auth`` (``api_key``, the default, or ``iam``), ``datasets`` (the datasets whose retraining
+alarms the stack deploys; none by default) and ``retrain_guard`` (the retraining guards' limits
+for the stage; GuardPolicy's defaults otherwise). Account and region come from the CLI's
 environment (``CDK_DEFAULT_ACCOUNT`` / ``CDK_DEFAULT_REGION``) when set; otherwise the template
 is environment-agnostic. cdk-nag's AwsSolutions pack validates every synth: an unacknowledged
 finding fails it.
@@ -9,12 +11,17 @@ finding fails it.
 
 from __future__ import annotations
 
+import json
 import os
 import re
+from typing import Any
 
 from aws_cdk import App, Environment, Validations
 from cdk_nag import AwsSolutionsChecks
+from pydantic import ValidationError
 
+from functions.retrain.guard import GuardPolicy
+from functions.shared.layout import DATASET_NAME
 from infra.aws.stack import SluiceStack
 
 # Behaviour this app relies on, set here so `cdk synth` and the tests' App() agree.
@@ -37,9 +44,62 @@ def build(app: App | None = None) -> tuple[App, SluiceStack]:
         raise ValueError(f"api_auth '{auth}' must be 'api_key' or 'iam'")
     account, region = os.environ.get("CDK_DEFAULT_ACCOUNT"), os.environ.get("CDK_DEFAULT_REGION")
     env = Environment(account=account, region=region) if account and region else None
-    stack = SluiceStack(app, stage=stage, api_auth=auth, env=env)  # type: ignore[arg-type]
+    stack = SluiceStack(
+        app,
+        stage=stage,
+        api_auth=auth,  # type: ignore[arg-type]
+        datasets=datasets(app.node.try_get_context("datasets")),
+        guard_overrides=guard_overrides(app.node.try_get_context("retrain_guard")),
+        env=env,
+    )
     Validations.of(app).add_plugins(AwsSolutionsChecks(app))
     return app, stack
+
+
+def datasets(value: Any) -> tuple[str, ...]:
+    """The ``datasets`` context: a list (cdk.json) or a string, comma-separated or a JSON list
+    (``-c datasets=churn,housing``); each name as the raw bucket's ``<dataset>/`` prefix has it."""
+    if value is None:
+        return ()
+    names = value
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            names = json.loads(text) if text.startswith("[") else text.split(",")
+        except ValueError as error:
+            raise ValueError(f"context datasets: {value!r} is not a JSON list: {error}") from None
+    if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
+        raise ValueError(f"context datasets: {value!r} is neither a list of names nor 'name,name'")
+    chosen = [name.strip() for name in names if name.strip()]
+    bad = [name for name in chosen if not DATASET_NAME.match(name)]
+    if bad:
+        raise ValueError(
+            f"context datasets: {', '.join(repr(name) for name in bad)} is not a dataset name "
+            f"(the <dataset>/ prefix in the raw bucket: {DATASET_NAME.pattern})"
+        )
+    return tuple(dict.fromkeys(chosen))
+
+
+def guard_overrides(value: Any) -> dict[str, str]:
+    """The ``retrain_guard`` context, a JSON object of GuardPolicy limits
+    (``{"max_runs_per_day": 1}``, in cdk.json or as a string with ``-c``), validated here and
+    handed to the retrain function as its ``RETRAIN_<LIMIT>`` environment variables."""
+    if value is None:
+        return {}
+    try:
+        limits = json.loads(value) if isinstance(value, str) else value
+    except ValueError as error:
+        raise ValueError(f"context retrain_guard: {value!r} is not JSON: {error}") from None
+    if not isinstance(limits, dict) or None in limits.values():
+        raise ValueError(
+            f"context retrain_guard: {value!r} must be an object of limits, each a number "
+            f"(known: {', '.join(GuardPolicy.model_fields)})"
+        )
+    try:
+        policy = GuardPolicy.model_validate(limits).model_dump()
+    except ValidationError as error:
+        raise ValueError(f"context retrain_guard: {error}") from None
+    return {f"RETRAIN_{name.upper()}": str(policy[name]) for name in sorted(limits)}
 
 
 def main() -> None:

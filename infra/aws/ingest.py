@@ -1,6 +1,6 @@
 """Uploads → preprocess: an EventBridge rule on ``<dataset>/data/`` keys of the raw bucket invokes
 the preprocess function asynchronously; Lambda retries a failed event twice, then the event goes
-to the dead-letter queue (the local stack's router does the same: 3 attempts, then a dead letter).
+to the dead-letter queue (infra/aws/routing.py).
 """
 
 from __future__ import annotations
@@ -9,16 +9,14 @@ from typing import Any
 
 from aws_cdk import Duration
 from aws_cdk import aws_events as events
-from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
-from aws_cdk import aws_lambda_destinations as destinations
-from aws_cdk import aws_sqs as sqs
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
 from functions.shared.layout import CONTRACT_FILE, DATA_PREFIX
 from infra.aws.functions import Layers, SluiceFunction
 from infra.aws.nag import acknowledge
+from infra.aws.routing import dead_letter_queue, retry_then_dead_letter, rule
 from infra.aws.storage import Storage, grant_read, grant_write
 from infra.topology import Topology, upload_event_pattern
 
@@ -36,13 +34,7 @@ class Ingest(Construct):
         layers: Layers,
     ) -> None:
         super().__init__(scope, construct_id)
-        self.dead_letters = sqs.Queue(
-            self,
-            "DeadLetters",
-            encryption=sqs.QueueEncryption.SQS_MANAGED,
-            enforce_ssl=True,
-            retention_period=Duration.days(14),
-        )
+        self.dead_letters = dead_letter_queue(self, "DeadLetters")
         self.preprocess = SluiceFunction(
             self,
             "Preprocess",
@@ -66,40 +58,20 @@ class Ingest(Construct):
         grant_read(role, storage.raw, f"*/{DATA_PREFIX}*", f"*/{CONTRACT_FILE}")
         grant_read(role, storage.artifacts, "*/versions/*")
         grant_write(role, storage.artifacts, "*/versions/*", "*/rejected/*")
-        acknowledge(
-            self.dead_letters,
-            id="AwsSolutions-SQS3",
-            reason="This queue is the dead-letter queue (the rule target's and the function's "
-            "on-failure destination).",
-        )
 
     def route(
         self, construct_id: str, description: str, pattern: dict[str, Any], to: SluiceFunction
     ) -> events.Rule:
-        """An EventBridge rule invoking ``to`` asynchronously: 3 attempts, then the dead-letter
-        queue (delivery failures too)."""
-        to.function.configure_async_invoke(
-            retry_attempts=2,
-            max_event_age=Duration.hours(6),
-            on_failure=destinations.SqsDestination(self.dead_letters),
-        )
-        return events.Rule(
+        """A rule invoking ``to`` (one rule per function): 3 attempts, then this construct's
+        dead-letter queue (delivery failures too)."""
+        retry_then_dead_letter(to, self.dead_letters)
+        return rule(
             self,
             construct_id,
             description=description,
-            event_pattern=events.EventPattern(
-                source=pattern["source"],
-                detail_type=pattern["detail-type"],
-                detail=pattern["detail"],
-            ),
-            targets=[
-                targets.LambdaFunction(
-                    to.function,
-                    retry_attempts=8,
-                    max_event_age=Duration.hours(6),
-                    dead_letter_queue=self.dead_letters,
-                )
-            ],
+            pattern=pattern,
+            to=to,
+            dead_letters=self.dead_letters,
         )
 
     def allow_start(self, state_machine: sfn.IStateMachine, topology: Topology) -> None:

@@ -1,6 +1,8 @@
 """Monitoring: a dashboard per stage, the alarms a platform engineer needs from day one (failed
-runs, dead-lettered uploads, inference errors), and the drift job on a schedule (hourly): the
-live model's captured inputs against its training profile (functions/drift)."""
+runs, dead-lettered uploads and retraining events, inference errors), and the drift job on a
+schedule (hourly): the live model's captured inputs against its training profile, and its live
+quality from feedback (functions/drift). The dashboard also shows the retraining decisions and
+each declared dataset's retraining alarms (infra/aws/retraining.py)."""
 
 from __future__ import annotations
 
@@ -16,8 +18,17 @@ from infra.aws.inference_api import InferenceApi
 from infra.aws.ingest import Ingest
 from infra.aws.pipeline import TrainingPipeline
 from infra.aws.registry import Registry
+from infra.aws.retraining import Retraining
 from infra.aws.storage import Storage, grant_read, grant_write
 from infra.topology import Topology
+
+# the retrain function's outcome metrics (functions/retrain/handler.py), by their graph label
+RETRAIN_OUTCOMES = {
+    "RetrainStarted": "started",
+    "RetrainSkipped": "skipped",
+    "RetrainStartFailed": "start failed",
+    "RetrainFinished": "finished",
+}
 
 
 class Monitoring(Construct):
@@ -30,6 +41,7 @@ class Monitoring(Construct):
         ingest: Ingest,
         pipeline: TrainingPipeline,
         api: InferenceApi,
+        retraining: Retraining,
         storage: Storage,
         registry: Registry,
         layers: Layers,
@@ -48,8 +60,15 @@ class Monitoring(Construct):
             timeout=Duration.minutes(10),
             reserved_concurrency=1,
         )
-        grant_read(self.drift.role, storage.artifacts, "*/capture/*", "*/versions/*", "*/models/*")
-        grant_write(self.drift.role, storage.artifacts, "*/drift/*")
+        grant_read(
+            self.drift.role,
+            storage.artifacts,
+            "*/capture/*",
+            "*/feedback/*",
+            "*/versions/*",
+            "*/models/*",
+        )
+        grant_write(self.drift.role, storage.artifacts, "*/drift/*", "*/quality/*")
         self.drift.role.add_to_policy(registry.reader())
         self.drift.role.add_to_policy(  # the datasets to measure: one Scan of the registry
             iam.PolicyStatement(actions=["dynamodb:Scan"], resources=[registry.table.table_arn])
@@ -66,10 +85,16 @@ class Monitoring(Construct):
         dead_letters = ingest.dead_letters.metric_approximate_number_of_messages_visible(
             period=period
         )
+        retrain_dead_letters = (
+            retraining.dead_letters.metric_approximate_number_of_messages_visible(period=period)
+        )
+        # Named, not CloudFormation's `<stack>-<id>-<random>`, which would start with the
+        # retraining alarms' prefix (infra/alarms.py) and so reach the retrain function.
         self.alarms = [
             cloudwatch.Alarm(
                 self,
                 "RunsFailed",
+                alarm_name=f"sluice-runs-failed-{topology.stage}",
                 alarm_description="a pipeline run failed (not a gate refusal: those succeed)",
                 metric=failed_runs,
                 threshold=1,
@@ -80,6 +105,7 @@ class Monitoring(Construct):
             cloudwatch.Alarm(
                 self,
                 "UploadsDeadLettered",
+                alarm_name=f"sluice-uploads-dead-lettered-{topology.stage}",
                 alarm_description="an upload event failed preprocessing three times",
                 metric=dead_letters,
                 threshold=1,
@@ -87,7 +113,50 @@ class Monitoring(Construct):
                 comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
                 treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
             ),
+            cloudwatch.Alarm(
+                self,
+                "RetrainEventsDeadLettered",
+                alarm_name=f"sluice-retrain-dead-lettered-{topology.stage}",
+                alarm_description="an alarm or run-end event failed the retrain function three "
+                "times: no retraining decision was recorded for it",
+                metric=retrain_dead_letters,
+                threshold=1,
+                evaluation_periods=1,
+                comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+                treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+            ),
         ]
+        retraining_row: list[cloudwatch.IWidget] = [
+            cloudwatch.GraphWidget(
+                title="Retraining decisions per dataset (hourly)",
+                left=[
+                    cloudwatch.MathExpression(
+                        # Powertools adds its `service` dimension to the retrain function's
+                        # metrics (functions/retrain/handler.py)
+                        expression=f"SEARCH('{{Sluice,dataset,service}} "
+                        f"MetricName=\"{name}\"', 'Sum', 3600)",
+                        label=f"{label} " + "${PROP('Dim.dataset')}",
+                        period=Duration.hours(1),
+                    )
+                    for name, label in RETRAIN_OUTCOMES.items()
+                ],
+            ),
+            cloudwatch.GraphWidget(
+                title="Retraining: retrain invocations, errors, dead letters",
+                left=[
+                    retraining.retrain.function.metric_invocations(period=period),
+                    retraining.retrain.function.metric_errors(period=period),
+                    retrain_dead_letters,
+                ],
+            ),
+        ]
+        if retraining.all_alarms:
+            retraining_row.append(
+                cloudwatch.AlarmStatusWidget(
+                    title="Retraining alarms (drift, live quality, error rate per dataset)",
+                    alarms=retraining.all_alarms,
+                )
+            )
         self.dashboard = cloudwatch.Dashboard(
             self,
             "Dashboard",
@@ -144,5 +213,6 @@ class Monitoring(Construct):
                         alarms=[*self.alarms, api.errors_alarm, api.latency_alarm],
                     ),
                 ],
+                retraining_row,
             ],
         )

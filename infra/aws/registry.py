@@ -16,6 +16,9 @@ from infra.topology import Topology
 # by these); Scan is for the operators' `sluice models`, not for the functions.
 READ_ACTIONS = ["dynamodb:GetItem", "dynamodb:Query"]
 WRITE_ACTIONS = ["dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:ConditionCheckItem"]
+# What DynamoDBGuardStore calls (functions/retrain/guard_store.py): GetItem, Query, and PutItem,
+# alone or as the two Puts of a TransactWriteItems (authorised per item, as PutItem).
+GUARD_ACTIONS = ["dynamodb:GetItem", "dynamodb:Query", "dynamodb:PutItem"]
 
 
 class Registry(Construct):
@@ -52,6 +55,10 @@ class Registry(Construct):
         return iam.PolicyStatement(
             actions=READ_ACTIONS + WRITE_ACTIONS, resources=[self.table.table_arn]
         )
+
+    def guard_keeper(self) -> iam.PolicyStatement:
+        """The retraining guard's state and decision log, kept in the datasets' partitions."""
+        return iam.PolicyStatement(actions=GUARD_ACTIONS, resources=[self.table.table_arn])
 
     def publisher(self) -> iam.PolicyStatement:
         return iam.PolicyStatement(actions=["sns:Publish"], resources=[self.decisions.topic_arn])

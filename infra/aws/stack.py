@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from aws_cdk import Aws, CfnOutput, Stack
@@ -15,6 +16,7 @@ from infra.aws.monitoring import Monitoring
 from infra.aws.nag import acknowledge
 from infra.aws.pipeline import TrainingPipeline
 from infra.aws.registry import Registry
+from infra.aws.retraining import Retraining
 from infra.aws.storage import Storage
 from infra.topology import Topology
 
@@ -25,7 +27,14 @@ def stack_name(stage: str) -> str:
 
 class SluiceStack(Stack):
     def __init__(
-        self, scope: Construct, *, stage: str, api_auth: ApiAuth = "api_key", **kwargs: Any
+        self,
+        scope: Construct,
+        *,
+        stage: str,
+        api_auth: ApiAuth = "api_key",
+        datasets: Sequence[str] = (),
+        guard_overrides: Mapping[str, str] | None = None,
+        **kwargs: Any,
     ) -> None:
         super().__init__(
             scope,
@@ -65,6 +74,17 @@ class SluiceStack(Stack):
             ingest=self.ingest,
             layers=layers,
         )
+        self.retraining = Retraining(
+            self,
+            "Retraining",
+            topology=topology,
+            datasets=datasets,
+            storage=self.storage,
+            registry=self.registry,
+            pipeline=self.pipeline,
+            layers=layers,
+            guard_overrides=guard_overrides,
+        )
         self.monitoring = Monitoring(
             self,
             "Monitoring",
@@ -72,6 +92,7 @@ class SluiceStack(Stack):
             ingest=self.ingest,
             pipeline=self.pipeline,
             api=self.api,
+            retraining=self.retraining,
             storage=self.storage,
             registry=self.registry,
             layers=layers,

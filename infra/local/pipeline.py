@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,15 +44,20 @@ class LocalLambdaContext:
         )
 
 
-def use_endpoint(topology: Topology, endpoint: str | None) -> None:
-    """Point every in-process function at one AWS: their environments from the topology, the
-    endpoint (``None``: boto3's default, e.g. moto patched into this process), and cached
-    clients dropped so that each is built again, for this endpoint, on first use."""
+def use_endpoint(
+    topology: Topology, endpoint: str | None, overrides: Mapping[str, str] | None = None
+) -> None:
+    """Point every in-process function at one AWS: their environments from the topology (then
+    ``overrides``), the endpoint (``None``: boto3's default, e.g. moto patched into this
+    process), and cached clients dropped so that each is built again, for this endpoint, on
+    first use."""
     os.environ.update(topology.preprocess_environment())
     os.environ.update(topology.pipeline_environment())
     os.environ.update(topology.batch_environment())
     os.environ.update(topology.drift_environment())
+    os.environ.update(topology.retrain_environment())
     os.environ.update(topology.inference_environment())
+    os.environ.update(overrides or {})
     if endpoint is None:
         os.environ.pop("AWS_ENDPOINT_URL", None)
     else:
@@ -64,6 +69,7 @@ def use_endpoint(topology: Topology, endpoint: str | None) -> None:
     from functions.drift import handler as drift
     from functions.inference import handler as inference
     from functions.preprocess import handler as preprocess
+    from functions.retrain import handler as retrain
     from functions.shared.pipeline_deps import pipeline_deps
 
     for cached in (
@@ -72,6 +78,7 @@ def use_endpoint(topology: Topology, endpoint: str | None) -> None:
         inference._observers,
         batch._deps,
         drift._deps,
+        retrain._deps,
         pipeline_deps,
     ):
         cached.cache_clear()

@@ -8,6 +8,10 @@
 - the run worker: each run preprocess starts is executed from the pipeline definition
   (``run_pipeline``), one at a time, its summary kept in the run history;
 - the local API Gateway: HTTP on loopback → the inference handler, API key required;
+- monitoring: the drift job on its schedule; the functions' EMF metrics kept and put to the
+  endpoint, and the retraining alarms of infra/alarms.py evaluated every ``alarm_seconds``
+  (infra/local/alarms.py); an alarm entering ALARM, and each run's end, go to the retrain
+  handler, as EventBridge delivers them on AWS;
 - persistence: the buckets and the registry are saved to ``<state dir>/state`` (after each
   upload handled, each run, every few seconds, and at stop) and restored on start; runs
   waiting or executing are journaled in ``<state dir>/pending-runs`` and resumed
@@ -20,13 +24,15 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import queue
 import socket
 import threading
 import time
 import traceback
 import urllib.request
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,6 +43,8 @@ import boto3
 from functions.shared.layout import parse_batch_key
 from functions.shared.orchestration import RunInput
 from functions.shared.storage import S3ObjectStore
+from infra.alarms import NAMESPACE, SERVING_PERIOD_SECONDS
+from infra.local.alarms import AlarmEvaluator, MetricSink, matches_alarm_rule
 from infra.local.api_gateway import LocalApiGateway
 from infra.local.pipeline import LocalLambdaContext, run_pipeline, use_endpoint
 from infra.local.resources import LocalResources, provision, receive_upload_events
@@ -51,9 +59,12 @@ DEAD_LETTER_FILE = "dead-letter.jsonl"
 RUNS_FILE = "runs.jsonl"
 UPLOADS_FILE = "uploads.jsonl"
 DRIFT_FILE = "drift.jsonl"
+RETRAIN_FILE = "retrain.jsonl"
+ALARMS_FILE = "alarms.jsonl"
 PENDING_DIR = "pending-runs"
 TLS_DIR = "tls"
 SNAPSHOT_SECONDS = 5.0
+_METRICS_ENV = {"POWERTOOLS_METRICS_DISABLED": "false", "POWERTOOLS_METRICS_NAMESPACE": NAMESPACE}
 
 
 @dataclass(frozen=True)
@@ -66,6 +77,9 @@ class StackConfig:
     state_dir: Path = Path(".sluice")
     tls: bool = False  # HTTPS for the API, with a certificate generated in <state dir>/tls
     drift_seconds: float = 3600.0  # the drift job's schedule (hourly, as deployed)
+    alarm_seconds: float = 60.0  # how often alarms are evaluated (each minute, as CloudWatch)
+    # set in the functions' environment after the topology's (sluice up --env NAME=VALUE)
+    environment: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -100,6 +114,11 @@ class LocalStack:
         self._resources: LocalResources | None = None
         self._snapshots: Snapshots | None = None
         self.certificate: LocalCertificate | None = None
+        self.metrics = MetricSink()
+        self.alarms: AlarmEvaluator | None = None
+        self._retrain_lock = threading.Lock()  # reserved concurrency 1, as deployed
+        self._alarms_lock = threading.Lock()
+        self._metrics_env: dict[str, str | None] = {}
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -122,7 +141,14 @@ class LocalStack:
         # moto's server keeps its state in this process's moto backends: start from empty
         self._reset_endpoint()
         self.log(f"aws      {self.endpoint} (moto; region {topology.region})")
-        use_endpoint(topology, self.endpoint)
+        # Metrics on, in the namespace the alarms watch (as deployed), going to the local
+        # CloudWatch and the alarm evaluator rather than to this terminal.
+        from functions.shared.observability import route_emf  # after the caller's environment
+
+        self._metrics_env = {name: os.environ.get(name) for name in _METRICS_ENV}
+        os.environ.update(_METRICS_ENV)
+        route_emf(self.metrics.offer, echo=False)
+        use_endpoint(topology, self.endpoint, self.config.environment)
         snapshots = Snapshots(
             self.config.state_dir,
             self.client,
@@ -169,17 +195,29 @@ class LocalStack:
         self._api.__enter__()
         trust = f"; trust {self.certificate.cert_path}" if self.certificate else ""
         self.log(f"api      {self._api.url} (x-api-key required{trust})")
+        self.alarms = AlarmEvaluator(
+            topology,
+            lambda: self.client("cloudwatch"),
+            self.metrics,
+            self._watched_datasets,
+            monitor_period_seconds=max(1, round(self.config.drift_seconds)),
+            serving_period_seconds=SERVING_PERIOD_SECONDS,
+        )
         workers = (
             (self._route_events, "router"),
             (self._run_worker, "runner"),
             (self._save_periodically, "saver"),
             (self._drift_periodically, "drift"),
+            (self._alarms_periodically, "alarms"),
         )
         for target, name in workers:
             thread = threading.Thread(target=target, name=f"sluice-{name}", daemon=True)
             thread.start()
             self._threads.append(thread)
-        self.log("router   S3 Object Created → preprocess; runs → pipeline.asl.json")
+        self.log(
+            "router   S3 Object Created → preprocess; runs → pipeline.asl.json; alarms and run "
+            "ends → retrain"
+        )
         self._write_local_file()
 
     def stop(self) -> None:
@@ -193,6 +231,14 @@ class LocalStack:
             from functions.inference import handler as inference
 
             inference._observers()[0].close()  # captured requests reach the bucket before saving
+        from functions.shared.observability import route_emf
+
+        route_emf(None, echo=True)
+        for name, value in self._metrics_env.items():  # as they were before start
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
         if self._snapshots is not None:
             self._save()
         if self._moto is not None:
@@ -242,8 +288,13 @@ class LocalStack:
     def _attempt(self, event: dict[str, Any], function: str, key: str | None) -> None:
         from functions.batch import handler as batch
         from functions.preprocess import handler as preprocess
+        from functions.retrain import handler as retrain
 
-        handler = batch.lambda_handler if function == "batch" else preprocess.lambda_handler
+        handler = {
+            "batch": batch.lambda_handler,
+            "preprocess": preprocess.lambda_handler,
+            "retrain": retrain.lambda_handler,
+        }[function]
         context = LocalLambdaContext.for_function(self.config.topology, function)
         failure = ""
         for attempt in range(1, HANDLER_ATTEMPTS + 1):
@@ -254,6 +305,9 @@ class LocalStack:
                 self.log(f"router   {function} failed (attempt {attempt}/{HANDLER_ATTEMPTS})")
                 continue
             for outcome in outcomes:
+                if function == "retrain":
+                    self._retrain_outcome(outcome)
+                    continue
                 self.log(
                     f"{'batch' if function == 'batch' else 'upload':<8} "
                     f"{outcome.get('dataset')}: {outcome['status']} — {outcome['reason']}"
@@ -261,13 +315,24 @@ class LocalStack:
                 record = {"at": _now(), "key": key, "kind": function, **outcome}
                 self._append(UPLOADS_FILE, record)
                 if function == "preprocess" and outcome["status"] == "started":
-                    described = self.client("stepfunctions").describe_execution(
-                        executionArn=outcome["run_id"]
-                    )
-                    self._enqueue(RunInput.model_validate_json(described["input"]))
+                    self._enqueue_execution(outcome["run_id"])
             return
         self._append(DEAD_LETTER_FILE, {"event": event, "error": failure, "at": _now()})
         self.log(f"router   event dead-lettered to {self.config.state_dir / DEAD_LETTER_FILE}")
+
+    def _retrain_outcome(self, outcome: dict[str, Any]) -> None:
+        self.log(
+            f"retrain  {outcome['dataset']}: {outcome['outcome']} — {outcome['reason']}"
+            + (f" [{outcome['source']}]" if outcome.get("source") else "")
+        )
+        self._append(RETRAIN_FILE, outcome)
+        if outcome["outcome"] == "started" and outcome.get("execution"):
+            self._enqueue_execution(outcome["execution"])
+
+    def _enqueue_execution(self, execution_arn: str) -> None:
+        described = self.client("stepfunctions").describe_execution(executionArn=execution_arn)
+        if described["status"] == "RUNNING":  # not a run that already ended (a duplicate)
+            self._enqueue(RunInput.model_validate_json(described["input"]))
 
     def _run_worker(self) -> None:
         store = S3ObjectStore(self.client("s3"))
@@ -318,6 +383,49 @@ class LocalStack:
             self._append(DRIFT_FILE, {"at": _now(), **outcome})
         return outcomes
 
+    def _alarms_periodically(self) -> None:
+        while not self._stopping.wait(self.config.alarm_seconds):
+            self.evaluate_alarms()
+
+    def evaluate_alarms(self, now: datetime | None = None) -> list[dict[str, Any]]:
+        """One round of CloudWatch's work: take in the metrics emitted since the last round,
+        evaluate every alarm, and deliver each change to ALARM that the retraining rule matches
+        to the retrain handler. Returns the state-change events."""
+        assert self.alarms is not None
+        with self._alarms_lock:
+            try:
+                self.metrics.drain(self.client("cloudwatch"))
+                events = self.alarms.tick(now)
+            except Exception as exc:  # the next round tries again
+                self.log(f"alarms   evaluation failed: {exc}")
+                return []
+        for event in events:
+            detail = event["detail"]
+            self.log(f"alarm    {detail['alarmName']}: {detail['state']['value']}")
+            self._append(
+                ALARMS_FILE,
+                {
+                    "at": event["time"],
+                    "alarm": detail["alarmName"],
+                    "state": detail["state"]["value"],
+                    "reason": detail["state"]["reason"],
+                },
+            )
+            if matches_alarm_rule(event, self.config.topology):
+                self.retrain(event)
+        return events
+
+    def retrain(self, event: dict[str, Any]) -> None:
+        """Deliver one event to the retrain handler, one at a time (its reserved concurrency)."""
+        with self._retrain_lock:
+            self._attempt(event, "retrain", None)
+
+    def _watched_datasets(self) -> list[str]:
+        """Datasets with a live model: the ones whose alarms mean something."""
+        from functions.drift import handler as drift
+
+        return list(drift._deps()[2].datasets())
+
     def _save_periodically(self) -> None:
         while not self._stopping.wait(SNAPSHOT_SECONDS):
             self._save()
@@ -348,6 +456,26 @@ class LocalStack:
         self.runs.append(record)
         self._append(RUNS_FILE, record.__dict__)
         self.log(f"run      {run.run_name} {execution.status}: {' → '.join(execution.path)}")
+        self.retrain(self._settle(run, execution.status, execution.output))
+
+    def _settle(self, run: RunInput, status: str, output: Any) -> dict[str, Any]:
+        """Give the endpoint's execution its end (moto leaves every execution RUNNING), and
+        return the status-change event Step Functions would send EventBridge."""
+        topology = self.config.topology
+        arn = topology.state_machine_arn.replace(":stateMachine:", ":execution:")
+        arn = f"{arn}:{run.run_name}"
+        stopped = datetime.now(UTC)
+        try:
+            from moto.stepfunctions.models import stepfunctions_backends
+
+            backend = stepfunctions_backends[topology.account][topology.region]
+            execution = backend.describe_execution(arn)
+            execution.status = status
+            execution.stop_date = stopped
+            execution.output = json.dumps(output, default=str)
+        except Exception as exc:  # not started through the endpoint (resumed after a restart)
+            self.log(f"run      {run.run_name}: its execution is not in the endpoint ({exc})")
+        return run_status_event(topology, run, arn, status, stopped)
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -384,6 +512,31 @@ class LocalStack:
         self.config.state_dir.mkdir(parents=True, exist_ok=True)
         with (self.config.state_dir / name).open("a") as sink:
             sink.write(json.dumps(record, default=str) + "\n")
+
+
+def run_status_event(
+    topology: Topology, run: RunInput, execution_arn: str, status: str, stopped: datetime
+) -> dict[str, Any]:
+    """A ``Step Functions Execution Status Change`` event for a run that ended
+    (events/run_status_change.eventbridge.json is one)."""
+    return {
+        "version": "0",
+        "id": str(uuid.uuid4()),
+        "detail-type": "Step Functions Execution Status Change",
+        "source": "aws.states",
+        "account": topology.account,
+        "time": stopped.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "region": topology.region,
+        "resources": [execution_arn],
+        "detail": {
+            "executionArn": execution_arn,
+            "stateMachineArn": topology.state_machine_arn,
+            "name": run.run_name,
+            "status": status,
+            "stopDate": int(stopped.timestamp() * 1000),
+            "input": run.execution_input(),
+        },
+    }
 
 
 def read_history(state_dir: Path, name: str) -> list[dict[str, Any]]:

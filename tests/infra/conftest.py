@@ -1,5 +1,7 @@
 """One real synth of the app per session (layers built for the Lambda platform, cdk-nag on), shared
-by the template assertions, cfn-lint and the bundle checks."""
+by the template assertions, cfn-lint and the bundle checks: stage dev, one declared dataset
+(``churn``, so its retraining alarms are there) and one retraining guard limit. A second one,
+with IAM auth and no context beyond the stage, checks the options and the defaults."""
 
 from __future__ import annotations
 
@@ -33,8 +35,13 @@ class Synthesized:
         return found[0]["Properties"]  # type: ignore[no-any-return]
 
 
-def synthesize(outdir: Path, **context: str) -> Synthesized:
-    """``cdk synth`` in-process: raises if cdk-nag reports an unacknowledged finding."""
+DATASETS = ["churn"]
+GUARD = {"max_runs_per_day": 2}
+
+
+def synthesize(outdir: Path, **context: Any) -> Synthesized:
+    """``cdk synth`` in-process: raises if cdk-nag reports an unacknowledged finding. Context
+    values as cdk.json holds them (strings, lists, objects)."""
     from aws_cdk import App
 
     from infra.aws.app import build
@@ -47,4 +54,12 @@ def synthesize(outdir: Path, **context: str) -> Synthesized:
 
 @pytest.fixture(scope="session")
 def synthesized(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
-    return synthesize(tmp_path_factory.mktemp("cdk.out"), stage="dev")
+    return synthesize(
+        tmp_path_factory.mktemp("cdk.out"), stage="dev", datasets=DATASETS, retrain_guard=GUARD
+    )
+
+
+@pytest.fixture(scope="session")
+def synthesized_defaults(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
+    """IAM auth, and neither ``datasets`` nor ``retrain_guard``."""
+    return synthesize(tmp_path_factory.mktemp("cdk.out.iam"), stage="dev", api_auth="iam")

@@ -20,7 +20,16 @@ from infra.topology import Topology, batch_event_pattern, upload_event_pattern
 from tests.infra.conftest import Synthesized, synthesize
 
 TOPOLOGY = Topology(stage="dev")
-FUNCTIONS = ("preprocess", "evaluate", "promote", "reject", "inference", "batch", "drift")
+FUNCTIONS = (
+    "preprocess",
+    "evaluate",
+    "promote",
+    "reject",
+    "inference",
+    "batch",
+    "drift",
+    "retrain",
+)
 # Actions that support no resource-level permissions: the only ones allowed on Resource "*".
 RESOURCELESS_ACTIONS = {
     "xray:PutTraceSegments",
@@ -57,6 +66,13 @@ def _statements(synthesized: Synthesized) -> list[tuple[str, dict[str, Any]]]:
 
 def _listed(value: Any) -> list[Any]:
     return value if isinstance(value, list) else [value]
+
+
+def key_pattern(resource: Any) -> str:
+    """The key pattern of a bucket's object ARN (``<bucket ARN>/*/models/*``): ``/*/models/*``."""
+    parts = resource["Fn::Join"][1]
+    assert parts[0]["Fn::GetAtt"][1] == "Arn", resource
+    return str(parts[-1])
 
 
 # -- ingest -------------------------------------------------------------------------------------
@@ -115,8 +131,10 @@ def test_uploads_under_data_reach_preprocess_with_retries_and_a_dead_letter_queu
     for invoke in synthesized.resources("AWS::Lambda::EventInvokeConfig").values():
         assert invoke["Properties"]["MaximumRetryAttempts"] == 2
         assert "OnFailure" in invoke["Properties"]["DestinationConfig"]
-    queue = synthesized.one("AWS::SQS::Queue")
-    assert queue["SqsManagedSseEnabled"] is True
+    queues = synthesized.resources("AWS::SQS::Queue")
+    assert target["DeadLetterConfig"]["Arn"]["Fn::GetAtt"][0].startswith("IngestDeadLetters")
+    for queue in queues.values():
+        assert queue["Properties"]["SqsManagedSseEnabled"] is True
     preprocess = _ours(synthesized)["preprocess"]
     assert preprocess["ReservedConcurrentExecutions"] == 5
 
@@ -195,7 +213,7 @@ def test_each_function_has_its_own_role_tracing_a_layer_and_topology_names(
         assert props["TracingConfig"] == {"Mode": "Active"}, name
         assert len(props["Layers"]) == 1, name
         assert props["Handler"].startswith("functions."), name
-    assert len(synthesized.resources("AWS::Lambda::LayerVersion")) == 6  # promote+reject share
+    assert len(synthesized.resources("AWS::Lambda::LayerVersion")) == 7  # promote+reject share
 
 
 def test_no_policy_grants_a_wildcard_action_or_any_resource_outside_the_allow_list(
@@ -254,8 +272,9 @@ def test_the_api_requires_a_key_validates_predictions_logs_and_throttles(
         assert method["Properties"]["ApiKeyRequired"] is True
     [post] = [m["Properties"] for m in methods.values() if m["Properties"]["HttpMethod"] == "POST"]
     assert "RequestValidatorId" in post and "application/json" in post["RequestModels"]
-    model = synthesized.one("AWS::ApiGateway::Model")
-    assert model["Schema"]["required"] == ["instances"]
+    model = synthesized.one("AWS::ApiGateway::Model")  # one POST: a predict or a feedback body
+    assert [body["required"] for body in model["Schema"]["anyOf"]] == [["instances"], ["feedback"]]
+    assert "required" not in model["Schema"]
     stage = synthesized.one("AWS::ApiGateway::Stage")
     assert stage["StageName"] == "dev" and stage["TracingEnabled"] is True
     assert "DestinationArn" in stage["AccessLogSetting"]
@@ -266,8 +285,24 @@ def test_the_api_requires_a_key_validates_predictions_logs_and_throttles(
     assert synthesized.resources("AWS::ApiGateway::ApiKey")
 
 
-def test_iam_auth_is_an_option(tmp_path: Path) -> None:
-    iam = synthesize(tmp_path, stage="dev", api_auth="iam")
+def test_the_inference_function_writes_only_its_capture_sample_and_feedback(
+    synthesized: Synthesized,
+) -> None:
+    variables = _ours(synthesized)["inference"]["Environment"]["Variables"]
+    assert variables["FEEDBACK_BUCKET"] == variables["CAPTURE_BUCKET"]  # the artifacts bucket
+    assert "sluice-artifacts-dev-" in json.dumps(variables["FEEDBACK_BUCKET"])
+    writes = [
+        json.dumps(s["Resource"])
+        for logical, s in _statements(synthesized)
+        if "s3:PutObject" in _listed(s["Action"]) and logical.startswith("InferenceRole")
+    ]
+    assert len(writes) == 2, writes
+    assert ["/*/capture/*" in w for w in writes] == [True, False]
+    assert ["/*/feedback/*" in w for w in writes] == [False, True]
+
+
+def test_iam_auth_is_an_option(synthesized_defaults: Synthesized) -> None:
+    iam = synthesized_defaults
     for method in iam.resources("AWS::ApiGateway::Method").values():
         assert method["Properties"]["AuthorizationType"] == "AWS_IAM"
     assert not iam.resources("AWS::ApiGateway::ApiKey")
@@ -277,9 +312,14 @@ def test_iam_auth_is_an_option(tmp_path: Path) -> None:
 # -- monitoring, outputs, stages ----------------------------------------------------------------
 
 
-def test_a_dashboard_and_the_day_one_alarms_exist(synthesized: Synthesized) -> None:
+def test_a_dashboard_and_the_day_one_alarms_exist(
+    synthesized: Synthesized, synthesized_defaults: Synthesized
+) -> None:
     assert synthesized.one("AWS::CloudWatch::Dashboard")["DashboardName"] == "sluice-dev"
-    assert len(synthesized.resources("AWS::CloudWatch::Alarm")) == 4
+    # failed runs, dead-lettered uploads and retrain events, the inference alias's two
+    assert len(synthesized_defaults.resources("AWS::CloudWatch::Alarm")) == 5
+    # ...and the three retraining alarms of the one declared dataset
+    assert len(synthesized.resources("AWS::CloudWatch::Alarm")) == 5 + 3
 
 
 def test_outputs_name_what_a_user_needs(synthesized: Synthesized) -> None:
@@ -362,16 +402,23 @@ def test_batch_files_reach_the_batch_function_which_may_write_predictions_only(
     assert writes and all("/*/predictions/*" in w for w in writes)
 
 
-def test_the_drift_job_runs_hourly_and_writes_only_its_reports(synthesized: Synthesized) -> None:
+def test_the_drift_job_runs_hourly_reads_feedback_and_writes_only_its_reports(
+    synthesized: Synthesized,
+) -> None:
     rules = synthesized.resources("AWS::Events::Rule").values()
     [schedule] = [r["Properties"] for r in rules if "ScheduleExpression" in r["Properties"]]
     assert schedule["ScheduleExpression"] == "rate(1 hour)"
     drift = _ours(synthesized)["drift"]
     assert drift["ReservedConcurrentExecutions"] == 1
     role = json.dumps(drift["Role"])
-    writes = [
-        json.dumps(s["Resource"])
-        for logical, s in _statements(synthesized)
-        if "s3:PutObject" in _listed(s["Action"]) and logical.startswith("MonitoringDrift")
-    ]
-    assert writes and all("/*/drift/*" in w for w in writes), (role, writes)
+
+    def key_patterns(action: str) -> set[str]:
+        return {
+            key_pattern(resource)
+            for logical, s in _statements(synthesized)
+            if action in _listed(s["Action"]) and logical.startswith("MonitoringDrift")
+            for resource in _listed(s["Resource"])
+        }
+
+    assert key_patterns("s3:PutObject") == {"/*/drift/*", "/*/quality/*"}, role
+    assert {"/*/capture/*", "/*/feedback/*"} <= key_patterns("s3:GetObject"), role

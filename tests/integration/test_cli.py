@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from functions.inference import handler as inference_handler
 from functions.shared.registry_dynamodb import DynamoDBRegistry, create_table
 from functions.shared.storage import S3ObjectStore
 from infra.cli import function_logs_to_stderr, main
-from infra.local.api_gateway import LocalApiGateway
+from infra.local.api_gateway import REQUEST_ID_HEADER, LocalApiGateway
 from infra.local.pipeline import LocalLambdaContext
 from infra.local.stack import PENDING_DIR, RUNS_FILE
 from infra.topology import Topology
@@ -183,8 +184,18 @@ def test_predict_over_http_through_the_local_api_gateway(
         )
         # and without the key the gateway refuses before the function runs
         code, _, err = _run(capsys, "predict", "binary", instances, "--url", api.url)
+        # and, as on AWS, the request id the body names is the x-amzn-RequestId header
+        request = urllib.request.Request(
+            f"{api.url}/v1/models/binary:predict",
+            data=json.dumps({"instances": json.loads(instances)}).encode(),
+            headers={"x-api-key": "k-123", "content-type": "application/json"},
+        )
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        with opener.open(request, timeout=10) as response:
+            header, body = response.headers[REQUEST_ID_HEADER], json.loads(response.read())
     assert answer["model_version"] == "2" and len(answer["predictions"]) == 3
     assert code == 1 and "Forbidden" in err
+    assert answer["request_id"] and header == body["request_id"]
 
 
 def test_status_keeps_every_complete_record_and_lists_pending_runs(
@@ -213,3 +224,30 @@ def test_status_keeps_every_complete_record_and_lists_pending_runs(
     assert listed["pending"] == ["churn-def"]
     assert main(["status", "--state-dir", str(tmp_path)]) == 0
     assert "pending  churn-def" in capsys.readouterr().out
+
+
+def test_retraining_shows_the_guard_state_and_its_decisions(
+    deployment: DynamoDBRegistry, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from datetime import UTC, datetime
+
+    from functions.retrain.guard import GuardPolicy, Trigger
+    from functions.retrain.guard_store import DynamoDBGuardStore, run_guarded
+
+    store = DynamoDBGuardStore(
+        boto3.client("dynamodb", region_name=TOPOLOGY.region), TOPOLOGY.registry_table
+    )
+    at = datetime(2026, 11, 22, 9, 0, tzinfo=UTC)
+    for event in ("e1", "e2"):
+        trigger = Trigger(dataset="binary", source="drift", reason="PSI", at=at, event_id=event)
+        run_guarded(store, GuardPolicy(), trigger, 500, at, start=lambda name: f"arn:{name}")
+
+    shown = _json(capsys, "retraining", "binary")
+    assert shown["state"]["in_flight"]["run_name"] == "retrain-binary-202611220900"
+    assert [(d["outcome"], d["guard"]) for d in shown["decisions"]] == [
+        ("skipped", "in_flight"),
+        ("started", None),
+    ]
+    code, out, _ = _run(capsys, "retraining", "binary")
+    assert code == 0 and "in flight retrain-binary-202611220900" in out
+    assert "skipped (in_flight) [drift]" in out

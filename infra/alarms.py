@@ -1,0 +1,179 @@
+"""The alarms that ask for retraining: one definition, deployed by CDK and evaluated by the local
+stack (moto stores alarms but never evaluates them).
+
+Per dataset, three alarms on metrics the functions publish with the single dimension
+``dataset``, each M out of N periods, missing data treated explicitly:
+
+- ``drift``: the drift job's ``DatasetDriftPSI`` (the largest feature PSI), Maximum per job
+  period, ≥ 0.25 ("major" in the PSI convention) in 2 of the last 3 periods;
+- ``quality``: the drift job's ``LiveQualityDrop`` (live accuracy or RMSE from feedback,
+  relative to the model's own test score), ≥ 0.10 in 2 of the last 3 periods;
+- ``errors``: the inference function's ``ErrorRate`` (requests answered 422 or 5xx over all
+  requests of the dataset, per serving window), Average ≥ 0.05 in 3 of the last 5 periods.
+
+Missing data is ``notBreaching`` for all three: no measurement (too little traffic, no
+feedback, no requests) is no evidence that the world moved, so it never fires an alarm and
+never keeps one firing. docs/decisions.md says why these numbers.
+
+An alarm's name is ``sluice-<stage>.retrain.<dataset>.<kind>``: stage names hold no dot, so the
+retraining rule's prefix ``sluice-<stage>.retrain.`` matches neither another stage's alarms nor
+the names CloudFormation gives unnamed alarms (``sluice-<stage>-<logical id>-<random>``). The
+retrain function reads the dataset from the alarm's metric dimension, not from the name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from infra.topology import Topology
+
+AlarmKind = Literal["drift", "quality", "errors"]
+Comparison = Literal["GreaterThanOrEqualToThreshold", "GreaterThanThreshold"]
+MissingData = Literal["missing", "notBreaching", "breaching", "ignore"]
+Statistic = Literal["Maximum", "Average", "Sum", "Minimum"]
+
+NAMESPACE = "Sluice"
+DIMENSION = "dataset"
+MONITOR_PERIOD_SECONDS = 3600  # the drift job's schedule: one datapoint per run
+SERVING_PERIOD_SECONDS = 300  # five serving-metric windows of 60 s
+KINDS: tuple[AlarmKind, ...] = ("drift", "quality", "errors")
+
+
+@dataclass(frozen=True)
+class AlarmSpec:
+    kind: AlarmKind
+    dataset: str
+    name: str
+    description: str
+    metric: str
+    statistic: Statistic
+    period_seconds: int
+    threshold: float
+    comparison: Comparison
+    evaluation_periods: int  # N
+    datapoints_to_alarm: int  # M
+    treat_missing_data: MissingData
+    namespace: str = NAMESPACE
+
+    @property
+    def dimensions(self) -> dict[str, str]:
+        return {DIMENSION: self.dataset}
+
+    def breaches(self, value: float) -> bool:
+        if self.comparison == "GreaterThanOrEqualToThreshold":
+            return value >= self.threshold
+        return value > self.threshold
+
+    def put_metric_alarm(self) -> dict[str, Any]:
+        """The ``PutMetricAlarm`` request that creates this alarm (the local stack's)."""
+        return {
+            "AlarmName": self.name,
+            "AlarmDescription": self.description,
+            "Namespace": self.namespace,
+            "MetricName": self.metric,
+            "Dimensions": [{"Name": k, "Value": v} for k, v in self.dimensions.items()],
+            "Statistic": self.statistic,
+            "Period": self.period_seconds,
+            "Threshold": self.threshold,
+            "ComparisonOperator": self.comparison,
+            "EvaluationPeriods": self.evaluation_periods,
+            "DatapointsToAlarm": self.datapoints_to_alarm,
+            "TreatMissingData": self.treat_missing_data,
+            "ActionsEnabled": False,  # the action is the EventBridge rule on state changes
+        }
+
+
+def alarm_name(topology: Topology, dataset: str, kind: AlarmKind) -> str:
+    return f"{alarm_prefix(topology)}{dataset}.{kind}"
+
+
+def alarm_prefix(topology: Topology) -> str:
+    """Every retraining alarm's name starts with this; the EventBridge rule matches on it."""
+    return f"sluice-{topology.stage}.retrain."
+
+
+def alarm_specs(
+    topology: Topology,
+    dataset: str,
+    *,
+    monitor_period_seconds: int = MONITOR_PERIOD_SECONDS,
+    serving_period_seconds: int = SERVING_PERIOD_SECONDS,
+) -> list[AlarmSpec]:
+    """The three alarms of one dataset. The periods are parameters only so that the local stack
+    can run its drift job faster than hourly; the alarm's period is always the job's."""
+    return [
+        AlarmSpec(
+            kind="drift",
+            dataset=dataset,
+            name=alarm_name(topology, dataset, "drift"),
+            description=f"{dataset}: live inputs drifted from the training data "
+            "(max feature PSI >= 0.25 in 2 of 3 drift-job runs)",
+            metric="DatasetDriftPSI",
+            statistic="Maximum",
+            period_seconds=monitor_period_seconds,
+            threshold=0.25,
+            comparison="GreaterThanOrEqualToThreshold",
+            evaluation_periods=3,
+            datapoints_to_alarm=2,
+            treat_missing_data="notBreaching",
+        ),
+        AlarmSpec(
+            kind="quality",
+            dataset=dataset,
+            name=alarm_name(topology, dataset, "quality"),
+            description=f"{dataset}: live quality from feedback is 10% or more below the "
+            "model's test score (2 of 3 drift-job runs)",
+            metric="LiveQualityDrop",
+            statistic="Maximum",
+            period_seconds=monitor_period_seconds,
+            threshold=0.10,
+            comparison="GreaterThanOrEqualToThreshold",
+            evaluation_periods=3,
+            datapoints_to_alarm=2,
+            treat_missing_data="notBreaching",
+        ),
+        AlarmSpec(
+            kind="errors",
+            dataset=dataset,
+            name=alarm_name(topology, dataset, "errors"),
+            description=f"{dataset}: 5% or more of prediction requests answered 422 or 5xx "
+            "(3 of 5 periods of 5 min)",
+            metric="ErrorRate",
+            statistic="Average",
+            period_seconds=serving_period_seconds,
+            threshold=0.05,
+            comparison="GreaterThanOrEqualToThreshold",
+            evaluation_periods=5,
+            datapoints_to_alarm=3,
+            treat_missing_data="notBreaching",
+        ),
+    ]
+
+
+def alarm_event_pattern(topology: Topology) -> dict[str, Any]:
+    """A retraining alarm entering ALARM: the rule that invokes the retrain function."""
+    return {
+        "source": ["aws.cloudwatch"],
+        "detail-type": ["CloudWatch Alarm State Change"],
+        "detail": {
+            "alarmName": [{"prefix": alarm_prefix(topology)}],
+            "state": {"value": ["ALARM"]},
+        },
+    }
+
+
+def run_status_event_pattern(
+    topology: Topology, state_machine_arn: str | None = None
+) -> dict[str, Any]:
+    """A pipeline run ending: the retrain function records it (its guard's in-flight state).
+    ``state_machine_arn``: the deployed state machine's (a CDK token), when not the topology's
+    (the local stack's)."""
+    return {
+        "source": ["aws.states"],
+        "detail-type": ["Step Functions Execution Status Change"],
+        "detail": {
+            "stateMachineArn": [state_machine_arn or topology.state_machine_arn],
+            "status": ["SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED"],
+        },
+    }

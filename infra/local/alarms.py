@@ -1,0 +1,334 @@
+"""CloudWatch, the part moto leaves out: metrics from the functions' EMF output, alarm evaluation.
+
+On AWS, Lambda's stdout goes to CloudWatch Logs, which turns embedded-metric-format documents
+into metrics, and CloudWatch evaluates each alarm every minute, sending a ``CloudWatch Alarm State
+Change`` event to EventBridge when its state changes. moto stores metrics and alarms but does
+neither. Locally:
+
+- ``MetricSink`` receives every EMF document the in-process functions emit
+  (``functions.shared.observability.route_emf``): ``offer`` only queues the line (it runs on the
+  request path), ``drain`` keeps the datapoints and puts them to the endpoint (``PutMetricData``);
+- ``AlarmEvaluator`` creates the retraining alarms of infra/alarms.py for each dataset (the same
+  definitions CDK deploys), evaluates them over the sink's clock-aligned statistics with
+  CloudWatch's rules (``evaluate``: M out of the N most recent periods, missing data as the
+  alarm says), records each state change in the endpoint (``SetAlarmState``) and returns the
+  state-change events, shaped as CloudWatch sends them, for the stack to route as EventBridge
+  would.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import queue
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from infra.alarms import AlarmSpec, alarm_event_pattern, alarm_specs
+from infra.topology import Topology
+
+AlarmState = Literal["OK", "ALARM", "INSUFFICIENT_DATA"]
+_OPERATORS = {
+    "GreaterThanOrEqualToThreshold": "greater than or equal to",
+    "GreaterThanThreshold": "greater than",
+}
+MAX_QUEUED = 10_000  # documents held; more are dropped and counted (the drain fell behind)
+_PUT_BATCH = 500
+INITIAL_REASON = (
+    "Unchecked: Initial alarm creation"  # PutMetricData accepts up to 1000 metrics per call
+)
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    state: AlarmState
+    reason: str
+    datapoints: tuple[tuple[datetime, float], ...]  # newest first, the periods that had data
+
+
+def evaluate(
+    spec: AlarmSpec,
+    values: dict[int, float],
+    now: datetime,
+    previous: AlarmState = "INSUFFICIENT_DATA",
+) -> Evaluation:
+    """One evaluation. ``values``: the statistic per period, keyed by the period's start in epoch
+    seconds (a multiple of the period). The N most recent periods are evaluated, the current
+    (still open) one included; a period without a value is missing, and counts as the alarm's
+    ``treat_missing_data`` says: ``notBreaching``/``breaching`` as such, ``ignore`` keeps the
+    previous state when every period is missing, ``missing`` makes it INSUFFICIENT_DATA then."""
+    period = spec.period_seconds
+    current = math.floor(now.timestamp()) // period * period
+    starts = [current - i * period for i in range(spec.evaluation_periods)]
+    present = [(start, values[start]) for start in starts if start in values]
+    missing = spec.evaluation_periods - len(present)
+    breaching = sum(1 for _, value in present if spec.breaches(value))
+    if spec.treat_missing_data == "breaching":
+        breaching += missing
+    points = tuple((datetime.fromtimestamp(s, UTC), v) for s, v in present)
+    shown = ", ".join(f"{v:g} ({t:%d/%m/%y %H:%M:%S})" for t, v in points)
+    if not present and spec.treat_missing_data in ("missing", "ignore"):
+        state: AlarmState = (
+            "INSUFFICIENT_DATA" if spec.treat_missing_data == "missing" else previous
+        )
+        return Evaluation(state, f"no datapoints in the last {spec.evaluation_periods} periods", ())
+    state = "ALARM" if breaching >= spec.datapoints_to_alarm else "OK"
+    verb = "was" if breaching == 1 else "were"
+    reason = (
+        f"Threshold Crossed: {breaching} out of the last {spec.evaluation_periods} datapoints "
+        f"[{shown}] {verb} {_OPERATORS[spec.comparison]} the threshold ({spec.threshold:g}) "
+        f"(minimum {spec.datapoints_to_alarm} datapoints for OK -> ALARM transition)."
+    )
+    return Evaluation(state, reason, points)
+
+
+def state_change_event(
+    spec: AlarmSpec,
+    topology: Topology,
+    evaluation: Evaluation,
+    previous: AlarmState,
+    previous_reason: str,
+    now: datetime,
+) -> dict[str, Any]:
+    """The event CloudWatch sends EventBridge for a single-metric alarm changing state
+    (events/alarm_state_change.eventbridge.json is one)."""
+    stamp = now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}"
+    arn = f"arn:aws:cloudwatch:{topology.region}:{topology.account}:alarm:{spec.name}"
+    return {
+        "version": "0",
+        "id": str(uuid.uuid4()),
+        "detail-type": "CloudWatch Alarm State Change",
+        "source": "aws.cloudwatch",
+        "account": topology.account,
+        "time": now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "region": topology.region,
+        "resources": [arn],
+        "detail": {
+            "alarmName": spec.name,
+            "state": {
+                "value": evaluation.state,
+                "reason": evaluation.reason,
+                "timestamp": f"{stamp}+0000",
+            },
+            "previousState": {"value": previous, "reason": previous_reason},
+            "configuration": {
+                "description": spec.description,
+                "metrics": [
+                    {
+                        "id": "m1",
+                        "metricStat": {
+                            "metric": {
+                                "dimensions": spec.dimensions,
+                                "name": spec.metric,
+                                "namespace": spec.namespace,
+                            },
+                            "period": spec.period_seconds,
+                            "stat": spec.statistic,
+                        },
+                        "returnData": True,
+                    }
+                ],
+            },
+        },
+    }
+
+
+def matches_alarm_rule(event: dict[str, Any], topology: Topology) -> bool:
+    """Whether the retraining rule (``infra.alarms.alarm_event_pattern``) matches the event."""
+    pattern = alarm_event_pattern(topology)
+    detail = event.get("detail") or {}
+    prefix = pattern["detail"]["alarmName"][0]["prefix"]
+    return (
+        event.get("source") in pattern["source"]
+        and event.get("detail-type") in pattern["detail-type"]
+        and str(detail.get("alarmName", "")).startswith(prefix)
+        and (detail.get("state") or {}).get("value") in pattern["detail"]["state"]["value"]
+    )
+
+
+class MetricSink:
+    """EMF documents in; ``PutMetricData`` to the endpoint (so that ``aws cloudwatch
+    get-metric-statistics`` shows them) and an in-memory copy that the evaluator aggregates.
+    The copy, not moto, is what alarms read: moto's GetMetricStatistics groups datapoints into
+    periods counted from the first datapoint, CloudWatch's are aligned on the clock."""
+
+    def __init__(self, retention_seconds: float = 2 * 24 * 3600) -> None:
+        self._queue: queue.Queue[str] = queue.Queue(maxsize=MAX_QUEUED)
+        self._lock = threading.Lock()
+        self._points: dict[_SeriesKey, list[tuple[float, float]]] = {}
+        self._retention = retention_seconds
+        self.dropped = 0
+
+    def offer(self, line: str) -> None:
+        try:
+            self._queue.put_nowait(line)
+        except queue.Full:
+            self.dropped += 1
+
+    def drain(self, cloudwatch: Any | None) -> int:
+        """Take in every queued document; returns how many datapoints they held."""
+        data: dict[str, list[dict[str, Any]]] = {}
+        while True:
+            try:
+                line = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            for namespace, datum in emf_datapoints(line):
+                data.setdefault(namespace, []).append(datum)
+        count = 0
+        with self._lock:
+            for namespace, items in data.items():
+                for datum in items:
+                    key = _series(namespace, datum["MetricName"], datum["Dimensions"])
+                    series = self._points.setdefault(key, [])
+                    series.append((datum["Timestamp"].timestamp(), datum["Value"]))
+                    count += 1
+            horizon = time.time() - self._retention
+            for key, series in self._points.items():
+                self._points[key] = [p for p in series if p[0] >= horizon]
+        if cloudwatch is not None:
+            for namespace, items in data.items():
+                for start in range(0, len(items), _PUT_BATCH):
+                    cloudwatch.put_metric_data(
+                        Namespace=namespace, MetricData=items[start : start + _PUT_BATCH]
+                    )
+        return count
+
+    def statistics(self, spec: AlarmSpec, since: float) -> dict[int, float]:
+        """The alarm's statistic per clock-aligned period, for periods starting at ``since``
+        or later; periods without datapoints are absent."""
+        key = _series(
+            spec.namespace,
+            spec.metric,
+            [{"Name": k, "Value": v} for k, v in spec.dimensions.items()],
+        )
+        period = spec.period_seconds
+        grouped: dict[int, list[float]] = {}
+        with self._lock:
+            for stamp, value in self._points.get(key, []):
+                start = math.floor(stamp) // period * period
+                if start >= since:
+                    grouped.setdefault(start, []).append(value)
+        return {start: _STATISTICS[spec.statistic](values) for start, values in grouped.items()}
+
+
+_SeriesKey = tuple[str, str, tuple[tuple[str, str], ...]]
+_STATISTICS: dict[str, Callable[[list[float]], float]] = {
+    "Maximum": max,
+    "Minimum": min,
+    "Sum": sum,
+    "Average": lambda values: sum(values) / len(values),
+}
+
+
+def _series(namespace: str, metric: str, dimensions: list[dict[str, str]]) -> _SeriesKey:
+    return namespace, metric, tuple(sorted((d["Name"], d["Value"]) for d in dimensions))
+
+
+def emf_datapoints(line: str) -> Iterable[tuple[str, dict[str, Any]]]:
+    """The ``(namespace, MetricDatum)`` pairs one EMF document stands for; anything that is not
+    an EMF document yields nothing."""
+    try:
+        document = json.loads(line)
+        meta = document["_aws"]
+        timestamp = datetime.fromtimestamp(meta["Timestamp"] / 1000, UTC)
+        directives = meta["CloudWatchMetrics"]
+    except (ValueError, KeyError, TypeError):
+        return
+    for directive in directives:
+        for dimension_set in directive.get("Dimensions") or [[]]:
+            dimensions = [
+                {"Name": name, "Value": str(document[name])}
+                for name in dimension_set
+                if name in document
+            ]
+            for metric in directive.get("Metrics", []):
+                name = metric.get("Name")
+                value = document.get(name)
+                values = value if isinstance(value, list) else [value]
+                for item in values:
+                    if isinstance(item, bool) or not isinstance(item, int | float):
+                        continue
+                    if not math.isfinite(item):
+                        continue
+                    yield (
+                        directive.get("Namespace", "Sluice"),
+                        {
+                            "MetricName": name,
+                            "Dimensions": dimensions,
+                            "Timestamp": timestamp,
+                            "Value": float(item),
+                            "Unit": metric.get("Unit", "None"),
+                        },
+                    )
+
+
+class AlarmEvaluator:
+    """The retraining alarms of every dataset ``datasets()`` names, evaluated on demand."""
+
+    def __init__(
+        self,
+        topology: Topology,
+        cloudwatch: Callable[[], Any],
+        sink: MetricSink,
+        datasets: Callable[[], Iterable[str]],
+        *,
+        monitor_period_seconds: int,
+        serving_period_seconds: int,
+    ) -> None:
+        self._topology = topology
+        self._cloudwatch = cloudwatch
+        self._sink = sink
+        self._datasets = datasets
+        self._monitor = monitor_period_seconds
+        self._serving = serving_period_seconds
+        self._specs: dict[str, AlarmSpec] = {}
+        self.states: dict[str, tuple[AlarmState, str]] = {}
+
+    def specs(self) -> list[AlarmSpec]:
+        return list(self._specs.values())
+
+    def tick(self, now: datetime | None = None) -> list[dict[str, Any]]:
+        """Evaluate every alarm once; the state-change events, in order."""
+        now = now or datetime.now(UTC)
+        client = self._cloudwatch()
+        for dataset in sorted(set(self._datasets())):
+            for spec in alarm_specs(
+                self._topology,
+                dataset,
+                monitor_period_seconds=self._monitor,
+                serving_period_seconds=self._serving,
+            ):
+                if spec.name not in self._specs:
+                    client.put_metric_alarm(**spec.put_metric_alarm())
+                    self._specs[spec.name] = spec
+                    self.states[spec.name] = (
+                        "INSUFFICIENT_DATA",
+                        "Unchecked: Initial alarm creation",
+                    )
+        events = []
+        for spec in self._specs.values():
+            previous, previous_reason = self.states[spec.name]
+            evaluation = evaluate(spec, self._values(spec, now), now, previous)
+            if evaluation.state == previous:
+                continue
+            self.states[spec.name] = (evaluation.state, evaluation.reason)
+            client.set_alarm_state(
+                AlarmName=spec.name,
+                StateValue=evaluation.state,
+                StateReason=evaluation.reason[:1023],
+            )
+            events.append(
+                state_change_event(spec, self._topology, evaluation, previous, previous_reason, now)
+            )
+        return events
+
+    def _values(self, spec: AlarmSpec, now: datetime) -> dict[int, float]:
+        period = spec.period_seconds
+        current = math.floor(now.timestamp()) // period * period
+        return self._sink.statistics(spec, since=current - (spec.evaluation_periods - 1) * period)

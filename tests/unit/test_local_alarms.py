@@ -1,0 +1,169 @@
+"""The local stack's CloudWatch: EMF documents to datapoints, and alarm evaluation with
+CloudWatch's rules over the definitions CDK deploys (infra/alarms.py)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from functions.retrain.logic import parse_alarm
+from functions.shared.observability import emf_document, emit_emf, route_emf
+from infra.alarms import AlarmSpec, alarm_specs
+from infra.local.alarms import (
+    AlarmEvaluator,
+    MetricSink,
+    emf_datapoints,
+    evaluate,
+    matches_alarm_rule,
+    state_change_event,
+)
+from infra.topology import Topology
+
+TOPOLOGY = Topology(stage="local")
+HOUR = 3600
+NOW = datetime(2026, 11, 22, 9, 30, tzinfo=UTC)  # within the period starting 09:00
+
+
+def drift_spec(**changes: Any) -> AlarmSpec:
+    spec = alarm_specs(TOPOLOGY, "churn")[0]
+    assert spec.kind == "drift"
+    return replace(spec, **changes)
+
+
+def hours_back(*values: float | None) -> dict[int, float]:
+    """Values for the current period and the ones before it, newest first (None: missing)."""
+    current = int(NOW.timestamp()) // HOUR * HOUR
+    return {current - i * HOUR: v for i, v in enumerate(values) if v is not None}
+
+
+@pytest.mark.parametrize(
+    ("values", "state", "breaching"),
+    [
+        ((0.3, 0.4, 0.1), "ALARM", 2),  # 2 of 3 at or over 0.25
+        ((0.25, None, 0.25), "ALARM", 2),  # the threshold itself breaches (>=)
+        ((0.3, 0.1, 0.1), "OK", 1),
+        ((0.3, None, None), "OK", 1),  # missing is not breaching
+        ((None, None, None), "OK", 0),  # no traffic, no evidence: OK, never ALARM
+        ((0.1, 0.1, 0.1, 0.9, 0.9), "OK", 0),  # only the 3 most recent periods count
+    ],
+)
+def test_m_of_n_with_missing_data_not_breaching(
+    values: tuple[float | None, ...], state: str, breaching: int
+) -> None:
+    evaluation = evaluate(drift_spec(), hours_back(*values), NOW)
+    assert evaluation.state == state
+    assert evaluation.reason.startswith(f"Threshold Crossed: {breaching} out of the last 3")
+
+
+def test_other_missing_data_treatments() -> None:
+    nothing: dict[int, float] = {}
+    assert evaluate(drift_spec(treat_missing_data="breaching"), nothing, NOW).state == "ALARM"
+    assert evaluate(drift_spec(treat_missing_data="missing"), nothing, NOW).state == (
+        "INSUFFICIENT_DATA"
+    )
+    assert evaluate(drift_spec(treat_missing_data="ignore"), nothing, NOW, "ALARM").state == (
+        "ALARM"
+    )
+
+
+def test_a_state_change_event_is_shaped_as_cloudwatch_sends_it_and_names_the_dataset() -> None:
+    spec = drift_spec()
+    evaluation = evaluate(spec, hours_back(0.4, 0.3), NOW)
+    event = state_change_event(spec, TOPOLOGY, evaluation, "OK", "earlier", NOW)
+    assert matches_alarm_rule(event, TOPOLOGY)
+    trigger = parse_alarm(event)  # what the retrain function reads from it
+    assert trigger is not None
+    assert (trigger.dataset, trigger.source, trigger.at) == ("churn", spec.name, NOW)
+    assert trigger.reason == evaluation.reason
+    ok = state_change_event(spec, TOPOLOGY, evaluate(spec, {}, NOW), "ALARM", "", NOW)
+    assert not matches_alarm_rule(ok, TOPOLOGY)
+    other = state_change_event(
+        replace(spec, name="someone-elses"), TOPOLOGY, evaluation, "OK", "", NOW
+    )
+    assert not matches_alarm_rule(other, TOPOLOGY)
+
+
+def test_emf_documents_become_datapoints_with_their_dimensions() -> None:
+    stamp = int(NOW.timestamp() * 1000)
+    document = emf_document(
+        "Sluice",
+        stamp,
+        ["dataset"],
+        [{"Name": "DatasetDriftPSI", "Unit": "None"}, {"Name": "Latency", "Unit": "Milliseconds"}],
+        {"dataset": "churn", "DatasetDriftPSI": 0.4, "Latency": [1.0, 2.5], "note": "text"},
+    )
+    points = list(emf_datapoints(json.dumps(document)))
+    assert [(ns, d["MetricName"], d["Value"]) for ns, d in points] == [
+        ("Sluice", "DatasetDriftPSI", 0.4),
+        ("Sluice", "Latency", 1.0),
+        ("Sluice", "Latency", 2.5),
+    ]
+    assert points[0][1]["Dimensions"] == [{"Name": "dataset", "Value": "churn"}]
+    assert points[0][1]["Timestamp"] == NOW
+    assert list(emf_datapoints("a log line, not EMF")) == []
+
+
+class RecordingCloudWatch:
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return lambda **kwargs: self.calls.append((name, kwargs))
+
+
+def test_the_evaluator_fires_once_when_drift_rises_and_clears_when_it_falls() -> None:
+    sink = MetricSink()
+    cloudwatch = RecordingCloudWatch()
+    evaluator = AlarmEvaluator(
+        TOPOLOGY,
+        lambda: cloudwatch,
+        sink,
+        lambda: ["churn"],
+        monitor_period_seconds=HOUR,
+        serving_period_seconds=300,
+    )
+
+    def drift(value: float, at: datetime) -> None:
+        stamp = int(at.timestamp() * 1000)
+        fields = {"dataset": "churn", "DatasetDriftPSI": value}
+        metric = [{"Name": "DatasetDriftPSI", "Unit": "None"}]
+        sink.offer(json.dumps(emf_document("Sluice", stamp, ["dataset"], metric, fields)))
+        sink.drain(cloudwatch)
+
+    assert evaluator.tick(NOW) != []  # INSUFFICIENT_DATA → OK for all three alarms
+    drift(0.5, NOW - timedelta(hours=1))
+    assert evaluator.tick(NOW) == []  # 1 of 3: still OK
+    drift(0.6, NOW)
+    events = evaluator.tick(NOW)
+    assert [(e["detail"]["alarmName"], e["detail"]["state"]["value"]) for e in events] == [
+        ("sluice-local.retrain.churn.drift", "ALARM")
+    ]
+    assert evaluator.tick(NOW + timedelta(minutes=1)) == []  # an alarm fires on the change only
+    drift(0.01, NOW + timedelta(hours=1))
+    later = evaluator.tick(NOW + timedelta(hours=2))  # now 0.01, missing and 0.6 → 1 of 3
+    assert [e["detail"]["state"]["value"] for e in later] == ["OK"]
+    names = [kwargs["AlarmName"] for name, kwargs in cloudwatch.calls if name == "put_metric_alarm"]
+    assert sorted(names) == [
+        f"sluice-local.retrain.churn.{k}" for k in ("drift", "errors", "quality")
+    ]
+    assert ("set_alarm_state", "ALARM") in [
+        (name, kwargs.get("StateValue")) for name, kwargs in cloudwatch.calls
+    ]
+
+
+def test_emf_routing_feeds_a_sink_and_can_silence_stdout(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    seen: list[str] = []
+    try:
+        route_emf(seen.append, echo=False)
+        emit_emf('{"_aws": {}}')
+        assert seen == ['{"_aws": {}}'] and capsys.readouterr().out == ""
+    finally:
+        route_emf(None, echo=True)
+    emit_emf("{}")
+    assert capsys.readouterr().out == "{}\n" and seen == ['{"_aws": {}}']
