@@ -102,51 +102,61 @@ def alarm_specs(
 ) -> list[AlarmSpec]:
     """The three alarms of one dataset. The periods are parameters only so that the local stack
     can run its drift job faster than hourly; the alarm's period is always the job's."""
+
+    def alarm(
+        kind: AlarmKind,
+        metric: str,
+        statistic: Statistic,
+        threshold: float,
+        m_of_n: tuple[int, int],
+        period: int,
+        what: str,
+    ) -> AlarmSpec:
+        return AlarmSpec(
+            kind=kind,
+            dataset=dataset,
+            name=alarm_name(topology, dataset, kind),
+            description=f"{dataset}: {what}",
+            metric=metric,
+            statistic=statistic,
+            period_seconds=period,
+            threshold=threshold,
+            comparison="GreaterThanOrEqualToThreshold",
+            datapoints_to_alarm=m_of_n[0],
+            evaluation_periods=m_of_n[1],
+            treat_missing_data="notBreaching",
+        )
+
+    monitor, serving = monitor_period_seconds, serving_period_seconds
     return [
-        AlarmSpec(
-            kind="drift",
-            dataset=dataset,
-            name=alarm_name(topology, dataset, "drift"),
-            description=f"{dataset}: live inputs drifted from the training data "
+        alarm(
+            "drift",
+            "DatasetDriftPSI",
+            "Maximum",
+            0.25,
+            (2, 3),
+            monitor,
+            "live inputs drifted from the training data "
             "(max feature PSI >= 0.25 in 2 of 3 drift-job runs)",
-            metric="DatasetDriftPSI",
-            statistic="Maximum",
-            period_seconds=monitor_period_seconds,
-            threshold=0.25,
-            comparison="GreaterThanOrEqualToThreshold",
-            evaluation_periods=3,
-            datapoints_to_alarm=2,
-            treat_missing_data="notBreaching",
         ),
-        AlarmSpec(
-            kind="quality",
-            dataset=dataset,
-            name=alarm_name(topology, dataset, "quality"),
-            description=f"{dataset}: live quality from feedback is 10% or more below the "
-            "model's test score (2 of 3 drift-job runs)",
-            metric="LiveQualityDrop",
-            statistic="Maximum",
-            period_seconds=monitor_period_seconds,
-            threshold=0.10,
-            comparison="GreaterThanOrEqualToThreshold",
-            evaluation_periods=3,
-            datapoints_to_alarm=2,
-            treat_missing_data="notBreaching",
+        alarm(
+            "quality",
+            "LiveQualityDrop",
+            "Maximum",
+            0.10,
+            (2, 3),
+            monitor,
+            "live quality from feedback is 10% or more below the model's test score "
+            "(2 of 3 drift-job runs)",
         ),
-        AlarmSpec(
-            kind="errors",
-            dataset=dataset,
-            name=alarm_name(topology, dataset, "errors"),
-            description=f"{dataset}: 5% or more of prediction requests answered 422 or 5xx "
-            "(3 of 5 periods of 5 min)",
-            metric="ErrorRate",
-            statistic="Average",
-            period_seconds=serving_period_seconds,
-            threshold=0.05,
-            comparison="GreaterThanOrEqualToThreshold",
-            evaluation_periods=5,
-            datapoints_to_alarm=3,
-            treat_missing_data="notBreaching",
+        alarm(
+            "errors",
+            "ErrorRate",
+            "Average",
+            0.05,
+            (3, 5),
+            serving,
+            "5% or more of prediction requests answered 422 or 5xx (3 of 5 periods of 5 min)",
         ),
     ]
 
