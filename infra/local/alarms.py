@@ -157,11 +157,16 @@ class MetricSink:
     The copy, not moto, is what alarms read: moto's GetMetricStatistics groups datapoints into
     periods counted from the first datapoint, CloudWatch's are aligned on the clock."""
 
-    def __init__(self, retention_seconds: float = 2 * 24 * 3600) -> None:
+    def __init__(
+        self,
+        retention_seconds: float = 2 * 24 * 3600,
+        clock: Callable[[], float] = time.time,  # what "now" is for retention (tests fix it)
+    ) -> None:
         self._queue: queue.Queue[str] = queue.Queue(maxsize=MAX_QUEUED)
         self._lock = threading.Lock()
         self._points: dict[_SeriesKey, list[tuple[float, float]]] = {}
         self._retention = retention_seconds
+        self._clock = clock
         self.dropped = 0
 
     def offer(self, line: str) -> None:
@@ -188,7 +193,7 @@ class MetricSink:
                     series = self._points.setdefault(key, [])
                     series.append((datum["Timestamp"].timestamp(), datum["Value"]))
                     count += 1
-            horizon = time.time() - self._retention
+            horizon = self._clock() - self._retention
             for key, series in self._points.items():
                 self._points[key] = [p for p in series if p[0] >= horizon]
         if cloudwatch is not None:

@@ -107,6 +107,23 @@ def test_emf_documents_become_datapoints_with_their_dimensions() -> None:
     assert list(emf_datapoints("a log line, not EMF")) == []
 
 
+def test_the_sink_keeps_datapoints_for_its_retention_only() -> None:
+    clock = [NOW.timestamp()]
+    sink = MetricSink(retention_seconds=2 * HOUR, clock=lambda: clock[0])
+    spec = next(s for s in alarm_specs(TOPOLOGY, "churn") if s.metric == "DatasetDriftPSI")
+    metric = [{"Name": "DatasetDriftPSI", "Unit": "None"}]
+    for hours_ago, value in ((3, 0.9), (1, 0.2)):
+        stamp = int((NOW - timedelta(hours=hours_ago)).timestamp() * 1000)
+        fields = {"dataset": "churn", "DatasetDriftPSI": value}
+        sink.offer(json.dumps(emf_document("Sluice", stamp, ["dataset"], metric, fields)))
+    assert sink.drain(None) == 2
+    day_before = NOW.timestamp() - 24 * HOUR
+    assert list(sink.statistics(spec, since=day_before).values()) == [0.2]  # 3 h ago: dropped
+    clock[0] += 2 * HOUR
+    sink.drain(None)  # retention is applied as documents are taken in
+    assert sink.statistics(spec, since=day_before) == {}
+
+
 class RecordingCloudWatch:
     def __init__(self) -> None:
         self.calls: list[tuple[str, dict[str, Any]]] = []
@@ -116,7 +133,8 @@ class RecordingCloudWatch:
 
 
 def test_the_evaluator_fires_once_when_drift_rises_and_clears_when_it_falls() -> None:
-    sink = MetricSink()
+    # the sink's retention follows the test's clock: at the wall clock NOW is long past
+    sink = MetricSink(clock=lambda: (NOW + timedelta(hours=2)).timestamp())
     cloudwatch = RecordingCloudWatch()
     evaluator = AlarmEvaluator(
         TOPOLOGY,
