@@ -34,17 +34,19 @@ def normalise_category(value: object) -> str:
     Numbers get one spelling whatever their type (``1``, ``1.0`` and ``"1"`` are one category)
     and missing values become ``MISSING_CATEGORY``.
     """
-    if value is None or type(value).__name__ == "NAType":  # pandas' NA, without importing pandas
-        return MISSING_CATEGORY
-    if isinstance(value, bool | np.bool_):
-        return "true" if value else "false"
-    if isinstance(value, int | np.integer):
-        return str(int(value))
-    if isinstance(value, float | np.floating):
-        if math.isnan(value):
+    if type(value) is not str:  # strings, what JSON requests send, skip these checks
+        if value is None or type(value).__name__ == "NAType":  # pandas' NA, without pandas
             return MISSING_CATEGORY
-        return str(int(value)) if float(value).is_integer() else repr(float(value))
-    text = " ".join(str(value).split()).casefold()
+        if isinstance(value, bool | np.bool_):
+            return "true" if value else "false"
+        if isinstance(value, int | np.integer):
+            return str(int(value))
+        if isinstance(value, float | np.floating):
+            if math.isnan(value):
+                return MISSING_CATEGORY
+            return str(int(value)) if float(value).is_integer() else repr(float(value))
+        value = str(value)
+    text = " ".join(value.split()).casefold()
     if not text or text in _NULL_TOKENS_FOLDED:
         return MISSING_CATEGORY
     return text

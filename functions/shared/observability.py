@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics.functions import is_metrics_disabled
@@ -45,19 +45,44 @@ class _EMFProvider(AmazonCloudWatchEMFProvider):
     that documents go out through ``emit_emf``."""
 
     def flush_metrics(self, raise_on_empty_metrics: bool = False) -> None:
+        # Nothing to say (nearly every request): return before anything else, since clearing
+        # and the environment look-ups cost 14 µs a request. Powertools' error only when asked.
+        if not self.metric_set:
+            if raise_on_empty_metrics and not is_metrics_disabled():
+                super().flush_metrics(raise_on_empty_metrics)
+            return
         if is_metrics_disabled():
             self.clear_metrics()
-            return
-        if not self.metric_set:  # nothing to say; Powertools' error only when asked to raise
-            if raise_on_empty_metrics:
-                super().flush_metrics(raise_on_empty_metrics)
             return
         emit_emf(json.dumps(self.serialize_metric_set(), separators=(",", ":")))
         self.clear_metrics()
 
 
+class _DeferredXRayProvider:
+    """Powertools' default provider, ``aws_xray_sdk.core.xray_recorder`` with ``patch`` and
+    ``patch_all`` attached, imported on first use. Importing ``aws_xray_sdk.core`` builds the
+    recorder, whose sampler, outside Lambda, creates two botocore X-Ray clients: ≈ 90 ms of every
+    cold start of a process whose tracer is disabled (the local stack, tests, benchmarks) and
+    never uses it (bench/coldstart.py; docs/decisions.md, "Cold start")."""
+
+    _recorder: Any = None
+
+    def __getattr__(self, name: str) -> Any:
+        if _DeferredXRayProvider._recorder is None:
+            from aws_xray_sdk.core import patch, patch_all, xray_recorder  # type: ignore[import-untyped]
+
+            xray_recorder.patch, xray_recorder.patch_all = patch, patch_all
+            _DeferredXRayProvider._recorder = xray_recorder
+        return getattr(_DeferredXRayProvider._recorder, name)
+
+
 logger = Logger(service=SERVICE)
-tracer = Tracer(service=SERVICE)
+# Enabled (in Lambda, unless POWERTOOLS_TRACE_DISABLED): Powertools' own provider, built now.
+tracer = (
+    Tracer(service=SERVICE, provider=_DeferredXRayProvider())  # type: ignore[arg-type]
+    if Tracer._is_tracer_disabled()
+    else Tracer(service=SERVICE)
+)
 metrics = Metrics(service=SERVICE, namespace=NAMESPACE)
 metrics.provider = _EMFProvider(
     namespace=NAMESPACE,
@@ -88,3 +113,17 @@ def emf_document(
         },
         **fields,
     }
+
+
+HandlerT = TypeVar("HandlerT", bound=Callable[..., Any])
+
+
+def traced(handler: HandlerT) -> HandlerT:
+    """``tracer.capture_lambda_handler(capture_response=False)``, except that a disabled tracer
+    (``POWERTOOLS_TRACE_DISABLED``, or outside Lambda, as in the local stack) leaves the handler
+    as it is: Powertools' decorator still builds X-Ray dummy segments then, three entities with
+    random ids, ≈ 25 µs a request (bench/predict.py), twice the model's own run on one row."""
+    if tracer.disabled:
+        return handler
+    traced_handler: HandlerT = tracer.capture_lambda_handler(capture_response=False)(handler)
+    return traced_handler

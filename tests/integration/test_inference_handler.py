@@ -271,7 +271,7 @@ def test_the_live_predict_fast_path_answers_exactly_as_the_routed_path(
     event["headers"] = {**event["headers"], **headers}
     # When the handler answers it (through the fast path) and the resolver answers it (routed)
     fast = handler.lambda_handler(copy.deepcopy(event), CONTEXT)
-    routed = handler.app.resolve(copy.deepcopy(event), CONTEXT)
+    routed = handler.routed_app().resolve(copy.deepcopy(event), CONTEXT)
     # Then the two responses are identical, status, headers and body
     assert fast == routed
 
@@ -311,7 +311,7 @@ def test_predict_answers_api_gateways_request_id_on_both_paths(
 
     # When it is answered through the handler's fast path and through the resolver
     _, _, fast = invoke(event)
-    routed = json.loads(handler.app.resolve(copy.deepcopy(event), CONTEXT)["body"])
+    routed = json.loads(handler.routed_app().resolve(copy.deepcopy(event), CONTEXT)["body"])
 
     # Then both name the request as API Gateway did
     assert fast["request_id"] == routed["request_id"] == event["requestContext"]["requestId"]

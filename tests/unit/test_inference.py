@@ -22,8 +22,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from functions.inference.cache import ModelCache
-from functions.inference.handler import SERVED_VERSION_HEADER, Settings, create_app
+from functions.inference.handler import SERVED_VERSION_HEADER, Settings
 from functions.inference.models import ModelStatusResponse, PredictResponse
+from functions.inference.routes import create_app
 from functions.shared.features import MISSING_CATEGORY
 from functions.shared.model_card import MODEL_FILE
 from functions.shared.observability import metrics

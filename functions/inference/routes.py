@@ -1,0 +1,299 @@
+"""The prediction API's routed requests: every route but the live predict, the OpenAPI document,
+and the resolver's error mapping.
+
+Imported on the first request that is not a live predict (``handler.routed_app``), not at cold
+start: the route signatures need Powertools' OpenAPI parameter models and the document needs
+the request models' JSON schemas, ≈ 50 ms of imports and schema building that the hot path never
+uses (docs/decisions.md, "Cold start").
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import UTC, datetime
+from functools import cache
+from typing import Annotated, Any
+
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
+from aws_lambda_powertools.event_handler.openapi.params import Path
+from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
+from pydantic import BaseModel
+
+from functions.inference import logic
+from functions.inference.errors import ErrorResponse, RequestFacts, error_response
+from functions.inference.feedback import (
+    FeedbackRequest,
+    FeedbackResponse,
+    parse_feedback_request,
+    record_feedback,
+)
+from functions.inference.handler import (
+    API_TITLE,
+    API_VERSION,
+    FEEDBACK,
+    METADATA,
+    OPENAPI,
+    PREDICT,
+    PREDICT_PATH,
+    STATUS,
+    VERSION_PREDICT,
+    VERSION_STATUS,
+    Deps,
+    allowed_methods,
+    count_error,
+    gateway_request_id,
+    predict_response,
+    request_body,
+    request_header,
+)
+from functions.inference.models import (
+    VERSION,
+    MetadataResponse,
+    ModelStatusResponse,
+    PredictRequest,
+    PredictResponse,
+    parse_dataset,
+    parse_predict_request,
+    parse_version,
+)
+from functions.shared.layout import DATASET_NAME
+
+Dataset = Annotated[
+    str,
+    Path(pattern=DATASET_NAME.pattern, description="Dataset name, as in the raw bucket prefix."),
+]
+Version = Annotated[str, Path(pattern=VERSION.pattern, description="Model version number.")]
+
+
+def create_app(deps: Callable[[], Deps]) -> APIGatewayRestResolver:
+    """The prediction API, its routes reading settings and the model cache from ``deps``.
+
+    Production passes the cached ``_deps``, unit tests pass fakes. A factory rather than
+    Powertools' ``Depends``, which rebuilds its dependency tree (``get_type_hints``) on every
+    request: 70 µs per dependency, five times the model's run on one row.
+    """
+    app = APIGatewayRestResolver(enable_validation=True)
+
+    def predict_request() -> PredictRequest:
+        event = app.current_event
+        return parse_predict_request(request_body(event), request_header(event, "content-type"))
+
+    # The predict routes check their path and body themselves (models.parse_*), against the same
+    # patterns and model the OpenAPI document shows: Powertools' validation middleware costs
+    # ~100 µs a request, seven times the model's own run on one row (see parse_predict_request).
+    @app.post(
+        PREDICT,
+        summary="Predict with the live model",
+        responses={**_ok("Predictions", PredictResponse), **_errors(400, 404, 413, 415, 422, 503)},
+        openapi_extensions=_PREDICT_BODY,
+        enable_validation=False,
+    )
+    def predict(dataset: Dataset) -> Response[str]:
+        rid = gateway_request_id(app.current_event)
+        return predict_response(deps(), parse_dataset(dataset), None, predict_request(), rid)
+
+    @app.post(
+        VERSION_PREDICT,
+        summary="Predict with one version: live, retired or candidate",
+        responses={**_ok("Predictions", PredictResponse), **_errors(400, 404, 413, 415, 422, 503)},
+        openapi_extensions=_PREDICT_BODY,
+        enable_validation=False,
+    )
+    def predict_version(dataset: Dataset, version: Version) -> Response[str]:
+        pinned = parse_version(version)
+        rid = gateway_request_id(app.current_event)
+        return predict_response(deps(), parse_dataset(dataset), pinned, predict_request(), rid)
+
+    @app.post(
+        FEEDBACK,
+        summary="Report the true label or value of predicted instances",
+        description="Names each instance by the predict answer's request_id and its index in "
+        "that request. The drift job joins feedback with the capture sample into live accuracy "
+        "or RMSE. The request is stored whole or not at all.",
+        responses={
+            202: {
+                "description": "Stored",
+                "content": {content_types.APPLICATION_JSON: {"model": FeedbackResponse}},
+            },
+            **_errors(400, 404, 413, 415, 422, 503),
+        },
+        openapi_extensions=_FEEDBACK_BODY,
+        enable_validation=False,
+    )
+    def feedback(dataset: Dataset) -> Response[str]:
+        config, cache, store = deps()
+        name = parse_dataset(dataset)
+        event = app.current_event
+        request = parse_feedback_request(request_body(event), request_header(event, "content-type"))
+        accepted = record_feedback(
+            cache,
+            store,
+            config.FEEDBACK_BUCKET,
+            name,
+            request,
+            max_index=config.MAX_INSTANCES,
+            now=datetime.now(UTC),
+        )
+        return Response(
+            status_code=202,
+            content_type=content_types.APPLICATION_JSON,
+            body=accepted.model_dump_json(),
+        )
+
+    @app.get(
+        STATUS,
+        summary="State of the live version",
+        responses={**_ok("The live version's state"), **_errors(400, 404, 503)},
+    )
+    def model_status(dataset: Dataset) -> ModelStatusResponse:
+        return logic.model_status(deps()[1], dataset)
+
+    @app.get(
+        VERSION_STATUS,
+        summary="State of one version",
+        responses={**_ok("The version's state"), **_errors(400, 404, 503)},
+    )
+    def version_status(dataset: Dataset, version: Version) -> ModelStatusResponse:
+        return logic.version_status(deps()[1], dataset, int(version))
+
+    @app.get(
+        METADATA,
+        summary="What the model answering for the dataset expects and returns",
+        responses={**_ok("Features, input schema, classes, metric"), **_errors(400, 404, 503)},
+    )
+    def model_metadata(dataset: Dataset) -> MetadataResponse:
+        config, cache, _ = deps()
+        return logic.metadata(cache, dataset, max_instances=config.MAX_INSTANCES)
+
+    @app.get(
+        OPENAPI,
+        summary="This API's OpenAPI document",
+        responses={
+            200: {
+                "description": "OpenAPI 3.1 document",
+                "content": {content_types.APPLICATION_JSON: {"schema": {"type": "object"}}},
+            }
+        },
+    )
+    def openapi_document() -> Response[str]:
+        return Response(
+            status_code=200, content_type=content_types.APPLICATION_JSON, body=openapi_json()
+        )
+
+    @cache
+    def openapi_json() -> str:
+        # Configured here, on the first request for the document, not at import: Powertools'
+        # OpenAPI models (APIKey) cost ≈ 45 ms of every cold start (docs/decisions.md).
+        from aws_lambda_powertools.event_handler.openapi.models import APIKey, APIKeyIn
+
+        app.configure_openapi(
+            title=API_TITLE,
+            version=API_VERSION,
+            description="TensorFlow-Serving-shaped predictions from the models sluice trained, "
+            "gated and promoted. See docs/api.md.",
+            security_schemes={"apiKey": APIKey(name="x-api-key", in_=APIKeyIn.header)},
+            security=[{"apiKey": []}],
+        )
+        document = json.loads(app.get_openapi_json_schema(title=API_TITLE, version=API_VERSION))
+        return json.dumps(_without_powertools_errors(document))
+
+    def on_error(exc: Exception) -> Response[str]:
+        event = app.current_event
+        facts = RequestFacts(event.http_method.upper(), allowed_methods(event.path))
+        response = error_response(exc, facts)
+        predicted = PREDICT_PATH.match(event.path or "")
+        if predicted is not None and event.http_method.upper() == "POST":
+            count_error(predicted.group(1), response.status_code)
+        return response
+
+    # Every exception, Powertools' NotFoundError (no route) and RequestValidationError included:
+    # handlers are looked up along the exception's MRO, so this one replaces all the defaults.
+    app.exception_handler(Exception)(on_error)
+    return app
+
+
+# The predict routes' body in the OpenAPI document: they parse it themselves (see above).
+_PREDICT_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {content_types.APPLICATION_JSON: {"schema": PredictRequest.model_json_schema()}},
+    }
+}
+
+
+def _inlined(schema: dict[str, Any]) -> dict[str, Any]:
+    """A pydantic JSON Schema with its ``$defs`` substituted: in an OpenAPI document a
+    ``#/$defs/...`` reference would resolve against the document's root, not the schema's."""
+    definitions = schema.pop("$defs", {})
+
+    def resolve(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref", "")
+            if ref.startswith("#/$defs/"):
+                return resolve(definitions[ref.removeprefix("#/$defs/")])
+            return {key: resolve(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [resolve(value) for value in node]
+        return node
+
+    resolved: dict[str, Any] = resolve(schema)
+    return resolved
+
+
+_FEEDBACK_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            content_types.APPLICATION_JSON: {
+                "schema": _inlined(FeedbackRequest.model_json_schema())
+            }
+        },
+    }
+}
+
+
+def _errors(*codes: int) -> dict[int, OpenAPIResponse]:
+    reasons = {
+        400: "Malformed JSON body or path parameter",
+        404: "Unknown dataset or version, no live model, or a version the gate rejected",
+        413: "Body over 1 MiB or more instances (or feedback items) than allowed",
+        415: "Content-Type is not application/json",
+        422: "Instances do not match the model's features, or feedback does not fit the model",
+        503: "The model cannot be loaded and no earlier model can answer, or feedback cannot "
+        "be stored",
+    }
+    return {
+        code: {
+            "description": reasons[code],
+            "content": {content_types.APPLICATION_JSON: {"model": ErrorResponse}},
+        }
+        for code in codes
+    }
+
+
+def _ok(description: str, model: type[BaseModel] | None = None) -> dict[int, OpenAPIResponse]:
+    """The 200 response; its schema comes from ``model`` or else the return annotation."""
+    if model is None:
+        return {200: {"description": description}}
+    return {
+        200: {
+            "description": description,
+            "content": {content_types.APPLICATION_JSON: {"model": model}},
+        }
+    }
+
+
+def _without_powertools_errors(document: dict[str, Any]) -> dict[str, Any]:
+    """Drop what Powertools documents of its own error format: a 422 ``HTTPValidationError`` on
+    every validated route. ``errors.error_response`` replaces that format, and the GET routes
+    answer a bad path parameter with 400, never 422."""
+    for operations in document["paths"].values():
+        for operation in operations.values():
+            unprocessable = operation["responses"].get("422", {})
+            if "HTTPValidationError" in json.dumps(unprocessable):
+                del operation["responses"]["422"]
+    schemas = document["components"]["schemas"]
+    for name in ("HTTPValidationError", "ValidationError", "ResponseValidationError"):
+        schemas.pop(name, None)
+    return document
