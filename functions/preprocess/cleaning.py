@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 from numpy.typing import NDArray
 
 from functions.shared.contract import Contract, FeatureKind
@@ -78,8 +80,8 @@ def infer_features(
         if name in skip:
             continue
         values = sample[name].dropna()
-        numeric = pd.to_numeric(values, errors="coerce")
-        is_numeric = len(values) > 0 and numeric.notna().mean() >= NUMERIC_SHARE
+        _, unreadable = _as_numbers(values)
+        is_numeric = len(values) > 0 and 1.0 - unreadable.mean() >= NUMERIC_SHARE
         kind = FeatureKind.NUMERIC if is_numeric else FeatureKind.CATEGORICAL
         specs.append(FeatureSpec(name=name, kind=kind))
     return specs
@@ -93,15 +95,35 @@ def normalise_categories(values: pd.Series) -> NDArray[np.object_]:
     return result  # code -1 (missing) picks the appended MISSING_CATEGORY
 
 
+# What reads as a number, as pandas.to_numeric reads it: decimal or scientific notation, or an
+# infinity; "nan" is not (a cell that says so was not a null token, so it is unreadable).
+_NUMBER = r"^[+-]?((\d+\.?\d*|\.\d+)([eE][+-]?\d+)?|inf|infinity)$"
+
+
 def _as_numbers(values: pd.Series) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
     """Values as float64, plus a mask of cells that held something that is not a number."""
     if pd.api.types.is_bool_dtype(values) or not pd.api.types.is_numeric_dtype(values):
-        parsed = pd.to_numeric(values.astype("string").str.strip(), errors="coerce")
+        parsed = _parse_numbers(values)
     else:
         parsed = values
     numbers = np.asarray(parsed, dtype=np.float64)
     unreadable = np.isnan(numbers) & np.asarray(values.notna())
     return numbers, unreadable
+
+
+def _parse_numbers(values: pd.Series) -> NDArray[np.float64] | pd.Series:
+    """Text cells as float64, NaN where a cell is not a number: Arrow's kernels (trim, match,
+    cast) over the column's Arrow buffer, 20× pandas.to_numeric over the same strings (bench/
+    preprocess.py; docs/decisions.md). Anything Arrow cannot take whole (a column of mixed
+    Python objects, a number Arrow parses differently) goes the pandas way."""
+    try:
+        text = pc.utf8_trim_whitespace(pa.array(values, type=pa.string(), from_pandas=True))
+        readable = pc.match_substring_regex(text, _NUMBER, ignore_case=True)
+        numbers = pc.cast(pc.if_else(readable, text, None), pa.float64())
+        parsed: NDArray[np.float64] = numbers.to_numpy(zero_copy_only=False)
+        return parsed
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        return pd.to_numeric(values.astype("string").str.strip(), errors="coerce")
 
 
 class BatchCleaner:
@@ -253,7 +275,11 @@ def assign_splits(split_keys: NDArray[np.uint64]) -> NDArray[np.int8]:
 
 class Deduplicator:
     """Remembers every row hash seen (8 bytes per row) so duplicates across batches and files
-    are dropped; memory grows with distinct rows, not with file size."""
+    are dropped; memory grows with distinct rows, not with file size.
+
+    The hashes seen are kept sorted: a batch is looked up with a binary search and merged in
+    with a stable sort of two sorted runs (timsort merges them in linear time). ``np.isin`` and
+    ``np.union1d`` re-hashed every hash seen at every batch: 36 s of a 300 MB upload's 55 s."""
 
     def __init__(self) -> None:
         self._seen = np.empty(0, dtype=np.uint64)
@@ -262,6 +288,10 @@ class Deduplicator:
         _, first = np.unique(hashes, return_index=True)
         mask = np.zeros(len(hashes), dtype=bool)
         mask[first] = True
-        mask &= ~np.isin(hashes, self._seen, assume_unique=False)
-        self._seen = np.union1d(self._seen, hashes[mask])
+        if self._seen.size:
+            at = np.minimum(np.searchsorted(self._seen, hashes), self._seen.size - 1)
+            mask &= self._seen[at] != hashes
+        merged = np.concatenate([self._seen, np.sort(hashes[mask])])
+        merged.sort(kind="stable")
+        self._seen = merged
         return mask
