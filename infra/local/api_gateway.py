@@ -68,6 +68,9 @@ class _Server(ThreadingHTTPServer):
     """One thread per connection; with a TLS context, each thread does its own handshake."""
 
     daemon_threads = True
+    # socketserver listens with a backlog of 5: clients connecting together beyond that are
+    # reset (Linux) or retried a second later. The kernel caps this at net.core.somaxconn.
+    request_queue_size = socket.SOMAXCONN
 
     def __init__(
         self,
@@ -140,6 +143,9 @@ def _request_handler(
 ) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        # The head and the body are two writes: with Nagle's algorithm the body waits for the
+        # client to acknowledge the head, which a keep-alive client delays by 40 ms.
+        disable_nagle_algorithm = True
 
         def _serve(self) -> None:
             headers = {k.lower(): v for k, v in self.headers.items()}
