@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 help:
 	@echo "make demo    set up, then run the pipeline on the bundled sample (embedded local default)"
 	@echo "make test    set up, then lint, type-check and run every test suite"
-	@echo "make bench   print the benchmark figures (bench/)"
+	@echo "make bench   every benchmark, sluice vs peer vs floor, into bench/results.json (< 10 min)"
 	@echo "make synth   synthesize the CDK app (STAGE=dev), cdk-nag included; diff/deploy/bootstrap need AWS credentials"
 
 # The virtualenv is rebuilt whenever the pinned dependencies change.
@@ -59,9 +59,7 @@ typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
 bench: $(STAMP)
-	$(PY) -m bench.training
-	$(PY) -m bench.predict
-	$(PY) -m bench.pipeline
+	$(PY) -m bench.suite
 
 # Infrastructure: `make synth` works offline (no AWS account, no Docker); the others need
 # credentials for the target account. Stacks are named sluice-$(STAGE).

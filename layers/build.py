@@ -501,11 +501,37 @@ def layer_manifest(function: str, *, root: Path = ROOT, build_dir: Path | None =
     )
 
 
-def _check_installed(tree: Path, pins: Mapping[str, str]) -> None:
+def install_for_platform(
+    requirements: Sequence[str],
+    target: Path,
+    *,
+    deps: bool = True,
+    bytecode: bool = False,
+    root: Path = ROOT,
+) -> dict[str, str]:
+    """``pip install --target`` of ``requirements`` for the Lambda platform under
+    constraints.txt, untrimmed; returns {normalized name: version} of what landed there.
+    ``deps=False``: these distributions alone; ``bytecode=True``: the .pyc files pip compiles by
+    default, as a plain ``pip install -t`` leaves them. For trees that are not a function's
+    layer (bench/size.py's peer and floor)."""
+    args = ["install", "--quiet", "--target", str(target), *_platform_args()]
+    args += ["-c", str(root / "constraints.txt"), *([] if deps else ["--no-deps"])]
+    args += [] if bytecode else ["--no-compile"]
+    _pip(_pip_python(), [*args, *requirements], what=f"installing {' '.join(requirements)}")
+    return installed_pins(target)
+
+
+def installed_pins(tree: Path) -> dict[str, str]:
+    """{normalized name: version} of the distributions installed in ``tree``."""
     installed = {}
     for info in tree.glob("*.dist-info"):
         name, _, version = info.name[: -len(".dist-info")].partition("-")
         installed[normalize(name)] = version
+    return dict(sorted(installed.items()))
+
+
+def _check_installed(tree: Path, pins: Mapping[str, str]) -> None:
+    installed = installed_pins(tree)
     if installed != dict(pins):
         raise BuildError(f"installed {installed} is not the resolved {dict(pins)}")
 
