@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 from functions.shared.errors import DataValidationError
 from functions.shared.features import NULL_TOKENS
 
-BLOCK_BYTES = 16 * 1024 * 1024
+BLOCK_BYTES = 4 * 1024 * 1024
 PARQUET_BATCH_ROWS = 200_000
 
 
