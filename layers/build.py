@@ -90,6 +90,8 @@ class FunctionSpec:
     extras: tuple[str, ...]
     handler: str
     borrows: tuple[str, ...] = ()
+    # Ship the layer's bytecode, compiled by Lambda's Python version (``layer_bytecode``).
+    bytecode: bool = False
 
     @property
     def handler_module(self) -> str:
@@ -117,8 +119,13 @@ FUNCTIONS: dict[str, FunctionSpec] = {
             "promote", "promote", ("promote",), "functions.promote.handler.promote_handler"
         ),
         FunctionSpec("reject", "promote", ("promote",), "functions.promote.handler.reject_handler"),
+        # the API's cold start: its layer ships .pyc (README.md, "bytecode")
         FunctionSpec(
-            "inference", "inference", ("inference",), "functions.inference.handler.lambda_handler"
+            "inference",
+            "inference",
+            ("inference",),
+            "functions.inference.handler.lambda_handler",
+            bytecode=True,
         ),
         FunctionSpec("batch", "batch", ("batch",), "functions.batch.handler.lambda_handler"),
         FunctionSpec("drift", "drift", ("drift",), "functions.drift.handler.lambda_handler"),
@@ -449,15 +456,58 @@ def _trim_identity() -> list[list[object]]:
     return [[rule.name, list(rule.patterns), list(rule.keep)] for rule in TRIMS]
 
 
-def layer_key(pins: Mapping[str, str]) -> str:
-    """What a layer's bytes depend on, hashed: pins, platform, NO_DEPS, trim rules, FORMAT."""
+def layer_key(pins: Mapping[str, str], bytecode: str | None = None) -> str:
+    """What a layer's bytes depend on, hashed: pins, platform, NO_DEPS, trim rules, FORMAT, and
+    the Python release that compiled its bytecode, if it ships any."""
     identity = {
         "format": FORMAT,
         "pins": dict(sorted(pins.items())),
         **_platform_identity(),
         "trims": _trim_identity(),
+        **({"bytecode": bytecode} if bytecode else {}),
     }
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+
+
+def bytecode_compiler(spec: FunctionSpec) -> tuple[Path, str] | None:
+    """The Python 3.12 that compiles the layer's bytecode and its exact release, when the
+    function ships bytecode and there is one here; else None (the layer ships sources only and
+    says so in its manifest)."""
+    if not spec.bytecode:
+        return None
+    python = lambda_python()
+    if python is None:
+        print(
+            f"layers: no python{PYTHON_VERSION} found (set SLUICE_PYTHON312); the "
+            f"{spec.package} layer ships without bytecode and its cold start compiles it",
+            file=sys.stderr,
+        )
+        return None
+    release = subprocess.run(
+        [str(python), "-c", "import platform; print(platform.python_version())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    return python, release
+
+
+def layer_bytecode(tree: Path, python: Path) -> None:
+    """Compile every module of ``tree`` (a layer's ``python/``) with Lambda's Python into
+    ``__pycache__/*.cpython-312.pyc``, checked by nothing at import (PEP 552
+    ``unchecked-hash``): Lambda gives the extracted files mtimes the build cannot know, so a
+    timestamp-checked .pyc would never be used. Paths inside the bytecode are the runtime's
+    (``/opt/python/...``), so tracebacks read as on Lambda. The bytes are the same on every run
+    with the same sources and release."""
+    command = [
+        str(python), "-m", "compileall", "-q", "-j", "0",
+        "--invalidation-mode", "unchecked-hash", "-s", str(tree), "-p", "/opt/python", str(tree),
+    ]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    # compileall exits 1 when a module does not compile (a vendored Python 2 file, a template):
+    # such a module is compiled at import if anything imports it, as without bytecode.
+    if done.returncode not in (0, 1):
+        raise BuildError(f"compiling the layer's bytecode failed: {done.stderr[-2000:]}")
 
 
 def layer_zip(function: str, *, root: Path = ROOT, build_dir: Path | None = None) -> Path:
@@ -465,7 +515,9 @@ def layer_zip(function: str, *, root: Path = ROOT, build_dir: Path | None = None
     spec = spec_for(function)
     pins = resolve(function, root=root, build_dir=build_dir)
     layers = _build(root, build_dir) / "layers"
-    stem = f"{spec.package}-{layer_key(pins)[:16]}"
+    compiler = bytecode_compiler(spec)
+    release = compiler[1] if compiler else None
+    stem = f"{spec.package}-{layer_key(pins, release)[:16]}"
     target = layers / f"{stem}.zip"
     if target.is_file() and (layers / f"{stem}.json").is_file():
         return target
@@ -480,12 +532,17 @@ def layer_zip(function: str, *, root: Path = ROOT, build_dir: Path | None = None
         _check_installed(tree, pins)
         before = _tree_size(tree)
         trimmed = trim(tree)
+        sources = _tree_size(tree)
+        if compiler is not None:
+            layer_bytecode(tree, compiler[0])
         manifest = {
             "package": spec.package,
-            "key": layer_key(pins),
+            "key": layer_key(pins, release),
             "pins": pins,
             "bytes_installed": before,
             "bytes_trimmed": trimmed,
+            "bytecode": release,  # the Python release that compiled it; None: sources only
+            "bytes_bytecode": _tree_size(tree) - sources,
             "bytes": _tree_size(tree),
         }
         zip_tree(tree, target, prefix="python")

@@ -481,6 +481,53 @@ def _flat(values: list[Any]) -> list[float]:
     return [x for v in values for x in (_flat(v) if isinstance(v, list) else [v])]
 
 
+# --- bytecode ---------------------------------------------------------------------------------
+
+
+def _pyc_flags(data: bytes) -> int:
+    return int.from_bytes(data[4:8], "little")  # PEP 552: after the 4-byte magic number
+
+
+def test_the_inference_layer_ships_unchecked_bytecode_and_only_it(
+    bundles: dict[str, Bundle], python312: Path
+) -> None:
+    magic = subprocess.run(
+        [str(python312), "-c", "import importlib.util, sys; "
+         "sys.stdout.write(importlib.util.MAGIC_NUMBER.hex())"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    with zipfile.ZipFile(bundles["inference"].layer_zip) as zf:
+        compiled = {n: zf.read(n) for n in zf.namelist() if n.endswith(".pyc")}
+        sources = [n for n in zf.namelist() if n.endswith(".py")]
+    assert "python/numpy/__pycache__/__init__.cpython-312.pyc" in compiled
+    assert len(compiled) >= 0.95 * len(sources)  # all but the odd module that does not compile
+    for name, data in compiled.items():
+        assert data[:4].hex() == magic, name  # Lambda's Python reads them
+        assert _pyc_flags(data) == 0b01, name  # hash-based, unchecked: whatever the mtimes
+    manifest = build.layer_manifest("inference")
+    assert manifest["bytecode"].startswith("3.12.") and manifest["bytes_bytecode"] > 0
+    for package, bundle in bundles.items():
+        if not build.FUNCTIONS[package].bytecode:
+            with zipfile.ZipFile(bundle.layer_zip) as zf:
+                assert not [n for n in zf.namelist() if n.endswith(".pyc")], package
+
+
+def test_layer_bytecode_is_the_same_bytes_on_every_build(
+    bundles: dict[str, Bundle], python312: Path, tmp_path: Path
+) -> None:
+    source = bundles["inference"].layer / "python" / "pydantic"
+    trees = []
+    for attempt in ("one", "two"):
+        tree = tmp_path / attempt / "python"
+        shutil.copytree(source, tree / "pydantic", ignore=shutil.ignore_patterns("__pycache__"))
+        build.layer_bytecode(tree, python312)
+        trees.append({p.relative_to(tree): p.read_bytes() for p in tree.rglob("*.pyc")})
+    assert trees[0] and trees[0] == trees[1]
+    with zipfile.ZipFile(bundles["inference"].layer_zip) as zf:
+        shipped = zf.read("python/pydantic/__pycache__/main.cpython-312.pyc")
+    assert trees[0][Path("pydantic/__pycache__/main.cpython-312.pyc")] == shipped
+
+
 # --- determinism ------------------------------------------------------------------------------
 
 
