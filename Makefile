@@ -5,12 +5,13 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: help venv demo test unit integration lint format typecheck bench lock clean \
+.PHONY: help venv demo test unit integration lint format typecheck bench soak lock clean \
 	synth diff deploy bootstrap destroy actionlint
 
 help:
 	@echo "make demo    set up, then run the pipeline on the bundled sample (embedded local default)"
 	@echo "make test    set up, then lint, type-check and run every test suite"
+	@echo "make soak    the long-running load and endurance tests (tests marked soak)"
 	@echo "make bench   every benchmark, sluice vs peer vs floor, into bench/results.json (< 10 min)"
 	@echo "make synth   synthesize the CDK app (STAGE=dev), cdk-nag included; diff/deploy/bootstrap need AWS credentials"
 
@@ -39,13 +40,17 @@ demo: $(STAMP)
 	$(VENV)/bin/sluice demo
 
 test: lint typecheck $(NODE_STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -m "not soak"
+
+# Long-running load and endurance checks (tests marked soak): minutes, not part of make test.
+soak: $(STAMP) $(NODE_STAMP)
+	$(PY) -m pytest -q -m soak
 
 unit: $(STAMP)
-	$(PY) -m pytest -q tests/unit
+	$(PY) -m pytest -q -m "not soak" tests/unit
 
 integration: $(STAMP)
-	$(PY) -m pytest -q tests/integration
+	$(PY) -m pytest -q -m "not soak" tests/integration
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
