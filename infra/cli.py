@@ -69,6 +69,12 @@ def _parser() -> argparse.ArgumentParser:
         help="run the whole system on this machine (AWS endpoint, event router, pipeline "
         "runner, API) in the foreground until Ctrl-C",
     )
+    up.add_argument(
+        "--host",
+        default=None,
+        help="address the AWS endpoint and the API listen on (default 127.0.0.1: this machine "
+        "only; 0.0.0.0 opens both to the network, the AWS endpoint without any credentials)",
+    )
     up.add_argument("--aws-port", type=int, default=None, help="AWS endpoint port (4566)")
     up.add_argument("--api-port", type=int, default=None, help="API port (8080)")
     up.add_argument("--api-key", default=None, help="the API key clients must send")
@@ -194,7 +200,16 @@ def _up(args: argparse.Namespace) -> int:
             print(f"error: --env wants NAME=VALUE, got {assignment!r}", file=sys.stderr)
             return EXIT_USAGE
         overrides[name] = value
+    host = args.host or defaults.host
+    if not _loopback(host):
+        print(
+            f"warning  listening on {host}: the API (behind its key) and the AWS endpoint (no "
+            "credentials checked) are reachable from the network",
+            file=sys.stderr,
+            flush=True,
+        )
     config = StackConfig(
+        host=host,
         aws_port=args.aws_port or defaults.aws_port,
         api_port=args.api_port or defaults.api_port,
         api_key=args.api_key or defaults.api_key,
@@ -218,6 +233,18 @@ def _up(args: argparse.Namespace) -> int:
     stack.stop()
     print("stopped", flush=True)
     return EXIT_OK
+
+
+def _loopback(host: str) -> bool:
+    """Whether ``host`` names this machine only (127.0.0.0/8, ::1, localhost)."""
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _status(args: argparse.Namespace) -> int:

@@ -46,7 +46,7 @@ from functions.shared.storage import S3ObjectStore
 from infra.alarms import NAMESPACE, SERVING_PERIOD_SECONDS
 from infra.local.alarms import AlarmEvaluator, MetricSink, matches_alarm_rule
 from infra.local.api_gateway import LocalApiGateway
-from infra.local.pipeline import LocalLambdaContext, run_pipeline, use_endpoint
+from infra.local.pipeline import LocalLambdaContext, run_decision, run_pipeline, use_endpoint
 from infra.local.resources import LocalResources, provision, receive_upload_events
 from infra.local.snapshot import Snapshots, write_atomically
 from infra.local.tls import DEFAULT_HOSTS, LocalCertificate, local_certificate
@@ -451,7 +451,7 @@ class LocalStack:
             states_seconds={e.name: round(e.duration_seconds, 3) for e in execution.history},
             started_at=started,
             seconds=round(time.perf_counter() - clock, 3),
-            decision=((execution.output or {}).get("outcome") or {}).get("decision"),
+            decision=run_decision(execution),
         )
         self.runs.append(record)
         self._append(RUNS_FILE, record.__dict__)
@@ -506,7 +506,12 @@ class LocalStack:
             "registry_table": topology.registry_table,
         }
         self.config.state_dir.mkdir(parents=True, exist_ok=True)
-        (self.config.state_dir / LOCAL_FILE).write_text(json.dumps(document, indent=2) + "\n")
+        # It holds the API key: readable by this user only, as the TLS key is (tls.py).
+        path = self.config.state_dir / LOCAL_FILE
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(descriptor, 0o600)  # an existing file keeps its mode through O_CREAT
+        with os.fdopen(descriptor, "w") as sink:
+            sink.write(json.dumps(document, indent=2) + "\n")
 
     def _append(self, name: str, record: dict[str, Any]) -> None:
         self.config.state_dir.mkdir(parents=True, exist_ok=True)

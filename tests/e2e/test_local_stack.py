@@ -5,6 +5,7 @@ predictions over HTTP."""
 from __future__ import annotations
 
 import io
+import ipaddress
 import json
 import os
 import queue
@@ -82,6 +83,24 @@ def _wait_for(condition: Callable[[], Any], what: str, stack: LocalStack) -> Any
     raise AssertionError(f"timed out waiting for {what}; runs: {[r.__dict__ for r in stack.runs]}")
 
 
+def _bound_addresses(port: int) -> set[str]:
+    """The local addresses listening on ``port`` (TCP, IPv4 and IPv6), from the kernel's own
+    table: what a client on another machine could reach, not what the code meant."""
+    found = set()
+    for table, width in (("/proc/net/tcp", 8), ("/proc/net/tcp6", 32)):
+        for line in Path(table).read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            address, _, hex_port = local.partition(":")
+            if state == "0A" and int(hex_port, 16) == port:  # 0A: LISTEN
+                raw = bytes.fromhex(address)
+                if width == 8:
+                    found.add(".".join(str(b) for b in reversed(raw)))
+                else:
+                    words = [raw[i : i + 4][::-1] for i in range(0, 16, 4)]
+                    found.add(str(ipaddress.ip_address(b"".join(words))))
+    return found
+
+
 def _uploads(stack: LocalStack) -> list[dict[str, Any]]:
     return read_history(stack.config.state_dir, UPLOADS_FILE)
 
@@ -108,9 +127,16 @@ def _post(url: str, body: Any, key: str | None) -> tuple[int, Any]:
 def test_an_upload_becomes_a_live_model_answering_over_http(
     stack: LocalStack, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    # Given the stack's own description of itself
+    # Given the stack's own description of itself, readable by this user only (it holds the key)
     local = json.loads((stack.config.state_dir / LOCAL_FILE).read_text())
     assert local["api_key"] == API_KEY and local["aws_endpoint_url"] == stack.endpoint
+    assert (stack.config.state_dir / LOCAL_FILE).stat().st_mode & 0o077 == 0
+    # and listening on this machine only: the API and the AWS endpoint bound to loopback
+    assert stack.api_url.startswith("http://127.0.0.1:") and stack.endpoint.startswith(
+        "http://127.0.0.1:"
+    )
+    for port in (stack.config.api_port, stack.config.aws_port):
+        assert _bound_addresses(port) == {"127.0.0.1"}, port
 
     # When a user uploads a contract and data with boto3, to the endpoint local.json names
     s3 = stack.client("s3")
@@ -438,6 +464,7 @@ def test_a_crash_mid_run_loses_nothing_saved_and_the_run_resumes(tmp_path: Path)
             time.sleep(0.02)
     finally:
         up.kill()
+    first_life = up.said
     assert "SUCCEEDED" not in up.said, "the run ended before the crash"
     assert list((tmp_path / PENDING_DIR).glob("*.json"))
 
@@ -459,6 +486,9 @@ def test_a_crash_mid_run_loses_nothing_saved_and_the_run_resumes(tmp_path: Path)
     finally:
         rest = up.interrupt()
     assert up.process.returncode == 0, up.said + rest
+    # and nothing `sluice up` printed in either life (its log, the functions' logs, the API's
+    # handling of the keyed requests above) holds the API key
+    assert API_KEY not in first_life + up.said + rest
     # and the history holds one upload and one run, nothing twice
     history = {name: read_history(tmp_path, name) for name in (UPLOADS_FILE, RUNS_FILE)}
     assert [u["status"] for u in history[UPLOADS_FILE]] == ["started"]

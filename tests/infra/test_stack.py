@@ -422,3 +422,21 @@ def test_the_drift_job_runs_hourly_reads_feedback_and_writes_only_its_reports(
 
     assert key_patterns("s3:PutObject") == {"/*/drift/*", "/*/quality/*"}, role
     assert {"/*/capture/*", "/*/feedback/*"} <= key_patterns("s3:GetObject"), role
+
+
+# A variable named like a credential, or a literal value shaped like one (AWS access key ids,
+# long random tokens): neither belongs in a function's environment, which the Lambda console,
+# `get-function-configuration` and CloudFormation show to anyone who can read the function.
+_SECRET_NAME = re.compile(r"SECRET|TOKEN|PASSWORD|PASSWD|CREDENTIAL|API_?KEY|PRIVATE", re.I)
+_SECRET_VALUE = re.compile(r"^(AKIA|ASIA)[A-Z0-9]{16}$|^[A-Za-z0-9+/=_-]{40,}$")
+
+
+def test_no_function_environment_holds_a_secret(synthesized: Synthesized) -> None:
+    checked = 0
+    for name, function in _ours(synthesized).items():
+        for variable, value in function.get("Environment", {}).get("Variables", {}).items():
+            checked += 1
+            assert not _SECRET_NAME.search(variable), (name, variable)
+            if isinstance(value, str):  # references (Ref, Fn::GetAtt, ...) are resource names
+                assert not _SECRET_VALUE.match(value), (name, variable)
+    assert checked > 20  # every function has its settings there
