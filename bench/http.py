@@ -217,7 +217,7 @@ class _Process:
 
 
 @contextmanager
-def _running(command: list[str], ready: str) -> Iterator[_Process]:
+def running(command: list[str], ready: str) -> Iterator[_Process]:
     process = _Process(command)
     try:
         process.wait_for(ready, START_SECONDS)
@@ -226,7 +226,7 @@ def _running(command: list[str], ready: str) -> Iterator[_Process]:
         process.stop()
 
 
-def _sluice_up(state_dir: Path, aws_port: int, api_port: int) -> list[str]:
+def sluice_up_command(state_dir: Path, aws_port: int, api_port: int) -> list[str]:
     return [
         sys.executable, "-m", "infra.cli", "up",
         "--aws-port", str(aws_port), "--api-port", str(api_port),
@@ -239,7 +239,7 @@ def _floor_command(port: int, body_bytes: int) -> list[str]:
     return [sys.executable, "-c", code]
 
 
-def _go_live(aws_port: int, api_port: int) -> bytes:
+def go_live(aws_port: int, api_port: int) -> bytes:
     """Upload a contract and a small churn CSV; once the model answers, a one-row predict
     body for it."""
     import boto3
@@ -291,12 +291,12 @@ def measure(quick: bool = False) -> Section:
     loads: dict[int, tuple[Load, Load]] = {}
     with (
         tempfile.TemporaryDirectory(prefix="sluice-bench-http-") as tmp,
-        _running(_sluice_up(Path(tmp) / ".sluice", aws_port, api_port), "ready"),
+        running(sluice_up_command(Path(tmp) / ".sluice", aws_port, api_port), "ready"),
     ):
-        body = _go_live(aws_port, api_port)
+        body = go_live(aws_port, api_port)
         sluice = Target(api_port, PREDICT_PATH, body, headers)
         answer = _answer_size(sluice)
-        with _running(_floor_command(floor_port, answer), "ready"):
+        with running(_floor_command(floor_port, answer), "ready"):
             floor = Target(floor_port, PREDICT_PATH, body, headers)
             for target in (sluice, floor):
                 generate(target, TARGET_CONCURRENCY, WARMUP_REQUESTS, cap)
