@@ -13,6 +13,7 @@ from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
 from constructs import Construct
 
+from functions.shared.observability import NAMESPACE, SERVICE
 from infra.aws.functions import Layers, SluiceFunction
 from infra.aws.inference_api import InferenceApi
 from infra.aws.ingest import Ingest
@@ -88,6 +89,16 @@ class Monitoring(Construct):
         retrain_dead_letters = (
             retraining.dead_letters.metric_approximate_number_of_messages_visible(period=period)
         )
+        # A model file whose sha256 is not the registry's: refused at load (the last good
+        # model answers, or 503), counted by the inference function (functions/inference/
+        # cache.py) under Powertools' service dimension.
+        integrity_failures = cloudwatch.Metric(
+            namespace=NAMESPACE,
+            metric_name="ModelIntegrityFailure",
+            dimensions_map={"service": SERVICE},
+            statistic="Sum",
+            period=period,
+        )
         # Named, not CloudFormation's `<stack>-<id>-<random>`, which would start with the
         # retraining alarms' prefix (infra/alarms.py) and so reach the retrain function.
         self.alarms = [
@@ -108,6 +119,18 @@ class Monitoring(Construct):
                 alarm_name=f"sluice-uploads-dead-lettered-{topology.stage}",
                 alarm_description="an upload event failed preprocessing three times",
                 metric=dead_letters,
+                threshold=1,
+                evaluation_periods=1,
+                comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+                treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+            ),
+            cloudwatch.Alarm(
+                self,
+                "ModelIntegrityFailed",
+                alarm_name=f"sluice-model-integrity-{topology.stage}",
+                alarm_description="a model file did not match its registered sha256 and was "
+                "refused: altered after promotion, or corrupted in the artifacts bucket",
+                metric=integrity_failures,
                 threshold=1,
                 evaluation_periods=1,
                 comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,

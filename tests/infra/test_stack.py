@@ -316,10 +316,18 @@ def test_a_dashboard_and_the_day_one_alarms_exist(
     synthesized: Synthesized, synthesized_defaults: Synthesized
 ) -> None:
     assert synthesized.one("AWS::CloudWatch::Dashboard")["DashboardName"] == "sluice-dev"
-    # failed runs, dead-lettered uploads and retrain events, the inference alias's two
-    assert len(synthesized_defaults.resources("AWS::CloudWatch::Alarm")) == 5
+    # failed runs, dead-lettered uploads and retrain events, refused model files, the
+    # inference alias's two
+    assert len(synthesized_defaults.resources("AWS::CloudWatch::Alarm")) == 6
     # ...and the three retraining alarms of the one declared dataset
-    assert len(synthesized.resources("AWS::CloudWatch::Alarm")) == 5 + 3
+    assert len(synthesized.resources("AWS::CloudWatch::Alarm")) == 6 + 3
+    [integrity] = [
+        alarm
+        for alarm in synthesized.resources("AWS::CloudWatch::Alarm").values()
+        if alarm["Properties"].get("MetricName") == "ModelIntegrityFailure"
+    ]
+    assert integrity["Properties"]["Namespace"] == "Sluice"
+    assert integrity["Properties"]["Threshold"] == 1
 
 
 def test_outputs_name_what_a_user_needs(synthesized: Synthesized) -> None:
