@@ -96,7 +96,11 @@ def reject(state: PipelineState, *, registry: ModelRegistry, notifier: Notifier)
     else:
         raise PipelineStateError("reject needs the 'evaluation' result or a 'failure'")
 
-    version = evaluation.model_version if evaluation is not None else None
+    version = (
+        evaluation.model_version
+        if evaluation is not None
+        else _registered_by(registry, state.dataset, state.run_name)
+    )
     reason = ("run failed: " if kind == "run_failed" else "gate refused: ") + "; ".join(reasons)
     if version is not None and registry.get(state.dataset, version).status in (
         ModelStatus.CANDIDATE,
@@ -128,6 +132,14 @@ def reject(state: PipelineState, *, registry: ModelRegistry, notifier: Notifier)
         reasons=reasons,
         notify_error=notify_error,
     )
+
+
+def _registered_by(registry: ModelRegistry, dataset: str, run_name: str) -> int | None:
+    """The version a failed run registered although no evaluation result came back (evaluate
+    died after registering): rejecting it keeps a model whose gate decision never reached the
+    state machine from waiting as a candidate an operator could promote without ``--force``."""
+    mine = [v.version for v in registry.versions(dataset) if v.run_name == run_name]
+    return mine[-1] if mine else None
 
 
 def _publish(notifier: Notifier, decision: Decision) -> str | None:

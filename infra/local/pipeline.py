@@ -133,6 +133,23 @@ def task_handlers(topology: Topology, store: ObjectStore) -> dict[str, TaskHandl
     }
 
 
+def run_decision(execution: Execution) -> dict[str, Any] | None:
+    """The run's decision as promote or reject returned it (kind, versions, reasons): what
+    ``sluice status`` shows. A run that ended in Promoted or Refused carries it in its output; a
+    failed run ends in RunFailed, whose cause is fixed text, so its decision (with the failed
+    step's error and cause in ``reasons``) is the one RecordFailure handed on. ``None`` when no
+    decision was recorded (RecordFailure itself failed: its error is in the history)."""
+    output = execution.output if isinstance(execution.output, dict) else {}
+    outcome = output.get("outcome")
+    if outcome is None:
+        for event in reversed(execution.history):
+            if event.name == "RecordFailure" and isinstance(event.output, dict):
+                outcome = event.output.get("outcome")
+                break
+    decision = outcome.get("decision") if isinstance(outcome, dict) else None
+    return decision if isinstance(decision, dict) else None
+
+
 def run_pipeline(
     topology: Topology,
     run_input: RunInput,

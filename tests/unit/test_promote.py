@@ -150,6 +150,29 @@ def test_a_failed_training_run_is_recorded_without_touching_the_registry_version
     assert entry.action == "run_failed" and entry.run_name == "run-9"
 
 
+def test_a_run_whose_evaluate_died_after_registering_has_its_version_rejected(
+    trained_models: dict[str, TrainedModel],
+    store: InMemoryObjectStore,
+    registry: InMemoryRegistry,
+    notifier: RecordingNotifier,
+) -> None:
+    # Given a run that registered version 1, then Evaluate failed: no evaluation in the state
+    registered = _evaluated(store, registry, trained_models["binary"], "run-7")
+    failed = registered.model_copy(
+        update={
+            "evaluation": None,
+            "failure": StepFailure(Error="RuntimeError", Cause='{"errorMessage": "died"}'),
+        }
+    )
+    # When reject records the failure, then the version is rejected with the cause, not left a
+    # candidate whose gate decision never reached the state machine
+    outcome = reject(failed, registry=registry, notifier=notifier)
+    assert outcome.kind == "run_failed" and outcome.model_version == 1
+    version = registry.get("binary", 1)
+    assert version.status is ModelStatus.REJECTED and "RuntimeError: died" in version.status_reason
+    assert registry.live("binary") is None
+
+
 def test_a_failed_promotion_rejects_the_candidate(
     trained_models: dict[str, TrainedModel],
     store: InMemoryObjectStore,
