@@ -1,4 +1,5 @@
-"""Builders for raw uploads: contracts, CSV files and the events S3 would send for them."""
+"""Builders for raw uploads: contracts, CSV files and the events S3 would send for them, and a
+world of in-memory fakes to run preprocessing in."""
 
 from __future__ import annotations
 
@@ -10,9 +11,13 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 
+from functions.preprocess.logic import Policy, PreprocessOutcome, process_upload
+from functions.shared import layout
 from functions.shared.s3_events import UploadedObject
 from functions.shared.storage import ObjectInfo
+from tests.fakes import InMemoryObjectStore, RecordingOrchestrator
 
 EVENTS = Path(__file__).resolve().parents[1] / "events"
 RAW = "raw-bucket"
@@ -80,3 +85,55 @@ def eventbridge_event(info: ObjectInfo) -> dict[str, Any]:
         {"key": info.key, "size": info.size, "etag": info.etag, "version-id": info.version_id}
     )
     return event
+
+
+class World:
+    """A raw bucket, an artifacts bucket and a pipeline, all in memory."""
+
+    def __init__(self, policy: Policy | None = None) -> None:
+        self.store = InMemoryObjectStore()
+        self.pipeline = RecordingOrchestrator()
+        self.policy = policy
+
+    def contract(self, dataset: str = "churn", **overrides: object) -> None:
+        self.store.put(RAW, layout.contract_key(dataset), contract_bytes(**overrides))
+
+    def upload(self, key: str, data: bytes, *, size: int | None = None) -> PreprocessOutcome:
+        info = self.store.put(RAW, key, data, size=size)
+        return self.process(info)
+
+    def process(self, info: object) -> PreprocessOutcome:
+        return process_upload(
+            upload_of(info),  # type: ignore[arg-type]
+            store=self.store,
+            orchestrator=self.pipeline,
+            artifacts_bucket=ARTIFACTS,
+            policy=self.policy,
+        )
+
+    def split(self, outcome: PreprocessOutcome, name: str) -> pd.DataFrame:
+        assert outcome.dataset and outcome.dataset_version
+        key = layout.split_key(outcome.dataset, outcome.dataset_version, name)
+        return pq.read_table(io.BytesIO(self.store.get_bytes(ARTIFACTS, key))).to_pandas()
+
+    def report(self, outcome: PreprocessOutcome) -> dict[str, Any]:
+        assert outcome.report_key
+        report: dict[str, Any] = json.loads(self.store.get_bytes(ARTIFACTS, outcome.report_key))
+        return report
+
+
+def assert_rejected(
+    world: World, key: str, data: bytes, *, size: int | None = None
+) -> dict[str, Any]:
+    """Upload ``data`` at ``key``; assert it was rejected with a report where the user looks,
+    the raw object exactly as uploaded (bytes and one version), no dataset version written and
+    no run started (so no model trained, the live one unchanged). Returns the report."""
+    outcome = world.upload(key, data, size=size)
+    assert outcome.status == "rejected", outcome
+    dataset = key.split("/", 1)[0]
+    assert world.store.get_bytes(RAW, key) == data
+    assert len(world.store.objects[(RAW, key)]) == 1
+    assert world.pipeline.runs == {}
+    assert outcome.report_key == f"{dataset}/rejected/{outcome.run_name}.json"
+    assert world.store.keys(ARTIFACTS, f"{dataset}/versions/") == []
+    return world.report(outcome)

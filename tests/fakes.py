@@ -34,10 +34,17 @@ class InMemoryObjectStore(ObjectStore):
     def __init__(self) -> None:
         self.objects: dict[tuple[str, str], list[tuple[bytes, str]]] = {}
         self.writes: list[tuple[str, str]] = []
+        self.downloads: list[tuple[str, str]] = []
+        self.head_reads: list[tuple[str, str, int]] = []
+        # sizes reported instead of the body's length: a "2 GiB" object without 2 GiB of RAM
+        self.reported_sizes: dict[tuple[str, str, str], int] = {}
 
-    def put(self, bucket: str, key: str, data: bytes) -> ObjectInfo:
+    def put(self, bucket: str, key: str, data: bytes, *, size: int | None = None) -> ObjectInfo:
+        """Store a new version; ``size`` makes head and list report that size instead."""
         versions = self.objects.setdefault((bucket, key), [])
         versions.append((data, f"v{len(versions) + 1}"))
+        if size is not None:
+            self.reported_sizes[(bucket, key, versions[-1][1])] = size
         self.writes.append((bucket, key))
         info = self.head(bucket, key)
         assert info is not None
@@ -48,7 +55,8 @@ class InMemoryObjectStore(ObjectStore):
         if not versions:
             return None
         data, version = versions[-1]
-        return ObjectInfo(bucket, key, len(data), hashlib.md5(data).hexdigest(), version)
+        size = self.reported_sizes.get((bucket, key, version), len(data))
+        return ObjectInfo(bucket, key, size, hashlib.md5(data).hexdigest(), version)
 
     def list(self, bucket: str, prefix: str) -> list[ObjectInfo]:
         found = [self.head(b, k) for (b, k) in self.objects if b == bucket and k.startswith(prefix)]
@@ -63,6 +71,7 @@ class InMemoryObjectStore(ObjectStore):
         self.put(bucket, key, data)
 
     def download(self, bucket: str, key: str, dest: Path, version_id: str | None = None) -> str:
+        self.downloads.append((bucket, key))
         versions = self.objects[(bucket, key)]
         data = next(d for d, v in versions if v == version_id) if version_id else versions[-1][0]
         dest.write_bytes(data)
@@ -70,6 +79,14 @@ class InMemoryObjectStore(ObjectStore):
 
     def upload(self, src: Path, bucket: str, key: str) -> None:
         self.put(bucket, key, src.read_bytes())
+
+    def read_head(
+        self, bucket: str, key: str, max_bytes: int, version_id: str | None = None
+    ) -> bytes:
+        self.head_reads.append((bucket, key, max_bytes))
+        versions = self.objects[(bucket, key)]
+        data = next(d for d, v in versions if v == version_id) if version_id else versions[-1][0]
+        return data[:max_bytes]
 
     def keys(self, bucket: str, prefix: str = "") -> builtins.list[str]:  # `list` is a method here
         return [o.key for o in self.list(bucket, prefix)]

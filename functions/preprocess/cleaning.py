@@ -1,9 +1,10 @@
 """Turning raw batches into typed, clean rows, and counting every row that did not make it.
 
 Policy (docs/decisions.md): a row with a missing target, a value that cannot be read as its
-column's type, or an infinite number is dropped and counted under its rule; exact duplicate
-rows are dropped; missing numeric values stay NaN (the model imputes them inside the ONNX graph);
-missing categories become ``MISSING_CATEGORY``; category spellings are normalised.
+column's type, or a number beyond float32 (an infinity included) is dropped and counted under its
+rule; exact duplicate rows are dropped; missing numeric values stay NaN (the model imputes them
+inside the ONNX graph); missing categories become ``MISSING_CATEGORY``; category spellings are
+normalised.
 """
 
 from __future__ import annotations
@@ -24,6 +25,10 @@ EXAMPLE_ROWS = 10
 SPLITS = ("train", "validation", "test")
 NUMERIC_SHARE = 0.95
 SPLIT_BOUNDS = (0.70, 0.85)  # cumulative: 70 % train, 15 % validation, 15 % test
+# The model takes float32 (functions/shared/features.py onnx_feeds) and the API refuses numbers
+# beyond it; a training value past it would be infinite inside the model, and overflows the
+# profile's mean. Such a cell is dropped as non_finite, like an infinity.
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 @dataclass
@@ -126,6 +131,12 @@ def _parse_numbers(values: pd.Series) -> NDArray[np.float64] | pd.Series:
         return pd.to_numeric(values.astype("string").str.strip(), errors="coerce")
 
 
+def _beyond_float32(numbers: NDArray[np.float64]) -> NDArray[np.bool_]:
+    with np.errstate(invalid="ignore"):
+        beyond: NDArray[np.bool_] = np.abs(numbers) > FLOAT32_MAX  # NaN (missing) is not
+    return beyond
+
+
 class BatchCleaner:
     """Types and cleans one batch at a time against the contract and the feature specs."""
 
@@ -163,11 +174,11 @@ class BatchCleaner:
             self._drop(
                 issues,
                 keep,
-                np.isinf(numbers),
+                _beyond_float32(numbers),
                 rows,
                 "non_finite",
                 target,
-                "target value is infinite",
+                "target value is infinite or beyond float32 (±3.4e38)",
                 file,
             )
             out[target] = numbers
@@ -192,11 +203,11 @@ class BatchCleaner:
                 self._drop(
                     issues,
                     keep,
-                    np.isinf(numbers),
+                    _beyond_float32(numbers),
                     rows,
                     "non_finite",
                     spec.name,
-                    "value is infinite",
+                    "value is infinite or beyond float32 (±3.4e38)",
                     file,
                 )
                 out[spec.name] = numbers

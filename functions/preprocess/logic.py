@@ -42,7 +42,13 @@ from functions.preprocess.models import (
     Violation,
 )
 from functions.preprocess.profile import build_profile
-from functions.preprocess.reader import UnreadableFileError, iter_batches, read_header
+from functions.preprocess.reader import (
+    HEADER_BYTES,
+    UnreadableFileError,
+    iter_batches,
+    parse_header,
+    read_header,
+)
 from functions.shared import layout
 from functions.shared.contract import Contract, FeatureKind, parse_contract
 from functions.shared.errors import ContractError, DataValidationError
@@ -58,6 +64,7 @@ from functions.shared.s3_events import UploadedObject
 from functions.shared.storage import ObjectInfo, ObjectStore, s3_uri
 
 RUN_NAME_LIMIT = 80  # Step Functions execution names
+GIB = 1024**3
 
 
 class Policy(BaseModel):
@@ -66,6 +73,9 @@ class Policy(BaseModel):
     min_rows: int = 100
     min_class_count: int = 10
     max_rejected_fraction: float = 0.05
+    # One data object, checked from its S3 size before it is downloaded; the function's /tmp
+    # (infra/aws/ingest.py) holds it plus the splits being written.
+    max_upload_bytes: int = GIB
 
 
 class RejectedUploadError(DataValidationError):
@@ -180,6 +190,9 @@ def build_dataset_version(
         raise RejectedUploadError(
             [Violation(rule="no_data", message=f"no CSV or Parquet files under {dataset}/data/")]
         )
+    oversized = [s for s in sources if s.size > policy.max_upload_bytes]
+    if oversized:
+        raise RejectedUploadError(_too_large(store, contract, oversized, policy.max_upload_bytes))
     version = dataset_version_id(contract_sha, sources)
     if store.head(artifacts_bucket, manifest_key(dataset, version)) is not None:
         existing = Manifest.model_validate_json(
@@ -196,6 +209,117 @@ def build_dataset_version(
         return BuiltVersion(
             manifest=builder.upload(store, artifacts_bucket, contract_sha), reused=False
         )
+
+
+def _too_large(
+    store: ObjectStore, contract: Contract, sources: list[ObjectInfo], cap: int
+) -> list[Violation]:
+    """Files over the size cap, refused from their size alone; a CSV's header is still read,
+    with a ranged GET of its first bytes, so the report also says whether its columns fit."""
+    found = []
+    for source in sources:
+        columns = "its columns were not checked (a Parquet schema sits at the end of the file)"
+        header_problems: list[Violation] = []
+        if not source.key.lower().endswith(".parquet"):
+            head = store.read_head(
+                source.bucket, source.key, HEADER_BYTES + 1, version_id=source.version_id
+            )
+            try:
+                header_problems = _header_violations(contract, source.key, parse_header(head))
+                columns = (
+                    "its header also breaks the rules below"
+                    if header_problems
+                    else "its header has the contract's columns"
+                )
+            except UnreadableFileError as exc:
+                header_problems = [
+                    Violation(
+                        rule="unreadable_file",
+                        file=source.key,
+                        message=f"{source.key}: {exc}",
+                    )
+                ]
+                columns = "its first bytes are not a CSV header either (below)"
+        found.append(
+            Violation(
+                rule="file_too_large",
+                file=source.key,
+                message=f"{source.key}: {_size(source.size)} ({source.size} bytes) is over the "
+                f"{_size(cap)} limit for one data file, so it was not downloaded; split it into "
+                f"several files under the same data/ folder; {columns}",
+            )
+        )
+        found.extend(header_problems)
+    return found
+
+
+def _size(n: int) -> str:
+    for unit, scale in (("GiB", GIB), ("MiB", 1024**2), ("KiB", 1024)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} bytes"
+
+
+def _header_violations(
+    contract: Contract, key: str, header: list[str], known_features: list[str] | None = None
+) -> list[Violation]:
+    """File rules about a header: names present, unique, the contract's columns there."""
+    problems = []
+    unnamed = [i + 1 for i, name in enumerate(header) if not name]
+    if unnamed:
+        problems.append(
+            Violation(
+                rule="empty_column_name",
+                file=key,
+                message=f"{key}: header column(s) {unnamed} (1-based) have no name; "
+                "an unnamed first column is often a saved row index",
+            )
+        )
+    dupes = sorted({c for c in header if c and header.count(c) > 1})
+    if dupes:
+        problems.append(
+            Violation(
+                rule="duplicate_column",
+                file=key,
+                column=dupes[0],
+                message=f"{key}: duplicated column names {dupes}",
+            )
+        )
+    for col in contract.required_columns():
+        if col not in header:
+            rule = "target_missing" if col == contract.target else "missing_column"
+            problems.append(
+                Violation(
+                    rule=rule,
+                    file=key,
+                    column=col,
+                    message=f"{key}: required column '{col}' is missing",
+                )
+            )
+    for col in contract.unexpected_columns(header):
+        if not col:
+            continue
+        problems.append(
+            Violation(
+                rule="unexpected_column",
+                file=key,
+                column=col,
+                message=f"{key}: column '{col}' is not in the contract's features",
+            )
+        )
+    if known_features is not None:
+        absent = sorted(set(known_features) - set(header))
+        if absent and not problems:
+            problems.append(
+                Violation(
+                    rule="missing_column",
+                    file=key,
+                    column=absent[0],
+                    message=f"{key}: lacks feature columns {absent} "
+                    "that other files of the dataset have",
+                )
+            )
+    return problems
 
 
 class _VersionBuilder:
@@ -254,50 +378,8 @@ class _VersionBuilder:
         )
 
     def _header_ok(self, key: str, header: list[str]) -> bool:
-        problems = []
-        dupes = sorted({c for c in header if header.count(c) > 1})
-        if dupes:
-            problems.append(
-                Violation(
-                    rule="duplicate_column",
-                    file=key,
-                    column=dupes[0],
-                    message=f"{key}: duplicated column names {dupes}",
-                )
-            )
-        for col in self.contract.required_columns():
-            if col not in header:
-                rule = "target_missing" if col == self.contract.target else "missing_column"
-                problems.append(
-                    Violation(
-                        rule=rule,
-                        file=key,
-                        column=col,
-                        message=f"{key}: required column '{col}' is missing",
-                    )
-                )
-        for col in self.contract.unexpected_columns(header):
-            problems.append(
-                Violation(
-                    rule="unexpected_column",
-                    file=key,
-                    column=col,
-                    message=f"{key}: column '{col}' is not in the contract's features",
-                )
-            )
-        if self.features is not None:
-            known = {f.name for f in self.features}
-            absent = sorted(known - set(header))
-            if absent and not problems:
-                problems.append(
-                    Violation(
-                        rule="missing_column",
-                        file=key,
-                        column=absent[0],
-                        message=f"{key}: lacks feature columns {absent} "
-                        "that other files of the dataset have",
-                    )
-                )
+        known = None if self.features is None else [f.name for f in self.features]
+        problems = _header_violations(self.contract, key, header, known)
         self.violations.extend(problems)
         return not problems
 
@@ -389,8 +471,9 @@ class _VersionBuilder:
                 Violation(
                     rule="too_few_rows",
                     count=accepted,
-                    message=f"{accepted} usable rows after cleaning; "
-                    f"at least {policy.min_rows} needed",
+                    message=f"{accepted} usable rows after cleaning "
+                    f"({self.rows_read} read, {self.duplicates} exact duplicates dropped, "
+                    f"{rejected} broke a row rule); at least {policy.min_rows} needed",
                 )
             )
         empty = [s for s, n in self.split_rows.items() if n == 0]

@@ -2,15 +2,20 @@
 
 CSV cells are read as strings and typed later by the contract, so a bad cell is reported with
 its row instead of failing the whole parse. Memory is bounded by the block size, not the file.
+
+A file that is not comma-separated UTF-8 text (another encoding, a compressed archive, another
+delimiter, binary bytes) is refused with a message that says what it looks like and where, so the
+person who uploaded it knows what to change (docs/decisions.md, "Bad uploads").
 """
 
 from __future__ import annotations
 
 import csv
-import io
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 import pandas as pd
 import pyarrow as pa
@@ -22,6 +27,26 @@ from functions.shared.features import NULL_TOKENS
 
 BLOCK_BYTES = 4 * 1024 * 1024
 PARQUET_BATCH_ROWS = 200_000
+HEADER_BYTES = 1024 * 1024  # the longest header line read; also what a ranged GET fetches
+SCAN_BYTES = 8 * 1024 * 1024
+
+# What a file that is not CSV text starts with, and what to tell the uploader; consulted only
+# once the header has been refused (a CSV column may well be called "PAR1").
+_SIGNATURES: tuple[tuple[bytes, str], ...] = (
+    (b"\x1f\x8b", "gzip-compressed; upload the uncompressed CSV"),
+    (b"PK\x03\x04", "a zip archive; upload the CSV inside it, uncompressed"),
+    (b"BZh", "bzip2-compressed; upload the uncompressed CSV"),
+    (b"\xfd7zXZ\x00", "xz-compressed; upload the uncompressed CSV"),
+    (b"\x28\xb5\x2f\xfd", "zstd-compressed; upload the uncompressed CSV"),
+    (b"PAR1", "a Parquet file; name it .parquet"),
+    (b"\xff\xfe\x00\x00", "UTF-32 text (byte-order mark FF FE 00 00); save it as UTF-8"),
+    (b"\x00\x00\xfe\xff", "UTF-32 text (byte-order mark 00 00 FE FF); save it as UTF-8"),
+    (b"\xff\xfe", "UTF-16 text (byte-order mark FF FE); save it as UTF-8"),
+    (b"\xfe\xff", "UTF-16 text (byte-order mark FE FF); save it as UTF-8"),
+)
+_OTHER_DELIMITERS = {";": "';'", "\t": "tab", "|": "'|'"}
+_ROW_NUMBER = re.compile(r"Row #(\d+)")
+_COLUMN_NUMBER = re.compile(r"CSV column #(\d+)")
 
 
 class UnreadableFileError(DataValidationError):
@@ -37,21 +62,80 @@ class Batch:
 def read_header(path: Path) -> list[str]:
     if path.suffix.lower() == ".parquet":
         try:
-            return list(pq.ParquetFile(path).schema_arrow.names)
+            schema = pq.ParquetFile(path).schema_arrow
         except (pa.ArrowException, OSError) as exc:
             raise UnreadableFileError(f"not a readable Parquet file: {exc}") from None
+        nested = [f"'{f.name}' ({f.type})" for f in schema if pa.types.is_nested(f.type)]
+        if nested:
+            raise UnreadableFileError(
+                f"nested Parquet column(s) {', '.join(nested)}: sluice reads flat columns "
+                "(numbers, text, booleans, dates); flatten or drop them"
+            )
+        return list(schema.names)
     with path.open("rb") as fh:
-        head = fh.readline(1024 * 1024)
-    if not head.strip():
-        raise UnreadableFileError("empty file: no header row")
+        head = fh.read(HEADER_BYTES + 1)
+    return parse_header(head)
+
+
+def parse_header(head: bytes) -> list[str]:
+    """The column names on the first line of a CSV file, from the file's first bytes (at least
+    ``HEADER_BYTES + 1`` of them, or all); raises UnreadableFileError saying what the bytes look
+    like when they are not a CSV header."""
+    line, newline, _ = head.partition(b"\n")
+    if not newline and len(head) > HEADER_BYTES:
+        _refuse(
+            head,
+            f"no end of the header line in the first {HEADER_BYTES // 1024} KiB: "
+            "not a CSV file, or one without line breaks",
+        )
+    if not line.strip():
+        _refuse(
+            head,
+            "empty file: no header row"
+            if not head.strip()
+            else "line 1 is blank: the header must be the first line",
+        )
     try:
-        text = head.decode("utf-8-sig")
+        text = line.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise UnreadableFileError(f"header is not UTF-8 text: {exc}") from None
-    if "\x00" in text:
-        raise UnreadableFileError("binary content where a CSV header was expected")
-    names = next(csv.reader(io.StringIO(text)))
+        _refuse(
+            head,
+            f"header (line 1) is not UTF-8 text: byte 0x{line[exc.start]:02x} at byte "
+            f"{exc.start}; save the file as UTF-8 (was it Latin-1 or Windows-1252?)",
+        )
+    text = text.rstrip("\r")
+    if "\r" in text:
+        _refuse(head, "lines end in a bare CR (old Mac style): save the file with LF or CRLF")
+    control = next((c for c in text if ord(c) < 32 and c != "\t"), None)
+    if control is not None:
+        _refuse(
+            head,
+            f"binary content where a CSV header was expected: byte 0x{ord(control):02x} "
+            f"at character {text.index(control)} of line 1",
+        )
+    try:
+        names = next(csv.reader([text]))
+    except (csv.Error, StopIteration) as exc:
+        _refuse(head, f"header (line 1) is not a CSV row: {exc}")
+    if len(names) == 1:
+        for delimiter, shown in _OTHER_DELIMITERS.items():
+            if delimiter in names[0]:
+                _refuse(
+                    head,
+                    f"the header (line 1) is one column holding {shown}: the file looks "
+                    f"{shown}-separated; sluice reads comma-separated CSV",
+                )
     return [n.strip() for n in names]
+
+
+def _refuse(head: bytes, problem: str) -> NoReturn:
+    for magic, looks_like in _SIGNATURES:
+        if head.startswith(magic):
+            raise UnreadableFileError(f"not CSV text: the file is {looks_like}")
+    sample = head[:64]
+    if len(sample) >= 8 and sample[1::2].count(0) == len(sample[1::2]):
+        raise UnreadableFileError("not CSV text: the file looks UTF-16 encoded; save it as UTF-8")
+    raise UnreadableFileError(problem)
 
 
 def iter_batches(path: Path, columns: list[str]) -> Iterator[Batch]:
@@ -63,6 +147,9 @@ def iter_batches(path: Path, columns: list[str]) -> Iterator[Batch]:
 
 
 def _csv_batches(path: Path, columns: list[str]) -> Iterator[Batch]:
+    if not _has_rows(path):
+        return
+    _refuse_nul_bytes(path)
     read = pacsv.ReadOptions(column_names=columns, skip_rows=1, block_size=BLOCK_BYTES)
     convert = pacsv.ConvertOptions(
         column_types={c: pa.string() for c in columns},
@@ -77,7 +164,69 @@ def _csv_batches(path: Path, columns: list[str]) -> Iterator[Batch]:
             yield Batch(frame=frame, first_row=row)
             row += len(frame)
     except pa.ArrowInvalid as exc:
-        raise UnreadableFileError(f"CSV parse error after data row {row - 1}: {exc}") from None
+        raise UnreadableFileError(_describe_csv_error(path, columns, exc)) from None
+
+
+def _has_rows(path: Path) -> bool:
+    """Whether anything follows the header line (Arrow refuses a file that is only a header
+    without a line break; that file is empty, not unreadable)."""
+    with path.open("rb") as fh:
+        fh.readline()
+        return bool(fh.read(1))
+
+
+def _refuse_nul_bytes(path: Path) -> None:
+    """NUL bytes are binary content, not text: refuse them instead of loading them as cells."""
+    line = 1
+    with path.open("rb") as fh:
+        while chunk := fh.read(SCAN_BYTES):
+            at = chunk.find(b"\x00")
+            if at >= 0:
+                line += chunk.count(b"\n", 0, at)
+                raise UnreadableFileError(
+                    f"binary content: NUL byte at line {line} (data row {line - 1}); "
+                    "a CSV file is text"
+                )
+            line += chunk.count(b"\n")
+
+
+def _describe_csv_error(path: Path, columns: list[str], exc: pa.ArrowInvalid) -> str:
+    """Arrow's message with the line it is about: the streaming reader does not say, so the
+    failure path reads the file again, serially, to find it."""
+    message = str(exc)
+    if "invalid UTF8" in message:
+        line = _first_non_utf8_line(path)
+        where = f" at line {line} (data row {line - 1})" if line else ""
+        column = _COLUMN_NUMBER.search(message)
+        if column and int(column.group(1)) < len(columns):
+            where += f", column '{columns[int(column.group(1))]}'"
+        return f"not UTF-8 text{where}; save the file as UTF-8 (was it Latin-1 or Windows-1252?)"
+    if not _ROW_NUMBER.search(message):
+        serial = pacsv.ReadOptions(
+            column_names=columns, skip_rows=1, block_size=BLOCK_BYTES, use_threads=False
+        )
+        convert = pacsv.ConvertOptions(column_types={c: pa.string() for c in columns})
+        try:
+            for _ in pacsv.open_csv(path, read_options=serial, convert_options=convert):
+                pass
+        except pa.ArrowInvalid as again:
+            message = str(again)
+    found = _ROW_NUMBER.search(message)
+    if found:
+        line = int(found.group(1))
+        detail = _ROW_NUMBER.sub("", message.removeprefix("CSV parse error: ")).lstrip(": ")
+        return f"CSV parse error at line {line} (data row {line - 1}): {detail}"
+    return f"CSV parse error: {message}"
+
+
+def _first_non_utf8_line(path: Path) -> int | None:
+    with path.open("rb") as fh:
+        for number, raw in enumerate(fh, start=1):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError:
+                return number
+    return None
 
 
 def _parquet_batches(path: Path) -> Iterator[Batch]:

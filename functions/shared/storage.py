@@ -59,6 +59,14 @@ class ObjectStore(ABC):
     @abstractmethod
     def upload(self, src: Path, bucket: str, key: str) -> None: ...
 
+    def read_head(
+        self, bucket: str, key: str, max_bytes: int, version_id: str | None = None
+    ) -> bytes:
+        """The first ``max_bytes`` of an object (fewer if it is shorter), without fetching the
+        rest: how an object too large to download still gets its header checked. This default
+        reads the whole object; adapters for real stores override it with a ranged read."""
+        return self.get_bytes(bucket, key)[:max_bytes]
+
 
 def sha256_stream(source: BinaryIO, sink: BinaryIO | None = None) -> str:
     digest = hashlib.sha256()
@@ -116,6 +124,16 @@ class S3ObjectStore(ObjectStore):
 
     def upload(self, src: Path, bucket: str, key: str) -> None:
         self._s3.upload_file(str(src), bucket, key)
+
+    def read_head(
+        self, bucket: str, key: str, max_bytes: int, version_id: str | None = None
+    ) -> bytes:
+        extra = {"VersionId": version_id} if version_id else {}
+        response = self._s3.get_object(
+            Bucket=bucket, Key=key, Range=f"bytes=0-{max_bytes - 1}", **extra
+        )
+        head: bytes = response["Body"].read(max_bytes)
+        return head
 
 
 def _real_version(version_id: str | None) -> str | None:

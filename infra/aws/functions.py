@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import Duration, RemovalPolicy, Size
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
@@ -56,6 +56,7 @@ class SluiceFunction(Construct):
         layers: Layers,
         environment: Mapping[str, str],
         memory_mb: int = 512,
+        ephemeral_storage_mb: int | None = None,  # /tmp; Lambda's default is 512 MB
         timeout: Duration = DEFAULT_TIMEOUT,
         reserved_concurrency: int | None = None,
         snap_start: bool = False,
@@ -92,6 +93,9 @@ class SluiceFunction(Construct):
             role=self.role,
             environment={**environment, "POWERTOOLS_METRICS_NAMESPACE": "Sluice"},
             memory_size=memory_mb,
+            ephemeral_storage_size=(
+                Size.mebibytes(ephemeral_storage_mb) if ephemeral_storage_mb else None
+            ),
             timeout=timeout,
             tracing=lambda_.Tracing.ACTIVE,
             log_group=self.log_group,

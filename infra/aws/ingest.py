@@ -21,6 +21,7 @@ from infra.aws.storage import Storage, grant_read, grant_write
 from infra.topology import Topology, upload_event_pattern
 
 PREPROCESS_CONCURRENCY = 5  # uploads are rare; a burst must not starve the account's pool
+PREPROCESS_TMP_MB = 10_240  # Lambda's most; the default 512 MB held no 1 GiB upload
 
 
 class Ingest(Construct):
@@ -45,6 +46,9 @@ class Ingest(Construct):
             layers=layers,
             environment=topology.preprocess_environment(),
             memory_mb=3008,
+            # /tmp holds one downloaded data file (at most Policy.max_upload_bytes, 1 GiB) and
+            # the splits of the whole dataset; docs/decisions.md, "Upload size cap"
+            ephemeral_storage_mb=PREPROCESS_TMP_MB,
             timeout=Duration.minutes(15),
             reserved_concurrency=PREPROCESS_CONCURRENCY,
         )

@@ -139,6 +139,15 @@ def test_uploads_under_data_reach_preprocess_with_retries_and_a_dead_letter_queu
     assert preprocess["ReservedConcurrentExecutions"] == 5
 
 
+def test_preprocess_tmp_holds_the_largest_upload_and_its_splits(synthesized: Synthesized) -> None:
+    # docs/decisions.md, "Upload size cap": the downloaded file plus the dataset's splits
+    from functions.preprocess.logic import Policy
+
+    preprocess = _ours(synthesized)["preprocess"]
+    assert preprocess["EphemeralStorage"] == {"Size": 10_240}
+    assert preprocess["EphemeralStorage"]["Size"] * 2**20 >= 4 * Policy().max_upload_bytes
+
+
 # -- training pipeline --------------------------------------------------------------------------
 
 

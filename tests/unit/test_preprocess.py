@@ -7,48 +7,13 @@ import json
 
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 import pytest
 
 from functions.preprocess import reader
-from functions.preprocess.logic import PreprocessOutcome, process_upload
-from functions.shared import layout
+from functions.preprocess.logic import PreprocessOutcome
 from functions.shared.orchestration import RunInput
-from tests.builders import ARTIFACTS, RAW, churn_frame, contract_bytes, csv_bytes, upload_of
-from tests.fakes import InMemoryObjectStore, RecordingOrchestrator
-
-
-class World:
-    """A raw bucket, an artifacts bucket and a pipeline, all in memory."""
-
-    def __init__(self) -> None:
-        self.store = InMemoryObjectStore()
-        self.pipeline = RecordingOrchestrator()
-
-    def contract(self, dataset: str = "churn", **overrides: object) -> None:
-        self.store.put(RAW, layout.contract_key(dataset), contract_bytes(**overrides))
-
-    def upload(self, key: str, data: bytes) -> PreprocessOutcome:
-        info = self.store.put(RAW, key, data)
-        return self.process(info)
-
-    def process(self, info: object) -> PreprocessOutcome:
-        return process_upload(
-            upload_of(info),  # type: ignore[arg-type]
-            store=self.store,
-            orchestrator=self.pipeline,
-            artifacts_bucket=ARTIFACTS,
-        )
-
-    def split(self, outcome: PreprocessOutcome, name: str) -> pd.DataFrame:
-        assert outcome.dataset and outcome.dataset_version
-        key = layout.split_key(outcome.dataset, outcome.dataset_version, name)
-        return pq.read_table(io.BytesIO(self.store.get_bytes(ARTIFACTS, key))).to_pandas()
-
-    def report(self, outcome: PreprocessOutcome) -> dict[str, object]:
-        assert outcome.report_key
-        report: dict[str, object] = json.loads(self.store.get_bytes(ARTIFACTS, outcome.report_key))
-        return report
+from tests.builders import ARTIFACTS, RAW, World, churn_frame, csv_bytes
+from tests.builders import assert_rejected as _rejected
 
 
 @pytest.fixture
@@ -279,18 +244,6 @@ def test_a_few_bad_rows_are_dropped_and_reported_in_the_manifest(world: World) -
 
 
 # --- rejections ------------------------------------------------------------------------------
-
-
-def _rejected(world: World, key: str, data: bytes) -> dict[str, object]:
-    outcome = world.upload(key, data)
-    assert outcome.status == "rejected", outcome
-    # the raw object is exactly as uploaded, nothing trained, report where the user looks
-    assert world.store.get_bytes(RAW, key) == data
-    assert len(world.store.objects[(RAW, key)]) == 1
-    assert world.pipeline.runs == {}
-    assert outcome.report_key == f"churn/rejected/{outcome.run_name}.json"
-    assert world.store.keys(ARTIFACTS, "churn/versions/") == []
-    return world.report(outcome)
 
 
 def _rules(report: dict[str, object]) -> set[str]:
