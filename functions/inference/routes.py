@@ -173,7 +173,8 @@ def create_app(deps: Callable[[], Deps]) -> APIGatewayRestResolver:
             200: {
                 "description": "OpenAPI 3.1 document",
                 "content": {content_types.APPLICATION_JSON: {"schema": {"type": "object"}}},
-            }
+            },
+            **_errors(),
         },
     )
     def openapi_document() -> Response[str]:
@@ -254,22 +255,47 @@ _FEEDBACK_BODY: dict[str, Any] = {
 
 
 def _errors(*codes: int) -> dict[int, OpenAPIResponse]:
+    """The function's refusals ``codes``, in ``ErrorResponse``, and API Gateway's own 403."""
     reasons = {
         400: "Malformed JSON body or path parameter",
         404: "Unknown dataset or version, no live model, or a version the gate rejected",
-        413: "Body over 1 MiB or more instances (or feedback items) than allowed",
+        413: "Body over 1 MiB or more instances (or feedback items) than allowed; a body over "
+        "API Gateway's 10 MB limit is refused by API Gateway itself, in its own format",
         415: "Content-Type is not application/json",
         422: "Instances do not match the model's features, or feedback does not fit the model",
         503: "The model cannot be loaded and no earlier model can answer, or feedback cannot "
         "be stored",
     }
-    return {
+    responses: dict[int, OpenAPIResponse] = {
         code: {
             "description": reasons[code],
             "content": {content_types.APPLICATION_JSON: {"model": ErrorResponse}},
         }
         for code in codes
     }
+    if 413 in responses:
+        responses[413]["content"] = {
+            content_types.APPLICATION_JSON: {
+                "schema": {"anyOf": [{"$ref": _ERROR_RESPONSE_REF}, _GATEWAY_MESSAGE]}
+            }
+        }
+    responses[403] = {
+        "description": "No valid API key in x-api-key: refused by API Gateway before the function "
+        "runs, in API Gateway's format",
+        "content": {content_types.APPLICATION_JSON: {"schema": _GATEWAY_MESSAGE}},
+    }
+    return responses
+
+
+# What API Gateway answers when it refuses a request itself (403 without a valid API key, 413
+# over its 10 MB payload limit): ``{"message": "Forbidden"}``, not the function's ErrorResponse.
+_GATEWAY_MESSAGE: dict[str, Any] = {
+    "type": "object",
+    "title": "GatewayMessage",
+    "properties": {"message": {"type": "string"}},
+    "required": ["message"],
+}
+_ERROR_RESPONSE_REF = "#/components/schemas/ErrorResponse"
 
 
 def _ok(description: str, model: type[BaseModel] | None = None) -> dict[int, OpenAPIResponse]:

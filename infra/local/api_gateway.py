@@ -2,9 +2,13 @@
 proxy event API Gateway would send, the proxy response written back as HTTP.
 
 Like API Gateway with an API key required, a request without the configured ``x-api-key`` gets
-403 ``{"message": "Forbidden"}`` before the function runs; bodies over API Gateway's 10 MB
-payload limit get 413 without being read. Like API Gateway, every response the function gives
-carries the event's ``requestContext.requestId`` in ``x-amzn-RequestId``.
+403 ``{"message": "Forbidden"}`` before the function runs (the key compared in constant time);
+bodies over API Gateway's 10 MB payload limit get 413 without being read. A ``Content-Length``
+that is not a decimal number gets 400 and the connection is closed (where the body ends is
+unknown). A function that raises gets 502 ``{"message": "Internal server error"}``, as API
+Gateway answers a failed Lambda invocation, and the server keeps serving. Like API Gateway,
+every response the function gives carries the event's ``requestContext.requestId`` in
+``x-amzn-RequestId``.
 
 With an ``ssl_context`` (e.g. ``local_certificate(...).server_context()`` from
 :mod:`infra.local.tls`) it serves HTTPS instead. Each connection's TLS handshake happens in that
@@ -14,7 +18,10 @@ only itself; a plain-HTTP request gets a 400 naming the ``https://`` URL to use.
 
 from __future__ import annotations
 
+import hmac
 import json
+import logging
+import re
 import socket
 import ssl
 import threading
@@ -29,7 +36,9 @@ MAX_PAYLOAD_BYTES = 10 * 1024 * 1024
 REQUEST_ID_HEADER = "x-amzn-RequestId"
 HANDSHAKE_SECONDS = 10.0
 _TLS_HANDSHAKE_RECORD = b"\x16"  # the first byte a TLS client sends
+_CONTENT_LENGTH = re.compile(r"[0-9]+")  # RFC 9110: 1*DIGIT, nothing else
 LambdaHandler = Callable[[dict[str, Any], Any], dict[str, Any]]
+_log = logging.getLogger(__name__)
 
 
 class LocalApiGateway:
@@ -149,11 +158,16 @@ def _request_handler(
 
         def _serve(self) -> None:
             headers = {k.lower(): v for k, v in self.headers.items()}
-            if api_key is not None and headers.get("x-api-key") != api_key:
-                self._drain(headers)
+            length = _content_length(self.headers.get_all("content-length") or [])
+            if length is None:  # where the body ends is unknown: answer, then hang up
+                self.close_connection = True
+                body = json.dumps({"message": "Invalid Content-Length"}).encode()
+                self._reply(400, {"content-type": "application/json"}, body)
+                return
+            if api_key is not None and not _same_key(headers.get("x-api-key"), api_key):
+                self._drain(length)
                 self._reply(403, {"content-type": "application/json"}, b'{"message":"Forbidden"}')
                 return
-            length = int(headers.get("content-length") or 0)
             if length > MAX_PAYLOAD_BYTES:
                 self.close_connection = True
                 body = json.dumps({"message": "Request Too Long"}).encode()
@@ -170,7 +184,13 @@ def _request_handler(
                 source_ip=self.client_address[0],
                 api_key=headers.get("x-api-key"),
             )
-            response = read_response(handler(event, context()))
+            try:
+                response = read_response(handler(event, context()))
+            except Exception:  # API Gateway's answer to a Lambda invocation that failed
+                _log.exception("the function raised; answering 502")
+                body = json.dumps({"message": "Internal server error"}).encode()
+                self._reply(502, {"content-type": "application/json"}, body)
+                return
             reply_headers = {
                 name: value
                 for name, value in response.headers.items()
@@ -179,8 +199,7 @@ def _request_handler(
             reply_headers[REQUEST_ID_HEADER] = event["requestContext"]["requestId"]
             self._reply(response.status, reply_headers, response.body)
 
-        def _drain(self, headers: dict[str, str]) -> None:
-            length = int(headers.get("content-length") or 0)
+        def _drain(self, length: int) -> None:
             if 0 < length <= MAX_PAYLOAD_BYTES:
                 self.rfile.read(length)
             elif length:
@@ -193,12 +212,41 @@ def _request_handler(
                     self.send_header(name, value)
             self.send_header("content-length", str(len(body)))
             self.end_headers()
-            self.wfile.write(body)
+            if self.command != "HEAD":  # a HEAD answer has the GET answer's head, never a body
+                self.wfile.write(body)
 
         # http.server dispatches on these names.
-        do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _serve  # noqa: N815
+        do_GET = do_HEAD = do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _serve  # noqa: N815
 
         def log_message(self, format: str, *args: Any) -> None:
             """Quiet: the function's own structured logs say what happened."""
 
     return Handler
+
+
+def _content_length(values: list[str]) -> int | None:
+    """The body's length from the ``Content-Length`` headers: 0 without one, None unless every
+    one is the same decimal number (not negative, signed, hexadecimal, a list, empty; two that
+    differ are how requests are smuggled past a proxy). ``int()`` alone would take ``-5``, ``+5``
+    or ``5_0``, and ``rfile.read(-5)`` reads until the client hangs up."""
+    lengths = {value.strip() for value in values}
+    if not lengths:
+        return 0
+    if len(lengths) > 1:
+        return None
+    (value,) = lengths
+    if not _CONTENT_LENGTH.fullmatch(value):
+        return None
+    # int() refuses over 4300 digits; 13 significant digits already say "over any limit".
+    return int(value.lstrip("0")[:13] or "0")
+
+
+def _same_key(sent: str | None, expected: str) -> bool:
+    """The request's ``x-api-key`` against the configured key, in time independent of where they
+    differ. As bytes: ``hmac.compare_digest`` refuses ``str`` with non-ASCII characters, which a
+    header may hold."""
+    if sent is None:
+        return False
+    return hmac.compare_digest(
+        sent.encode("utf-8", "surrogateescape"), expected.encode("utf-8", "surrogateescape")
+    )

@@ -734,7 +734,7 @@ def test_the_openapi_document_is_served_and_documents_every_route(api: Api) -> N
     dataset_param = predict["parameters"][0]
     assert dataset_param["schema"]["pattern"].startswith("^[A-Za-z0-9]")
     feedback = paths["/v1/models/{dataset}:feedback"]["post"]
-    assert set(feedback["responses"]) == {"202", "400", "404", "413", "415", "422", "503"}
+    assert set(feedback["responses"]) == {"202", "400", "403", "404", "413", "415", "422", "503"}
     feedback_schema = feedback["requestBody"]["content"]["application/json"]["schema"]
     assert feedback_schema["required"] == ["feedback"]
     item = feedback_schema["properties"]["feedback"]["items"]  # inlined: no dangling $ref
