@@ -99,54 +99,51 @@ class Monitoring(Construct):
             statistic="Sum",
             period=period,
         )
-        # Named, not CloudFormation's `<stack>-<id>-<random>`, which would start with the
-        # retraining alarms' prefix (infra/alarms.py) and so reach the retrain function.
+
+        def any_in_five_minutes(
+            construct_id: str, name: str, description: str, metric: cloudwatch.IMetric
+        ) -> cloudwatch.Alarm:
+            """An alarm on one occurrence in a five-minute period, quiet without data. Named,
+            not CloudFormation's `<stack>-<id>-<random>`, which would start with the retraining
+            alarms' prefix (infra/alarms.py) and so reach the retrain function."""
+            return cloudwatch.Alarm(
+                self,
+                construct_id,
+                alarm_name=f"sluice-{name}-{topology.stage}",
+                alarm_description=description,
+                metric=metric,
+                threshold=1,
+                evaluation_periods=1,
+                comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+                treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+            )
+
         self.alarms = [
-            cloudwatch.Alarm(
-                self,
+            any_in_five_minutes(
                 "RunsFailed",
-                alarm_name=f"sluice-runs-failed-{topology.stage}",
-                alarm_description="a pipeline run failed (not a gate refusal: those succeed)",
-                metric=failed_runs,
-                threshold=1,
-                evaluation_periods=1,
-                comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
-                treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+                "runs-failed",
+                "a pipeline run failed (not a gate refusal: those succeed)",
+                failed_runs,
             ),
-            cloudwatch.Alarm(
-                self,
+            any_in_five_minutes(
                 "UploadsDeadLettered",
-                alarm_name=f"sluice-uploads-dead-lettered-{topology.stage}",
-                alarm_description="an upload event failed preprocessing three times",
-                metric=dead_letters,
-                threshold=1,
-                evaluation_periods=1,
-                comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
-                treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+                "uploads-dead-lettered",
+                "an upload event failed preprocessing three times",
+                dead_letters,
             ),
-            cloudwatch.Alarm(
-                self,
+            any_in_five_minutes(
                 "ModelIntegrityFailed",
-                alarm_name=f"sluice-model-integrity-{topology.stage}",
-                alarm_description="a model file did not match its registered sha256 and was "
-                "refused: altered after promotion, or corrupted in the artifacts bucket",
-                metric=integrity_failures,
-                threshold=1,
-                evaluation_periods=1,
-                comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
-                treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+                "model-integrity",
+                "a model file did not match its registered sha256 and was refused: altered "
+                "after promotion, or corrupted in the artifacts bucket",
+                integrity_failures,
             ),
-            cloudwatch.Alarm(
-                self,
+            any_in_five_minutes(
                 "RetrainEventsDeadLettered",
-                alarm_name=f"sluice-retrain-dead-lettered-{topology.stage}",
-                alarm_description="an alarm or run-end event failed the retrain function three "
-                "times: no retraining decision was recorded for it",
-                metric=retrain_dead_letters,
-                threshold=1,
-                evaluation_periods=1,
-                comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
-                treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+                "retrain-dead-lettered",
+                "an alarm or run-end event failed the retrain function three times: no "
+                "retraining decision was recorded for it",
+                retrain_dead_letters,
             ),
         ]
         retraining_row: list[cloudwatch.IWidget] = [

@@ -8,11 +8,19 @@ import json
 import threading
 from typing import Any
 
+import pytest
+
+from functions.preprocess import handler
 from tests.builders import churn_frame, contract_bytes, csv_bytes
 from tests.integration.conftest import Aws
 from tests.integration.test_preprocess_handler import delivered_events, executions, invoke
 
 DELIVERIES = 10
+
+
+@pytest.fixture(autouse=True)
+def _fresh_clients() -> None:
+    handler._deps.cache_clear()  # clients must be built inside each moto context
 
 
 def _data_events(aws: Aws) -> list[dict[str, Any]]:
