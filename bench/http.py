@@ -20,7 +20,6 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import queue
 import signal
 import socket
 import statistics
@@ -37,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.report import Figure, Section, run_cli
+from tests.processes import ChildProcess
 
 HOST = "127.0.0.1"
 API_KEY = "bench-key"
@@ -169,42 +169,22 @@ def serve_floor(port: int, body_bytes: int) -> None:
 # -- sluice up, in its own process --------------------------------------------------------------
 
 
-class _Process:
-    """A child process whose stdout lines are read on a thread, so a wait has a deadline."""
-
+class _Process(ChildProcess):
     def __init__(self, command: list[str]) -> None:
-        self.process = subprocess.Popen(
+        super().__init__(
             command,
             cwd=Path(__file__).resolve().parents[1],
             env={**os.environ, "POWERTOOLS_LOG_LEVEL": "WARNING"},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
         )
-        self.lines: list[str] = []
-        self._arrived: queue.Queue[str | None] = queue.Queue()
-        threading.Thread(target=self._pump, daemon=True).start()
-
-    def _pump(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self._arrived.put(line)
-        self._arrived.put(None)
 
     def wait_for(self, prefix: str, seconds: float) -> None:
-        deadline = time.monotonic() + seconds
-        while not any(line.startswith(prefix) for line in self.lines):
-            try:
-                line = self._arrived.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                raise BenchError(f"no {prefix!r} after {seconds:.0f} s:\n{self.said}") from None
-            if line is None:
-                raise BenchError(f"the process ended early:\n{self.said}")
-            self.lines.append(line)
-
-    @property
-    def said(self) -> str:
-        return "".join(self.lines)
+        self.wait(
+            lambda lines: any(line.startswith(prefix) for line in lines),
+            seconds,
+            timed_out=f"no {prefix!r} after {seconds:.0f} s",
+            ended="the process ended early",
+            error=BenchError,
+        )
 
     def stop(self) -> None:
         if self.process.poll() is None:

@@ -483,13 +483,19 @@ def bytecode_compiler(spec: FunctionSpec) -> tuple[Path, str] | None:
             file=sys.stderr,
         )
         return None
-    release = subprocess.run(
+    return python, _release(python)
+
+
+@functools.cache
+def _release(python: Path) -> str:
+    """``3.12.1``: asked once per interpreter, not at every ``layer_zip`` (synth asks per
+    function)."""
+    return subprocess.run(
         [str(python), "-c", "import platform; print(platform.python_version())"],
         capture_output=True,
         text=True,
         check=True,
     ).stdout.strip()
-    return python, release
 
 
 def layer_bytecode(tree: Path, python: Path) -> None:

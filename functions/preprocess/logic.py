@@ -15,11 +15,11 @@ import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote_plus
 
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pydantic import BaseModel
 
@@ -52,7 +52,7 @@ from functions.preprocess.reader import (
 from functions.shared import layout
 from functions.shared.contract import Contract, FeatureKind, parse_contract
 from functions.shared.errors import ContractError, DataValidationError
-from functions.shared.features import DatasetSchema, FeatureSpec
+from functions.shared.features import MISSING_CATEGORY, DatasetSchema, FeatureSpec
 from functions.shared.orchestration import Orchestrator
 from functions.shared.runs import (
     data_sources,
@@ -336,6 +336,7 @@ class _VersionBuilder:
         self.sources: list[SourceFile] = []
         self.features: list[FeatureSpec] | None = None
         self.cleaner: BatchCleaner | None = None
+        self._profile: dict[str, Any] | None = None
         self.writers: dict[str, pq.ParquetWriter] = {}
         self.split_rows = dict.fromkeys(SPLITS, 0)
         self.rows_read = 0
@@ -511,27 +512,30 @@ class _VersionBuilder:
         return found
 
     def _all_missing_features(self) -> list[Violation]:
-        """Features without a single value in the train split; read one column at a time (the
-        whole split at once was the largest allocation of a 300 MB upload)."""
-        assert self.features is not None
-        train = pq.ParquetFile(self.work / "train" / "part-0.parquet")
+        """Features without a single value in the train split, read off its profile (which
+        ``upload`` writes): one pass over the split, one column at a time, for both."""
         found = []
-        for spec in self.features:
-            col = train.read(columns=[spec.name]).column(0)
+        for name, feature in self._train_profile().get("features", {}).items():
             empty = (
-                col.null_count == len(col) or bool(pc.all(pc.is_nan(col)).as_py())
-                if spec.kind is FeatureKind.NUMERIC
-                else bool(pc.all(pc.equal(col, "__missing__")).as_py())
+                feature["missing"] == feature["count"]
+                if feature["kind"] == "numeric"
+                else feature["cardinality"] == 1 and MISSING_CATEGORY in feature["shares"]
             )
             if empty:
                 found.append(
                     Violation(
                         rule="all_missing",
-                        column=spec.name,
-                        message=f"feature '{spec.name}' has no values at all",
+                        column=name,
+                        message=f"feature '{name}' has no values at all",
                     )
                 )
         return found
+
+    def _train_profile(self) -> dict[str, Any]:
+        """The train split's profile (the drift baseline), built once the split is written."""
+        if self._profile is None:
+            self._profile = build_profile(self.work / "train" / "part-0.parquet", self.schema())
+        return self._profile
 
     # -- writing ----------------------------------------------------------------------------
     def schema(self) -> DatasetSchema:
@@ -558,8 +562,8 @@ class _VersionBuilder:
         # The train channel is self-describing: SageMaker sees only the channel's prefix.
         store.put_bytes(bucket, f"{prefix}train/dataset.json", schema_json)
         store.put_bytes(bucket, f"{prefix}dataset.json", schema_json)
-        profile = build_profile(self.work / "train" / "part-0.parquet", self.schema())
-        store.put_bytes(bucket, f"{prefix}profile.json", json.dumps(profile, indent=2).encode())
+        profile = json.dumps(self._train_profile(), indent=2).encode()
+        store.put_bytes(bucket, f"{prefix}profile.json", profile)
         rejected: dict[str, int] = {}
         for entry in self.issues.entries():
             rejected[entry.rule] = rejected.get(entry.rule, 0) + entry.count

@@ -238,6 +238,8 @@ def _batch_put(dynamodb: Any, table: str, items: list[dict[str, Any]]) -> None:
 
 
 def write_atomically(path: Path, data: bytes) -> None:
+    """Readers see the old file or the new one, never half of one; the file is readable by this
+    user only (the temporary file is created 0600 and the replace keeps its mode)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=path.parent, delete=False) as sink:
         sink.write(data)

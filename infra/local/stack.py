@@ -505,13 +505,11 @@ class LocalStack:
             "artifacts_bucket": topology.artifacts_bucket,
             "registry_table": topology.registry_table,
         }
-        self.config.state_dir.mkdir(parents=True, exist_ok=True)
-        # It holds the API key: readable by this user only, as the TLS key is (tls.py).
-        path = self.config.state_dir / LOCAL_FILE
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        os.fchmod(descriptor, 0o600)  # an existing file keeps its mode through O_CREAT
-        with os.fdopen(descriptor, "w") as sink:
-            sink.write(json.dumps(document, indent=2) + "\n")
+        # It holds the API key: write_atomically's temporary file is created 0600, and the
+        # replace keeps that mode, so only this user can read it (as the TLS key, tls.py).
+        write_atomically(
+            self.config.state_dir / LOCAL_FILE, (json.dumps(document, indent=2) + "\n").encode()
+        )
 
     def _append(self, name: str, record: dict[str, Any]) -> None:
         self.config.state_dir.mkdir(parents=True, exist_ok=True)

@@ -8,12 +8,10 @@ import io
 import ipaddress
 import json
 import os
-import queue
 import signal
 import ssl
 import subprocess
 import sys
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -39,6 +37,7 @@ from infra.local.stack import (
 )
 from infra.topology import Topology
 from tests.builders import churn_frame, contract_bytes, csv_bytes
+from tests.processes import ChildProcess
 
 API_KEY = "e2e-key"
 WAIT_SECONDS = 180
@@ -381,9 +380,8 @@ def test_state_survives_a_restart_and_a_pending_run_resumes(
         assert third.idle() and third.runs == []
 
 
-class SluiceUp:
-    """``sluice up`` in a subprocess, as a user runs it; its lines are read on a thread so that a
-    wait can give up at a deadline rather than hang."""
+class SluiceUp(ChildProcess):
+    """``sluice up`` in a subprocess, as a user runs it."""
 
     def __init__(self, state_dir: Path, aws_port: int, api_port: int, *flags: str) -> None:
         command = [
@@ -391,47 +389,26 @@ class SluiceUp:
             "--aws-port", str(aws_port), "--api-port", str(api_port),
             "--api-key", API_KEY, "--state-dir", str(state_dir), *flags,
         ]  # fmt: skip
-        self.process = subprocess.Popen(
+        super().__init__(
             command,
             cwd=Path(__file__).resolve().parents[2],
             env={**os.environ, "POWERTOOLS_LOG_LEVEL": "WARNING"},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
         )
-        self.lines: list[str] = []
-        self._arrived: queue.Queue[str | None] = queue.Queue()
-        threading.Thread(target=self._pump, daemon=True).start()
-
-    def _pump(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self._arrived.put(line)
-        self._arrived.put(None)
 
     def read_until(self, done: Callable[[list[str]], bool]) -> None:
-        deadline = time.monotonic() + WAIT_SECONDS
-        while not done(self.lines):
-            try:
-                line = self._arrived.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                raise AssertionError(f"timed out; sluice up said:\n{self.said}") from None
-            if line is None:
-                raise AssertionError(f"sluice up ended early:\n{self.said}")
-            self.lines.append(line)
-
-    @property
-    def said(self) -> str:
-        return "".join(self.lines)
+        self.wait(
+            done,
+            WAIT_SECONDS,
+            timed_out="timed out; sluice up said",
+            ended="sluice up ended early",
+            error=AssertionError,
+        )
 
     def interrupt(self) -> str:
         """Ctrl-C; the rest of what it says."""
         self.process.send_signal(signal.SIGINT)
         self.process.wait(timeout=60)
-        rest = []
-        while (line := self._arrived.get(timeout=10)) is not None:
-            rest.append(line)
-        return "".join(rest)
+        return self.rest()
 
     def kill(self) -> None:
         self.process.kill()

@@ -1,0 +1,66 @@
+"""A child process a test or a benchmark drives by what it prints (``sluice up``, a server)."""
+
+from __future__ import annotations
+
+import queue
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+
+class ChildProcess:
+    """A child process whose output lines (stdout and stderr together) are read on a thread,
+    so that a wait can give up at a deadline rather than hang."""
+
+    def __init__(self, command: list[str], *, cwd: Path, env: Mapping[str, str]) -> None:
+        self.process = subprocess.Popen(
+            command,
+            cwd=cwd,
+            env=dict(env),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self.lines: list[str] = []
+        self._arrived: queue.Queue[str | None] = queue.Queue()
+        threading.Thread(target=self._pump, daemon=True).start()
+
+    def _pump(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self._arrived.put(line)
+        self._arrived.put(None)
+
+    def wait(
+        self,
+        done: Callable[[list[str]], bool],
+        seconds: float,
+        *,
+        timed_out: str,
+        ended: str,
+        error: Callable[[str], Exception],
+    ) -> None:
+        """Read lines until ``done(lines)``; ``error(timed_out or ended + what it said)`` when
+        the deadline passes or the process ends first."""
+        deadline = time.monotonic() + seconds
+        while not done(self.lines):
+            try:
+                line = self._arrived.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                raise error(f"{timed_out}:\n{self.said}") from None
+            if line is None:
+                raise error(f"{ended}:\n{self.said}")
+            self.lines.append(line)
+
+    @property
+    def said(self) -> str:
+        return "".join(self.lines)
+
+    def rest(self, seconds: float = 10) -> str:
+        """Once the process has ended: what it printed that no wait read."""
+        rest = []
+        while (line := self._arrived.get(timeout=seconds)) is not None:
+            rest.append(line)
+        return "".join(rest)
