@@ -22,7 +22,9 @@ from typing import Any
 import boto3
 import pyarrow.parquet as pq
 import pytest
+from pydantic import ValidationError
 
+from functions.shared.registry import LivePointer
 from functions.shared.registry_dynamodb import DynamoDBRegistry
 from infra.cli import main
 from infra.local.stack import (
@@ -70,6 +72,18 @@ def stack(tmp_path: Path, environment: None) -> Iterator[LocalStack]:
     lines: list[str] = []
     with LocalStack(_config(tmp_path / ".sluice"), log=lines.append) as running:
         yield running
+
+
+def live_pointer(registry: DynamoDBRegistry, dataset: str) -> LivePointer | None:
+    """The live pointer as a client reads it while the stack may be promoting. moto applies a
+    transaction's UpdateItem attribute by attribute, so a GetItem from another thread can find
+    the item holding its key alone, which DynamoDB never shows: such a read is retried."""
+    for _ in range(50):
+        try:
+            return registry.live(dataset)
+        except ValidationError:
+            time.sleep(0.02)
+    return registry.live(dataset)
 
 
 def _wait_for(condition: Callable[[], Any], what: str, stack: LocalStack) -> Any:
@@ -146,7 +160,7 @@ def test_an_upload_becomes_a_live_model_answering_over_http(
 
     # Then, with no other help, a model goes live
     registry = DynamoDBRegistry(stack.client("dynamodb"), topology.registry_table)
-    live = _wait_for(lambda: registry.live("churn"), "a live model", stack)
+    live = _wait_for(lambda: live_pointer(registry, "churn"), "a live model", stack)
     # (promote sets the pointer inside the run; the run's record follows when it ends)
     _wait_for(lambda: stack.runs, "the run's record", stack)
     assert stack.runs[-1].path[-2:] == ["Promote", "Promoted"]
@@ -350,7 +364,7 @@ def test_state_survives_a_restart_and_a_pending_run_resumes(
     with LocalStack(_config(state_dir), log=lines.append) as second:
         assert any(line.startswith("state") and "1 run(s) resumed" in line for line in lines)
         registry = DynamoDBRegistry(second.client("dynamodb"), topology.registry_table)
-        live = _wait_for(lambda: registry.live("churn"), "the resumed run's model", second)
+        live = _wait_for(lambda: live_pointer(registry, "churn"), "the resumed run's model", second)
         # the journal entry goes when the run ends, just after promote set the pointer
         _wait_for(lambda: not list((state_dir / PENDING_DIR).glob("*.json")), "the journal", second)
         status, metadata = _get(f"{second.api_url}/v1/models/churn/metadata")

@@ -32,7 +32,7 @@ from infra.local.stack import (
 )
 from infra.topology import Topology
 from tests.builders import churn_frame, contract_bytes, csv_bytes
-from tests.e2e.test_local_stack import API_KEY, _get, _post
+from tests.e2e.test_local_stack import API_KEY, _get, _post, live_pointer
 from tests.e2e.test_local_stack import _wait_for as wait_for
 
 DRIFT_SECONDS = 2.0  # the drift job's schedule, and so the drift alarm's period
@@ -89,7 +89,7 @@ def test_shifted_traffic_fires_the_drift_alarm_and_the_guard_starts_exactly_one_
     frame = churn_frame(800, seed=4)
     s3.put_object(Bucket=topology.raw_bucket, Key="churn/data/jan.csv", Body=csv_bytes(frame))
     registry = DynamoDBRegistry(stack.client("dynamodb"), topology.registry_table)
-    first = _wait_for(lambda: registry.live("churn"), "a live model", stack)
+    first = _wait_for(lambda: live_pointer(registry, "churn"), "a live model", stack)
     _wait_for(lambda: stack.runs, "the upload's run record", stack)
     # No traffic yet: the drift job skips, the alarm has no datapoints and stays OK.
     assert not [d for d in _decisions(stack) if d["outcome"] == "started"]
