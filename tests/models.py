@@ -59,6 +59,27 @@ def train_model(root: Path, kind: str, hyperparameters: Hyperparameters = FAST) 
     return TrainedModel(kind, schema, version, (paths.model / MODEL_FILE).read_bytes(), card)
 
 
+def train_stored_version(
+    store: ObjectStore,
+    bucket: str,
+    prefix: str,
+    root: Path,
+    hyperparameters: Hyperparameters = FAST,
+) -> TrainedModel:
+    """Train on a dataset version preprocessing wrote to ``store`` (``prefix`` ends in ``/``):
+    its objects are laid out on disk as SageMaker's channels, then the real entry point runs."""
+    version = root / "version"
+    for key in store.keys(bucket, prefix):
+        path = version / key[len(prefix) :]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(store.get_bytes(bucket, key))
+    schema = DatasetSchema.model_validate_json((version / "dataset.json").read_bytes())
+    paths = SageMakerPaths.for_version(version, root)
+    train(paths, hyperparameters, num_gpus=0)
+    card = ModelCard.model_validate_json((paths.model / MODEL_CARD_FILE).read_text())
+    return TrainedModel("stored", schema, version, (paths.model / MODEL_FILE).read_bytes(), card)
+
+
 ARTIFACTS = "artifacts-bucket"
 
 

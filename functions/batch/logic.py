@@ -233,8 +233,8 @@ def _predictions(
     if id_column and id_column in chunk.column_names:
         out[id_column] = chunk.column(id_column).cast(pa.string())
     if card.task == "classification":
-        assert scores.labels is not None and scores.probabilities is not None
-        out["label"] = pa.array(scores.labels)
+        assert scores.codes is not None and scores.probabilities is not None
+        out["label"] = pa.array([model.labels[code] for code in scores.codes])
         for i, name in enumerate(card.classes or []):
             out[f"p_{name}"] = pa.array(scores.probabilities[:, i])
     else:

@@ -39,6 +39,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict
 
 from functions.shared import layout
+from functions.shared.features import normalise_category
 from functions.shared.model_card import ModelCard
 from functions.shared.registry import ModelRegistry, ModelVersionNotFoundError
 from functions.shared.storage import ObjectStore, parse_s3_uri, s3_uri
@@ -257,7 +258,8 @@ def _score(task: str, prediction: Any, actual: Any) -> float | None:
         label = prediction.get("label") if isinstance(prediction, dict) else prediction
         if label is None:
             return None
-        return 1.0 if str(label) == str(actual) else 0.0
+        # Normalised as classes are matched: a label captured as 1 or true equals "1" or "True".
+        return 1.0 if normalise_category(label) == normalise_category(actual) else 0.0
     if not _is_number(prediction) or not _is_number(actual):
         return None
     return (float(prediction) - float(actual)) ** 2

@@ -48,7 +48,9 @@ MAX_UNLISTED_CATEGORIES = 10
 MISSING_BIN = "missing"
 
 DriftLevel = Literal["none", "moderate", "major"]
-FeatureStatus = Literal["scored", "insufficient_data", "missing_column", "no_baseline"]
+FeatureStatus = Literal[
+    "scored", "insufficient_data", "missing_column", "no_baseline", "not_scored"
+]
 _LEVEL_RANK: dict[str, int] = {"none": 0, "moderate": 1, "major": 2}
 # A live column: a numpy array, or a list straight from JSON instances (None = missing).
 Values = NDArray[Any] | Sequence[Any]
@@ -364,6 +366,15 @@ def _score(
             note="no live values were captured for this feature",
         )
     rows, missing = _missing_count(spec, column)
+    if spec.kind is FeatureKind.DATETIME:
+        return FeatureDrift(
+            feature=spec.name,
+            kind=spec.kind,
+            status="not_scored",
+            live_count=rows,
+            live_missing=missing,
+            note="dates are not scored: later data always has later dates",
+        )
     if baseline is None or baseline.get("kind") != spec.kind.value:
         found = "no entry" if baseline is None else f"a {baseline.get('kind')} entry"
         return FeatureDrift(
@@ -383,8 +394,10 @@ def _score(
             live_missing=missing,
             note=f"{rows} live rows; at least {MIN_LIVE_ROWS} are needed to score drift",
         )
-    if spec.kind is FeatureKind.CATEGORICAL:
-        return psi_categorical(baseline, column, feature=spec.name)
+    if spec.kind is FeatureKind.CATEGORICAL or spec.kind is FeatureKind.BOOLEAN:
+        # A boolean's profile holds the shares of true, false and missing, as normalised.
+        drifted = psi_categorical(baseline, column, feature=spec.name)
+        return drifted.model_copy(update={"kind": spec.kind})
     result = psi_numeric(baseline, column, feature=spec.name)
     if result.ks is not None and rows - missing < MIN_LIVE_ROWS:
         return result.model_copy(

@@ -41,6 +41,7 @@ from functions.evaluate.models import (
 from functions.shared import layout
 from functions.shared.contract import describe_validation_error
 from functions.shared.errors import SluiceError
+from functions.shared.features import normalise_category
 from functions.shared.gate import gate_inputs
 from functions.shared.metrics import classification_report, regression_report
 from functions.shared.model_card import MODEL_CARD_FILE, MODEL_FILE, ModelCard
@@ -315,8 +316,10 @@ def _load(onnx_bytes: bytes, card: ModelCard, sha256: str, *, what: str) -> Scor
 
 
 def _class_codes(truth: NDArray[Any], classes: list[str]) -> NDArray[np.intp]:
-    index = {label: i for i, label in enumerate(classes)}
-    labels = [str(v) for v in truth]
+    """Each true label's index into ``classes``, matched as preprocessing matched them
+    (normalised: the split holds ``yes`` where the classes read ``Yes``)."""
+    index = {normalise_category(label): i for i, label in enumerate(classes)}
+    labels = [normalise_category(v) for v in truth]
     unknown = sorted({v for v in labels if v not in index})
     if unknown:
         raise EvaluationError(

@@ -33,6 +33,7 @@ from functions.inference.errors import (
     ModelUnavailableError,
     VersionNotFoundError,
 )
+from functions.shared.features import LabelValue
 from functions.shared.model_card import ModelCard
 from functions.shared.observability import logger, metrics
 from functions.shared.registry import (
@@ -85,6 +86,10 @@ class ServedModel:
     @property
     def card(self) -> ModelCard:
         return self.scoring.card
+
+    @property
+    def labels(self) -> list[LabelValue]:
+        return self.scoring.labels
 
 
 @dataclass(frozen=True)

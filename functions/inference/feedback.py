@@ -229,15 +229,16 @@ def _actual(card: ModelCard, version: int, value: Any) -> tuple[str | float, str
                 "",
                 f"a class label (string, number or boolean) is required, got {json_type(value)}",
             )
+        keys = card.class_keys
         label = normalise_category(value)
-        if label not in classes:
+        if label not in keys:
             shown = ", ".join(json.dumps(c) for c in classes[:_MAX_CLASSES_SHOWN])
             more = ", …" if len(classes) > _MAX_CLASSES_SHOWN else ""
             return "", (
                 f"{json.dumps(value)} is not a class of model version {version}; "
                 f"send one of {shown}{more}"
             )
-        return label, None
+        return classes[keys.index(label)], None  # stored as the data spells the class
     if type(value) not in (int, float):
         return 0.0, f"the true value must be a number, got {json_type(value)}"
     try:

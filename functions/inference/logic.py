@@ -25,7 +25,11 @@ from functions.inference.models import (
     StatusDetail,
     VersionStatus,
 )
-from functions.shared.features import INSTANCE_JSON_TYPES, instances_to_columns
+from functions.shared.features import (
+    instance_json_types,
+    instance_schema,
+    instances_to_columns,
+)
 from functions.shared.model_card import ModelCard
 from functions.shared.registry import ModelStatus, ModelVersion
 from functions.shared.scoring import Scores
@@ -128,7 +132,7 @@ def metadata(cache: ModelCache, dataset: str, *, max_instances: int) -> Metadata
         target=card.target,
         classes=card.classes,
         features=[
-            FeatureInfo(name=f.name, kind=f.kind, json_types=list(INSTANCE_JSON_TYPES[f.kind]))
+            FeatureInfo(name=f.name, kind=f.kind, json_types=list(instance_json_types(f)))
             for f in card.features
         ],
         metric=MetricInfo(name=record.metric, value=record.metric_value),
@@ -143,7 +147,7 @@ def input_schema(card: ModelCard) -> dict[str, Any]:
     """JSON Schema of one instance, as ``instances_to_columns`` enforces it."""
     return {
         "type": "object",
-        "properties": {f.name: {"type": list(INSTANCE_JSON_TYPES[f.kind])} for f in card.features},
+        "properties": {f.name: instance_schema(f) for f in card.features},
         "required": [f.name for f in card.features],
         "additionalProperties": False,
     }
@@ -180,11 +184,12 @@ def _predictions(served: ServedModel, scores: Scores) -> list[dict[str, Any]] | 
     if scores.values is not None:
         values: list[float] = scores.values.tolist()
         return values
-    assert scores.labels is not None and scores.probabilities is not None
+    assert scores.codes is not None and scores.probabilities is not None
     classes = served.card.classes or []
+    labels = served.labels
     return [
-        {"label": label, "probabilities": dict(zip(classes, row, strict=True))}
-        for label, row in zip(scores.labels, scores.probabilities.tolist(), strict=True)
+        {"label": labels[code], "probabilities": dict(zip(classes, row, strict=True))}
+        for code, row in zip(scores.codes, scores.probabilities.tolist(), strict=True)
     ]
 
 

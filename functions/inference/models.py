@@ -166,7 +166,10 @@ class PredictRequest(_Model):
 
 
 class ClassPrediction(_Model):
-    label: str
+    label: str | int | bool = Field(
+        description="The predicted class as the training data spells it: a number when the "
+        "classes are integers (1, 3, 7), a boolean when they are true and false, else a string."
+    )
     probabilities: dict[str, float] = Field(description="Class → probability, summing to 1.")
 
 

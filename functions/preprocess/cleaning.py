@@ -9,8 +9,10 @@ normalised.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -19,11 +21,25 @@ import pyarrow.compute as pc
 from numpy.typing import NDArray
 
 from functions.shared.contract import Contract, FeatureKind
-from functions.shared.features import MISSING_CATEGORY, FeatureSpec, normalise_category
+from functions.shared.features import (
+    MISSING_CATEGORY,
+    ColumnRole,
+    ColumnUse,
+    FeatureSpec,
+    normalise_category,
+    parse_boolean,
+    parse_datetime,
+)
 
 EXAMPLE_ROWS = 10
 SPLITS = ("train", "validation", "test")
 NUMERIC_SHARE = 0.95
+# Column roles inferred from the first batch (docs/decisions.md, "Column roles"): below
+# JUDGE_ROWS present values a column is too small to call an id or free text.
+JUDGE_ROWS = 50
+ID_DISTINCT_SHARE = 0.95  # nearly every value distinct: an identifier, not a category
+FREE_TEXT_DISTINCT_SHARE = 0.5
+FREE_TEXT_WORDS = 4.0  # mean words per value at which text is prose, not a category
 SPLIT_BOUNDS = (0.70, 0.85)  # cumulative: 70 % train, 15 % validation, 15 % test
 # The model takes float32 (functions/shared/features.py onnx_feeds) and the API refuses numbers
 # beyond it; a training value past it would be infinite inside the model, and overflows the
@@ -67,29 +83,110 @@ class RowIssues:
 
 def infer_features(
     contract: Contract, header: list[str], sample: pd.DataFrame
-) -> list[FeatureSpec]:
-    """Declared features, or every other column typed by whether its values are numbers.
+) -> tuple[list[FeatureSpec], list[ColumnRole]]:
+    """The features, and what became of every column, as a data scientist would decide it.
 
-    A column is numeric when at least ``NUMERIC_SHARE`` of its non-missing values in the first
-    batch read as numbers; the few that do not are then dropped as type mismatches (and count
-    against the rejected-rows limit) instead of turning the whole column into categories.
+    Declared features (the contract's ``features``) are taken as they are. Otherwise each other
+    column, judged on the first batch: no value or one value only → left out (constant);
+    booleans (true/false) → boolean; numbers in at least ``NUMERIC_SHARE`` of its values →
+    numeric (the few others are then dropped as type mismatches and count against the
+    rejected-rows limit), unless they are consecutive distinct integers (a row number, left
+    out); ISO dates in at least ``NUMERIC_SHARE`` → datetime; text nearly all distinct → left out
+    as an identifier, prose (many words, mostly distinct) → left out as free text; else
+    categorical.
 
     Sensitive columns are not features unless declared: group metrics need them, the model
     should not (docs/decisions.md).
     """
+    roles: list[ColumnRole] = []
+    fixed: dict[str, tuple[ColumnUse, str]] = {contract.target: ("target", "the contract's target")}
+    if contract.id_column:
+        fixed[contract.id_column] = (
+            "id_column",
+            "the contract's id_column: splits rows, not a feature",
+        )
+    for name in contract.sensitive:
+        fixed.setdefault(
+            name, ("sensitive", "a sensitive column: group metrics only, not a feature")
+        )
     if contract.features is not None:
-        return [FeatureSpec(name=n, kind=k) for n, k in contract.features.items()]
-    skip = {contract.target, contract.id_column, *contract.sensitive}
+        specs = [FeatureSpec(name=n, kind=k) for n, k in contract.features.items()]
+        for name in header:
+            if name in contract.features:
+                kind = contract.features[name]
+                roles.append(
+                    ColumnRole(
+                        column=name, use="feature", kind=kind, reason="declared in the contract"
+                    )
+                )
+            elif name in fixed:
+                use, reason = fixed[name]
+                roles.append(ColumnRole(column=name, use=use, reason=reason))
+        return specs, roles
     specs = []
     for name in header:
-        if name in skip:
+        if name in fixed:
+            use, reason = fixed[name]
+            roles.append(ColumnRole(column=name, use=use, reason=reason))
             continue
-        values = sample[name].dropna()
-        _, unreadable = _as_numbers(values)
-        is_numeric = len(values) > 0 and 1.0 - unreadable.mean() >= NUMERIC_SHARE
-        kind = FeatureKind.NUMERIC if is_numeric else FeatureKind.CATEGORICAL
-        specs.append(FeatureSpec(name=name, kind=kind))
-    return specs
+        inferred, why = _infer_kind(sample[name])
+        if inferred is None:
+            roles.append(ColumnRole(column=name, use="excluded", reason=why))
+        else:
+            specs.append(FeatureSpec(name=name, kind=inferred))
+            roles.append(ColumnRole(column=name, use="feature", kind=inferred, reason=why))
+    return specs, roles
+
+
+def _infer_kind(values: pd.Series) -> tuple[FeatureKind | None, str]:
+    """A column's kind and why, or None and why it is left out."""
+    present = values.dropna()
+    rows = len(values)
+    if len(present) == 0:
+        return None, f"constant: no value in the first {rows} rows"
+    if pd.api.types.is_bool_dtype(present):
+        return FeatureKind.BOOLEAN, "booleans"
+    if pd.api.types.is_datetime64_any_dtype(present):
+        return FeatureKind.DATETIME, "dates: year, month, day, weekday, hour, days since 1970"
+    keys = pd.Series(normalise_categories(present))
+    distinct = keys.nunique()
+    if distinct <= 1:
+        return None, f"constant: every value in the first {rows} rows is {keys.iloc[0]!r}"
+    numbers, unreadable = _as_numbers(present)
+    if 1.0 - unreadable.mean() >= NUMERIC_SHARE:
+        if _row_number(numbers[~unreadable]):
+            return None, "a row number (consecutive distinct integers): an identifier"
+        return FeatureKind.NUMERIC, "numbers"
+    if set(keys.unique()) <= {"true", "false"}:
+        return FeatureKind.BOOLEAN, "booleans (true / false)"
+    text = present.astype(str)
+    dates = sum(parse_datetime(v) is not None for v in text.unique()[:1000])
+    if dates and _date_share(text) >= NUMERIC_SHARE:
+        return FeatureKind.DATETIME, "ISO dates: year, month, day, weekday, hour, days since 1970"
+    share = distinct / len(present)
+    if len(present) >= JUDGE_ROWS:
+        words = float(text.str.split().str.len().mean())
+        if share >= FREE_TEXT_DISTINCT_SHARE and words >= FREE_TEXT_WORDS:
+            return None, (
+                f"free text: {distinct} distinct values in {len(present)} rows, "
+                f"{words:.1f} words on average"
+            )
+        if share >= ID_DISTINCT_SHARE:
+            return None, f"an identifier: {distinct} distinct values in {len(present)} rows"
+    return FeatureKind.CATEGORICAL, f"categories ({distinct} distinct in the first {rows} rows)"
+
+
+def _row_number(numbers: NDArray[np.float64]) -> bool:
+    if numbers.size < JUDGE_ROWS or not np.all(numbers == np.round(numbers)):
+        return False
+    distinct = np.unique(numbers)
+    return bool(distinct.size == numbers.size and distinct[-1] - distinct[0] == numbers.size - 1)
+
+
+def _date_share(text: pd.Series) -> float:
+    uniques = text.unique()
+    parsed = {v: parse_datetime(v) is not None for v in uniques}
+    return float(text.map(parsed).mean())
 
 
 def normalise_categories(values: pd.Series) -> NDArray[np.object_]:
@@ -131,10 +228,55 @@ def _parse_numbers(values: pd.Series) -> NDArray[np.float64] | pd.Series:
         return pd.to_numeric(values.astype("string").str.strip(), errors="coerce")
 
 
+_NUMBER_TEXT = re.compile(_NUMBER, re.IGNORECASE)
+
+
+def _as_booleans(values: pd.Series) -> tuple[NDArray[np.object_], NDArray[np.bool_]]:
+    """Booleans as the words ``true``/``false`` (missing: ``MISSING_CATEGORY``, so the split
+    holds what a request's value normalises to), plus a mask of cells that are not booleans."""
+    codes, uniques = pd.factorize(values, use_na_sentinel=True)
+    words, bad = [], []
+    for unique in uniques:
+        parsed = parse_boolean(unique)
+        words.append(MISSING_CATEGORY if parsed is None else ("true" if parsed else "false"))
+        bad.append(parsed is None and normalise_category(unique) != MISSING_CATEGORY)
+    table = np.array([*words, MISSING_CATEGORY], dtype=object)
+    unreadable = np.array([*bad, False], dtype=bool)
+    result: NDArray[np.object_] = table[codes]
+    return result, unreadable[codes]
+
+
+def _as_datetimes(values: pd.Series) -> tuple[NDArray[np.object_], NDArray[np.bool_]]:
+    """Dates as text (ISO 8601, as ``features.parse_datetime`` reads them; missing: None), plus
+    a mask of cells that are not dates. A Parquet date or timestamp column is written out in
+    ISO form, so the split holds what a request would send."""
+    codes, uniques = pd.factorize(values, use_na_sentinel=True)
+    texts: list[str | None] = []
+    bad = []
+    for unique in uniques:
+        text = unique.isoformat() if hasattr(unique, "isoformat") else str(unique).strip()
+        readable = parse_datetime(text) is not None
+        missing = not readable and normalise_category(text) == MISSING_CATEGORY
+        texts.append(text if readable else None)
+        bad.append(not readable and not missing)
+    table = np.array([*texts, None], dtype=object)
+    unreadable = np.array([*bad, False], dtype=bool)
+    result: NDArray[np.object_] = table[codes]
+    return result, unreadable[codes]
+
+
 def _beyond_float32(numbers: NDArray[np.float64]) -> NDArray[np.bool_]:
     with np.errstate(invalid="ignore"):
         beyond: NDArray[np.bool_] = np.abs(numbers) > FLOAT32_MAX  # NaN (missing) is not
     return beyond
+
+
+def label_spelling(value: object) -> str:
+    """A class as the data spells it: text with its surrounding and repeated white space
+    dropped, case kept; numbers and booleans as ``normalise_category`` writes them."""
+    if isinstance(value, str):
+        return " ".join(value.split())
+    return normalise_category(value)
 
 
 class BatchCleaner:
@@ -143,7 +285,28 @@ class BatchCleaner:
     def __init__(self, contract: Contract, features: list[FeatureSpec]) -> None:
         self.contract = contract
         self.features = features
+        # Rows per class (as matched: normalised) and, per class, rows per original spelling.
         self.classes: dict[str, int] = {}
+        self.spellings: dict[str, dict[str, int]] = {}
+        # Categorical features one of whose values reads as a number (the others are text-only).
+        self.numeric_categories: set[str] = set()
+
+    def class_spellings(self) -> dict[str, str]:
+        """Each class (normalised) → its most frequent original spelling (ties: the first in
+        sorted order)."""
+        return {
+            key: min(counts.items(), key=lambda pair: (-pair[1], pair[0]))[0]
+            for key, counts in self.spellings.items()
+        }
+
+    def features_seen(self) -> list[FeatureSpec]:
+        """The features with what the data showed of them: ``text_only`` categoricals."""
+        return [
+            spec.model_copy(update={"text_only": spec.name not in self.numeric_categories})
+            if spec.kind is FeatureKind.CATEGORICAL
+            else spec
+            for spec in self.features
+        ]
 
     def clean(
         self, frame: pd.DataFrame, *, file: str, first_row: int, issues: RowIssues
@@ -155,8 +318,14 @@ class BatchCleaner:
 
         raw_target = frame[target]
         null_target = raw_target.isna().to_numpy(copy=True)
+        label_codes: NDArray[np.intp] | None = None
+        label_uniques: Any = None
         if self.contract.task == "classification":
-            labels = normalise_categories(raw_target)
+            label_codes, label_uniques = pd.factorize(raw_target, use_na_sentinel=True)
+            keys = np.array(
+                [normalise_category(u) for u in label_uniques] + [MISSING_CATEGORY], dtype=object
+            )
+            labels = keys[label_codes]
             null_target |= labels == MISSING_CATEGORY
             out[target] = labels
         else:
@@ -211,8 +380,34 @@ class BatchCleaner:
                     file,
                 )
                 out[spec.name] = numbers
+            elif spec.kind is FeatureKind.CATEGORICAL:
+                out[spec.name] = self._categories(spec.name, values)
+            elif spec.kind is FeatureKind.BOOLEAN:
+                words, unreadable = _as_booleans(values)
+                self._drop(
+                    issues,
+                    keep,
+                    unreadable,
+                    rows,
+                    "type_mismatch",
+                    spec.name,
+                    "value is not true or false (feature is boolean)",
+                    file,
+                )
+                out[spec.name] = words
             else:
-                out[spec.name] = normalise_categories(values)
+                text, unreadable = _as_datetimes(values)
+                self._drop(
+                    issues,
+                    keep,
+                    unreadable,
+                    rows,
+                    "type_mismatch",
+                    spec.name,
+                    "value is not an ISO 8601 date or date-time (feature is a date)",
+                    file,
+                )
+                out[spec.name] = text
         if self.contract.id_column:
             ids = frame[self.contract.id_column]
             self._drop(
@@ -231,10 +426,34 @@ class BatchCleaner:
                 out[name] = normalise_categories(frame[name])
 
         cleaned = pd.DataFrame(out)[keep]
-        if self.contract.task == "classification":
-            for label, count in cleaned[target].value_counts().items():
-                self.classes[str(label)] = self.classes.get(str(label), 0) + int(count)
+        if label_codes is not None:
+            self._count_labels(label_uniques, label_codes, keep)
         return cleaned.reset_index(drop=True)
+
+    def _count_labels(self, uniques: Any, codes: NDArray[np.intp], keep: NDArray[np.bool_]) -> None:
+        """Rows per class and per spelling, over the rows kept (``codes`` index ``uniques``)."""
+        kept = codes[keep]
+        counts = np.bincount(kept[kept >= 0], minlength=len(uniques))
+        for unique, count in zip(uniques, counts.tolist(), strict=False):
+            if not count:
+                continue
+            key = normalise_category(unique)
+            self.classes[key] = self.classes.get(key, 0) + count
+            spellings = self.spellings.setdefault(key, {})
+            spelling = label_spelling(unique)
+            spellings[spelling] = spellings.get(spelling, 0) + count
+
+    def _categories(self, name: str, values: pd.Series) -> NDArray[np.object_]:
+        """Normalised categories; notes whether any reads as a number (not ``text_only``)."""
+        codes, uniques = pd.factorize(values, use_na_sentinel=True)
+        keys = [normalise_category(u) for u in uniques]
+        if name not in self.numeric_categories and any(
+            _NUMBER_TEXT.match(k) for k in keys if k != MISSING_CATEGORY
+        ):
+            self.numeric_categories.add(name)
+        table = np.array([*keys, MISSING_CATEGORY], dtype=object)
+        result: NDArray[np.object_] = table[codes]
+        return result
 
     @staticmethod
     def _drop(

@@ -52,7 +52,7 @@ from functions.preprocess.reader import (
 from functions.shared import layout
 from functions.shared.contract import Contract, FeatureKind, parse_contract
 from functions.shared.errors import ContractError, DataValidationError
-from functions.shared.features import MISSING_CATEGORY, DatasetSchema, FeatureSpec
+from functions.shared.features import MISSING_CATEGORY, ColumnRole, DatasetSchema, FeatureSpec
 from functions.shared.orchestration import Orchestrator
 from functions.shared.runs import (
     data_sources,
@@ -335,6 +335,7 @@ class _VersionBuilder:
         self.dedup = Deduplicator()
         self.sources: list[SourceFile] = []
         self.features: list[FeatureSpec] | None = None
+        self.roles: list[ColumnRole] = []
         self.cleaner: BatchCleaner | None = None
         self._profile: dict[str, Any] | None = None
         self.writers: dict[str, pq.ParquetWriter] = {}
@@ -387,7 +388,7 @@ class _VersionBuilder:
     def _add_batch(self, frame: pd.DataFrame, header: list[str], key: str, first_row: int) -> None:
         self.rows_read += len(frame)
         if self.features is None:
-            self.features = infer_features(self.contract, header, frame)
+            self.features, self.roles = infer_features(self.contract, header, frame)
             self.cleaner = BatchCleaner(self.contract, self.features)
         assert self.cleaner is not None
         clean = self.cleaner.clean(frame, file=key, first_row=first_row, issues=self.issues)
@@ -414,6 +415,7 @@ class _VersionBuilder:
         assert self.features is not None
         fields = []
         for spec in self.features:
+            # Booleans and dates are stored as text, as a request sends them.
             kind = pa.float64() if spec.kind is FeatureKind.NUMERIC else pa.string()
             fields.append(pa.field(spec.name, kind))
         target_type = pa.string() if self.contract.task == "classification" else pa.float64()
@@ -456,6 +458,14 @@ class _VersionBuilder:
 
     def _dataset_checks(self, policy: Policy) -> list[Violation]:
         found: list[Violation] = []
+        if not self.features:
+            found.append(
+                Violation(
+                    rule="no_features",
+                    message="no column can be a feature: "
+                    + "; ".join(f"'{r.column}': {r.reason}" for r in self.roles),
+                )
+            )
         rejected = self.issues.total
         if self.rows_read and rejected / self.rows_read > policy.max_rejected_fraction:
             found.append(
@@ -487,7 +497,8 @@ class _VersionBuilder:
                 )
             )
         if self.contract.task == "classification" and self.cleaner is not None:
-            classes = self.cleaner.classes
+            spelt = self.cleaner.class_spellings()
+            classes = {spelt[key]: count for key, count in self.cleaner.classes.items()}
             if len(classes) < 2:
                 found.append(
                     Violation(
@@ -518,7 +529,7 @@ class _VersionBuilder:
         for name, feature in self._train_profile().get("features", {}).items():
             empty = (
                 feature["missing"] == feature["count"]
-                if feature["kind"] == "numeric"
+                if feature["kind"] in ("numeric", "datetime")
                 else feature["cardinality"] == 1 and MISSING_CATEGORY in feature["shares"]
             )
             if empty:
@@ -539,18 +550,23 @@ class _VersionBuilder:
 
     # -- writing ----------------------------------------------------------------------------
     def schema(self) -> DatasetSchema:
-        assert self.features is not None
-        classes = sorted(self.cleaner.classes) if self.cleaner and self.cleaner.classes else None
+        assert self.features is not None and self.cleaner is not None
+        classes = None
+        if self.contract.task == "classification" and self.cleaner.classes:
+            # In the order of the matched (normalised) labels, spelt as the data spells them.
+            spelt = self.cleaner.class_spellings()
+            classes = [spelt[key] for key in sorted(self.cleaner.classes)]
         return DatasetSchema(
             dataset=self.dataset,
             dataset_version=self.version,
             task=self.contract.task,
             target=self.contract.target,
             metric=self.contract.metric,
-            features=self.features,
-            classes=classes if self.contract.task == "classification" else None,
+            features=self.cleaner.features_seen(),
+            classes=classes,
             id_column=self.contract.id_column,
             sensitive=self.contract.sensitive,
+            columns=self.roles,
         )
 
     def upload(self, store: ObjectStore, bucket: str, contract_sha: str) -> Manifest:

@@ -1,8 +1,9 @@
 """The training split's feature profile: the baseline drift detection compares live inputs to.
 
 Numeric features get decile bin edges (equal-mass bins make PSI well-behaved) with the share of
-rows in each bin, plus summary statistics; categorical features get their most frequent
-categories' shares with the rest folded into ``__other__``.
+rows in each bin, plus summary statistics; categorical and boolean features get their most
+frequent categories' shares with the rest folded into ``__other__``; dates get the numeric
+profile of their days since 1970.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from functions.shared.contract import FeatureKind
-from functions.shared.features import DatasetSchema
+from functions.shared.features import DatasetSchema, onnx_feeds
 
 TOP_CATEGORIES = 50
 QUANTILES = (0.0, 0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99, 1.0)
@@ -35,8 +36,15 @@ def build_profile(train_file: Path, schema: DatasetSchema) -> dict[str, Any]:
         if spec.kind is FeatureKind.NUMERIC:
             numbers = column(spec.name).to_numpy().astype(np.float64)
             profile["features"][spec.name] = numeric_profile(numbers)
+        elif spec.kind is FeatureKind.DATETIME:
+            # Days since 1970: the range and spread of the dates, for the dataset's report;
+            # the drift job does not score dates (later data always has later dates).
+            parts = onnx_feeds([spec], {spec.name: column(spec.name).to_pylist()})
+            days = parts[f"{spec.name}__epoch_days"].ravel().astype(np.float64)
+            profile["features"][spec.name] = numeric_profile(days) | {"kind": "datetime"}
         else:
-            profile["features"][spec.name] = categorical_profile(column(spec.name))
+            entry = categorical_profile(column(spec.name))
+            profile["features"][spec.name] = entry | {"kind": spec.kind.value}
     target = column(schema.target)
     profile["target"] = (
         categorical_profile(target)

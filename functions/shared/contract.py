@@ -19,8 +19,14 @@ from functions.shared.metrics import METRICS, UnknownMetricError, metric_info
 
 
 class FeatureKind(StrEnum):
+    """How a column reaches the model (docs/decisions.md, "Column roles"): numbers as they are,
+    categories one-hot encoded, booleans as 0/1, dates and datetimes as derived numeric parts
+    (year, month, day, weekday, hour, days since 1970) computed by ``features.onnx_feeds``."""
+
     NUMERIC = "numeric"
     CATEGORICAL = "categorical"
+    BOOLEAN = "boolean"
+    DATETIME = "datetime"
 
 
 HyperparameterValue = str | int | float | bool

@@ -2,8 +2,11 @@
 
 Numeric features travel as float32 columns (missing = NaN, imputed inside the ONNX graph).
 Categorical features travel as normalised strings; a missing value is the token
-``MISSING_CATEGORY`` so that "no value" is a category the model can learn. This module imports
-only numpy and pydantic: it is on the inference path.
+``MISSING_CATEGORY`` so that "no value" is a category the model can learn. Boolean features
+travel as float32 1/0 (missing = NaN). A date or datetime feature becomes six float32 graph
+inputs, its parts (``DATE_PARTS``), derived here from the text as written, so training,
+evaluation and serving derive them with one function. This module imports only numpy and
+pydantic: it is on the inference path.
 """
 
 from __future__ import annotations
@@ -11,8 +14,10 @@ from __future__ import annotations
 import difflib
 import json
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any, Literal, Self
 
 import numpy as np
@@ -56,10 +61,34 @@ _NULL_TOKENS_FOLDED = frozenset(t.casefold() for t in NULL_TOKENS)
 
 
 class FeatureSpec(BaseModel):
+    """One feature as the model takes it. ``text_only``: a categorical feature none of whose
+    training values is a number; a request sending it a number is refused (422) instead of
+    being read as an unseen category, which is what a client still sending the numbers of a
+    feature that became text bands would otherwise get: a silent wrong answer."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str
     kind: FeatureKind
+    text_only: bool = False
+
+
+# --- labels ---------------------------------------------------------------------------------
+
+_INTEGER = re.compile(r"^[+-]?\d{1,15}$")
+LabelValue = str | int | bool
+
+
+def label_values(classes: Sequence[str]) -> list[LabelValue]:
+    """Each class as a prediction's ``label`` carries it: the data's own spelling, as a JSON
+    integer when every class is an integer (classes coded 1, 3, 7 come back as 1, 3, 7) and as
+    a JSON boolean when the classes are true and false."""
+    keys = {normalise_category(c) for c in classes}
+    if keys == {"true", "false"}:
+        return [normalise_category(c) == "true" for c in classes]
+    if all(_INTEGER.match(c.strip()) for c in classes):
+        return [int(c) for c in classes]
+    return list(classes)
 
 
 class DatasetFacts(BaseModel):
@@ -74,7 +103,14 @@ class DatasetFacts(BaseModel):
     target: str
     metric: str
     features: list[FeatureSpec] = Field(min_length=1)
+    # The classes as the data spells them (the most frequent spelling of each); matching a
+    # label to a class normalises both (``class_keys``), every output uses these spellings.
     classes: list[str] | None = None
+
+    @property
+    def class_keys(self) -> list[str]:
+        """The classes as matched: ``normalise_category`` of each, in ``classes`` order."""
+        return [normalise_category(c) for c in self.classes or []]
 
     @model_validator(mode="after")
     def _facts_consistent(self) -> Self:
@@ -86,10 +122,26 @@ class DatasetFacts(BaseModel):
         if (self.task == "classification") != (self.classes is not None):
             raise ValueError("classes must be given for classification and only then")
         if self.classes is not None and (
-            len(self.classes) < 2 or len(set(self.classes)) < len(self.classes)
+            len(self.classes) < 2 or len(set(self.class_keys)) < len(self.classes)
         ):
             raise ValueError(f"a classifier needs two or more distinct classes, got {self.classes}")
         return self
+
+
+ColumnUse = Literal["feature", "target", "id_column", "sensitive", "excluded"]
+
+
+class ColumnRole(BaseModel):
+    """What preprocessing made of one column of the data, and why: the dataset report's view of
+    every column, so that a column left out (a date taken apart, an id, free text, a constant)
+    is a decision a person can read, not a surprise."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    column: str
+    use: ColumnUse
+    kind: FeatureKind | None = None
+    reason: str
 
 
 class DatasetSchema(DatasetFacts):
@@ -97,44 +149,219 @@ class DatasetSchema(DatasetFacts):
 
     id_column: str | None = None
     sensitive: list[str] = Field(default_factory=list)
+    columns: list[ColumnRole] = Field(default_factory=list)
 
     @property
     def numeric(self) -> list[str]:
-        return [f.name for f in self.features if f.kind is FeatureKind.NUMERIC]
+        """The graph's float inputs, named as ``onnx_feeds`` names them."""
+        return [name for name, text in graph_columns(self.features) if not text]
 
     @property
     def categorical(self) -> list[str]:
-        return [f.name for f in self.features if f.kind is FeatureKind.CATEGORICAL]
+        """The graph's string inputs."""
+        return [name for name, text in graph_columns(self.features) if text]
+
+    @property
+    def warnings(self) -> list[str]:
+        return [
+            f"column '{c.column}' left out: {c.reason}" for c in self.columns if c.use == "excluded"
+        ]
+
+
+# --- booleans and dates -----------------------------------------------------------------------
+
+_TRUE, _FALSE = "true", "false"
+# Year, month, day, day of the week (Monday 0), hour of the day (minutes as a fraction) as
+# written, and days since 1970-01-01 (UTC where the value has an offset): what a data scientist
+# derives from a date so that trees can split on season, weekday and trend.
+DATE_PARTS = ("year", "month", "day", "weekday", "hour", "epoch_days")
+# ISO 8601 as spreadsheets and databases export it: a date, optionally a time, optionally an
+# offset; '/' between the date's parts is accepted too. Day-first and month-first forms
+# (01/02/2020) are ambiguous and are not dates here (docs/decisions.md, "Column roles").
+_DATETIME = re.compile(
+    r"^(\d{4})[-/](\d{1,2})[-/](\d{1,2})"
+    r"(?:[T ](\d{1,2}):(\d{2})(?::(\d{2})(?:[.,](\d{1,9}))?)?)?"
+    r" ?(Z|[+-]\d{2}(?::?\d{2})?)?$"
+)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_DatePartsT = tuple[float, float, float, float, float, float]
+
+
+def parse_datetime(value: object) -> _DatePartsT | None:
+    """The ``DATE_PARTS`` of a date or datetime written in ISO 8601, or None when ``value`` is
+    not one. Missing values (None, NaN, a null token) are not dates either: callers check for
+    missing first (``is_missing``)."""
+    if isinstance(value, datetime):
+        moment = value
+    else:
+        if type(value) is not str:
+            return None
+        match = _DATETIME.match(value.strip())
+        if match is None:
+            return None
+        year, month, day, hour, minute, second, fraction, offset = match.groups()
+        try:
+            moment = datetime(
+                int(year),
+                int(month),
+                int(day),
+                int(hour or 0),
+                int(minute or 0),
+                int(second or 0),
+                int((fraction or "0")[:6].ljust(6, "0")),
+                tzinfo=_offset(offset),
+            )
+        except ValueError:  # 2021-02-30, 25:00
+            return None
+    aware = moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+    epoch_days = (aware - _EPOCH) / timedelta(days=1)
+    return (
+        float(moment.year),
+        float(moment.month),
+        float(moment.day),
+        float(moment.weekday()),
+        moment.hour + moment.minute / 60.0,
+        epoch_days,
+    )
+
+
+def _offset(text: str | None) -> timezone | None:
+    if text is None:
+        return None
+    if text == "Z":
+        return UTC
+    digits = text[1:].replace(":", "")
+    minutes = int(digits[:2]) * 60 + int(digits[2:4] or 0)
+    return timezone(timedelta(minutes=-minutes if text[0] == "-" else minutes))
+
+
+def parse_boolean(value: object) -> bool | None:
+    """True or False for a boolean (or the words true / false, any case), else None."""
+    if isinstance(value, bool | np.bool_):
+        return bool(value)
+    if type(value) is str:
+        word = value.strip().casefold()
+        if word == _TRUE:
+            return True
+        if word == _FALSE:
+            return False
+    return None
+
+
+def is_missing(value: object) -> bool:
+    """A value that stands for "no value": None, NaN, pandas' NA or a null token."""
+    return normalise_category(value) == MISSING_CATEGORY
+
+
+def graph_columns(features: Sequence[FeatureSpec]) -> list[tuple[str, bool]]:
+    """The graph's inputs as ``(name, is_text)``, in order: one per feature, except a datetime
+    feature, which gives one float input per date part (``<feature>__<part>``)."""
+    columns: list[tuple[str, bool]] = []
+    for spec in features:
+        if spec.kind is FeatureKind.DATETIME:
+            columns.extend((f"{spec.name}__{part}", False) for part in DATE_PARTS)
+        else:
+            columns.append((spec.name, spec.kind is FeatureKind.CATEGORICAL))
+    return columns
 
 
 def onnx_feeds(
     features: Sequence[FeatureSpec], columns: Mapping[str, Sequence[Any] | NDArray[Any]]
 ) -> dict[str, NDArray[Any]]:
-    """Build the ONNX graph's inputs, one ``(n, 1)`` tensor per raw feature.
+    """Build the ONNX graph's inputs, one ``(n, 1)`` tensor per graph column
+    (``graph_columns``).
 
     Training (parity check), evaluation and inference all feed the model through this function,
-    so the encoding the model was checked with is the one it serves with.
+    so the encoding the model was checked with is the one it serves with. A boolean or date
+    value that does not parse is fed as missing (NaN): preprocessing drops such rows and the
+    API refuses such requests before they get here.
     """
     feeds: dict[str, NDArray[Any]] = {}
     for spec in features:
         values = columns[spec.name]
-        if spec.kind is FeatureKind.NUMERIC:
+        kind = spec.kind
+        if kind is _NUMERIC:
             arr = np.asarray(values, dtype=np.float32)
-        else:
+        elif kind is FeatureKind.CATEGORICAL:
             arr = np.array([normalise_category(v) for v in values], dtype=object)
+        elif kind is FeatureKind.BOOLEAN:
+            arr = np.array([_boolean_number(v) for v in values], dtype=np.float32)
+        else:
+            parts = _date_parts(values)
+            for index, part in enumerate(DATE_PARTS):
+                feeds[f"{spec.name}__{part}"] = parts[:, index : index + 1]
+            continue
         feeds[spec.name] = arr.reshape(-1, 1)
     return feeds
 
 
+def _boolean_number(value: object) -> float:
+    parsed = parse_boolean(value)
+    return math.nan if parsed is None else float(parsed)
+
+
+_NO_DATE: _DatePartsT = (math.nan, math.nan, math.nan, math.nan, math.nan, math.nan)
+
+
+def _date_parts(values: Sequence[Any] | NDArray[Any]) -> NDArray[np.float32]:
+    """Rows × ``DATE_PARTS``; each distinct value is parsed once (dates repeat)."""
+    seen: dict[Any, _DatePartsT] = {}
+    rows: list[_DatePartsT] = []
+    for value in values:
+        try:
+            known = seen.get(value)
+        except TypeError:  # unhashable: refused upstream, missing here
+            known = _NO_DATE
+        if known is None:
+            known = seen[value] = parse_datetime(value) or _NO_DATE
+        rows.append(known)
+    return np.array(rows, dtype=np.float32).reshape(-1, len(DATE_PARTS))
+
+
 # What a prediction request may send per feature kind, as JSON types. A numeric feature takes a
 # number or null only: a string such as "12" is a client bug to report, not a value to coerce.
+# A boolean takes true/false (or the strings "true"/"false", as a CSV spells them), a date an
+# ISO 8601 string. A categorical feature takes any scalar, unless its training values hold no
+# number (``text_only``): then a number is refused rather than silently unseen.
 INSTANCE_JSON_TYPES: dict[FeatureKind, tuple[str, ...]] = {
     FeatureKind.NUMERIC: ("number", "null"),
     FeatureKind.CATEGORICAL: ("string", "number", "boolean", "null"),
+    FeatureKind.BOOLEAN: ("boolean", "string", "null"),
+    FeatureKind.DATETIME: ("string", "null"),
 }
+_TEXT_ONLY_TYPES = ("string", "null")
+
+
+def instance_json_types(spec: FeatureSpec) -> tuple[str, ...]:
+    """The JSON types a request may send for ``spec``."""
+    if spec.kind is FeatureKind.CATEGORICAL and spec.text_only:
+        return _TEXT_ONLY_TYPES
+    return INSTANCE_JSON_TYPES[spec.kind]
+
+
+def instance_schema(spec: FeatureSpec) -> dict[str, Any]:
+    """JSON Schema of one feature's value in a request."""
+    schema: dict[str, Any] = {"type": list(instance_json_types(spec))}
+    if spec.kind is FeatureKind.BOOLEAN:
+        schema["description"] = 'true, false, "true", "false" or null'
+    elif spec.kind is FeatureKind.DATETIME:
+        schema["description"] = "an ISO 8601 date or date-time (2024-03-01, 2024-03-01T08:30:00Z)"
+    return schema
+
+
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 _NUMERIC = FeatureKind.NUMERIC  # an enum member lookup costs 0.17 µs: once per feature adds up
+# Kind codes for the per-request check: plain ints compare faster than enum members.
+_K_NUMERIC, _K_ANY, _K_TEXT, _K_BOOLEAN, _K_DATETIME = range(5)
 _MAX_PROBLEMS = 20
+
+
+def _kind_code(spec: FeatureSpec) -> int:
+    if spec.kind is _NUMERIC:
+        return _K_NUMERIC
+    if spec.kind is FeatureKind.CATEGORICAL:
+        return _K_TEXT if spec.text_only else _K_ANY
+    return _K_BOOLEAN if spec.kind is FeatureKind.BOOLEAN else _K_DATETIME
 
 
 @dataclass(frozen=True)
@@ -175,32 +402,44 @@ def instances_to_columns(
     InvalidInstancesError
         With one ``FieldProblem`` per offending field, in instance order.
     """
-    pairs = [(spec.name, spec.kind is _NUMERIC) for spec in features]
+    pairs = [(spec.name, _kind_code(spec)) for spec in features]
     if not _instances_valid(pairs, instances):
         problems = _instance_problems(features, instances)
         raise InvalidInstancesError(problems[:_MAX_PROBLEMS], len(problems))
     return {name: [instance[name] for instance in instances] for name, _ in pairs}
 
 
-def _instances_valid(pairs: list[tuple[str, bool]], instances: Sequence[Mapping[str, Any]]) -> bool:
+def _instances_valid(pairs: list[tuple[str, int]], instances: Sequence[Mapping[str, Any]]) -> bool:
     """The check every request pays: one pass, nothing allocated per value. The diagnosis
     (``_instance_problems``) only runs when this says no."""
     expected = {name for name, _ in pairs}
     for instance in instances:
         if type(instance) is not dict or instance.keys() != expected:
             return False
-        for name, numeric in pairs:
+        for name, code in pairs:
             value = instance[name]
             if value is None:
                 continue
             kind = type(value)
-            if numeric:
+            if code == _K_NUMERIC:
                 # type() rather than isinstance(): bool is an int subclass and must be refused.
                 if not ((kind is float or kind is int) and -_FLOAT32_MAX <= value <= _FLOAT32_MAX):
                     return False
-            elif kind is dict or kind is list:
+            elif code == _K_ANY:
+                if kind is dict or kind is list:
+                    return False
+            elif code == _K_TEXT:
+                if kind is not str:
+                    return False
+            elif not _special_valid(code, value):
                 return False
     return True
+
+
+def _special_valid(code: int, value: object) -> bool:
+    if code == _K_BOOLEAN:
+        return parse_boolean(value) is not None or is_missing(value)
+    return type(value) is str and (parse_datetime(value) is not None or is_missing(value))
 
 
 def _instance_problems(
@@ -224,16 +463,12 @@ def _instance_problems(
         values = [i.get(name) if isinstance(i, dict) else None for i in instances]
         if spec.kind is FeatureKind.NUMERIC:
             problems.extend(_numeric_problems(name, values))
-        else:
-            problems.extend(
-                FieldProblem(
-                    f"instances[{i}].{name}",
-                    f"categorical feature '{name}' takes a string, number, boolean or null, "
-                    f"got {json_type(v)}",
-                )
-                for i, v in enumerate(values)
-                if type(v) is dict or type(v) is list
-            )
+            continue
+        code = _kind_code(spec)
+        for i, v in enumerate(values):
+            message = _value_problem(spec, code, v)
+            if message is not None:
+                problems.append(FieldProblem(f"instances[{i}].{name}", message))
     problems.sort(key=_instance_order)
     return problems
 
@@ -281,6 +516,38 @@ def _numeric_problems(name: str, values: list[Any]) -> list[FieldProblem]:
                 )
             )
     return problems
+
+
+def _value_problem(spec: FeatureSpec, code: int, value: object) -> str | None:
+    """What is wrong with a non-numeric feature's value, or None."""
+    if value is None:
+        return None
+    name, kind = spec.name, type(value)
+    if code == _K_ANY:
+        if kind is dict or kind is list:
+            return (
+                f"categorical feature '{name}' takes a string, number, boolean or null, "
+                f"got {json_type(value)}"
+            )
+    elif code == _K_TEXT:
+        if kind is not str:
+            return (
+                f"feature '{name}' is categorical with text values in this model (it takes a "
+                f"string or null), got {json_type(value)}; if it was numeric in an earlier "
+                "version, send its new text value"
+            )
+    elif code == _K_BOOLEAN:
+        if parse_boolean(value) is None and not (kind is str and is_missing(value)):
+            return (
+                f'boolean feature \'{name}\' takes true, false, "true", "false" or null, '
+                f"got {json_type(value)}"
+            )
+    elif kind is not str or (parse_datetime(value) is None and not is_missing(value)):
+        return (
+            f"date feature '{name}' takes an ISO 8601 date or date-time string such as "
+            f'"2024-03-01" or "2024-03-01T08:30:00Z", or null, got {json_type(value)}'
+        )
+    return None
 
 
 def _instance_order(problem: FieldProblem) -> int:

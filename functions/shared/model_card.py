@@ -12,7 +12,7 @@ from typing import Literal, Self
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, JsonValue, model_validator
 
-from functions.shared.features import DatasetFacts
+from functions.shared.features import DatasetFacts, graph_columns
 
 MODEL_CARD_SCHEMA_VERSION: Literal[1] = 1
 MODEL_FILE = "model.onnx"
@@ -102,9 +102,11 @@ class ModelCard(DatasetFacts):
             raise ValueError(f"chosen candidate '{self.chosen}' is not among {names}")
         if not self.parity.passed:
             raise ValueError("a model card is only written for a model that passed parity")
-        expected = [f.name for f in self.features]
+        expected = [name for name, _ in graph_columns(self.features)]
         if [i.name for i in self.onnx.inputs] != expected:
-            raise ValueError(f"ONNX inputs must be the features in order: {expected}")
+            raise ValueError(
+                f"ONNX inputs must be the features' graph columns in order: {expected}"
+            )
         return self
 
     @property

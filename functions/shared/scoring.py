@@ -17,7 +17,7 @@ import onnxruntime as ort
 from numpy.typing import NDArray
 
 from functions.shared.errors import SluiceError
-from functions.shared.features import onnx_feeds
+from functions.shared.features import LabelValue, label_values, onnx_feeds
 from functions.shared.model_card import ModelCard
 
 
@@ -27,9 +27,11 @@ class ModelIntegrityError(SluiceError):
 
 @dataclass(frozen=True)
 class Scores:
-    """Classification: ``labels`` (class names) and ``probabilities`` (rows × classes, columns
-    in ``card.classes`` order). Regression: ``values``."""
+    """Classification: ``codes`` (class indexes into ``card.classes``), ``labels`` (the classes
+    as the data spells them) and ``probabilities`` (rows × classes, columns in ``card.classes``
+    order). Regression: ``values``."""
 
+    codes: list[int] | None = None
     labels: list[str] | None = None
     probabilities: NDArray[np.float32] | None = None
     values: NDArray[np.float32] | None = None
@@ -66,14 +68,17 @@ class ScoringModel:
         self.sha256 = actual
         self._outputs = card.output_names
         self._classes = list(card.classes or [])
+        # What a prediction's ``label`` carries: the class as a JSON string, integer or boolean.
+        self.labels: list[LabelValue] = label_values(self._classes)
 
     def score_feeds(self, feeds: Mapping[str, NDArray[Any]]) -> Scores:
         outputs = self.session.run(self._outputs, feeds)
         if self.card.task == "classification":
             codes, probabilities = outputs
             # A list comprehension beats object-array indexing for the few rows of a request.
-            labels = [self._classes[code] for code in codes.ravel().tolist()]
-            return Scores(labels=labels, probabilities=probabilities)
+            indexes = codes.ravel().tolist()
+            labels = [self._classes[code] for code in indexes]
+            return Scores(codes=indexes, labels=labels, probabilities=probabilities)
         return Scores(values=outputs[0].ravel())
 
     def score(self, columns: Mapping[str, Sequence[Any] | NDArray[Any]]) -> Scores:

@@ -21,9 +21,8 @@ from skl2onnx.common.shape_calculator import (
 from sklearn.pipeline import Pipeline
 from xgboost import XGBClassifier, XGBRegressor
 
-from functions.shared.contract import FeatureKind
 from functions.shared.errors import TrainingError
-from functions.shared.features import DatasetSchema
+from functions.shared.features import DatasetSchema, graph_columns
 from functions.shared.model_card import (
     LABEL_OUTPUT,
     PREDICTION_OUTPUT,
@@ -58,14 +57,10 @@ def register_xgboost_converters() -> None:
 def to_onnx(pipeline: Pipeline, schema: DatasetSchema) -> bytes:
     """Convert the fitted pipeline; raise TrainingError if the graph's interface is not ours."""
     register_xgboost_converters()
+    columns = graph_columns(schema.features)
     initial_types: list[tuple[str, Any]] = [
-        (
-            spec.name,
-            FloatTensorType([None, 1])
-            if spec.kind is FeatureKind.NUMERIC
-            else StringTensorType([None, 1]),
-        )
-        for spec in schema.features
+        (name, StringTensorType([None, 1]) if text else FloatTensorType([None, 1]))
+        for name, text in columns
     ]
     options: dict[int, dict[str, Any]] = {}
     if schema.task == "classification":
@@ -84,7 +79,7 @@ def to_onnx(pipeline: Pipeline, schema: DatasetSchema) -> bytes:
     )
     inputs = [i.name for i in model.graph.input]
     outputs = [o.name for o in model.graph.output]
-    if inputs != [f.name for f in schema.features] or outputs != expected:
+    if inputs != [name for name, _ in columns] or outputs != expected:
         raise TrainingError(
             f"the exported graph has inputs {inputs} and outputs {outputs}; expected the feature "
             f"names and {expected} (does a feature share a name with an output?)"

@@ -18,7 +18,7 @@ from pydantic import ValidationError
 
 from functions.shared.contract import describe_validation_error
 from functions.shared.errors import TrainingError
-from functions.shared.features import DatasetSchema, onnx_feeds
+from functions.shared.features import DatasetSchema, graph_columns, onnx_feeds
 
 SCHEMA_FILE = "dataset.json"
 
@@ -28,7 +28,7 @@ class Split:
     """One split: the features as the model sees them, and the encoded target."""
 
     name: str
-    frame: pd.DataFrame  # one column per feature, in schema order
+    frame: pd.DataFrame  # one column per graph input (features.graph_columns), in order
     feeds: dict[str, NDArray[Any]]  # the same values as ONNX inputs, (n, 1) each
     y: NDArray[Any]  # class index into schema.classes (int64), or float64 target
 
@@ -79,7 +79,7 @@ def load_split(channel: Path, schema: DatasetSchema, name: str) -> Split:
     if table.empty:
         raise TrainingError(f"the {name} split has no rows")
     feeds = onnx_feeds(schema.features, {c: table[c].to_numpy() for c in table.columns})
-    frame = pd.DataFrame({spec.name: feeds[spec.name].ravel() for spec in schema.features})
+    frame = pd.DataFrame({name: feeds[name].ravel() for name, _ in graph_columns(schema.features)})
     return Split(name=name, frame=frame, feeds=feeds, y=_encode_target(table, schema, name))
 
 
@@ -92,7 +92,8 @@ def _encode_target(table: pd.DataFrame, schema: DatasetSchema, split: str) -> ND
             raise TrainingError(f"the {split} target '{schema.target}' has {bad} non-finite rows")
         return y
     classes = schema.classes or []
-    codes = np.asarray(pd.Index(classes).get_indexer(target), dtype=np.int64)
+    # The split holds labels as matched (normalised); the classes are the data's spellings.
+    codes = np.asarray(pd.Index(schema.class_keys).get_indexer(target), dtype=np.int64)
     unknown = target[codes < 0]
     if unknown.size:
         seen = sorted({str(v) for v in unknown.head(1000)})[:5]

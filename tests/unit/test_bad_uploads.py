@@ -99,6 +99,13 @@ def binary_garbage() -> bytes:
 # --- the corpus ----------------------------------------------------------------------------
 
 ContractSpec = dict[str, Any] | bytes | None  # churn contract overrides, raw bytes, or none
+# Every column of the churn sample but the id and the target, declared.
+DECLARED = {
+    "tenure": "numeric",
+    "monthly_charges": "numeric",
+    "plan": "categorical",
+    "region": "categorical",
+}
 
 
 @dataclass(frozen=True)
@@ -294,11 +301,14 @@ CORPUS: list[Bad] = [
         names_file=True,
     ),
     # -- the values ---------------------------------------------------------------------------
+    # A declared feature without values is refused; an inferred one is left out with a warning
+    # (test_preprocess.py, column roles).
     Bad(
         "all-nan-literal-column",
         lambda: with_column("promo", "NaN"),
         "all_missing",
         "feature 'promo' has no values at all",
+        contract={"features": {**DECLARED, "promo": "categorical"}, "id_column": "customer_id"},
         column="promo",
     ),
     Bad(
@@ -306,6 +316,7 @@ CORPUS: list[Bad] = [
         lambda: with_column("monthly_charges", ""),
         "all_missing",
         "feature 'monthly_charges' has no values at all",
+        contract={"features": DECLARED, "id_column": "customer_id"},
         column="monthly_charges",
     ),
     Bad(
@@ -516,13 +527,9 @@ def test_an_otherwise_valid_file_is_accepted(name: str, data: bytes) -> None:
     schema = json.loads(
         world.store.get_bytes(ARTIFACTS, f"churn/versions/{outcome.dataset_version}/dataset.json")
     )
-    assert {f["name"] for f in schema["features"]} == {
-        "customer_id",
-        "tenure",
-        "monthly_charges",
-        "plan",
-        "region",
-    }
+    # (customer_id, one distinct value per row, is left out as an identifier)
+    features = {f["name"] for f in schema["features"]}
+    assert features == {"tenure", "monthly_charges", "plan", "region"}
     assert outcome.rows is not None
     if name == "a-few-huge-numbers":
         assert outcome.rows.rejected == {"non_finite": 6}

@@ -77,14 +77,18 @@ def test_upload_writes_a_complete_dataset_version_and_starts_one_run(world: Worl
     assert manifest["sources"][0]["sha256"] and manifest["sources"][0]["rows_read"] == 400
     schema = json.loads(world.store.get_bytes(ARTIFACTS, f"{prefix}dataset.json"))
     kinds = {f["name"]: f["kind"] for f in schema["features"]}
-    # inferred: numbers are numeric, text is categorical, id and target are not features
+    # inferred: numbers are numeric, text is categorical, the target is not a feature, and
+    # customer_id (a distinct value per row) is left out as an identifier, with its reason
     assert kinds == {
         "tenure": "numeric",
         "monthly_charges": "numeric",
         "plan": "categorical",
         "region": "categorical",
-        "customer_id": "categorical",
     }
+    roles = {c["column"]: (c["use"], c["reason"]) for c in schema["columns"]}
+    assert roles["customer_id"][0] == "excluded"
+    assert roles["customer_id"][1].startswith("an identifier: 400 distinct values in 400 rows")
+    assert roles["churned"][0] == "target"
     assert schema["classes"] == ["no", "yes"]
     run = world.pipeline.runs[outcome.run_name or ""]
     assert isinstance(run, RunInput)
@@ -164,11 +168,17 @@ def test_rows_keep_their_split_across_dataset_versions(id_column: str | None) ->
     assert v1.status == v2.status == "started"
     assert v1.dataset_version != v2.dataset_version
 
-    def by_split(outcome: PreprocessOutcome) -> dict[str, str]:
+    def by_split(outcome: PreprocessOutcome) -> dict[object, str]:
+        # A row is its id, or (no id column: customer_id is then left out as an identifier)
+        # all its values together.
         return {
-            customer: split
+            row: split
             for split in ("train", "validation", "test")
-            for customer in world.split(outcome, split)["customer_id"]
+            for row in (
+                world.split(outcome, split)["customer_id"]
+                if id_column
+                else map(str, world.split(outcome, split).itertuples(index=False, name=None))
+            )
         }
 
     first, second = by_split(v1), by_split(v2)

@@ -100,5 +100,5 @@ def test_a_card_for_a_model_that_failed_parity_is_refused() -> None:
 def test_onnx_inputs_must_be_the_features_in_order() -> None:
     onnx = _card()["onnx"]
     swapped = {**onnx, "inputs": list(reversed(onnx["inputs"]))}
-    with pytest.raises(ValidationError, match="ONNX inputs must be the features in order"):
+    with pytest.raises(ValidationError, match="ONNX inputs must be the features' graph columns"):
         ModelCard.model_validate(_card(onnx=swapped))
