@@ -149,6 +149,9 @@ class _Chain:
             report["steps_seconds"] = steps
             return report
 
+        schema_key = f"{layout.version_prefix(dataset, outcome['dataset_version'])}dataset.json"
+        schema = json.loads(self.store.get_bytes(self.topology.artifacts_bucket, schema_key))
+        report["columns"] = schema.get("columns", [])
         with _timed(steps, "pipeline"):
             run = self._wait(lambda: self._run(outcome["run_name"]), f"run {outcome['run_name']}")
         report["run"] = {
@@ -332,6 +335,19 @@ def render(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _render_columns(columns: list[dict[str, Any]]) -> list[str]:
+    """The column roles preprocessing inferred: the features with their kinds, then each
+    column left out, with why."""
+    if not columns:
+        return []
+    features = [f"{c['column']} ({c['kind']})" for c in columns if c["use"] == "feature"]
+    lines = [f"    features: {', '.join(features)}"]
+    lines += [
+        f"    ! left out '{c['column']}': {c['reason']}" for c in columns if c["use"] == "excluded"
+    ]
+    return lines
+
+
 def _render_upload(title: str, step: dict[str, Any]) -> list[str]:
     lines = [f"{title}: {step['upload']}"]
     if step.get("note"):
@@ -353,6 +369,7 @@ def _render_upload(title: str, step: dict[str, Any]) -> list[str]:
             accepted=rows["accepted"], **rows["per_split"]
         ),
     ]
+    lines += _render_columns(step.get("columns", []))
     run = step["run"]
     lines.append(f"  run {run['name']}: {run['status']}, states {' → '.join(run['path'])}")
     if run["error"]:
