@@ -177,9 +177,9 @@ def score(
     return report, (float(value) if isinstance(value, int | float) else None)
 
 
-def choose_best(candidates: list[FittedCandidate], metric: str) -> FittedCandidate:
-    """The best by the contract metric; an undefined value ranks last, ties go to the earlier
-    (simpler) candidate."""
+def rank_candidates(candidates: list[FittedCandidate], metric: str) -> list[FittedCandidate]:
+    """Best first by the contract metric; an undefined value ranks last, ties keep the earlier
+    (simpler) candidate first. Training ships the first one whose export passes parity."""
     if not candidates:
         raise TrainingError("no candidate was trained")
     sign = 1.0 if METRICS[metric].higher_is_better else -1.0
@@ -188,11 +188,7 @@ def choose_best(candidates: list[FittedCandidate], metric: str) -> FittedCandida
         value = candidate.record.metric_value
         return -math.inf if value is None or math.isnan(value) else sign * value
 
-    best = candidates[0]
-    for candidate in candidates[1:]:
-        if rank(candidate) > rank(best):
-            best = candidate
-    return best
+    return sorted(candidates, key=rank, reverse=True)  # sorted is stable: ties keep order
 
 
 def describe_params(pipeline: Pipeline) -> dict[str, JsonValue]:

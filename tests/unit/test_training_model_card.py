@@ -102,3 +102,54 @@ def test_onnx_inputs_must_be_the_features_in_order() -> None:
     swapped = {**onnx, "inputs": list(reversed(onnx["inputs"]))}
     with pytest.raises(ValidationError, match="ONNX inputs must be the features in order"):
         ModelCard.model_validate(_card(onnx=swapped))
+
+
+_LINEAR = {**_card()["candidates"][0], "name": "linear", "metric_value": 0.7}
+_XGBOOST_FAILED = {
+    "candidate": "xgboost",
+    "reason": "the ONNX export of 'xgboost' disagrees with the native model on 10 validation "
+    "rows: max diff 0.000181 (tolerance 0.0001)",
+    "report": {**_card()["parity"], "max_scaled_diff": 1.81e-4, "passed": False},
+}
+
+
+def test_a_card_without_parity_failures_shipped_its_best_candidate() -> None:
+    # Given a card written before parity fallbacks existed (no such field)
+    card = ModelCard.model_validate(_card())
+    assert card.parity_failures == []
+    assert card.parity_fallback is None
+
+
+def test_a_fallback_card_names_the_candidate_that_failed() -> None:
+    # Given linear shipped because xgboost's export failed parity
+    card = ModelCard.model_validate(
+        _card(chosen="linear", candidates=[*_card()["candidates"], _LINEAR],
+              parity_failures=[_XGBOOST_FAILED])
+    )  # fmt: skip
+    # Then the card keeps the figures and says so in one line
+    assert card.parity_failures[0].report is not None
+    assert card.parity_failures[0].report.max_scaled_diff == 1.81e-4
+    assert card.parity_fallback is not None
+    assert card.parity_fallback.startswith("'linear' shipped because a better candidate failed")
+    assert "max diff 0.000181" in card.parity_fallback
+
+
+@pytest.mark.parametrize(
+    ("failure", "message"),
+    [
+        ({**_XGBOOST_FAILED, "candidate": "linear"}, "other than the chosen one"),
+        ({**_XGBOOST_FAILED, "candidate": "forest"}, "other than the chosen one"),
+        (
+            {**_XGBOOST_FAILED, "report": {**_XGBOOST_FAILED["report"], "passed": True}},
+            "passed parity: not a failure",
+        ),
+    ],
+)
+def test_inconsistent_parity_failures_are_refused(failure: dict[str, Any], message: str) -> None:
+    changes = {
+        "chosen": "linear",
+        "candidates": [*_card()["candidates"], _LINEAR],
+        "parity_failures": [failure],
+    }
+    with pytest.raises(ValidationError, match=message):
+        ModelCard.model_validate(_card(**changes))
