@@ -236,3 +236,50 @@ def used_car_prices(root: Path, rows: int = 40_000, seed: int = 7) -> DatasetSch
         ],
     )
     return write_dataset_version(root, Generated(frame=frame, schema=schema))
+
+
+# Headers as real files spell them: spaces, punctuation, non-ASCII, a leading digit, the graph's
+# output names, and three spellings ("a b", "a_b", "a-b") that sanitise alike.
+AWKWARD_HEADERS = (
+    "a b",
+    "a_b",
+    "a-b",
+    "od280/od315_of_diluted_wines",
+    "revenu €",
+    "label",
+    "2024 sales",
+    "probabilities",
+    "variable",
+    "e.f",
+)
+
+
+def awkward_headers(
+    root: Path, rows: int = 1500, seed: int = 5, task: Task = "classification"
+) -> DatasetSchema:
+    """Seven numeric and three categorical features named ``AWKWARD_HEADERS``, with a target
+    named with a space and punctuation too."""
+    classification = task == "classification"
+    generated = synthetic(
+        rows,
+        task=task,
+        metric="f1_macro" if classification else "rmse",
+        n_numeric=7,
+        n_categorical=3,
+        target_offset=0.0 if classification else 50_000.0,
+        target_scale=1.0 if classification else 10_000.0,
+        name="awkward",
+        seed=seed,
+    )
+    original = generated.schema
+    renames = dict(zip([f.name for f in original.features], AWKWARD_HEADERS, strict=True))
+    renames[original.target] = "quality class" if classification else "price (€)"
+    schema = DatasetSchema.model_validate(
+        {
+            **original.model_dump(),
+            "target": renames[original.target],
+            "features": [{"name": renames[f.name], "kind": f.kind} for f in original.features],
+        }
+    )
+    frame = generated.frame.rename(columns=renames)
+    return write_dataset_version(root, Generated(frame=frame, schema=schema))

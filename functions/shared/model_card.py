@@ -13,15 +13,16 @@ from typing import Literal, Self
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, JsonValue, model_validator
 
-from functions.shared.features import DatasetFacts
+from functions.shared.features import (
+    LABEL_OUTPUT,
+    PREDICTION_OUTPUT,
+    PROBABILITIES_OUTPUT,
+    DatasetFacts,
+)
 
 MODEL_CARD_SCHEMA_VERSION: Literal[1] = 1
 MODEL_FILE = "model.onnx"
 MODEL_CARD_FILE = "model_card.json"
-# Output names of the ONNX graph; inference looks them up by name.
-LABEL_OUTPUT = "label"
-PROBABILITIES_OUTPUT = "probabilities"
-PREDICTION_OUTPUT = "variable"
 
 Device = Literal["cpu", "cuda"]
 
@@ -111,6 +112,9 @@ class ModelCard(DatasetFacts):
     # candidate shipped. Cards written before the fallback existed have none.
     parity_failures: list[ParityFailure] = Field(default_factory=list)
     onnx: OnnxInfo
+    # Feature name (the user's header) -> the graph input it feeds (features.onnx_input_name).
+    # Cards written before the mapping existed have none: their inputs are the feature names.
+    onnx_input_names: dict[str, str] | None = None
     training: TrainingInfo
     created_at: AwareDatetime
 
@@ -126,10 +130,23 @@ class ModelCard(DatasetFacts):
             raise ValueError(
                 f"parity failures {failed} must be candidates {names} other than the chosen one"
             )
-        expected = [f.name for f in self.features]
+        mapping = self.onnx_input_names
+        if mapping is not None and (
+            mapping.keys() != {f.name for f in self.features}
+            or len(set(mapping.values())) < len(mapping)
+        ):
+            raise ValueError("onnx_input_names must map each feature to an input of its own")
+        expected = [self.input_names[f.name] for f in self.features]
         if [i.name for i in self.onnx.inputs] != expected:
-            raise ValueError(f"ONNX inputs must be the features in order: {expected}")
+            raise ValueError(f"ONNX inputs must be the features' input names in order: {expected}")
         return self
+
+    @property
+    def input_names(self) -> dict[str, str]:
+        """Feature name -> graph input name, for ``features.onnx_feeds``."""
+        if self.onnx_input_names is not None:
+            return self.onnx_input_names
+        return {f.name: f.name for f in self.features}
 
     @property
     def chosen_candidate(self) -> CandidateRecord:

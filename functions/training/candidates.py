@@ -26,7 +26,7 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from xgboost import XGBClassifier, XGBRegressor
 
 from functions.shared.errors import TrainingError
-from functions.shared.features import DatasetSchema
+from functions.shared.features import DatasetSchema, onnx_input_names
 from functions.shared.metrics import METRICS, classification_report, regression_report
 from functions.shared.model_card import CandidateRecord, Device
 from functions.training.script_mode import CandidateName, Hyperparameters
@@ -60,6 +60,10 @@ class FittedCandidate:
 
 
 def build_features(schema: DatasetSchema, *, scale: bool) -> ColumnTransformer:
+    """Select columns by their graph input names, as ``splits.Split.frame`` holds them."""
+    names = onnx_input_names(schema.features)
+    numeric = [names[n] for n in schema.numeric]
+    categorical = [names[n] for n in schema.categorical]
     numeric_steps: list[tuple[str, Any]] = [
         # keep_empty_features: a numeric column that is all missing in training still gets a
         # column (imputed 0), so the graph's width never depends on the data.
@@ -68,9 +72,9 @@ def build_features(schema: DatasetSchema, *, scale: bool) -> ColumnTransformer:
     if scale:
         numeric_steps.append(("scale", StandardScaler()))
     transformers: list[tuple[str, Any, list[str]]] = []
-    if schema.numeric:
-        transformers.append(("numeric", Pipeline(numeric_steps), schema.numeric))
-    if schema.categorical:
+    if numeric:
+        transformers.append(("numeric", Pipeline(numeric_steps), numeric))
+    if categorical:
         encoder = OneHotEncoder(
             handle_unknown="ignore",
             max_categories=MAX_CATEGORIES,
@@ -78,7 +82,7 @@ def build_features(schema: DatasetSchema, *, scale: bool) -> ColumnTransformer:
             sparse_output=False,
             dtype=np.float32,
         )
-        transformers.append(("categorical", encoder, schema.categorical))
+        transformers.append(("categorical", encoder, categorical))
     return ColumnTransformer(transformers, remainder="drop")
 
 

@@ -38,7 +38,7 @@ import sklearn
 import xgboost
 
 from functions.shared.errors import ParityError
-from functions.shared.features import DatasetSchema
+from functions.shared.features import DatasetSchema, onnx_input_names
 from functions.shared.model_card import (
     MODEL_CARD_FILE,
     MODEL_FILE,
@@ -114,6 +114,7 @@ def train(
         parity=shipped.parity,
         parity_failures=shipped.failures,
         onnx=describe_onnx(model_bytes, sha256, shipped.session),
+        onnx_input_names=onnx_input_names(schema.features),
         training=TrainingInfo(
             seconds=round(time.perf_counter() - started, 3),
             load_seconds=round(load_seconds, 3),

@@ -100,8 +100,56 @@ def test_a_card_for_a_model_that_failed_parity_is_refused() -> None:
 def test_onnx_inputs_must_be_the_features_in_order() -> None:
     onnx = _card()["onnx"]
     swapped = {**onnx, "inputs": list(reversed(onnx["inputs"]))}
-    with pytest.raises(ValidationError, match="ONNX inputs must be the features in order"):
+    with pytest.raises(ValidationError, match="ONNX inputs must be the features' input names"):
         ModelCard.model_validate(_card(onnx=swapped))
+
+
+def _awkward_card(**changes: Any) -> dict[str, Any]:
+    """A card whose features are named "a b" and "label": its graph inputs are mapped."""
+    onnx = _card()["onnx"]
+    inputs = [
+        {**onnx["inputs"][0], "name": "a_b_c8687a08"},
+        {**onnx["inputs"][1], "name": "label_1aca80e8"},
+    ]
+    awkward: dict[str, Any] = {
+        "features": [{"name": "a b", "kind": "numeric"}, {"name": "label", "kind": "categorical"}],
+        "onnx": {**onnx, "inputs": inputs},
+        "onnx_input_names": {"a b": "a_b_c8687a08", "label": "label_1aca80e8"},
+    }
+    return _card(**{**awkward, **changes})
+
+
+def test_a_card_maps_the_users_feature_names_to_graph_inputs() -> None:
+    card = ModelCard.model_validate(_awkward_card())
+    assert [f.name for f in card.features] == ["a b", "label"]
+    assert card.input_names == {"a b": "a_b_c8687a08", "label": "label_1aca80e8"}
+
+
+def test_a_card_without_the_mapping_feeds_inputs_named_as_the_features() -> None:
+    card = ModelCard.model_validate(_card())
+    assert card.onnx_input_names is None
+    assert card.input_names == {"age": "age", "plan": "plan"}
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"onnx_input_names": {"a b": "a_b_c8687a08"}}, "each feature to an input of its own"),
+        (
+            {"onnx_input_names": {"a b": "x", "label": "x"}},
+            "each feature to an input of its own",
+        ),
+        (
+            {"onnx_input_names": {"a b": "a_b_c8687a08", "label": "label"}},
+            "ONNX inputs must be the features' input names",
+        ),
+    ],
+)
+def test_a_mapping_that_does_not_fit_the_graph_is_refused(
+    changes: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ValidationError, match=message):
+        ModelCard.model_validate(_awkward_card(**changes))
 
 
 _LINEAR = {**_card()["candidates"][0], "name": "linear", "metric_value": 0.7}
