@@ -260,7 +260,7 @@ def _encoded_feeds(card: Any, event: dict[str, Any]) -> dict[str, tuple[str, lis
     from functions.shared.features import instances_to_columns, onnx_feeds
 
     rows = json.loads(event["body"])["instances"]
-    feeds = onnx_feeds(card.features, instances_to_columns(card.features, rows))
+    feeds = onnx_feeds(card.features, instances_to_columns(card.features, rows), card.input_names)
     return {
         name: ("float32" if array.dtype.kind == "f" else "object", array.ravel().tolist())
         for name, array in feeds.items()

@@ -278,7 +278,9 @@ def run(seconds: float) -> tuple[str, dict[int, dict[str, list[int]]]]:
         for rows in ROWS:
             event = predict_event(test, card, rows)
             body = json.loads(event["body"])["instances"]
-            feeds = onnx_feeds(card.features, instances_to_columns(card.features, body))
+            feeds = onnx_feeds(
+                card.features, instances_to_columns(card.features, body), card.input_names
+            )
             response = plain(event)
             assert response["statusCode"] == 200, response["body"]  # type: ignore[index]
             predicted = json.loads(response["body"])["predictions"]  # type: ignore[index]

@@ -303,6 +303,7 @@ def _status(args: argparse.Namespace) -> int:
             )
             for reason in decision.get("reasons", []):
                 print(f"             · {reason}")
+            _print_parity_fallback(decision)
         if run.get("error"):
             print(f"           error {run['error']}: {str(run.get('cause'))[:200]}")
     for name in pending:
@@ -330,6 +331,12 @@ def _status(args: argparse.Namespace) -> int:
     for letter in dead:
         print(f"dead     {letter['at']}  {letter['error'].strip().splitlines()[-1]}")
     return EXIT_OK
+
+
+def _print_parity_fallback(decision: dict[str, Any]) -> None:
+    """A run whose model is not its best candidate (that one's ONNX export failed parity)."""
+    if decision.get("parity_fallback"):
+        print(f"           parity fallback: {decision['parity_fallback']}")
 
 
 def _registry(args: argparse.Namespace) -> Any:

@@ -181,3 +181,105 @@ def regression_prices(root: Path, rows: int = 3000, seed: int = 3) -> DatasetSch
         seed=seed,
     )
     return write_dataset_version(root, generated)
+
+
+def used_car_prices(root: Path, rows: int = 40_000, seed: int = 7) -> DatasetSchema:
+    """Used-car prices: lognormal, 500 to 200 000, median about 12 000, a long upper tail.
+
+    Price is multiplicative in the features (age, mileage, make, ...), so a model of the raw
+    price sums terms of the size of the mean price for every car, and the linear model predicts
+    values near zero and below for the cheapest ones: where float32 rounding of those terms is
+    largest relative to the prediction.
+    """
+    rng = np.random.default_rng(seed)
+    age = rng.uniform(0, 20, rows)
+    mileage = np.clip(age * 12_000 + rng.normal(0, 20_000, rows), 0, None)
+    power = rng.lognormal(4.7, 0.35, rows)
+    doors = rng.choice([2.0, 3.0, 4.0, 5.0], rows)
+    makes, fuels, bodies = 30, 4, 6
+    make = rng.integers(0, makes, rows)
+    fuel = rng.integers(0, fuels, rows)
+    body = rng.integers(0, bodies, rows)
+    log_price = (
+        10.6
+        - 0.11 * age
+        - 2e-6 * mileage
+        + 0.9 * np.log(power / 110)
+        + 0.03 * doors
+        + rng.normal(0, 0.45, makes)[make]
+        + rng.normal(0, 0.1, fuels)[fuel]
+        + rng.normal(0, 0.15, bodies)[body]
+        + rng.normal(0, 0.25, rows)
+    )
+    frame = pd.DataFrame(
+        {
+            "age": age,
+            "mileage": mileage,
+            "power": power,
+            "doors": doors,
+            "make": [f"make {k}" for k in make],
+            "fuel": [f"fuel {k}" for k in fuel],
+            "body": [f"body {k}" for k in body],
+            "price": np.clip(np.exp(log_price), 500, 200_000),
+        }
+    )
+    numeric, categorical = FeatureKind.NUMERIC, FeatureKind.CATEGORICAL
+    schema = DatasetSchema(
+        dataset="used-cars",
+        dataset_version=f"v-{seed:04d}",
+        task="regression",
+        target="price",
+        metric="rmse",
+        features=[
+            *(FeatureSpec(name=n, kind=numeric) for n in ("age", "mileage", "power", "doors")),
+            *(FeatureSpec(name=n, kind=categorical) for n in ("make", "fuel", "body")),
+        ],
+    )
+    return write_dataset_version(root, Generated(frame=frame, schema=schema))
+
+
+# Headers as real files spell them: spaces, punctuation, non-ASCII, a leading digit, the graph's
+# output names, and three spellings ("a b", "a_b", "a-b") that sanitise alike.
+AWKWARD_HEADERS = (
+    "a b",
+    "a_b",
+    "a-b",
+    "od280/od315_of_diluted_wines",
+    "revenu €",
+    "label",
+    "2024 sales",
+    "probabilities",
+    "variable",
+    "e.f",
+)
+
+
+def awkward_headers(
+    root: Path, rows: int = 1500, seed: int = 5, task: Task = "classification"
+) -> DatasetSchema:
+    """Seven numeric and three categorical features named ``AWKWARD_HEADERS``, with a target
+    named with a space and punctuation too."""
+    classification = task == "classification"
+    generated = synthetic(
+        rows,
+        task=task,
+        metric="f1_macro" if classification else "rmse",
+        n_numeric=7,
+        n_categorical=3,
+        target_offset=0.0 if classification else 50_000.0,
+        target_scale=1.0 if classification else 10_000.0,
+        name="awkward",
+        seed=seed,
+    )
+    original = generated.schema
+    renames = dict(zip([f.name for f in original.features], AWKWARD_HEADERS, strict=True))
+    renames[original.target] = "quality class" if classification else "price (€)"
+    schema = DatasetSchema.model_validate(
+        {
+            **original.model_dump(),
+            "target": renames[original.target],
+            "features": [{"name": renames[f.name], "kind": f.kind} for f in original.features],
+        }
+    )
+    frame = generated.frame.rename(columns=renames)
+    return write_dataset_version(root, Generated(frame=frame, schema=schema))

@@ -50,9 +50,16 @@ class TrainedModel:
         return self.card.model_dump_json(indent=2).encode()
 
 
-def train_model(root: Path, kind: str, hyperparameters: Hyperparameters = FAST) -> TrainedModel:
+def train_model(
+    root: Path,
+    kind: str,
+    hyperparameters: Hyperparameters = FAST,
+    *,
+    generate: Callable[[Path], DatasetSchema] | None = None,
+) -> TrainedModel:
+    """Train one of ``KINDS``, or the dataset ``generate`` writes (``kind`` then names it)."""
     version = root / "version"
-    schema = KINDS[kind](version)
+    schema = (generate or KINDS[kind])(version)
     paths = SageMakerPaths.for_version(version, root)
     train(paths, hyperparameters, num_gpus=0)
     card = ModelCard.model_validate_json((paths.model / MODEL_CARD_FILE).read_text())

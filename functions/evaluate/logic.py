@@ -364,10 +364,13 @@ def _as_json(report: Mapping[str, object]) -> dict[str, JsonValue]:
 
 
 def _summary(card: ModelCard, score: ModelScore, passed: bool) -> dict[str, JsonValue]:
-    return {
+    summary: dict[str, JsonValue] = {
         "chosen": card.chosen,
         "test_metric": score.metric_value,
         "gate_passed": passed,
         "features": len(card.features),
         "onnx_bytes": card.onnx.bytes,
     }
+    if card.parity_fallback:  # promote and reject hand it on to the run's outcome
+        summary["parity_fallback"] = card.parity_fallback
+    return summary

@@ -263,19 +263,25 @@ def _size(n: int) -> str:
 def _header_violations(
     contract: Contract, key: str, header: list[str], known_features: list[str] | None = None
 ) -> list[Violation]:
-    """File rules about a header: names present, unique, the contract's columns there."""
+    """File rules about a header: names present, unique, the contract's columns there.
+
+    Any other text is a name (``a b``, ``revenu €``, ``label``): the model graph spells it its
+    own way (``features.onnx_input_name``). A name of only whitespace is no name, and names
+    that differ only in surrounding whitespace (``a`` and `` a ``) are duplicates: a person
+    cannot tell them apart in a request or a report.
+    """
     problems = []
-    unnamed = [i + 1 for i, name in enumerate(header) if not name]
+    unnamed = [i + 1 for i, name in enumerate(header) if not name.strip()]
     if unnamed:
         problems.append(
             Violation(
                 rule="empty_column_name",
                 file=key,
-                message=f"{key}: header column(s) {unnamed} (1-based) have no name; "
-                "an unnamed first column is often a saved row index",
+                message=f"{key}: header column(s) {unnamed} (1-based) have no name (empty or "
+                "only whitespace); an unnamed first column is often a saved row index",
             )
         )
-    dupes = sorted({c for c in header if c and header.count(c) > 1})
+    dupes = sorted({c for c in header if c.strip() and header.count(c) > 1})
     if dupes:
         problems.append(
             Violation(
@@ -283,6 +289,20 @@ def _header_violations(
                 file=key,
                 column=dupes[0],
                 message=f"{key}: duplicated column names {dupes}",
+            )
+        )
+    spellings: dict[str, set[str]] = {}
+    for name in header:
+        if name.strip():
+            spellings.setdefault(name.strip(), set()).add(name)
+    for names in (sorted(s) for s in spellings.values() if len(s) > 1):
+        problems.append(
+            Violation(
+                rule="duplicate_column",
+                file=key,
+                column=names[0],
+                message=f"{key}: column names {names} differ only in surrounding whitespace; "
+                "rename one of them",
             )
         )
     for col in contract.required_columns():

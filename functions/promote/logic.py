@@ -38,6 +38,8 @@ class RunOutcome(BaseModel):
     live_version: int | None
     reasons: list[str]
     notify_error: str | None = None  # set when the decision could not be published
+    # The model shipped is not the best candidate: a better one's ONNX export failed parity.
+    parity_fallback: str | None = None
 
 
 def promote(state: PipelineState, *, registry: ModelRegistry, notifier: Notifier) -> RunOutcome:
@@ -80,6 +82,7 @@ def promote(state: PipelineState, *, registry: ModelRegistry, notifier: Notifier
         live_version=pointer.version,
         reasons=reasons,
         notify_error=notify_error,
+        parity_fallback=_parity_fallback(registry, state.dataset, pointer.version),
     )
 
 
@@ -131,7 +134,16 @@ def reject(state: PipelineState, *, registry: ModelRegistry, notifier: Notifier)
         live_version=live.version if live else None,
         reasons=reasons,
         notify_error=notify_error,
+        parity_fallback=_parity_fallback(registry, state.dataset, version),
     )
+
+
+def _parity_fallback(registry: ModelRegistry, dataset: str, version: int | None) -> str | None:
+    """The card's parity fallback note, as evaluate copied it into the version's summary."""
+    if version is None:
+        return None
+    note = registry.get(dataset, version).summary.get("parity_fallback")
+    return note if isinstance(note, str) else None
 
 
 def _registered_by(registry: ModelRegistry, dataset: str, run_name: str) -> int | None:

@@ -5,13 +5,15 @@ Categorical features travel as normalised strings; a missing value is the token
 ``MISSING_CATEGORY`` so that "no value" is a category the model can learn. Boolean features
 travel as float32 1/0 (missing = NaN). A date or datetime feature becomes six float32 graph
 inputs, its parts (``DATE_PARTS``), derived here from the text as written, so training,
-evaluation and serving derive them with one function. This module imports only numpy and
-pydantic: it is on the inference path.
+evaluation and serving derive them with one function. Feature names are the user's headers
+everywhere but inside the ONNX graph, whose inputs take ``onnx_input_name``'s spelling. This
+module imports only numpy and pydantic: it is on the inference path.
 """
 
 from __future__ import annotations
 
 import difflib
+import hashlib
 import json
 import math
 import re
@@ -29,6 +31,15 @@ from functions.shared.errors import SluiceError
 from functions.shared.metrics import metric_info
 
 MISSING_CATEGORY = "__missing__"
+# Output names of the ONNX graph; inference looks them up by name, so no input may take one.
+LABEL_OUTPUT = "label"
+PROBABILITIES_OUTPUT = "probabilities"
+PREDICTION_OUTPUT = "variable"
+_GRAPH_OUTPUTS = frozenset({LABEL_OUTPUT, PROBABILITIES_OUTPUT, PREDICTION_OUTPUT})
+_PLAIN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_NOT_PLAIN = re.compile(r"[^A-Za-z0-9_]")
+_STEM_LENGTH = 48
+_DIGEST_LENGTH = 8
 # Cell values read as "no value" in CSV files (case-sensitive, as pyarrow matches them).
 NULL_TOKENS = ("", "NA", "N/A", "n/a", "NaN", "nan", "NULL", "null", "None", "none", "#N/A")
 
@@ -58,6 +69,29 @@ def normalise_category(value: object) -> str:
 
 
 _NULL_TOKENS_FOLDED = frozenset(t.casefold() for t in NULL_TOKENS)
+
+
+def onnx_input_name(header: str) -> str:
+    """The ONNX graph's input name for a feature: a plain identifier, a function of the header
+    alone, so the same column keeps its input name in every model version whatever the other
+    columns are.
+
+    A header that is already an identifier (``[A-Za-z_][A-Za-z0-9_]*``) and not one of the
+    graph's output names is kept as is, so every model trained before the mapping existed
+    keeps its inputs. Any other header becomes its first 48 characters with each character
+    outside ``[A-Za-z0-9_]`` replaced by ``_`` (``_`` prepended before a digit or an empty
+    stem), then ``_`` and the first 8 hex digits of the header's sha256: ``a b`` ->
+    ``a_b_c8687a08``, ``label`` -> ``label_1aca80e8``. The digest keeps ``a b``, ``a-b`` and
+    ``a_b`` apart (converters such as skl2onnx would otherwise rename them, silently and
+    depending on which other inputs exist).
+    """
+    if _PLAIN_NAME.fullmatch(header) and header not in _GRAPH_OUTPUTS:
+        return header
+    stem = _NOT_PLAIN.sub("_", header[:_STEM_LENGTH])
+    if not stem or stem[0].isdigit():
+        stem = f"_{stem}"
+    digest = hashlib.sha256(header.encode("utf-8")).hexdigest()[:_DIGEST_LENGTH]
+    return f"{stem}_{digest}"
 
 
 class FeatureSpec(BaseModel):
@@ -125,6 +159,7 @@ class DatasetFacts(BaseModel):
             len(self.classes) < 2 or len(set(self.class_keys)) < len(self.classes)
         ):
             raise ValueError(f"a classifier needs two or more distinct classes, got {self.classes}")
+        onnx_input_names(self.features)  # two features may not share a graph input
         return self
 
 
@@ -154,12 +189,14 @@ class DatasetSchema(DatasetFacts):
     @property
     def numeric(self) -> list[str]:
         """The graph's float inputs, named as ``onnx_feeds`` names them."""
-        return [name for name, text in graph_columns(self.features) if not text]
+        columns = graph_columns(self.features, onnx_input_names(self.features))
+        return [name for name, text in columns if not text]
 
     @property
     def categorical(self) -> list[str]:
-        """The graph's string inputs."""
-        return [name for name, text in graph_columns(self.features) if text]
+        """The graph's string inputs, named as ``onnx_feeds`` names them."""
+        columns = graph_columns(self.features, onnx_input_names(self.features))
+        return [name for name, text in columns if text]
 
     @property
     def warnings(self) -> list[str]:
@@ -253,28 +290,53 @@ def is_missing(value: object) -> bool:
     return normalise_category(value) == MISSING_CATEGORY
 
 
-def graph_columns(features: Sequence[FeatureSpec]) -> list[tuple[str, bool]]:
-    """The graph's inputs as ``(name, is_text)``, in order: one per feature, except a datetime
-    feature, which gives one float input per date part (``<feature>__<part>``)."""
+def graph_columns(
+    features: Sequence[FeatureSpec], input_names: Mapping[str, str] | None = None
+) -> list[tuple[str, bool]]:
+    """The graph's inputs as ``(name, is_text)``, in order: one per feature, named
+    ``input_names[feature]`` (``None``: the feature's name), except a datetime feature, which
+    gives one float input per date part (``<input name>__<part>``)."""
     columns: list[tuple[str, bool]] = []
     for spec in features:
+        base = spec.name if input_names is None else input_names[spec.name]
         if spec.kind is FeatureKind.DATETIME:
-            columns.extend((f"{spec.name}__{part}", False) for part in DATE_PARTS)
+            columns.extend((f"{base}__{part}", False) for part in DATE_PARTS)
         else:
-            columns.append((spec.name, spec.kind is FeatureKind.CATEGORICAL))
+            columns.append((base, spec.kind is FeatureKind.CATEGORICAL))
     return columns
 
 
+def onnx_input_names(features: Sequence[FeatureSpec]) -> dict[str, str]:
+    """Each feature's graph input name (``onnx_input_name``), in feature order.
+
+    Raises
+    ------
+    ValueError
+        When two features would feed one input: duplicate names, or a header spelled as
+        another header's sanitised name with the same digest.
+    """
+    names = {spec.name: onnx_input_name(spec.name) for spec in features}
+    inputs = [name for name, _ in graph_columns(features, names)]
+    if len(names) < len(features) or len(set(inputs)) < len(inputs):
+        raise ValueError(f"features {[f.name for f in features]} do not map to distinct inputs")
+    return names
+
+
 def onnx_feeds(
-    features: Sequence[FeatureSpec], columns: Mapping[str, Sequence[Any] | NDArray[Any]]
+    features: Sequence[FeatureSpec],
+    columns: Mapping[str, Sequence[Any] | NDArray[Any]],
+    input_names: Mapping[str, str] | None = None,
 ) -> dict[str, NDArray[Any]]:
     """Build the ONNX graph's inputs, one ``(n, 1)`` tensor per graph column
     (``graph_columns``).
 
-    Training (parity check), evaluation and inference all feed the model through this function,
-    so the encoding the model was checked with is the one it serves with. A boolean or date
-    value that does not parse is fed as missing (NaN): preprocessing drops such rows and the
-    API refuses such requests before they get here.
+    ``columns`` is keyed by the features' (user's) names; the feeds are keyed by
+    ``input_names[name]`` (a datetime feature's parts by ``<input name>__<part>``), the graph's
+    names a model card records (``None``: the same names, as in a card written before the
+    mapping existed). Training (parity check), evaluation and inference all feed the model
+    through this function, so the encoding the model was checked with is the one it serves
+    with. A boolean or date value that does not parse is fed as missing (NaN): preprocessing
+    drops such rows and the API refuses such requests before they get here.
     """
     feeds: dict[str, NDArray[Any]] = {}
     for spec in features:
@@ -288,10 +350,11 @@ def onnx_feeds(
             arr = np.array([_boolean_number(v) for v in values], dtype=np.float32)
         else:
             parts = _date_parts(values)
+            base = spec.name if input_names is None else input_names[spec.name]
             for index, part in enumerate(DATE_PARTS):
-                feeds[f"{spec.name}__{part}"] = parts[:, index : index + 1]
+                feeds[f"{base}__{part}"] = parts[:, index : index + 1]
             continue
-        feeds[spec.name] = arr.reshape(-1, 1)
+        feeds[spec.name if input_names is None else input_names[spec.name]] = arr.reshape(-1, 1)
     return feeds
 
 

@@ -3,7 +3,8 @@
 Training writes ``model_card.json`` next to ``model.onnx``; the evaluate and inference functions
 read it back. It imports only pydantic (and numpy through ``features``) because it is on the
 inference path. A card only exists for a model whose ONNX export passed the parity check, so a
-card with a failed parity report does not validate.
+card with a failed parity report does not validate. Better-ranked candidates whose export failed
+the check are listed in ``parity_failures``: the shipped model is then a fallback.
 """
 
 from __future__ import annotations
@@ -12,15 +13,17 @@ from typing import Literal, Self
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, JsonValue, model_validator
 
-from functions.shared.features import DatasetFacts, graph_columns
+from functions.shared.features import (
+    LABEL_OUTPUT,
+    PREDICTION_OUTPUT,
+    PROBABILITIES_OUTPUT,
+    DatasetFacts,
+    graph_columns,
+)
 
 MODEL_CARD_SCHEMA_VERSION: Literal[1] = 1
 MODEL_FILE = "model.onnx"
 MODEL_CARD_FILE = "model_card.json"
-# Output names of the ONNX graph; inference looks them up by name.
-LABEL_OUTPUT = "label"
-PROBABILITIES_OUTPUT = "probabilities"
-PREDICTION_OUTPUT = "variable"
 
 Device = Literal["cpu", "cuda"]
 
@@ -34,7 +37,8 @@ class ParityReport(_Frozen):
 
     ``max_abs_diff`` is the largest absolute difference (probabilities for classification,
     predictions for regression). ``max_scaled_diff`` is the figure held against ``tolerance``:
-    the same number for classification, ``|onnx - native| / max(1, |native|)`` for regression.
+    the same number for classification, ``|onnx - native| / max(1, |native|, rms(native))``
+    for regression (``training/parity.py`` says why).
     ``ties`` counts label disagreements excused because the native model's top two
     probabilities were within ``tolerance`` of each other.
     """
@@ -46,6 +50,20 @@ class ParityReport(_Frozen):
     label_agreement: float | None = Field(default=None, ge=0, le=1)
     ties: int = Field(default=0, ge=0)
     passed: bool
+
+
+class ParityFailure(_Frozen):
+    """A candidate ranked above the chosen one whose ONNX export failed the parity check."""
+
+    candidate: str
+    reason: str  # the ParityError message, figures included
+    report: ParityReport | None = None  # None when the outputs could not even be compared
+
+    @model_validator(mode="after")
+    def _failed(self) -> Self:
+        if self.report is not None and self.report.passed:
+            raise ValueError(f"candidate '{self.candidate}' passed parity: not a failure")
+        return self
 
 
 class TensorInfo(_Frozen):
@@ -91,7 +109,13 @@ class ModelCard(DatasetFacts):
     candidates: list[CandidateRecord] = Field(min_length=1)
     validation: dict[str, JsonValue]
     parity: ParityReport
+    # Better-ranked candidates whose export failed parity, best first; empty when the best
+    # candidate shipped. Cards written before the fallback existed have none.
+    parity_failures: list[ParityFailure] = Field(default_factory=list)
     onnx: OnnxInfo
+    # Feature name (the user's header) -> the graph input it feeds (features.onnx_input_name).
+    # Cards written before the mapping existed have none: their inputs are the feature names.
+    onnx_input_names: dict[str, str] | None = None
     training: TrainingInfo
     created_at: AwareDatetime
 
@@ -102,7 +126,18 @@ class ModelCard(DatasetFacts):
             raise ValueError(f"chosen candidate '{self.chosen}' is not among {names}")
         if not self.parity.passed:
             raise ValueError("a model card is only written for a model that passed parity")
-        expected = [name for name, _ in graph_columns(self.features)]
+        failed = [f.candidate for f in self.parity_failures]
+        if self.chosen in failed or not set(failed) <= set(names):
+            raise ValueError(
+                f"parity failures {failed} must be candidates {names} other than the chosen one"
+            )
+        mapping = self.onnx_input_names
+        if mapping is not None and (
+            mapping.keys() != {f.name for f in self.features}
+            or len(set(mapping.values())) < len(mapping)
+        ):
+            raise ValueError("onnx_input_names must map each feature to an input of its own")
+        expected = [name for name, _ in graph_columns(self.features, self.input_names)]
         if [i.name for i in self.onnx.inputs] != expected:
             raise ValueError(
                 f"ONNX inputs must be the features' graph columns in order: {expected}"
@@ -110,8 +145,23 @@ class ModelCard(DatasetFacts):
         return self
 
     @property
+    def input_names(self) -> dict[str, str]:
+        """Feature name -> graph input name, for ``features.onnx_feeds``."""
+        if self.onnx_input_names is not None:
+            return self.onnx_input_names
+        return {f.name: f.name for f in self.features}
+
+    @property
     def chosen_candidate(self) -> CandidateRecord:
         return next(c for c in self.candidates if c.name == self.chosen)
+
+    @property
+    def parity_fallback(self) -> str | None:
+        """One line for people when the shipped model is not the best candidate, else None."""
+        if not self.parity_failures:
+            return None
+        failed = "; ".join(f.reason for f in self.parity_failures)
+        return f"'{self.chosen}' shipped because a better candidate failed parity: {failed}"
 
     @property
     def output_names(self) -> list[str]:

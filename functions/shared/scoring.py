@@ -67,6 +67,7 @@ class ScoringModel:
         self.card = card
         self.sha256 = actual
         self._outputs = card.output_names
+        self._input_names = card.input_names
         self._classes = list(card.classes or [])
         # What a prediction's ``label`` carries: the class as a JSON string, integer or boolean.
         self.labels: list[LabelValue] = label_values(self._classes)
@@ -82,4 +83,5 @@ class ScoringModel:
         return Scores(values=outputs[0].ravel())
 
     def score(self, columns: Mapping[str, Sequence[Any] | NDArray[Any]]) -> Scores:
-        return self.score_feeds(onnx_feeds(self.card.features, columns))
+        """Score columns keyed by the features' (user's) names."""
+        return self.score_feeds(onnx_feeds(self.card.features, columns, self._input_names))

@@ -60,6 +60,9 @@ class FittedCandidate:
 
 
 def build_features(schema: DatasetSchema, *, scale: bool) -> ColumnTransformer:
+    """Select columns by their graph input names, as ``splits.Split.frame`` holds them
+    (``schema.numeric`` / ``schema.categorical`` name the graph's float and string inputs)."""
+    numeric, categorical = schema.numeric, schema.categorical
     numeric_steps: list[tuple[str, Any]] = [
         # keep_empty_features: a numeric column that is all missing in training still gets a
         # column (imputed 0), so the graph's width never depends on the data.
@@ -68,9 +71,9 @@ def build_features(schema: DatasetSchema, *, scale: bool) -> ColumnTransformer:
     if scale:
         numeric_steps.append(("scale", StandardScaler()))
     transformers: list[tuple[str, Any, list[str]]] = []
-    if schema.numeric:
-        transformers.append(("numeric", Pipeline(numeric_steps), schema.numeric))
-    if schema.categorical:
+    if numeric:
+        transformers.append(("numeric", Pipeline(numeric_steps), numeric))
+    if categorical:
         encoder = OneHotEncoder(
             handle_unknown="ignore",
             max_categories=MAX_CATEGORIES,
@@ -78,7 +81,7 @@ def build_features(schema: DatasetSchema, *, scale: bool) -> ColumnTransformer:
             sparse_output=False,
             dtype=np.float32,
         )
-        transformers.append(("categorical", encoder, schema.categorical))
+        transformers.append(("categorical", encoder, categorical))
     return ColumnTransformer(transformers, remainder="drop")
 
 
@@ -177,9 +180,9 @@ def score(
     return report, (float(value) if isinstance(value, int | float) else None)
 
 
-def choose_best(candidates: list[FittedCandidate], metric: str) -> FittedCandidate:
-    """The best by the contract metric; an undefined value ranks last, ties go to the earlier
-    (simpler) candidate."""
+def rank_candidates(candidates: list[FittedCandidate], metric: str) -> list[FittedCandidate]:
+    """Best first by the contract metric; an undefined value ranks last, ties keep the earlier
+    (simpler) candidate first. Training ships the first one whose export passes parity."""
     if not candidates:
         raise TrainingError("no candidate was trained")
     sign = 1.0 if METRICS[metric].higher_is_better else -1.0
@@ -188,11 +191,7 @@ def choose_best(candidates: list[FittedCandidate], metric: str) -> FittedCandida
         value = candidate.record.metric_value
         return -math.inf if value is None or math.isnan(value) else sign * value
 
-    best = candidates[0]
-    for candidate in candidates[1:]:
-        if rank(candidate) > rank(best):
-            best = candidate
-    return best
+    return sorted(candidates, key=rank, reverse=True)  # sorted is stable: ties keep order
 
 
 def describe_params(pipeline: Pipeline) -> dict[str, JsonValue]:

@@ -1,7 +1,8 @@
 """Export a fitted candidate pipeline to one ONNX graph that needs only onnxruntime to serve.
 
 The graph takes one ``(None, 1)`` tensor per raw feature, in schema order (float for numeric,
-string for categorical), exactly what ``features.onnx_feeds`` builds; imputation, scaling and
+string for categorical), named by ``features.onnx_input_name``, exactly what
+``features.onnx_feeds`` builds; imputation, scaling and
 one-hot encoding run inside it. Outputs: ``label`` (int64 class index) and ``probabilities``
 (float, columns in ``schema.classes`` order) for classification, ``variable`` for regression.
 """
@@ -22,14 +23,15 @@ from sklearn.pipeline import Pipeline
 from xgboost import XGBClassifier, XGBRegressor
 
 from functions.shared.errors import TrainingError
-from functions.shared.features import DatasetSchema, graph_columns
-from functions.shared.model_card import (
+from functions.shared.features import (
     LABEL_OUTPUT,
     PREDICTION_OUTPUT,
     PROBABILITIES_OUTPUT,
-    OnnxInfo,
-    TensorInfo,
+    DatasetSchema,
+    graph_columns,
+    onnx_input_names,
 )
+from functions.shared.model_card import OnnxInfo, TensorInfo
 
 # ai.onnx 17 and ai.onnx.ml 3 (TreeEnsemble with float attributes) run on every onnxruntime the
 # inference layer may pin.
@@ -57,7 +59,7 @@ def register_xgboost_converters() -> None:
 def to_onnx(pipeline: Pipeline, schema: DatasetSchema) -> bytes:
     """Convert the fitted pipeline; raise TrainingError if the graph's interface is not ours."""
     register_xgboost_converters()
-    columns = graph_columns(schema.features)
+    columns = graph_columns(schema.features, onnx_input_names(schema.features))
     initial_types: list[tuple[str, Any]] = [
         (name, StringTensorType([None, 1]) if text else FloatTensorType([None, 1]))
         for name, text in columns
@@ -81,8 +83,8 @@ def to_onnx(pipeline: Pipeline, schema: DatasetSchema) -> bytes:
     outputs = [o.name for o in model.graph.output]
     if inputs != [name for name, _ in columns] or outputs != expected:
         raise TrainingError(
-            f"the exported graph has inputs {inputs} and outputs {outputs}; expected the feature "
-            f"names and {expected} (does a feature share a name with an output?)"
+            f"the exported graph has inputs {inputs} and outputs {outputs}; expected "
+            f"{[name for name, _ in columns]} and {expected}"
         )
     data: bytes = model.SerializeToString()
     return data

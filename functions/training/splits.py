@@ -1,8 +1,10 @@
 """Read a dataset version's channels into model inputs.
 
 Both the native pipeline and the ONNX graph are fed from ``features.onnx_feeds``: numerics as
-float32, categories as normalised strings. The native model is therefore fitted and checked on
-exactly the values the exported model will see at inference time.
+float32, categories as normalised strings, under the graph's input names
+(``features.onnx_input_name``), which the native pipeline's columns also take so that the
+converter finds each column under the name of its input. The native model is therefore fitted
+and checked on exactly the values the exported model will see at inference time.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from pydantic import ValidationError
 
 from functions.shared.contract import describe_validation_error
 from functions.shared.errors import TrainingError
-from functions.shared.features import DatasetSchema, graph_columns, onnx_feeds
+from functions.shared.features import DatasetSchema, onnx_feeds, onnx_input_names
 
 SCHEMA_FILE = "dataset.json"
 
@@ -28,7 +30,9 @@ class Split:
     """One split: the features as the model sees them, and the encoded target."""
 
     name: str
-    frame: pd.DataFrame  # one column per graph input (features.graph_columns), in order
+    frame: (
+        pd.DataFrame
+    )  # one column per graph input (features.graph_columns), as the graph names it
     feeds: dict[str, NDArray[Any]]  # the same values as ONNX inputs, (n, 1) each
     y: NDArray[Any]  # class index into schema.classes (int64), or float64 target
 
@@ -78,8 +82,9 @@ def load_split(channel: Path, schema: DatasetSchema, name: str) -> Split:
         ) from None
     if table.empty:
         raise TrainingError(f"the {name} split has no rows")
-    feeds = onnx_feeds(schema.features, {c: table[c].to_numpy() for c in table.columns})
-    frame = pd.DataFrame({name: feeds[name].ravel() for name, _ in graph_columns(schema.features)})
+    names = onnx_input_names(schema.features)
+    feeds = onnx_feeds(schema.features, {c: table[c].to_numpy() for c in table.columns}, names)
+    frame = pd.DataFrame({name: feed.ravel() for name, feed in feeds.items()})
     return Split(name=name, frame=frame, feeds=feeds, y=_encode_target(table, schema, name))
 
 

@@ -1,4 +1,7 @@
-"""SageMaker script-mode entry point: candidates -> best -> ONNX export -> parity check.
+"""SageMaker script-mode entry point: candidates -> ranked -> ONNX export -> parity check.
+
+The best candidate whose ONNX export passes the parity check ships; a better one that failed is
+recorded in the card's ``parity_failures``. The run fails (ParityError) only when none passes.
 
 Run as ``python functions/training/train.py`` with the repository root on PYTHONPATH (SageMaker
 puts the code directory there; infra/local/training_runner.py sets it). The training asset
@@ -21,7 +24,9 @@ import platform
 import sys
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import numpy as np
 import onnx
@@ -32,20 +37,25 @@ import skl2onnx
 import sklearn
 import xgboost
 
+from functions.shared.errors import ParityError
+from functions.shared.features import DatasetSchema, onnx_input_names
 from functions.shared.model_card import (
     MODEL_CARD_FILE,
     MODEL_FILE,
     ModelCard,
+    ParityFailure,
+    ParityReport,
     TrainingInfo,
 )
 from functions.training.candidates import (
+    FittedCandidate,
     build_candidates,
-    choose_best,
     device_for,
     fit_candidate,
+    rank_candidates,
 )
 from functions.training.export import describe_onnx, to_onnx
-from functions.training.parity import ensure_parity, measure_parity
+from functions.training.parity import measure_parity, parity_failure_message
 from functions.training.script_mode import (
     Hyperparameters,
     SageMakerPaths,
@@ -54,7 +64,7 @@ from functions.training.script_mode import (
     num_gpus_from_env,
     write_failure,
 )
-from functions.training.splits import load_schema, load_split, require_every_class
+from functions.training.splits import Split, load_schema, load_split, require_every_class
 
 log = logging.getLogger("sluice.training")
 
@@ -66,10 +76,10 @@ def train(
     *,
     n_jobs: int | None = None,
 ) -> ModelCard:
-    """Train every candidate, export the best to ONNX, check parity, write model and card.
+    """Train every candidate, export the best that passes parity to ONNX, write model and card.
 
-    Raises TrainingError for unusable inputs and ParityError when the export disagrees with
-    the native model; nothing is written to ``paths.model`` in either case.
+    Raises TrainingError for unusable inputs and ParityError when no candidate's export agrees
+    with its native model; nothing is written to ``paths.model`` in either case.
     """
     started = time.perf_counter()
     schema = load_schema(paths.train)
@@ -83,17 +93,8 @@ def train(
         fit_candidate(name, pipeline, schema, train_split, validation)
         for name, pipeline in pipelines.items()
     ]
-    best = choose_best(fitted, schema.metric)
-
-    export_started = time.perf_counter()
-    model_bytes = to_onnx(best.pipeline, schema)
-    session = ort.InferenceSession(model_bytes, providers=["CPUExecutionProvider"])
-    export_seconds = time.perf_counter() - export_started
-
-    parity_started = time.perf_counter()
-    parity = measure_parity(best.pipeline, session, schema, validation)
-    parity_seconds = time.perf_counter() - parity_started
-    ensure_parity(parity, best.name)
+    shipped = export_first_passing(rank_candidates(fitted, schema.metric), schema, validation)
+    best, model_bytes = shipped.candidate, shipped.model_bytes
 
     paths.model.mkdir(parents=True, exist_ok=True)
     model_path = paths.model / MODEL_FILE
@@ -110,13 +111,15 @@ def train(
         chosen=best.name,
         candidates=[f.record for f in fitted],
         validation=best.record.validation,
-        parity=parity,
-        onnx=describe_onnx(model_bytes, sha256, session),
+        parity=shipped.parity,
+        parity_failures=shipped.failures,
+        onnx=describe_onnx(model_bytes, sha256, shipped.session),
+        onnx_input_names=onnx_input_names(schema.features),
         training=TrainingInfo(
             seconds=round(time.perf_counter() - started, 3),
             load_seconds=round(load_seconds, 3),
-            export_seconds=round(export_seconds, 3),
-            parity_seconds=round(parity_seconds, 3),
+            export_seconds=round(shipped.export_seconds, 3),
+            parity_seconds=round(shipped.parity_seconds, 3),
             rows_train=train_split.rows,
             rows_validation=validation.rows,
             gpus=num_gpus,
@@ -128,6 +131,65 @@ def train(
     )
     (paths.model / MODEL_CARD_FILE).write_text(card.model_dump_json(indent=2), encoding="utf-8")
     return card
+
+
+@dataclass(frozen=True)
+class Shipped:
+    """The candidate that ships, its graph, and what it took to find it."""
+
+    candidate: FittedCandidate
+    model_bytes: bytes
+    session: Any  # the onnxruntime session the parity check ran
+    parity: ParityReport
+    failures: list[ParityFailure]
+    export_seconds: float
+    parity_seconds: float
+
+
+def export_first_passing(
+    ranked: Sequence[FittedCandidate], schema: DatasetSchema, validation: Split
+) -> Shipped:
+    """Export and parity-check candidates in rank order; the first that passes ships.
+
+    A candidate that fails is recorded with its figures and the next one is tried, so a
+    converter's imprecision on one model family costs the run its best model, not the run.
+
+    Raises
+    ------
+    ParityError
+        When no candidate passes, naming each one's figures.
+    """
+    failures: list[ParityFailure] = []
+    export_seconds = parity_seconds = 0.0
+    for candidate in ranked:
+        clock = time.perf_counter()
+        model_bytes = to_onnx(candidate.pipeline, schema)
+        session = ort.InferenceSession(model_bytes, providers=["CPUExecutionProvider"])
+        export_seconds += time.perf_counter() - clock
+        clock = time.perf_counter()
+        try:
+            report = measure_parity(candidate.pipeline, session, schema, validation)
+        except ParityError as exc:  # outputs of the wrong shape: nothing to compare
+            failure = ParityFailure(candidate=candidate.name, reason=str(exc))
+        else:
+            if report.passed:
+                return Shipped(
+                    candidate,
+                    model_bytes,
+                    session,
+                    report,
+                    failures,
+                    export_seconds,
+                    parity_seconds + time.perf_counter() - clock,
+                )
+            reason = parity_failure_message(report, candidate.name)
+            failure = ParityFailure(candidate=candidate.name, reason=reason, report=report)
+        parity_seconds += time.perf_counter() - clock
+        log.warning("parity failed, trying the next candidate: %s", failure.reason)
+        failures.append(failure)
+    raise ParityError(
+        "; ".join(f.reason for f in failures) + "; no candidate passed, so no model ships"
+    )
 
 
 def library_versions() -> dict[str, str]:
@@ -165,6 +227,8 @@ def summary(card: ModelCard) -> str:
         f"parity passed on {parity.rows} rows: max diff {parity.max_scaled_diff:.2g} "
         f"<= {parity.tolerance:g}{agreement}"
     )
+    if card.parity_fallback:
+        lines.append(f"parity fallback: {card.parity_fallback}")
     lines.append(
         f"model.onnx {card.onnx.bytes} bytes sha256 {card.onnx.sha256[:12]}; "
         f"total {card.training.seconds:.1f} s"

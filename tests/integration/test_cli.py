@@ -226,6 +226,30 @@ def test_status_keeps_every_complete_record_and_lists_pending_runs(
     assert "pending  churn-def" in capsys.readouterr().out
 
 
+def test_status_shows_a_model_shipped_as_a_parity_fallback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given a run whose promoted model is linear because xgboost's export failed parity
+    note = "'linear' shipped because a better candidate failed parity: max diff 0.0011"
+    run = {
+        "name": "cars-abc",
+        "dataset": "cars",
+        "status": "SUCCEEDED",
+        "path": ["Train", "Promoted"],
+        "error": None,
+        "cause": None,
+        "states_seconds": {},
+        "started_at": "2026-12-03T00:00:00+00:00",
+        "seconds": 1.5,
+        "decision": {"kind": "promoted", "model_version": 2, "live_version": 2,
+                     "reasons": [], "parity_fallback": note},
+    }  # fmt: skip
+    (tmp_path / RUNS_FILE).write_text(json.dumps(run) + "\n")
+    # When the status is shown, then the run says so under its decision
+    assert main(["status", "--state-dir", str(tmp_path)]) == 0
+    assert f"parity fallback: {note}" in capsys.readouterr().out
+
+
 def test_retraining_shows_the_guard_state_and_its_decisions(
     deployment: DynamoDBRegistry, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -30,8 +30,9 @@ from functions.shared.model_card import MODEL_FILE
 from functions.shared.observability import metrics
 from functions.shared.registry import ModelVersion
 from functions.shared.scoring import ScoringModel
+from tests import datasets
 from tests.fakes import InMemoryObjectStore, InMemoryRegistry
-from tests.models import TrainedModel, publish_live
+from tests.models import TrainedModel, publish_live, train_model
 
 EVENTS = Path(__file__).resolve().parents[2] / "events"
 TEMPLATE: dict[str, Any] = json.loads((EVENTS / "predict.apigw_rest.json").read_text())
@@ -620,6 +621,44 @@ def test_pinned_predict_serves_retired_and_candidate_versions(
         "2": (200, "2"),
         "3": (200, "3"),
     }
+
+
+@pytest.fixture(scope="module")
+def awkward_model(tmp_path_factory: pytest.TempPathFactory) -> TrainedModel:
+    """A classifier whose features are headers such as "a b", "a_b", "a-b", "revenu €",
+    "od280/od315_of_diluted_wines" and "label"."""
+    return train_model(
+        tmp_path_factory.mktemp("awkward"), "awkward", generate=datasets.awkward_headers
+    )
+
+
+def test_a_request_keyed_by_the_users_headers_predicts(
+    api: Api, awkward_model: TrainedModel
+) -> None:
+    # Given a live model trained on awkward headers; the graph's inputs are spelled otherwise
+    api.publish(awkward_model, run="run-1")
+    assert "a b" not in [i.name for i in awkward_model.card.onnx.inputs]
+    frame, instances = client_rows(awkward_model, 20)
+    instance = dict(instances[0])
+    instance.update({"a b": 1, "od280/od315_of_diluted_wines": 2.5, "label": None})
+    expected = ScoringModel(
+        awkward_model.onnx, awkward_model.card, expected_sha256=awkward_model.card.onnx.sha256
+    ).score({name: frame[name].to_numpy() for name in frame.columns})
+
+    # When a client posts instances keyed by the headers as the file spelled them
+    reply = api.predict([instance, *instances])
+
+    # Then they are predicted, each row as the scoring model scores it
+    assert reply.status == 200, reply.body
+    predictions = reply.body["predictions"]
+    assert len(predictions) == 21
+    assert predictions[0]["label"] in (awkward_model.card.classes or [])
+    assert [p["label"] for p in predictions[1:]] == expected.labels
+    # And the metadata and the errors speak the user's names too
+    metadata = api.call("GET", f"/v1/models/{DATASET}/metadata").body
+    assert [f["name"] for f in metadata["features"]] == list(datasets.AWKWARD_HEADERS)
+    typo = {k: v for k, v in instance.items() if k != "revenu €"} | {"revenu": 1.0}
+    assert_error(api.predict([typo]), 422, "invalid_instances", mentions="'revenu €'")
 
 
 # --- status and metadata ------------------------------------------------------------------------

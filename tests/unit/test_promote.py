@@ -8,11 +8,12 @@ import pytest
 
 from functions.evaluate.logic import evaluate
 from functions.promote.logic import PipelineStateError, describe_failure, promote, reject
+from functions.shared.model_card import ParityFailure
 from functions.shared.notify import Decision
 from functions.shared.pipeline_state import EvaluationOutcome, PipelineState, StepFailure
 from functions.shared.registry import ModelStatus, PromotionConflictError
 from tests.fakes import InMemoryObjectStore, InMemoryRegistry, RecordingNotifier
-from tests.models import TrainedModel, fixed_now, stage_run
+from tests.models import TrainedModel, fixed_now, model_archive, stage_run
 
 
 @pytest.fixture
@@ -73,6 +74,49 @@ def test_promote_makes_the_challenger_live_and_notifies(
     assert live is not None and live.version == outcome.model_version == 1
     assert [d.kind for d in notifier.published] == ["promoted"]
     assert registry.audit("binary")[-1].actor == "pipeline:run-1"
+
+
+def test_a_parity_fallback_reaches_the_runs_outcome(
+    trained_models: dict[str, TrainedModel],
+    store: InMemoryObjectStore,
+    registry: InMemoryRegistry,
+    notifier: RecordingNotifier,
+) -> None:
+    # Given a model whose card records that a better candidate failed parity
+    model = trained_models["binary"]
+    other = next(c.name for c in model.card.candidates if c.name != model.card.chosen)
+    failure = ParityFailure(candidate=other, reason=f"the ONNX export of '{other}' disagrees")
+    card = model.card.model_copy(update={"parity_failures": [failure]})
+    archive = model_archive(model.onnx, card.model_dump_json().encode())
+    state = stage_run(store, model, run_name="run-1", archive=archive)
+    result = evaluate(state, store=store, registry=registry, clock=fixed_now)
+    state = state.model_copy(
+        update={
+            "evaluation": EvaluationOutcome(
+                model_version=result.model_version,
+                champion_version=result.champion_version,
+                report_uri=result.report_uri,
+                gate=result.gate,
+            )
+        }
+    )
+    # When promoted, and when the same run is refused
+    promoted = promote(state, registry=registry, notifier=notifier)
+    refused = reject(state, registry=registry, notifier=notifier)
+    # Then both outcomes (what `sluice status` shows) carry the card's note
+    for outcome in (promoted, refused):
+        assert outcome.parity_fallback == card.parity_fallback
+        assert outcome.parity_fallback and f"'{other}' disagrees" in outcome.parity_fallback
+
+
+def test_a_model_that_shipped_its_best_candidate_has_no_parity_fallback(
+    trained_models: dict[str, TrainedModel],
+    store: InMemoryObjectStore,
+    registry: InMemoryRegistry,
+    notifier: RecordingNotifier,
+) -> None:
+    state = _evaluated(store, registry, trained_models["binary"], "run-1")
+    assert promote(state, registry=registry, notifier=notifier).parity_fallback is None
 
 
 def test_promote_retried_after_success_is_a_no_op(

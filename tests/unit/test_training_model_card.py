@@ -102,3 +102,102 @@ def test_onnx_inputs_must_be_the_features_in_order() -> None:
     swapped = {**onnx, "inputs": list(reversed(onnx["inputs"]))}
     with pytest.raises(ValidationError, match="ONNX inputs must be the features' graph columns"):
         ModelCard.model_validate(_card(onnx=swapped))
+
+
+def _awkward_card(**changes: Any) -> dict[str, Any]:
+    """A card whose features are named "a b" and "label": its graph inputs are mapped."""
+    onnx = _card()["onnx"]
+    inputs = [
+        {**onnx["inputs"][0], "name": "a_b_c8687a08"},
+        {**onnx["inputs"][1], "name": "label_1aca80e8"},
+    ]
+    awkward: dict[str, Any] = {
+        "features": [{"name": "a b", "kind": "numeric"}, {"name": "label", "kind": "categorical"}],
+        "onnx": {**onnx, "inputs": inputs},
+        "onnx_input_names": {"a b": "a_b_c8687a08", "label": "label_1aca80e8"},
+    }
+    return _card(**{**awkward, **changes})
+
+
+def test_a_card_maps_the_users_feature_names_to_graph_inputs() -> None:
+    card = ModelCard.model_validate(_awkward_card())
+    assert [f.name for f in card.features] == ["a b", "label"]
+    assert card.input_names == {"a b": "a_b_c8687a08", "label": "label_1aca80e8"}
+
+
+def test_a_card_without_the_mapping_feeds_inputs_named_as_the_features() -> None:
+    card = ModelCard.model_validate(_card())
+    assert card.onnx_input_names is None
+    assert card.input_names == {"age": "age", "plan": "plan"}
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"onnx_input_names": {"a b": "a_b_c8687a08"}}, "each feature to an input of its own"),
+        (
+            {"onnx_input_names": {"a b": "x", "label": "x"}},
+            "each feature to an input of its own",
+        ),
+        (
+            {"onnx_input_names": {"a b": "a_b_c8687a08", "label": "label"}},
+            "ONNX inputs must be the features' graph columns",
+        ),
+    ],
+)
+def test_a_mapping_that_does_not_fit_the_graph_is_refused(
+    changes: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ValidationError, match=message):
+        ModelCard.model_validate(_awkward_card(**changes))
+
+
+_LINEAR = {**_card()["candidates"][0], "name": "linear", "metric_value": 0.7}
+_XGBOOST_FAILED = {
+    "candidate": "xgboost",
+    "reason": "the ONNX export of 'xgboost' disagrees with the native model on 10 validation "
+    "rows: max diff 0.000181 (tolerance 0.0001)",
+    "report": {**_card()["parity"], "max_scaled_diff": 1.81e-4, "passed": False},
+}
+
+
+def test_a_card_without_parity_failures_shipped_its_best_candidate() -> None:
+    # Given a card written before parity fallbacks existed (no such field)
+    card = ModelCard.model_validate(_card())
+    assert card.parity_failures == []
+    assert card.parity_fallback is None
+
+
+def test_a_fallback_card_names_the_candidate_that_failed() -> None:
+    # Given linear shipped because xgboost's export failed parity
+    card = ModelCard.model_validate(
+        _card(chosen="linear", candidates=[*_card()["candidates"], _LINEAR],
+              parity_failures=[_XGBOOST_FAILED])
+    )  # fmt: skip
+    # Then the card keeps the figures and says so in one line
+    assert card.parity_failures[0].report is not None
+    assert card.parity_failures[0].report.max_scaled_diff == 1.81e-4
+    assert card.parity_fallback is not None
+    assert card.parity_fallback.startswith("'linear' shipped because a better candidate failed")
+    assert "max diff 0.000181" in card.parity_fallback
+
+
+@pytest.mark.parametrize(
+    ("failure", "message"),
+    [
+        ({**_XGBOOST_FAILED, "candidate": "linear"}, "other than the chosen one"),
+        ({**_XGBOOST_FAILED, "candidate": "forest"}, "other than the chosen one"),
+        (
+            {**_XGBOOST_FAILED, "report": {**_XGBOOST_FAILED["report"], "passed": True}},
+            "passed parity: not a failure",
+        ),
+    ],
+)
+def test_inconsistent_parity_failures_are_refused(failure: dict[str, Any], message: str) -> None:
+    changes = {
+        "chosen": "linear",
+        "candidates": [*_card()["candidates"], _LINEAR],
+        "parity_failures": [failure],
+    }
+    with pytest.raises(ValidationError, match=message):
+        ModelCard.model_validate(_card(**changes))
