@@ -192,6 +192,7 @@ def _chunks(
             types[id_column] = pa.string()
         reader = pacsv.open_csv(
             path,
+            parse_options=pacsv.ParseOptions(newlines_in_values=True),
             read_options=pacsv.ReadOptions(block_size=CSV_BLOCK_BYTES, encoding="utf8"),
             convert_options=pacsv.ConvertOptions(
                 column_types=types, null_values=sorted(NULL_TOKENS), strings_can_be_null=True

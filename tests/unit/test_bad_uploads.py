@@ -546,6 +546,8 @@ def test_a_bad_upload_is_rejected_with_a_report_naming_the_rule_and_where(case: 
         ("crlf-line-ends", good().replace(b"\n", b"\r\n")),
         ("no-final-newline", good().rstrip(b"\n")),
         ("a-few-huge-numbers", with_cells("monthly_charges", "1e400", 6)),
+        # a quoted cell holding line breaks, as pandas and spreadsheets write multi-line text
+        ("quoted-line-breaks", with_cells("region", "north\nby north-west", 5)),
     ],
 )
 def test_an_otherwise_valid_file_is_accepted(name: str, data: bytes) -> None:
