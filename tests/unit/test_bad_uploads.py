@@ -26,6 +26,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from moto import mock_aws
 
+from functions.preprocess import reader
 from functions.preprocess.logic import GIB, Policy, process_upload
 from functions.preprocess.reader import HEADER_BYTES
 from functions.shared import layout
@@ -569,6 +570,22 @@ def test_an_otherwise_valid_file_is_accepted(name: str, data: bytes) -> None:
         assert outcome.rows.rejected == {"non_finite": 6}
     else:
         assert outcome.rows.read == 300 and outcome.rows.rejected == {}
+
+
+def test_quoted_line_breaks_across_read_blocks_are_cells_not_rows(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given multi-line text in many rows (as pandas writes it), read in blocks far smaller than
+    # the file, so block boundaries fall inside quoted cells
+    monkeypatch.setattr(reader, "BLOCK_BYTES", 2048)
+    frame = churn_frame(300).astype({"region": object})
+    frame["region"] = [f"{r}\nline two of row {i}" for i, r in enumerate(frame["region"])]
+    world = World()
+    world.contract()
+    # When it is uploaded, Then every row is read as one row
+    outcome = world.upload(CSV_KEY, csv_bytes(frame))
+    assert outcome.status == "started", outcome.reason
+    assert outcome.rows is not None and outcome.rows.read == 300
 
 
 # --- too large to download -----------------------------------------------------------------
