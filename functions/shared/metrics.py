@@ -600,8 +600,8 @@ class _WeightedAuc:
     def __call__(self, w: NDArray[np.float64]) -> tuple[float, float]:
         """(AUC or nan, the weight of the positives)."""
         ws = w[self.order]
-        pos = ws * self.positive
-        neg = ws - pos
+        pos: NDArray[Any] = ws * self.positive
+        neg: NDArray[Any] = ws - pos
         if self.groups < ws.shape[0]:  # tied scores: sum each tie group first
             pos = np.bincount(self.group, weights=pos, minlength=self.groups)
             neg = np.bincount(self.group, weights=neg, minlength=self.groups)
@@ -614,7 +614,7 @@ class _WeightedAuc:
 
 
 def _weighted_regression(name: str, y: NDArray[np.float64], f: NDArray[np.float64]) -> _Weighted:
-    n = y.shape[0]
+    n = int(y.shape[0])
     error = y - f
     if name == "rmse":
         squared = error**2
