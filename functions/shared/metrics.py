@@ -596,20 +596,25 @@ class _WeightedAuc:
         self.group = np.cumsum(starts) - 1
         self.groups = int(self.group[-1]) + 1
         self.positive = positive[self.order].astype(np.float64)
+        # Reused per resample: fresh arrays this size cost more in page faults than the
+        # arithmetic (measured 5.0 vs 1.9 ms per resample on 150 000 rows)
+        self._sorted, self._pos, self._neg, self._below = (np.empty(s.shape[0]) for _ in range(4))
 
     def __call__(self, w: NDArray[np.float64]) -> tuple[float, float]:
         """(AUC or nan, the weight of the positives)."""
-        ws = w[self.order]
-        pos: NDArray[Any] = ws * self.positive
-        neg: NDArray[Any] = ws - pos
+        ws = np.take(w, self.order, out=self._sorted)
+        pos: NDArray[Any] = np.multiply(ws, self.positive, out=self._pos)
+        neg: NDArray[Any] = np.subtract(ws, pos, out=self._neg)
+        below = self._below
         if self.groups < ws.shape[0]:  # tied scores: sum each tie group first
             pos = np.bincount(self.group, weights=pos, minlength=self.groups)
             neg = np.bincount(self.group, weights=neg, minlength=self.groups)
+            below = np.empty(self.groups)
         n_pos, n_neg = float(pos.sum()), float(neg.sum())
         if n_pos == 0 or n_neg == 0:
             return math.nan, n_pos
         # each positive beats the negatives below its group and ties half of those in it
-        wins = _dot(pos, np.cumsum(neg)) - 0.5 * _dot(pos, neg)
+        wins = _dot(pos, np.cumsum(neg, out=below)) - 0.5 * _dot(pos, neg)
         return wins / (n_pos * n_neg), n_pos
 
 
