@@ -333,7 +333,8 @@ def _score_champion(
         return ChampionOutcome(
             None, _unscored(pointer.version, f"cannot score the champion: {exc}"), change
         )
-    ignored = f" (it ignores the added features: {change.describe()})" if change else ""
+    added = ", ".join(f.name for f in change.added) if change else ""
+    ignored = f" (it ignores the added features {added})" if added else ""
     note = ChampionNote(
         version=pointer.version, scored=True, reason=f"scored on the same test split{ignored}"
     )
