@@ -247,6 +247,20 @@ def _loopback(host: str) -> bool:
         return False
 
 
+def _run_failure_lines(run: dict[str, Any]) -> list[str]:
+    """A failed run's failing state, error and cause, wrapped (see ``failure_lines``). Records
+    written before runs kept their failure show the execution's own error and cause."""
+    from infra.local.pipeline import failure_lines
+
+    failure = run.get("failure")
+    if failure is None and run.get("error"):
+        failure = {"state": (run.get("path") or ["?"])[-1], "error": run["error"]}
+        failure["message"] = str(run.get("cause") or "")
+    if not failure:
+        return []
+    return failure_lines(failure, indent=" " * 11, full_text_in="`sluice status --json`")
+
+
 def _status(args: argparse.Namespace) -> int:
     from infra.local.stack import (
         ALARMS_FILE,
@@ -301,11 +315,12 @@ def _status(args: argparse.Namespace) -> int:
                 f"           {decision['kind']}: model version {decision.get('model_version')}, "
                 f"live {decision.get('live_version')}"
             )
-            for reason in decision.get("reasons", []):
-                print(f"             · {reason}")
+            if not (decision["kind"] == "run_failed" and run.get("failure")):
+                for reason in decision.get("reasons", []):  # a failure's is printed below
+                    print(f"             · {reason}")
             _print_parity_fallback(decision)
-        if run.get("error"):
-            print(f"           error {run['error']}: {str(run.get('cause'))[:200]}")
+        for line in _run_failure_lines(run):
+            print(line)
     for name in pending:
         print(f"pending  {name}  (resumes when the stack runs)")
     for measured in drift[-5:]:  # the latest few; --json has them all

@@ -13,7 +13,8 @@ from pathlib import Path
 import pandas as pd
 
 from functions.shared import layout
-from functions.shared.features import DatasetSchema
+from functions.shared.contract import FeatureKind
+from functions.shared.features import DatasetSchema, FeatureSpec
 from functions.shared.model_card import MODEL_CARD_FILE, MODEL_FILE, ModelCard
 from functions.shared.orchestration import StoppingCondition
 from functions.shared.pipeline_state import PipelineState, TrainingOutcome
@@ -23,6 +24,7 @@ from functions.shared.storage import ObjectStore, s3_uri
 from functions.training.script_mode import Hyperparameters, SageMakerPaths
 from functions.training.train import train
 from tests import datasets
+from tests.datasets import SPLITS
 
 FAST = Hyperparameters(n_estimators=40, early_stopping_rounds=5)
 KINDS: dict[str, Callable[[Path], DatasetSchema]] = {
@@ -87,6 +89,31 @@ def train_stored_version(
     return TrainedModel("stored", schema, version, (paths.model / MODEL_FILE).read_bytes(), card)
 
 
+def train_changed(
+    root: Path,
+    base: TrainedModel,
+    change: Callable[[pd.DataFrame], pd.DataFrame],
+    features: dict[str, FeatureKind],
+) -> TrainedModel:
+    """A model of ``base``'s dataset trained on a later upload whose columns changed: every split
+    of ``base`` passed through ``change``, declared with ``features``, as a new dataset version."""
+    version = root / "version"
+    for split in SPLITS:
+        (version / split).mkdir(parents=True)
+        change(base.split(split)).to_parquet(version / split / "part-0.parquet", index=False)
+    schema = base.schema.model_copy(
+        update={
+            "dataset_version": f"{base.schema.dataset_version}-changed",
+            "features": [FeatureSpec(name=n, kind=k) for n, k in features.items()],
+        }
+    )
+    (version / "train" / "dataset.json").write_text(schema.model_dump_json(indent=2))
+    paths = SageMakerPaths.for_version(version, root)
+    train(paths, FAST, num_gpus=0)
+    card = ModelCard.model_validate_json((paths.model / MODEL_CARD_FILE).read_text())
+    return TrainedModel(base.kind, schema, version, (paths.model / MODEL_FILE).read_bytes(), card)
+
+
 ARTIFACTS = "artifacts-bucket"
 
 
@@ -116,6 +143,7 @@ def stage_run(
     threshold: float | None = None,
     tolerance: float = 0.01,
     sensitive: tuple[str, ...] = (),
+    accept_schema_change: bool = False,
 ) -> PipelineState:
     """Put a trained model's archive and a test split where a run after its Train state would
     have them, and return the state Evaluate receives."""
@@ -146,6 +174,7 @@ def stage_run(
         threshold=default_threshold if threshold is None else threshold,
         tolerance=tolerance,
         sensitive=list(sensitive),
+        accept_schema_change=accept_schema_change,
         instance_type="ml.m5.large",
         spot=False,
         stopping_condition=StoppingCondition(MaxRuntimeInSeconds=600),

@@ -6,9 +6,12 @@ Steps, each a boundary that validates:
    capped) and check the card belongs to this run's dataset version and that the ONNX bytes are
    the ones the card's sha256 names;
 2. publish ``model.onnx`` and ``model_card.json`` next to the archive, where inference reads them;
-3. score the challenger and, when the dataset has a live model whose features the test split
-   holds, the champion (its bytes checked against the registry's sha256) on the current test
-   split, with group metrics per ``sensitive`` column;
+3. score the challenger and, when the dataset has a live model that can score the same rows
+   (its features all still there, of the same kinds; added columns it ignores), the champion
+   (its bytes checked against the registry's sha256) on the current test split, each with a
+   bootstrap interval and group metrics per ``sensitive`` column. A champion that cannot be
+   loaded does not block the run; one whose features changed does, unless the contract
+   accepts the change (``accept_schema_change``): the gate refuses it, naming the change;
 4. apply the gate policy, write ``evaluation.json``, register the challenger as a candidate.
 
 Nothing here changes the live model: promotion is a separate step the Choice state selects.
@@ -42,11 +45,16 @@ from functions.shared import layout
 from functions.shared.contract import describe_validation_error
 from functions.shared.errors import SluiceError
 from functions.shared.features import normalise_category
-from functions.shared.gate import gate_inputs
-from functions.shared.metrics import classification_report, regression_report
+from functions.shared.gate import GateEvidence, MetricInterval, gate_inputs, small_classes
+from functions.shared.metrics import (
+    bootstrap_interval,
+    classification_report,
+    regression_report,
+)
 from functions.shared.model_card import MODEL_CARD_FILE, MODEL_FILE, ModelCard
 from functions.shared.pipeline_state import PipelineState
 from functions.shared.registry import ModelRegistry, NewModelVersion
+from functions.shared.schema_change import SchemaChange, diff_schema
 from functions.shared.scoring import ModelIntegrityError, ScoringModel
 from functions.shared.storage import ObjectStore, parse_s3_uri, s3_uri
 
@@ -69,6 +77,13 @@ class EvaluationError(SluiceError):
 class TestSplit:
     columns: dict[str, NDArray[Any]]
     rows: int
+
+
+@dataclass(frozen=True)
+class ChampionOutcome:
+    score: ModelScore | None
+    note: ChampionNote
+    schema_change: SchemaChange | None  # None: no live model, not loadable, or no change
 
 
 def evaluate(
@@ -103,13 +118,25 @@ def evaluate(
         sensitive=state.sensitive,
     )
 
-    champion_score, note = _score_champion(state, split, store=store, registry=registry)
+    champion = _score_champion(state, card, split, store=store, registry=registry)
+    champion_score, note = champion.score, champion.note
+    named, more = small_classes(_class_rows(challenger_score))
+    evidence = GateEvidence(
+        schema_change=champion.schema_change,
+        champion_note=None if note.scored or note.version is None else note.reason,
+        challenger_interval=challenger_score.interval,
+        champion_interval=champion_score.interval if champion_score else None,
+        test_rows=split.rows,
+        small_classes=named,
+        more_small_classes=more,
+    )
     inputs = gate_inputs(
         state.metric,
         challenger_score.metric_value,
         champion_score.metric_value if champion_score else None,
         threshold=state.threshold,
         tolerance=state.tolerance,
+        evidence=evidence,
     )
     decision = inputs.decide()
     report = EvaluationReport(
@@ -236,6 +263,7 @@ def score_model(
         assert scores.probabilities is not None
         codes = _class_codes(truth, card.classes or [])
         proba = scores.probabilities.astype(np.float64)
+        interval = bootstrap_interval(metric, codes, proba=proba)
 
         def report_of(rows: NDArray[np.bool_] | slice) -> dict[str, JsonValue]:
             return _as_json(classification_report(codes[rows], proba[rows], card.classes or []))
@@ -244,6 +272,7 @@ def score_model(
         assert scores.values is not None
         y = np.asarray(truth, dtype=np.float64)
         values = scores.values.astype(np.float64)
+        interval = bootstrap_interval(metric, y, pred=values)
 
         def report_of(rows: NDArray[np.bool_] | slice) -> dict[str, JsonValue]:
             return _as_json(regression_report(y[rows], values[rows]))
@@ -256,17 +285,24 @@ def score_model(
         role=role,
         version=version,
         metric_value=_metric(report, metric),
+        interval=None if interval is None else MetricInterval(**vars(interval)),
         report=report,
         groups=groups,
     )
 
 
 def _score_champion(
-    state: PipelineState, split: TestSplit, *, store: ObjectStore, registry: ModelRegistry
-) -> tuple[ModelScore | None, ChampionNote]:
+    state: PipelineState,
+    challenger: ModelCard,
+    split: TestSplit,
+    *,
+    store: ObjectStore,
+    registry: ModelRegistry,
+) -> ChampionOutcome:
     pointer = registry.live(state.dataset)
     if pointer is None:
-        return None, ChampionNote(version=None, scored=False, reason="no live model yet")
+        note = ChampionNote(version=None, scored=False, reason="no live model yet")
+        return ChampionOutcome(None, note, None)
     try:
         card = ModelCard.model_validate_json(store.get_bytes(*parse_s3_uri(pointer.card_uri)))
         model = _load(
@@ -276,18 +312,15 @@ def _score_champion(
             what=f"live version {pointer.version}",
         )
     except Exception as exc:  # missing, unreadable, invalid or tampered: never blocks the run
-        return None, _unscored(pointer.version, f"cannot load the champion: {exc}")
-    if card.task != state.task or card.target not in split.columns:
-        return None, _unscored(
-            pointer.version,
-            f"the champion predicts '{card.target}' ({card.task})"
-            " which the current test split does not hold",
+        return ChampionOutcome(
+            None, _unscored(pointer.version, f"cannot load the champion: {exc}"), None
         )
-    absent = [f.name for f in card.features if f.name not in split.columns]
-    if absent:
-        return None, _unscored(
-            pointer.version, f"the current data no longer has the champion's features {absent}"
-        )
+    change = diff_schema(card, challenger, champion_version=pointer.version)
+    if change is not None and change.blocking:
+        change = change.model_copy(update={"accepted": state.accept_schema_change})
+        accepted = " (accepted by the contract)" if change.accepted else ""
+        reason = f"its features changed: {change.describe()}{accepted}"
+        return ChampionOutcome(None, _unscored(pointer.version, reason), change)
     try:
         score = score_model(
             model,
@@ -298,14 +331,32 @@ def _score_champion(
             sensitive=state.sensitive,
         )
     except (EvaluationError, ValueError) as exc:
-        return None, _unscored(pointer.version, f"cannot score the champion: {exc}")
-    return score, ChampionNote(
-        version=pointer.version, scored=True, reason="scored on the same test split"
+        return ChampionOutcome(
+            None, _unscored(pointer.version, f"cannot score the champion: {exc}"), change
+        )
+    added = ", ".join(f.name for f in change.added) if change else ""
+    ignored = f" (it ignores the added features {added})" if added else ""
+    note = ChampionNote(
+        version=pointer.version, scored=True, reason=f"scored on the same test split{ignored}"
     )
+    return ChampionOutcome(score, note, change)
 
 
 def _unscored(version: int, reason: str) -> ChampionNote:
     return ChampionNote(version=version, scored=False, reason=reason)
+
+
+def _class_rows(score: ModelScore) -> dict[str, int]:
+    """Test rows per class, every class the model knows (0 where the split has none)."""
+    per_class = score.report.get("per_class")
+    if not isinstance(per_class, dict):
+        return {}
+    rows: dict[str, int] = {}
+    for label, figures in per_class.items():
+        support = figures.get("support") if isinstance(figures, dict) else None
+        if isinstance(support, int):
+            rows[label] = support
+    return rows
 
 
 def _load(onnx_bytes: bytes, card: ModelCard, sha256: str, *, what: str) -> ScoringModel:

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, JsonValue
 
-from functions.shared.gate import GateDecision, GateInputs
+from functions.shared.gate import GateDecision, GateInputs, MetricInterval
 
 EVALUATION_FILE = "evaluation.json"
 EVALUATION_SCHEMA_VERSION: Literal[1] = 1
@@ -22,13 +22,16 @@ class ModelScore(_Frozen):
     role: Literal["challenger", "champion"]
     version: int | None  # the registry version (the challenger's is allocated at registration)
     metric_value: float | None
+    interval: MetricInterval | None = None  # bootstrap interval of metric_value; None in old
+    # reports, and where too few resamples had a defined metric
     report: dict[str, JsonValue]  # classification_report / regression_report
     groups: dict[str, dict[str, dict[str, JsonValue]]] = Field(default_factory=dict)
     # sensitive column → group value → {"rows", the contract metric, headline figures}
 
 
 class ChampionNote(_Frozen):
-    """Why a champion was not scored, when it was not (no live model, schema changed...)."""
+    """Whether the live champion was scored, and why not when it was not (no live model, it
+    cannot be loaded, its features changed: the gate's evidence names the change)."""
 
     version: int | None
     scored: bool

@@ -8,7 +8,6 @@ live model stays. Both functions are idempotent, because Step Functions retries 
 
 from __future__ import annotations
 
-import json
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
@@ -166,14 +165,5 @@ def _publish(notifier: Notifier, decision: Decision) -> str | None:
 
 
 def describe_failure(failure: StepFailure) -> str:
-    """The readable part of a Catch's Cause: Lambda errors carry ``errorMessage``, a failed
-    ``.sync`` training job carries its DescribeTrainingJob with ``FailureReason``."""
-    try:
-        cause = json.loads(failure.Cause)
-    except ValueError:
-        return failure.Cause
-    if isinstance(cause, dict):
-        for key in ("errorMessage", "FailureReason"):
-            if isinstance(cause.get(key), str):
-                return str(cause[key])
-    return failure.Cause
+    """The readable part of a Catch's Cause (see ``StepFailure.message``)."""
+    return failure.message

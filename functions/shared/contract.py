@@ -64,6 +64,9 @@ class Contract(BaseModel):
     tolerance: float = Field(default=0.0, ge=0.0)
     sensitive: list[str] = Field(default_factory=list)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
+    accept_schema_change: bool = False
+    # True: a model whose features the live model cannot score (removed, renamed, re-typed, or
+    # another target) may go live on the threshold alone; false refuses it, naming the change
 
     @field_validator("metric")
     @classmethod

@@ -10,6 +10,8 @@ function's boundary, naming the field.
 
 from __future__ import annotations
 
+import json
+
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
 from functions.shared.gate import GateInputs
@@ -38,6 +40,23 @@ class StepFailure(_State):
 
     Error: str
     Cause: str = ""
+
+    @property
+    def message(self) -> str:
+        """The readable part of ``Cause``: a Lambda error's ``errorMessage`` (with its
+        ``errorType`` when that is not already the error's name), a failed ``.sync`` training
+        job's ``FailureReason``; the cause as written when it is neither."""
+        try:
+            cause = json.loads(self.Cause)
+        except ValueError:
+            return self.Cause
+        if not isinstance(cause, dict):
+            return self.Cause
+        message, kind = cause.get("errorMessage"), cause.get("errorType")
+        if isinstance(message, str):
+            return f"{kind}: {message}" if isinstance(kind, str) and kind != self.Error else message
+        reason = cause.get("FailureReason")
+        return reason if isinstance(reason, str) else self.Cause
 
 
 class PipelineState(RunInput):

@@ -41,6 +41,7 @@ from functions.shared.model_card import ModelCard
 from functions.shared.registry import ModelRegistry
 from functions.shared.registry_dynamodb import DynamoDBRegistry
 from functions.shared.storage import S3ObjectStore, parse_s3_uri, s3_uri
+from infra.local.pipeline import failure_lines
 from infra.local.stack import (
     UPLOADS_FILE,
     LocalStack,
@@ -160,6 +161,8 @@ class _Chain:
             "path": run.path,
             "error": run.error,
             "cause": run.cause,
+            "failure": run.failure,  # the failing state's error and cause, verbatim
+            "decision": run.decision,
             "states_seconds": run.states_seconds,
         }
         mine = [v for v in self.registry.versions(dataset) if v.run_name == run.name]
@@ -178,6 +181,10 @@ class _Chain:
                 "test_rows": evaluation_report["test_rows"],
                 "challenger": evaluation_report["challenger"]["report"],
                 "champion": (evaluation_report.get("champion") or {}).get("report"),
+                "intervals": {  # bootstrap intervals of the contract metric
+                    "challenger": evaluation_report["challenger"].get("interval"),
+                    "champion": (evaluation_report.get("champion") or {}).get("interval"),
+                },
                 "champion_note": evaluation_report["champion_note"],
                 "groups": evaluation_report["challenger"]["groups"],
                 "gate": evaluation_report["decision"],
@@ -372,8 +379,11 @@ def _render_upload(title: str, step: dict[str, Any]) -> list[str]:
     lines += _render_columns(step.get("columns", []))
     run = step["run"]
     lines.append(f"  run {run['name']}: {run['status']}, states {' → '.join(run['path'])}")
-    if run["error"]:
-        lines.append(f"    error {run['error']}: {str(run['cause'])[:300]}")
+    if run.get("failure"):
+        lines += failure_lines(run["failure"], indent="    ", full_text_in="`sluice demo --json`")
+    elif run["error"]:
+        failure = {"state": run["path"][-1], "error": run["error"], "message": run["cause"]}
+        lines += failure_lines(failure, indent="    ", full_text_in="`sluice demo --json`")
     card = step.get("model_card")
     if card:
         metric = card["metric"]
@@ -407,6 +417,12 @@ def _render_upload(title: str, step: dict[str, Any]) -> list[str]:
             if isinstance(challenger.get(k), float)
         )
         lines.append(f"  test split ({evaluation['test_rows']} rows): {figures}")
+        interval = (evaluation.get("intervals") or {}).get("challenger")
+        if interval and card:
+            lines.append(
+                f"    {card['metric']} {interval['level']:.0%} bootstrap interval "
+                f"{interval['low']:.4f}–{interval['high']:.4f} ({interval['resamples']} resamples)"
+            )
         lines.append(f"    champion: {evaluation['champion_note']['reason']}")
         for column, groups in evaluation["groups"].items():
             shown = ", ".join(

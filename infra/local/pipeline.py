@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import textwrap
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from functions.shared.orchestration import RunInput
+from functions.shared.pipeline_state import StepFailure
 from functions.shared.storage import ObjectStore
 from infra.local.asl import Execution, TaskFailure, TaskHandler, load_definition, run
 from infra.local.training_runner import run_training_job
@@ -24,6 +26,11 @@ from infra.topology import Topology
 DEFINITION = Path(__file__).resolve().parents[1] / "statemachine" / "pipeline.asl.json"
 TRAINING_RESOURCE = "arn:aws:states:::sagemaker:createTrainingJob.sync"
 LOCAL_TRAINING_IMAGE = "sluice-local-training:latest"
+FAILURE_TEXT_LIMIT = 2000
+"""Characters of a failure's message a person is shown in text output (a SageMaker
+FailureReason is at most 1024; past this it is a stack trace or a dump). The JSON outputs carry
+the whole cause."""
+FAILURE_TEXT_WIDTH = 100
 
 
 @dataclass(frozen=True)
@@ -148,6 +155,63 @@ def run_decision(execution: Execution) -> dict[str, Any] | None:
                 break
     decision = outcome.get("decision") if isinstance(outcome, dict) else None
     return decision if isinstance(decision, dict) else None
+
+
+def run_failure(execution: Execution) -> dict[str, str] | None:
+    """Where and why a failed run failed: the failing state, its error, its cause verbatim, and
+    the cause's readable message (``StepFailure.message``). The execution's own error is the
+    RunFailed state's fixed text, so this reads the failure the Catch handed RecordFailure; an
+    execution that failed without reaching it (RecordFailure itself failed) gives its own."""
+    if execution.status != "FAILED":
+        return None
+    failure: StepFailure | None = None
+    state = execution.path[-1] if execution.path else ""
+    for index in range(len(execution.history) - 1, -1, -1):
+        event = execution.history[index]
+        caught = event.input.get("failure") if isinstance(event.input, dict) else None
+        if event.name == "RecordFailure" and isinstance(caught, dict):
+            failure = StepFailure(
+                Error=str(caught.get("Error", "")), Cause=str(caught.get("Cause") or "")
+            )
+            state = execution.history[index - 1].name if index > 0 else ""
+            break
+    if failure is None:
+        if execution.error is None:
+            return None
+        failure = StepFailure(Error=execution.error, Cause=execution.cause or "")
+    return {
+        "state": state,
+        "error": failure.Error,
+        "cause": failure.Cause,
+        "message": failure.message,
+    }
+
+
+def failure_lines(failure: Mapping[str, Any], *, indent: str, full_text_in: str) -> list[str]:
+    """A run's failure for a person: the state and error, then the message wrapped (words and
+    line breaks kept, long tokens such as URIs left whole). A message past
+    ``FAILURE_TEXT_LIMIT`` is cut at a word and says how much more ``full_text_in`` holds."""
+    lines = [f"{indent}failed at {failure.get('state') or '?'}: {failure.get('error')}"]
+    text = str(failure.get("message") or failure.get("cause") or "(no cause given)")
+    shown = text
+    if len(text) > FAILURE_TEXT_LIMIT:
+        shown = text[:FAILURE_TEXT_LIMIT]
+        space = shown.rfind(" ")
+        if space > FAILURE_TEXT_LIMIT // 2:
+            shown = shown[:space]
+    body = indent + "  "
+    for paragraph in shown.splitlines() or [""]:
+        lines += textwrap.wrap(
+            paragraph,
+            width=FAILURE_TEXT_WIDTH,
+            initial_indent=body,
+            subsequent_indent=body,
+            break_long_words=False,
+            break_on_hyphens=False,
+        ) or [body.rstrip()]
+    if len(shown) < len(text):
+        lines.append(f"{body}(… {len(text) - len(shown)} more characters in {full_text_in})")
+    return lines
 
 
 def run_pipeline(

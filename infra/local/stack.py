@@ -46,7 +46,14 @@ from functions.shared.storage import S3ObjectStore
 from infra.alarms import NAMESPACE, SERVING_PERIOD_SECONDS
 from infra.local.alarms import AlarmEvaluator, MetricSink, matches_alarm_rule
 from infra.local.api_gateway import LocalApiGateway
-from infra.local.pipeline import LocalLambdaContext, run_decision, run_pipeline, use_endpoint
+from infra.local.asl import Execution
+from infra.local.pipeline import (
+    LocalLambdaContext,
+    run_decision,
+    run_failure,
+    run_pipeline,
+    use_endpoint,
+)
 from infra.local.resources import LocalResources, provision, receive_upload_events
 from infra.local.snapshot import Snapshots, write_atomically
 from infra.local.tls import DEFAULT_HOSTS, LocalCertificate, local_certificate
@@ -96,6 +103,25 @@ class RunRecord:
     started_at: str
     seconds: float
     decision: dict[str, Any] | None  # promote's or reject's outcome: kind, reasons, versions
+    failure: dict[str, str] | None = None  # a failed run's state, error, cause, message
+
+    @classmethod
+    def of(
+        cls, execution: Execution, *, dataset: str, started_at: str, seconds: float
+    ) -> RunRecord:
+        return cls(
+            name=execution.name,
+            dataset=dataset,
+            status=execution.status,
+            path=execution.path,
+            error=execution.error,
+            cause=execution.cause,
+            states_seconds={e.name: round(e.duration_seconds, 3) for e in execution.history},
+            started_at=started_at,
+            seconds=seconds,
+            decision=run_decision(execution),
+            failure=run_failure(execution),
+        )
 
 
 class LocalStack:
@@ -441,17 +467,11 @@ class LocalStack:
         started, clock = _now(), time.perf_counter()
         self.log(f"run      {run.run_name} started")
         execution = run_pipeline(self.config.topology, run, store)
-        record = RunRecord(
-            name=execution.name,
+        record = RunRecord.of(
+            execution,
             dataset=run.dataset,
-            status=execution.status,
-            path=execution.path,
-            error=execution.error,
-            cause=execution.cause,
-            states_seconds={e.name: round(e.duration_seconds, 3) for e in execution.history},
             started_at=started,
             seconds=round(time.perf_counter() - clock, 3),
-            decision=run_decision(execution),
         )
         self.runs.append(record)
         self._append(RUNS_FILE, record.__dict__)

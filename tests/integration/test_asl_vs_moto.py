@@ -16,8 +16,8 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from functions.shared.gate import decide, gate_inputs
-from tests.unit.test_gate_choice import GATE_MACHINE, gate_route
+from functions.shared.gate import GateEvidence, decide, gate_inputs
+from tests.unit.test_gate_choice import GATE_MACHINE, SCHEMA_CHANGES, gate_route
 
 CASES = [
     ("roc_auc", 0.82, None, 0.75, 0.01),
@@ -98,4 +98,33 @@ def test_moto_routes_the_real_gate_where_decide_and_our_interpreter_do(
 
     # Then it promotes exactly when the policy passes, as the local interpreter does
     assert (route == "Promote") is decision.passed, decision.reasons
+    assert gate_route(gate) == route
+
+
+@pytest.mark.parametrize(
+    ("change", "passed"),
+    [
+        ("none", True),
+        ("added", True),
+        ("retyped", False),
+        ("retyped-accepted", True),
+        (None, False),
+    ],
+    ids=["no-change", "added", "retyped", "retyped-accepted", "comparable-absent"],
+)
+def test_moto_refuses_a_challenger_the_schema_change_makes_incomparable(
+    gate_in_moto: tuple[Any, str], change: str | None, passed: bool
+) -> None:
+    # Given a challenger over the threshold, under each schema change (or a document from an
+    # evaluate that wrote no comparable flag at all)
+    evidence = GateEvidence(schema_change=SCHEMA_CHANGES[change] if change else None)
+    gate = gate_inputs(
+        "roc_auc", 0.9, None, threshold=0.7, tolerance=0.0, evidence=evidence
+    ).model_dump()
+    if change is None:
+        del gate["comparable"]
+
+    # When moto runs the real Gate; Then it routes as the policy and our interpreter do
+    route = moto_route(*gate_in_moto, gate)
+    assert (route == "Promote") is passed
     assert gate_route(gate) == route

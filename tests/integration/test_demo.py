@@ -170,3 +170,34 @@ def test_a_bad_contract_is_reported_and_the_demo_fails(tmp_path: Path) -> None:
     assert "preprocess: rejected" in out
     assert "gate:" not in out
     assert "contract_invalid" in out and "metric 'rmse' is a regression metric" in out
+
+
+def test_a_run_that_fails_in_training_shows_the_failing_state_and_its_cause(
+    tmp_path: Path,
+) -> None:
+    # Given the sample data with a contract whose training asks for a hyperparameter that the
+    # training script does not know: the training job fails
+    contract = json.loads((REPO / "samples" / "churn" / "contract.json").read_text())
+    contract["training"]["hyperparameters"] = {"bogus": 1}
+    contract_path = tmp_path / "contract.json"
+    contract_path.write_text(json.dumps(contract))
+    data = str(REPO / "samples" / "churn" / "data" / "churn.csv")
+    args = ("--data", data, "--contract", str(contract_path), "--dataset", "churn", "--skip-worse")
+    cause = "AlgorithmError: TrainingError: unknown hyperparameter 'bogus'"
+
+    # When the demo runs, as JSON and as text
+    done = _run("demo", "--json", *args)
+    code, text = sluice("demo", *args)
+
+    # Then both name the failing state, its error and the training job's reason, verbatim
+    assert done.returncode == 1 and code == 1
+    run = json.loads(done.stdout)["first"]["run"]
+    assert run["status"] == "FAILED" and run["path"][-3:] == ["Train", "RecordFailure", "RunFailed"]
+    failure = run["failure"]
+    assert (failure["state"], failure["error"]) == ("Train", "States.TaskFailed")
+    assert failure["message"].startswith(cause)
+    assert json.loads(failure["cause"])["FailureReason"] == failure["message"]
+    assert run["decision"]["kind"] == "run_failed"
+    assert "    failed at Train: States.TaskFailed" in text.splitlines()
+    assert cause in " ".join(text.split())
+    assert "RecordFailure step holds" not in text

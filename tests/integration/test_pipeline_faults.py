@@ -37,9 +37,11 @@ from functions.shared.registry import LivePointer, ModelStatus
 from functions.shared.registry_dynamodb import DynamoDBRegistry
 from functions.shared.runs import manifest_key, run_input
 from functions.shared.storage import parse_s3_uri
+from infra.cli import main
 from infra.local import training_runner
 from infra.local.asl import Execution
 from infra.local.pipeline import run_decision
+from infra.local.stack import RUNS_FILE, RunRecord
 from tests.integration.conftest import Aws
 from tests.integration.test_pipeline_local import (  # noqa: F401 (the autouse fixture)
     _pipeline_environment,
@@ -486,3 +488,31 @@ def test_a_failed_runs_decision_is_what_status_shows(aws: Aws) -> None:
     decision = run_decision(execution)
     assert decision is not None
     assert json.loads(json.dumps(decision))["reasons"][0].startswith("States.TaskFailed: ")
+
+
+def test_a_training_failures_cause_is_what_status_prints(
+    aws: Aws, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given a run whose training job fails, recorded as the local stack records its runs
+    _publish_champion(aws)
+    broken = _upload(aws, "feb", seed=2).model_copy(update={"hyperparameters": {"bogus": "1"}})
+    execution = _run(aws, broken)
+    record = RunRecord.of(execution, dataset=DATASET, started_at="2026-11-22T12:00:00Z", seconds=1)
+    (tmp_path / RUNS_FILE).write_text(json.dumps(record.__dict__) + "\n")
+    cause = "AlgorithmError: TrainingError: unknown hyperparameter 'bogus'"
+
+    # When a person asks for the status, as text and as JSON
+    assert main(["status", "--state-dir", str(tmp_path)]) == 0
+    text = capsys.readouterr().out
+    assert main(["status", "--state-dir", str(tmp_path), "--json"]) == 0
+    document = json.loads(capsys.readouterr().out)
+
+    # Then the failing state, its error and the job's FailureReason are printed, not the
+    # RunFailed state's pointer to them
+    assert "failed at Train: States.TaskFailed" in text
+    assert cause in " ".join(text.split())  # wrapped lines, words kept whole
+    assert "RecordFailure step holds" not in text
+    failure = document["runs"][0]["failure"]
+    assert failure["state"] == "Train" and failure["error"] == "States.TaskFailed"
+    assert failure["message"].startswith(cause)
+    assert json.loads(failure["cause"])["FailureReason"] == failure["message"]  # verbatim

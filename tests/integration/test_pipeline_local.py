@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import boto3
+import pandas as pd
 import pytest
 
 from functions.preprocess import handler as preprocess
@@ -38,12 +39,22 @@ def _registry(aws: Aws) -> DynamoDBRegistry:
     return DynamoDBRegistry(client, aws.topology.registry_table)
 
 
-def _upload(aws: Aws, name: str, seed: int) -> RunInput:
-    """Upload one more data file and return the run preprocess started for it."""
+def _upload(
+    aws: Aws,
+    name: str,
+    seed: int,
+    *,
+    frame: pd.DataFrame | None = None,
+    contract: bytes | None = None,
+) -> RunInput:
+    """Upload one more data file (``churn_frame`` unless ``frame``) and return the run
+    preprocess started for it."""
     raw = aws.topology.raw_bucket
-    aws.s3.put_object(Bucket=raw, Key="churn/contract.json", Body=contract_bytes(metric="roc_auc"))
+    contract = contract or contract_bytes(metric="roc_auc")
+    aws.s3.put_object(Bucket=raw, Key="churn/contract.json", Body=contract)
     key = f"churn/data/{name}.csv"
-    aws.s3.put_object(Bucket=raw, Key=key, Body=csv_bytes(churn_frame(600, seed=seed)))
+    data = churn_frame(600, seed=seed) if frame is None else frame
+    aws.s3.put_object(Bucket=raw, Key=key, Body=csv_bytes(data))
     info = aws.s3.head_object(Bucket=raw, Key=key)
     event: dict[str, Any] = {
         "version": "0",
@@ -145,3 +156,50 @@ def test_a_refused_challenger_is_rejected_with_reasons(aws: Aws) -> None:
     assert registry.get("churn", 2).status is ModelStatus.REJECTED
     assert "misses threshold" in registry.get("churn", 2).status_reason
     assert json.loads(json.dumps(execution.output))["outcome"]["decision"]["live_version"] == 1
+
+
+def _reshaped_churn(seed: int) -> pd.DataFrame:
+    """A later export of the churn table: ``tenure`` renamed, ``region`` gone, monthly charges
+    given as text bands, a ``channel`` column added."""
+    frame = churn_frame(600, seed=seed)
+    bands = pd.cut(frame["monthly_charges"], [-1e9, 50, 90, 1e9], labels=["low", "mid", "high"])
+    return (
+        frame.drop(columns=["region"])
+        .rename(columns={"tenure": "tenure_months"})
+        .assign(
+            monthly_charges=bands.astype(str).where(bands.notna(), ""),
+            channel=["web" if i % 3 else "shop" for i in range(len(frame))],
+        )
+    )
+
+
+def test_a_schema_change_is_refused_naming_it_until_the_contract_accepts_it(aws: Aws) -> None:
+    # Given version 1 live, trained on tenure, monthly_charges (numbers), plan, region
+    assert _run(aws, _upload(aws, "jan", seed=1)).status == "SUCCEEDED"
+    aws.s3.delete_object(Bucket=aws.topology.raw_bucket, Key="churn/data/jan.csv")
+
+    # When the data is replaced by an export whose columns changed
+    execution = _run(aws, _upload(aws, "feb", seed=2, frame=_reshaped_churn(2)))
+
+    # Then the gate refuses the challenger and the decision names every change
+    assert execution.status == "SUCCEEDED" and execution.path[-2:] == ["Reject", "Refused"]
+    decision = json.loads(json.dumps(execution.output))["outcome"]["decision"]
+    refusal = next(r for r in decision["reasons"] if r.startswith("refused:"))
+    for named in (
+        "removed: region (categorical)",
+        "renamed: tenure → tenure_months (numeric)",
+        "re-typed: monthly_charges (numeric → categorical)",
+        "added: channel (categorical)",
+    ):
+        assert named in refusal, named
+    assert decision["live_version"] == 1
+
+    # And once the contract accepts the change, the threshold alone decides, and says so
+    accepting = contract_bytes(metric="roc_auc", accept_schema_change=True)
+    run = _upload(aws, "mar", seed=3, frame=_reshaped_churn(3), contract=accepting)
+    assert run.accept_schema_change is True
+    execution = _run(aws, run)
+    assert execution.path[-2:] == ["Promote", "Promoted"], execution.path
+    decision = json.loads(json.dumps(execution.output))["outcome"]["decision"]
+    assert any("accepted by the contract (accept_schema_change)" in r for r in decision["reasons"])
+    assert decision["live_version"] == 3

@@ -30,6 +30,7 @@ def test_a_minimal_contract_gets_production_defaults() -> None:
     assert contract.tolerance == 0.0
     assert contract.training.instance_type == "ml.g5.xlarge"
     assert contract.training.spot is True
+    assert contract.accept_schema_change is False
     assert contract.higher_is_better is True
     assert contract.required_columns() == ["churned"]
 
@@ -41,7 +42,9 @@ def test_a_full_contract_round_trips() -> None:
         tolerance=0.01,
         sensitive=["gender"],
         training={"instance_type": "ml.g4dn.xlarge", "spot": False, "hyperparameters": {"seed": 3}},
+        accept_schema_change=True,
     )
+    assert contract.accept_schema_change is True
     assert contract.features == {"tenure": FeatureKind.NUMERIC, "plan": FeatureKind.CATEGORICAL}
     assert contract.required_columns() == ["churned", "tenure", "plan", "customer_id", "gender"]
     assert contract.unexpected_columns(["tenure", "churned", "extra"]) == ["extra"]

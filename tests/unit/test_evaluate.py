@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from functions.evaluate.logic import (
@@ -15,13 +16,23 @@ from functions.evaluate.logic import (
 )
 from functions.evaluate.models import EvaluateResult, EvaluationReport
 from functions.shared import layout
+from functions.shared.contract import FeatureKind
+from functions.shared.features import MISSING_CATEGORY
 from functions.shared.metrics import compute_metric
 from functions.shared.model_card import MODEL_CARD_FILE, MODEL_FILE
+from functions.shared.pipeline_state import PipelineState
 from functions.shared.registry import ModelStatus
 from functions.shared.scoring import ScoringModel
 from functions.shared.storage import parse_s3_uri
 from tests.fakes import InMemoryObjectStore, InMemoryRegistry
-from tests.models import ARTIFACTS, TrainedModel, fixed_now, model_archive, stage_run
+from tests.models import (
+    ARTIFACTS,
+    TrainedModel,
+    fixed_now,
+    model_archive,
+    stage_run,
+    train_changed,
+)
 
 
 def _report(store: InMemoryObjectStore, uri: str) -> EvaluationReport:
@@ -284,7 +295,7 @@ def test_test_labels_the_model_never_saw_fail_loudly(
         )
 
 
-def test_a_champion_that_predicts_something_else_is_noted_not_scored(
+def test_a_champion_that_predicts_something_else_refuses_the_challenger(
     trained_models: dict[str, TrainedModel], store: InMemoryObjectStore, registry: InMemoryRegistry
 ) -> None:
     # Given the dataset's live model is a regressor (the contract changed task since)
@@ -302,10 +313,12 @@ def test_a_champion_that_predicts_something_else_is_noted_not_scored(
     )
     # When a classifier is evaluated for it
     result = evaluate(state, store=store, registry=registry, clock=fixed_now)
-    # Then the champion is noted, not scored, and the threshold alone decides
+    # Then the champion is noted, not scored, and the gate refuses naming the target change
     note = _report(store, result.report_uri).champion_note
     assert not note.scored and "price" in note.reason
     assert result.champion_version == live.model_version and result.gate.champion is None
+    assert not result.gate.comparable and not result.passed
+    assert "target changed: 'price' (regression) → 'label' (classification)" in result.reasons[1]
 
 
 def test_champion_and_challenger_are_measured_by_the_runs_metric(
@@ -341,3 +354,183 @@ def test_a_champion_whose_files_are_gone_is_noted_and_does_not_block_the_run(
     note = _report(store, result.report_uri).champion_note
     assert not note.scored and note.reason.startswith("cannot load the champion")
     assert result.champion_version == 1
+
+
+# -- a later upload whose columns changed ---------------------------------------------------------
+
+NUMERIC, CATEGORICAL = FeatureKind.NUMERIC, FeatureKind.CATEGORICAL
+
+
+def _with_extra_column(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.assign(extra=frame["num_0"].fillna(0) * 0.5)
+
+
+def _reshaped(frame: pd.DataFrame) -> pd.DataFrame:
+    """The issue's second upload: one column added, one removed, one renamed, and a number
+    turned into text bands."""
+    bands = pd.cut(frame["num_2"], bins=[-np.inf, -0.5, 0.5, np.inf], labels=["low", "mid", "hi"])
+    return (
+        frame.drop(columns=["num_1"])
+        .assign(
+            num_2=np.where(bands.isna(), MISSING_CATEGORY, bands.astype(str)),
+            channel=np.where(frame.index % 2 == 0, "web", "shop"),
+        )
+        .rename(columns={"num_0": "num_0_scaled"})
+    )
+
+
+@pytest.fixture(scope="module")
+def changed_models(
+    trained_models: dict[str, TrainedModel], tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, TrainedModel]:
+    """Binary models trained on later uploads of the binary dataset whose columns changed."""
+    binary = trained_models["binary"]
+    kinds = {f.name: f.kind for f in binary.card.features}
+    added = {**kinds, "extra": NUMERIC}
+    reshaped = {
+        "num_0_scaled": NUMERIC,
+        **{n: k for n, k in kinds.items() if n not in ("num_0", "num_1", "num_2")},
+        "num_2": CATEGORICAL,
+        "channel": CATEGORICAL,
+    }
+    return {
+        "added": train_changed(tmp_path_factory.mktemp("added"), binary, _with_extra_column, added),
+        "reshaped": train_changed(tmp_path_factory.mktemp("reshaped"), binary, _reshaped, reshaped),
+    }
+
+
+def test_a_challenger_whose_features_the_champion_cannot_score_is_refused_naming_the_change(
+    trained_models: dict[str, TrainedModel],
+    changed_models: dict[str, TrainedModel],
+    store: InMemoryObjectStore,
+    registry: InMemoryRegistry,
+) -> None:
+    # Given version 1 live, trained on num_0..num_5
+    _live_first_run(store, registry, trained_models["binary"])
+
+    # When a model of an upload that renamed, removed, re-typed and added columns is evaluated
+    result = evaluate(
+        stage_run(store, changed_models["reshaped"], run_name="run-2"),
+        store=store,
+        registry=registry,
+        clock=fixed_now,
+    )
+
+    # Then the gate refuses it, and its reasons (what status and the demo print) name each change
+    assert not result.passed and not result.gate.comparable
+    refusal = next(r for r in result.reasons if r.startswith("refused:"))
+    for named in (
+        "since live version 1",
+        "removed: num_1 (numeric)",
+        "renamed: num_0 → num_0_scaled (numeric)",
+        "re-typed: num_2 (numeric → categorical)",
+        "added: channel (categorical)",
+    ):
+        assert named in refusal, named
+    assert not any("no live champion" in r for r in result.reasons)
+    # and the report says why the champion was not scored, with the structured change
+    report = _report(store, result.report_uri)
+    assert not report.champion_note.scored and "num_1" in report.champion_note.reason
+    change = report.gate_inputs.evidence.schema_change
+    assert change is not None and [f.name for f in change.removed] == ["num_1"]
+    assert report.decision.reasons == result.reasons
+
+
+def test_the_contract_may_accept_a_schema_change_and_the_reason_says_so(
+    trained_models: dict[str, TrainedModel],
+    changed_models: dict[str, TrainedModel],
+    store: InMemoryObjectStore,
+    registry: InMemoryRegistry,
+) -> None:
+    _live_first_run(store, registry, trained_models["binary"])
+    state = stage_run(
+        store, changed_models["reshaped"], run_name="run-2", accept_schema_change=True
+    )
+    result = evaluate(state, store=store, registry=registry, clock=fixed_now)
+    assert result.gate.comparable and result.gate.champion is None and result.passed
+    accepted = result.reasons[1]
+    assert "accepted by the contract (accept_schema_change), threshold alone decides" in accepted
+    assert "renamed: num_0 → num_0_scaled" in accepted
+
+
+def test_added_columns_only_keep_the_champion_scored_on_the_same_rows(
+    trained_models: dict[str, TrainedModel],
+    changed_models: dict[str, TrainedModel],
+    store: InMemoryObjectStore,
+    registry: InMemoryRegistry,
+) -> None:
+    _live_first_run(store, registry, trained_models["binary"])
+    result = evaluate(
+        stage_run(store, changed_models["added"], run_name="run-2"),
+        store=store,
+        registry=registry,
+        clock=fixed_now,
+    )
+    # Then the champion (which ignores the new column) is scored and compared
+    assert result.gate.comparable and result.gate.champion is not None
+    report = _report(store, result.report_uri)
+    assert report.champion is not None and report.champion_note.scored
+    assert "extra" in report.champion_note.reason
+    assert result.reasons[1].startswith("features added: extra (numeric) since live version 1")
+    assert "vs champion" in result.reasons[2]
+
+
+def test_both_models_carry_a_bootstrap_interval_into_the_report_and_the_reasons(
+    trained_models: dict[str, TrainedModel], store: InMemoryObjectStore, registry: InMemoryRegistry
+) -> None:
+    model = trained_models["binary"]
+    _live_first_run(store, registry, model)
+    result = evaluate(
+        stage_run(store, model, run_name="run-2"), store=store, registry=registry, clock=fixed_now
+    )
+    report = _report(store, result.report_uri)
+    assert report.champion is not None
+    for score in (report.challenger, report.champion):
+        interval = score.interval
+        assert interval is not None and interval.resamples == 1000
+        assert score.metric_value is not None
+        assert interval.low < score.metric_value < interval.high
+    shown = next(r for r in result.reasons if "bootstrap interval" in r)
+    assert shown.startswith(f"95% bootstrap interval (1000 resamples of {report.test_rows} ")
+    assert f"challenger {report.challenger.interval.low:.6g}–" in shown  # type: ignore[union-attr]
+    assert "champion " in shown
+
+
+def test_a_small_test_split_is_flagged_in_the_reasons(
+    trained_models: dict[str, TrainedModel], store: InMemoryObjectStore, registry: InMemoryRegistry
+) -> None:
+    # Given the multiclass model tested on 19 rows
+    model = trained_models["multiclass"]
+    frame = model.split("test").head(19)
+    result = evaluate(
+        stage_run(store, model, test_frame=frame), store=store, registry=registry, clock=fixed_now
+    )
+    # Then the decision warns about the split's size and about each class under 10 rows
+    warnings = [r for r in result.reasons if r.startswith("warning:")]
+    assert warnings[0].startswith("warning: the test split has only 19 rows (under 50)")
+    counts = frame[model.card.target].value_counts()
+    assert warnings[1].startswith("warning: classes with under 10 test rows: ")
+    for label in model.card.classes or []:
+        assert f"'{label}' {counts.get(label, 0)}" in warnings[1]
+
+
+def test_a_full_test_split_has_no_size_warning(
+    trained_models: dict[str, TrainedModel], store: InMemoryObjectStore, registry: InMemoryRegistry
+) -> None:
+    result = evaluate(
+        stage_run(store, trained_models["multiclass"]),
+        store=store,
+        registry=registry,
+        clock=fixed_now,
+    )
+    assert not any(r.startswith("warning:") for r in result.reasons)
+
+
+def test_the_state_of_an_execution_started_before_accept_schema_change_still_parses(
+    trained_models: dict[str, TrainedModel], store: InMemoryObjectStore
+) -> None:
+    # Given the state an older execution carries: no accept_schema_change at all
+    document = stage_run(store, trained_models["binary"]).model_dump(mode="json")
+    del document["accept_schema_change"]
+    # When evaluate parses it, then the change is not accepted (the safe default)
+    assert PipelineState.model_validate(document).accept_schema_change is False

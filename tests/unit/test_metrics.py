@@ -17,10 +17,13 @@ from numpy.typing import NDArray
 from sklearn import metrics as skm
 
 from functions.shared.metrics import (
+    BOOTSTRAP_SEED,
     METRICS,
     MetricInfo,
     Task,
     UnknownMetricError,
+    bootstrap_interval,
+    bootstrap_resamples,
     classification_report,
     compute_metric,
     metric_info,
@@ -389,3 +392,89 @@ def test_import_does_not_load_heavy_dependencies() -> None:
     # Then the import succeeds and none of sklearn, scipy, pandas was loaded
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == ""
+
+
+# --------------------------------------------------------------------------------------
+# Bootstrap intervals
+# --------------------------------------------------------------------------------------
+
+
+def _brute_force_interval(
+    name: str, y: NDArray[Any], resamples: int, **scores: NDArray[Any]
+) -> tuple[float, float]:
+    """The textbook percentile bootstrap: draw the rows, score them, take the percentiles;
+    drawn with the same generator and seed, so it must give the very same interval."""
+    rng = np.random.default_rng(BOOTSTRAP_SEED)
+    n = y.shape[0]
+    values = []
+    for _ in range(resamples):
+        rows = rng.integers(0, n, n)
+        values.append(compute_metric(name, y[rows], **{k: v[rows] for k, v in scores.items()}))
+    finite = [v for v in values if math.isfinite(v)]
+    low, high = np.percentile(finite, [2.5, 97.5])
+    return float(low), float(high)
+
+
+@pytest.mark.parametrize("k", [2, 3])
+@pytest.mark.parametrize("name", CLASSIFICATION)
+def test_bootstrap_interval_is_the_percentile_bootstrap_of_the_metric(name: str, k: int) -> None:
+    # Given scores with ties (rounded probabilities) on 120 rows
+    rng = np.random.default_rng(11)
+    y = rng.integers(0, k, 120)
+    proba = np.round(rng.dirichlet(np.ones(k), 120), 2)
+
+    # When the interval is computed through draw counts
+    interval = bootstrap_interval(name, y, proba=proba, resamples=60)
+
+    # Then it is exactly the interval of the metric recomputed on every drawn sample
+    assert interval is not None and interval.resamples == 60 and interval.level == 0.95
+    expected = _brute_force_interval(name, y, 60, proba=proba)
+    assert (interval.low, interval.high) == pytest.approx(expected, rel=1e-9, abs=1e-12)
+    assert interval.low <= compute_metric(name, y, proba=proba) <= interval.high
+
+
+@pytest.mark.parametrize("name", REGRESSION)
+def test_bootstrap_interval_of_regression_metrics(name: str) -> None:
+    # Given targets far from zero (where a careless total sum of squares cancels)
+    rng = np.random.default_rng(12)
+    y = rng.normal(1e6, 10.0, 150)
+    pred = y + rng.normal(0, 4.0, 150)
+    interval = bootstrap_interval(name, y, pred=pred, resamples=60)
+    assert interval is not None
+    expected = _brute_force_interval(name, y, 60, pred=pred)
+    assert (interval.low, interval.high) == pytest.approx(expected, rel=1e-7)
+
+
+def test_bootstrap_interval_is_reproducible_and_narrows_with_more_rows() -> None:
+    rng = np.random.default_rng(13)
+
+    def scored(n: int) -> tuple[NDArray[Any], NDArray[Any]]:
+        y = rng.integers(0, 2, n)
+        s = np.clip(0.35 * y + 0.65 * rng.random(n), 0, 1)
+        return y, np.stack([1 - s, s], axis=1)
+
+    small, large = scored(60), scored(6000)
+    first = bootstrap_interval("roc_auc", small[0], proba=small[1])
+    again = bootstrap_interval("roc_auc", small[0], proba=small[1])
+    wide = first
+    narrow = bootstrap_interval("roc_auc", large[0], proba=large[1])
+    assert first == again  # a fixed seed: the same rows give the same interval
+    assert wide is not None and narrow is not None
+    assert narrow.high - narrow.low < (wide.high - wide.low) / 4
+
+
+def test_a_split_too_small_for_most_resamples_has_no_interval() -> None:
+    # Given one positive among 20 rows: a third of the resamples miss it (undefined AUC)
+    y = np.zeros(20, dtype=int)
+    y[0] = 1
+    proba = np.full((20, 2), 0.5)
+    assert bootstrap_interval("roc_auc", y, proba=proba) is None
+
+
+def test_bootstrap_resamples_stay_within_the_budget() -> None:
+    assert bootstrap_resamples(19) == 1000
+    assert bootstrap_resamples(30_000) == 1000
+    assert bootstrap_resamples(60_000) == 500
+    assert bootstrap_resamples(150_000) == 200  # the floor
+    assert bootstrap_resamples(10_000_000) == 200
+    assert bootstrap_resamples(50_000, passes=5) == 200  # a 5-class roc_auc walks 5 times

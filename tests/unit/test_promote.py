@@ -246,16 +246,18 @@ def test_reject_without_evaluation_or_failure_is_a_state_error(
 
 
 @pytest.mark.parametrize(
-    ("cause", "expected"),
+    ("error", "cause", "expected"),
     [
-        (json.dumps({"errorMessage": "boom", "errorType": "ValueError"}), "boom"),
-        (json.dumps({"FailureReason": "ClientError: bad"}), "ClientError: bad"),
-        ("plain text", "plain text"),
-        (json.dumps([1, 2]), "[1, 2]"),
+        ("ValueError", json.dumps({"errorMessage": "boom", "errorType": "ValueError"}), "boom"),
+        # the error type is kept when the Catch's error name is another (e.g. Lambda.Unknown)
+        ("E", json.dumps({"errorMessage": "boom", "errorType": "ValueError"}), "ValueError: boom"),
+        ("E", json.dumps({"FailureReason": "ClientError: bad"}), "ClientError: bad"),
+        ("E", "plain text", "plain text"),
+        ("E", json.dumps([1, 2]), "[1, 2]"),
     ],
 )
-def test_failure_causes_are_made_readable(cause: str, expected: str) -> None:
-    assert describe_failure(StepFailure(Error="E", Cause=cause)) == expected
+def test_failure_causes_are_made_readable(error: str, cause: str, expected: str) -> None:
+    assert describe_failure(StepFailure(Error=error, Cause=cause)) == expected
 
 
 class _BrokenNotifier(RecordingNotifier):
