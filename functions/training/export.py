@@ -81,7 +81,7 @@ def convert_one_hot_encoder(scope: Any, operator: Any, container: Any) -> None:
 
     skl2onnx 1.20.0 encodes infrequent categories only in its several-inputs branch; its
     one-input branch raises NotImplementedError for them (onnx/sklearn-onnx#1026, and
-    docs/decisions.md 2026-12-04). This builds what the several-inputs branch builds for each
+    docs/decisions.md 2026-12-03). This builds what the several-inputs branch builds for each
     input: an ai.onnx.ml OneHotEncoder over the frequent categories followed by the infrequent
     ones (``zeros=1``: an unseen category is all zeros), then the infrequent columns summed into
     the last one, which is scikit-learn's output column for them. A category is on one row
