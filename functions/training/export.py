@@ -84,8 +84,8 @@ def convert_one_hot_encoder(scope: Any, operator: Any, container: Any) -> None:
     docs/decisions.md 2026-12-03). This builds what the several-inputs branch builds for each
     input: an ai.onnx.ml OneHotEncoder over the frequent categories followed by the infrequent
     ones (``zeros=1``: an unseen category is all zeros), then the infrequent columns summed into
-    the last one, which is scikit-learn's output column for them. A category is on one row
-    once, so the sum is exactly 0 or 1.
+    the last one, which is scikit-learn's output column for them. A row holds one category, so
+    that sum is exactly 0 or 1.
     """
     encoder = operator.raw_operator
     if not _one_input_with_infrequent(operator):
