@@ -43,6 +43,7 @@ def synthetic(
     n_numeric: int,
     n_categorical: int,
     n_classes: int = 2,
+    cardinalities: tuple[int, ...] = CARDINALITIES,
     missing: float = 0.05,
     target_offset: float = 0.0,
     target_scale: float = 1.0,
@@ -66,7 +67,7 @@ def synthetic(
         signal += numeric[:, 0] * numeric[:, 1] + np.sin(3 * numeric[:, 2])
     for j in range(n_categorical):
         name_j = f"cat_{j}"
-        levels = CARDINALITIES[j % len(CARDINALITIES)]
+        levels = cardinalities[j % len(cardinalities)]
         # Zipf-like frequencies: a few common levels and a long tail of rare ones.
         weights = 1.0 / np.arange(1, levels + 1)
         codes = rng.choice(levels, size=rows, p=weights / weights.sum())
@@ -178,6 +179,23 @@ def regression_prices(root: Path, rows: int = 3000, seed: int = 3) -> DatasetSch
         target_offset=200_000.0,
         target_scale=40_000.0,
         name="prices",
+        seed=seed,
+    )
+    return write_dataset_version(root, generated)
+
+
+def one_categorical(root: Path, task: Task, rows: int = 1000, seed: int = 5) -> DatasetSchema:
+    """Three numerics and ONE categorical feature of 150 Zipf-distributed levels: the 25 or so
+    most common are on 5 or more training rows, the long tail on fewer, so the one-hot encoder
+    has infrequent categories and a single input (the case onnx/sklearn-onnx#1026 refuses)."""
+    generated = synthetic(
+        rows,
+        task=task,
+        metric="f1_macro" if task == "classification" else "rmse",
+        n_numeric=3,
+        n_categorical=1,
+        cardinalities=(150,),
+        name="one-categorical",
         seed=seed,
     )
     return write_dataset_version(root, generated)

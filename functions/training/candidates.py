@@ -36,7 +36,9 @@ log = logging.getLogger(__name__)
 
 # One-hot width per categorical feature: the most frequent categories each get a column, the
 # rest of those seen in training share one "infrequent" column, unseen ones are all zeros.
-# skl2onnx converts this (checked by the parity test with a high-cardinality column).
+# skl2onnx converts this for two or more categorical features; for one, it refuses infrequent
+# categories and export.convert_one_hot_encoder builds the graph (tests/unit/
+# test_training_rare_categories.py, and test_training.py's 150-level column for the rest).
 MAX_CATEGORIES = 50
 MIN_CATEGORY_ROWS = 5
 LINEAR_MAX_ITER = 500

@@ -3,7 +3,8 @@
 The graph takes one ``(None, 1)`` tensor per raw feature, in schema order (float for numeric,
 string for categorical), named by ``features.onnx_input_name``, exactly what
 ``features.onnx_feeds`` builds; imputation, scaling and
-one-hot encoding run inside it. Outputs: ``label`` (int64 class index) and ``probabilities``
+one-hot encoding run inside it (skl2onnx's one-hot converter is corrected here for one input
+with infrequent categories). Outputs: ``label`` (int64 class index) and ``probabilities``
 (float, columns in ``schema.classes`` order) for classification, ``variable`` for regression.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import onnx
 from onnxmltools.convert.xgboost.operator_converters.XGBoost import convert_xgboost
 from skl2onnx import convert_sklearn, update_registered_converter
@@ -19,7 +21,13 @@ from skl2onnx.common.shape_calculator import (
     calculate_linear_classifier_output_shapes,
     calculate_linear_regressor_output_shapes,
 )
+from skl2onnx.operator_converters.one_hot_encoder import convert_sklearn_one_hot_encoder
+from skl2onnx.proto import onnx_proto
+from skl2onnx.shape_calculators.one_hot_encoder import (
+    calculate_sklearn_one_hot_encoder_output_shapes,
+)
 from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import OneHotEncoder
 from xgboost import XGBClassifier, XGBRegressor
 
 from functions.shared.errors import TrainingError
@@ -56,9 +64,105 @@ def register_xgboost_converters() -> None:
     )
 
 
+def register_one_hot_encoder_converter() -> None:
+    """Replace skl2onnx's one-hot converter with ``convert_one_hot_encoder`` (which hands every
+    case but one back to it; re-registering is a harmless overwrite)."""
+    update_registered_converter(
+        OneHotEncoder,
+        "SklearnOneHotEncoder",
+        calculate_sklearn_one_hot_encoder_output_shapes,
+        convert_one_hot_encoder,
+    )
+
+
+def convert_one_hot_encoder(scope: Any, operator: Any, container: Any) -> None:
+    """skl2onnx's converter, plus the case it refuses: an encoder with ONE input (a dataset with
+    one categorical feature) whose feature has infrequent categories.
+
+    skl2onnx 1.20.0 encodes infrequent categories only in its several-inputs branch; its
+    one-input branch raises NotImplementedError for them (onnx/sklearn-onnx#1026, and
+    docs/decisions.md 2026-12-03). This builds what the several-inputs branch builds for each
+    input: an ai.onnx.ml OneHotEncoder over the frequent categories followed by the infrequent
+    ones (``zeros=1``: an unseen category is all zeros), then the infrequent columns summed into
+    the last one, which is scikit-learn's output column for them. A row holds one category, so
+    that sum is exactly 0 or 1.
+    """
+    encoder = operator.raw_operator
+    if not _one_input_with_infrequent(operator):
+        convert_sklearn_one_hot_encoder(scope, operator, container)
+        return
+    (infrequent,) = encoder.infrequent_categories_
+    rare = set(infrequent.tolist())
+    frequent = [c for c in encoder.categories_[0].tolist() if c not in rare]
+    categories = [*frequent, *infrequent.tolist()]
+    int64 = onnx_proto.TensorProto.INT64
+
+    encoded = scope.get_unique_variable_name("encoded")
+    container.add_node(
+        "OneHotEncoder",
+        operator.inputs[0].full_name,
+        encoded,
+        op_domain="ai.onnx.ml",
+        name=scope.get_unique_operator_name("OneHotEncoder"),
+        cats_strings=np.array([str(c).encode("utf-8") for c in categories]),
+        zeros=1,
+    )
+    sizes = scope.get_unique_variable_name("sizes")
+    container.add_initializer(sizes, int64, [2], [len(frequent), len(infrequent)])
+    kept = scope.get_unique_variable_name("frequent")
+    merged = scope.get_unique_variable_name("infrequent")
+    container.add_node(
+        "Split",
+        [encoded, sizes],
+        [kept, merged],
+        axis=-1,
+        name=scope.get_unique_operator_name("Split"),
+    )
+    last_axis = scope.get_unique_variable_name("last_axis")
+    container.add_initializer(last_axis, int64, [1], [-1])
+    summed = scope.get_unique_variable_name("infrequent_sum")
+    container.add_node(
+        "ReduceSum",
+        [merged, last_axis],
+        summed,
+        keepdims=1,
+        name=scope.get_unique_operator_name("ReduceSum"),
+    )
+    joined = scope.get_unique_variable_name("joined")
+    container.add_node(
+        "Concat", [kept, summed], joined, axis=-1, name=scope.get_unique_operator_name("Concat")
+    )
+    # OneHotEncoder added an axis: (n, 1, categories) back to (n, frequent + 1).
+    shape = scope.get_unique_variable_name("shape")
+    container.add_initializer(shape, int64, [2], [-1, len(frequent) + 1])
+    container.add_node(
+        "Reshape",
+        [joined, shape],
+        operator.outputs[0].full_name,
+        name=scope.get_unique_operator_name("Reshape"),
+    )
+
+
+def _one_input_with_infrequent(operator: Any) -> bool:
+    """The case skl2onnx refuses, in the form sluice builds: one string input of one column,
+    unseen categories ignored, nothing dropped, float output."""
+    encoder = operator.raw_operator
+    inputs = operator.inputs
+    return (
+        len(inputs) == 1
+        and isinstance(inputs[0].type, StringTensorType)
+        and len(encoder.categories_) == 1
+        and encoder.handle_unknown == "ignore"
+        and encoder.drop_idx_ is None
+        and np.issubdtype(encoder.dtype, np.floating)
+        and getattr(encoder, "infrequent_categories_", [None])[0] is not None
+    )
+
+
 def to_onnx(pipeline: Pipeline, schema: DatasetSchema) -> bytes:
     """Convert the fitted pipeline; raise TrainingError if the graph's interface is not ours."""
     register_xgboost_converters()
+    register_one_hot_encoder_converter()
     columns = graph_columns(schema.features, onnx_input_names(schema.features))
     initial_types: list[tuple[str, Any]] = [
         (name, StringTensorType([None, 1]) if text else FloatTensorType([None, 1]))
