@@ -10,7 +10,7 @@ normalised.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,6 +40,7 @@ JUDGE_ROWS = 50
 ID_DISTINCT_SHARE = 0.95  # nearly every value distinct: an identifier, not a category
 FREE_TEXT_DISTINCT_SHARE = 0.5
 FREE_TEXT_WORDS = 4.0  # mean words per value at which text is prose, not a category
+ROW_NUMBER = "a row number"
 SPLIT_BOUNDS = (0.70, 0.85)  # cumulative: 70 % train, 15 % validation, 15 % test
 # The model takes float32 (functions/shared/features.py onnx_feeds) and the API refuses numbers
 # beyond it; a training value past it would be infinite inside the model, and overflows the
@@ -131,7 +132,9 @@ def infer_features(
             continue
         inferred, why = _infer_kind(sample[name])
         if inferred is None:
-            roles.append(ColumnRole(column=name, use="excluded", reason=why))
+            # What the column would be as a feature: how it is typed for the row hash.
+            looks = FeatureKind.NUMERIC if why.startswith(ROW_NUMBER) else FeatureKind.CATEGORICAL
+            roles.append(ColumnRole(column=name, use="excluded", kind=looks, reason=why))
         else:
             specs.append(FeatureSpec(name=name, kind=inferred))
             roles.append(ColumnRole(column=name, use="feature", kind=inferred, reason=why))
@@ -155,7 +158,7 @@ def _infer_kind(values: pd.Series) -> tuple[FeatureKind | None, str]:
     numbers, unreadable = _as_numbers(present)
     if 1.0 - unreadable.mean() >= NUMERIC_SHARE:
         if _row_number(numbers[~unreadable]):
-            return None, "a row number (consecutive distinct integers): an identifier"
+            return None, f"{ROW_NUMBER} (consecutive distinct integers): an identifier"
         return FeatureKind.NUMERIC, "numbers"
     if set(keys.unique()) <= {"true", "false"}:
         return FeatureKind.BOOLEAN, "booleans (true / false)"
@@ -282,9 +285,18 @@ def label_spelling(value: object) -> str:
 class BatchCleaner:
     """Types and cleans one batch at a time against the contract and the feature specs."""
 
-    def __init__(self, contract: Contract, features: list[FeatureSpec]) -> None:
+    def __init__(
+        self,
+        contract: Contract,
+        features: list[FeatureSpec],
+        carried: Sequence[ColumnRole] = (),
+    ) -> None:
         self.contract = contract
         self.features = features
+        # Columns left out of the model that still make a row what it is: typed as they would
+        # be as features and returned with the batch, so that two rows differing only in an id
+        # or a row number are not exact duplicates (the caller hashes, then drops them).
+        self.carried = [r for r in carried if r.column not in {f.name for f in features}]
         # Rows per class (as matched: normalised) and, per class, rows per original spelling.
         self.classes: dict[str, int] = {}
         self.spellings: dict[str, dict[str, int]] = {}
@@ -424,6 +436,13 @@ class BatchCleaner:
         for name in self.contract.sensitive:
             if name not in out:
                 out[name] = normalise_categories(frame[name])
+        for role in self.carried:
+            values = frame[role.column]
+            out[role.column] = (
+                _as_numbers(values)[0]
+                if role.kind is FeatureKind.NUMERIC
+                else normalise_categories(values)
+            )
 
         cleaned = pd.DataFrame(out)[keep]
         if label_codes is not None:

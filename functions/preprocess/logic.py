@@ -409,16 +409,18 @@ class _VersionBuilder:
         self.rows_read += len(frame)
         if self.features is None:
             self.features, self.roles = infer_features(self.contract, header, frame)
-            self.cleaner = BatchCleaner(self.contract, self.features)
+            carried = [r for r in self.roles if r.use == "excluded"]
+            self.cleaner = BatchCleaner(self.contract, self.features, carried)
         assert self.cleaner is not None
         clean = self.cleaner.clean(frame, file=key, first_row=first_row, issues=self.issues)
         if clean.empty:
             return
-        columns = list(clean.columns)
-        hashes = row_hashes(clean, columns)
+        # Exact duplicates are rows equal in every column read, the ones left out included.
+        hashes = row_hashes(clean, list(clean.columns))
         fresh = self.dedup.fresh(hashes)
         self.duplicates += int((~fresh).sum())
         clean, hashes = clean[fresh].reset_index(drop=True), hashes[fresh]
+        clean = clean.drop(columns=[r.column for r in self.cleaner.carried])
         split_key = (
             row_hashes(clean, [self.contract.id_column]) if self.contract.id_column else hashes
         )

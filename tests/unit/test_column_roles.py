@@ -335,3 +335,31 @@ def test_a_text_only_category_refuses_numbers_and_an_open_one_takes_them() -> No
     assert instances_to_columns([banded], [{"income": "10k-20k"}, {"income": None}]) == {
         "income": ["10k-20k", None]
     }
+
+
+def test_rows_differing_only_in_a_column_left_out_are_not_duplicates() -> None:
+    # Given repeated observations (few distinct feature values) told apart by a row number, as
+    # R's data frames are exported with their row names
+    rng = np.random.default_rng(5)
+    rows = 400
+    frame = pd.DataFrame(
+        {
+            "rownames": np.arange(1, rows + 1),
+            "job": rng.choice(["admin", "custodial", "manager"], rows),
+            "minority": rng.choice(["yes", "no"], rows),
+            "Churned": rng.choice(["Yes", "No"], rows),
+        }
+    )
+    world = World()
+    world.contract(**CONTRACT)
+    # When it is uploaded
+    outcome = world.upload("churn/data/a.csv", csv_bytes(frame))
+    # Then the row number is left out, and every row is kept (12 distinct rows otherwise)
+    assert outcome.status == "started", outcome.reason
+    assert outcome.rows is not None
+    assert outcome.rows.duplicates_dropped == 0 and outcome.rows.accepted == rows
+    assert "rownames" not in world.split(outcome, "train").columns
+    # And a second copy of the whole file adds no row: exact duplicates are still dropped
+    again = world.upload("churn/data/b.csv", csv_bytes(frame))
+    assert again.rows is not None and again.rows.accepted == rows
+    assert again.rows.duplicates_dropped == rows
