@@ -10,7 +10,7 @@ normalised.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -268,6 +268,17 @@ def _as_datetimes(values: pd.Series) -> tuple[NDArray[np.object_], NDArray[np.bo
     return result, unreadable[codes]
 
 
+_TextParser = Callable[[pd.Series], tuple[NDArray[np.object_], NDArray[np.bool_]]]
+# Booleans and dates: stored as the text a request sends, a cell that does not parse dropped.
+_TEXT_PARSERS: dict[FeatureKind, tuple[_TextParser, str]] = {
+    FeatureKind.BOOLEAN: (_as_booleans, "value is not true or false (feature is boolean)"),
+    FeatureKind.DATETIME: (
+        _as_datetimes,
+        "value is not an ISO 8601 date or date-time (feature is a date)",
+    ),
+}
+
+
 def _beyond_float32(numbers: NDArray[np.float64]) -> NDArray[np.bool_]:
     with np.errstate(invalid="ignore"):
         beyond: NDArray[np.bool_] = np.abs(numbers) > FLOAT32_MAX  # NaN (missing) is not
@@ -394,30 +405,11 @@ class BatchCleaner:
                 out[spec.name] = numbers
             elif spec.kind is FeatureKind.CATEGORICAL:
                 out[spec.name] = self._categories(spec.name, values)
-            elif spec.kind is FeatureKind.BOOLEAN:
-                words, unreadable = _as_booleans(values)
-                self._drop(
-                    issues,
-                    keep,
-                    unreadable,
-                    rows,
-                    "type_mismatch",
-                    spec.name,
-                    "value is not true or false (feature is boolean)",
-                    file,
-                )
-                out[spec.name] = words
             else:
-                text, unreadable = _as_datetimes(values)
+                parse, message = _TEXT_PARSERS[spec.kind]
+                text, unreadable = parse(values)
                 self._drop(
-                    issues,
-                    keep,
-                    unreadable,
-                    rows,
-                    "type_mismatch",
-                    spec.name,
-                    "value is not an ISO 8601 date or date-time (feature is a date)",
-                    file,
+                    issues, keep, unreadable, rows, "type_mismatch", spec.name, message, file
                 )
                 out[spec.name] = text
         if self.contract.id_column:
