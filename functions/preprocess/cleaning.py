@@ -91,10 +91,10 @@ def infer_features(
     column, judged on the first batch: no value or one value only → left out (constant);
     booleans (true/false) → boolean; numbers in at least ``NUMERIC_SHARE`` of its values →
     numeric (the few others are then dropped as type mismatches and count against the
-    rejected-rows limit), unless they are consecutive distinct integers (a row number, left
-    out); ISO dates in at least ``NUMERIC_SHARE`` → datetime; text nearly all distinct → left out
-    as an identifier, prose (many words, mostly distinct) → left out as free text; else
-    categorical.
+    rejected-rows limit), unless they are distinct integers counting rows from 0 or 1 (a row
+    number, left out); ISO dates in at least ``NUMERIC_SHARE`` → datetime; text nearly all
+    distinct → left out as an identifier, prose (many words, mostly distinct) → left out as free
+    text; else categorical.
 
     Sensitive columns are not features unless declared: group metrics need them, the model
     should not (docs/decisions.md).
@@ -158,7 +158,8 @@ def _infer_kind(values: pd.Series) -> tuple[FeatureKind | None, str]:
     numbers, unreadable = _as_numbers(present)
     if 1.0 - unreadable.mean() >= NUMERIC_SHARE:
         if _row_number(numbers[~unreadable]):
-            return None, f"{ROW_NUMBER} (consecutive distinct integers): an identifier"
+            first = int(np.nanmin(numbers))
+            return None, f"{ROW_NUMBER} (distinct integers counting from {first}): an identifier"
         return FeatureKind.NUMERIC, "numbers"
     if set(keys.unique()) <= {"true", "false"}:
         return FeatureKind.BOOLEAN, "booleans (true / false)"
@@ -180,10 +181,16 @@ def _infer_kind(values: pd.Series) -> tuple[FeatureKind | None, str]:
 
 
 def _row_number(numbers: NDArray[np.float64]) -> bool:
+    """Distinct integers counting rows from 0 or 1 (in any order): a saved row index. A run of
+    years (1950, 1951, …) is a trend a model may use, so it starts elsewhere and stays."""
     if numbers.size < JUDGE_ROWS or not np.all(numbers == np.round(numbers)):
         return False
     distinct = np.unique(numbers)
-    return bool(distinct.size == numbers.size and distinct[-1] - distinct[0] == numbers.size - 1)
+    return bool(
+        distinct.size == numbers.size
+        and distinct[0] in (0.0, 1.0)
+        and distinct[-1] - distinct[0] == numbers.size - 1
+    )
 
 
 def _date_share(text: pd.Series) -> float:

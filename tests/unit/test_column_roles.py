@@ -363,3 +363,28 @@ def test_rows_differing_only_in_a_column_left_out_are_not_duplicates() -> None:
     again = world.upload("churn/data/b.csv", csv_bytes(frame))
     assert again.rows is not None and again.rows.accepted == rows
     assert again.rows.duplicates_dropped == rows
+
+
+def test_a_row_number_is_left_out_and_a_run_of_years_is_a_feature() -> None:
+    rng = np.random.default_rng(9)
+    rows = 120
+    frame = pd.DataFrame(
+        {
+            "rownames": rng.permutation(np.arange(1, rows + 1)),
+            "year": np.arange(1900, 1900 + rows),
+            "x": rng.normal(size=rows),
+            "y": rng.normal(size=rows),
+        }
+    )
+    world = World()
+    world.contract(target="y", task="regression", metric="r2", threshold=-10)
+    outcome = world.upload("churn/data/a.csv", csv_bytes(frame))
+    assert outcome.status == "started", outcome.reason
+    prefix = layout.version_prefix(DATASET, outcome.dataset_version or "")
+    schema = json.loads(world.store.get_bytes(ARTIFACTS, f"{prefix}dataset.json"))
+    roles = {c["column"]: c for c in schema["columns"]}
+    assert roles["rownames"]["use"] == "excluded"
+    assert roles["rownames"]["reason"].startswith(
+        "a row number (distinct integers counting from 1)"
+    )
+    assert roles["year"]["use"] == "feature" and roles["year"]["kind"] == "numeric"
