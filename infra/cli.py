@@ -189,8 +189,9 @@ def _up(args: argparse.Namespace) -> int:
     import signal
     import threading
 
+    from infra.local.local_file import LOCAL_FILE
     from infra.local.snapshot import SnapshotError
-    from infra.local.stack import LOCAL_FILE, LocalStack, StackConfig
+    from infra.local.stack import LocalStack, StackConfig
 
     defaults = StackConfig()
     overrides = {}

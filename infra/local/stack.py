@@ -47,6 +47,7 @@ from infra.alarms import NAMESPACE, SERVING_PERIOD_SECONDS
 from infra.local.alarms import AlarmEvaluator, MetricSink, matches_alarm_rule
 from infra.local.api_gateway import LocalApiGateway
 from infra.local.asl import Execution
+from infra.local.local_file import LocalEndpoints, write_local_file
 from infra.local.pipeline import (
     LocalLambdaContext,
     run_decision,
@@ -61,7 +62,6 @@ from infra.topology import LOCAL_API_PORT, LOCAL_AWS_PORT, Topology
 
 HANDLER_ATTEMPTS = 3
 POLL_SECONDS = 0.2
-LOCAL_FILE = "local.json"
 DEAD_LETTER_FILE = "dead-letter.jsonl"
 RUNS_FILE = "runs.jsonl"
 UPLOADS_FILE = "uploads.jsonl"
@@ -514,22 +514,18 @@ class LocalStack:
 
     def _write_local_file(self) -> None:
         topology = self.config.topology
-        document = {
-            "aws_endpoint_url": self.endpoint,
-            "api_url": self.api_url,
-            "api_key": self.config.api_key,
-            "api_ca_bundle": str(self.certificate.cert_path) if self.certificate else None,
-            "region": topology.region,
-            "stage": topology.stage,
-            "raw_bucket": topology.raw_bucket,
-            "artifacts_bucket": topology.artifacts_bucket,
-            "registry_table": topology.registry_table,
-        }
-        # It holds the API key: write_atomically's temporary file is created 0600, and the
-        # replace keeps that mode, so only this user can read it (as the TLS key, tls.py).
-        write_atomically(
-            self.config.state_dir / LOCAL_FILE, (json.dumps(document, indent=2) + "\n").encode()
+        endpoints = LocalEndpoints(
+            aws_endpoint_url=self.endpoint,
+            api_url=self.api_url,
+            api_key=self.config.api_key,
+            api_ca_bundle=str(self.certificate.cert_path) if self.certificate else None,
+            region=topology.region,
+            stage=topology.stage,
+            raw_bucket=topology.raw_bucket,
+            artifacts_bucket=topology.artifacts_bucket,
+            registry_table=topology.registry_table,
         )
+        write_local_file(self.config.state_dir, endpoints)
 
     def _append(self, name: str, record: dict[str, Any]) -> None:
         self.config.state_dir.mkdir(parents=True, exist_ok=True)

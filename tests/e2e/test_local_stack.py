@@ -27,8 +27,8 @@ from pydantic import ValidationError
 from functions.shared.registry import LivePointer
 from functions.shared.registry_dynamodb import DynamoDBRegistry
 from infra.cli import main
+from infra.local.local_file import LOCAL_FILE
 from infra.local.stack import (
-    LOCAL_FILE,
     PENDING_DIR,
     RUNS_FILE,
     UPLOADS_FILE,
