@@ -1,47 +1,158 @@
 """The ``sluice`` command line. Every command that reports takes ``--json``.
 
 ``demo`` runs everything in one process under moto. The operator commands (``models``,
-``promote``, ``rollback``, ``predict``) talk to a deployment: AWS itself with the usual
-credentials, or any AWS-compatible endpoint given with ``--endpoint-url`` (the local stack).
-Resource names come from the topology module for ``--stage``.
+``promote``, ``rollback``, ``predict``, ``retraining``) talk to a deployment: the local stack
+that ``.sluice/local.json`` names when that file exists (or ``--stage local``), else AWS itself
+for ``--stage`` (default ``dev``) with the usual credentials, or any AWS-compatible endpoint given
+with ``--endpoint-url``. ``sluice env`` prints the shell exports that point the AWS CLI and boto3
+at the local stack. A failure is one line naming what failed; ``--debug`` adds the traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import getpass
+import io
 import json
+import os
 import sys
+import traceback
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from functions.shared.layout import DATASET_NAME
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_BROKEN_PIPE = 128 + 13  # what a shell reports for a writer killed by SIGPIPE
+# Any key pair signs requests to the local stack's endpoint, which checks none.
+LOCAL_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "sluice-local", "AWS_SECRET_ACCESS_KEY": "sluice-local"}
 
 
 class UsageError(Exception):
     """Bad arguments or input files: printed as ``sluice <command>: <message>``, exit 2."""
 
 
+class CommandFailedError(Exception):
+    """The command could not do its work (an endpoint unreachable, a function failing):
+    printed as ``sluice <command>: <message>``, exit 1."""
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """Where an operator command acts: the local stack local.json names, or a stage on AWS (or on
+    the endpoint ``--endpoint-url`` gives)."""
+
+    stage: str
+    region: str
+    registry_table: str
+    endpoint_url: str | None = None
+    api_url: str | None = None  # the local stack's API: predict goes over HTTP
+    api_key: str | None = None
+    api_ca_bundle: Path | None = None
+    source: Path | None = None  # the local.json it was read from
+
+    def client(self, service: str) -> Any:
+        import boto3
+
+        keys = {}
+        if self.source is not None:  # the local stack: no AWS account needed
+            keys = {name.lower(): value for name, value in LOCAL_CREDENTIALS.items()}
+        return boto3.client(
+            service, endpoint_url=self.endpoint_url, region_name=self.region, **keys
+        )
+
+    def describe(self) -> str:
+        """The table and where it was looked for, as an error line names them."""
+        where = f"at {self.endpoint_url}" if self.endpoint_url else "on AWS"
+        origin = f", from {self.source}" if self.source else f", stage {self.stage}"
+        return f"table {self.registry_table} {where} (region {self.region}{origin})"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    try:
+        code = _run(args)
+        sys.stdout.flush()  # a reader gone early (`| head`) shows here, inside the try
+    except BrokenPipeError:
+        # As other Unix tools: stop quietly. Python would flush stdout again at exit and report
+        # the same broken pipe, so stdout goes to /dev/null first.
+        with suppress(OSError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
+    return code
+
+
+def _run(args: argparse.Namespace) -> int:
     from botocore.exceptions import BotoCoreError, ClientError
 
+    debug = getattr(args, "debug", False)
+    deployment: Deployment | None = None
     try:
+        if hasattr(args, "stage"):  # an operator command
+            deployment = args.deployment = _deployment(args)
         code: int = args.run(args)
     except UsageError as exc:
-        print(f"sluice {args.command}: {exc}", file=sys.stderr)
+        _fail(args.command, str(exc), debug)
         return EXIT_USAGE
+    except CommandFailedError as exc:
+        _fail(args.command, str(exc), debug)
+        return EXIT_FAILED
     except (BotoCoreError, ClientError) as exc:
-        print(f"sluice {args.command}: AWS call failed: {exc}", file=sys.stderr)
+        where = f" ({deployment.describe()})" if deployment else ""
+        _fail(args.command, f"AWS call failed: {exc}{where}", debug)
         return EXIT_FAILED
     return code
+
+
+def _fail(command: str, message: str, debug: bool) -> None:
+    """One line on stderr (an AWS error's text can hold newlines); the traceback with --debug."""
+    if debug:
+        traceback.print_exc()
+    print(f"sluice {command}: {' '.join(message.split())}", file=sys.stderr)
+
+
+def _deployment(args: argparse.Namespace) -> Deployment:
+    """local.json wins when no stage is named, so that commands run beside `sluice up` act on that
+    stack and never on an AWS account by default; ``--stage X`` (not local) always means AWS.
+    ``--endpoint-url`` and ``--region`` override what either gives."""
+    from infra.local.local_file import LOCAL_FILE, LocalFileError, read_local_file
+    from infra.topology import Topology
+
+    if args.stage in (None, "local"):
+        try:
+            local = read_local_file(args.state_dir)
+        except LocalFileError as exc:
+            raise UsageError(str(exc)) from None
+        if local is not None:
+            return Deployment(
+                stage=local.stage,
+                region=args.region or local.region,
+                registry_table=local.registry_table,
+                endpoint_url=args.endpoint_url or local.aws_endpoint_url,
+                api_url=local.api_url,
+                api_key=local.api_key,
+                api_ca_bundle=Path(local.api_ca_bundle) if local.api_ca_bundle else None,
+                source=args.state_dir / LOCAL_FILE,
+            )
+        if args.stage == "local" and args.endpoint_url is None:
+            raise UsageError(
+                f"no local stack: {args.state_dir / LOCAL_FILE} does not exist (start one with "
+                "`sluice up`, or give --state-dir or --endpoint-url)"
+            )
+    topology = Topology(stage=args.stage or "dev")
+    return Deployment(
+        stage=topology.stage,
+        region=_region(args, topology.region),
+        registry_table=topology.registry_table,
+        endpoint_url=args.endpoint_url,
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -109,12 +220,32 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true", help="print JSON")
     status.set_defaults(run=_status)
 
+    env = commands.add_parser(
+        "env",
+        help="shell exports that point the AWS CLI and boto3 at the local stack: "
+        'eval "$(sluice env)"',
+    )
+    env.add_argument("--state-dir", type=Path, default=Path(".sluice"), help="(default .sluice)")
+    env.add_argument("--json", action="store_true", help="print one JSON object")
+    env.set_defaults(run=_env)
+
     def operator(name: str, help_text: str) -> argparse.ArgumentParser:
         command = commands.add_parser(name, help=help_text)
-        command.add_argument("--stage", default="dev", help="deployment stage (default: dev)")
-        command.add_argument("--endpoint-url", help="AWS-compatible endpoint (the local stack)")
+        command.add_argument(
+            "--stage",
+            default=None,
+            help="deployment stage (default: the local stack <state dir>/local.json names when "
+            "it exists, else dev on AWS; local: that stack, or fail)",
+        )
+        command.add_argument(
+            "--state-dir", type=Path, default=Path(".sluice"), help="where local.json is (.sluice)"
+        )
+        command.add_argument(
+            "--endpoint-url", help="AWS-compatible endpoint (overrides local.json)"
+        )
         command.add_argument("--region", help="AWS region (default: the topology's)")
         command.add_argument("--json", action="store_true", help="print JSON")
+        command.add_argument("--debug", action="store_true", help="a failure's full traceback")
         return command
 
     models = operator("models", "list datasets, or one dataset's model versions and audit trail")
@@ -150,12 +281,12 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("--version", type=int, help="pin a model version (default: live)")
     predict.add_argument(
         "--url",
-        help="the API's base URL; without it the inference handler runs in this process "
-        "against the stage's registry and buckets",
+        help="the API's base URL (default: the local stack's); without one the inference handler "
+        "runs in this process against the stage's registry and buckets",
     )
-    predict.add_argument("--api-key", help="x-api-key header for --url")
+    predict.add_argument("--api-key", help="x-api-key header (default: the local stack's)")
     predict.add_argument(
-        "--cacert", type=Path, help="CA file to trust for an https --url (sluice up --tls)"
+        "--cacert", type=Path, help="CA file to trust for an https URL (sluice up --tls)"
     )
     predict.set_defaults(run=_predict)
     return parser
@@ -356,29 +487,17 @@ def _print_parity_fallback(decision: dict[str, Any]) -> None:
 
 
 def _registry(args: argparse.Namespace) -> Any:
-    import boto3
-
     from functions.shared.registry_dynamodb import DynamoDBRegistry
-    from infra.topology import Topology
 
-    topology = Topology(stage=args.stage)
-    client = boto3.client(
-        "dynamodb", endpoint_url=args.endpoint_url, region_name=_region(args, topology.region)
-    )
-    return DynamoDBRegistry(client, topology.registry_table)
+    deployment: Deployment = args.deployment
+    return DynamoDBRegistry(deployment.client("dynamodb"), deployment.registry_table)
 
 
 def _retraining(args: argparse.Namespace) -> int:
-    import boto3
-
     from functions.retrain.guard_store import DynamoDBGuardStore
-    from infra.topology import Topology
 
-    topology = Topology(stage=args.stage)
-    client = boto3.client(
-        "dynamodb", endpoint_url=args.endpoint_url, region_name=_region(args, topology.region)
-    )
-    store = DynamoDBGuardStore(client, topology.registry_table)
+    deployment: Deployment = args.deployment
+    store = DynamoDBGuardStore(deployment.client("dynamodb"), deployment.registry_table)
     dataset = _dataset(args.dataset)
     state = store.load(dataset)
     decisions = store.decisions(dataset, limit=max(1, args.limit))
@@ -566,10 +685,20 @@ def _predict(args: argparse.Namespace) -> int:
     if args.version is not None:
         path += f"/versions/{args.version}"
     path += ":predict"
-    if args.url:
-        status, answer = _post(args.url.rstrip("/") + path, body, args.api_key, args.cacert)
+    deployment: Deployment = args.deployment
+    url = args.url or deployment.api_url
+    if url:
+        api_key = args.api_key or (None if args.url else deployment.api_key)
+        cacert = args.cacert or (None if args.url else deployment.api_ca_bundle)
+        status, answer = _post(url.rstrip("/") + path, body, api_key, cacert)
+        where = url
     else:
         status, answer = _predict_in_process(args, path, body)
+        where = f"in process against {deployment.describe()}"
+    if status >= 500:
+        error = answer.get("error") if isinstance(answer, dict) else answer
+        hint = "" if args.debug or url else "; --debug shows the function's log"
+        raise CommandFailedError(f"{error} (HTTP {status}, {where}){hint}")
     if args.json or status != 200:
         print(json.dumps(answer, indent=2), file=sys.stdout if status == 200 else sys.stderr)
     else:
@@ -596,13 +725,14 @@ def _post(url: str, body: bytes, api_key: str | None, cacert: Path | None) -> tu
         except ValueError:
             return error.code, {"error": error.reason}
     except (urllib.error.URLError, TimeoutError) as error:
-        raise UsageError(f"cannot reach {url}: {error}") from None
+        raise CommandFailedError(f"cannot reach {url}: {error}") from None
 
 
 @contextmanager
-def function_logs_to_stderr() -> Iterator[None]:
+def function_logs_to(sink: IO[str]) -> Iterator[None]:
     """Functions log JSON to stdout (Lambda's convention); run in this process, their logs go to
-    stderr so that stdout stays the command's answer (``--json`` output parses)."""
+    ``sink`` (stderr, or nowhere) so that stdout stays the command's answer (``--json`` output
+    parses)."""
     import logging
 
     from functions.shared.observability import logger
@@ -611,7 +741,7 @@ def function_logs_to_stderr() -> Iterator[None]:
     if not isinstance(stream, logging.StreamHandler):
         yield
         return
-    previous = stream.setStream(sys.stderr)
+    previous = stream.setStream(sink)
     try:
         yield
     finally:
@@ -619,28 +749,63 @@ def function_logs_to_stderr() -> Iterator[None]:
 
 
 def _predict_in_process(args: argparse.Namespace, path: str, body: bytes) -> tuple[int, Any]:
-    import os
-
     from infra.local.apigw import read_response, rest_event
     from infra.local.pipeline import LocalLambdaContext
     from infra.topology import Topology
 
-    topology = Topology(stage=args.stage)
+    deployment: Deployment = args.deployment
+    topology = Topology(stage=deployment.stage)
     os.environ.update(topology.inference_environment())
-    if args.endpoint_url:
-        os.environ["AWS_ENDPOINT_URL"] = args.endpoint_url
-    os.environ["AWS_DEFAULT_REGION"] = _region(args, topology.region)
+    if deployment.endpoint_url:
+        os.environ["AWS_ENDPOINT_URL"] = deployment.endpoint_url
+    os.environ["AWS_DEFAULT_REGION"] = deployment.region
     os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
     os.environ["CAPTURE_SAMPLE_RATE"] = "0"  # a one-off call from a terminal is not traffic
     os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
     from functions.inference import handler
 
     event = rest_event("POST", path, body=body, headers={"content-type": "application/json"})
-    with function_logs_to_stderr():
+    # The function logs a failure with its traceback, in JSON: shown with --debug; without it,
+    # the failure is one line (_predict)
+    with function_logs_to(sys.stderr if args.debug else io.StringIO()):
         response = read_response(
             handler.lambda_handler(event, LocalLambdaContext.for_function(topology, "inference"))
         )
     return response.status, response.json()
+
+
+def _env(args: argparse.Namespace) -> int:
+    """``export`` lines (or JSON) for the local stack local.json names: its endpoint and region for
+    the AWS CLI and boto3, keys it accepts, and the API's URL, key and CA file for curl."""
+    import shlex
+
+    from infra.local.local_file import LOCAL_FILE, LocalFileError, read_local_file
+
+    try:
+        local = read_local_file(args.state_dir)
+    except LocalFileError as exc:
+        raise UsageError(str(exc)) from None
+    if local is None:
+        raise CommandFailedError(
+            f"no local stack: {args.state_dir / LOCAL_FILE} does not exist (start one with "
+            "`sluice up`, or give --state-dir)"
+        )
+    variables = {
+        "AWS_ENDPOINT_URL": local.aws_endpoint_url,
+        **LOCAL_CREDENTIALS,
+        "AWS_DEFAULT_REGION": local.region,
+        "SLUICE_API_URL": local.api_url,
+        "SLUICE_API_KEY": local.api_key,
+    }
+    if local.api_ca_bundle:
+        variables["SLUICE_API_CA_BUNDLE"] = local.api_ca_bundle
+    if args.json:
+        print(json.dumps(variables, indent=2))
+        return EXIT_OK
+    print(f'# the local stack in {args.state_dir / LOCAL_FILE}: eval "$(sluice env)"')
+    for name, value in variables.items():
+        print(f"export {name}={shlex.quote(value)}")
+    return EXIT_OK
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +19,7 @@ from functions.evaluate.logic import evaluate
 from functions.inference import handler as inference_handler
 from functions.shared.registry_dynamodb import DynamoDBRegistry, create_table
 from functions.shared.storage import S3ObjectStore
-from infra.cli import function_logs_to_stderr, main
+from infra.cli import function_logs_to, main
 from infra.local.api_gateway import REQUEST_ID_HEADER, LocalApiGateway
 from infra.local.pipeline import LocalLambdaContext
 from infra.local.stack import PENDING_DIR, RUNS_FILE
@@ -177,7 +178,7 @@ def test_predict_over_http_through_the_local_api_gateway(
     context = lambda: LocalLambdaContext.for_function(TOPOLOGY, "inference")  # noqa: E731
     gateway = LocalApiGateway(inference_handler.lambda_handler, context, api_key="k-123")
     # (the server thread's function logs must not mix with the command's answer)
-    with function_logs_to_stderr(), gateway as api:
+    with function_logs_to(sys.stderr), gateway as api:
         # When the CLI posts with the key, then real HTTP returns the live model's predictions
         answer = _json(
             capsys, "predict", "binary", instances, "--url", api.url, "--api-key", "k-123"
