@@ -105,7 +105,11 @@ def _run(args: argparse.Namespace) -> int:
         _fail(args.command, str(exc), debug)
         return EXIT_FAILED
     except (BotoCoreError, ClientError) as exc:
+        from botocore.exceptions import EndpointConnectionError
+
         where = f" ({deployment.describe()})" if deployment else ""
+        if isinstance(exc, EndpointConnectionError) and deployment and deployment.source:
+            where += "; is `sluice up` running?"
         _fail(args.command, f"AWS call failed: {exc}{where}", debug)
         return EXIT_FAILED
     return code

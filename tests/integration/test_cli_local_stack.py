@@ -222,6 +222,7 @@ def test_an_endpoint_that_is_down_is_one_line_naming_it(
                         str(tmp_path))  # fmt: skip
     assert code == 1
     assert err.count("\n") == 1 and "Traceback" not in err and down in err
+    assert "is `sluice up` running?" in err
 
 
 def test_an_api_failure_is_one_line_naming_the_url(
