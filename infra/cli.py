@@ -68,7 +68,12 @@ class Deployment:
 
     def describe(self) -> str:
         """The table and where it was looked for, as an error line names them."""
-        where = f"at {self.endpoint_url}" if self.endpoint_url else "on AWS"
+        if self.endpoint_url:
+            where = f"at {self.endpoint_url}"
+        elif os.environ.get("AWS_ENDPOINT_URL"):  # boto3 honours it, as every AWS client does
+            where = f"at {os.environ['AWS_ENDPOINT_URL']} (AWS_ENDPOINT_URL)"
+        else:
+            where = "on AWS"
         origin = f", from {self.source}" if self.source else f", stage {self.stage}"
         return f"table {self.registry_table} {where} (region {self.region}{origin})"
 

@@ -308,3 +308,17 @@ def test_a_reader_that_closes_early_ends_the_command_quietly(
     # then the command stops as other Unix tools do: no traceback, the SIGPIPE status
     assert writer.wait(timeout=60) == 141
     assert err == ""
+
+
+def test_an_aws_error_names_the_endpoint_boto3_took_from_the_environment(
+    endpoint: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given a shell left pointed at a stack (`eval "$(sluice env)"`) and a named stage
+    monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
+    code, _, err = _run(capsys, "models", "--stage", "dev", "--state-dir", str(tmp_path))
+    # then the error says where boto3 went: not "on AWS"
+    assert code == 1 and "sluice-registry-dev" in err
+    assert f"at {endpoint} (AWS_ENDPOINT_URL)" in err and "on AWS" not in err
