@@ -811,7 +811,10 @@ def _env(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(variables, indent=2))
         return EXIT_OK
-    print(f'# the local stack in {args.state_dir / LOCAL_FILE}: eval "$(sluice env)"')
+    again = "sluice env"
+    if args.state_dir != Path(".sluice"):
+        again += f" --state-dir {shlex.quote(str(args.state_dir))}"
+    print(f'# the local stack in {args.state_dir / LOCAL_FILE}: eval "$({again})"')
     for name, value in variables.items():
         print(f"export {name}={shlex.quote(value)}")
     return EXIT_OK

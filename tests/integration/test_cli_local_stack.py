@@ -281,6 +281,10 @@ def test_env_as_json(stack: Stack, capsys: pytest.CaptureFixture[str]) -> None:
     assert variables["AWS_DEFAULT_REGION"] == TOPOLOGY.region
     assert variables["AWS_ACCESS_KEY_ID"] and variables["AWS_SECRET_ACCESS_KEY"]
     assert "SLUICE_API_CA_BUNDLE" not in variables  # the stack serves plain HTTP
+    # and the text's first line says how to evaluate it for this state directory
+    code, out, _ = _run(capsys, "env", "--state-dir", str(stack.state_dir))
+    assert code == 0
+    assert out.splitlines()[0].endswith(f'eval "$(sluice env --state-dir {stack.state_dir})"')
 
 
 def test_env_without_a_stack_fails_naming_the_file(
