@@ -276,3 +276,29 @@ def test_retraining_shows_the_guard_state_and_its_decisions(
     code, out, _ = _run(capsys, "retraining", "binary")
     assert code == 0 and "in flight retrain-binary-202611220900" in out
     assert "skipped (in_flight) [drift]" in out
+
+
+def test_predict_in_process_against_a_missing_registry_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given a stage whose registry table does not exist (no local.json in the state dir)
+    environment = dict(os.environ)  # `sluice predict` sets the inference function's environment
+    inference_handler._deps.cache_clear()
+    argv = ["predict", "binary", '[{"num_0": 1.0}]', "--state-dir", str(tmp_path)]
+    try:
+        with mock_aws():
+            code, out, err = _run(capsys, *argv)
+            debug_code, _, debug_err = _run(capsys, *argv, "--debug")
+    finally:
+        if inference_handler._observers.cache_info().currsize:
+            inference_handler._observers()[0].close()
+        inference_handler._deps.cache_clear()
+        inference_handler._observers.cache_clear()
+        os.environ.clear()
+        os.environ.update(environment)
+    # then the function's failure is one line naming the table, not its JSON log
+    assert code == 1 and out == ""
+    assert err.count("\n") == 1 and "Traceback" not in err and '"level"' not in err
+    assert "HTTP 503" in err and TOPOLOGY.registry_table in err and "--debug" in err
+    # and --debug shows the function's log, traceback included
+    assert debug_code == 1 and "Traceback" in debug_err
