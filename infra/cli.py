@@ -331,7 +331,7 @@ def _up(args: argparse.Namespace) -> int:
 
     from infra.local.local_file import LOCAL_FILE
     from infra.local.snapshot import SnapshotError
-    from infra.local.stack import LocalStack, StackConfig
+    from infra.local.stack import LocalStack, PortInUseError, StackConfig
 
     defaults = StackConfig()
     overrides = {}
@@ -364,6 +364,12 @@ def _up(args: argparse.Namespace) -> int:
     try:
         stack = LocalStack(config, log=lambda line: print(line, flush=True))
         stack.start()
+    except PortInUseError as exc:
+        flag = {"aws": "--aws-port", "api": "--api-port"}[exc.service]
+        raise UsageError(
+            f"port {exc.port} on {exc.host} is in use (the {exc.service.upper()} endpoint's): "
+            f"stop what listens there or choose another with {flag}"
+        ) from None
     except (OSError, SnapshotError) as exc:
         raise UsageError(f"cannot start the local stack: {exc}") from None
     print(f"ready    endpoints in {config.state_dir / LOCAL_FILE}; Ctrl-C stops", flush=True)

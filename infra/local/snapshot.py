@@ -3,7 +3,9 @@
 moto's server keeps everything in memory. The stack saves what matters — every object version
 in the buckets the topology names, and every item in its tables — through the same AWS API any
 client uses, and puts it back through that API when it starts again, before S3 events are wired,
-so a restore never looks like a new upload.
+so a restore never looks like a new upload. One exception: which object versions exist is read
+from moto's backend in this process, because moto's ListObjectVersions leaks a temp file per
+version per call (see ``_versions``).
 
 On disk, under ``<state dir>/state/``:
 
@@ -96,7 +98,7 @@ class Snapshots:
             objects = new_objects = new_bytes = 0
             for bucket in self._buckets:
                 keys: dict[str, Any] = {}
-                for key, versions, deleted in _versions(s3, bucket):
+                for key, versions, deleted in _versions(bucket):
                     entries = []
                     for version_id in versions:
                         entry = self._known.get((bucket, version_id))
@@ -210,18 +212,32 @@ class Snapshots:
         return document
 
 
-def _versions(s3: Any, bucket: str) -> list[tuple[str, list[str], bool]]:
+def _versions(bucket: str) -> list[tuple[str, list[str], bool]]:
     """Per key: its version ids oldest first, and whether its latest version is a delete
-    marker. (S3 lists each key's versions newest first.)"""
-    versions: dict[str, list[str]] = {}
-    deleted: set[str] = set()
-    for page in s3.get_paginator("list_object_versions").paginate(Bucket=bucket):
-        for version in page.get("Versions", []):
-            versions.setdefault(version["Key"], []).append(version["VersionId"])
-        for marker in page.get("DeleteMarkers", []):
-            if marker["IsLatest"]:
-                deleted.add(marker["Key"])
-    return [(key, ids[::-1], key in deleted) for key, ids in versions.items()]
+    marker.
+
+    Read from moto's backend in this process (``sluice up`` runs moto's server in-process), not
+    through ListObjectVersions: moto 5.2.5 answers that call with ``copy.deepcopy`` of every
+    version, which puts each body in a new temp file (beyond 5 MiB, on disk), and registers
+    each copy in ``FakeKey.instances_tracked`` for its dashboard, so no copy is ever collected
+    or closed. A save every 5 s then held gigabytes of deleted-but-open files within a minute.
+    Here nothing is copied: only names and version ids are read.
+    """
+    from moto.s3.models import FakeDeleteMarker, FakeKey, s3_backends
+
+    located = s3_backends.bucket_accounts.get(bucket)
+    if located is None:
+        raise SnapshotError(f"bucket {bucket} is not in this process's moto endpoint")
+    partition, account_id = located
+    store = s3_backends[account_id][partition].get_bucket(bucket).keys
+    listed = []
+    for key in list(store):  # a copy of the names: uploads may arrive while this runs
+        history = list(store.getlist(key, []))  # oldest first, as they were put
+        ids = [version.version_id for version in history if isinstance(version, FakeKey)]
+        if ids:
+            deleted = isinstance(history[-1], FakeDeleteMarker)
+            listed.append((key, ids, deleted))
+    return listed
 
 
 def _scan(dynamodb: Any, table: str) -> list[dict[str, Any]]:

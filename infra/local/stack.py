@@ -22,6 +22,7 @@ The handlers reach the endpoint through ``AWS_ENDPOINT_URL``, exactly as on AWS 
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -72,6 +73,14 @@ PENDING_DIR = "pending-runs"
 TLS_DIR = "tls"
 SNAPSHOT_SECONDS = 5.0
 _METRICS_ENV = {"POWERTOOLS_METRICS_DISABLED": "false", "POWERTOOLS_METRICS_NAMESPACE": NAMESPACE}
+
+
+class PortInUseError(OSError):
+    """A port the stack listens on is taken; ``service`` says which ("aws" or "api")."""
+
+    def __init__(self, service: str, host: str, port: int) -> None:
+        super().__init__(f"{host}:{port} is already in use")
+        self.service, self.host, self.port = service, host, port
 
 
 @dataclass(frozen=True)
@@ -159,6 +168,10 @@ class LocalStack:
         from moto.server import ThreadedMotoServer
 
         topology = self.config.topology
+        # Checked first: moto's server binds on its own thread, and when the bind fails it never
+        # signals ready, so start() would wait forever after werkzeug's "Address already in use".
+        ensure_free("aws", self.config.host, self.config.aws_port)
+        ensure_free("api", self.config.host, self.config.api_port)
         logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per AWS call otherwise
         self._moto = ThreadedMotoServer(
             ip_address=self.config.host, port=self.config.aws_port, verbose=False
@@ -576,6 +589,19 @@ def read_history(state_dir: Path, name: str) -> list[dict[str, Any]]:
 def pending_runs(state_dir: Path) -> list[str]:
     """Names of the runs journaled but not finished: they resume on the next start."""
     return [p.stem.split("-", 1)[1] for p in sorted((state_dir / PENDING_DIR).glob("*.json"))]
+
+
+def ensure_free(service: str, host: str, port: int) -> None:
+    """Raise PortInUseError when something listens on ``host:port``. The probe binds as the
+    servers do (SO_REUSEADDR), so a port left in TIME_WAIT by a previous stack counts as free."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise PortInUseError(service, host, port) from None
+            raise
 
 
 def free_port(host: str = "127.0.0.1") -> int:
