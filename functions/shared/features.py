@@ -198,12 +198,6 @@ class DatasetSchema(DatasetFacts):
         columns = graph_columns(self.features, onnx_input_names(self.features))
         return [name for name, text in columns if text]
 
-    @property
-    def warnings(self) -> list[str]:
-        return [
-            f"column '{c.column}' left out: {c.reason}" for c in self.columns if c.use == "excluded"
-        ]
-
 
 # --- booleans and dates -----------------------------------------------------------------------
 

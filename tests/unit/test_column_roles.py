@@ -30,6 +30,7 @@ from functions.shared.features import (
     parse_boolean,
     parse_datetime,
 )
+from functions.shared.scoring import ScoringModel
 from tests.builders import ARTIFACTS, World, csv_bytes
 from tests.models import TrainedModel, train_stored_version
 from tests.unit.test_inference import Api, assert_error
@@ -201,8 +202,6 @@ def test_predictions_over_http_shapes_equal_the_scoring_model_on_the_test_split(
     assert reply.status == 200, reply.body
     expected = model.card.classes or []
     proba = [[p["probabilities"][c] for c in expected] for p in reply.body["predictions"]]
-    from functions.shared.scoring import ScoringModel
-
     scoring = ScoringModel(model.onnx, model.card, expected_sha256=model.card.onnx.sha256)
     direct = scoring.score({n: test[n].head(50).tolist() for n in names})
     assert np.allclose(np.asarray(proba), direct.probabilities, atol=1e-6)
