@@ -40,8 +40,11 @@ $(NODE_STAMP): package.json package-lock.json
 demo: $(STAMP)
 	$(VENV)/bin/sluice demo
 
+# Two workers (CI has 2 cores); a module's tests stay together (tests/conftest.py).
+PYTEST_WORKERS ?= 2
+
 test: lint typecheck $(NODE_STAMP)
-	$(PY) -m pytest -q -m "not soak"
+	$(PY) -m pytest -q -m "not soak" -n $(PYTEST_WORKERS) --dist loadgroup
 
 # Long-running load and endurance checks (tests marked soak): minutes, not part of make test.
 soak: $(STAMP) $(NODE_STAMP)

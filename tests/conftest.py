@@ -24,3 +24,14 @@ from tests.models import KINDS, TrainedModel, train_model
 def trained_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, TrainedModel]:
     """One small real model per kind (binary, multiclass, regression), trained once per session."""
     return {kind: train_model(tmp_path_factory.mktemp(f"model-{kind}"), kind) for kind in KINDS}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under `pytest -n N --dist loadgroup` (make test), a module's tests share one worker, so
+    its module fixtures (a trained model, a moto server, a synthesized app) are built once; the
+    infra folder is one group, since its synths and layer builds share `.build/` and the
+    session-scoped synthesized app."""
+    for item in items:
+        path = item.path.relative_to(config.rootpath).as_posix()
+        group = "infra" if path.startswith("tests/infra/") else path
+        item.add_marker(pytest.mark.xdist_group(group))
