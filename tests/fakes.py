@@ -25,7 +25,7 @@ from functions.shared.registry import (
     NewModelVersion,
     PromotionConflictError,
 )
-from functions.shared.storage import ObjectInfo, ObjectStore
+from functions.shared.storage import ObjectInfo, ObjectNotFoundError, ObjectStore
 
 
 class InMemoryObjectStore(ObjectStore):
@@ -63,7 +63,7 @@ class InMemoryObjectStore(ObjectStore):
         return sorted((o for o in found if o is not None), key=lambda o: o.key)
 
     def get_bytes(self, bucket: str, key: str) -> bytes:
-        return self.objects[(bucket, key)][-1][0]
+        return self._versions(bucket, key)[-1][0]
 
     def put_bytes(
         self, bucket: str, key: str, data: bytes, content_type: str = "application/json"
@@ -72,7 +72,7 @@ class InMemoryObjectStore(ObjectStore):
 
     def download(self, bucket: str, key: str, dest: Path, version_id: str | None = None) -> str:
         self.downloads.append((bucket, key))
-        versions = self.objects[(bucket, key)]
+        versions = self._versions(bucket, key)
         data = next(d for d, v in versions if v == version_id) if version_id else versions[-1][0]
         dest.write_bytes(data)
         return hashlib.sha256(data).hexdigest()
@@ -84,9 +84,19 @@ class InMemoryObjectStore(ObjectStore):
         self, bucket: str, key: str, max_bytes: int, version_id: str | None = None
     ) -> bytes:
         self.head_reads.append((bucket, key, max_bytes))
-        versions = self.objects[(bucket, key)]
+        versions = self._versions(bucket, key)
         data = next(d for d, v in versions if v == version_id) if version_id else versions[-1][0]
         return data[:max_bytes]
+
+    def delete(self, bucket: str, key: str) -> None:
+        """Every version gone, as an operator's ``aws s3 rm`` of an unversioned object."""
+        self.objects.pop((bucket, key), None)
+
+    def _versions(self, bucket: str, key: str) -> builtins.list[tuple[bytes, str]]:
+        versions = self.objects.get((bucket, key))
+        if not versions:
+            raise ObjectNotFoundError(bucket, key)
+        return versions
 
     def keys(self, bucket: str, prefix: str = "") -> builtins.list[str]:  # `list` is a method here
         return [o.key for o in self.list(bucket, prefix)]

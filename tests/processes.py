@@ -14,7 +14,16 @@ class ChildProcess:
     """A child process whose output lines (stdout and stderr together) are read on a thread,
     so that a wait can give up at a deadline rather than hang."""
 
-    def __init__(self, command: list[str], *, cwd: Path, env: Mapping[str, str]) -> None:
+    def __init__(
+        self,
+        command: list[str],
+        *,
+        cwd: Path,
+        env: Mapping[str, str],
+        new_session: bool = False,
+    ) -> None:
+        """``new_session``: lead a process group of its own, as a shell's foreground job does,
+        so that ``os.killpg(process.pid, SIGINT)`` is a terminal's Ctrl-C."""
         self.process = subprocess.Popen(
             command,
             cwd=cwd,
@@ -22,6 +31,7 @@ class ChildProcess:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
+            start_new_session=new_session,
         )
         self.lines: list[str] = []
         self._arrived: queue.Queue[str | None] = queue.Queue()

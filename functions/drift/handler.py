@@ -18,11 +18,11 @@ from typing import Any
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel, ConfigDict, Field
 
-from functions.drift.job import DriftJobOutcome, run_drift
+from functions.drift.job import DriftJobOutcome, run_drift_each
 from functions.drift.quality import QualityOutcome, run_quality
 from functions.shared.observability import NAMESPACE, emf_document, emit_emf, logger, tracer
 from functions.shared.registry_dynamodb import DynamoDBRegistry
-from functions.shared.storage import S3ObjectStore
+from functions.shared.storage import ObjectNotFoundError, S3ObjectStore
 
 UNITS = {
     "FeaturePSI": "None",
@@ -91,20 +91,25 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     settings, store, registry = _deps()
     now = datetime.now(UTC)
     outcomes = []
-    for dataset in registry.datasets():
-        outcome = run_drift(
-            store,
-            registry,
-            artifacts_bucket=settings.ARTIFACTS_BUCKET,
-            dataset=dataset,
-            now=now,
-            window_hours=settings.DRIFT_WINDOW_HOURS,
-        )
-        publish(outcome)
-        logger.info(
-            "drift measured" if outcome.status == "measured" else "drift skipped",
-            extra=outcome.model_dump(exclude={"result"}),
-        )
+    measured = run_drift_each(
+        store,
+        registry,
+        registry.datasets(),
+        artifacts_bucket=settings.ARTIFACTS_BUCKET,
+        now=now,
+        window_hours=settings.DRIFT_WINDOW_HOURS,
+    )
+    for outcome, error in measured:
+        dataset = outcome.dataset
+        if error is not None:
+            logger.error(
+                f"drift failed for dataset {dataset}: {outcome.reason}",
+                extra=outcome.model_dump(exclude={"result"}),
+                exc_info=error,
+            )
+        else:
+            publish(outcome)
+            logger.info(f"drift {outcome.status}", extra=outcome.model_dump(exclude={"result"}))
         quality = _quality(settings, store, registry, dataset, now)
         outcomes.append({**outcome.model_dump(mode="json", exclude={"result"}), "quality": quality})
     return {"outcomes": outcomes}
@@ -129,8 +134,13 @@ def _quality(
             window_hours=settings.QUALITY_WINDOW_HOURS,
         )
     except Exception as exc:
-        logger.exception("live quality failed", extra={"dataset": dataset})
-        return {"status": "failed", "reason": f"{type(exc).__name__}: {exc}"}
+        reason = f"{type(exc).__name__}: {exc}"
+        missing = exc.uri if isinstance(exc, ObjectNotFoundError) else None
+        logger.exception(
+            f"live quality failed for dataset {dataset}: {reason}",
+            extra={"dataset": dataset, "missing_key": missing},
+        )
+        return {"status": "failed", "reason": reason}
     publish(outcome)
     message = "live quality measured" if outcome.status == "measured" else "live quality skipped"
     logger.info(message, extra=outcome.model_dump(mode="json"))

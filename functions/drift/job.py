@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import gzip
 import json
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
@@ -25,7 +26,7 @@ from functions.shared import layout
 from functions.shared.contract import FeatureKind
 from functions.shared.model_card import ModelCard
 from functions.shared.registry import ModelRegistry
-from functions.shared.storage import ObjectStore, parse_s3_uri, s3_uri
+from functions.shared.storage import ObjectNotFoundError, ObjectStore, parse_s3_uri, s3_uri
 
 WINDOW_HOURS = 24
 MAX_ROWS = 50_000
@@ -35,8 +36,9 @@ class DriftJobOutcome(BaseModel):
     model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
 
     dataset: str
-    status: Literal["measured", "skipped"]
+    status: Literal["measured", "skipped", "failed"]
     reason: str
+    missing_key: str | None = None  # a failure's object that was not there (s3://bucket/key)
     model_version: int | None = None
     live_rows: int = 0
     report_uri: str | None = None
@@ -108,6 +110,46 @@ def run_drift(
         report_uri=report_uri,
         result=result,
     )
+
+
+def run_drift_each(
+    store: ObjectStore,
+    registry: ModelRegistry,
+    datasets: Iterable[str],
+    *,
+    artifacts_bucket: str,
+    now: datetime,
+    window_hours: int = WINDOW_HOURS,
+    max_rows: int = MAX_ROWS,
+) -> Iterator[tuple[DriftJobOutcome, Exception | None]]:
+    """``run_drift`` for each dataset, one failure contained to its dataset: a broken dataset
+    (its card or captures deleted, a corrupt object) gives a ``failed`` outcome naming the
+    dataset and, when an object was missing, its key, with the exception for the caller's log;
+    the datasets after it are still measured."""
+    for dataset in datasets:
+        try:
+            outcome = run_drift(
+                store,
+                registry,
+                artifacts_bucket=artifacts_bucket,
+                dataset=dataset,
+                now=now,
+                window_hours=window_hours,
+                max_rows=max_rows,
+            )
+        except Exception as exc:  # isolation is the point: the caller logs it
+            missing = exc.uri if isinstance(exc, ObjectNotFoundError) else None
+            yield (
+                DriftJobOutcome(
+                    dataset=dataset,
+                    status="failed",
+                    reason=f"{type(exc).__name__}: {exc}",
+                    missing_key=missing,
+                ),
+                exc,
+            )
+            continue
+        yield outcome, None
 
 
 def _captured(

@@ -13,7 +13,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from functions.shared.errors import SluiceError
+
 CHUNK = 8 * 1024 * 1024
+_MISSING = ("404", "NoSuchKey", "NotFound", "NoSuchVersion")
+
+
+class ObjectNotFoundError(SluiceError, KeyError):
+    """A read named an object (or version) that is not there. S3's own NoSuchKey names neither
+    the bucket nor the key, so a log line of it could not say what was missing; this does."""
+
+    def __init__(self, bucket: str, key: str, version_id: str | None = None) -> None:
+        self.bucket, self.key, self.version_id = bucket, key, version_id
+        self.uri = s3_uri(bucket, key)
+        version = f" (version {version_id})" if version_id else ""
+        super().__init__(f"{self.uri}{version} does not exist")
+
+    def __str__(self) -> str:  # KeyError would print the message quoted
+        return str(self.args[0])
 
 
 @dataclass(frozen=True)
@@ -45,7 +62,8 @@ class ObjectStore(ABC):
         """Every object under ``prefix``, sorted by key."""
 
     @abstractmethod
-    def get_bytes(self, bucket: str, key: str) -> bytes: ...
+    def get_bytes(self, bucket: str, key: str) -> bytes:
+        """The object's bytes; ObjectNotFoundError when there is none (so do the other reads)."""
 
     @abstractmethod
     def put_bytes(
@@ -108,7 +126,7 @@ class S3ObjectStore(ObjectStore):
         return sorted(found, key=lambda o: o.key)
 
     def get_bytes(self, bucket: str, key: str) -> bytes:
-        body: bytes = self._s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+        body: bytes = self._get_object(bucket, key)["Body"].read()
         return body
 
     def put_bytes(
@@ -117,8 +135,7 @@ class S3ObjectStore(ObjectStore):
         self._s3.put_object(Bucket=bucket, Key=key, Body=data, ContentType=content_type)
 
     def download(self, bucket: str, key: str, dest: Path, version_id: str | None = None) -> str:
-        extra = {"VersionId": version_id} if version_id else {}
-        body = self._s3.get_object(Bucket=bucket, Key=key, **extra)["Body"]
+        body = self._get_object(bucket, key, version_id)["Body"]
         with dest.open("wb") as sink:
             return sha256_stream(body, sink)
 
@@ -128,12 +145,22 @@ class S3ObjectStore(ObjectStore):
     def read_head(
         self, bucket: str, key: str, max_bytes: int, version_id: str | None = None
     ) -> bytes:
-        extra = {"VersionId": version_id} if version_id else {}
-        response = self._s3.get_object(
-            Bucket=bucket, Key=key, Range=f"bytes=0-{max_bytes - 1}", **extra
-        )
+        response = self._get_object(bucket, key, version_id, Range=f"bytes=0-{max_bytes - 1}")
         head: bytes = response["Body"].read(max_bytes)
         return head
+
+    def _get_object(
+        self, bucket: str, key: str, version_id: str | None = None, **extra: str
+    ) -> dict[str, Any]:
+        if version_id:
+            extra["VersionId"] = version_id
+        try:
+            response: dict[str, Any] = self._s3.get_object(Bucket=bucket, Key=key, **extra)
+        except self._s3.exceptions.ClientError as exc:
+            if exc.response["Error"]["Code"] in _MISSING:
+                raise ObjectNotFoundError(bucket, key, version_id) from exc
+            raise
+        return response
 
 
 def _real_version(version_id: str | None) -> str | None:

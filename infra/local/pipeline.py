@@ -109,8 +109,11 @@ def definition(topology: Topology) -> dict[str, Any]:
     return load_definition(DEFINITION, substitutions(topology))
 
 
-def task_handlers(topology: Topology, store: ObjectStore) -> dict[str, TaskHandler]:
-    """Resource (or Lambda function ARN) → in-process implementation."""
+def task_handlers(
+    topology: Topology, store: ObjectStore, trainer_pids: Path | None = None
+) -> dict[str, TaskHandler]:
+    """Resource (or Lambda function ARN) → in-process implementation. ``trainer_pids``: where a
+    running trainer's pid file goes (``run_training_job``'s ``pid_dir``)."""
     from functions.evaluate.handler import lambda_handler as evaluate_handler
     from functions.promote.handler import promote_handler, reject_handler
 
@@ -124,7 +127,7 @@ def task_handlers(topology: Topology, store: ObjectStore) -> dict[str, TaskHandl
         return invoke
 
     def train(parameters: dict[str, Any]) -> Any:
-        result = run_training_job(parameters, store)
+        result = run_training_job(parameters, store, pid_dir=trainer_pids)
         described = result.model_dump(by_alias=True, exclude_none=True)
         if result.training_job_status != "Completed":
             # What the .sync integration reports for a failed job: TaskFailed, the
@@ -220,6 +223,7 @@ def run_pipeline(
     store: ObjectStore,
     *,
     sleep: Callable[[float], None] | None = None,
+    trainer_pids: Path | None = None,
 ) -> Execution:
     """Execute one run to the end. The handlers' environment must already be set.
 
@@ -232,7 +236,7 @@ def run_pipeline(
     return run(
         definition(topology),
         json.loads(run_input.execution_input()),
-        tasks=task_handlers(topology, store),
+        tasks=task_handlers(topology, store, trainer_pids),
         execution_name=run_input.run_name,
         sleep=sleep or (lambda seconds: None),
     )

@@ -22,6 +22,7 @@ The handlers reach the endpoint through ``AWS_ENDPOINT_URL``, exactly as on AWS 
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import logging
@@ -59,6 +60,7 @@ from infra.local.pipeline import (
 from infra.local.resources import LocalResources, provision, receive_upload_events
 from infra.local.snapshot import Snapshots, write_atomically
 from infra.local.tls import DEFAULT_HOSTS, LocalCertificate, local_certificate
+from infra.local.trainers import TRAINERS_DIR, end_stale_trainers
 from infra.topology import LOCAL_API_PORT, LOCAL_AWS_PORT, Topology
 
 HANDLER_ATTEMPTS = 3
@@ -210,6 +212,12 @@ class LocalStack:
             f"resources buckets {topology.raw_bucket}, {topology.artifacts_bucket}; "
             f"table {topology.registry_table}; state machine {topology.state_machine_name}"
         )
+        for stale in end_stale_trainers(self.config.state_dir / TRAINERS_DIR):
+            if stale.was_alive:  # its run is still journaled: it resumes below, trained afresh
+                self.log(
+                    f"state    ended a trainer left running by the previous stack (pid "
+                    f"{stale.record.pid}, job {stale.record.job}); its run resumes"
+                )
         resumed = self._resume_pending_runs()
         self.log(
             f"state    {snapshots.root}: "
@@ -396,9 +404,21 @@ class LocalStack:
         self._pending.put((journal, run))
 
     def _resume_pending_runs(self) -> int:
+        """Queue the journaled runs again. Each is started again in the endpoint too, under its
+        own name and input: the endpoint starts empty, and a run it does not know could be given
+        no end (``_settle``), would be invisible to the retrain guard's running-run check, and
+        its end event would name an execution that does not exist."""
         journals = sorted((self.config.state_dir / PENDING_DIR).glob("*.json"))
+        sfn = self.client("stepfunctions")
         for journal in journals:
-            self._pending.put((journal, RunInput.model_validate_json(journal.read_bytes())))
+            run = RunInput.model_validate_json(journal.read_bytes())
+            with contextlib.suppress(sfn.exceptions.ExecutionAlreadyExists):
+                sfn.start_execution(
+                    stateMachineArn=self.config.topology.state_machine_arn,
+                    name=run.run_name,
+                    input=run.execution_input(),
+                )
+            self._pending.put((journal, run))
         return len(journals)
 
     def _drift_periodically(self) -> None:
@@ -479,7 +499,12 @@ class LocalStack:
     def _execute(self, run: RunInput, store: S3ObjectStore) -> None:
         started, clock = _now(), time.perf_counter()
         self.log(f"run      {run.run_name} started")
-        execution = run_pipeline(self.config.topology, run, store)
+        execution = run_pipeline(
+            self.config.topology,
+            run,
+            store,
+            trainer_pids=self.config.state_dir / TRAINERS_DIR,
+        )
         record = RunRecord.of(
             execution,
             dataset=run.dataset,

@@ -3,7 +3,8 @@
 moto accepts CreateTrainingJob and reports it Completed without running anything, so the local
 stack runs ``functions/training/train.py`` itself: it lays out the ``/opt/ml`` tree SageMaker
 builds (channels downloaded from the object store, ``hyperparameters.json``), runs the script in
-a subprocess with the ``SM_*`` variables, enforces MaxRuntimeInSeconds and uploads
+a subprocess (its own session, never outliving the caller: infra/local/trainers.py) with the
+``SM_*`` variables, enforces MaxRuntimeInSeconds and uploads
 ``model.tar.gz`` where SageMaker puts it: ``{S3OutputPath}/{TrainingJobName}/output/``.
 A job that fails is a result (status Failed, reason from the failure file), not an exception.
 """
@@ -27,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_pascal
 
 from functions.shared.storage import ObjectStore, parse_s3_uri
+from infra.local.trainers import kill_group, trainer_process
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ENTRY_POINT = REPO_ROOT / "functions" / "training" / "train.py"
@@ -113,6 +115,7 @@ def run_training_job(
     work_dir: Path | None = None,
     python: str = sys.executable,
     raise_on_failure: bool = False,
+    pid_dir: Path | None = None,
 ) -> TrainingJobResult:
     """Run one training job described by a CreateTrainingJob request.
 
@@ -120,19 +123,23 @@ def run_training_job(
     when not given, a temporary directory is used and removed afterwards. Raises
     TrainingRequestError for a request SageMaker would refuse; a job that starts and fails
     returns status Failed (or raises TrainingJobFailedError when ``raise_on_failure``).
+    ``pid_dir``: where the running trainer's pid file goes, for a restart to find it
+    (infra/local/trainers.py).
     """
     try:
         job = TrainingJobRequest.model_validate(request)
     except ValidationError as exc:
         raise TrainingRequestError(f"invalid CreateTrainingJob request: {exc}") from None
     with _job_dir(work_dir, job.training_job_name) as root:
-        result = _run(job, store, root, python)
+        result = _run(job, store, root, python, pid_dir)
     if raise_on_failure and result.training_job_status == "Failed":
         raise TrainingJobFailedError(result)
     return result
 
 
-def _run(job: TrainingJobRequest, store: ObjectStore, root: Path, python: str) -> TrainingJobResult:
+def _run(
+    job: TrainingJobRequest, store: ObjectStore, root: Path, python: str, pid_dir: Path | None
+) -> TrainingJobResult:
     started = time.monotonic()
     dirs = {
         "input": root / "input",
@@ -170,27 +177,24 @@ def _run(job: TrainingJobRequest, store: ObjectStore, root: Path, python: str) -
     for key, value in job.hyper_parameters.items():
         argv += [f"--{key}", value]
     limit = job.stopping_condition.max_runtime_in_seconds
-    try:
-        process = subprocess.run(
-            argv,
-            env=env,
-            cwd=REPO_ROOT,
-            capture_output=True,
-            text=True,
-            timeout=limit,
-            check=False,
-        )
-    except subprocess.TimeoutExpired as exc:
-        output = _text(exc.stdout) + _text(exc.stderr)
-        reason = f"MaxRuntimeExceeded: training ran past MaxRuntimeInSeconds={limit}"
-        return _failed(job, started, reason, output)
-    output = process.stdout + process.stderr
+    # Its own session, killed with this process, listed in pid_dir: infra/local/trainers.py
+    with trainer_process(
+        argv, job=job.training_job_name, pid_dir=pid_dir, env=env, cwd=REPO_ROOT
+    ) as process:
+        try:
+            stdout, stderr = process.communicate(timeout=limit)
+        except subprocess.TimeoutExpired:
+            kill_group(process.pid)
+            stdout, stderr = process.communicate()
+            reason = f"MaxRuntimeExceeded: training ran past MaxRuntimeInSeconds={limit}"
+            return _failed(job, started, reason, _text(stdout) + _text(stderr))
+    output = stdout + stderr
     if process.returncode != 0:
         failure_file = dirs["output"] / "failure"
         detail = (
             failure_file.read_text(encoding="utf-8").strip()
             if failure_file.exists()
-            else f"train.py exited with code {process.returncode}: {_last_line(process.stderr)}"
+            else f"train.py exited with code {process.returncode}: {_last_line(stderr)}"
         )
         return _failed(job, started, f"AlgorithmError: {detail}", output)
 

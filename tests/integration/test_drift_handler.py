@@ -4,6 +4,7 @@ dataset's drift and live-quality outcome out (and their metrics as EMF on stdout
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
@@ -92,3 +93,36 @@ def test_each_outcome_carries_live_quality_and_publishes_it(
     [accuracy] = [d for d in documents if "LiveAccuracy" in d]
     assert accuracy["LiveAccuracy"] == 0.9
     assert accuracy["_aws"]["CloudWatchMetrics"][0]["Dimensions"] == [["dataset"]]
+
+
+def test_a_broken_dataset_is_logged_with_its_key_and_the_others_are_measured(
+    deployment: tuple[S3ObjectStore, DynamoDBRegistry],
+    trained_models: dict[str, TrainedModel],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Given two datasets with a live model, one of whose model card was deleted from S3
+    store, registry = deployment
+    model = trained_models["binary"]
+    publish_live(store, registry, model, dataset="aaa-broken")
+    publish_live(store, registry, model, dataset="zzz-healthy")
+    card_key = "aaa-broken/models/run-1/model_card.json"
+    boto3.client("s3", region_name=TOPOLOGY.region).delete_object(Bucket=ARTIFACTS, Key=card_key)
+
+    # When the schedule fires
+    result = handler.lambda_handler({"source": "aws.events"}, CONTEXT)
+
+    # Then the broken dataset's failure is an outcome and the healthy one is still looked at
+    outcomes = {o["dataset"]: o for o in result["outcomes"]}
+    assert outcomes["aaa-broken"]["status"] == "failed"
+    assert outcomes["zzz-healthy"]["status"] == "skipped"  # no profile published: reached
+    assert "training profile" in outcomes["zzz-healthy"]["reason"]
+    # and the log line names the dataset and the S3 key, with the traceback
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    [failure] = [r for r in errors if r.getMessage().startswith("drift failed")]
+    assert "aaa-broken" in failure.getMessage() and card_key in failure.getMessage()
+    assert failure.__dict__["dataset"] == "aaa-broken"
+    assert failure.__dict__["missing_key"] == f"s3://{ARTIFACTS}/{card_key}"
+    assert failure.exc_info is not None  # the traceback goes with it
+    # and so does live quality's, which reads the same card
+    [quality] = [r for r in errors if r.getMessage().startswith("live quality failed")]
+    assert card_key in quality.getMessage() and quality.__dict__["dataset"] == "aaa-broken"

@@ -165,3 +165,33 @@ def test_the_handler_publishes_each_drift_figure_as_an_emf_document(
     assert overall["DatasetDriftPSI"] == outcome.result.max_psi
     per_feature = [d for d in documents if "FeaturePSI" in d]
     assert {d["feature"] for d in per_feature} == {f.name for f in model.card.features}
+
+
+def test_one_broken_dataset_fails_alone_naming_its_key(
+    trained_models: dict[str, TrainedModel],
+) -> None:
+    # Given two datasets with a live model and traffic, and one whose model card was deleted
+    from functions.drift.job import run_drift_each
+    from functions.shared.model_card import MODEL_CARD_FILE
+
+    model = trained_models["binary"]
+    store, registry, dataset = _world(model)
+    publish_live(store, registry, model, dataset="broken")
+    for name in (dataset, "broken"):
+        _capture(store, name, _live_inputs(model, 200), NOW)
+    card_key = f"broken/models/run-1/{MODEL_CARD_FILE}"
+    store.delete(ARTIFACTS, card_key)
+
+    # When the drift job runs over both, the broken one first
+    results = list(
+        run_drift_each(store, registry, ["broken", dataset], artifacts_bucket=ARTIFACTS, now=NOW)
+    )
+
+    # Then the broken one fails, naming itself and the missing key, and the other is measured
+    (broken, error), (healthy, none) = results
+    assert (broken.dataset, broken.status) == ("broken", "failed")
+    assert broken.missing_key == f"s3://{ARTIFACTS}/{card_key}"
+    assert broken.reason == f"ObjectNotFoundError: s3://{ARTIFACTS}/{card_key} does not exist"
+    assert error is not None
+    assert (healthy.dataset, healthy.status, none) == (dataset, "measured", None)
+    assert healthy.live_rows == 200
