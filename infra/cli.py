@@ -220,6 +220,11 @@ def _parser() -> argparse.ArgumentParser:
         help="set a variable in the functions' environment after the topology's own, e.g. "
         "CAPTURE_SAMPLE_RATE=1 or RETRAIN_DEBOUNCE_SECONDS=300 (repeatable)",
     )
+    up.add_argument(
+        "--verbose",
+        action="store_true",
+        help="also print the functions' JSON logs and tracebacks here (always in <state dir>/logs)",
+    )
     up.set_defaults(run=_up)
 
     status = commands.add_parser(
@@ -341,6 +346,7 @@ def _up(args: argparse.Namespace) -> int:
     import threading
 
     from infra.local.local_file import LOCAL_FILE
+    from infra.local.logs import route_logs
     from infra.local.snapshot import SnapshotError
     from infra.local.stack import LocalStack, PortInUseError, StackConfig
 
@@ -372,6 +378,7 @@ def _up(args: argparse.Namespace) -> int:
     )
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    logs = route_logs(config.state_dir, verbose=args.verbose)
     try:
         stack = LocalStack(config, log=lambda line: print(line, flush=True))
         stack.start()
@@ -383,6 +390,8 @@ def _up(args: argparse.Namespace) -> int:
         ) from None
     except (OSError, SnapshotError) as exc:
         raise UsageError(f"cannot start the local stack: {exc}") from None
+    echo = "also here (--verbose)" if args.verbose else "--verbose also prints them here"
+    print(f"logs     {logs.directory}/: the functions' JSON logs, tracebacks; {echo}", flush=True)
     print(f"ready    endpoints in {config.state_dir / LOCAL_FILE}; Ctrl-C stops", flush=True)
     with suppress(KeyboardInterrupt):  # Ctrl-C is the way to stop
         stop.wait()
