@@ -220,12 +220,28 @@ def _parser() -> argparse.ArgumentParser:
         help="set a variable in the functions' environment after the topology's own, e.g. "
         "CAPTURE_SAMPLE_RATE=1 or RETRAIN_DEBOUNCE_SECONDS=300 (repeatable)",
     )
+    up.add_argument(
+        "--verbose",
+        action="store_true",
+        help="also print the functions' JSON logs and tracebacks here (always in <state dir>/logs)",
+    )
     up.set_defaults(run=_up)
 
     status = commands.add_parser(
-        "status", help="the local stack's run history: state path, durations, gate decisions"
+        "status",
+        help="the local stack: a summary per dataset (live model, last run, decision, drift, a "
+        "run executing now with its progress), then the history, newest last",
     )
     status.add_argument("--state-dir", type=Path, default=Path(".sluice"), help="(default .sluice)")
+    status.add_argument("--dataset", help="only this dataset")
+    status.add_argument(
+        "--since",
+        help="only entries since then: an age (30m, 2h, 1d, 2w) or an ISO 8601 date or time "
+        "(2026-12-03, 2026-12-03T10:00Z; UTC when no offset)",
+    )
+    status.add_argument(
+        "--limit", type=int, default=None, help="history entries shown, the newest (default 20)"
+    )
     status.add_argument("--json", action="store_true", help="print JSON")
     status.set_defaults(run=_status)
 
@@ -330,6 +346,7 @@ def _up(args: argparse.Namespace) -> int:
     import threading
 
     from infra.local.local_file import LOCAL_FILE
+    from infra.local.logs import route_logs
     from infra.local.snapshot import SnapshotError
     from infra.local.stack import LocalStack, PortInUseError, StackConfig
 
@@ -361,6 +378,7 @@ def _up(args: argparse.Namespace) -> int:
     )
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    logs = route_logs(config.state_dir, verbose=args.verbose)
     try:
         stack = LocalStack(config, log=lambda line: print(line, flush=True))
         stack.start()
@@ -372,6 +390,8 @@ def _up(args: argparse.Namespace) -> int:
         ) from None
     except (OSError, SnapshotError) as exc:
         raise UsageError(f"cannot start the local stack: {exc}") from None
+    echo = "also here (--verbose)" if args.verbose else "--verbose also prints them here"
+    print(f"logs     {logs.directory}/: the functions' JSON logs, tracebacks; {echo}", flush=True)
     print(f"ready    endpoints in {config.state_dir / LOCAL_FILE}; Ctrl-C stops", flush=True)
     with suppress(KeyboardInterrupt):  # Ctrl-C is the way to stop
         stop.wait()
@@ -409,90 +429,145 @@ def _run_failure_lines(run: dict[str, Any]) -> list[str]:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from infra.local.stack import (
-        ALARMS_FILE,
-        DEAD_LETTER_FILE,
-        DRIFT_FILE,
-        RETRAIN_FILE,
-        RUNS_FILE,
-        UPLOADS_FILE,
-        pending_runs,
-        read_history,
-    )
+    from infra.local.local_file import LocalFileError, read_local_file
+    from infra.local.status import DEFAULT_LIMIT, Filters, SinceError, build_status, parse_since
 
-    runs = read_history(args.state_dir, RUNS_FILE)
-    uploads = read_history(args.state_dir, UPLOADS_FILE)
-    dead = read_history(args.state_dir, DEAD_LETTER_FILE)
-    drift = read_history(args.state_dir, DRIFT_FILE)
-    alarms = read_history(args.state_dir, ALARMS_FILE)
-    retrain = read_history(args.state_dir, RETRAIN_FILE)
-    pending = pending_runs(args.state_dir)
+    try:
+        since = None if args.since is None else parse_since(args.since)
+    except SinceError as exc:
+        raise UsageError(str(exc)) from None
+    limit = DEFAULT_LIMIT if args.limit is None else args.limit
+    if limit < 0:
+        raise UsageError(f"--limit {limit}: give 0 or more entries")
+    dataset = None if args.dataset is None else _dataset(args.dataset)
+    try:
+        local = read_local_file(args.state_dir)
+    except LocalFileError:
+        local = None  # the registry table is then whichever the snapshot holds
+    document = build_status(
+        args.state_dir,
+        Filters(dataset=dataset, since=since, limit=limit),
+        registry_table=local.registry_table if local else None,
+    )
     if args.json:
-        document = {
-            "runs": runs,
-            "pending": pending,
-            "uploads": uploads,
-            "drift": drift,
-            "alarms": alarms,
-            "retrain": retrain,
-            "dead_letters": dead,
-        }
-        print(json.dumps(document, indent=2))
+        print(json.dumps(document, indent=2, default=str))
         return EXIT_OK
-    if not (runs or uploads or dead or pending or retrain):
-        print(f"no local stack history in {args.state_dir} (start one with `sluice up`)")
+    if not (document["datasets"] or document["history_matching"] or document["pending"]):
+        if dataset or since:
+            print(f"nothing in {args.state_dir} matches {_filters_text(document['filters'])}")
+        else:
+            print(f"no local stack history in {args.state_dir} (start one with `sluice up`)")
         return EXIT_OK
-    for upload in uploads:
-        if upload.get("kind") == "batch" and upload["status"] == "scored":
-            print(f"batch    {upload['at']}  {upload['dataset']}: {upload['reason']}")
-            where = upload["parts"][0].rsplit("/", 1)[0]
-            print(f"           {len(upload['parts'])} part(s) under {where}/")
-        elif upload["status"] == "rejected":
-            print(f"rejected {upload['at']}  {upload['dataset']}: {upload['reason']}")
-            if upload.get("report_key"):
-                print(f"           report: {upload['report_key']}")
-    for run in runs:
-        decision = run.get("decision") or {}
+    for summary in document["datasets"]:
+        _print_summary(summary)
+    running = document["running"]
+    if running:
+        print(f"running  {running['name']}  since {running['started_at']}")
+    for name in document["pending"]:
+        print(f"pending  {name}  (resumes when the stack runs)")
+    shown, matching = document["history_shown"], document["history_matching"]
+    print(
+        f"\nhistory: {shown} of {matching} entries, oldest first"
+        + (f" ({_filters_text(document['filters'])})" if dataset or since else "")
+        + ("; --limit N shows more" if shown < matching else "")
+    )
+    for entry in document["history"]:
+        _print_entry(entry)
+    return EXIT_OK
+
+
+def _filters_text(filters: dict[str, Any]) -> str:
+    parts = []
+    if filters["dataset"]:
+        parts.append(f"--dataset {filters['dataset']}")
+    if filters["since"]:
+        parts.append(f"--since {filters['since']}")
+    return ", ".join(parts) or "no filter"
+
+
+def _print_summary(summary: dict[str, Any]) -> None:
+    """One dataset: a head line (live version and metric, state), then its last run, last
+    decision, drift and alarms in ALARM, each on one line."""
+    live = summary["live"]
+    if live:
+        value = "n/a" if live.get("value") is None else f"{live['value']:.4f}"
+        head = f"live v{live['version']} ({live.get('metric')} {value})"
+    else:
+        head = "no live model"
+    print(f"dataset  {summary['dataset']}: {head}; {summary['state']}")
+    run = summary["last_run"]
+    if run and run["status"] == "running":
+        progress = run.get("progress")
+        doing = f" — {progress['step']}: {progress['detail']}" if progress else ""
+        print(f"  run      {run['name']} running since {run['at']}{doing}")
+    elif run:
         print(
-            f"run      {run['started_at']}  {run['name']}  {run['status']}  {run['seconds']:.1f} s"
+            f"  run      {run['name']} {run['status']} {run['at']} ({run['seconds']:.1f} s): "
+            f"{run['outcome']}"
         )
-        print(f"           {' → '.join(run['path'])}")
+        if run.get("cause"):
+            print(f"             {' '.join(str(run['cause']).split())[:160]}")
+    decision = summary["last_decision"]
+    if decision:
+        print(
+            f"  decision {decision['kind']}: model version {decision['model_version']}, live "
+            f"{decision['live_version']} ({decision['at']})"
+        )
+    drift = summary["drift"]
+    if drift:
+        print(f"  drift    {drift['at']}: {drift['reason']}")
+    if summary["alarms_in_alarm"]:
+        print(f"  alarms   in ALARM: {', '.join(summary['alarms_in_alarm'])}")
+
+
+def _print_entry(entry: dict[str, Any]) -> None:
+    """One history entry, as the kind it is."""
+    kind, record = entry["kind"], entry["record"]
+    if kind == "upload":
+        if record.get("kind") == "batch" and record["status"] == "scored":
+            print(f"batch    {record['at']}  {record['dataset']}: {record['reason']}")
+            where = record["parts"][0].rsplit("/", 1)[0]
+            print(f"           {len(record['parts'])} part(s) under {where}/")
+        elif record["status"] == "rejected":
+            print(f"rejected {record['at']}  {record['dataset']}: {record['reason']}")
+            if record.get("report_key"):
+                print(f"           report: {record['report_key']}")
+        else:
+            print(f"upload   {record['at']}  {record.get('dataset')}: {record['status']}")
+    elif kind == "run":
+        decision = record.get("decision") or {}
+        print(
+            f"run      {record['started_at']}  {record['name']}  {record['status']}  "
+            f"{record['seconds']:.1f} s"
+        )
+        print(f"           {' → '.join(record['path'])}")
         if decision:
             print(
                 f"           {decision['kind']}: model version {decision.get('model_version')}, "
                 f"live {decision.get('live_version')}"
             )
-            if not (decision["kind"] == "run_failed" and run.get("failure")):
+            if not (decision["kind"] == "run_failed" and record.get("failure")):
                 for reason in decision.get("reasons", []):  # a failure's is printed below
                     print(f"             · {reason}")
             _print_parity_fallback(decision)
-        for line in _run_failure_lines(run):
+        for line in _run_failure_lines(record):
             print(line)
-    for name in pending:
-        print(f"pending  {name}  (resumes when the stack runs)")
-    for measured in drift[-5:]:  # the latest few; --json has them all
-        print(f"drift    {measured['at']}  {measured['dataset']}: {measured['reason']}")
-        quality = measured.get("quality") or {}
+    elif kind == "drift":
+        print(f"drift    {record['at']}  {record['dataset']}: {record['reason']}")
+        quality = record.get("quality") or {}
         if quality.get("reason"):
             print(f"           live quality: {quality['reason']}")
-    latest: dict[str, dict[str, Any]] = {}
-    for change in alarms:  # each alarm's current state, from its last change
-        latest[change["alarm"]] = change
-    for change in latest.values():
-        print(f"alarm    {change['at']}  {change['alarm']}: {change['state']}")
-        if change["state"] == "ALARM":
-            print(f"           {change['reason']}")
-    for decision in retrain[-10:]:  # the latest few; --json has them all
-        guard = f" ({decision['guard']})" if decision.get("guard") else ""
-        source = f" [{decision['source']}]" if decision.get("source") else ""
-        print(
-            f"retrain  {decision['at']}  {decision['dataset']}: {decision['outcome']}{guard}"
-            f"{source}"
-        )
-        print(f"           {decision['reason']}")
-    for letter in dead:
-        print(f"dead     {letter['at']}  {letter['error'].strip().splitlines()[-1]}")
-    return EXIT_OK
+    elif kind == "alarm":
+        print(f"alarm    {record['at']}  {record['alarm']}: {record['state']}")
+        if record["state"] == "ALARM":
+            print(f"           {record['reason']}")
+    elif kind == "retrain":
+        guard = f" ({record['guard']})" if record.get("guard") else ""
+        source = f" [{record['source']}]" if record.get("source") else ""
+        print(f"retrain  {record['at']}  {record['dataset']}: {record['outcome']}{guard}{source}")
+        print(f"           {record['reason']}")
+    else:
+        print(f"dead     {record['at']}  {record['error'].strip().splitlines()[-1]}")
 
 
 def _print_parity_fallback(decision: dict[str, Any]) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import tempfile
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -43,6 +44,7 @@ from functions.preprocess.models import (
 )
 from functions.preprocess.profile import build_profile
 from functions.preprocess.reader import (
+    BLOCK_BYTES,
     HEADER_BYTES,
     UnreadableFileError,
     iter_batches,
@@ -54,6 +56,7 @@ from functions.shared.contract import Contract, FeatureKind, parse_contract
 from functions.shared.errors import ContractError, DataValidationError
 from functions.shared.features import MISSING_CATEGORY, ColumnRole, DatasetSchema, FeatureSpec
 from functions.shared.orchestration import Orchestrator
+from functions.shared.progress import Progress, report_progress
 from functions.shared.runs import (
     data_sources,
     dataset_version_id,
@@ -203,6 +206,7 @@ def build_dataset_version(
     with tempfile.TemporaryDirectory(prefix="sluice-preprocess-") as tmp:
         work = Path(tmp)
         builder = _VersionBuilder(contract, dataset, version, work)
+        builder.bytes_total = sum(source.size for source in sources)
         for source in sources:
             builder.add_file(store, source)
         builder.finish(policy)
@@ -362,6 +366,9 @@ class _VersionBuilder:
         self.split_rows = dict.fromkeys(SPLITS, 0)
         self.rows_read = 0
         self.duplicates = 0
+        self.bytes_total = 0  # of every file this version reads: the progress records' total
+        self.bytes_read = 0  # of the files read to their end
+        self.started = time.perf_counter()
 
     # -- reading -------------------------------------------------------------------------
     def add_file(self, store: ObjectStore, source: ObjectInfo) -> None:
@@ -372,8 +379,11 @@ class _VersionBuilder:
             header = read_header(local)
             if not self._header_ok(source.key, header):
                 return
-            for batch in iter_batches(local, header):
+            # A CSV batch is one block of the file; a Parquet file's bytes count once it is read
+            block = BLOCK_BYTES if local.suffix == ".csv" else 0
+            for number, batch in enumerate(iter_batches(local, header), start=1):
                 self._add_batch(batch.frame, header, source.key, batch.first_row)
+                self._progress(min(source.size, number * block))
             if self.rows_read == rows_before:
                 self.violations.append(
                     Violation(
@@ -388,6 +398,8 @@ class _VersionBuilder:
             )
         finally:
             local.unlink(missing_ok=True)
+        self.bytes_read += source.size
+        self._progress(0)
         self.sources.append(
             SourceFile(
                 key=source.key,
@@ -396,6 +408,20 @@ class _VersionBuilder:
                 size=source.size,
                 sha256=sha,
                 rows_read=self.rows_read - rows_before,
+            )
+        )
+
+    def _progress(self, bytes_of_this_file: int) -> None:
+        read = self.bytes_read + bytes_of_this_file
+        report_progress(
+            Progress(
+                step="preprocess",
+                dataset=self.dataset,
+                done=read,
+                total=self.bytes_total,
+                unit="bytes",
+                detail=f"{self.rows_read:,} rows, {_size(read)} of {_size(self.bytes_total)} read",
+                elapsed_seconds=round(time.perf_counter() - self.started, 1),
             )
         )
 

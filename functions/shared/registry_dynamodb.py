@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -553,3 +553,20 @@ def _decode(item: dict[str, Any]) -> dict[str, Any]:
         else:
             fields[name] = value["S"]
     return fields
+
+
+def records_from_items(
+    items: Iterable[dict[str, Any]],
+) -> tuple[dict[str, LivePointer], list[ModelVersion]]:
+    """The live pointers (by dataset) and the model versions among raw table items, for a reader
+    that holds the items but not the table (``sluice status`` over the local stack's snapshot)."""
+    live: dict[str, LivePointer] = {}
+    versions: list[ModelVersion] = []
+    for item in items:
+        sort_key = item.get("sk", {}).get("S", "")
+        if sort_key == LIVE:
+            pointer = LivePointer(**_decode(item))
+            live[pointer.dataset] = pointer
+        elif sort_key.startswith(MODEL_PREFIX):
+            versions.append(_version_from_item(item))
+    return live, versions

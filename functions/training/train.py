@@ -26,6 +26,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -46,6 +47,13 @@ from functions.shared.model_card import (
     ParityFailure,
     ParityReport,
     TrainingInfo,
+)
+from functions.shared.progress import (
+    PROGRESS_FILE_ENV,
+    Progress,
+    append_to,
+    report_progress,
+    route_progress,
 )
 from functions.training.candidates import (
     FittedCandidate,
@@ -89,10 +97,12 @@ def train(
     load_seconds = time.perf_counter() - started
 
     pipelines = build_candidates(schema, hyperparameters, num_gpus=num_gpus, n_jobs=n_jobs)
-    fitted = [
-        fit_candidate(name, pipeline, schema, train_split, validation)
-        for name, pipeline in pipelines.items()
-    ]
+    fitted = []
+    for number, (name, pipeline) in enumerate(pipelines.items(), start=1):
+        detail = f"candidate {number} of {len(pipelines)}: {name} on {train_split.rows} rows"
+        _progress(schema, started, number - 1, len(pipelines), detail)
+        fitted.append(fit_candidate(name, pipeline, schema, train_split, validation))
+    _progress(schema, started, len(pipelines), len(pipelines), "export to ONNX and parity check")
     shipped = export_first_passing(rank_candidates(fitted, schema.metric), schema, validation)
     best, model_bytes = shipped.candidate, shipped.model_bytes
 
@@ -131,6 +141,20 @@ def train(
     )
     (paths.model / MODEL_CARD_FILE).write_text(card.model_dump_json(indent=2), encoding="utf-8")
     return card
+
+
+def _progress(schema: DatasetSchema, started: float, done: int, total: int, detail: str) -> None:
+    report_progress(
+        Progress(
+            step="train",
+            dataset=schema.dataset,
+            done=done,
+            total=total,
+            unit="candidates",
+            detail=detail,
+            elapsed_seconds=round(time.perf_counter() - started, 1),
+        )
+    )
 
 
 @dataclass(frozen=True)
@@ -251,6 +275,8 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     environment = os.environ if env is None else env
     paths = SageMakerPaths.from_env(environment)
     logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(message)s")
+    if environment.get(PROGRESS_FILE_ENV):  # the local runner reads it back as the job runs
+        route_progress(append_to(Path(environment[PROGRESS_FILE_ENV])))
     try:
         card = train(
             paths, load_hyperparameters(paths.hyperparameters_file), num_gpus_from_env(environment)

@@ -795,6 +795,7 @@ def run(
     execution_name: str,
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], datetime] = _utc_now,
+    on_state: Callable[[StateEvent], None] | None = None,
 ) -> Execution:
     """Run a state machine to its end, in-process, with ``tasks`` standing in for services.
 
@@ -817,6 +818,8 @@ def run(
         Waits between retries; tests pass a recorder.
     clock : Callable[[], datetime]
         The time stamps of the execution, its states and the context object.
+    on_state : Callable[[StateEvent], None], optional
+        Called with each state's history event as the state ends (the local stack's console).
 
     Returns
     -------
@@ -871,6 +874,8 @@ def run(
                 attempts=outcome.attempts,
             )
         )
+        if on_state is not None:
+            on_state(history[-1])
         if outcome.failed or outcome.next is None:
             break
         name, data = outcome.next, outcome.output

@@ -19,7 +19,14 @@ from typing import Any
 from functions.shared.orchestration import RunInput
 from functions.shared.pipeline_state import StepFailure
 from functions.shared.storage import ObjectStore
-from infra.local.asl import Execution, TaskFailure, TaskHandler, load_definition, run
+from infra.local.asl import (
+    Execution,
+    StateEvent,
+    TaskFailure,
+    TaskHandler,
+    load_definition,
+    run,
+)
 from infra.local.training_runner import run_training_job
 from infra.topology import Topology
 
@@ -224,8 +231,10 @@ def run_pipeline(
     *,
     sleep: Callable[[float], None] | None = None,
     trainer_pids: Path | None = None,
+    on_state: Callable[[StateEvent], None] | None = None,
 ) -> Execution:
     """Execute one run to the end. The handlers' environment must already be set.
+    ``on_state`` sees each state's history event as the state ends.
 
     Retry waits are skipped unless ``sleep`` is given: locally a retry only helps against
     transient faults of the loopback endpoint, and a demo should not sit idle.
@@ -239,4 +248,5 @@ def run_pipeline(
         tasks=task_handlers(topology, store, trainer_pids),
         execution_name=run_input.run_name,
         sleep=sleep or (lambda seconds: None),
+        on_state=on_state,
     )

@@ -44,11 +44,12 @@ import boto3
 
 from functions.shared.layout import parse_batch_key
 from functions.shared.orchestration import RunInput
+from functions.shared.progress import Progress, route_progress
 from functions.shared.storage import S3ObjectStore
 from infra.alarms import NAMESPACE, SERVING_PERIOD_SECONDS
 from infra.local.alarms import AlarmEvaluator, MetricSink, matches_alarm_rule
 from infra.local.api_gateway import LocalApiGateway
-from infra.local.asl import Execution
+from infra.local.asl import Execution, StateEvent
 from infra.local.local_file import LocalEndpoints, write_local_file
 from infra.local.pipeline import (
     LocalLambdaContext,
@@ -72,6 +73,9 @@ DRIFT_FILE = "drift.jsonl"
 RETRAIN_FILE = "retrain.jsonl"
 ALARMS_FILE = "alarms.jsonl"
 PENDING_DIR = "pending-runs"
+PROGRESS_FILE = "progress.jsonl"
+RUNNING_FILE = "running.json"  # the run executing now, with this process's id (sluice status)
+PROGRESS_SECONDS = 5.0  # at most one progress line per step and dataset this often
 TLS_DIR = "tls"
 SNAPSHOT_SECONDS = 5.0
 _METRICS_ENV = {"POWERTOOLS_METRICS_DISABLED": "false", "POWERTOOLS_METRICS_NAMESPACE": NAMESPACE}
@@ -156,6 +160,8 @@ class LocalStack:
         self._retrain_lock = threading.Lock()  # reserved concurrency 1, as deployed
         self._alarms_lock = threading.Lock()
         self._metrics_env: dict[str, str | None] = {}
+        self._progress_shown: dict[tuple[str, str], float] = {}  # (step, dataset) → when
+        self._alarm_states: dict[str, str] = {}  # as alarms.jsonl last recorded them
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -189,6 +195,7 @@ class LocalStack:
         self._metrics_env = {name: os.environ.get(name) for name in _METRICS_ENV}
         os.environ.update(_METRICS_ENV)
         route_emf(self.metrics.offer, echo=False)
+        route_progress(self._progress)
         use_endpoint(topology, self.endpoint, self.config.environment)
         snapshots = Snapshots(
             self.config.state_dir,
@@ -219,6 +226,8 @@ class LocalStack:
                     f"{stale.record.pid}, job {stale.record.job}); its run resumes"
                 )
         resumed = self._resume_pending_runs()
+        for change in read_history(self.config.state_dir, ALARMS_FILE):
+            self._alarm_states[change["alarm"]] = change["state"]
         self.log(
             f"state    {snapshots.root}: "
             + (restored[0] if restored else "empty, saved from now on")
@@ -281,6 +290,7 @@ class LocalStack:
         from functions.shared.observability import route_emf
 
         route_emf(None, echo=True)
+        route_progress(None)
         for name, value in self._metrics_env.items():  # as they were before start
             if value is None:
                 os.environ.pop(name, None)
@@ -460,7 +470,12 @@ class LocalStack:
                 return []
         for event in events:
             detail = event["detail"]
-            self.log(f"alarm    {detail['alarmName']}: {detail['state']['value']}")
+            name, state = detail["alarmName"], detail["state"]["value"]
+            # A restart evaluates every alarm afresh: say only what changes what the file said
+            # (sluice status shows the history the same way: status.alarm_changes)
+            if self._alarm_states.get(name, "OK") != state:
+                self.log(f"alarm    {name}: {state} — {detail['state']['reason']}")
+            self._alarm_states[name] = state
             self._append(
                 ALARMS_FILE,
                 {
@@ -498,13 +513,22 @@ class LocalStack:
 
     def _execute(self, run: RunInput, store: S3ObjectStore) -> None:
         started, clock = _now(), time.perf_counter()
-        self.log(f"run      {run.run_name} started")
-        execution = run_pipeline(
-            self.config.topology,
-            run,
-            store,
-            trainer_pids=self.config.state_dir / TRAINERS_DIR,
+        self.log(f"run      {run.run_name} started ({run.dataset})")
+        marker = {"name": run.run_name, "dataset": run.dataset, "started_at": started}
+        write_atomically(
+            self.config.state_dir / RUNNING_FILE,
+            json.dumps({**marker, "pid": os.getpid()}).encode(),
         )
+        try:
+            execution = run_pipeline(
+                self.config.topology,
+                run,
+                store,
+                trainer_pids=self.config.state_dir / TRAINERS_DIR,
+                on_state=lambda event: self._step_done(run, event),
+            )
+        finally:
+            (self.config.state_dir / RUNNING_FILE).unlink(missing_ok=True)
         record = RunRecord.of(
             execution,
             dataset=run.dataset,
@@ -514,7 +538,40 @@ class LocalStack:
         self.runs.append(record)
         self._append(RUNS_FILE, record.__dict__)
         self.log(f"run      {run.run_name} {execution.status}: {' → '.join(execution.path)}")
+        decision = record.decision or {}
+        if record.failure:
+            cause = " ".join(str(record.failure["message"] or record.failure["cause"]).split())
+            self.log(f"           failed at {record.failure['state']}: {cause[:200]}")
+        elif decision.get("kind"):
+            self.log(
+                f"           {decision['kind']}: model version {decision.get('model_version')}, "
+                f"live {decision.get('live_version')}"
+            )
         self.retrain(self._settle(run, execution.status, execution.output))
+
+    def _step_done(self, run: RunInput, event: StateEvent) -> None:
+        """A console line per task state of a run as it ends (Choice and Pass states are
+        bookkeeping: the path at the run's end names them)."""
+        if event.type != "Task":
+            return
+        outcome = f"failed ({event.error})" if event.error else "done"
+        self.log(
+            f"step     {run.run_name}: {event.name} {outcome} in {event.duration_seconds:.1f} s"
+        )
+
+    def _progress(self, progress: Progress) -> None:
+        """The progress port's sink in the stack: ``progress.jsonl`` and a console line, each at
+        most every PROGRESS_SECONDS per step and dataset (the first and last always)."""
+        key = (progress.step, progress.dataset)
+        now = time.monotonic()
+        last = self._progress_shown.get(key)
+        if last is not None and now - last < PROGRESS_SECONDS and not progress.finished:
+            return
+        self._progress_shown[key] = now
+        if progress.finished:
+            self._progress_shown.pop(key, None)
+        self._append(PROGRESS_FILE, progress.model_dump(mode="json"))
+        self.log(progress.line())
 
     def _settle(self, run: RunInput, status: str, output: Any) -> dict[str, Any]:
         """Give the endpoint's execution its end (moto leaves every execution RUNNING), and

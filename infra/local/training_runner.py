@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -27,6 +28,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_pascal
 
+from functions.shared.progress import PROGRESS_FILE_ENV, Progress, report_progress
 from functions.shared.storage import ObjectStore, parse_s3_uri
 from infra.local.trainers import kill_group, trainer_process
 
@@ -35,6 +37,8 @@ ENTRY_POINT = REPO_ROOT / "functions" / "training" / "train.py"
 FAILURE_REASON_LIMIT = 1024
 STDOUT_TAIL_CHARS = 4000
 JOB_NAME = r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$"
+PROGRESS_FILE = "progress.jsonl"  # under the job's /opt/ml stand-in, never in the model
+PROGRESS_POLL_SECONDS = 0.5
 
 
 class TrainingRequestError(ValueError):
@@ -177,10 +181,15 @@ def _run(
     for key, value in job.hyper_parameters.items():
         argv += [f"--{key}", value]
     limit = job.stopping_condition.max_runtime_in_seconds
+    progress_file = root / PROGRESS_FILE
+    env[PROGRESS_FILE_ENV] = str(progress_file)
     # Its own session, killed with this process, listed in pid_dir: infra/local/trainers.py
-    with trainer_process(
-        argv, job=job.training_job_name, pid_dir=pid_dir, env=env, cwd=REPO_ROOT
-    ) as process:
+    with (
+        _relayed_progress(progress_file, job.training_job_name),
+        trainer_process(
+            argv, job=job.training_job_name, pid_dir=pid_dir, env=env, cwd=REPO_ROOT
+        ) as process,
+    ):
         try:
             stdout, stderr = process.communicate(timeout=limit)
         except subprocess.TimeoutExpired:
@@ -215,6 +224,44 @@ def _run(
         training_time_in_seconds=_elapsed(started),
         stdout_tail=output[-STDOUT_TAIL_CHARS:],
     )
+
+
+@contextmanager
+def _relayed_progress(path: Path, job_name: str) -> Iterator[None]:
+    """While the job runs, read the records the training process appends to ``path`` and report
+    each again in this process (functions/shared/progress.py), named with the job. A record is
+    one complete line; a partial last line waits for the next read. The rest is read at exit."""
+    done = threading.Event()
+    offset = 0
+
+    def relay() -> None:
+        nonlocal offset
+        if not path.is_file():
+            return
+        with path.open("rb") as source:
+            source.seek(offset)
+            chunk = source.read()
+        complete = chunk[: chunk.rfind(b"\n") + 1]
+        offset += len(complete)
+        for line in complete.splitlines():
+            try:
+                record = Progress.model_validate_json(line)
+            except ValidationError:
+                continue  # not a record: nothing to show, and never the job's failure
+            report_progress(record.model_copy(update={"run": record.run or job_name}))
+
+    def follow() -> None:
+        while not done.wait(PROGRESS_POLL_SECONDS):
+            relay()
+
+    follower = threading.Thread(target=follow, name=f"progress-{job_name}", daemon=True)
+    follower.start()
+    try:
+        yield
+    finally:
+        done.set()
+        follower.join()
+        relay()
 
 
 def _download_prefix(store: ObjectStore, uri: str, target: Path) -> int:

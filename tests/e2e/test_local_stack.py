@@ -259,6 +259,7 @@ def test_sluice_up_starts_in_the_foreground_and_stops_cleanly_on_ctrl_c(tmp_path
             "state",
             "api",
             "router",
+            "logs",
             "ready",
         ]
         # The API answers over HTTPS, trusted through the CA file local.json names, in our JSON

@@ -15,6 +15,7 @@ from moto import mock_aws
 
 from functions.shared.layout import version_prefix
 from functions.shared.model_card import ModelCard
+from functions.shared.progress import Progress, route_progress
 from functions.shared.storage import S3ObjectStore
 from infra.local.training_runner import (
     TrainingJobFailedError,
@@ -103,6 +104,32 @@ def test_a_job_completes_and_uploads_model_tar_gz_where_sagemaker_does(
     assert hps == {"n_estimators": "20", "seed": "3"}
     assert (tmp_path / "opt-ml/input/data/train/dataset.json").is_file()
     assert (tmp_path / "opt-ml/input/data/validation/part-0.parquet").is_file()
+
+
+def test_a_job_reports_each_candidate_as_progress_in_the_runners_process(s3: Any) -> None:
+    # Given a sink for progress records in this (the local stack's) process
+    records: list[Progress] = []
+    route_progress(records.append)
+    try:
+        # When a job with two candidates runs
+        request = _request(
+            "sluice-progress-1", {"n_estimators": "10", "candidates": "linear,xgboost"}
+        )
+        result = run_training_job(request, S3ObjectStore(s3))
+    finally:
+        route_progress(None)
+    # Then the training process's records reached it: candidate k of n, then the export,
+    # named with the job, with the time since training began
+    assert result.training_job_status == "Completed", result.failure_reason
+    details = [r.detail for r in records]
+    assert details[0].startswith("candidate 1 of 2: linear")
+    assert details[1].startswith("candidate 2 of 2: xgboost")
+    assert details[-1] == "export to ONNX and parity check" and records[-1].finished
+    assert {(r.step, r.dataset, r.run) for r in records} == {
+        ("train", "multiclass", "sluice-progress-1")
+    }
+    assert [r.done for r in records] == [0, 1, 2]
+    assert records[-1].elapsed_seconds >= records[0].elapsed_seconds
 
 
 def test_a_bad_hyperparameter_fails_the_job_with_the_reason(s3: Any) -> None:

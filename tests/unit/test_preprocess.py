@@ -9,9 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from functions.preprocess import reader
+from functions.preprocess import logic, reader
 from functions.preprocess.logic import PreprocessOutcome
 from functions.shared.orchestration import RunInput
+from functions.shared.progress import Progress, route_progress
 from tests.builders import ARTIFACTS, RAW, World, churn_frame, csv_bytes
 from tests.builders import assert_rejected as _rejected
 
@@ -233,6 +234,34 @@ def test_duplicates_are_found_across_files_and_batches(
     assert outcome.rows.read == 1200
     assert outcome.rows.duplicates_dropped == 600
     assert outcome.rows.accepted == 600
+
+
+def test_reading_reports_rows_and_bytes_so_far_as_progress(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given two files, each streamed in several blocks, and a sink for progress records
+    monkeypatch.setattr(reader, "BLOCK_BYTES", 4096)
+    monkeypatch.setattr(logic, "BLOCK_BYTES", 4096)
+    records: list[Progress] = []
+    route_progress(records.append)
+    frame = churn_frame(600)
+    first, second = csv_bytes(frame), csv_bytes(churn_frame(300, seed=5))
+    world.store.put(RAW, "churn/data/a.csv", first)
+    try:
+        # When an upload is preprocessed
+        outcome = world.upload("churn/data/b.csv", second)
+    finally:
+        route_progress(None)
+    # Then each block read is a record: rows and bytes so far of the whole, growing to the end
+    assert outcome.status == "started", outcome.reason
+    assert len(records) > 4 and {r.step for r in records} == {"preprocess"}
+    assert {(r.dataset, r.unit, r.total) for r in records} == {
+        ("churn", "bytes", len(first) + len(second))
+    }
+    done = [r.done for r in records]
+    assert done == sorted(done) and records[-1].finished and not records[0].finished
+    assert records[-1].detail.startswith("900 rows, ")
+    assert " rows, 4.0 KiB of " in records[0].detail
 
 
 def test_a_few_bad_rows_are_dropped_and_reported_in_the_manifest(world: World) -> None:
