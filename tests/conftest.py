@@ -24,3 +24,28 @@ from tests.models import KINDS, TrainedModel, train_model
 def trained_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, TrainedModel]:
     """One small real model per kind (binary, multiclass, regression), trained once per session."""
     return {kind: train_model(tmp_path_factory.mktemp(f"model-{kind}"), kind) for kind in KINDS}
+
+
+@pytest.fixture(scope="session")
+def wide_model(tmp_path_factory: pytest.TempPathFactory) -> TrainedModel:
+    """A 300-column classifier (linear, ≈ 1 s): the width at which the 1 MiB body, not the
+    instance limit, decides how many instances fit in one request."""
+    from functions.training.script_mode import Hyperparameters
+    from tests.datasets import synthetic, write_dataset_version
+
+    return train_model(
+        tmp_path_factory.mktemp("model-wide"),
+        "wide",
+        Hyperparameters(candidates=("linear",)),
+        generate=lambda root: write_dataset_version(
+            root,
+            synthetic(
+                400,
+                task="classification",
+                metric="accuracy",
+                n_numeric=300,
+                n_categorical=0,
+                name="wide",
+            ),
+        ),
+    )
