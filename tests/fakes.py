@@ -92,6 +92,10 @@ class InMemoryObjectStore(ObjectStore):
     def keys(self, bucket: str, prefix: str = "") -> builtins.list[str]:  # `list` is a method here
         return [o.key for o in self.list(bucket, prefix)]
 
+    def purge_prefix(self, bucket: str, prefix: str) -> int:
+        doomed = [k for k in self.objects if k[0] == bucket and k[1].startswith(prefix)]
+        return sum(len(self.objects.pop(k)) for k in doomed)
+
 
 class RecordingOrchestrator(Orchestrator):
     """Keeps runs by name, refusing a second run of the same name as Step Functions does."""
