@@ -138,6 +138,7 @@ def test_purge_at_a_terminal_needs_the_dataset_name_typed(
 
     monkeypatch.setattr(sys, "stdin", _Terminal(DATASET + "\n"))
     code, out, err = _retire(capsys, "--purge")
+    assert "purged" in out
     assert code == 0, err
     assert f"s3://{TOPOLOGY.raw_bucket}" in err  # the prompt said what goes
     assert _all_versions(stage, DATASET) == (0, 0)
