@@ -91,7 +91,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     settings, store, registry = _deps()
     now = datetime.now(UTC)
     outcomes = []
-    for dataset in registry.datasets():
+    for dataset in registry.active_datasets():  # retired datasets are not measured
         outcome = run_drift(
             store,
             registry,
