@@ -55,6 +55,8 @@ class Deployment:
     api_key: str | None = None
     api_ca_bundle: Path | None = None
     source: Path | None = None  # the local.json it was read from
+    raw_bucket: str | None = None  # local.json's; on AWS named by the topology (retire --purge)
+    artifacts_bucket: str | None = None
 
     def client(self, service: str) -> Any:
         import boto3
@@ -149,6 +151,8 @@ def _deployment(args: argparse.Namespace) -> Deployment:
                 api_key=local.api_key,
                 api_ca_bundle=Path(local.api_ca_bundle) if local.api_ca_bundle else None,
                 source=args.state_dir / LOCAL_FILE,
+                raw_bucket=local.raw_bucket,
+                artifacts_bucket=local.artifacts_bucket,
             )
         if args.stage == "local" and args.endpoint_url is None:
             raise UsageError(
@@ -296,6 +300,23 @@ def _parser() -> argparse.ArgumentParser:
     rollback.add_argument("--to", type=int, help="version (default: the most recent retired)")
     rollback.add_argument("--reason", required=True, help="why: kept in the audit trail")
     rollback.set_defaults(run=_rollback)
+
+    retire = operator(
+        "retire",
+        "stop serving, drift checks, retraining and uploads for a dataset, keeping its data, "
+        "models and history; --purge deletes them for good",
+    )
+    retire.add_argument("dataset")
+    retire.add_argument("--reason", required=True, help="why: kept in the audit trail")
+    retire.add_argument(
+        "--purge",
+        action="store_true",
+        help="also delete every object version under <dataset>/ in the raw and artifacts "
+        "buckets and the dataset's registry records (asks you to type the dataset's name)",
+    )
+    retire.add_argument("--yes", action="store_true", help="confirm --purge without a prompt")
+    retire.add_argument("--undo", action="store_true", help="put a retired dataset back in service")
+    retire.set_defaults(run=_retire)
 
     predict = operator("predict", "send instances to the prediction API")
     predict.add_argument("dataset")
@@ -749,6 +770,102 @@ def _promote(args: argparse.Namespace) -> int:
 
 def _rollback(args: argparse.Namespace) -> int:
     return _change(args, "rollback")
+
+
+def _retire(args: argparse.Namespace) -> int:
+    from functions.shared.registry import RegistryError
+
+    registry = _registry(args)
+    dataset = _dataset(args.dataset)
+    if args.undo and args.purge:
+        raise UsageError("--undo and --purge cannot go together")
+    actor = _operator_actor()
+    try:
+        if args.undo:
+            lifted = registry.unretire_dataset(dataset, actor=actor, reason=args.reason)
+            document: dict[str, Any] = {"ok": True, "unretired": lifted.model_dump(mode="json")}
+            line = f"{dataset}: back in service (retired since {lifted.at:%Y-%m-%d %H:%M:%S})"
+        else:
+            if args.purge:
+                _confirm_purge(args, dataset)
+            retirement = registry.retire_dataset(dataset, actor=actor, reason=args.reason)
+            document = {"ok": True, "retired": retirement.model_dump(mode="json")}
+            live = retirement.live_version
+            line = (
+                f"{dataset}: retired {retirement.at:%Y-%m-%d %H:%M:%S} by {retirement.actor}; "
+                f"the API answers 410, drift, retraining and uploads stop; live version "
+                f"{live if live is not None else '-'}, data and history kept"
+            )
+            if args.purge:
+                report = _purge(args, registry, dataset, actor)
+                document["purged"] = report.model_dump(mode="json")
+                line = (
+                    f"{dataset}: purged: {report.raw_objects} raw and {report.artifact_objects} "
+                    f"artifact object versions, {report.registry_records} registry records deleted"
+                )
+    except RegistryError as exc:
+        if args.json:
+            print(json.dumps({"ok": False, "error": type(exc).__name__, "message": str(exc)}))
+        else:
+            print(f"sluice retire: refused: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    print(json.dumps(document, indent=2) if args.json else line)
+    return EXIT_OK
+
+
+def _buckets(deployment: Deployment) -> tuple[str, str]:
+    """The raw and artifacts buckets: local.json's, or the topology's for the stage and the
+    account the credentials belong to."""
+    if deployment.raw_bucket and deployment.artifacts_bucket:
+        return deployment.raw_bucket, deployment.artifacts_bucket
+    from infra.topology import Topology
+
+    account = deployment.client("sts").get_caller_identity()["Account"]
+    topology = Topology(stage=deployment.stage, account=account, region=deployment.region)
+    return topology.raw_bucket, topology.artifacts_bucket
+
+
+def _confirm_purge(args: argparse.Namespace, dataset: str) -> None:
+    """--yes, or the dataset's name typed at a terminal; anything else refuses (exit 2)."""
+    if args.yes:
+        return
+    raw, artifacts = _buckets(args.deployment)
+    if not sys.stdin.isatty():
+        raise UsageError(
+            f"--purge deletes '{dataset}' for good and there is no terminal to confirm on; "
+            "add --yes to confirm"
+        )
+    print(
+        f"This deletes for good every object version under {dataset}/ in s3://{raw} and "
+        f"s3://{artifacts}, and every registry record of '{dataset}' in "
+        f"{args.deployment.registry_table}.",
+        file=sys.stderr,
+    )
+    try:
+        typed = input(f"Type the dataset name ({dataset}) to confirm: ")
+    except EOFError:
+        typed = ""
+    if typed.strip() != dataset:
+        raise UsageError(f"purge of '{dataset}' not confirmed; nothing was changed")
+
+
+def _purge(args: argparse.Namespace, registry: Any, dataset: str, actor: str) -> Any:
+    from functions.shared.retirement import purge_dataset
+    from functions.shared.storage import S3ObjectStore
+
+    raw, artifacts = _buckets(args.deployment)
+    try:
+        return purge_dataset(
+            S3ObjectStore(args.deployment.client("s3")),
+            registry,
+            dataset=dataset,
+            raw_bucket=raw,
+            artifacts_bucket=artifacts,
+            actor=actor,
+            reason=args.reason,
+        )
+    except RuntimeError as exc:  # S3 refused some deletions: the dataset stays retired
+        raise CommandFailedError(f"{exc}; the dataset stays retired, run the purge again") from None
 
 
 def _instances(text: str) -> list[Any]:

@@ -67,6 +67,7 @@ class Topology:
         return {
             "ARTIFACTS_BUCKET": self.artifacts_bucket,
             "STATE_MACHINE_ARN": self.state_machine_arn,
+            "REGISTRY_TABLE": self.registry_table,  # retirements refuse uploads
             "POWERTOOLS_SERVICE_NAME": "sluice-preprocess",
         }
 

@@ -35,3 +35,28 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         path = item.path.relative_to(config.rootpath).as_posix()
         group = "infra" if path.startswith("tests/infra/") else path
         item.add_marker(pytest.mark.xdist_group(group))
+
+
+@pytest.fixture(scope="session")
+def wide_model(tmp_path_factory: pytest.TempPathFactory) -> TrainedModel:
+    """A 300-column classifier (linear, ≈ 1 s): the width at which the 1 MiB body, not the
+    instance limit, decides how many instances fit in one request."""
+    from functions.training.script_mode import Hyperparameters
+    from tests.datasets import synthetic, write_dataset_version
+
+    return train_model(
+        tmp_path_factory.mktemp("model-wide"),
+        "wide",
+        Hyperparameters(candidates=("linear",)),
+        generate=lambda root: write_dataset_version(
+            root,
+            synthetic(
+                400,
+                task="classification",
+                metric="accuracy",
+                n_numeric=300,
+                n_categorical=0,
+                name="wide",
+            ),
+        ),
+    )

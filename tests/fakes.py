@@ -16,6 +16,7 @@ from functions.shared.orchestration import Orchestrator, RunInput, RunStart
 from functions.shared.registry import (
     AuditAction,
     AuditEntry,
+    DatasetRetirement,
     InvalidTransitionError,
     LivePointer,
     ModelRegistry,
@@ -101,6 +102,10 @@ class InMemoryObjectStore(ObjectStore):
     def keys(self, bucket: str, prefix: str = "") -> builtins.list[str]:  # `list` is a method here
         return [o.key for o in self.list(bucket, prefix)]
 
+    def purge_prefix(self, bucket: str, prefix: str) -> int:
+        doomed = [k for k in self.objects if k[0] == bucket and k[1].startswith(prefix)]
+        return sum(len(self.objects.pop(k)) for k in doomed)
+
 
 class RecordingOrchestrator(Orchestrator):
     """Keeps runs by name, refusing a second run of the same name as Step Functions does."""
@@ -148,6 +153,7 @@ class InMemoryRegistry(ModelRegistry):
         self._lock = threading.Lock()
         self._datasets: dict[str, _DatasetState] = {}
         self._audit: dict[str, list[AuditEntry]] = {}
+        self._retired: dict[str, DatasetRetirement] = {}
 
     def register(self, new: NewModelVersion, *, actor: str) -> ModelVersion:
         with self._lock:
@@ -266,6 +272,59 @@ class InMemoryRegistry(ModelRegistry):
     def audit(self, dataset: str) -> list[AuditEntry]:
         with self._lock:
             return list(self._audit.get(dataset, []))
+
+    def retire_dataset(self, dataset: str, *, actor: str, reason: str) -> DatasetRetirement:
+        with self._lock:
+            if dataset in self._retired:
+                return self._retired[dataset]
+            state = self._datasets.get(dataset)
+            live = None if state is None or state.live is None else state.live.version
+            now = self._clock()
+            retirement = DatasetRetirement(
+                dataset=dataset, at=now, actor=actor, reason=reason, live_version=live
+            )
+            self._retired[dataset] = retirement
+            self._append(
+                dataset, "dataset_retired", None, actor, reason, previous_live=live, at=now
+            )
+            return retirement
+
+    def unretire_dataset(self, dataset: str, *, actor: str, reason: str) -> DatasetRetirement:
+        with self._lock:
+            if dataset not in self._retired:
+                raise InvalidTransitionError(f"dataset '{dataset}' is not retired")
+            self._append(dataset, "dataset_unretired", None, actor, reason)
+            return self._retired.pop(dataset)
+
+    def retirement(self, dataset: str) -> DatasetRetirement | None:
+        with self._lock:
+            return self._retired.get(dataset)
+
+    def active_datasets(self) -> list[str]:
+        with self._lock:
+            return sorted(set(self._datasets) - set(self._retired))
+
+    def purge(self, dataset: str, *, actor: str, reason: str) -> int:
+        with self._lock:
+            if dataset not in self._retired:
+                raise InvalidTransitionError(
+                    f"dataset '{dataset}' is not retired; retire it before purging it"
+                )
+            state = self._datasets.pop(dataset, _DatasetState())
+            counter = 1 if state.versions else 0
+            live = 0 if state.live is None else 1
+            deleted = (
+                len(state.versions)
+                + len(state.runs)
+                + counter
+                + live
+                + 1  # + RETIRED
+                + len(self._audit.pop(dataset, []))
+            )
+            del self._retired[dataset]
+            reason = f"{reason} ({deleted} records deleted)"
+            self._append(dataset, "dataset_purged", None, actor, reason)
+            return deleted
 
     def _get(self, dataset: str, version: int) -> ModelVersion:
         state = self._datasets.get(dataset)

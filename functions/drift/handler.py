@@ -94,7 +94,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     measured = run_drift_each(
         store,
         registry,
-        registry.datasets(),
+        registry.active_datasets(),  # retired datasets are not measured
         artifacts_bucket=settings.ARTIFACTS_BUCKET,
         now=now,
         window_hours=settings.DRIFT_WINDOW_HOURS,

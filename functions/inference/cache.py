@@ -3,9 +3,10 @@
 A Lambda environment serves thousands of requests; reading the registry and S3 and building an
 onnxruntime session for each would cost more than the prediction. So:
 
-- the live pointer of a dataset (and any version record looked up for a pinned request) is
-  re-read at most every ``ttl_seconds``: a promotion or a rollback is noticed within seconds,
-  with no redeploy, and the registry sees at most one read per dataset per TTL per environment;
+- the live pointer of a dataset and its retirement (and any version record looked up for a
+  pinned request) are re-read at most every ``ttl_seconds``: a promotion, a rollback or a
+  retirement is noticed within seconds, with no redeploy, and the registry sees at most two
+  reads (two GetItems) per dataset per TTL per environment;
 - sessions are kept by ``(dataset, version, sha256)`` in a small LRU, so a warm request does no
   I/O and a rollback to a recently served version is instant;
 - a live version that cannot be loaded (its file fails the sha256 check against the registry
@@ -30,6 +31,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 
 from functions.inference.errors import (
     ModelNotFoundError,
+    ModelRetiredError,
     ModelUnavailableError,
     VersionNotFoundError,
 )
@@ -37,6 +39,7 @@ from functions.shared.features import LabelValue
 from functions.shared.model_card import ModelCard
 from functions.shared.observability import logger, metrics
 from functions.shared.registry import (
+    DatasetRetirement,
     LivePointer,
     ModelRegistry,
     ModelVersion,
@@ -109,6 +112,7 @@ class LiveModel:
 class _LiveState:
     pointer: LivePointer | None
     read_at: float
+    retirement: DatasetRetirement | None = None
     tried: bool = False  # a load of this pointer was attempted since it was read
     failure: str | None = None
     last_good: ServedModel | None = None
@@ -117,6 +121,12 @@ class _LiveState:
 @dataclass(frozen=True)
 class _Record:
     version: ModelVersion | None  # None: the registry has no such version
+    read_at: float
+
+
+@dataclass(frozen=True)
+class _Datasets:
+    names: list[str]
     read_at: float
 
 
@@ -161,6 +171,8 @@ class ModelCache:
         self._live: _Lru[str, _LiveState] = _Lru(MAX_REGISTRY_ENTRIES)
         self._records: _Lru[tuple[str, int], _Record] = _Lru(MAX_REGISTRY_ENTRIES)
         self._failures: _Lru[tuple[str, int, str], _Failure] = _Lru(MAX_REGISTRY_ENTRIES)
+        self._cards: _Lru[tuple[str, int, str], ModelCard] = _Lru(MAX_REGISTRY_ENTRIES)
+        self._datasets: _Datasets | None = None
 
     def live(self, dataset: str) -> LiveModel:
         """The dataset's live model, loading it if needed; falls back to the last good one.
@@ -169,14 +181,14 @@ class ModelCache:
         ------
         ModelNotFoundError
             The dataset has no live model.
+        ModelRetiredError
+            An operator retired the dataset.
         ModelUnavailableError
             The registry cannot be read and nothing was read before.
         """
         now = self._clock()
         with self._lock:
-            state = self._live.get(dataset)
-            if state is None or now - state.read_at >= self._ttl:
-                state = self._read_pointer(dataset, state, now)
+            state = self._in_service(dataset, now)
             pointer = state.pointer
             if pointer is None:
                 raise ModelNotFoundError(
@@ -213,6 +225,8 @@ class ModelCache:
         ------
         VersionNotFoundError
             The registry has no such version.
+        ModelRetiredError
+            An operator retired the dataset.
         ModelUnavailableError
             It cannot be loaded (retried after the TTL), or the registry cannot be read.
         """
@@ -238,10 +252,11 @@ class ModelCache:
 
         Raises
         ------
-        VersionNotFoundError, ModelUnavailableError
+        VersionNotFoundError, ModelRetiredError, ModelUnavailableError
         """
         now = self._clock()
         with self._lock:
+            self._in_service(dataset, now)
             cached = self._records.get((dataset, version))
             if cached is None or now - cached.read_at >= self._ttl:
                 try:
@@ -259,6 +274,73 @@ class ModelCache:
             raise VersionNotFoundError(f"dataset '{dataset}' has no version {version}")
         return cached.version
 
+    def pointer(self, dataset: str) -> LivePointer | None:
+        """The dataset's live pointer, at most ``ttl_seconds`` old, without loading the model.
+
+        Raises
+        ------
+        ModelRetiredError, ModelUnavailableError
+        """
+        with self._lock:
+            return self._in_service(dataset, self._clock()).pointer
+
+    def active_datasets(self) -> list[str]:
+        """The datasets in service (``ModelRegistry.active_datasets``, one Scan), at most
+        ``ttl_seconds`` old.
+
+        Raises
+        ------
+        ModelUnavailableError
+            The registry cannot be read and nothing was read before.
+        """
+        now = self._clock()
+        with self._lock:
+            cached = self._datasets
+            if cached is None or now - cached.read_at >= self._ttl:
+                try:
+                    cached = _Datasets(self._registry.active_datasets(), now)
+                except Exception as exc:  # the registry is down: a stale answer beats none
+                    if cached is None:
+                        logger.error("registry read failed", exc_info=exc)
+                        raise ModelUnavailableError(
+                            "the model registry cannot be read to list the models; retry shortly"
+                        ) from exc
+                    logger.warning("registry read failed; using the last answer", exc_info=exc)
+                    cached = _Datasets(cached.names, now)
+                self._datasets = cached
+            return list(cached.names)
+
+    def card(self, dataset: str, version: int, sha256: str, card_uri: str) -> ModelCard:
+        """A version's model card: from its session when loaded, else read once and kept (a
+        version's card never changes).
+
+        Raises
+        ------
+        ModelUnavailableError
+            The card cannot be read or does not validate.
+        """
+        key = (dataset, version, sha256)
+        with self._lock:
+            served = self._sessions.get(key)
+            if served is not None:
+                return served.card
+            card = self._cards.get(key)
+            if card is not None:
+                return card
+            try:
+                card = ModelCard.model_validate_json(self._store.get_bytes(*parse_s3_uri(card_uri)))
+            except Exception as exc:
+                logger.error(
+                    "model card could not be read",
+                    extra={"dataset": dataset, "version": version},
+                    exc_info=exc,
+                )
+                raise ModelUnavailableError(
+                    f"the card of version {version} of '{dataset}' cannot be read"
+                ) from exc
+            self._cards.put(key, card)
+            return card
+
     def load_failure(self, dataset: str, version: int, sha256: str) -> str | None:
         """Why this version last failed to load, if it did (for the status routes)."""
         with self._lock:
@@ -273,9 +355,28 @@ class ModelCache:
             failure = self._failures.get((dataset, version, sha256))
             return None if failure is None else failure.message
 
+    def _in_service(self, dataset: str, now: float) -> _LiveState:
+        """The dataset's pointer state, re-read when older than the TTL; the caller holds the
+        lock.
+
+        Raises
+        ------
+        ModelRetiredError, ModelUnavailableError
+        """
+        state = self._live.get(dataset)
+        if state is None or now - state.read_at >= self._ttl:
+            state = self._read_pointer(dataset, state, now)
+        if state.retirement is not None:
+            raise ModelRetiredError(
+                f"dataset '{dataset}' was retired on {state.retirement.at:%Y-%m-%d} and no "
+                "longer serves predictions"
+            )
+        return state
+
     def _read_pointer(self, dataset: str, state: _LiveState | None, now: float) -> _LiveState:
         try:
             pointer = self._registry.live(dataset)
+            retirement = self._registry.retirement(dataset)
         except Exception as exc:  # the registry is down: keep serving what we have
             if state is None:
                 raise _registry_unavailable(dataset, exc) from exc
@@ -283,10 +384,11 @@ class ModelCache:
             state.read_at = now
             return state
         if state is None:
-            state = _LiveState(pointer=pointer, read_at=now)
+            state = _LiveState(pointer=pointer, read_at=now, retirement=retirement)
             self._live.put(dataset, state)
         else:
             state.pointer, state.read_at, state.tried = pointer, now, False
+            state.retirement = retirement
         return state
 
     def _load(

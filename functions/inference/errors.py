@@ -20,7 +20,7 @@ from aws_lambda_powertools.event_handler import Response, content_types
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
 from aws_lambda_powertools.metrics import MetricUnit
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from functions.shared.errors import SluiceError
 from functions.shared.features import InvalidInstancesError
@@ -44,6 +44,11 @@ class ErrorResponse(BaseModel):
     error: str
     code: str
     details: list[ErrorDetail] = []
+    max_instances: int | None = Field(
+        default=None,
+        description="On a 413 for a known model: how many of its instances surely fit in one "
+        "request (the 1 MiB body and the instance limit); absent otherwise.",
+    )
 
 
 class InferenceError(SluiceError):
@@ -66,11 +71,20 @@ class InvalidRequestError(InferenceError):
     """The body is JSON but not a predict request (no ``instances``, an empty list...)."""
 
 
-class PayloadTooLargeError(InferenceError):
+class TooLargeError(InferenceError):
+    """A request too large for one call; ``max_instances`` says how many instances of the
+    model fit, when the model is known."""
+
+    def __init__(self, message: str, max_instances: int | None = None) -> None:
+        super().__init__(message)
+        self.max_instances = max_instances
+
+
+class PayloadTooLargeError(TooLargeError):
     """The body is over the size limit."""
 
 
-class TooManyInstancesError(InferenceError):
+class TooManyInstancesError(TooLargeError):
     """More instances than one request may carry."""
 
 
@@ -113,6 +127,10 @@ class VersionRejectedError(InferenceError):
     """The gate rejected this version: it never serves."""
 
 
+class ModelRetiredError(InferenceError):
+    """An operator retired the dataset (``sluice retire``): it no longer serves."""
+
+
 class ModelUnavailableError(InferenceError):
     """The model cannot be loaded (integrity failure, storage or registry down) and no earlier
     good model can answer instead."""
@@ -126,6 +144,7 @@ _STATUS: dict[type[Exception], tuple[HTTPStatus, str]] = {
     ModelNotFoundError: (HTTPStatus.NOT_FOUND, "model_not_found"),
     VersionNotFoundError: (HTTPStatus.NOT_FOUND, "version_not_found"),
     VersionRejectedError: (HTTPStatus.NOT_FOUND, "version_rejected"),
+    ModelRetiredError: (HTTPStatus.GONE, "model_retired"),
     MethodNotAllowedError: (HTTPStatus.METHOD_NOT_ALLOWED, "method_not_allowed"),
     PayloadTooLargeError: (HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "payload_too_large"),
     TooManyInstancesError: (HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "too_many_instances"),
@@ -175,11 +194,12 @@ def error_response(exc: Exception, request: RequestFacts) -> Response[str]:
         metrics.add_metric(name="ClientErrors", unit=MetricUnit.Count, value=1)
         logger.info("request refused", extra={"status": int(status), "code": code})
         message = str(error)
-    body = ErrorResponse(error=message, code=code, details=_details(error))
+    fit = error.max_instances if isinstance(error, TooLargeError) else None
+    body = ErrorResponse(error=message, code=code, details=_details(error), max_instances=fit)
     return Response(
         status_code=int(status),
         content_type=content_types.APPLICATION_JSON,
-        body=body.model_dump_json(),
+        body=body.model_dump_json(exclude_none=True),
         headers=headers,
     )
 
@@ -201,7 +221,8 @@ def _typed(exc: Exception, request: RequestFacts) -> Exception:
         )
     if isinstance(exc, NotFoundError):
         return RouteNotFoundError(
-            "no such route; the API serves /v1/models/{dataset}[/versions/{version}][:predict], "
+            "no such route; the API serves /v1/models, "
+            "/v1/models/{dataset}[/versions/{version}][:predict], "
             "/v1/models/{dataset}:feedback, /v1/models/{dataset}/metadata and /v1/openapi.json"
         )
     if isinstance(exc, RequestValidationError) and all(

@@ -30,6 +30,7 @@ from functions.inference.cache import ModelCache
 from functions.inference.capture import CaptureBuffer, CaptureSettings
 from functions.inference.errors import (
     MalformedRequestError,
+    PayloadTooLargeError,
     RequestFacts,
     error_response,
 )
@@ -48,6 +49,7 @@ API_TITLE = "sluice prediction API"
 API_VERSION = "1.0.0"
 SERVED_VERSION_HEADER = "x-sluice-served-version"
 
+MODELS = "/v1/models"
 STATUS = "/v1/models/<dataset>"
 VERSION_STATUS = "/v1/models/<dataset>/versions/<version>"
 METADATA = "/v1/models/<dataset>/metadata"
@@ -56,6 +58,7 @@ VERSION_PREDICT = "/v1/models/<dataset>/versions/<version>:predict"
 FEEDBACK = "/v1/models/<dataset>:feedback"
 OPENAPI = "/v1/openapi.json"
 ROUTES: dict[str, tuple[str, ...]] = {
+    MODELS: ("GET",),
     STATUS: ("GET",),
     VERSION_STATUS: ("GET",),
     METADATA: ("GET",),
@@ -141,6 +144,20 @@ def predict_response(
     )
 
 
+def predict_request_for(
+    deps: Deps, dataset: str, version: int | None, event: BaseProxyEvent
+) -> PredictRequest:
+    """The predict body of ``event``; a body over the limit is refused saying how many of the
+    model's instances fit (``logic.too_large``)."""
+    try:
+        return parse_predict_request(request_body(event), request_header(event, "content-type"))
+    except PayloadTooLargeError as exc:
+        config, cache, _ = deps
+        raise logic.too_large(
+            cache, dataset, version, exc, max_instances=config.MAX_INSTANCES
+        ) from None
+
+
 def gateway_request_id(event: Mapping[str, Any]) -> str:
     """API Gateway's id of the request (``requestContext.requestId``): answered to the client,
     recorded by capture, named by feedback; empty in an event without one."""
@@ -199,10 +216,9 @@ def _live_predict(event: dict[str, Any], dataset: str) -> dict[str, Any]:
     serialisation as the routed path; a test holds the two to identical responses."""
     proxy = APIGatewayProxyEvent(event)
     try:
-        request = parse_predict_request(request_body(proxy), request_header(proxy, "content-type"))
-        response = predict_response(
-            _deps(), parse_dataset(dataset), None, request, gateway_request_id(event)
-        )
+        name, deps = parse_dataset(dataset), _deps()
+        request = predict_request_for(deps, name, None, proxy)
+        response = predict_response(deps, name, None, request, gateway_request_id(event))
     except Exception as exc:  # mapped exactly as the resolver's exception handler maps it
         response = error_response(exc, RequestFacts("POST", allowed_methods(proxy.path)))
         count_error(dataset, response.status_code)

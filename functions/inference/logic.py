@@ -10,7 +10,9 @@ from typing import Any
 
 from functions.inference.cache import ModelCache, ServedModel
 from functions.inference.errors import (
+    InferenceError,
     ModelUnavailableError,
+    PayloadTooLargeError,
     TooManyInstancesError,
     VersionRejectedError,
 )
@@ -18,12 +20,15 @@ from functions.inference.models import (
     FeatureInfo,
     MetadataResponse,
     MetricInfo,
+    ModelListResponse,
     ModelState,
     ModelStatusResponse,
+    ModelSummary,
     Prediction,
     PredictRequest,
     StatusDetail,
     VersionStatus,
+    instances_that_fit,
 )
 from functions.shared.features import (
     instance_json_types,
@@ -57,11 +62,13 @@ def predict(
     """
     count = len(request.instances)
     if count > max_instances:
+        fit = _fit(cache, dataset, version, max_instances)
         raise TooManyInstancesError(
             f"instances: {count} instances in one request, the limit is {max_instances}; "
-            "split the request"
+            f"split the request{_fit_advice(fit)}",
+            max_instances=None if fit is None else fit[1],
         )
-    served = live_served(cache, dataset) if version is None else _pinned(cache, dataset, version)
+    served = _served(cache, dataset, version)
     columns = instances_to_columns(served.card.features, request.instances)
     scores = served.scoring.score(columns)
     return Prediction(
@@ -69,6 +76,47 @@ def predict(
         predictions=_predictions(served, scores),
         request_id=request_id,
     )
+
+
+def too_large(
+    cache: ModelCache,
+    dataset: str,
+    version: int | None,
+    error: PayloadTooLargeError,
+    *,
+    max_instances: int,
+) -> PayloadTooLargeError:
+    """The body-size refusal, told how many instances of this model fit in one request; the
+    plain refusal when no model answers for ``dataset`` (unknown, retired, unavailable)."""
+    fit = _fit(cache, dataset, version, max_instances)
+    if fit is None:
+        return error
+    return PayloadTooLargeError(f"{error}{_fit_advice(fit)}", max_instances=fit[1])
+
+
+def list_models(cache: ModelCache) -> ModelListResponse:
+    """Every dataset in service with a live version: its version, task, metric and when it
+    went live. Nothing that locates artifacts (URIs, hashes, run names) is listed."""
+    models = []
+    for dataset in cache.active_datasets():
+        try:
+            pointer = cache.pointer(dataset)
+        except InferenceError:  # retired since the list was read
+            continue
+        if pointer is None:
+            continue
+        record = cache.record(dataset, pointer.version)
+        card = cache.card(dataset, pointer.version, pointer.sha256, pointer.card_uri)
+        models.append(
+            ModelSummary(
+                dataset=dataset,
+                model_version=str(pointer.version),
+                task=card.task,
+                metric=MetricInfo(name=record.metric, value=record.metric_value),
+                promoted_at=pointer.updated_at,
+            )
+        )
+    return ModelListResponse(models=models)
 
 
 def model_status(cache: ModelCache, dataset: str) -> ModelStatusResponse:
@@ -138,7 +186,7 @@ def metadata(cache: ModelCache, dataset: str, *, max_instances: int) -> Metadata
         metric=MetricInfo(name=record.metric, value=record.metric_value),
         created_at=card.created_at,
         sha256=served.sha256,
-        max_instances=max_instances,
+        max_instances=min(max_instances, instances_that_fit(card.features)),
         input_schema=input_schema(card),
     )
 
@@ -168,6 +216,33 @@ def live_served(cache: ModelCache, dataset: str) -> ServedModel:
             f"{live.failure}"
         )
     return live.served
+
+
+def _served(cache: ModelCache, dataset: str, version: int | None) -> ServedModel:
+    return live_served(cache, dataset) if version is None else _pinned(cache, dataset, version)
+
+
+def _fit(
+    cache: ModelCache, dataset: str, version: int | None, max_instances: int
+) -> tuple[ServedModel, int] | None:
+    """The model that would answer and how many of its instances fit in one request; None
+    when no model answers (the refusal then says nothing about fitting)."""
+    try:
+        served = _served(cache, dataset, version)
+    except InferenceError:
+        return None
+    return served, min(max_instances, instances_that_fit(served.card.features))
+
+
+def _fit_advice(fit: tuple[ServedModel, int] | None) -> str:
+    if fit is None:
+        return ""
+    served, count = fit
+    return (
+        f"; model version {served.version} of '{served.dataset}' takes "
+        f"{len(served.card.features)} features, so at most {count} instances fit in one "
+        "request (max_instances)"
+    )
 
 
 def _pinned(cache: ModelCache, dataset: str, version: int) -> ServedModel:

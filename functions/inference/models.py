@@ -7,7 +7,9 @@ The shapes follow TensorFlow Serving's REST API (``instances`` in, ``predictions
 
 from __future__ import annotations
 
+import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
@@ -23,9 +25,15 @@ from functions.inference.errors import (
     invalid_version,
 )
 from functions.shared.contract import FeatureKind
+from functions.shared.features import FeatureSpec
 from functions.shared.layout import DATASET_NAME
 
 MAX_BODY_BYTES = 1024 * 1024
+# The longest JSON text one value of a feature is taken to need when sizing a request: a float64
+# written in full (``-2.2250738585072014e-308``), and a categorical value of up to 32 characters
+# with its quotes. A category longer than that makes the estimate optimistic.
+NUMERIC_VALUE_BYTES = 24
+CATEGORICAL_VALUE_BYTES = 34
 
 # TF Serving's model states (tensorflow_serving/apis/get_model_status.proto).
 ModelState = Literal["START", "LOADING", "AVAILABLE", "UNLOADING", "END", "UNKNOWN"]
@@ -139,6 +147,19 @@ def parse_json_object(text: str, example: str = '{"instances": [{...}]}') -> dic
 _NON_FINITE = re.compile(r"(?<![\w\"])-?(NaN|Infinity)(?![\w\"])")
 
 
+def instances_that_fit(features: Sequence[FeatureSpec], body_limit: int = MAX_BODY_BYTES) -> int:
+    """How many instances of a model surely fit in one request body, as ``json.dumps`` writes
+    it (``", "`` and ``": "`` separators, non-ASCII names escaped): every value at its longest
+    (``NUMERIC_VALUE_BYTES``, ``CATEGORICAL_VALUE_BYTES``). Compact JSON or short values fit
+    more; the estimate is what a client can plan on."""
+    per_instance = 2  # {}
+    for spec in features:
+        value = NUMERIC_VALUE_BYTES if spec.kind is FeatureKind.NUMERIC else CATEGORICAL_VALUE_BYTES
+        per_instance += len(json.dumps(spec.name)) + len(": ") + value + len(", ")
+    envelope = len('{"instances": []}')
+    return max(0, (body_limit - envelope) // (per_instance + len(", ")))
+
+
 # JSON Schema of one instance, for the OpenAPI document: the exact per-feature types depend on
 # the model and are served by the metadata route (``input_schema``).
 Instance = Annotated[
@@ -243,5 +264,25 @@ class MetadataResponse(_Model):
     metric: MetricInfo
     created_at: AwareDatetime
     sha256: str
-    max_instances: int
+    max_instances: int = Field(
+        description="How many instances surely fit in one request: the instance limit, or "
+        "fewer when the 1 MiB body holds fewer of this model's instances."
+    )
     input_schema: dict[str, Any] = Field(description="JSON Schema of one instance.")
+
+
+class ModelSummary(_Model):
+    dataset: str
+    model_version: str = Field(description="The live version.")
+    task: Literal["classification", "regression"]
+    metric: MetricInfo
+    promoted_at: AwareDatetime = Field(
+        description="When this version went live (its promotion or the rollback to it)."
+    )
+
+
+class ModelListResponse(_Model):
+    models: list[ModelSummary] = Field(
+        description="Every dataset in service with a live version, by name; retired datasets "
+        "are left out."
+    )

@@ -33,6 +33,7 @@ from functions.inference.handler import (
     API_VERSION,
     FEEDBACK,
     METADATA,
+    MODELS,
     OPENAPI,
     PREDICT,
     PREDICT_PATH,
@@ -43,6 +44,7 @@ from functions.inference.handler import (
     allowed_methods,
     count_error,
     gateway_request_id,
+    predict_request_for,
     predict_response,
     request_body,
     request_header,
@@ -50,11 +52,11 @@ from functions.inference.handler import (
 from functions.inference.models import (
     VERSION,
     MetadataResponse,
+    ModelListResponse,
     ModelStatusResponse,
     PredictRequest,
     PredictResponse,
     parse_dataset,
-    parse_predict_request,
     parse_version,
 )
 from functions.shared.layout import DATASET_NAME
@@ -75,9 +77,8 @@ def create_app(deps: Callable[[], Deps]) -> APIGatewayRestResolver:
     """
     app = APIGatewayRestResolver(enable_validation=True)
 
-    def predict_request() -> PredictRequest:
-        event = app.current_event
-        return parse_predict_request(request_body(event), request_header(event, "content-type"))
+    def predict_request(dataset: str, version: int | None) -> PredictRequest:
+        return predict_request_for(deps(), dataset, version, app.current_event)
 
     # The predict routes check their path and body themselves (models.parse_*), against the same
     # patterns and model the OpenAPI document shows: Powertools' validation middleware costs
@@ -85,25 +86,32 @@ def create_app(deps: Callable[[], Deps]) -> APIGatewayRestResolver:
     @app.post(
         PREDICT,
         summary="Predict with the live model",
-        responses={**_ok("Predictions", PredictResponse), **_errors(400, 404, 413, 415, 422, 503)},
+        responses={
+            **_ok("Predictions", PredictResponse),
+            **_errors(400, 404, 410, 413, 415, 422, 503),
+        },
         openapi_extensions=_PREDICT_BODY,
         enable_validation=False,
     )
     def predict(dataset: Dataset) -> Response[str]:
         rid = gateway_request_id(app.current_event)
-        return predict_response(deps(), parse_dataset(dataset), None, predict_request(), rid)
+        name = parse_dataset(dataset)
+        return predict_response(deps(), name, None, predict_request(name, None), rid)
 
     @app.post(
         VERSION_PREDICT,
         summary="Predict with one version: live, retired or candidate",
-        responses={**_ok("Predictions", PredictResponse), **_errors(400, 404, 413, 415, 422, 503)},
+        responses={
+            **_ok("Predictions", PredictResponse),
+            **_errors(400, 404, 410, 413, 415, 422, 503),
+        },
         openapi_extensions=_PREDICT_BODY,
         enable_validation=False,
     )
     def predict_version(dataset: Dataset, version: Version) -> Response[str]:
-        pinned = parse_version(version)
+        name, pinned = parse_dataset(dataset), parse_version(version)
         rid = gateway_request_id(app.current_event)
-        return predict_response(deps(), parse_dataset(dataset), pinned, predict_request(), rid)
+        return predict_response(deps(), name, pinned, predict_request(name, pinned), rid)
 
     @app.post(
         FEEDBACK,
@@ -116,7 +124,7 @@ def create_app(deps: Callable[[], Deps]) -> APIGatewayRestResolver:
                 "description": "Stored",
                 "content": {content_types.APPLICATION_JSON: {"model": FeedbackResponse}},
             },
-            **_errors(400, 404, 413, 415, 422, 503),
+            **_errors(400, 404, 410, 413, 415, 422, 503),
         },
         openapi_extensions=_FEEDBACK_BODY,
         enable_validation=False,
@@ -142,9 +150,19 @@ def create_app(deps: Callable[[], Deps]) -> APIGatewayRestResolver:
         )
 
     @app.get(
+        MODELS,
+        summary="Every dataset in service and its live version",
+        description="Task, metric and promotion time of each live model; retired datasets and "
+        "datasets with no live version yet are left out.",
+        responses={**_ok("The live models, by dataset"), **_errors(503)},
+    )
+    def list_models() -> ModelListResponse:
+        return logic.list_models(deps()[1])
+
+    @app.get(
         STATUS,
         summary="State of the live version",
-        responses={**_ok("The live version's state"), **_errors(400, 404, 503)},
+        responses={**_ok("The live version's state"), **_errors(400, 404, 410, 503)},
     )
     def model_status(dataset: Dataset) -> ModelStatusResponse:
         return logic.model_status(deps()[1], dataset)
@@ -152,7 +170,7 @@ def create_app(deps: Callable[[], Deps]) -> APIGatewayRestResolver:
     @app.get(
         VERSION_STATUS,
         summary="State of one version",
-        responses={**_ok("The version's state"), **_errors(400, 404, 503)},
+        responses={**_ok("The version's state"), **_errors(400, 404, 410, 503)},
     )
     def version_status(dataset: Dataset, version: Version) -> ModelStatusResponse:
         return logic.version_status(deps()[1], dataset, int(version))
@@ -160,7 +178,7 @@ def create_app(deps: Callable[[], Deps]) -> APIGatewayRestResolver:
     @app.get(
         METADATA,
         summary="What the model answering for the dataset expects and returns",
-        responses={**_ok("Features, input schema, classes, metric"), **_errors(400, 404, 503)},
+        responses={**_ok("Features, input schema, classes, metric"), **_errors(400, 404, 410, 503)},
     )
     def model_metadata(dataset: Dataset) -> MetadataResponse:
         config, cache, _ = deps()
@@ -259,6 +277,7 @@ def _errors(*codes: int) -> dict[int, OpenAPIResponse]:
     reasons = {
         400: "Malformed JSON body or path parameter",
         404: "Unknown dataset or version, no live model, or a version the gate rejected",
+        410: "The dataset was retired by an operator and no longer serves",
         413: "Body over 1 MiB or more instances (or feedback items) than allowed; a body over "
         "API Gateway's 10 MB limit is refused by API Gateway itself, in its own format",
         415: "Content-Type is not application/json",

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict
 from functions.preprocess.logic import Policy, process_upload
 from functions.shared.observability import logger, metrics, tracer
 from functions.shared.orchestration import StepFunctionsOrchestrator
+from functions.shared.registry_dynamodb import DynamoDBRegistry
 from functions.shared.s3_events import parse_upload_event
 from functions.shared.storage import S3ObjectStore
 
@@ -25,22 +26,29 @@ class Settings(BaseModel):
 
     ARTIFACTS_BUCKET: str
     STATE_MACHINE_ARN: str
+    REGISTRY_TABLE: str  # read for retirements: an upload to a retired dataset is refused
     AWS_ENDPOINT_URL: str | None = None  # set by the local stack only
 
 
 @cache
-def _deps() -> tuple[Settings, S3ObjectStore, StepFunctionsOrchestrator]:
+def _deps() -> tuple[Settings, S3ObjectStore, StepFunctionsOrchestrator, DynamoDBRegistry]:
     settings = Settings.model_validate(dict(os.environ))
     s3 = boto3.client("s3", endpoint_url=settings.AWS_ENDPOINT_URL)
     sfn = boto3.client("stepfunctions", endpoint_url=settings.AWS_ENDPOINT_URL)
-    return settings, S3ObjectStore(s3), StepFunctionsOrchestrator(sfn, settings.STATE_MACHINE_ARN)
+    dynamodb = boto3.client("dynamodb", endpoint_url=settings.AWS_ENDPOINT_URL)
+    return (
+        settings,
+        S3ObjectStore(s3),
+        StepFunctionsOrchestrator(sfn, settings.STATE_MACHINE_ARN),
+        DynamoDBRegistry(dynamodb, settings.REGISTRY_TABLE),
+    )
 
 
 @logger.inject_lambda_context(log_event=False)
 @metrics.log_metrics
 @tracer.capture_lambda_handler(capture_response=False)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    settings, store, orchestrator = _deps()
+    settings, store, orchestrator, registry = _deps()
     outcomes = []
     for upload in parse_upload_event(event):
         outcome = process_upload(
@@ -49,6 +57,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
             orchestrator=orchestrator,
             artifacts_bucket=settings.ARTIFACTS_BUCKET,
             policy=Policy(),
+            registry=registry,
         )
         logger.info("upload processed", extra=outcome.model_dump(exclude_none=True))
         if outcome.status == "started" and outcome.rows is not None:

@@ -57,6 +57,7 @@ from functions.shared.errors import ContractError, DataValidationError
 from functions.shared.features import MISSING_CATEGORY, ColumnRole, DatasetSchema, FeatureSpec
 from functions.shared.orchestration import Orchestrator
 from functions.shared.progress import Progress, report_progress
+from functions.shared.registry import ModelRegistry
 from functions.shared.runs import (
     data_sources,
     dataset_version_id,
@@ -101,7 +102,14 @@ def process_upload(
     orchestrator: Orchestrator,
     artifacts_bucket: str,
     policy: Policy | None = None,
+    registry: ModelRegistry | None = None,
 ) -> PreprocessOutcome:
+    """Turn one upload into a dataset version and start its run, or reject it with a report.
+
+    ``registry`` is where retirements are read: an upload to a retired dataset is rejected
+    with a report naming the retirement (the deployed function always passes it; benchmarks
+    that have no registry pass none).
+    """
     policy = policy or Policy()
     data_key = layout.parse_data_key(upload.key) or layout.parse_data_key(unquote_plus(upload.key))
     if data_key is None:
@@ -129,6 +137,7 @@ def process_upload(
             reason="this upload already started a run",
         )
     try:
+        _refuse_if_retired(registry, dataset)
         contract, contract_sha = _load_contract(store, upload.bucket, dataset)
         built = build_dataset_version(
             store,
@@ -170,6 +179,23 @@ def process_upload(
         reused_dataset_version=built.reused,
         rows=manifest.rows,
         reason="pipeline run started" if started.started else "this upload already started a run",
+    )
+
+
+def _refuse_if_retired(registry: ModelRegistry | None, dataset: str) -> None:
+    retirement = None if registry is None else registry.retirement(dataset)
+    if retirement is None:
+        return
+    raise RejectedUploadError(
+        [
+            Violation(
+                rule="dataset_retired",
+                message=f"dataset '{dataset}' was retired on {retirement.at.isoformat()} by "
+                f"{retirement.actor} ({retirement.reason}); uploads are not processed. "
+                f"Run `sluice retire {dataset} --undo --reason ...` to take it back into "
+                "service; the file was kept",
+            )
+        ]
     )
 
 

@@ -36,7 +36,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validato
 from functions.shared.layout import DATASET_NAME
 from functions.shared.orchestration import TRAINING_JOB_NAME
 
-GuardCode = Literal["debounce", "daily_cap", "no_new_data", "in_flight", "no_data"]
+GuardCode = Literal["debounce", "daily_cap", "no_new_data", "in_flight", "no_data", "retired"]
 
 DAY = timedelta(hours=24)
 RUN_NAME_PREFIX = "retrain-"

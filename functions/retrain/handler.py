@@ -25,6 +25,7 @@ from functions.retrain.logic import (
 )
 from functions.shared.observability import logger, metrics, tracer
 from functions.shared.orchestration import StepFunctionsOrchestrator
+from functions.shared.registry_dynamodb import DynamoDBRegistry
 from functions.shared.storage import S3ObjectStore
 
 _METRIC = {
@@ -64,18 +65,20 @@ class Settings(BaseModel):
 
 
 @cache
-def _deps() -> tuple[Settings, S3ObjectStore, DynamoDBGuardStore, StepFunctionsOrchestrator]:
+def _deps() -> tuple[
+    Settings, S3ObjectStore, DynamoDBGuardStore, StepFunctionsOrchestrator, DynamoDBRegistry
+]:
     settings = Settings.model_validate(dict(os.environ))
     endpoint = settings.AWS_ENDPOINT_URL
+    dynamodb = boto3.client("dynamodb", endpoint_url=endpoint)
     return (
         settings,
         S3ObjectStore(boto3.client("s3", endpoint_url=endpoint)),
-        DynamoDBGuardStore(
-            boto3.client("dynamodb", endpoint_url=endpoint), settings.REGISTRY_TABLE
-        ),
+        DynamoDBGuardStore(dynamodb, settings.REGISTRY_TABLE),
         StepFunctionsOrchestrator(
             boto3.client("stepfunctions", endpoint_url=endpoint), settings.STATE_MACHINE_ARN
         ),
+        DynamoDBRegistry(dynamodb, settings.REGISTRY_TABLE),  # read for retirements only
     )
 
 
@@ -83,7 +86,7 @@ def _deps() -> tuple[Settings, S3ObjectStore, DynamoDBGuardStore, StepFunctionsO
 @metrics.log_metrics
 @tracer.capture_lambda_handler(capture_response=False)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    settings, store, guards, orchestrator = _deps()
+    settings, store, guards, orchestrator, registry = _deps()
     kind = event.get("detail-type")
     record: DecisionRecord | None
     if kind == ALARM_EVENT:
@@ -96,6 +99,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
                 store=store,
                 guards=guards,
                 orchestrator=orchestrator,
+                registry=registry,
                 policy=settings.policy(),
                 raw_bucket=settings.RAW_BUCKET,
                 artifacts_bucket=settings.ARTIFACTS_BUCKET,

@@ -20,11 +20,12 @@ from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
-from functions.retrain.guard import RUN_NAME_PREFIX, GuardPolicy, Trigger
+from functions.retrain.guard import RUN_NAME_PREFIX, GuardCode, GuardPolicy, Trigger
 from functions.retrain.guard_store import DecisionRecord, GuardStore, run_guarded
 from functions.shared.errors import ContractError, SluiceError
 from functions.shared.layout import DATASET_NAME
 from functions.shared.orchestration import Orchestrator
+from functions.shared.registry import ModelRegistry
 from functions.shared.runs import current_data, run_input
 from functions.shared.storage import ObjectStore
 
@@ -94,13 +95,25 @@ def on_alarm(
     store: ObjectStore,
     guards: GuardStore,
     orchestrator: Orchestrator,
+    registry: ModelRegistry,
     policy: GuardPolicy,
     raw_bucket: str,
     artifacts_bucket: str,
     now: datetime,
 ) -> DecisionRecord:
-    """Decide on one alarm, start the run if the guards allow, and return the record written."""
+    """Decide on one alarm, start the run if the guards allow, and return the record written.
+    A retired dataset never retrains: the alarm is recorded as a ``retired`` skip."""
     dataset = trigger.dataset
+    retirement = registry.retirement(dataset)
+    if retirement is not None:
+        return _skip(
+            guards,
+            trigger,
+            now,
+            "retired",
+            f"dataset retired on {retirement.at.isoformat()} by {retirement.actor}: "
+            f"{retirement.reason}",
+        )
     try:
         data = current_data(store, raw_bucket, artifacts_bucket, dataset)
     except ContractError as error:
@@ -166,12 +179,18 @@ def on_run_end(event: dict[str, Any], *, guards: GuardStore) -> DecisionRecord |
 
 
 def _no_data(guards: GuardStore, trigger: Trigger, now: datetime, reason: str) -> DecisionRecord:
+    return _skip(guards, trigger, now, "no_data", f"no data: {reason}")
+
+
+def _skip(
+    guards: GuardStore, trigger: Trigger, now: datetime, guard: GuardCode, reason: str
+) -> DecisionRecord:
     record = DecisionRecord(
         dataset=trigger.dataset,
         at=now,
         outcome="skipped",
-        guard="no_data",
-        reason=f"no data: {reason}",
+        guard=guard,
+        reason=reason,
         event_id=trigger.event_id,
         source=trigger.source,
         trigger_reason=trigger.reason,

@@ -38,7 +38,17 @@ class ModelStatus(StrEnum):
     RETIRED = "retired"
 
 
-AuditAction = Literal["registered", "promoted", "rolled_back", "retired", "rejected", "run_failed"]
+AuditAction = Literal[
+    "registered",
+    "promoted",
+    "rolled_back",
+    "retired",
+    "rejected",
+    "run_failed",
+    "dataset_retired",
+    "dataset_unretired",
+    "dataset_purged",
+]
 
 
 class _Record(BaseModel):
@@ -91,6 +101,19 @@ class AuditEntry(_Record):
     reason: str
     previous_live: int | None = None
     run_name: str | None = None
+
+
+class DatasetRetirement(_Record):
+    """A dataset an operator retired: it no longer serves, drifts, retrains or takes uploads.
+
+    Its versions, artifacts and audit trail are kept; ``live_version`` is the version that was
+    live when it was retired (still recorded as live, no longer served)."""
+
+    dataset: str
+    at: AwareDatetime
+    actor: str
+    reason: str
+    live_version: int | None = None
 
 
 class RegistryError(SluiceError):
@@ -160,6 +183,31 @@ class ModelRegistry(ABC):
     @abstractmethod
     def audit(self, dataset: str) -> list[AuditEntry]:
         """The dataset's audit trail, oldest first."""
+
+    @abstractmethod
+    def retire_dataset(self, dataset: str, *, actor: str, reason: str) -> DatasetRetirement:
+        """Mark the dataset retired, with a ``dataset_retired`` audit entry; retiring a retired
+        dataset returns the first retirement unchanged and writes nothing."""
+
+    @abstractmethod
+    def unretire_dataset(self, dataset: str, *, actor: str, reason: str) -> DatasetRetirement:
+        """Lift the retirement (``dataset_unretired`` audit entry) and return what it was.
+        Raises ``InvalidTransitionError`` when the dataset is not retired."""
+
+    @abstractmethod
+    def retirement(self, dataset: str) -> DatasetRetirement | None:
+        """The dataset's retirement, or None while it is in service."""
+
+    @abstractmethod
+    def active_datasets(self) -> list[str]:
+        """``datasets()`` less the retired ones: what drift, alarms and listings go over."""
+
+    @abstractmethod
+    def purge(self, dataset: str, *, actor: str, reason: str) -> int:
+        """Delete every record of a retired dataset (versions, live pointer, counter, runs, audit
+        trail, retirement, retraining guard state) and leave one ``dataset_purged`` audit entry
+        saying who purged how many records; returns that number. Raises
+        ``InvalidTransitionError`` unless the dataset is retired."""
 
     def rollback(
         self, dataset: str, to_version: int | None, *, actor: str, reason: str

@@ -8,7 +8,8 @@ once. The sort key ``sk`` says what the item is:
 - ``LIVE``: the live pointer, the only item the inference function reads (one GetItem);
 - ``COUNTER``: the last version number handed out;
 - ``RUN#<run name>``: the version a run registered, which makes ``register`` idempotent;
-- ``AUDIT#<UTC timestamp>#<sequence>``: the audit trail, in the order it was written.
+- ``AUDIT#<UTC timestamp>#<sequence>``: the audit trail, in the order it was written;
+- ``RETIRED``: present while an operator has retired the dataset.
 
 docs/registry.md explains each condition. Numbers travel as strings (``{"N": "0.93"}``) through
 the low-level client, ``summary`` as a JSON string, so no ``Decimal`` leaks into the records.
@@ -27,6 +28,7 @@ from botocore.exceptions import ClientError
 from functions.shared.registry import (
     AuditAction,
     AuditEntry,
+    DatasetRetirement,
     InvalidTransitionError,
     LivePointer,
     ModelRegistry,
@@ -52,6 +54,8 @@ COUNTER = "COUNTER"
 MODEL_PREFIX = "MODEL#"
 RUN_PREFIX = "RUN#"
 AUDIT_PREFIX = "AUDIT#"
+RETIRED = "RETIRED"
+_BATCH_WRITE_LIMIT = 25  # items per BatchWriteItem
 
 # A condition can fail because another writer got there first (ConditionalCheckFailed) or because
 # another transaction held one of the items at that moment (TransactionConflict): both mean "read
@@ -291,6 +295,104 @@ class DynamoDBRegistry(ModelRegistry):
         put = self._audit_put(dataset, "run_failed", None, actor, reason, run_name=run_name)
         self._db.put_item(**put["Put"])
 
+    def retire_dataset(self, dataset: str, *, actor: str, reason: str) -> DatasetRetirement:
+        """Put ``RETIRED`` if absent, with its audit entry, in one transaction; a concurrent or
+        earlier retirement wins and is returned."""
+        existing = self.retirement(dataset)
+        if existing is not None:
+            return existing
+        live = self.live(dataset)
+        now = self._clock()
+        retirement = DatasetRetirement(
+            dataset=dataset,
+            at=now,
+            actor=actor,
+            reason=reason,
+            live_version=None if live is None else live.version,
+        )
+        items = [
+            {
+                "Put": {
+                    "TableName": self._table,
+                    "Item": item_key(dataset, RETIRED)
+                    | _encode(retirement.model_dump(mode="json", exclude={"dataset"})),
+                    "ConditionExpression": "attribute_not_exists(pk)",
+                }
+            },
+            self._audit_put(
+                dataset,
+                "dataset_retired",
+                None,
+                actor,
+                reason,
+                previous_live=retirement.live_version,
+                at=now,
+            ),
+        ]
+        if self._transact(items):
+            return retirement
+        winner = self.retirement(dataset)
+        if winner is None:
+            raise RegistryError(f"could not retire '{dataset}': the table kept changing")
+        return winner
+
+    def unretire_dataset(self, dataset: str, *, actor: str, reason: str) -> DatasetRetirement:
+        existing = self.retirement(dataset)
+        if existing is None:
+            raise InvalidTransitionError(f"dataset '{dataset}' is not retired")
+        items = [
+            {
+                "Delete": {
+                    "TableName": self._table,
+                    "Key": item_key(dataset, RETIRED),
+                    "ConditionExpression": "attribute_exists(pk)",
+                }
+            },
+            self._audit_put(dataset, "dataset_unretired", None, actor, reason),
+        ]
+        if not self._transact(items):
+            raise InvalidTransitionError(f"dataset '{dataset}' is not retired")
+        return existing
+
+    def purge(self, dataset: str, *, actor: str, reason: str) -> int:
+        """Query every item of the partition and delete them in batches of 25, then write the
+        ``dataset_purged`` entry: the one record left, so the purge itself stays on record."""
+        if self.retirement(dataset) is None:
+            raise InvalidTransitionError(
+                f"dataset '{dataset}' is not retired; retire it before purging it"
+            )
+        request: dict[str, Any] = {
+            "TableName": self._table,
+            "KeyConditionExpression": "pk = :pk",
+            "ExpressionAttributeValues": {":pk": {"S": dataset}},
+            "ProjectionExpression": "pk, sk",
+            "ConsistentRead": True,
+        }
+        keys = [item for page in _pages(self._db.query, request) for item in page]
+        for start in range(0, len(keys), _BATCH_WRITE_LIMIT):
+            pending: dict[str, Any] = {
+                self._table: [
+                    {"DeleteRequest": {"Key": key}}
+                    for key in keys[start : start + _BATCH_WRITE_LIMIT]
+                ]
+            }
+            for _ in range(_MAX_ATTEMPTS):
+                pending = self._db.batch_write_item(RequestItems=pending).get(
+                    "UnprocessedItems", {}
+                )
+                if not pending:
+                    break
+            else:
+                raise RegistryError(
+                    f"purge of '{dataset}' in {self._table}: DynamoDB left "
+                    f"{len(pending[self._table])} deletions unprocessed after {_MAX_ATTEMPTS} tries"
+                )
+        put = self._audit_put(
+            dataset, "dataset_purged", None, actor, f"{reason} ({len(keys)} records deleted)"
+        )
+        self._db.put_item(**put["Put"])
+        return len(keys)
+
     # -- reads ----------------------------------------------------------------------------------
 
     def get(self, dataset: str, version: int) -> ModelVersion:
@@ -319,6 +421,31 @@ class DynamoDBRegistry(ModelRegistry):
         for page in _pages(self._db.scan, request):
             found.update(item["pk"]["S"] for item in page)
         return sorted(found)
+
+    def active_datasets(self) -> list[str]:
+        """One Scan for the ``COUNTER`` and ``RETIRED`` items: datasets with a version, less
+        the retired ones."""
+        counted: set[str] = set()
+        retired: set[str] = set()
+        request: dict[str, Any] = {
+            "TableName": self._table,
+            "ProjectionExpression": "pk, sk",
+            "FilterExpression": "sk IN (:counter, :retired)",
+            "ExpressionAttributeValues": {
+                ":counter": {"S": COUNTER},
+                ":retired": {"S": RETIRED},
+            },
+            "ConsistentRead": True,
+        }
+        for page in _pages(self._db.scan, request):
+            for item in page:
+                (retired if item["sk"]["S"] == RETIRED else counted).add(item["pk"]["S"])
+        return sorted(counted - retired)
+
+    def retirement(self, dataset: str) -> DatasetRetirement | None:
+        """One GetItem of ``RETIRED``."""
+        item = self._get_item(dataset, RETIRED)
+        return None if item is None else DatasetRetirement(**_decode(item))
 
     def live(self, dataset: str) -> LivePointer | None:
         """One GetItem: what the inference function does on every model refresh."""

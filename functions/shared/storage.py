@@ -85,6 +85,12 @@ class ObjectStore(ABC):
         reads the whole object; adapters for real stores override it with a ranged read."""
         return self.get_bytes(bucket, key)[:max_bytes]
 
+    def purge_prefix(self, bucket: str, prefix: str) -> int:
+        """Delete every object under ``prefix`` for good: every version and delete marker of a
+        versioned bucket, not only the current objects. Returns how many were deleted. Only
+        ``sluice retire --purge`` calls it; stores that never serve a purge keep this refusal."""
+        raise NotImplementedError(f"{type(self).__name__} cannot purge")
+
 
 def sha256_stream(source: BinaryIO, sink: BinaryIO | None = None) -> str:
     digest = hashlib.sha256()
@@ -161,6 +167,33 @@ class S3ObjectStore(ObjectStore):
                 raise ObjectNotFoundError(bucket, key, version_id) from exc
             raise
         return response
+
+    def purge_prefix(self, bucket: str, prefix: str) -> int:
+        """ListObjectVersions pages, each deleted with DeleteObjects (1000 keys a call, S3's
+        most); a key S3 reports it could not delete fails the purge, naming it."""
+        deleted = 0
+        for page in self._s3.get_paginator("list_object_versions").paginate(
+            Bucket=bucket, Prefix=prefix
+        ):
+            targets = [
+                {"Key": entry["Key"], "VersionId": entry["VersionId"]}
+                for entry in page.get("Versions", []) + page.get("DeleteMarkers", [])
+            ]
+            for start in range(0, len(targets), 1000):
+                batch = targets[start : start + 1000]
+                response = self._s3.delete_objects(
+                    Bucket=bucket, Delete={"Objects": batch, "Quiet": True}
+                )
+                errors = response.get("Errors", [])
+                if errors:
+                    first = errors[0]
+                    raise RuntimeError(
+                        f"purge of s3://{bucket}/{prefix}: {len(errors)} objects not deleted, "
+                        f"first s3://{bucket}/{first.get('Key')}: {first.get('Code')} "
+                        f"{first.get('Message')}"
+                    )
+                deleted += len(batch)
+        return deleted
 
 
 def _real_version(version_id: str | None) -> str | None:

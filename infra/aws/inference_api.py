@@ -70,6 +70,7 @@ class InferenceApi(Construct):
         )
         role = self.inference.role
         role.add_to_policy(registry.reader())
+        role.add_to_policy(registry.lister())  # GET /v1/models
         grant_read(role, storage.artifacts, "*/models/*")
         grant_write(role, storage.artifacts, "*/capture/*")  # the sample the drift job reads
         grant_write(role, storage.artifacts, "*/feedback/*")  # true labels, for live quality

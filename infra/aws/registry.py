@@ -13,7 +13,7 @@ from functions.shared.registry_dynamodb import TABLE_KEY_SCHEMA
 from infra.topology import Topology
 
 # What DynamoDBRegistry calls (TransactWriteItems and TransactGetItems are authorised per item
-# by these); Scan is for the operators' `sluice models`, not for the functions.
+# by these); Scan is for the operators' `sluice models` and the API's `GET /v1/models` only.
 READ_ACTIONS = ["dynamodb:GetItem", "dynamodb:Query"]
 WRITE_ACTIONS = ["dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:ConditionCheckItem"]
 # What DynamoDBGuardStore calls (functions/retrain/guard_store.py): GetItem, Query, and PutItem,
@@ -50,6 +50,10 @@ class Registry(Construct):
 
     def reader(self) -> iam.PolicyStatement:
         return iam.PolicyStatement(actions=READ_ACTIONS, resources=[self.table.table_arn])
+
+    def lister(self) -> iam.PolicyStatement:
+        """``active_datasets()``: one Scan of the table, for the API's ``GET /v1/models``."""
+        return iam.PolicyStatement(actions=["dynamodb:Scan"], resources=[self.table.table_arn])
 
     def writer(self) -> iam.PolicyStatement:
         return iam.PolicyStatement(

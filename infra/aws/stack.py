@@ -47,6 +47,8 @@ class SluiceStack(Stack):
         self.storage = Storage(self, "Storage", topology=topology)
         self.registry = Registry(self, "Registry", topology=topology)
         self.ingest = Ingest(self, "Ingest", topology=topology, storage=self.storage, layers=layers)
+        # preprocess reads a dataset's retirement (an upload to a retired dataset is refused)
+        self.ingest.preprocess.role.add_to_policy(self.registry.reader())
         self.pipeline = TrainingPipeline(
             self,
             "Pipeline",

@@ -495,10 +495,10 @@ class LocalStack:
             self._attempt(event, "retrain", None)
 
     def _watched_datasets(self) -> list[str]:
-        """Datasets with a live model: the ones whose alarms mean something."""
+        """Datasets in service with a version: the ones whose alarms mean something."""
         from functions.drift import handler as drift
 
-        return list(drift._deps()[2].datasets())
+        return list(drift._deps()[2].active_datasets())
 
     def _save_periodically(self) -> None:
         while not self._stopping.wait(SNAPSHOT_SECONDS):

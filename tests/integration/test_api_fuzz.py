@@ -71,6 +71,7 @@ EXAMPLES = {
     "/v1/models/{dataset}": 150,
     "/v1/models/{dataset}/versions/{version}": 150,
     "/v1/models/{dataset}/metadata": 150,
+    "/v1/models": 50,
 }
 # ``GET /v1/openapi.json`` is the document's own location, which schemathesis leaves out of the
 # operations it fuzzes; the loader's fetch of it is the test that it is served.

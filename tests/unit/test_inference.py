@@ -748,6 +748,7 @@ def test_the_openapi_document_is_served_and_documents_every_route(api: Api) -> N
     assert document["info"]["title"] == "sluice prediction API"
     paths = document["paths"]
     assert set(paths) == {
+        "/v1/models",
         "/v1/models/{dataset}",
         "/v1/models/{dataset}/versions/{version}",
         "/v1/models/{dataset}/metadata",
@@ -773,7 +774,17 @@ def test_the_openapi_document_is_served_and_documents_every_route(api: Api) -> N
     dataset_param = predict["parameters"][0]
     assert dataset_param["schema"]["pattern"].startswith("^[A-Za-z0-9]")
     feedback = paths["/v1/models/{dataset}:feedback"]["post"]
-    assert set(feedback["responses"]) == {"202", "400", "403", "404", "413", "415", "422", "503"}
+    assert set(feedback["responses"]) == {
+        "202",
+        "400",
+        "403",
+        "404",
+        "410",
+        "413",
+        "415",
+        "422",
+        "503",
+    }
     feedback_schema = feedback["requestBody"]["content"]["application/json"]["schema"]
     assert feedback_schema["required"] == ["feedback"]
     item = feedback_schema["properties"]["feedback"]["items"]  # inlined: no dangling $ref

@@ -18,7 +18,7 @@ from functions.retrain.logic import RetrainEventError, on_alarm, on_run_end, par
 from functions.shared import layout
 from functions.shared.orchestration import RunInput
 from tests.builders import ARTIFACTS, RAW, churn_frame, contract_bytes, csv_bytes, upload_of
-from tests.fakes import InMemoryObjectStore, RecordingOrchestrator
+from tests.fakes import InMemoryObjectStore, InMemoryRegistry, RecordingOrchestrator
 
 EVENTS = Path(__file__).parents[2] / "events"
 NOW = datetime(2026, 11, 22, 9, 5, tzinfo=UTC)
@@ -41,6 +41,7 @@ class World:
         self.store = InMemoryObjectStore()
         self.pipeline = RecordingOrchestrator()
         self.guards = InMemoryGuardStore()
+        self.registry = InMemoryRegistry()
         self.policy = GuardPolicy()
 
     def upload(self, rows: int = 400, name: str = "part-1.csv") -> RunInput:
@@ -65,6 +66,7 @@ class World:
             store=self.store,
             guards=self.guards,
             orchestrator=self.pipeline,
+            registry=self.registry,
             policy=self.policy,
             raw_bucket=RAW,
             artifacts_bucket=ARTIFACTS,
@@ -167,6 +169,20 @@ def test_no_contract_no_data_or_an_incomplete_version_is_a_no_data_skip(world: W
     assert (record.outcome, record.guard) == ("skipped", "no_data")
     assert "2 files" in record.reason and "being preprocessed, or was rejected" in record.reason
     assert not any(name.startswith("retrain-") for name in world.pipeline.runs)
+
+
+def test_an_alarm_for_a_retired_dataset_is_a_retired_skip_and_starts_nothing(
+    world: World,
+) -> None:
+    # Given a dataset with complete data, then retired by an operator
+    world.upload()
+    world.registry.retire_dataset("churn", actor="cli:ana", reason="product closed")
+    # When its drift alarm fires
+    record = world.alarm()
+    # Then nothing starts and the decision says why
+    assert (record.outcome, record.guard) == ("skipped", "retired")
+    assert "product closed" in record.reason and "cli:ana" in record.reason
+    assert world.pipeline.running("churn") == []
 
 
 def test_a_broken_contract_is_a_no_data_skip_naming_the_problem(world: World) -> None:
