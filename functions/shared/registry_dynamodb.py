@@ -58,7 +58,7 @@ AUDIT_PREFIX = "AUDIT#"
 # again and decide", anything else is a real error.
 _RETRYABLE_REASONS = frozenset({"ConditionalCheckFailed", "TransactionConflict"})
 _MAX_ATTEMPTS = 5
-_JSON_FIELDS = frozenset({"summary"})
+_JSON_FIELDS = frozenset({"summary", "gate_reasons"})
 
 
 def create_table(client: Any, table_name: str) -> None:
