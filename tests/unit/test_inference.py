@@ -426,6 +426,18 @@ def test_a_content_type_other_than_json_is_a_415(api: Api, content_type: str) ->
     assert_error(reply, 415, "unsupported_media_type", mentions=content_type)
 
 
+def test_a_form_content_type_is_a_415_that_says_how_to_fix_curl(api: Api) -> None:
+    # When JSON is posted as curl -d sends it without a Content-Type header
+    for path in (f"/v1/models/{DATASET}:predict", f"/v1/models/{DATASET}:feedback"):
+        reply = api.call(
+            "POST", path, '{"instances": []}', {"content-type": "application/x-www-form-urlencoded"}
+        )
+        # Then the 415 names the header to add
+        assert_error(
+            reply, 415, "unsupported_media_type", mentions="-H 'content-type: application/json'"
+        )
+
+
 @pytest.mark.parametrize("headers", [{"content-type": "application/json; charset=utf-8"}, {}])
 def test_json_with_parameters_or_no_content_type_is_accepted(
     api: Api, trained_models: dict[str, TrainedModel], headers: dict[str, str]
