@@ -295,9 +295,15 @@ def _parser() -> argparse.ArgumentParser:
     promote.add_argument("--force", action="store_true", help="allow a version the gate rejected")
     promote.set_defaults(run=_promote)
 
-    rollback = operator("rollback", "put an earlier (retired) model version back in service")
+    rollback = operator(
+        "rollback", "undo: put back the version that was live before the current one"
+    )
     rollback.add_argument("dataset")
-    rollback.add_argument("--to", type=int, help="version (default: the most recent retired)")
+    rollback.add_argument(
+        "--to",
+        type=int,
+        help="a retired version (default: the one live before the current, per the audit trail)",
+    )
     rollback.add_argument("--reason", required=True, help="why: kept in the audit trail")
     rollback.set_defaults(run=_rollback)
 
@@ -697,13 +703,15 @@ def _models(args: argparse.Namespace) -> int:
             )
         )
         return EXIT_OK
-    print(f"{'VERSION':>7}  {'STATUS':<9}  {'METRIC':<20}  {'CREATED':<20}  RUN")
+    # STATUS is the lifecycle (an operator can force a refused version live); GATE is the
+    # gate's verdict at evaluation, which nothing changes afterwards.
+    print(f"{'VERSION':>7}  {'STATUS':<9}  {'GATE':<7}  {'METRIC':<20}  {'CREATED':<20}  RUN")
     for v in versions:
         value = "n/a" if v.metric_value is None else f"{v.metric_value:.4f}"
         marker = "*" if live and live.version == v.version else " "
         print(
-            f"{v.version:>6}{marker}  {v.status.value:<9}  {v.metric + ' ' + value:<20}  "
-            f"{v.created_at:%Y-%m-%d %H:%M:%S}  {v.run_name}"
+            f"{v.version:>6}{marker}  {v.status.value:<9}  {v.gate or '-':<7}  "
+            f"{v.metric + ' ' + value:<20}  {v.created_at:%Y-%m-%d %H:%M:%S}  {v.run_name}"
         )
     print("\naudit:")
     for entry in audit:
@@ -730,6 +738,7 @@ def _change(args: argparse.Namespace, operation: str) -> int:
     try:
         current = registry.live(dataset)
         previous = current.version if current else None
+        why = None
         if operation == "promote":
             pointer = registry.promote(
                 dataset,
@@ -740,9 +749,10 @@ def _change(args: argparse.Namespace, operation: str) -> int:
                 force=args.force,
             )
         else:
-            pointer = registry.rollback(
+            rollback = registry.rollback(
                 dataset, args.to, actor=_operator_actor(), reason=args.reason
             )
+            pointer, previous, why = rollback.pointer, rollback.from_version, rollback.why
     except RegistryError as exc:
         if args.json:
             print(json.dumps({"ok": False, "error": type(exc).__name__, "message": str(exc)}))
@@ -752,9 +762,19 @@ def _change(args: argparse.Namespace, operation: str) -> int:
     if args.json:
         print(
             json.dumps(
-                {"ok": True, "previous_live": previous, "live": pointer.model_dump(mode="json")},
+                {
+                    "ok": True,
+                    "previous_live": previous,
+                    "live": pointer.model_dump(mode="json"),
+                }
+                | ({} if why is None else {"why": why}),
                 indent=2,
             )
+        )
+    elif why is not None:
+        print(
+            f"{dataset}: rolled back from version {previous} to version {pointer.version}: "
+            f"{why}; generation {pointer.generation}"
         )
     else:
         print(

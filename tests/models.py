@@ -18,7 +18,7 @@ from functions.shared.features import DatasetSchema, FeatureSpec
 from functions.shared.model_card import MODEL_CARD_FILE, MODEL_FILE, ModelCard
 from functions.shared.orchestration import StoppingCondition
 from functions.shared.pipeline_state import PipelineState, TrainingOutcome
-from functions.shared.registry import ModelRegistry, NewModelVersion
+from functions.shared.registry import GateVerdict, ModelRegistry, NewModelVersion
 from functions.shared.runs import training_job_name
 from functions.shared.storage import ObjectStore, s3_uri
 from functions.training.script_mode import Hyperparameters, SageMakerPaths
@@ -195,6 +195,7 @@ def publish_live(
     dataset: str | None = None,
     promote: bool = True,
     metric_value: float = 0.9,
+    gate: GateVerdict | None = None,
 ) -> int:
     """A model as a promotion leaves it: its files in the artifacts bucket, a version registered
     and (unless ``promote`` is false) live. ``onnx`` replaces the file, not the sha256 the
@@ -216,6 +217,8 @@ def publish_live(
             sha256=model.card.onnx.sha256,
             metric=model.card.metric,
             metric_value=metric_value,
+            gate=gate,
+            gate_reasons=[f"gate {gate} (test)"] if gate else [],
         ),
         actor="test",
     ).version

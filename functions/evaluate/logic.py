@@ -168,7 +168,9 @@ def evaluate(
             sha256=card.onnx.sha256,
             metric=state.metric,
             metric_value=challenger_score.metric_value,
-            summary=_summary(card, challenger_score, decision.passed),
+            summary=_summary(card, challenger_score),
+            gate="passed" if decision.passed else "refused",
+            gate_reasons=decision.reasons,
         ),
         actor=state.actor,
     )
@@ -414,11 +416,10 @@ def _as_json(report: Mapping[str, object]) -> dict[str, JsonValue]:
     return loaded
 
 
-def _summary(card: ModelCard, score: ModelScore, passed: bool) -> dict[str, JsonValue]:
+def _summary(card: ModelCard, score: ModelScore) -> dict[str, JsonValue]:
     summary: dict[str, JsonValue] = {
         "chosen": card.chosen,
         "test_metric": score.metric_value,
-        "gate_passed": passed,
         "features": len(card.features),
         "onnx_bytes": card.onnx.bytes,
     }

@@ -37,12 +37,15 @@ from functions.inference.errors import (
     InvalidFeedbackError,
     MalformedRequestError,
     TooManyFeedbackItemsError,
-    UnsupportedMediaTypeError,
     invalid_request,
     summary,
 )
 from functions.inference.logic import live_served
-from functions.inference.models import is_json_media_type, parse_json_object
+from functions.inference.models import (
+    is_json_media_type,
+    parse_json_object,
+    unsupported_media_type,
+)
 from functions.shared.features import json_type, normalise_category
 from functions.shared.layout import feedback_hour_prefix
 from functions.shared.model_card import ModelCard
@@ -101,9 +104,7 @@ def parse_feedback_request(body: str | None, content_type: str | None) -> Feedba
     TooManyFeedbackItemsError, InvalidRequestError
     """
     if not is_json_media_type(content_type):
-        raise UnsupportedMediaTypeError(
-            f"Content-Type '{content_type}' is not supported; send application/json"
-        )
+        raise unsupported_media_type(content_type)
     if not body:
         raise MalformedRequestError(
             f"the request body is empty; send a JSON object such as {_EXAMPLE}"

@@ -151,15 +151,23 @@ def version_status(cache: ModelCache, dataset: str, version: int) -> ModelStatus
             model_version_status=[_status(version, "END", "UNAVAILABLE", failure)]
         )
     reason = f": {record.status_reason}" if record.status_reason else ""
+    # A version the gate refused stays refused once an operator forced it live (and after).
+    refused = ""
+    if record.gate == "refused":
+        why = f" ({'; '.join(record.gate_reasons)})" if record.gate_reasons else ""
+        refused = f"the gate refused it{why}; an operator forced it live"
     match record.status:
         case ModelStatus.LIVE:
-            status = _status(version, "AVAILABLE")
+            status = _status(version, "AVAILABLE", message=refused)
         case ModelStatus.CANDIDATE:
             status = _status(
                 version, "START", message="candidate awaiting the gate; served only when pinned"
             )
         case ModelStatus.RETIRED:
-            status = _status(version, "END", message=f"retired{reason}; served only when pinned")
+            refused = f"; {refused}" if refused else ""
+            status = _status(
+                version, "END", message=f"retired{reason}{refused}; served only when pinned"
+            )
         case ModelStatus.REJECTED:
             status = _status(
                 version, "END", "FAILED_PRECONDITION", f"rejected by the gate{reason}; never served"

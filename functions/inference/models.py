@@ -34,6 +34,7 @@ MAX_BODY_BYTES = 1024 * 1024
 # with its quotes. A category longer than that makes the estimate optimistic.
 NUMERIC_VALUE_BYTES = 24
 CATEGORICAL_VALUE_BYTES = 34
+FORM_MEDIA_TYPE = "application/x-www-form-urlencoded"  # what `curl -d` sends by default
 
 # TF Serving's model states (tensorflow_serving/apis/get_model_status.proto).
 ModelState = Literal["START", "LOADING", "AVAILABLE", "UNLOADING", "END", "UNKNOWN"]
@@ -72,6 +73,17 @@ def parse_version(value: str) -> int:
     return int(value)
 
 
+def unsupported_media_type(content_type: str | None) -> UnsupportedMediaTypeError:
+    """The 415, with the fix for the usual cause: ``curl -d`` without a Content-Type header sends
+    ``application/x-www-form-urlencoded`` (docs/decisions.md: such a body is not read as JSON)."""
+    hint = ""
+    if (content_type or "").partition(";")[0].strip().lower() == FORM_MEDIA_TYPE:
+        hint = " (curl -d sends that: add -H 'content-type: application/json')"
+    return UnsupportedMediaTypeError(
+        f"Content-Type '{content_type}' is not supported; send application/json{hint}"
+    )
+
+
 def is_json_media_type(content_type: str | None) -> bool:
     """True for ``application/json``, with or without parameters (``; charset=utf-8``), and
     for no Content-Type at all (curl without ``-H``)."""
@@ -93,9 +105,7 @@ def parse_predict_request(body: str | None, content_type: str | None) -> Predict
     UnsupportedMediaTypeError, PayloadTooLargeError, MalformedRequestError, InvalidRequestError
     """
     if not is_json_media_type(content_type):
-        raise UnsupportedMediaTypeError(
-            f"Content-Type '{content_type}' is not supported; send application/json"
-        )
+        raise unsupported_media_type(content_type)
     if not body:
         raise MalformedRequestError(
             'the request body is empty; send a JSON object such as {"instances": [{...}]}'

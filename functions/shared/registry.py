@@ -21,10 +21,11 @@ Rules every adapter enforces atomically:
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from datetime import UTC
 from enum import StrEnum
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, JsonValue
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, JsonValue, model_validator
 
 from functions.shared.errors import SluiceError
 
@@ -37,6 +38,8 @@ class ModelStatus(StrEnum):
     REJECTED = "rejected"
     RETIRED = "retired"
 
+
+GateVerdict = Literal["passed", "refused"]
 
 AuditAction = Literal[
     "registered",
@@ -69,6 +72,11 @@ class NewModelVersion(_Record):
     metric: str
     metric_value: float | None  # the contract metric on the test split (None: not measurable)
     summary: dict[str, JsonValue] = Field(default_factory=dict)  # a few headline figures
+    # The gate's verdict on this version at evaluation, and its reasons. Kept apart from
+    # ``status`` (the lifecycle) and never changed: a version the gate refused and an operator
+    # forced live, then retired, is still listed as refused. ``None``: registered without one.
+    gate: GateVerdict | None = None
+    gate_reasons: list[str] = Field(default_factory=list)
 
 
 class ModelVersion(NewModelVersion):
@@ -77,6 +85,17 @@ class ModelVersion(NewModelVersion):
     created_at: AwareDatetime
     updated_at: AwareDatetime
     status_reason: str = ""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _gate_from_old_summary(cls, data: Any) -> Any:
+        """Records written before ``gate`` existed kept the verdict as ``summary.gate_passed``."""
+        if isinstance(data, dict) and data.get("gate") is None:
+            summary = data.get("summary")
+            passed = summary.get("gate_passed") if isinstance(summary, dict) else None
+            if isinstance(passed, bool):
+                return data | {"gate": "passed" if passed else "refused"}
+        return data
 
 
 class LivePointer(_Record):
@@ -211,33 +230,29 @@ class ModelRegistry(ABC):
 
     def rollback(
         self, dataset: str, to_version: int | None, *, actor: str, reason: str
-    ) -> LivePointer:
-        """Put an earlier version back in service; by default the most recent retired one.
+    ) -> Rollback:
+        """Undo the last change of the live pointer, or put a named earlier version back.
 
-        Only a version that served before (``retired``) can be rolled back to.
+        Without ``to_version``, the target is the version that was live immediately before the
+        current one, as the audit trail's last ``promoted``/``rolled_back`` entry records it,
+        whatever made the current one live (the gate, an operator's promotion of an older
+        version, a rollback: a second rollback undoes the first). Only a version that served
+        before (``retired``) can be rolled back to.
         """
         current = self.live(dataset)
         if current is None:
             raise InvalidTransitionError(f"dataset '{dataset}' has no live model to roll back")
         if to_version is None:
-            earlier = [
-                v
-                for v in self.versions(dataset)
-                if v.status is ModelStatus.RETIRED and v.version < current.version
-            ]
-            if not earlier:
-                raise InvalidTransitionError(
-                    f"dataset '{dataset}' has no retired version before live version "
-                    f"{current.version} to roll back to"
-                )
-            to_version = earlier[-1].version
+            to_version, why = _live_before(dataset, current.version, self.audit(dataset))
+        else:
+            why = f"version {to_version} was named"
         target = self.get(dataset, to_version)
         if target.status is not ModelStatus.RETIRED:
             raise InvalidTransitionError(
                 f"version {to_version} of '{dataset}' is {target.status.value}; only a retired "
                 "version (one that served before) can be rolled back to"
             )
-        return self.promote(
+        pointer = self.promote(
             dataset,
             to_version,
             expected_live=current.version,
@@ -245,3 +260,40 @@ class ModelRegistry(ABC):
             reason=reason,
             action="rolled_back",
         )
+        return Rollback(pointer=pointer, from_version=current.version, why=why)
+
+
+class Rollback(_Record):
+    """What a rollback did: the pointer it wrote, the version it replaced, and why that target."""
+
+    pointer: LivePointer
+    from_version: int
+    why: str  # e.g. "version 2 was live until pipeline:run-c promoted version 3 at ... (...)"
+
+
+def _live_before(dataset: str, live: int, trail: list[AuditEntry]) -> tuple[int, str]:
+    """The version live immediately before ``live``, from the audit entry that made it live.
+
+    Every pointer change writes its audit entry in the same transaction, so the last
+    ``promoted``/``rolled_back`` entry names the live version and, in ``previous_live``, the one
+    it replaced.
+    """
+    changes = [e for e in trail if e.action in ("promoted", "rolled_back")]
+    if not changes or changes[-1].version != live:
+        found = "none" if not changes else f"version {changes[-1].version}"
+        raise PromotionConflictError(
+            f"'{dataset}': live version {live} is not the one the audit trail's last change made "
+            f"live ({found}); the pointer moved while reading, try again"
+        )
+    last = changes[-1]
+    verb = "promoted" if last.action == "promoted" else "rolled back to"
+    when = f"{last.at.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC"
+    if last.previous_live is None:
+        raise InvalidTransitionError(
+            f"dataset '{dataset}': nothing was live before version {live} ({last.actor} "
+            f"{verb} it first, at {when}); nothing to roll back to"
+        )
+    return last.previous_live, (
+        f"version {last.previous_live} was live until {last.actor} {verb} version {live} "
+        f"at {when} ({last.reason})"
+    )

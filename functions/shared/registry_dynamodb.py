@@ -62,7 +62,7 @@ _BATCH_WRITE_LIMIT = 25  # items per BatchWriteItem
 # again and decide", anything else is a real error.
 _RETRYABLE_REASONS = frozenset({"ConditionalCheckFailed", "TransactionConflict"})
 _MAX_ATTEMPTS = 5
-_JSON_FIELDS = frozenset({"summary"})
+_JSON_FIELDS = frozenset({"summary", "gate_reasons"})
 
 
 def create_table(client: Any, table_name: str) -> None:

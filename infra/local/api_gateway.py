@@ -24,6 +24,7 @@ import logging
 import re
 import socket
 import ssl
+import sys
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -95,6 +96,14 @@ class _Server(ThreadingHTTPServer):
         host, port = self.server_address[:2]
         scheme = "http" if self.ssl_context is None else "https"
         return f"{scheme}://{host!s}:{port}"
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that hung up (``curl -f`` leaves on an error status and resets its keep-alive
+        connection) is not the gateway's error: socketserver would print a traceback for it on
+        ``sluice up``'s console."""
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)
 
     def finish_request(self, request: Any, client_address: Any) -> None:
         """Runs in the connection's thread (the listening socket stays plain, so accepting

@@ -31,7 +31,8 @@ TOPOLOGY = Topology(stage="clitest")
 
 @pytest.fixture
 def deployment(trained_models: dict[str, TrainedModel]) -> Iterator[DynamoDBRegistry]:
-    """A stage with three evaluated versions of the binary model: 1 retired, 2 live, 3 rejected."""
+    """A stage with three evaluated versions of the binary model: 1 retired, 2 live, 3 refused by
+    the gate (its threshold out of reach) and rejected."""
     environment = dict(os.environ)  # `sluice predict` sets the inference function's environment
     with mock_aws():
         s3 = boto3.client("s3", region_name=TOPOLOGY.region)
@@ -41,7 +42,10 @@ def deployment(trained_models: dict[str, TrainedModel]) -> Iterator[DynamoDBRegi
         registry = DynamoDBRegistry(dynamodb, TOPOLOGY.registry_table)
         store = S3ObjectStore(s3)
         for n in (1, 2, 3):
-            state = stage_run(store, trained_models["binary"], run_name=f"run-{n}")
+            threshold = 0.9999 if n == 3 else None
+            state = stage_run(
+                store, trained_models["binary"], run_name=f"run-{n}", threshold=threshold
+            )
             evaluate(state, store=store, registry=registry, clock=fixed_now)
         registry.promote("binary", 1, expected_live=None, actor="test", reason="first")
         registry.promote("binary", 2, expected_live=1, actor="test", reason="better")
@@ -112,6 +116,41 @@ def test_promoting_a_rejected_version_needs_force(
 
     forced = _json(capsys, "promote", "binary", "3", "--reason", "operator override", "--force")
     assert forced["live"]["version"] == 3
+
+
+def test_rollback_says_from_which_version_to_which_and_why(
+    deployment: DynamoDBRegistry, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given 2 live after 1, and an operator who promoted 1 again over 2
+    _json(capsys, "promote", "binary", "1", "--reason", "compare with the old one")
+    # When rolling back / Then 2, which 1 replaced, is back, and the line says why
+    code, out, err = _run(capsys, "rollback", "binary", "--reason", "undo")
+    assert code == 0, err
+    assert out.startswith("binary: rolled back from version 1 to version 2: version 2 was live ")
+    assert "promoted version 1" in out and "(compare with the old one)" in out
+    # And a second rollback undoes the first
+    again = _json(capsys, "rollback", "binary", "--reason", "undo the undo")
+    assert (again["previous_live"], again["live"]["version"]) == (2, 1)
+    assert "rolled back to version 2" in again["why"]
+
+
+def test_a_refused_version_stays_refused_in_listings_after_force_and_rollback(
+    deployment: DynamoDBRegistry, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given version 3, refused by the gate, forced live by an operator, then rolled back
+    _json(capsys, "promote", "binary", "3", "--reason", "operator override", "--force")
+    _json(capsys, "rollback", "binary", "--reason", "the gate was right")
+    # When the versions are listed / Then 3 is retired and still refused, with the gate's reasons
+    detail = _json(capsys, "models", "binary")
+    assert [(v["version"], v["status"], v["gate"]) for v in detail["versions"]] == [
+        (1, "retired", "passed"),
+        (2, "live", "passed"),
+        (3, "retired", "refused"),
+    ]
+    assert any("0.9999" in reason for reason in detail["versions"][2]["gate_reasons"])
+    code, out, _ = _run(capsys, "models", "binary")
+    row = next(line for line in out.splitlines() if line.split()[:1] == ["3"])
+    assert code == 0 and row.split()[1:3] == ["retired", "refused"]
 
 
 def test_rollback_to_a_version_that_never_served_is_refused(

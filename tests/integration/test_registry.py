@@ -21,6 +21,7 @@ from functions.shared.registry import (
     InvalidTransitionError,
     ModelRegistry,
     ModelStatus,
+    ModelVersion,
     ModelVersionNotFoundError,
     NewModelVersion,
     PromotionConflictError,
@@ -341,7 +342,9 @@ def test_rollback_without_target_restores_the_most_recent_retired_version(
     promote(registry, 2, expected_live=1)
     promote(registry, 3, expected_live=2)
     # When an operator rolls back without naming a version
-    pointer = registry.rollback(DATASET, None, actor="cli:alice", reason="latency regression")
+    pointer = registry.rollback(
+        DATASET, None, actor="cli:alice", reason="latency regression"
+    ).pointer
     # Then 2 serves again, 3 is retired, and the generation still grows
     assert (pointer.version, pointer.generation) == (2, 4)
     assert statuses(registry) == {
@@ -360,8 +363,9 @@ def test_rollback_to_a_named_retired_version(registry: ModelRegistry) -> None:
     promote(registry, 2, expected_live=1)
     promote(registry, 3, expected_live=2)
     # When an operator rolls back to 1 / Then 1 serves again
-    pointer = registry.rollback(DATASET, 1, actor="cli:alice", reason="back to the baseline")
-    assert pointer.version == 1
+    rollback = registry.rollback(DATASET, 1, actor="cli:alice", reason="back to the baseline")
+    assert (rollback.from_version, rollback.pointer.version) == (3, 1)
+    assert rollback.why == "version 1 was named"
     assert statuses(registry)[1] is ModelStatus.LIVE
     assert statuses(registry)[3] is ModelStatus.RETIRED
 
@@ -390,12 +394,97 @@ def test_rollback_with_nothing_live_is_refused(registry: ModelRegistry) -> None:
         registry.rollback(DATASET, None, actor="cli:alice", reason="oops")
 
 
-def test_rollback_with_no_earlier_retired_version_is_refused(registry: ModelRegistry) -> None:
-    # Given only version 1 ever served / When rolling back by default / Then it is refused
+def test_rollback_with_nothing_live_before_is_refused(registry: ModelRegistry) -> None:
+    # Given only version 1 ever served / When rolling back by default / Then it is refused,
+    # saying nothing was live before it
     register(registry, "run-a")
     promote(registry, 1, expected_live=None)
-    with pytest.raises(InvalidTransitionError, match="no retired version"):
+    with pytest.raises(InvalidTransitionError, match="nothing was live before version 1"):
         registry.rollback(DATASET, None, actor="cli:alice", reason="oops")
+
+
+def test_rollback_after_promoting_an_older_version_returns_to_the_one_it_replaced(
+    registry: ModelRegistry, clock: SteppingClock
+) -> None:
+    # Given 1 then 2 promoted, then an operator promoting 1 again over 2
+    register(registry, "run-a", "run-b")
+    promote(registry, 1, expected_live=None)
+    promote(registry, 2, expected_live=1)
+    registry.promote(DATASET, 1, expected_live=2, actor="cli:bob", reason="try the old one")
+    # When an operator rolls back without naming a version
+    rollback = registry.rollback(DATASET, None, actor="cli:alice", reason="undo bob")
+    # Then 2, which 1 replaced, serves again, and the record says from which to which and why
+    assert (rollback.from_version, rollback.pointer.version) == (1, 2)
+    assert statuses(registry) == {1: ModelStatus.RETIRED, 2: ModelStatus.LIVE}
+    assert rollback.why == (
+        "version 2 was live until cli:bob promoted version 1 at 2026-11-03 09:30:00 UTC "
+        "(try the old one)"
+    )
+    last = registry.audit(DATASET)[-1]
+    assert (last.action, last.version, last.previous_live, last.reason) == (
+        "rolled_back",
+        2,
+        1,
+        "undo bob",
+    )
+
+
+def test_a_second_rollback_undoes_the_first(registry: ModelRegistry) -> None:
+    # Given 1, 2, 3 promoted in turn, then rolled back to 2
+    register(registry, "run-a", "run-b", "run-c")
+    promote(registry, 1, expected_live=None)
+    promote(registry, 2, expected_live=1)
+    promote(registry, 3, expected_live=2)
+    registry.rollback(DATASET, None, actor="cli:alice", reason="latency regression")
+    # When rolling back again without naming a version
+    rollback = registry.rollback(DATASET, None, actor="cli:alice", reason="false alarm")
+    # Then 3, live before the first rollback, serves again (undo of the undo; not a step to 1)
+    assert (rollback.from_version, rollback.pointer.version) == (2, 3)
+    assert "cli:alice rolled back to version 2" in rollback.why
+    assert statuses(registry) == {
+        1: ModelStatus.RETIRED,
+        2: ModelStatus.RETIRED,
+        3: ModelStatus.LIVE,
+    }
+
+
+def test_the_gates_refusal_survives_a_forced_promotion_and_a_rollback(
+    registry: ModelRegistry,
+) -> None:
+    # Given 1 live, and 2 refused by the gate and rejected
+    registry.register(new_version("run-a", gate="passed"), actor="pipeline:run-a")
+    refusal = ["roc_auc 0.61 < threshold 0.75"]
+    registry.register(
+        new_version("run-b", gate="refused", gate_reasons=refusal), actor="pipeline:run-b"
+    )
+    promote(registry, 1, expected_live=None)
+    registry.reject(DATASET, 2, actor="pipeline:run-b", reason="gate refused")
+    # When an operator forces 2 live, then rolls back
+    registry.promote(
+        DATASET, 2, expected_live=1, actor="cli:alice", reason="known-good", force=True
+    )
+    forced = registry.get(DATASET, 2)
+    registry.rollback(DATASET, None, actor="cli:alice", reason="it was bad after all")
+    # Then 2's lifecycle moved (live, then retired) while its gate verdict stayed, in every read
+    assert (forced.status, forced.gate) == (ModelStatus.LIVE, "refused")
+    after = {v.version: (v.status, v.gate, v.gate_reasons) for v in registry.versions(DATASET)}
+    assert after == {
+        1: (ModelStatus.LIVE, "passed", []),
+        2: (ModelStatus.RETIRED, "refused", refusal),
+    }
+    assert registry.get(DATASET, 2).gate == "refused"
+
+
+def test_a_record_written_before_the_gate_field_reads_its_verdict_from_the_summary() -> None:
+    # Given a version record as the registry stored it before `gate` existed
+    record = new_version("run-a", summary={"gate_passed": False}).model_dump() | {
+        "version": 1,
+        "status": "retired",
+        "created_at": START,
+        "updated_at": START,
+    }
+    # When it is read / Then the gate's refusal it recorded is its verdict
+    assert ModelVersion.model_validate(record).gate == "refused"
 
 
 # -- unknown names ------------------------------------------------------------------------------

@@ -28,7 +28,7 @@ from functions.inference.routes import create_app
 from functions.shared.features import MISSING_CATEGORY
 from functions.shared.model_card import MODEL_FILE
 from functions.shared.observability import metrics
-from functions.shared.registry import ModelVersion
+from functions.shared.registry import GateVerdict, ModelVersion
 from functions.shared.scoring import ScoringModel
 from tests import datasets
 from tests.fakes import InMemoryObjectStore, InMemoryRegistry
@@ -119,6 +119,7 @@ class Api:
         run: str,
         promote: bool = True,
         onnx: bytes | None = None,
+        gate: GateVerdict | None = None,
     ) -> int:
         """Put a model where a pipeline run leaves it (files in the store, a registered version),
         then promote it unless told not to. ``onnx`` replaces the file, not the recorded sha256."""
@@ -131,6 +132,7 @@ class Api:
             dataset=DATASET,
             promote=promote,
             metric_value=0.91,
+            gate=gate,
         )
 
     def call(
@@ -424,6 +426,18 @@ def test_a_content_type_other_than_json_is_a_415(api: Api, content_type: str) ->
     assert_error(reply, 415, "unsupported_media_type", mentions=content_type)
 
 
+def test_a_form_content_type_is_a_415_that_says_how_to_fix_curl(api: Api) -> None:
+    # When JSON is posted as curl -d sends it without a Content-Type header
+    for path in (f"/v1/models/{DATASET}:predict", f"/v1/models/{DATASET}:feedback"):
+        reply = api.call(
+            "POST", path, '{"instances": []}', {"content-type": "application/x-www-form-urlencoded"}
+        )
+        # Then the 415 names the header to add
+        assert_error(
+            reply, 415, "unsupported_media_type", mentions="-H 'content-type: application/json'"
+        )
+
+
 @pytest.mark.parametrize("headers", [{"content-type": "application/json; charset=utf-8"}, {}])
 def test_json_with_parameters_or_no_content_type_is_accepted(
     api: Api, trained_models: dict[str, TrainedModel], headers: dict[str, str]
@@ -707,6 +721,30 @@ def test_status_routes_report_tf_serving_states(
     assert_error(
         api.call("GET", f"/v1/models/{DATASET}/versions/7"), 404, "version_not_found", mentions="7"
     )
+
+
+def test_version_status_keeps_the_gates_refusal_after_a_forced_promotion_and_a_rollback(
+    api: Api, trained_models: dict[str, TrainedModel]
+) -> None:
+    # Given 1 live and 2 refused by the gate, forced live by an operator
+    model = trained_models["binary"]
+    api.publish(model, run="run-1", gate="passed")
+    api.publish(model, run="run-2", promote=False, gate="refused")
+    api.registry.reject(DATASET, 2, actor="pipeline:run-2", reason="gate refused")
+    api.registry.promote(
+        DATASET, 2, expected_live=1, actor="cli:ops", reason="override", force=True
+    )
+    path = f"/v1/models/{DATASET}/versions/2"
+    (forced,) = api.call("GET", path).body["model_version_status"]
+    # When it is rolled back
+    api.registry.rollback(DATASET, None, actor="cli:ops", reason="the gate was right")
+    api.clock.advance(TTL)  # past the record cache
+    (retired,) = api.call("GET", path).body["model_version_status"]
+    # Then its status says, live and retired alike, that the gate refused it and why
+    assert forced["state"] == "AVAILABLE"
+    assert retired["state"] == "END"
+    for status in (forced, retired):
+        assert "the gate refused it (gate refused (test))" in status["status"]["error_message"]
 
 
 def test_metadata_describes_the_input_a_client_must_send(
