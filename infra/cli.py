@@ -519,9 +519,14 @@ def _print_summary(summary: dict[str, Any]) -> None:
     if live:
         value = "n/a" if live.get("value") is None else f"{live['value']:.4f}"
         head = f"live v{live['version']} ({live.get('metric')} {value})"
+        if summary.get("retired"):
+            head += ", not served"
     else:
         head = "no live model"
     print(f"dataset  {summary['dataset']}: {head}; {summary['state']}")
+    retired = summary.get("retired")
+    if retired:
+        print(f"  retired  {retired['at']} by {retired['actor']}: {retired['reason']}")
     run = summary["last_run"]
     if run and run["status"] == "running":
         progress = run.get("progress")

@@ -5,6 +5,11 @@ chunks of ``chunk_rows``, so memory stays bounded whatever its size; each chunk 
 Parquet part under ``<artifacts>/<dataset>/predictions/<file>/v<model version>/``, and a
 ``_manifest.json`` written last says the result is complete. The raw file is never modified.
 The model is the one live when the job starts, loaded once and sha256-checked like the API's.
+
+Each output row is ``row`` (its 0-based position in the file), the contract's ``id_column`` and
+``passthrough`` columns copied from the input unchanged (a CSV cell as its text, a Parquet value
+with its type, a missing value as null), then the prediction columns. Only those columns are
+read, so other columns of the file may hold anything.
 """
 
 from __future__ import annotations
@@ -35,6 +40,9 @@ from functions.shared.storage import ObjectStore, parse_s3_uri, s3_uri
 CHUNK_ROWS = 50_000
 CSV_BLOCK_BYTES = 8 << 20
 ROW_COLUMN = "row"
+LABEL_COLUMN = "label"
+VALUE_COLUMN = "value"
+PROBABILITY_PREFIX = "p_"  # then the class as the data spells it
 
 
 class BatchError(SluiceError):
@@ -80,10 +88,10 @@ def score_batch(
     dataset, source = batch.dataset, s3_uri(raw_bucket, key)
     try:
         model = _live_model(store, registry, dataset)
-        id_column = _id_column(store, raw_bucket, dataset)
+        carried = _carried_columns(store, raw_bucket, dataset, model.scoring.card)
         prefix = layout.predictions_prefix(dataset, key, model.version)
         parts, rows = _score_file(
-            store, raw_bucket, key, model.scoring, id_column, artifacts_bucket, prefix, chunk_rows
+            store, raw_bucket, key, model.scoring, carried, artifacts_bucket, prefix, chunk_rows
         )
     except BatchError as error:
         outcome = BatchOutcome(
@@ -127,15 +135,55 @@ def _live_model(store: ObjectStore, registry: ModelRegistry, dataset: str) -> _M
     return _Model(version=live.version, scoring=scoring)
 
 
-def _id_column(store: ObjectStore, raw_bucket: str, dataset: str) -> str | None:
-    """The contract's id column, carried into the predictions so rows can be joined back."""
+@dataclass(frozen=True)
+class _Carried:
+    """The input columns copied into every output row: the contract's id column, then its
+    ``passthrough`` list, in the contract's order."""
+
+    id_column: str | None = None
+    passthrough: tuple[str, ...] = ()
+
+    @property
+    def names(self) -> list[str]:
+        return ([self.id_column] if self.id_column else []) + list(self.passthrough)
+
+
+def output_columns(card: ModelCard) -> list[str]:
+    """The columns a prediction adds to each row, by the model's task and classes."""
+    if card.task == "classification":
+        probabilities = [f"{PROBABILITY_PREFIX}{name}" for name in card.classes or []]
+        return [ROW_COLUMN, LABEL_COLUMN, *probabilities]
+    return [ROW_COLUMN, VALUE_COLUMN]
+
+
+def _carried_columns(
+    store: ObjectStore, raw_bucket: str, dataset: str, card: ModelCard
+) -> _Carried:
+    """The contract's id column and passthrough list, checked against the prediction columns.
+
+    No contract: nothing is carried (rows keep ``row``). A contract that does not parse is a
+    refusal: its passthrough list cannot be guessed, and output missing columns the user asked
+    for would be silently wrong."""
     key = layout.contract_key(dataset)
     if store.head(raw_bucket, key) is None:
-        return None
+        return _Carried()
     try:
-        return parse_contract(store.get_bytes(raw_bucket, key), source=key).id_column
-    except ContractError:
-        return None  # the live model was trained under a valid contract; rows keep ROW_COLUMN
+        contract = parse_contract(store.get_bytes(raw_bucket, key), source=key)
+    except ContractError as error:
+        raise BatchError(
+            f"the dataset's contract is invalid, so nothing is scored: {error}"
+        ) from None
+    carried = _Carried(contract.id_column, tuple(contract.passthrough))
+    outputs = output_columns(card)
+    for name in carried.names:
+        if name in outputs:
+            field = "id_column" if name == carried.id_column else "passthrough"
+            what = f"id_column '{name}'" if field == "id_column" else f"passthrough column '{name}'"
+            raise BatchError(
+                f"{key}: {what} has the name of a prediction column; the predictions hold "
+                f"{outputs}: leave it out of {field}, or rename it in the data"
+            )
+    return carried
 
 
 def _score_file(
@@ -143,7 +191,7 @@ def _score_file(
     bucket: str,
     key: str,
     model: ScoringModel,
-    id_column: str | None,
+    carried: _Carried,
     out_bucket: str,
     prefix: str,
     chunk_rows: int,
@@ -154,14 +202,8 @@ def _score_file(
         store.download(bucket, key, local)
         parts: list[str] = []
         offset = 0
-        for chunk in _chunks(local, key, card, id_column, chunk_rows):
-            missing = [f.name for f in card.features if f.name not in chunk.column_names]
-            if missing:
-                raise BatchError(
-                    f"{key}: the model needs the columns {missing}; the file has "
-                    f"{chunk.column_names}"
-                )
-            table = _predictions(model, chunk, offset, id_column)
+        for chunk in _chunks(local, key, card, carried, chunk_rows):
+            table = _predictions(model, chunk, offset, carried)
             part = f"{prefix}part-{len(parts):05d}.parquet"
             sink = pa.BufferOutputStream()
             pq.write_table(table, sink, compression="zstd")
@@ -176,26 +218,35 @@ def _score_file(
 
 
 def _chunks(
-    path: Path, key: str, card: ModelCard, id_column: str | None, chunk_rows: int
+    path: Path, key: str, card: ModelCard, carried: _Carried, chunk_rows: int
 ) -> Iterator[pa.Table]:
+    """The file's feature and carried columns, ``chunk_rows`` rows at a time."""
     try:
         if key.lower().endswith(".parquet"):
             parquet = pq.ParquetFile(path)
-            for record_batch in parquet.iter_batches(batch_size=chunk_rows):
+            wanted = _wanted(key, parquet.schema_arrow.names, card, carried)
+            for record_batch in parquet.iter_batches(batch_size=chunk_rows, columns=wanted):
                 yield pa.Table.from_batches([record_batch])
             return
-        types: dict[str, pa.DataType] = {
-            f.name: pa.float64() if f.kind is FeatureKind.NUMERIC else pa.string()
-            for f in card.features
-        }
-        if id_column:
-            types[id_column] = pa.string()
+        read_options = pacsv.ReadOptions(block_size=CSV_BLOCK_BYTES, encoding="utf8")
+        parse_options = pacsv.ParseOptions(newlines_in_values=True)
+        with pacsv.open_csv(path, read_options=read_options, parse_options=parse_options) as head:
+            header = head.schema.names
+        wanted = _wanted(key, header, card, carried)
+        # carried columns are text as written (a CSV has no other type); features as the model
+        # reads them, which is also how a carried column that is a feature comes out
+        types: dict[str, pa.DataType] = dict.fromkeys(carried.names, pa.string())
+        for f in card.features:
+            types[f.name] = pa.float64() if f.kind is FeatureKind.NUMERIC else pa.string()
         reader = pacsv.open_csv(
             path,
-            parse_options=pacsv.ParseOptions(newlines_in_values=True),
-            read_options=pacsv.ReadOptions(block_size=CSV_BLOCK_BYTES, encoding="utf8"),
+            parse_options=parse_options,
+            read_options=read_options,
             convert_options=pacsv.ConvertOptions(
-                column_types=types, null_values=sorted(NULL_TOKENS), strings_can_be_null=True
+                column_types=types,
+                null_values=sorted(NULL_TOKENS),
+                strings_can_be_null=True,
+                include_columns=wanted,
             ),
         )
         pending: list[pa.RecordBatch] = []
@@ -214,9 +265,29 @@ def _chunks(
         raise BatchError(f"{key}: cannot read the file: {error}") from None
 
 
-def _predictions(
-    model: ScoringModel, chunk: pa.Table, offset: int, id_column: str | None
-) -> pa.Table:
+def _wanted(key: str, header: list[str], card: ModelCard, carried: _Carried) -> list[str]:
+    """The columns to read (features, then carried ones not already among them), or a
+    BatchError naming the first kind of column the file lacks and the columns it has."""
+    present = set(header)
+    missing = [f.name for f in card.features if f.name not in present]
+    if missing:
+        raise BatchError(f"{key}: the model needs the columns {missing}; the file has {header}")
+    if carried.id_column and carried.id_column not in present:
+        raise BatchError(
+            f"{key}: the contract's id_column '{carried.id_column}' is not in the file, so its "
+            f"predictions could not be joined back; the file has {header}"
+        )
+    absent = [name for name in carried.passthrough if name not in present]
+    if absent:
+        raise BatchError(
+            f"{key}: the contract's passthrough columns {absent} are not in the file; the file "
+            f"has {header}"
+        )
+    features = [f.name for f in card.features]
+    return features + [name for name in carried.names if name not in features]
+
+
+def _predictions(model: ScoringModel, chunk: pa.Table, offset: int, carried: _Carried) -> pa.Table:
     card = model.card
     columns: dict[str, Any] = {}
     for spec in card.features:
@@ -231,16 +302,16 @@ def _predictions(
             columns[spec.name] = column.cast(pa.string()).to_pylist()
     scores = model.score(columns)
     out: dict[str, Any] = {ROW_COLUMN: pa.array(np.arange(offset, offset + chunk.num_rows))}
-    if id_column and id_column in chunk.column_names:
-        out[id_column] = chunk.column(id_column).cast(pa.string())
+    for name in carried.names:
+        out[name] = chunk.column(name)
     if card.task == "classification":
         assert scores.codes is not None and scores.probabilities is not None
-        out["label"] = pa.array([model.labels[code] for code in scores.codes])
+        out[LABEL_COLUMN] = pa.array([model.labels[code] for code in scores.codes])
         for i, name in enumerate(card.classes or []):
-            out[f"p_{name}"] = pa.array(scores.probabilities[:, i])
+            out[f"{PROBABILITY_PREFIX}{name}"] = pa.array(scores.probabilities[:, i])
     else:
         assert scores.values is not None
-        out["value"] = pa.array(scores.values)
+        out[VALUE_COLUMN] = pa.array(scores.values)
     return pa.table(out)
 
 

@@ -61,6 +61,9 @@ class Contract(BaseModel):
     threshold: float
     features: dict[str, FeatureKind] | None = None
     id_column: str | None = None
+    passthrough: list[str] = Field(default_factory=list)
+    # columns copied unchanged from a batch file into its predictions, beside the id_column
+    # (docs/api.md, "Batch predictions"); training does not look at this list
     tolerance: float = Field(default=0.0, ge=0.0)
     sensitive: list[str] = Field(default_factory=list)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
@@ -84,6 +87,16 @@ class Contract(BaseModel):
             raise ValueError("must be a finite number")
         return value
 
+    @field_validator("passthrough")
+    @classmethod
+    def _distinct_names(cls, value: list[str]) -> list[str]:
+        if any(not name for name in value):
+            raise ValueError("column names must not be empty")
+        repeated = sorted({name for name in value if value.count(name) > 1})
+        if repeated:
+            raise ValueError(f"names {repeated} more than once")
+        return value
+
     @field_validator("features")
     @classmethod
     def _some_features(cls, value: dict[str, FeatureKind] | None) -> dict[str, FeatureKind] | None:
@@ -105,6 +118,11 @@ class Contract(BaseModel):
             raise ValueError(f"target '{self.target}' cannot also be a feature")
         if self.id_column is not None and self.id_column in (self.target, *features):
             raise ValueError(f"id_column '{self.id_column}' cannot be the target or a feature")
+        if self.id_column is not None and self.id_column in self.passthrough:
+            raise ValueError(
+                f"passthrough: '{self.id_column}' is the id_column, which always passes through; "
+                "leave it out of passthrough"
+            )
         if self.target in self.sensitive:
             raise ValueError(f"target '{self.target}' cannot be a sensitive column")
         return self
@@ -122,10 +140,11 @@ class Contract(BaseModel):
         return cols
 
     def unexpected_columns(self, columns: Iterable[str]) -> list[str]:
-        """Columns a file carries that a contract with declared features does not know."""
+        """Columns a file carries that a contract with declared features does not know (a
+        ``passthrough`` column is known: batch files and data files may share one layout)."""
         if self.features is None:
             return []
-        known = set(self.required_columns())
+        known = {*self.required_columns(), *self.passthrough}
         return [c for c in columns if c not in known]
 
 

@@ -314,8 +314,7 @@ class DynamoDBRegistry(ModelRegistry):
             {
                 "Put": {
                     "TableName": self._table,
-                    "Item": item_key(dataset, RETIRED)
-                    | _encode(retirement.model_dump(mode="json", exclude={"dataset"})),
+                    "Item": retirement_item(retirement),
                     "ConditionExpression": "attribute_not_exists(pk)",
                 }
             },
@@ -680,6 +679,22 @@ def _decode(item: dict[str, Any]) -> dict[str, Any]:
         else:
             fields[name] = value["S"]
     return fields
+
+
+def retirement_item(retirement: DatasetRetirement) -> dict[str, Any]:
+    """The ``RETIRED`` item that records a dataset's retirement."""
+    fields = retirement.model_dump(mode="json", exclude={"dataset"})
+    return item_key(retirement.dataset, RETIRED) | _encode(fields)
+
+
+def retirements_from_items(items: Iterable[dict[str, Any]]) -> dict[str, DatasetRetirement]:
+    """The retired datasets among raw table items, with who retired each, when and why (the
+    snapshot reader's counterpart of ``retirement``)."""
+    return {
+        item["pk"]["S"]: DatasetRetirement(**_decode(item))
+        for item in items
+        if item.get("sk", {}).get("S") == RETIRED
+    }
 
 
 def records_from_items(

@@ -1,7 +1,8 @@
 """What ``sluice status`` shows: the local stack's state directory, read, filtered and summarised.
 
-First one summary per dataset (live version and its metric, last run and its outcome, last
-decision, drift, alarms in ALARM, a run executing now with its latest progress), then the history:
+First one summary per dataset (live version and its metric, state — serving, no live model or
+retired, with who retired it, when and why —, last run and its outcome, last decision, drift,
+alarms in ALARM, a run executing now with its latest progress), then the history:
 uploads, runs, drift measurements, alarm changes, retrain decisions and dead letters merged in
 time order, filtered by dataset and age, the newest ``limit`` entries, oldest first (the newest
 end beside the prompt, as a log's tail). The text and the JSON carry the same document.
@@ -22,7 +23,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from infra.local.stack import (
     ALARMS_FILE,
@@ -36,6 +37,9 @@ from infra.local.stack import (
     pending_runs,
     read_history,
 )
+
+if TYPE_CHECKING:
+    from functions.shared.registry import DatasetRetirement
 
 DEFAULT_LIMIT = 20
 _AGE = re.compile(r"^(\d+)\s*([smhdw])$")
@@ -188,8 +192,8 @@ def _summaries(
     running: dict[str, Any] | None,
     registry_table: str | None,
 ) -> list[dict[str, Any]]:
-    live, metrics = _registry(state_dir, registry_table)
-    names = {e["dataset"] for e in entries if e["dataset"]} | set(live)
+    live, metrics, retired = _registry(state_dir, registry_table)
+    names = {e["dataset"] for e in entries if e["dataset"]} | set(live) | set(retired)
     if running:
         names.add(running["dataset"])
     summaries = []
@@ -211,11 +215,18 @@ def _summaries(
                 "progress": running["progress"],
             }
         decision = decided[-1]["record"]["decision"] if decided else None
+        retirement = retired.get(name)
+        if retirement is not None:
+            state = "retired"  # its live pointer is kept but no longer served
+        else:
+            state = "serving" if version is not None else "no live model"
         summaries.append(
             {
                 "dataset": name,
-                # "serving" or "no live model" (a retired dataset will add its own state)
-                "state": "serving" if version is not None else "no live model",
+                "state": state,
+                "retired": None
+                if retirement is None
+                else retirement.model_dump(mode="json", exclude={"dataset"}),
                 "live": None if version is None else {"version": version, **metrics[name]},
                 "last_run": last_run,
                 "last_decision": None
@@ -252,16 +263,16 @@ def _last_run(run: dict[str, Any]) -> dict[str, Any]:
 
 def _registry(
     state_dir: Path, table: str | None
-) -> tuple[dict[str, int], dict[str, dict[str, Any]]]:
-    """Live version and its metric per dataset, from the snapshot's registry table; empty when
-    there is no snapshot yet."""
-    from functions.shared.registry_dynamodb import records_from_items
+) -> tuple[dict[str, int], dict[str, dict[str, Any]], dict[str, DatasetRetirement]]:
+    """Live version and its metric per dataset, and the retired datasets, from the snapshot's
+    registry table; empty when there is no snapshot yet."""
+    from functions.shared.registry_dynamodb import records_from_items, retirements_from_items
     from infra.local.snapshot import INDEX_FILE, STATE_DIR
 
     try:
         tables = json.loads((state_dir / STATE_DIR / INDEX_FILE).read_bytes()).get("tables", {})
     except (OSError, ValueError):
-        return {}, {}
+        return {}, {}, {}
     items = tables.get(table, []) if table else [i for t in tables.values() for i in t]
     pointers, versions = records_from_items(items)
     by_key = {(v.dataset, v.version): v for v in versions}
@@ -272,7 +283,8 @@ def _registry(
             "metric": record.metric if record else None,
             "value": record.metric_value if record else None,
         }
-    return {d: p.version for d, p in pointers.items()}, metrics
+    live = {d: p.version for d, p in pointers.items()}
+    return live, metrics, retirements_from_items(items)
 
 
 def _dataset(kind: str, record: dict[str, Any]) -> str | None:

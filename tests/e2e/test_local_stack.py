@@ -154,7 +154,8 @@ def test_an_upload_becomes_a_live_model_answering_over_http(
     # When a user uploads a contract and data with boto3, to the endpoint local.json names
     s3 = stack.client("s3")
     topology = stack.config.topology
-    s3.put_object(Bucket=topology.raw_bucket, Key="churn/contract.json", Body=contract_bytes())
+    contract = contract_bytes(id_column="customer_id", passthrough=["account manager"])
+    s3.put_object(Bucket=topology.raw_bucket, Key="churn/contract.json", Body=contract)
     frame = churn_frame(800, seed=4)
     s3.put_object(Bucket=topology.raw_bucket, Key="churn/data/jan.csv", Body=csv_bytes(frame))
 
@@ -193,8 +194,10 @@ def test_an_upload_becomes_a_live_model_answering_over_http(
     else:
         assert drift["reason"].startswith("no captured requests of model version"), drift
 
-    # When a file to score is dropped under batch/
-    batch = csv_bytes(frame[features].head(300))
+    # When a file to score is dropped under batch/, with the contract's id and passthrough columns
+    to_score = frame[["customer_id", *features]].head(300)
+    to_score.insert(1, "account manager", [f"Zoë {i % 7}" for i in range(300)])
+    batch = csv_bytes(to_score)
     s3.put_object(Bucket=topology.raw_bucket, Key="churn/batch/june.csv", Body=batch)
     [scored] = _wait_for(
         lambda: [u for u in _uploads(stack) if u["key"] == "churn/batch/june.csv"],
@@ -211,6 +214,10 @@ def test_an_upload_becomes_a_live_model_answering_over_http(
         io.BytesIO(s3.get_object(Bucket=topology.artifacts_bucket, Key=parts[0])["Body"].read())
     )
     assert table.num_rows == 300 and set(table.column("label").to_pylist()) <= {"yes", "no"}
+    # and each prediction carries its row's id and passthrough column, to join it back
+    assert table.column_names[:3] == ["row", "customer_id", "account manager"]
+    assert table.column("customer_id").to_pylist() == to_score["customer_id"].tolist()
+    assert table.column("account manager").to_pylist() == to_score["account manager"].tolist()
     assert len(stack.runs) == 1
 
     # When a broken upload follows (the target column is missing)

@@ -6,6 +6,8 @@ The fixtures are test_registry's: every test runs on ``InMemoryRegistry`` and on
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from functions.shared.registry import (
@@ -14,6 +16,7 @@ from functions.shared.registry import (
     ModelStatus,
     NewModelVersion,
 )
+from functions.shared.registry_dynamodb import DynamoDBRegistry, retirements_from_items
 from tests.integration import test_registry as contract
 from tests.integration.test_registry import DATASET, new_version, promote, register
 
@@ -102,3 +105,15 @@ def test_purge_deletes_every_record_but_its_own_audit_entry(registry: ModelRegis
 
 def new_other() -> NewModelVersion:
     return new_version("run-o", dataset="other")
+
+
+def test_a_snapshot_of_the_table_reads_back_the_retirement(
+    dynamodb: Any, table: str, clock: Any
+) -> None:
+    # `sluice status` reads the registry from the local stack's snapshot (raw table items), not
+    # through the adapter: what retire_dataset writes must read back the same from those items
+    registry = DynamoDBRegistry(dynamodb, table, clock=clock)
+    register(registry, "run-a")
+    retirement = registry.retire_dataset(DATASET, actor="cli:ana", reason="product closed")
+    items = dynamodb.scan(TableName=table)["Items"]
+    assert retirements_from_items(items) == {DATASET: retirement}

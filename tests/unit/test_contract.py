@@ -114,3 +114,21 @@ def test_non_finite_thresholds_are_refused() -> None:
 )
 def test_unparseable_contracts_are_refused(raw: bytes, needle: str) -> None:
     rejects(needle, raw=raw)
+
+
+def test_passthrough_names_batch_columns_and_is_checked() -> None:
+    contract = parse(id_column="customer_id", passthrough=["Customer Name", "region"])
+    assert contract.passthrough == ["Customer Name", "region"]
+    assert parse().passthrough == []
+    # not required in data files, but known to a contract with declared features
+    declared = parse(features={"tenure": "numeric"}, passthrough=["region"])
+    assert declared.required_columns() == ["churned", "tenure"]
+    assert declared.unexpected_columns(["tenure", "churned", "region", "x"]) == ["x"]
+    rejects("passthrough: Input should be a valid list", passthrough="region")
+    rejects("passthrough: names ['region'] more than once", passthrough=["region", "region"])
+    rejects("passthrough: column names must not be empty", passthrough=[""])
+    rejects(
+        "passthrough: 'customer_id' is the id_column, which always passes through",
+        id_column="customer_id",
+        passthrough=["customer_id"],
+    )

@@ -12,8 +12,14 @@ from typing import Any
 
 import pytest
 
-from functions.shared.registry import LivePointer, ModelStatus, ModelVersion
-from functions.shared.registry_dynamodb import LIVE, _encode, _version_item, item_key
+from functions.shared.registry import DatasetRetirement, LivePointer, ModelStatus, ModelVersion
+from functions.shared.registry_dynamodb import (
+    LIVE,
+    _encode,
+    _version_item,
+    item_key,
+    retirement_item,
+)
 from infra.cli import main
 from infra.local.stack import (
     ALARMS_FILE,
@@ -199,6 +205,43 @@ def test_the_summary_has_one_entry_per_dataset_with_live_model_last_run_decision
     assert "dataset  churn: live v2 (f1_macro 0.8712); serving" in text
     assert "dataset  houses: no live model" in text
     assert text.index("dataset  houses") < text.index("history:")
+
+
+def _retire(state_dir: Path, retirement: DatasetRetirement) -> None:
+    """A ``RETIRED`` item in the snapshot's registry table, as ``sluice retire`` writes it."""
+    path = state_dir / "state" / "index.json"
+    index = json.loads(path.read_text())
+    index["tables"]["sluice-registry-local"].append(retirement_item(retirement))
+    path.write_text(json.dumps(index))
+
+
+def test_a_retired_dataset_shows_as_retired_with_when_who_and_why(
+    state_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given churn (live v2) retired, and a dataset with no history left but its retirement
+    _retire(state_dir, DatasetRetirement(
+        dataset="churn", at=NOW, actor="alice", reason="replaced by churn2", live_version=2,
+    ))  # fmt: skip
+    _retire(state_dir, DatasetRetirement(dataset="old", at=NOW, actor="bob", reason="unused"))
+
+    document = _status(state_dir, capsys=capsys)
+
+    churn, houses, old = document["datasets"]
+    assert churn["state"] == "retired" and churn["live"]["version"] == 2
+    assert churn["retired"] == {
+        "at": "2026-12-03T12:00:00Z", "actor": "alice", "reason": "replaced by churn2",
+        "live_version": 2,
+    }  # fmt: skip
+    assert houses["state"] == "no live model" and houses["retired"] is None
+    assert old["dataset"] == "old" and old["state"] == "retired" and old["live"] is None
+    assert old["retired"]["reason"] == "unused"
+    # --dataset keeps it, and the text says the same
+    assert _status(state_dir, "--dataset", "old", capsys=capsys)["datasets"] == [old]
+    assert main(["status", "--state-dir", str(state_dir)]) == 0
+    text = capsys.readouterr().out
+    assert "dataset  churn: live v2 (f1_macro 0.8712), not served; retired\n" in text
+    assert "  retired  2026-12-03T12:00:00Z by alice: replaced by churn2\n" in text
+    assert "dataset  old: no live model; retired\n" in text
 
 
 # --- filters ------------------------------------------------------------------------------
