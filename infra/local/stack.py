@@ -26,6 +26,7 @@ import contextlib
 import errno
 import json
 import logging
+import math
 import os
 import queue
 import socket
@@ -160,7 +161,8 @@ class LocalStack:
         self._retrain_lock = threading.Lock()  # reserved concurrency 1, as deployed
         self._alarms_lock = threading.Lock()
         self._metrics_env: dict[str, str | None] = {}
-        self._progress_shown: dict[tuple[str, str], float] = {}  # (step, dataset) → when
+        # (step, dataset) → when its last line was shown, and that line
+        self._progress_shown: dict[tuple[str, str], tuple[float, str]] = {}
         self._alarm_states: dict[str, str] = {}  # as alarms.jsonl last recorded them
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -561,17 +563,19 @@ class LocalStack:
 
     def _progress(self, progress: Progress) -> None:
         """The progress port's sink in the stack: ``progress.jsonl`` and a console line, each at
-        most every PROGRESS_SECONDS per step and dataset (the first and last always)."""
+        most every PROGRESS_SECONDS per step and dataset (the first and last always, but a last
+        that says what the line before it said is not repeated)."""
         key = (progress.step, progress.dataset)
-        now = time.monotonic()
-        last = self._progress_shown.get(key)
-        if last is not None and now - last < PROGRESS_SECONDS and not progress.finished:
+        now, line = time.monotonic(), progress.line()
+        shown = self._progress_shown.get(key)
+        if shown is not None and shown[1] == line:
             return
-        self._progress_shown[key] = now
-        if progress.finished:
-            self._progress_shown.pop(key, None)
+        if shown is not None and not progress.finished and now - shown[0] < PROGRESS_SECONDS:
+            return
+        # a finished step's next record (the next run's) is a first one again
+        self._progress_shown[key] = (-math.inf if progress.finished else now, line)
         self._append(PROGRESS_FILE, progress.model_dump(mode="json"))
-        self.log(progress.line())
+        self.log(line)
 
     def _settle(self, run: RunInput, status: str, output: Any) -> dict[str, Any]:
         """Give the endpoint's execution its end (moto leaves every execution RUNNING), and

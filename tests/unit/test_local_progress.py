@@ -42,3 +42,23 @@ def test_progress_is_a_console_line_and_a_record_every_few_seconds_first_and_las
     kept = [json.loads(line) for line in (tmp_path / PROGRESS_FILE).read_text().splitlines()]
     assert [(r["dataset"], r["done"]) for r in kept] == [("churn", 0), ("houses", 0), ("churn", 3)]
     assert kept[0]["run"] == "churn-1" and kept[0]["at"]
+
+
+def test_a_line_that_repeats_the_one_before_is_not_shown_again(tmp_path: Path) -> None:
+    # Given a stack whose progress sink is routed
+    lines: list[str] = []
+    stack = LocalStack(StackConfig(state_dir=tmp_path), log=lines.append)
+    route_progress(stack._progress)
+    try:
+        # When a small file is read in one block: its first record is also its last, reported
+        # twice, and the next run of the same step starts again
+        report_progress(_record(3))
+        report_progress(_record(3))
+        report_progress(_record(0))
+    finally:
+        route_progress(None)
+    # Then the finished line is shown once, and the next run's first record is shown
+    assert lines == [
+        "train    churn: 3 of 3 candidates fitted (3 s)",
+        "train    churn: 0 of 3 candidates fitted (0 s)",
+    ]
