@@ -4,6 +4,7 @@ Real processes throughout: ``sluice up`` in a subprocess, a small dataset, linea
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -14,6 +15,7 @@ from pathlib import Path
 import boto3
 import pytest
 
+from infra.cli import main as cli_main
 from infra.local.stack import (
     DEAD_LETTER_FILE,
     PENDING_DIR,
@@ -151,13 +153,23 @@ def _runs(state_dir: Path) -> list[str]:
     return [run["status"] for run in read_history(state_dir, RUNS_FILE)]
 
 
-def test_ctrl_c_to_the_process_group_lets_the_training_run_finish(tmp_path: Path) -> None:
+def test_ctrl_c_to_the_process_group_lets_the_training_run_finish(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     # Given sluice up, in its own process group, training a run
     up = Up(tmp_path)
     try:
         up.read_until("ready")
         up.upload()
         trainer = up.trainer()
+        # (which `sluice status` shows as running, not as a run waiting to resume)
+        capsys.readouterr()
+        assert cli_main(["status", "--state-dir", str(tmp_path), "--json"]) == 0
+        status = json.loads(capsys.readouterr().out)
+        assert start_time(trainer) is not None, "training ended before status was read"
+        assert status["running"] and status["running"]["dataset"] == "churn", status
+        assert status["pending"] == [], status
+        assert [d["last_run"]["status"] for d in status["datasets"]] == ["running"], status
         # When the terminal's Ctrl-C reaches the whole group, the trainer included
         rest = up.ctrl_c()
     finally:
