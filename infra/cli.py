@@ -728,6 +728,15 @@ def _models(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _refused(command: str, exc: Exception, *, as_json: bool) -> int:
+    """A registry refusal (a conflict, an invalid transition): one JSON object or one line."""
+    if as_json:
+        print(json.dumps({"ok": False, "error": type(exc).__name__, "message": str(exc)}))
+    else:
+        print(f"sluice {command}: refused: {exc}", file=sys.stderr)
+    return EXIT_FAILED
+
+
 def _operator_actor() -> str:
     try:
         return f"cli:{getpass.getuser()}"
@@ -759,11 +768,7 @@ def _change(args: argparse.Namespace, operation: str) -> int:
             )
             pointer, previous, why = rollback.pointer, rollback.from_version, rollback.why
     except RegistryError as exc:
-        if args.json:
-            print(json.dumps({"ok": False, "error": type(exc).__name__, "message": str(exc)}))
-        else:
-            print(f"sluice {operation}: refused: {exc}", file=sys.stderr)
-        return EXIT_FAILED
+        return _refused(operation, exc, as_json=args.json)
     if args.json:
         print(
             json.dumps(
@@ -829,11 +834,7 @@ def _retire(args: argparse.Namespace) -> int:
                     f"artifact object versions, {report.registry_records} registry records deleted"
                 )
     except RegistryError as exc:
-        if args.json:
-            print(json.dumps({"ok": False, "error": type(exc).__name__, "message": str(exc)}))
-        else:
-            print(f"sluice retire: refused: {exc}", file=sys.stderr)
-        return EXIT_FAILED
+        return _refused("retire", exc, as_json=args.json)
     print(json.dumps(document, indent=2) if args.json else line)
     return EXIT_OK
 

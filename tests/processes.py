@@ -74,3 +74,15 @@ class ChildProcess:
         while (line := self._arrived.get(timeout=seconds)) is not None:
             rest.append(line)
         return "".join(rest)
+
+
+def gone(pid: int, seconds: float) -> bool:
+    """Whether the process ends (or is a zombie, dead but not reaped) within ``seconds``."""
+    from infra.local.trainers import start_time
+
+    deadline = time.monotonic() + seconds
+    while start_time(pid) is not None:  # None: no such process, or a zombie (dead)
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True

@@ -27,7 +27,7 @@ from infra.local.stack import (
 from infra.local.trainers import TRAINERS_DIR, TrainerRecord, start_time
 from infra.topology import Topology
 from tests.builders import churn_frame, contract_bytes, csv_bytes
-from tests.processes import ChildProcess
+from tests.processes import ChildProcess, gone
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="reads /proc; PR_SET_PDEATHSIG")
 
@@ -120,15 +120,6 @@ def _cmdline(pid: int) -> str:
         return ""
 
 
-def _gone(pid: int, seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while start_time(pid) is not None:  # None: no such process, or a zombie (dead)
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
-
-
 def _killed_while_training(state_dir: Path) -> int:
     """A first life: upload, wait until the trainer runs and the dataset version is saved, then
     SIGKILL ``sluice up`` alone (not its group). Returns the trainer's pid."""
@@ -193,7 +184,7 @@ def test_sigkill_takes_the_trainer_along_and_the_resumed_run_ends_without_error(
     trainer = _killed_while_training(tmp_path)
     killed = time.monotonic()
     # Then the trainer is gone within two seconds of its parent
-    assert _gone(trainer, 2.0), f"trainer {trainer} outlived sluice up"
+    assert gone(trainer, 2.0), f"trainer {trainer} outlived sluice up"
     print(f"trainer gone {time.monotonic() - killed:.3f} s after sluice up's SIGKILL was reaped")
 
     # When sluice up starts again and the resumed run ends
@@ -219,7 +210,7 @@ def test_a_restart_ends_a_trainer_that_outlived_its_stack_and_trains_once(tmp_pa
     # Given a stack killed while training, and a trainer of that run still running afterwards
     # (one started without the death signal): its pid file, as the stack writes one
     trainer = _killed_while_training(tmp_path)
-    assert _gone(trainer, 2.0)
+    assert gone(trainer, 2.0)
     job = TrainerRecord.model_validate_json(
         next((tmp_path / TRAINERS_DIR).glob("*.json")).read_bytes()
     ).job

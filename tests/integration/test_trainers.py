@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from infra.local.trainers import TrainerRecord, end_stale_trainers, start_time
+from tests.processes import gone
 
 ROOT = Path(__file__).resolve().parents[2]
 LINUX_ONLY = pytest.mark.skipif(sys.platform != "linux", reason="/proc and PR_SET_PDEATHSIG")
@@ -34,20 +35,11 @@ PARENT = textwrap.dedent(
 )
 
 
-def _gone(pid: int, seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while start_time(pid) is not None:  # None: no such process, or a zombie (dead)
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
-
-
-@pytest.fixture
-def parent(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], int]]:
-    """The stand-in, in its own session (as a shell starts a foreground job), and its trainer."""
+def _start_parent(script: str, tmp_path: Path) -> tuple[subprocess.Popen[str], int]:
+    """``script`` run in its own session (as a shell starts a foreground job); the pid of the
+    trainer it started, as it prints it."""
     process = subprocess.Popen(
-        [sys.executable, "-c", PARENT, str(tmp_path / "trainers")],
+        [sys.executable, "-c", script, str(tmp_path / "trainers")],
         cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
         stdout=subprocess.PIPE,
@@ -55,7 +47,13 @@ def parent(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], int]]:
         start_new_session=True,
     )
     assert process.stdout is not None
-    trainer = int(process.stdout.readline())
+    return process, int(process.stdout.readline())
+
+
+@pytest.fixture
+def parent(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], int]]:
+    """The stand-in, in its own session (as a shell starts a foreground job), and its trainer."""
+    process, trainer = _start_parent(PARENT, tmp_path)
     try:
         yield process, trainer
     finally:
@@ -76,23 +74,14 @@ def test_a_trainer_dies_with_its_parent_even_by_sigkill(
     process.kill()
     process.wait(timeout=10)
     # Then the trainer is gone within a second
-    assert _gone(trainer, 1.0), f"trainer {trainer} outlived its parent"
+    assert gone(trainer, 1.0), f"trainer {trainer} outlived its parent"
 
 
 @LINUX_ONLY
 def test_a_sigint_to_the_group_leaves_the_trainer_running(tmp_path: Path) -> None:
     # Given a parent that ignores SIGINT (as sluice up's shutdown does) and its trainer
     script = "import signal; signal.signal(signal.SIGINT, signal.SIG_IGN)\n" + PARENT
-    process = subprocess.Popen(
-        [sys.executable, "-c", script, str(tmp_path / "trainers")],
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        stdout=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    assert process.stdout is not None
-    trainer = int(process.stdout.readline())
+    process, trainer = _start_parent(script, tmp_path)
     try:
         # When the parent's process group gets SIGINT
         os.killpg(process.pid, signal.SIGINT)
@@ -106,7 +95,7 @@ def test_a_sigint_to_the_group_leaves_the_trainer_running(tmp_path: Path) -> Non
     finally:
         process.kill()
         process.wait(timeout=10)
-    assert _gone(trainer, 1.0)
+    assert gone(trainer, 1.0)
 
 
 @LINUX_ONLY
