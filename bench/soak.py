@@ -424,6 +424,7 @@ def soak(
     seconds: float = DEFAULT_SECONDS,
     *,
     dataset_mb: int = DEFAULT_DATASET_MB,
+    dataset_file: Path | None = None,
     uploads: int = DEFAULT_UPLOADS,
     rate: float = DEFAULT_RATE,
     interval: float = DEFAULT_INTERVAL,
@@ -444,10 +445,13 @@ def soak(
         state_dir, stack_tmp = root / ".sluice", root / "tmp"
         stack_tmp.mkdir()
         clock = time.monotonic()
-        dataset = root / "bulk.csv"
-        dataset_bytes = write_dataset(dataset, dataset_mb * 1_000_000)
+        dataset = dataset_file or root / "bulk.csv"
+        if dataset_file is not None and dataset_file.is_file():  # made by an earlier soak
+            dataset_bytes = dataset_file.stat().st_size
+        else:
+            dataset_bytes = write_dataset(dataset, dataset_mb * 1_000_000)
         took = time.monotonic() - clock
-        log(f"soak: {dataset_bytes / 1e9:.2f} GB dataset written in {took:.0f} s")
+        log(f"soak: {dataset_bytes / 1e9:.2f} GB dataset ready in {took:.0f} s ({dataset})")
         command = sluice_up_command(state_dir, aws_port, api_port)
         # the drift job runs a few times in the period, as it would hourly in a day
         command += ["--drift-seconds", str(max(60, round(seconds / 4)))]
@@ -479,7 +483,8 @@ def soak(
                 BULK_KEY,
                 Config=TransferConfig(multipart_chunksize=64 * MIB, max_concurrency=4),
             )
-            dataset.unlink()  # the bucket holds it now
+            if dataset_file is None:
+                dataset.unlink()  # the bucket holds it now
             log(f"soak: dataset uploaded in {time.monotonic() - clock:.0f} s")
             predictor = Predictor(api_port, body, rate)
             predictor.start()
@@ -567,11 +572,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--uploads", type=int, default=DEFAULT_UPLOADS)
     parser.add_argument("--rate", type=float, default=DEFAULT_RATE, help="predictions per second")
     parser.add_argument("--interval", type=float, default=DEFAULT_INTERVAL, help="between samples")
+    parser.add_argument(
+        "--dataset", type=Path, help="keep the generated CSV here and reuse it on the next soak"
+    )
     parser.add_argument("--json", type=Path, help="also write the samples and verdict here")
     args = parser.parse_args(argv)
     report = soak(
         args.seconds,
         dataset_mb=args.dataset_mb,
+        dataset_file=args.dataset,
         uploads=args.uploads,
         rate=args.rate,
         interval=args.interval,
