@@ -24,10 +24,11 @@ open but deleted with their bytes (``/proc/PID/fd`` links ending ``(deleted)``, 
 ``TMPDIR``. Disk in the verdict is those two plus the deleted-but-open bytes.
 
 Warm-up ends when the big object is in the snapshot and the first of the uploads has finished
-its run; the baseline is the first sample after that with no child process (a trainer's memory
-comes and goes with its run and is not the stack's). The end is the last sample, taken once the
-period is over and every run has ended. The verdict: the stack's RSS, fds and disk at the end
-are at most ``MAX_GROWTH`` (10 %) above the baseline, every upload ran, no prediction failed.
+its run; the baseline is the median of the first ``WINDOW`` (3) samples from then on taken with
+no child process (a trainer's memory comes and goes with its run and is not the stack's), the
+end the median of the last 3, taken once the period is over and every run has ended. The
+verdict: the stack's RSS, fds and disk at the end are at most ``MAX_GROWTH`` (10 %) above
+the baseline, every upload ran, no prediction failed.
 """
 
 from __future__ import annotations
