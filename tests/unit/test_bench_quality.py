@@ -7,7 +7,16 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from bench.quality import Spec, best_peer, contract_metric, holdout, ratio, verdict
+from bench.quality import (
+    Row,
+    Spec,
+    best_peer,
+    contract_metric,
+    holdout,
+    ratio,
+    table,
+    verdict,
+)
 
 
 def test_the_contract_metric_follows_the_task_and_the_number_of_classes() -> None:
@@ -67,3 +76,37 @@ def test_the_held_out_split_is_seeded_disjoint_and_keeps_a_rare_class() -> None:
     assert set(received.index).isdisjoint(test.index)
     assert len(received) + len(test) == 200
     assert (test["y"] == "yes").sum() == 2
+
+
+def test_the_table_closes_with_a_note_naming_each_dataset_under_target() -> None:
+    # Given one dataset at par and one where sluice is 0.9x the best default
+    def row(name: str, sluice: float, best: float) -> Row:
+        return Row(
+            dataset=name,
+            covers="",
+            rows=100,
+            columns=3,
+            task="regression",
+            metric="rmse",
+            sluice=sluice,
+            chosen="xgboost",
+            peers={"lightgbm": best, "onehot-linear": best * 2},
+            best_peer="lightgbm",
+            best_peer_score=best,
+            ratio=ratio("rmse", sluice, best),
+            train_seconds=1.0,
+            rows_train=56,
+            rows_received=80,
+            rows_test=20,
+        )
+
+    printed = table([row("test:par", 10.0, 10.0), row("test:behind", 10.0, 9.0)])
+
+    # Then the targets are judged and the miss is named with its figure and what shipped
+    assert "MISSED on test:behind" in printed
+    notes = [line for line in printed.splitlines() if line.startswith("missed:")]
+    assert notes == [
+        "missed: test:behind rmse 10.0000 = 0.900× the best default; sluice shipped xgboost "
+        "fitted on 56 of the 80 rows it received (defaults: lightgbm 9.0000, onehot-linear "
+        "18.0000)"
+    ]
