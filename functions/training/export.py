@@ -6,6 +6,7 @@ string for categorical), named by ``features.onnx_input_name``, exactly what
 one-hot encoding run inside it (skl2onnx's one-hot converter is corrected here for one input
 with infrequent categories). Outputs: ``label`` (int64 class index) and ``probabilities``
 (float, columns in ``schema.classes`` order) for classification, ``variable`` for regression.
+``append_temperature`` calibrates a classifier's ``probabilities`` inside the same graph.
 """
 
 from __future__ import annotations

@@ -1,5 +1,9 @@
 """SageMaker script-mode entry point: candidates -> ranked -> ONNX export -> parity check.
 
+A classifier's graph is calibrated (a temperature after its probabilities) when that lowers the
+cross-fitted validation log loss (calibration.py), before the parity check, which then compares
+it with the native model calibrated the same way.
+
 The best candidate whose ONNX export passes the parity check ships; a better one that failed is
 recorded in the card's ``parity_failures``. The run fails (ParityError) only when none passes.
 
@@ -37,6 +41,7 @@ import pandas as pd
 import skl2onnx
 import sklearn
 import xgboost
+from pydantic import JsonValue
 
 from functions.shared.errors import ParityError
 from functions.shared.features import DatasetSchema, onnx_input_names
@@ -172,7 +177,7 @@ class Shipped:
     export_seconds: float
     parity_seconds: float
     calibration: CalibrationRecord | None
-    validation: dict[str, Any]  # the shipped graph's validation report
+    validation: dict[str, JsonValue]  # the shipped graph's validation report (calibrated or not)
 
 
 def export_first_passing(
