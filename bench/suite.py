@@ -23,6 +23,7 @@ RESULTS = Path(__file__).with_name("results.json")
 MODULES: dict[str, int] = {
     "predict": 120,
     "coldstart": 120,
+    "calibration": 60,
     "size": 300,
     "http": 120,
     "preprocess": 180,

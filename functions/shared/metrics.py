@@ -32,8 +32,10 @@ __all__ = [
     "UnknownMetricError",
     "bootstrap_interval",
     "bootstrap_resamples",
+    "brier_score",
     "classification_report",
     "compute_metric",
+    "expected_calibration_error",
     "metric_info",
     "regression_report",
 ]
@@ -260,6 +262,43 @@ def _log_loss(y: NDArray[np.intp], proba: NDArray[np.floating[Any]]) -> float:
     return float(-np.mean(np.log(p_true), dtype=np.float64))
 
 
+ECE_BINS = 15
+"""Equal-width bins on the top-class probability for the expected calibration error (Guo et
+al. 2017 use 15; so does torchmetrics' default)."""
+
+
+def _brier(y: NDArray[np.intp], proba: NDArray[np.floating[Any]]) -> float:
+    """Mean squared distance between the probability rows and the one-hot true class.
+
+    K=2: ``mean((proba[:, 1] - y) ** 2)``, the usual binary Brier score in [0, 1]. K>2: the sum
+    over classes, averaged over rows, in [0, 2] (Brier 1950). That is what scikit-learn 1.9's
+    ``brier_score_loss(y, proba, labels=range(K))`` returns for each K (it halves the binary
+    sum, ``scale_by_half="auto"``).
+    """
+    p = np.asarray(proba, dtype=np.float64)
+    onehot = np.zeros_like(p)
+    onehot[np.arange(y.shape[0]), y] = 1.0
+    total = float(np.mean(np.sum((p - onehot) ** 2, axis=1)))
+    return total / 2 if p.shape[1] == 2 else total
+
+
+def _ece(y: NDArray[np.intp], proba: NDArray[np.floating[Any]], bins: int = ECE_BINS) -> float:
+    """Expected calibration error on the top-class probability (the confidence).
+
+    Rows go to ``bins`` equal-width bins by confidence, bin ``b`` holding ``(b/bins,
+    (b+1)/bins]`` (the first also holds 0); ECE is ``sum_b (n_b / n) * |accuracy_b -
+    mean confidence_b|``, the predicted class being ``argmax`` (first column wins ties), as
+    in Guo et al. 2017. 0 is perfectly calibrated; it is in [0, 1].
+    """
+    p = np.asarray(proba, dtype=np.float64)
+    predicted = np.argmax(p, axis=1)
+    confidence = p[np.arange(y.shape[0]), predicted]
+    correct = (predicted == y).astype(np.float64)
+    which = np.clip(np.ceil(confidence * bins).astype(np.intp) - 1, 0, bins - 1)
+    gap = np.bincount(which, weights=correct - confidence, minlength=bins)
+    return float(np.sum(np.abs(gap)) / y.shape[0])
+
+
 def _classification_metric(name: str, y: NDArray[np.intp], p: NDArray[np.floating[Any]]) -> float:
     if name == "roc_auc":
         return _roc_auc(y, p)
@@ -398,7 +437,9 @@ def classification_report(
     -------
     dict
         ``accuracy``, ``precision_macro``, ``recall_macro``, ``f1_macro``, ``roc_auc``,
-        ``log_loss`` (float, ``None`` where undefined), ``per_class`` (``{label:
+        ``log_loss``, ``brier`` (:func:`brier_score`), ``ece``
+        (:func:`expected_calibration_error`, 15 bins) (floats, ``None`` where undefined),
+        ``per_class`` (``{label:
         {precision, recall, f1, support}}``), ``confusion_matrix`` (list of lists, rows =
         true, columns = predicted, in `labels` order) and ``n``.
 
@@ -433,10 +474,35 @@ def classification_report(
         "f1_macro": _json_float(float(np.mean(f1))),
         "roc_auc": _json_float(_roc_auc(y, p)),
         "log_loss": _json_float(_log_loss(y, p)),
+        "brier": _json_float(_brier(y, p)),
+        "ece": _json_float(_ece(y, p)),
         "per_class": per_class,
         "confusion_matrix": cm.tolist(),
         "n": int(y.shape[0]),
     }
+
+
+def brier_score(y_true: NDArray[Any], proba: NDArray[Any]) -> float:
+    """The Brier score of class probabilities against integer class codes ``0..K-1``: the
+    binary score for K=2, the multiclass sum over classes for K>2 (``_brier`` says why).
+
+    Raises ``ValueError`` as :func:`compute_metric` does for malformed input.
+    """
+    y, p = _validate_classification(y_true, proba)
+    return _brier(y, p)
+
+
+def expected_calibration_error(
+    y_true: NDArray[Any], proba: NDArray[Any], *, bins: int = ECE_BINS
+) -> float:
+    """The expected calibration error over ``bins`` equal-width confidence bins (``_ece``).
+
+    Raises ``ValueError`` as :func:`compute_metric` does, or for fewer than one bin.
+    """
+    if bins < 1:
+        raise ValueError(f"bins must be at least 1, got {bins}")
+    y, p = _validate_classification(y_true, proba)
+    return _ece(y, p, bins)
 
 
 def regression_report(y_true: NDArray[Any], pred: NDArray[Any]) -> dict[str, object]:

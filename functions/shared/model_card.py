@@ -90,6 +90,46 @@ class CandidateRecord(_Frozen):
     validation: dict[str, JsonValue]  # classification_report / regression_report
 
 
+class CalibrationFigures(_Frozen):
+    """Probability quality on the validation split (metrics.classification_report's figures)."""
+
+    log_loss: float = Field(ge=0)
+    brier: float = Field(ge=0, le=2)
+    ece: float = Field(ge=0, le=1)
+
+
+class CalibrationRecord(_Frozen):
+    """Whether the shipped graph scales its probabilities by a temperature, and why.
+
+    ``before`` is the raw model on validation; ``after`` the same rows calibrated out of fold
+    (each fold by a temperature fitted on the others: training/calibration.py), the figures the
+    decision compared. ``temperature`` is the one fitted on the whole split: shipped when
+    ``applied``, shown for reference otherwise (None when too few rows to fit).
+    """
+
+    applied: bool
+    method: Literal["temperature"] = "temperature"
+    temperature: float | None = Field(default=None, gt=0)
+    probability_floor: float = Field(gt=0, lt=1)
+    folds: int = Field(ge=2)
+    before: CalibrationFigures
+    after: CalibrationFigures | None = None
+    reason: str
+
+    @model_validator(mode="after")
+    def _applied_only_when_better(self) -> Self:
+        if self.applied and (
+            self.temperature is None
+            or self.after is None
+            or self.after.log_loss >= self.before.log_loss
+        ):
+            raise ValueError(
+                "calibration is applied only with a temperature that lowered the cross-fitted "
+                "log loss"
+            )
+        return self
+
+
 class TrainingInfo(_Frozen):
     seconds: float = Field(ge=0)
     load_seconds: float = Field(ge=0)
@@ -107,12 +147,14 @@ class ModelCard(DatasetFacts):
     schema_version: Literal[1] = MODEL_CARD_SCHEMA_VERSION
     chosen: str
     candidates: list[CandidateRecord] = Field(min_length=1)
-    validation: dict[str, JsonValue]
+    validation: dict[str, JsonValue]  # the shipped graph on validation (calibrated if applied)
     parity: ParityReport
     # Better-ranked candidates whose export failed parity, best first; empty when the best
     # candidate shipped. Cards written before the fallback existed have none.
     parity_failures: list[ParityFailure] = Field(default_factory=list)
     onnx: OnnxInfo
+    # Classification cards since calibration existed; None for regression and older cards.
+    calibration: CalibrationRecord | None = None
     # Feature name (the user's header) -> the graph input it feeds (features.onnx_input_name).
     # Cards written before the mapping existed have none: their inputs are the feature names.
     onnx_input_names: dict[str, str] | None = None
@@ -137,6 +179,8 @@ class ModelCard(DatasetFacts):
             or len(set(mapping.values())) < len(mapping)
         ):
             raise ValueError("onnx_input_names must map each feature to an input of its own")
+        if self.calibration is not None and self.task != "classification":
+            raise ValueError("only a classification model has its probabilities calibrated")
         expected = [name for name, _ in graph_columns(self.features, self.input_names)]
         if [i.name for i in self.onnx.inputs] != expected:
             raise ValueError(

@@ -6,6 +6,7 @@ string for categorical), named by ``features.onnx_input_name``, exactly what
 one-hot encoding run inside it (skl2onnx's one-hot converter is corrected here for one input
 with infrequent categories). Outputs: ``label`` (int64 class index) and ``probabilities``
 (float, columns in ``schema.classes`` order) for classification, ``variable`` for regression.
+``append_temperature`` calibrates a classifier's ``probabilities`` inside the same graph.
 """
 
 from __future__ import annotations
@@ -192,6 +193,57 @@ def to_onnx(pipeline: Pipeline, schema: DatasetSchema) -> bytes:
         )
     data: bytes = model.SerializeToString()
     return data
+
+
+CALIBRATION_PREFIX = "calibration_"
+
+
+def append_temperature(data: bytes, temperature: float, floor: float) -> bytes:
+    """Scale a classification graph's ``probabilities`` by ``temperature``, inside the graph.
+
+    The model's own probability tensor is renamed and followed by ``Clip(min=floor) -> Log ->
+    Mul(1/T) -> Softmax``, whose output takes the ``probabilities`` name; ``label`` and the
+    inputs are untouched, so serving sees the same interface (calibration.temperature_scale
+    is the native twin the parity check compares it with).
+    """
+    model = onnx.load_from_string(data)
+    graph = model.graph
+    outputs = [o.name for o in graph.output]
+    if PROBABILITIES_OUTPUT not in outputs:
+        raise TrainingError(
+            f"cannot calibrate a graph without a '{PROBABILITIES_OUTPUT}' output (it has {outputs})"
+        )
+    raw = f"{CALIBRATION_PREFIX}uncalibrated"
+    for node in graph.node:
+        node.input[:] = [raw if n == PROBABILITIES_OUTPUT else n for n in node.input]
+        node.output[:] = [raw if n == PROBABILITIES_OUTPUT else n for n in node.output]
+    floor_name, inverse_name = f"{CALIBRATION_PREFIX}floor", f"{CALIBRATION_PREFIX}inverse_t"
+    graph.initializer.extend(
+        [
+            onnx.numpy_helper.from_array(np.array(floor, dtype=np.float32), floor_name),
+            onnx.numpy_helper.from_array(
+                np.array(1.0 / temperature, dtype=np.float32), inverse_name
+            ),
+        ]
+    )
+    clipped, logs, scaled = (f"{CALIBRATION_PREFIX}{n}" for n in ("clipped", "log", "scaled"))
+    graph.node.extend(
+        [
+            onnx.helper.make_node("Clip", [raw, floor_name], [clipped], name=clipped),
+            onnx.helper.make_node("Log", [clipped], [logs], name=logs),
+            onnx.helper.make_node("Mul", [logs, inverse_name], [scaled], name=scaled),
+            onnx.helper.make_node(
+                "Softmax",
+                [scaled],
+                [PROBABILITIES_OUTPUT],
+                axis=-1,
+                name=f"{CALIBRATION_PREFIX}softmax",
+            ),
+        ]
+    )
+    onnx.checker.check_model(model)
+    calibrated: bytes = model.SerializeToString()
+    return calibrated
 
 
 def describe_onnx(data: bytes, sha256: str, session: Any) -> OnnxInfo:

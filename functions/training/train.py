@@ -1,5 +1,9 @@
 """SageMaker script-mode entry point: candidates -> ranked -> ONNX export -> parity check.
 
+A classifier's graph is calibrated (a temperature after its probabilities) when that lowers the
+cross-fitted validation log loss (calibration.py), before the parity check, which then compares
+it with the native model calibrated the same way.
+
 The best candidate whose ONNX export passes the parity check ships; a better one that failed is
 recorded in the card's ``parity_failures``. The run fails (ParityError) only when none passes.
 
@@ -37,12 +41,14 @@ import pandas as pd
 import skl2onnx
 import sklearn
 import xgboost
+from pydantic import JsonValue
 
 from functions.shared.errors import ParityError
 from functions.shared.features import DatasetSchema, onnx_input_names
 from functions.shared.model_card import (
     MODEL_CARD_FILE,
     MODEL_FILE,
+    CalibrationRecord,
     ModelCard,
     ParityFailure,
     ParityReport,
@@ -55,6 +61,7 @@ from functions.shared.progress import (
     report_progress,
     route_progress,
 )
+from functions.training.calibration import calibrate_export
 from functions.training.candidates import (
     FittedCandidate,
     build_candidates,
@@ -120,10 +127,11 @@ def train(
         classes=schema.classes,
         chosen=best.name,
         candidates=[f.record for f in fitted],
-        validation=best.record.validation,
+        validation=shipped.validation,
         parity=shipped.parity,
         parity_failures=shipped.failures,
         onnx=describe_onnx(model_bytes, sha256, shipped.session),
+        calibration=shipped.calibration,
         onnx_input_names=onnx_input_names(schema.features),
         training=TrainingInfo(
             seconds=round(time.perf_counter() - started, 3),
@@ -168,6 +176,8 @@ class Shipped:
     failures: list[ParityFailure]
     export_seconds: float
     parity_seconds: float
+    calibration: CalibrationRecord | None
+    validation: dict[str, JsonValue]  # the shipped graph's validation report (calibrated or not)
 
 
 def export_first_passing(
@@ -187,12 +197,15 @@ def export_first_passing(
     export_seconds = parity_seconds = 0.0
     for candidate in ranked:
         clock = time.perf_counter()
-        model_bytes = to_onnx(candidate.pipeline, schema)
+        exported = calibrate_export(
+            candidate.pipeline, to_onnx(candidate.pipeline, schema), schema, validation
+        )
+        model_bytes = exported.model_bytes
         session = ort.InferenceSession(model_bytes, providers=["CPUExecutionProvider"])
         export_seconds += time.perf_counter() - clock
         clock = time.perf_counter()
         try:
-            report = measure_parity(candidate.pipeline, session, schema, validation)
+            report = measure_parity(exported.native, session, schema, validation)
         except ParityError as exc:  # outputs of the wrong shape: nothing to compare
             failure = ParityFailure(candidate=candidate.name, reason=str(exc))
         else:
@@ -205,6 +218,8 @@ def export_first_passing(
                     failures,
                     export_seconds,
                     parity_seconds + time.perf_counter() - clock,
+                    exported.record,
+                    exported.validation or candidate.record.validation,
                 )
             reason = parity_failure_message(report, candidate.name)
             failure = ParityFailure(candidate=candidate.name, reason=reason, report=report)

@@ -117,9 +117,11 @@ def test_classification_report_has_every_figure_the_issue_names(
     # When evaluated
     result = evaluate(state, store=store, registry=registry, clock=fixed_now)
 
-    # Then the report holds accuracy, macro and per-class P/R/F1, AUC, log loss, confusion matrix
+    # Then the report holds accuracy, macro and per-class P/R/F1, AUC, log loss, Brier, ECE and
+    # the confusion matrix
     report = _report(store, result.report_uri).challenger.report
-    for key in ("accuracy", "precision_macro", "recall_macro", "f1_macro", "roc_auc", "log_loss"):
+    figures = ("accuracy", "precision_macro", "recall_macro", "f1_macro", "roc_auc", "log_loss")
+    for key in (*figures, "brier", "ece"):
         assert isinstance(report[key], float), key
     per_class = report["per_class"]
     assert isinstance(per_class, dict) and set(per_class) == set(model.card.classes or [])

@@ -24,8 +24,10 @@ from functions.shared.metrics import (
     UnknownMetricError,
     bootstrap_interval,
     bootstrap_resamples,
+    brier_score,
     classification_report,
     compute_metric,
+    expected_calibration_error,
     metric_info,
     regression_report,
 )
@@ -339,6 +341,61 @@ def test_classification_report_matches_sklearn_and_is_json() -> None:
             {"precision": precision[i], "recall": recall[i], "f1": f1[i], "support": support[i]}
         )
     assert decoded["n"] == 300
+    assert decoded["brier"] == pytest.approx(
+        skm.brier_score_loss(y, proba, labels=[0, 1, 2]), rel=1e-9
+    )
+    assert 0 <= decoded["ece"] <= 1
+
+
+def test_brier_and_ece_of_a_binary_model_by_hand() -> None:
+    # Given five rows: two confident and right, one at 0.75 and right, two at 0.55 (one wrong)
+    y = np.array([1, 0, 1, 1, 1])
+    positive = np.array([0.95, 0.25, 0.55, 0.45, 0.95])
+    proba = np.column_stack([1 - positive, positive])
+    # Then Brier is the mean squared error of the positive-class probability:
+    # (0.05² + 0.25² + 0.45² + 0.55² + 0.05²) / 5
+    assert brier_score(y, proba) == pytest.approx(0.5725 / 5)
+    assert brier_score(y, proba) == pytest.approx(skm.brier_score_loss(y, positive))
+    # And ECE weighs each confidence bin's |accuracy - confidence| by its rows:
+    # bin (14/15, 1]: 2 x (1 - 0.95); bin (11/15, 12/15]: 1 - 0.75; bin (8/15, 9/15]: the right
+    # and the wrong 0.55 cancel to |1 - 1.1| = 0.1; over 5 rows
+    assert expected_calibration_error(y, proba) == pytest.approx((0.1 + 0.25 + 0.1) / 5)
+    # And the classification report carries both
+    report = classification_report(y, proba, ["no", "yes"])
+    assert report["brier"] == pytest.approx(0.1145)
+    assert report["ece"] == pytest.approx(0.09)
+
+
+def test_brier_and_ece_of_a_multiclass_model_by_hand() -> None:
+    # Given three rows, the last one confidently wrong
+    y = np.array([0, 2, 0])
+    proba = np.array([[0.7, 0.2, 0.1], [0.1, 0.28, 0.62], [0.25, 0.5, 0.25]])
+    # Then Brier sums the squared error over the one-hot classes, averaged over rows:
+    # (0.3² + 0.2² + 0.1²) + (0.1² + 0.28² + 0.38²) + (0.75² + 0.5² + 0.25²), over 3
+    assert brier_score(y, proba) == pytest.approx((0.14 + 0.2328 + 0.875) / 3)
+    assert brier_score(y, proba) == pytest.approx(skm.brier_score_loss(y, proba, labels=[0, 1, 2]))
+    # And ECE: one row per bin, |1 - 0.7| + |1 - 0.62| + |0 - 0.5|, over 3
+    assert expected_calibration_error(y, proba) == pytest.approx((0.3 + 0.38 + 0.5) / 3)
+    # And a single bin is the gap between accuracy (2/3) and mean confidence (1.82/3)
+    assert expected_calibration_error(y, proba, bins=1) == pytest.approx(abs(2 - 1.82) / 3)
+
+
+def test_a_perfectly_calibrated_model_has_no_ece_and_the_worst_has_one() -> None:
+    # Given confidences of exactly 1 that are always right, then always wrong
+    y = np.array([0, 1, 1])
+    right = np.array([[1.0, 0.0], [0.0, 1.0], [0.0, 1.0]])
+    # Then
+    assert expected_calibration_error(y, right) == 0.0
+    assert brier_score(y, right) == 0.0
+    assert expected_calibration_error(y, right[:, ::-1]) == 1.0
+    assert brier_score(y, right[:, ::-1]) == 1.0
+
+
+def test_calibration_figures_reject_malformed_input() -> None:
+    with pytest.raises(ValueError, match="bins must be at least 1"):
+        expected_calibration_error(np.array([0]), np.array([[0.6, 0.4]]), bins=0)
+    with pytest.raises(ValueError, match=r"proba must lie in \[0, 1\]"):
+        brier_score(np.array([0]), np.array([[1.5, -0.5]]))
 
 
 def test_classification_report_uses_none_for_nan() -> None:

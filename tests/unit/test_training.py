@@ -19,6 +19,7 @@ from functions.shared.features import DatasetSchema, onnx_feeds
 from functions.shared.metrics import METRICS, classification_report, regression_report
 from functions.shared.model_card import ModelCard, ParityReport
 from functions.training import train as train_module
+from functions.training.calibration import CalibratedClassifier
 from functions.training.candidates import build_candidates, fit_candidate
 from functions.training.script_mode import (
     Hyperparameters,
@@ -73,13 +74,18 @@ def _session(trained: Trained) -> ort.InferenceSession:
 
 def _native(trained: Trained) -> Any:
     """Refit the chosen candidate: training is deterministic for a seed, so this is the model
-    that was exported."""
+    that was exported, followed by the card's temperature where calibration was applied."""
     train_split = load_split(trained.paths.train, trained.schema, "train")
     validation = load_split(trained.paths.validation, trained.schema, "validation")
     pipelines = build_candidates(trained.schema, trained.hyperparameters, num_gpus=0)
     name = trained.card.chosen
     assert name == "linear" or name == "xgboost"
-    return fit_candidate(name, pipelines[name], trained.schema, train_split, validation).pipeline
+    native = fit_candidate(name, pipelines[name], trained.schema, train_split, validation).pipeline
+    calibration = trained.card.calibration
+    if calibration is not None and calibration.applied:
+        assert calibration.temperature is not None
+        return CalibratedClassifier(native, calibration.temperature)
+    return native
 
 
 def _raw_validation(trained: Trained) -> pd.DataFrame:
@@ -158,7 +164,9 @@ def test_card_validates_and_its_sha256_matches_the_file(trained: Trained) -> Non
     assert card.classes == trained.schema.classes
     assert [c.name for c in card.candidates] == list(trained.hyperparameters.candidates)
     assert all(c.fit_seconds > 0 for c in card.candidates)
-    assert card.validation == card.chosen_candidate.validation
+    calibrated = card.calibration is not None and card.calibration.applied
+    assert (card.validation == card.chosen_candidate.validation) is not calibrated
+    assert (card.calibration is None) is (card.task == "regression")
     assert card.training.device == "cpu"
     assert card.training.libraries["scikit-learn"]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -11,6 +12,7 @@ import pytest
 from functions.shared.features import DatasetSchema, onnx_input_name
 from functions.shared.model_card import ModelCard
 from functions.shared.scoring import ScoringModel
+from functions.training.calibration import CalibratedClassifier
 from functions.training.candidates import build_candidates, fit_candidate
 from functions.training.script_mode import Hyperparameters, SageMakerPaths
 from functions.training.splits import load_split
@@ -78,7 +80,11 @@ def test_the_model_scores_columns_keyed_by_the_users_headers(trained: Trained) -
     pipelines = build_candidates(trained.schema, trained.hyperparameters, num_gpus=0)
     name = card.chosen
     assert name == "linear" or name == "xgboost"
-    native = fit_candidate(name, pipelines[name], trained.schema, train_split, validation).pipeline
+    native: Any = fit_candidate(
+        name, pipelines[name], trained.schema, train_split, validation
+    ).pipeline
+    if card.calibration is not None and card.calibration.temperature and card.calibration.applied:
+        native = CalibratedClassifier(native, card.calibration.temperature)
     if card.task == "classification":
         assert scores.probabilities is not None
         np.testing.assert_allclose(

@@ -201,3 +201,27 @@ def test_inconsistent_parity_failures_are_refused(failure: dict[str, Any], messa
     }
     with pytest.raises(ValidationError, match=message):
         ModelCard.model_validate(_card(**changes))
+
+
+_CALIBRATION = {
+    "applied": True,
+    "temperature": 1.6,
+    "probability_floor": 1e-3,
+    "folds": 5,
+    "before": {"log_loss": 0.52, "brier": 0.18, "ece": 0.09},
+    "after": {"log_loss": 0.47, "brier": 0.16, "ece": 0.02},
+    "reason": "cross-fitted log loss 0.4700 vs 0.5200 raw (T = 1.600)",
+}
+
+
+def test_a_card_records_the_calibration_and_older_cards_have_none() -> None:
+    card = ModelCard.model_validate(_card(calibration=_CALIBRATION))
+    assert card.calibration is not None and card.calibration.method == "temperature"
+    assert card.calibration.after is not None and card.calibration.after.ece == 0.02
+    assert ModelCard.model_validate(_card()).calibration is None
+
+
+def test_a_regression_card_cannot_carry_a_calibration() -> None:
+    regression = _card(task="regression", metric="rmse", classes=None, calibration=_CALIBRATION)
+    with pytest.raises(ValidationError, match="only a classification model"):
+        ModelCard.model_validate(regression)
