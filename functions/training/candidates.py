@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 import numpy as np
+from lightgbm import LGBMClassifier, LGBMRegressor
 from numpy.typing import NDArray
 from pydantic import JsonValue
 from sklearn.compose import ColumnTransformer
@@ -49,6 +50,15 @@ XGBOOST_REPORTED = (
     "early_stopping_rounds",
     "tree_method",
     "device",
+    "n_jobs",
+    "random_state",
+)
+LIGHTGBM_REPORTED = (
+    "n_estimators",
+    "num_leaves",
+    "learning_rate",
+    "min_child_samples",
+    "early_stopping_round",
     "n_jobs",
     "random_state",
 )
@@ -113,6 +123,26 @@ def build_xgboost(
     return Pipeline([("features", build_features(schema, scale=False)), ("model", model)])
 
 
+def build_lightgbm(schema: DatasetSchema, hp: Hyperparameters, *, n_jobs: int) -> Pipeline:
+    """LightGBM on the same one-hot features as XGBoost. It runs on the CPU even where a GPU is
+    present: the PyPI wheel has no CUDA build (docs/decisions.md, 2026-12-03)."""
+    params: dict[str, Any] = {
+        "n_estimators": hp.n_estimators,
+        "learning_rate": hp.learning_rate,
+        "num_leaves": hp.num_leaves,
+        "min_child_samples": 20,
+        "n_jobs": n_jobs,
+        "random_state": hp.seed,
+        # LightGBM's own parameter (a callback in its sklearn API): stops on the eval_set
+        "early_stopping_round": hp.early_stopping_rounds,
+        "deterministic": True,
+        "force_row_wise": True,  # with deterministic: the same seed gives the same trees
+        "verbose": -1,
+    }
+    model = LGBMClassifier(**params) if schema.task == "classification" else LGBMRegressor(**params)
+    return Pipeline([("features", build_features(schema, scale=False)), ("model", model)])
+
+
 def device_for(num_gpus: int) -> Device:
     return "cuda" if num_gpus > 0 else "cpu"
 
@@ -123,13 +153,14 @@ def build_candidates(
     """The unfitted pipelines ``hp.candidates`` asks for, in that order. XGBoost trains on the
     GPU when the instance has one and uses every core (``n_jobs``, default all) otherwise."""
     pipelines: dict[CandidateName, Pipeline] = {}
+    cores = n_jobs or os.cpu_count() or 1
     for name in hp.candidates:
         if name == "linear":
             pipelines[name] = build_linear(schema, hp)
+        elif name == "lightgbm":
+            pipelines[name] = build_lightgbm(schema, hp, n_jobs=cores)
         else:
-            pipelines[name] = build_xgboost(
-                schema, hp, device=device_for(num_gpus), n_jobs=n_jobs or os.cpu_count() or 1
-            )
+            pipelines[name] = build_xgboost(schema, hp, device=device_for(num_gpus), n_jobs=cores)
     return pipelines
 
 
@@ -140,7 +171,7 @@ def fit_candidate(
     train: Split,
     validation: Split,
 ) -> FittedCandidate:
-    """Fit on train, score on validation; XGBoost stops early on the validation split.
+    """Fit on train, score on validation; the boosted trees stop early on the validation split.
 
     Early stopping and model choice both use validation, so its figures flatter the chosen
     model slightly; the evaluate step scores the held-out test split, which training never
@@ -152,6 +183,11 @@ def fit_candidate(
         x_train = features.fit_transform(train.frame)
         x_validation = features.transform(validation.frame)
         model.fit(x_train, train.y, eval_set=[(x_validation, validation.y)], verbose=False)
+    elif name == "lightgbm":
+        features, model = pipeline.named_steps["features"], pipeline.named_steps["model"]
+        x_train = features.fit_transform(train.frame)
+        x_validation = features.transform(validation.frame)
+        model.fit(x_train, train.y, eval_X=(x_validation,), eval_y=(validation.y,))
     else:
         pipeline.fit(train.frame, train.y)
     fit_seconds = time.perf_counter() - started
@@ -210,6 +246,11 @@ def describe_params(pipeline: Pipeline) -> dict[str, JsonValue]:
         chosen = model.get_params()
         params.update({key: chosen[key] for key in XGBOOST_REPORTED})
         params["best_iteration"] = int(model.best_iteration)
+    elif isinstance(model, LGBMClassifier | LGBMRegressor):
+        chosen = model.get_params()
+        params.update({key: chosen[key] for key in LIGHTGBM_REPORTED})
+        # LightGBM counts from 1 (0: no early stop happened); the card counts from 0 like XGBoost
+        params["best_iteration"] = max(int(model.best_iteration_), 1) - 1
     elif isinstance(model, LogisticRegression):
         params.update(
             C=float(model.C),

@@ -24,8 +24,8 @@ FAILURE_FILE = "failure"
 # SageMaker truncates FailureReason to this many characters.
 FAILURE_REASON_LIMIT = 1024
 
-CandidateName = Literal["linear", "xgboost"]
-ALL_CANDIDATES: tuple[CandidateName, ...] = ("linear", "xgboost")
+CandidateName = Literal["linear", "xgboost", "lightgbm"]
+ALL_CANDIDATES: tuple[CandidateName, ...] = ("linear", "xgboost", "lightgbm")
 
 
 @dataclass(frozen=True)
@@ -90,6 +90,7 @@ class Hyperparameters(BaseModel):
     n_estimators: int = Field(default=300, ge=1, le=100_000)
     max_depth: int = Field(default=6, ge=1, le=32)
     learning_rate: float = Field(default=0.1, gt=0, le=1)
+    num_leaves: int = Field(default=31, ge=2, le=131_072)  # LightGBM's tree size
     early_stopping_rounds: int = Field(default=20, ge=1)
 
     @field_validator("candidates", mode="before")

@@ -29,6 +29,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import lightgbm
 import numpy as np
 import onnx
 import onnxmltools
@@ -223,6 +224,7 @@ def library_versions() -> dict[str, str]:
         "pandas": pd.__version__,
         "scikit-learn": sklearn.__version__,
         "xgboost": xgboost.__version__,
+        "lightgbm": lightgbm.__version__,
         "skl2onnx": skl2onnx.__version__,
         "onnxmltools": onnxmltools.__version__,
         "onnx": onnx.__version__,

@@ -35,6 +35,8 @@ class Trained:
         ("classification", "xgboost"),
         ("regression", "linear"),
         ("regression", "xgboost"),
+        ("classification", "lightgbm"),
+        ("regression", "lightgbm"),
     ],
     ids=lambda p: "-".join(p),
 )
@@ -77,7 +79,7 @@ def test_the_model_scores_columns_keyed_by_the_users_headers(trained: Trained) -
     validation = load_split(trained.paths.validation, trained.schema, "validation")
     pipelines = build_candidates(trained.schema, trained.hyperparameters, num_gpus=0)
     name = card.chosen
-    assert name == "linear" or name == "xgboost"
+    assert name in ("linear", "xgboost", "lightgbm")
     native = fit_candidate(name, pipelines[name], trained.schema, train_split, validation).pipeline
     if card.task == "classification":
         assert scores.probabilities is not None

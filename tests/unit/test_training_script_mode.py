@@ -49,7 +49,7 @@ def test_paths_follow_the_sm_variables(tmp_path: Path) -> None:
 def test_defaults() -> None:
     hp = parse_hyperparameters({})
     assert hp == Hyperparameters()
-    assert hp.candidates == ("linear", "xgboost")
+    assert hp.candidates == ("linear", "xgboost", "lightgbm")
     assert (hp.seed, hp.n_estimators, hp.max_depth) == (0, 300, 6)
     assert (hp.learning_rate, hp.early_stopping_rounds) == (0.1, 20)
 
