@@ -80,6 +80,17 @@ class OnnxInfo(_Frozen):
     outputs: list[TensorInfo]
 
 
+class ClassWeighting(_Frozen):
+    """Balanced class weights, tried because the rarest class is rare, and kept only when they
+    improved the contract metric on validation (``training/candidates.py`` says when)."""
+
+    rarest_class: str
+    rarest_share: float = Field(ge=0, le=1)  # of the training rows
+    unweighted: float | None  # the contract metric on validation without weights
+    weighted: float | None  # ... and with balanced weights
+    chosen: Literal["none", "balanced"]
+
+
 class CandidateRecord(_Frozen):
     """One model family tried during training, chosen or not."""
 
@@ -88,6 +99,8 @@ class CandidateRecord(_Frozen):
     fit_seconds: float = Field(ge=0)
     metric_value: float | None  # the contract metric on validation; None where undefined
     validation: dict[str, JsonValue]  # classification_report / regression_report
+    # None where no class is rare (and on regression); cards before issue 17 have none
+    class_weighting: ClassWeighting | None = None
 
 
 class TrainingInfo(_Frozen):

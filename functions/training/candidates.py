@@ -12,13 +12,14 @@ import logging
 import math
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, cast
 
 import numpy as np
 from lightgbm import LGBMClassifier, LGBMRegressor
 from numpy.typing import NDArray
 from pydantic import JsonValue
+from sklearn.base import clone
 from sklearn.compose import ColumnTransformer
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression, Ridge
@@ -29,7 +30,7 @@ from xgboost import XGBClassifier, XGBRegressor
 from functions.shared.errors import TrainingError
 from functions.shared.features import DatasetSchema
 from functions.shared.metrics import METRICS, classification_report, regression_report
-from functions.shared.model_card import CandidateRecord, Device
+from functions.shared.model_card import CandidateRecord, ClassWeighting, Device
 from functions.training.script_mode import CandidateName, Hyperparameters
 from functions.training.splits import Split
 
@@ -43,6 +44,9 @@ log = logging.getLogger(__name__)
 MAX_CATEGORIES = 50
 MIN_CATEGORY_ROWS = 5
 LINEAR_MAX_ITER = 500
+# A class is rare when its share of the training rows is under this fraction of an even share:
+# 20 % of two classes, 13 % of three, 8 % of five (docs/decisions.md, 2026-12-03).
+RARE_CLASS_FRACTION = 0.4
 XGBOOST_REPORTED = (
     "n_estimators",
     "max_depth",
@@ -164,12 +168,79 @@ def build_candidates(
     return pipelines
 
 
+def rarest_class(schema: DatasetSchema, y: NDArray[Any]) -> tuple[int, float] | None:
+    """The rarest class (index) and its share of ``y`` when that share is under
+    ``RARE_CLASS_FRACTION`` of an even share; None on regression or balanced enough classes."""
+    if schema.task != "classification" or not schema.classes or y.size == 0:
+        return None
+    counts = np.bincount(y, minlength=len(schema.classes))
+    index = int(np.argmin(counts))
+    share = float(counts[index]) / float(y.size)
+    return (index, share) if share < RARE_CLASS_FRACTION / len(schema.classes) else None
+
+
+def balanced_weights(y: NDArray[Any], n_classes: int) -> NDArray[np.float64]:
+    """scikit-learn's "balanced" weights, as sample weights every family accepts:
+    ``rows / (classes * rows of the class)``, so each class carries the same total weight."""
+    counts = np.bincount(y, minlength=n_classes).astype(np.float64)
+    per_class = y.size / (n_classes * np.maximum(counts, 1.0))
+    return np.asarray(per_class[y], dtype=np.float64)
+
+
+def fit_weighted_if_better(
+    name: CandidateName,
+    pipeline: Pipeline,
+    schema: DatasetSchema,
+    train: Split,
+    validation: Split,
+) -> FittedCandidate:
+    """Fit as ``fit_candidate``; where a class is rare, fit a clone with balanced weights too and
+    keep it only if it scores strictly better on validation. Both figures go in the card."""
+    rare = rarest_class(schema, train.y)
+    plain = fit_candidate(name, pipeline, schema, train, validation)
+    if rare is None:
+        return plain
+    weights = balanced_weights(train.y, len(schema.classes or []))
+    weighted = fit_candidate(name, clone(pipeline), schema, train, validation, weights)
+    better = rank_candidates([plain, weighted], schema.metric)[0] is weighted and (
+        weighted.record.metric_value != plain.record.metric_value
+    )
+    kept = weighted if better else plain
+    index, share = rare
+    label = (schema.classes or [])[index]
+    record = kept.record.model_copy(
+        update={
+            "fit_seconds": round(plain.record.fit_seconds + weighted.record.fit_seconds, 3),
+            "params": {**kept.record.params, "class_weight": "balanced" if better else None},
+            "class_weighting": ClassWeighting(
+                rarest_class=label,
+                rarest_share=round(share, 6),
+                unweighted=plain.record.metric_value,
+                weighted=weighted.record.metric_value,
+                chosen="balanced" if better else "none",
+            ),
+        }
+    )
+    log.info(
+        "%s: class '%s' is %.1f%% of the rows; balanced weights %s (%s=%s, unweighted %s)",
+        name,
+        label,
+        100 * share,
+        "kept" if better else "dropped",
+        schema.metric,
+        weighted.record.metric_value,
+        plain.record.metric_value,
+    )
+    return replace(kept, record=record)
+
+
 def fit_candidate(
     name: CandidateName,
     pipeline: Pipeline,
     schema: DatasetSchema,
     train: Split,
     validation: Split,
+    sample_weight: NDArray[np.float64] | None = None,
 ) -> FittedCandidate:
     """Fit on train, score on validation; the boosted trees stop early on the validation split.
 
@@ -182,14 +253,26 @@ def fit_candidate(
         features, model = pipeline.named_steps["features"], pipeline.named_steps["model"]
         x_train = features.fit_transform(train.frame)
         x_validation = features.transform(validation.frame)
-        model.fit(x_train, train.y, eval_set=[(x_validation, validation.y)], verbose=False)
+        model.fit(
+            x_train,
+            train.y,
+            sample_weight=sample_weight,
+            eval_set=[(x_validation, validation.y)],
+            verbose=False,
+        )
     elif name == "lightgbm":
         features, model = pipeline.named_steps["features"], pipeline.named_steps["model"]
         x_train = features.fit_transform(train.frame)
         x_validation = features.transform(validation.frame)
-        model.fit(x_train, train.y, eval_X=(x_validation,), eval_y=(validation.y,))
+        model.fit(
+            x_train,
+            train.y,
+            sample_weight=sample_weight,
+            eval_X=(x_validation,),
+            eval_y=(validation.y,),
+        )
     else:
-        pipeline.fit(train.frame, train.y)
+        pipeline.fit(train.frame, train.y, model__sample_weight=sample_weight)
     fit_seconds = time.perf_counter() - started
     report, value = score(pipeline, schema, validation)
     record = CandidateRecord(

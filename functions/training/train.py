@@ -60,7 +60,7 @@ from functions.training.candidates import (
     FittedCandidate,
     build_candidates,
     device_for,
-    fit_candidate,
+    fit_weighted_if_better,
     rank_candidates,
 )
 from functions.training.export import describe_onnx, to_onnx
@@ -102,7 +102,7 @@ def train(
     for number, (name, pipeline) in enumerate(pipelines.items(), start=1):
         detail = f"candidate {number} of {len(pipelines)}: {name} on {train_split.rows} rows"
         _progress(schema, started, number - 1, len(pipelines), detail)
-        fitted.append(fit_candidate(name, pipeline, schema, train_split, validation))
+        fitted.append(fit_weighted_if_better(name, pipeline, schema, train_split, validation))
     _progress(schema, started, len(pipelines), len(pipelines), "export to ONNX and parity check")
     shipped = export_first_passing(rank_candidates(fitted, schema.metric), schema, validation)
     best, model_bytes = shipped.candidate, shipped.model_bytes
@@ -241,9 +241,14 @@ def summary(card: ModelCard) -> str:
     ]
     for candidate in card.candidates:
         mark = "*" if candidate.name == card.chosen else " "
+        weighted = (
+            "  balanced class weights"
+            if candidate.class_weighting and candidate.class_weighting.chosen == "balanced"
+            else ""
+        )
         lines.append(
             f" {mark} {candidate.name:<8} {card.metric}={_figure(candidate.metric_value)}  "
-            f"fit {candidate.fit_seconds:.1f} s"
+            f"fit {candidate.fit_seconds:.1f} s{weighted}"
         )
     parity = card.parity
     agreement = (
