@@ -12,14 +12,13 @@ import logging
 import math
 import os
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, cast
 
 import numpy as np
 from lightgbm import LGBMClassifier, LGBMRegressor
 from numpy.typing import NDArray
 from pydantic import JsonValue
-from sklearn.base import clone
 from sklearn.compose import ColumnTransformer
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression, Ridge
@@ -30,7 +29,7 @@ from xgboost import XGBClassifier, XGBRegressor
 from functions.shared.errors import TrainingError
 from functions.shared.features import DatasetSchema
 from functions.shared.metrics import METRICS, classification_report, regression_report
-from functions.shared.model_card import CandidateRecord, ClassWeighting, Device
+from functions.shared.model_card import CandidateRecord, Device
 from functions.training.script_mode import CandidateName, Hyperparameters
 from functions.training.splits import Split
 
@@ -52,6 +51,10 @@ XGBOOST_REPORTED = (
     "max_depth",
     "learning_rate",
     "early_stopping_rounds",
+    "min_child_weight",
+    "subsample",
+    "colsample_bytree",
+    "reg_lambda",
     "tree_method",
     "device",
     "n_jobs",
@@ -62,6 +65,10 @@ LIGHTGBM_REPORTED = (
     "num_leaves",
     "learning_rate",
     "min_child_samples",
+    "subsample",
+    "subsample_freq",
+    "colsample_bytree",
+    "reg_lambda",
     "early_stopping_round",
     "n_jobs",
     "random_state",
@@ -187,53 +194,6 @@ def balanced_weights(y: NDArray[Any], n_classes: int) -> NDArray[np.float64]:
     return np.asarray(per_class[y], dtype=np.float64)
 
 
-def fit_weighted_if_better(
-    name: CandidateName,
-    pipeline: Pipeline,
-    schema: DatasetSchema,
-    train: Split,
-    validation: Split,
-) -> FittedCandidate:
-    """Fit as ``fit_candidate``; where a class is rare, fit a clone with balanced weights too and
-    keep it only if it scores strictly better on validation. Both figures go in the card."""
-    rare = rarest_class(schema, train.y)
-    plain = fit_candidate(name, pipeline, schema, train, validation)
-    if rare is None:
-        return plain
-    weights = balanced_weights(train.y, len(schema.classes or []))
-    weighted = fit_candidate(name, clone(pipeline), schema, train, validation, weights)
-    better = rank_candidates([plain, weighted], schema.metric)[0] is weighted and (
-        weighted.record.metric_value != plain.record.metric_value
-    )
-    kept = weighted if better else plain
-    index, share = rare
-    label = (schema.classes or [])[index]
-    record = kept.record.model_copy(
-        update={
-            "fit_seconds": round(plain.record.fit_seconds + weighted.record.fit_seconds, 3),
-            "params": {**kept.record.params, "class_weight": "balanced" if better else None},
-            "class_weighting": ClassWeighting(
-                rarest_class=label,
-                rarest_share=round(share, 6),
-                unweighted=plain.record.metric_value,
-                weighted=weighted.record.metric_value,
-                chosen="balanced" if better else "none",
-            ),
-        }
-    )
-    log.info(
-        "%s: class '%s' is %.1f%% of the rows; balanced weights %s (%s=%s, unweighted %s)",
-        name,
-        label,
-        100 * share,
-        "kept" if better else "dropped",
-        schema.metric,
-        weighted.record.metric_value,
-        plain.record.metric_value,
-    )
-    return replace(kept, record=record)
-
-
 def fit_candidate(
     name: CandidateName,
     pipeline: Pipeline,
@@ -241,6 +201,8 @@ def fit_candidate(
     train: Split,
     validation: Split,
     sample_weight: NDArray[np.float64] | None = None,
+    *,
+    callbacks: list[Any] | None = None,
 ) -> FittedCandidate:
     """Fit on train, score on validation; the boosted trees stop early on the validation split.
 
@@ -253,13 +215,17 @@ def fit_candidate(
         features, model = pipeline.named_steps["features"], pipeline.named_steps["model"]
         x_train = features.fit_transform(train.frame)
         x_validation = features.transform(validation.frame)
-        model.fit(
-            x_train,
-            train.y,
-            sample_weight=sample_weight,
-            eval_set=[(x_validation, validation.y)],
-            verbose=False,
-        )
+        model.set_params(callbacks=callbacks)
+        try:
+            model.fit(
+                x_train,
+                train.y,
+                sample_weight=sample_weight,
+                eval_set=[(x_validation, validation.y)],
+                verbose=False,
+            )
+        finally:
+            model.set_params(callbacks=None)
     elif name == "lightgbm":
         features, model = pipeline.named_steps["features"], pipeline.named_steps["model"]
         x_train = features.fit_transform(train.frame)
@@ -270,6 +236,7 @@ def fit_candidate(
             sample_weight=sample_weight,
             eval_X=(x_validation,),
             eval_y=(validation.y,),
+            callbacks=callbacks,
         )
     else:
         pipeline.fit(train.frame, train.y, model__sample_weight=sample_weight)

@@ -44,6 +44,7 @@ from functions.shared.features import DatasetSchema, onnx_input_names
 from functions.shared.model_card import (
     MODEL_CARD_FILE,
     MODEL_FILE,
+    CandidateRecord,
     ModelCard,
     ParityFailure,
     ParityReport,
@@ -58,9 +59,7 @@ from functions.shared.progress import (
 )
 from functions.training.candidates import (
     FittedCandidate,
-    build_candidates,
     device_for,
-    fit_weighted_if_better,
     rank_candidates,
 )
 from functions.training.export import describe_onnx, to_onnx
@@ -73,6 +72,7 @@ from functions.training.script_mode import (
     num_gpus_from_env,
     write_failure,
 )
+from functions.training.search import Searcher
 from functions.training.splits import Split, load_schema, load_split, require_every_class
 
 log = logging.getLogger("sluice.training")
@@ -97,13 +97,16 @@ def train(
     require_every_class(schema, train_split)
     load_seconds = time.perf_counter() - started
 
-    pipelines = build_candidates(schema, hyperparameters, num_gpus=num_gpus, n_jobs=n_jobs)
+    names = hyperparameters.candidates
+    searcher = Searcher(
+        schema, hyperparameters, train_split, validation, num_gpus=num_gpus, n_jobs=n_jobs
+    )
     fitted = []
-    for number, (name, pipeline) in enumerate(pipelines.items(), start=1):
-        detail = f"candidate {number} of {len(pipelines)}: {name} on {train_split.rows} rows"
-        _progress(schema, started, number - 1, len(pipelines), detail)
-        fitted.append(fit_weighted_if_better(name, pipeline, schema, train_split, validation))
-    _progress(schema, started, len(pipelines), len(pipelines), "export to ONNX and parity check")
+    for number, name in enumerate(names, start=1):
+        detail = f"candidate {number} of {len(names)}: {name} on {train_split.rows} rows"
+        _progress(schema, started, number - 1, len(names), detail)
+        fitted.append(searcher.search(name, families_left=len(names) - number + 1))
+    _progress(schema, started, len(names), len(names), "export to ONNX and parity check")
     shipped = export_first_passing(rank_candidates(fitted, schema.metric), schema, validation)
     best, model_bytes = shipped.candidate, shipped.model_bytes
 
@@ -248,7 +251,7 @@ def summary(card: ModelCard) -> str:
         )
         lines.append(
             f" {mark} {candidate.name:<8} {card.metric}={_figure(candidate.metric_value)}  "
-            f"fit {candidate.fit_seconds:.1f} s{weighted}"
+            f"fit {candidate.fit_seconds:.1f} s{weighted}{_trials(candidate)}"
         )
     parity = card.parity
     agreement = (
@@ -265,6 +268,16 @@ def summary(card: ModelCard) -> str:
         f"total {card.training.seconds:.1f} s"
     )
     return "\n".join(lines)
+
+
+def _trials(candidate: CandidateRecord) -> str:
+    search = candidate.search
+    if search is None:
+        return ""
+    return (
+        f"  {len(candidate.trials)} trials ({search.selection}, stopped by "
+        f"{search.stopped_by.replace('_', ' ')}), best #{search.best_trial}"
+    )
 
 
 def _figure(value: float | None) -> str:

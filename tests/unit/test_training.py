@@ -30,7 +30,7 @@ from functions.training.train import main, train
 from tests import datasets
 
 # Small forests keep the suite fast; early stopping still gets exercised.
-FAST = Hyperparameters(n_estimators=40, early_stopping_rounds=5)
+FAST = Hyperparameters(n_estimators=40, early_stopping_rounds=5, max_trials=1)  # no search
 GENERATORS: dict[str, Callable[[Path], DatasetSchema]] = {
     "binary": datasets.binary_numeric,
     "multiclass": datasets.multiclass_mixed,
@@ -287,7 +287,12 @@ def test_main_trains_with_sagemaker_encoded_hyperparameters(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # Given hyperparameters as the SageMaker SDK writes them, and the argv it appends
-    hps = {"n_estimators": "20", "candidates": '"xgboost"', "sagemaker_program": '"train.py"'}
+    hps = {
+        "n_estimators": "20",
+        "candidates": '"xgboost"',
+        "budget_seconds": "2",
+        "sagemaker_program": '"train.py"',
+    }
     env = _env(tmp_path, hps)
     # When the entry point runs
     code = main(["--n_estimators", "20", "--candidates", "xgboost"], env)
@@ -324,7 +329,7 @@ def test_main_fails_closed_when_parity_fails(
         label_agreement=0.9, ties=1, passed=False,
     )  # fmt: skip
     monkeypatch.setattr(train_module, "measure_parity", lambda *_: failing)
-    env = _env(tmp_path, {"n_estimators": "5"})
+    env = _env(tmp_path, {"n_estimators": "5", "max_trials": "1"})
     # When the entry point runs
     code = main([], env)
     # Then the job fails with the figures, and no model is written

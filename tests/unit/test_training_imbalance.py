@@ -8,18 +8,14 @@ import numpy as np
 import pytest
 
 from functions.shared.model_card import ModelCard
-from functions.training.candidates import (
-    balanced_weights,
-    build_candidates,
-    fit_weighted_if_better,
-    rarest_class,
-)
+from functions.training.candidates import balanced_weights, rarest_class
 from functions.training.script_mode import Hyperparameters, SageMakerPaths
+from functions.training.search import Searcher
 from functions.training.splits import load_split
 from functions.training.train import train
 from tests import datasets
 
-FAST = Hyperparameters(n_estimators=40, early_stopping_rounds=5)
+FAST = Hyperparameters(n_estimators=40, early_stopping_rounds=5, max_trials=1)  # no search
 
 
 @pytest.fixture(scope="module")
@@ -61,9 +57,8 @@ def test_weights_are_dropped_when_they_do_not_improve_the_metric(
     train_split = load_split(root / "again" / "train", schema, "train")
     validation = load_split(root / "again" / "validation", schema, "validation")
     hp = FAST.model_copy(update={"candidates": ("linear",)})
-    pipeline = build_candidates(schema, hp, num_gpus=0)["linear"]
     # When fitted with and without weights
-    fitted = fit_weighted_if_better("linear", pipeline, schema, train_split, validation)
+    fitted = Searcher(schema, hp, train_split, validation, num_gpus=0).search("linear", 1)
     # Then the unweighted model is kept, and both figures are recorded
     weighting = fitted.record.class_weighting
     assert weighting is not None and weighting.weighted is not None
