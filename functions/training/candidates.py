@@ -24,6 +24,7 @@ from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
+from threadpoolctl import threadpool_limits
 from xgboost import XGBClassifier, XGBRegressor
 
 from functions.shared.errors import TrainingError
@@ -239,7 +240,10 @@ def fit_candidate(
             callbacks=callbacks,
         )
     else:
-        pipeline.fit(train.frame, train.y, model__sample_weight=sample_weight)
+        # One BLAS thread: lbfgs on a few thousand rows gains nothing from more, and on 2 cores
+        # shared with other processes OpenBLAS's spinning threads made a 0.3 s fit take 7 s.
+        with threadpool_limits(limits=1, user_api="blas"):
+            pipeline.fit(train.frame, train.y, model__sample_weight=sample_weight)
     fit_seconds = time.perf_counter() - started
     report, value = score(pipeline, schema, validation)
     record = CandidateRecord(
