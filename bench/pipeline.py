@@ -144,7 +144,9 @@ def _measure(stack: LocalStack, frame: pd.DataFrame, body: bytes) -> Timeline:
     bucket = stack.config.topology.raw_bucket
     # The contract id column keeps customer_id out of the features, as the bundled contract does.
     # The upload rule matches <dataset>/data/ only: the contract raises no event to wait for.
-    s3.put_object(Bucket=bucket, Key=CONTRACT_KEY, Body=contract_bytes(id_column="customer_id"))
+    # training={}: the default search budget, which the 60 s target is set for (not the tests' 2 s)
+    contract = contract_bytes(id_column="customer_id", training={})
+    s3.put_object(Bucket=bucket, Key=CONTRACT_KEY, Body=contract)
 
     wall0, clock0 = time.time(), time.perf_counter()
     s3.put_object(Bucket=bucket, Key=DATA_KEY, Body=body)

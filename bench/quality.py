@@ -311,7 +311,7 @@ def fit_peers(
     from sklearn.linear_model import LogisticRegression, Ridge
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import OneHotEncoder, StandardScaler
-    from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
+    from threadpoolctl import threadpool_limits
 
     x_train, x_test = received.drop(columns=[spec.target]), test.drop(columns=[spec.target])
     y_train, y_test = received[spec.target], test[spec.target].to_numpy()

@@ -28,6 +28,8 @@ CHURN_CONTRACT: dict[str, Any] = {
     "task": "classification",
     "metric": "f1_macro",
     "threshold": 0.6,
+    # a tiny search budget keeps every pipeline run in the suite short
+    "training": {"budget_seconds": 2},
 }
 
 

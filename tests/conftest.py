@@ -47,7 +47,7 @@ def wide_model(tmp_path_factory: pytest.TempPathFactory) -> TrainedModel:
     return train_model(
         tmp_path_factory.mktemp("model-wide"),
         "wide",
-        Hyperparameters(candidates=("linear",)),
+        Hyperparameters(candidates=("linear",), max_trials=1),
         generate=lambda root: write_dataset_version(
             root,
             synthetic(

@@ -43,6 +43,7 @@ def synthetic(
     n_numeric: int,
     n_categorical: int,
     n_classes: int = 2,
+    class_shares: tuple[float, ...] | None = None,
     cardinalities: tuple[int, ...] = CARDINALITIES,
     missing: float = 0.05,
     target_offset: float = 0.0,
@@ -90,7 +91,11 @@ def synthetic(
     classes: list[str] | None = None
     if task == "classification":
         labels = LABELS[n_classes]
-        edges = np.quantile(signal, np.linspace(0, 1, n_classes + 1)[1:-1])
+        # class_shares: each label's share of rows, in LABELS order (default: even)
+        cuts = (
+            np.cumsum(class_shares)[:-1] if class_shares else np.linspace(0, 1, n_classes + 1)[1:-1]
+        )
+        edges = np.quantile(signal, cuts)
         columns[target] = np.array(labels, dtype=object)[np.digitize(signal, edges)]
         classes = sorted(labels)
     else:
@@ -145,6 +150,22 @@ def binary_numeric(root: Path, rows: int = 2000, seed: int = 1) -> DatasetSchema
         n_numeric=6,
         n_categorical=0,
         name="binary",
+        seed=seed,
+    )
+    return write_dataset_version(root, generated)
+
+
+def imbalanced_binary(root: Path, rows: int = 3000, seed: int = 4) -> DatasetSchema:
+    """Two classes, 6 % positives ("yes", the low-signal end), numeric and categorical
+    features with gaps, scored on f1_macro: the rare class decides the metric."""
+    generated = synthetic(
+        rows,
+        task="classification",
+        metric="f1_macro",
+        n_numeric=6,
+        n_categorical=2,
+        class_shares=(0.06, 0.94),
+        name="imbalanced",
         seed=seed,
     )
     return write_dataset_version(root, generated)

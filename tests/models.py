@@ -26,7 +26,7 @@ from functions.training.train import train
 from tests import datasets
 from tests.datasets import SPLITS
 
-FAST = Hyperparameters(n_estimators=40, early_stopping_rounds=5)
+FAST = Hyperparameters(n_estimators=40, early_stopping_rounds=5, max_trials=1)  # no search
 KINDS: dict[str, Callable[[Path], DatasetSchema]] = {
     "binary": datasets.binary_numeric,
     "multiclass": datasets.multiclass_mixed,

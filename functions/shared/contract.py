@@ -30,6 +30,7 @@ class FeatureKind(StrEnum):
 
 
 HyperparameterValue = str | int | float | bool
+DEFAULT_BUDGET_SECONDS = 30
 
 
 class TrainingConfig(BaseModel):
@@ -42,11 +43,23 @@ class TrainingConfig(BaseModel):
     max_runtime_seconds: int = Field(default=3600, ge=60, le=5 * 24 * 3600)
     max_wait_seconds: int | None = Field(default=None, ge=60, le=5 * 24 * 3600)
     hyperparameters: dict[str, HyperparameterValue] = Field(default_factory=dict)
+    # the hyperparameter search's time budget (training/search.py); docs/decisions.md
+    # (2026-12-03) says why 30 s
+    budget_seconds: int = Field(default=DEFAULT_BUDGET_SECONDS, ge=1, le=5 * 24 * 3600)
 
     @model_validator(mode="after")
     def _wait_covers_runtime(self) -> Self:
         if self.max_wait_seconds is not None and self.max_wait_seconds < self.max_runtime_seconds:
             raise ValueError("max_wait_seconds must be >= max_runtime_seconds (spot waits + runs)")
+        if self.budget_seconds >= self.max_runtime_seconds:
+            raise ValueError(
+                f"budget_seconds ({self.budget_seconds}) must be under max_runtime_seconds "
+                f"({self.max_runtime_seconds}): the job also loads, exports and checks the model"
+            )
+        if "budget_seconds" in self.hyperparameters:
+            raise ValueError(
+                "hyperparameters.budget_seconds: set the budget as training.budget_seconds"
+            )
         return self
 
 

@@ -80,6 +80,39 @@ class OnnxInfo(_Frozen):
     outputs: list[TensorInfo]
 
 
+class ClassWeighting(_Frozen):
+    """Balanced class weights, tried because the rarest class is rare, and kept only when they
+    improved the contract metric on validation (``training/candidates.py`` says when)."""
+
+    rarest_class: str
+    rarest_share: float = Field(ge=0, le=1)  # of the training rows
+    unweighted: float | None  # the contract metric on validation without weights
+    weighted: float | None  # ... and with balanced weights
+    chosen: Literal["none", "balanced"]
+
+
+class TrialRecord(_Frozen):
+    """One trial of a family's hyperparameter search (``training/search.py``)."""
+
+    number: int = Field(ge=0)
+    params: dict[str, JsonValue]
+    score: float | None  # the selection figure; None when pruned, failed or undefined
+    seconds: float = Field(ge=0)
+    state: str  # Optuna's: complete, pruned, fail
+
+
+class SearchSummary(_Frozen):
+    """How a family's search went: what it selected by, its share of the budget, why it
+    stopped, and which trial won."""
+
+    selection: str  # "validation", or "5-fold" (train + validation) for small datasets
+    budget_seconds: float = Field(ge=0)  # this family's share of training.budget_seconds
+    seconds: float = Field(ge=0)
+    max_trials: int = Field(ge=1)
+    stopped_by: Literal["max_trials", "budget"]
+    best_trial: int = Field(ge=0)
+
+
 class CandidateRecord(_Frozen):
     """One model family tried during training, chosen or not."""
 
@@ -88,6 +121,11 @@ class CandidateRecord(_Frozen):
     fit_seconds: float = Field(ge=0)
     metric_value: float | None  # the contract metric on validation; None where undefined
     validation: dict[str, JsonValue]  # classification_report / regression_report
+    # None where no class is rare (and on regression); cards before issue 17 have none
+    class_weighting: ClassWeighting | None = None
+    # every trial of the search, in order; ``metric_value`` is the best one's selection figure
+    trials: list[TrialRecord] = Field(default_factory=list)
+    search: SearchSummary | None = None
 
 
 class CalibrationFigures(_Frozen):

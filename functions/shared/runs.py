@@ -117,7 +117,10 @@ def run_input(
                 else None
             ),
         ),
-        hyperparameters={k: _hp(v) for k, v in training.hyperparameters.items()},
+        hyperparameters={
+            **{k: _hp(v) for k, v in training.hyperparameters.items()},
+            "budget_seconds": _hp(training.budget_seconds),
+        },
     )
 
 

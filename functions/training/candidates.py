@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 import numpy as np
+from lightgbm import LGBMClassifier, LGBMRegressor
 from numpy.typing import NDArray
 from pydantic import JsonValue
 from sklearn.compose import ColumnTransformer
@@ -23,6 +24,7 @@ from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
+from threadpoolctl import threadpool_limits
 from xgboost import XGBClassifier, XGBRegressor
 
 from functions.shared.errors import TrainingError
@@ -42,13 +44,33 @@ log = logging.getLogger(__name__)
 MAX_CATEGORIES = 50
 MIN_CATEGORY_ROWS = 5
 LINEAR_MAX_ITER = 500
+# A class is rare when its share of the training rows is under this fraction of an even share:
+# 20 % of two classes, 13 % of three, 8 % of five (docs/decisions.md, 2026-12-03).
+RARE_CLASS_FRACTION = 0.4
 XGBOOST_REPORTED = (
     "n_estimators",
     "max_depth",
     "learning_rate",
     "early_stopping_rounds",
+    "min_child_weight",
+    "subsample",
+    "colsample_bytree",
+    "reg_lambda",
     "tree_method",
     "device",
+    "n_jobs",
+    "random_state",
+)
+LIGHTGBM_REPORTED = (
+    "n_estimators",
+    "num_leaves",
+    "learning_rate",
+    "min_child_samples",
+    "subsample",
+    "subsample_freq",
+    "colsample_bytree",
+    "reg_lambda",
+    "early_stopping_round",
     "n_jobs",
     "random_state",
 )
@@ -113,6 +135,26 @@ def build_xgboost(
     return Pipeline([("features", build_features(schema, scale=False)), ("model", model)])
 
 
+def build_lightgbm(schema: DatasetSchema, hp: Hyperparameters, *, n_jobs: int) -> Pipeline:
+    """LightGBM on the same one-hot features as XGBoost. It runs on the CPU even where a GPU is
+    present: the PyPI wheel has no CUDA build (docs/decisions.md, 2026-12-03)."""
+    params: dict[str, Any] = {
+        "n_estimators": hp.n_estimators,
+        "learning_rate": hp.learning_rate,
+        "num_leaves": hp.num_leaves,
+        "min_child_samples": 20,
+        "n_jobs": n_jobs,
+        "random_state": hp.seed,
+        # LightGBM's own parameter (a callback in its sklearn API): stops on the eval_set
+        "early_stopping_round": hp.early_stopping_rounds,
+        "deterministic": True,
+        "force_row_wise": True,  # with deterministic: the same seed gives the same trees
+        "verbose": -1,
+    }
+    model = LGBMClassifier(**params) if schema.task == "classification" else LGBMRegressor(**params)
+    return Pipeline([("features", build_features(schema, scale=False)), ("model", model)])
+
+
 def device_for(num_gpus: int) -> Device:
     return "cuda" if num_gpus > 0 else "cpu"
 
@@ -123,14 +165,34 @@ def build_candidates(
     """The unfitted pipelines ``hp.candidates`` asks for, in that order. XGBoost trains on the
     GPU when the instance has one and uses every core (``n_jobs``, default all) otherwise."""
     pipelines: dict[CandidateName, Pipeline] = {}
+    cores = n_jobs or os.cpu_count() or 1
     for name in hp.candidates:
         if name == "linear":
             pipelines[name] = build_linear(schema, hp)
+        elif name == "lightgbm":
+            pipelines[name] = build_lightgbm(schema, hp, n_jobs=cores)
         else:
-            pipelines[name] = build_xgboost(
-                schema, hp, device=device_for(num_gpus), n_jobs=n_jobs or os.cpu_count() or 1
-            )
+            pipelines[name] = build_xgboost(schema, hp, device=device_for(num_gpus), n_jobs=cores)
     return pipelines
+
+
+def rarest_class(schema: DatasetSchema, y: NDArray[Any]) -> tuple[int, float] | None:
+    """The rarest class (index) and its share of ``y`` when that share is under
+    ``RARE_CLASS_FRACTION`` of an even share; None on regression or balanced enough classes."""
+    if schema.task != "classification" or not schema.classes or y.size == 0:
+        return None
+    counts = np.bincount(y, minlength=len(schema.classes))
+    index = int(np.argmin(counts))
+    share = float(counts[index]) / float(y.size)
+    return (index, share) if share < RARE_CLASS_FRACTION / len(schema.classes) else None
+
+
+def balanced_weights(y: NDArray[Any], n_classes: int) -> NDArray[np.float64]:
+    """scikit-learn's "balanced" weights, as sample weights every family accepts:
+    ``rows / (classes * rows of the class)``, so each class carries the same total weight."""
+    counts = np.bincount(y, minlength=n_classes).astype(np.float64)
+    per_class = y.size / (n_classes * np.maximum(counts, 1.0))
+    return np.asarray(per_class[y], dtype=np.float64)
 
 
 def fit_candidate(
@@ -139,8 +201,11 @@ def fit_candidate(
     schema: DatasetSchema,
     train: Split,
     validation: Split,
+    sample_weight: NDArray[np.float64] | None = None,
+    *,
+    callbacks: list[Any] | None = None,
 ) -> FittedCandidate:
-    """Fit on train, score on validation; XGBoost stops early on the validation split.
+    """Fit on train, score on validation; the boosted trees stop early on the validation split.
 
     Early stopping and model choice both use validation, so its figures flatter the chosen
     model slightly; the evaluate step scores the held-out test split, which training never
@@ -151,9 +216,34 @@ def fit_candidate(
         features, model = pipeline.named_steps["features"], pipeline.named_steps["model"]
         x_train = features.fit_transform(train.frame)
         x_validation = features.transform(validation.frame)
-        model.fit(x_train, train.y, eval_set=[(x_validation, validation.y)], verbose=False)
+        model.set_params(callbacks=callbacks)
+        try:
+            model.fit(
+                x_train,
+                train.y,
+                sample_weight=sample_weight,
+                eval_set=[(x_validation, validation.y)],
+                verbose=False,
+            )
+        finally:
+            model.set_params(callbacks=None)
+    elif name == "lightgbm":
+        features, model = pipeline.named_steps["features"], pipeline.named_steps["model"]
+        x_train = features.fit_transform(train.frame)
+        x_validation = features.transform(validation.frame)
+        model.fit(
+            x_train,
+            train.y,
+            sample_weight=sample_weight,
+            eval_X=(x_validation,),
+            eval_y=(validation.y,),
+            callbacks=callbacks,
+        )
     else:
-        pipeline.fit(train.frame, train.y)
+        # One BLAS thread: lbfgs on a few thousand rows gains nothing from more, and on 2 cores
+        # shared with other processes OpenBLAS's spinning threads made a 0.3 s fit take 7 s.
+        with threadpool_limits(limits=1, user_api="blas"):
+            pipeline.fit(train.frame, train.y, model__sample_weight=sample_weight)
     fit_seconds = time.perf_counter() - started
     report, value = score(pipeline, schema, validation)
     record = CandidateRecord(
@@ -210,6 +300,11 @@ def describe_params(pipeline: Pipeline) -> dict[str, JsonValue]:
         chosen = model.get_params()
         params.update({key: chosen[key] for key in XGBOOST_REPORTED})
         params["best_iteration"] = int(model.best_iteration)
+    elif isinstance(model, LGBMClassifier | LGBMRegressor):
+        chosen = model.get_params()
+        params.update({key: chosen[key] for key in LIGHTGBM_REPORTED})
+        # LightGBM counts from 1 (0: no early stop happened); the card counts from 0 like XGBoost
+        params["best_iteration"] = max(int(model.best_iteration_), 1) - 1
     elif isinstance(model, LogisticRegression):
         params.update(
             C=float(model.C),

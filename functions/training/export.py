@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 import onnx
+from lightgbm import LGBMClassifier, LGBMRegressor
+from onnxmltools.convert.lightgbm.operator_converters.LightGbm import convert_lightgbm
 from onnxmltools.convert.xgboost.operator_converters.XGBoost import convert_xgboost
 from skl2onnx import convert_sklearn, update_registered_converter
 from skl2onnx.common.data_types import FloatTensorType, StringTensorType
@@ -62,6 +64,25 @@ def register_xgboost_converters() -> None:
         "XGBoostXGBRegressor",
         calculate_linear_regressor_output_shapes,
         convert_xgboost,
+    )
+
+
+def register_lightgbm_converters() -> None:
+    """Teach skl2onnx the LightGBM estimators with onnxmltools' converter (re-registering is a
+    harmless overwrite)."""
+    update_registered_converter(
+        LGBMClassifier,
+        "LightGbmLGBMClassifier",
+        calculate_linear_classifier_output_shapes,
+        convert_lightgbm,
+        options={"nocl": [True, False], "zipmap": [True, False, "columns"]},
+    )
+    update_registered_converter(
+        LGBMRegressor,
+        "LightGbmLGBMRegressor",
+        calculate_linear_regressor_output_shapes,
+        convert_lightgbm,
+        options={"split": None},
     )
 
 
@@ -163,6 +184,7 @@ def _one_input_with_infrequent(operator: Any) -> bool:
 def to_onnx(pipeline: Pipeline, schema: DatasetSchema) -> bytes:
     """Convert the fitted pipeline; raise TrainingError if the graph's interface is not ours."""
     register_xgboost_converters()
+    register_lightgbm_converters()
     register_one_hot_encoder_converter()
     columns = graph_columns(schema.features, onnx_input_names(schema.features))
     initial_types: list[tuple[str, Any]] = [

@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from functions.shared.contract import describe_validation_error
+from functions.shared.contract import DEFAULT_BUDGET_SECONDS, describe_validation_error
 from functions.shared.errors import TrainingError
 
 HYPERPARAMETERS_FILE = "hyperparameters.json"
@@ -24,8 +24,10 @@ FAILURE_FILE = "failure"
 # SageMaker truncates FailureReason to this many characters.
 FAILURE_REASON_LIMIT = 1024
 
-CandidateName = Literal["linear", "xgboost"]
-ALL_CANDIDATES: tuple[CandidateName, ...] = ("linear", "xgboost")
+DEFAULT_MAX_TRIALS = 30
+
+CandidateName = Literal["linear", "xgboost", "lightgbm"]
+ALL_CANDIDATES: tuple[CandidateName, ...] = ("linear", "xgboost", "lightgbm")
 
 
 @dataclass(frozen=True)
@@ -87,10 +89,16 @@ class Hyperparameters(BaseModel):
 
     candidates: tuple[CandidateName, ...] = Field(default=ALL_CANDIDATES, min_length=1)
     seed: int = Field(default=0, ge=0, le=2**31 - 1)
-    n_estimators: int = Field(default=300, ge=1, le=100_000)
+    # a cap: early stopping on validation decides the rounds (300 cut one regression short)
+    n_estimators: int = Field(default=1000, ge=1, le=100_000)
     max_depth: int = Field(default=6, ge=1, le=32)
     learning_rate: float = Field(default=0.1, gt=0, le=1)
+    num_leaves: int = Field(default=31, ge=2, le=131_072)  # LightGBM's tree size
     early_stopping_rounds: int = Field(default=20, ge=1)
+    # the search (training/search.py): the contract's training.budget_seconds, passed by the
+    # run; trials per family at most (1: the configuration above, no search)
+    budget_seconds: float = Field(default=DEFAULT_BUDGET_SECONDS, gt=0, le=5 * 24 * 3600)
+    max_trials: int = Field(default=DEFAULT_MAX_TRIALS, ge=1, le=10_000)
 
     @field_validator("candidates", mode="before")
     @classmethod

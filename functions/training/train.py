@@ -33,6 +33,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import lightgbm
 import numpy as np
 import onnx
 import onnxmltools
@@ -49,6 +50,7 @@ from functions.shared.model_card import (
     MODEL_CARD_FILE,
     MODEL_FILE,
     CalibrationRecord,
+    CandidateRecord,
     ModelCard,
     ParityFailure,
     ParityReport,
@@ -64,9 +66,7 @@ from functions.shared.progress import (
 from functions.training.calibration import calibrate_export
 from functions.training.candidates import (
     FittedCandidate,
-    build_candidates,
     device_for,
-    fit_candidate,
     rank_candidates,
 )
 from functions.training.export import describe_onnx, to_onnx
@@ -79,6 +79,7 @@ from functions.training.script_mode import (
     num_gpus_from_env,
     write_failure,
 )
+from functions.training.search import Searcher
 from functions.training.splits import Split, load_schema, load_split, require_every_class
 
 log = logging.getLogger("sluice.training")
@@ -103,13 +104,16 @@ def train(
     require_every_class(schema, train_split)
     load_seconds = time.perf_counter() - started
 
-    pipelines = build_candidates(schema, hyperparameters, num_gpus=num_gpus, n_jobs=n_jobs)
+    names = hyperparameters.candidates
+    searcher = Searcher(
+        schema, hyperparameters, train_split, validation, num_gpus=num_gpus, n_jobs=n_jobs
+    )
     fitted = []
-    for number, (name, pipeline) in enumerate(pipelines.items(), start=1):
-        detail = f"candidate {number} of {len(pipelines)}: {name} on {train_split.rows} rows"
-        _progress(schema, started, number - 1, len(pipelines), detail)
-        fitted.append(fit_candidate(name, pipeline, schema, train_split, validation))
-    _progress(schema, started, len(pipelines), len(pipelines), "export to ONNX and parity check")
+    for number, name in enumerate(names, start=1):
+        detail = f"candidate {number} of {len(names)}: {name} on {train_split.rows} rows"
+        _progress(schema, started, number - 1, len(names), detail)
+        fitted.append(searcher.search(name, families_left=len(names) - number + 1))
+    _progress(schema, started, len(names), len(names), "export to ONNX and parity check")
     shipped = export_first_passing(rank_candidates(fitted, schema.metric), schema, validation)
     best, model_bytes = shipped.candidate, shipped.model_bytes
 
@@ -238,6 +242,7 @@ def library_versions() -> dict[str, str]:
         "pandas": pd.__version__,
         "scikit-learn": sklearn.__version__,
         "xgboost": xgboost.__version__,
+        "lightgbm": lightgbm.__version__,
         "skl2onnx": skl2onnx.__version__,
         "onnxmltools": onnxmltools.__version__,
         "onnx": onnx.__version__,
@@ -254,9 +259,14 @@ def summary(card: ModelCard) -> str:
     ]
     for candidate in card.candidates:
         mark = "*" if candidate.name == card.chosen else " "
+        weighted = (
+            "  balanced class weights"
+            if candidate.class_weighting and candidate.class_weighting.chosen == "balanced"
+            else ""
+        )
         lines.append(
             f" {mark} {candidate.name:<8} {card.metric}={_figure(candidate.metric_value)}  "
-            f"fit {candidate.fit_seconds:.1f} s"
+            f"fit {candidate.fit_seconds:.1f} s{weighted}{_trials(candidate)}"
         )
     parity = card.parity
     agreement = (
@@ -273,6 +283,16 @@ def summary(card: ModelCard) -> str:
         f"total {card.training.seconds:.1f} s"
     )
     return "\n".join(lines)
+
+
+def _trials(candidate: CandidateRecord) -> str:
+    search = candidate.search
+    if search is None:
+        return ""
+    return (
+        f"  {len(candidate.trials)} trials ({search.selection}, stopped by "
+        f"{search.stopped_by.replace('_', ' ')}), best #{search.best_trial}"
+    )
 
 
 def _figure(value: float | None) -> str:

@@ -72,7 +72,9 @@ def churn_model(tmp_path_factory: pytest.TempPathFactory) -> ChurnModel:
         part.to_parquet(root / split / "part-0.parquet", index=False)
     (root / "train" / "dataset.json").write_text(schema.model_dump_json())
     paths = SageMakerPaths.for_version(root, root)
-    card = train(paths, Hyperparameters(n_estimators=40, early_stopping_rounds=5), num_gpus=0)
+    card = train(
+        paths, Hyperparameters(n_estimators=40, early_stopping_rounds=5, max_trials=1), num_gpus=0
+    )
     return ChurnModel((paths.model / MODEL_FILE).read_bytes(), card)
 
 

@@ -52,7 +52,7 @@ def test_test_metrics_are_close_to_a_plain_scikit_learn_model_on_the_same_split(
     kind: str, tmp_path: Path
 ) -> None:
     # Given the model sluice trains with its default settings, and a default sklearn model
-    model = train_model(tmp_path, kind, Hyperparameters())
+    model = train_model(tmp_path, kind, Hyperparameters(max_trials=1))
     baseline = _plain_sklearn_metric(model)
     # When sluice evaluates its model on the same test split
     store, registry = InMemoryObjectStore(), InMemoryRegistry()

@@ -77,7 +77,8 @@ def test_a_job_completes_and_uploads_model_tar_gz_where_sagemaker_does(
     s3: Any, tmp_path: Path
 ) -> None:
     # Given a CreateTrainingJob request over the uploaded dataset version
-    request = _request("sluice-multiclass-1", {"n_estimators": "20", "seed": "3"})
+    hyperparameters = {"n_estimators": "20", "seed": "3", "budget_seconds": "2"}
+    request = _request("sluice-multiclass-1", hyperparameters)
     # When the local runner runs it
     result = run_training_job(request, S3ObjectStore(s3), work_dir=tmp_path / "opt-ml")
     # Then it completed, and reports like DescribeTrainingJob
@@ -101,7 +102,7 @@ def test_a_job_completes_and_uploads_model_tar_gz_where_sagemaker_does(
     assert card.training.hyperparameters["seed"] == 3
     # And the container layout was SageMaker's
     hps = json.loads((tmp_path / "opt-ml/input/config/hyperparameters.json").read_text())
-    assert hps == {"n_estimators": "20", "seed": "3"}
+    assert hps == hyperparameters
     assert (tmp_path / "opt-ml/input/data/train/dataset.json").is_file()
     assert (tmp_path / "opt-ml/input/data/validation/part-0.parquet").is_file()
 
@@ -113,7 +114,8 @@ def test_a_job_reports_each_candidate_as_progress_in_the_runners_process(s3: Any
     try:
         # When a job with two candidates runs
         request = _request(
-            "sluice-progress-1", {"n_estimators": "10", "candidates": "linear,xgboost"}
+            "sluice-progress-1",
+            {"n_estimators": "10", "candidates": "linear,xgboost", "budget_seconds": "2"},
         )
         result = run_training_job(request, S3ObjectStore(s3))
     finally:

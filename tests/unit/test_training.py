@@ -31,7 +31,7 @@ from functions.training.train import main, train
 from tests import datasets
 
 # Small forests keep the suite fast; early stopping still gets exercised.
-FAST = Hyperparameters(n_estimators=40, early_stopping_rounds=5)
+FAST = Hyperparameters(n_estimators=40, early_stopping_rounds=5, max_trials=1)  # no search
 GENERATORS: dict[str, Callable[[Path], DatasetSchema]] = {
     "binary": datasets.binary_numeric,
     "multiclass": datasets.multiclass_mixed,
@@ -57,10 +57,20 @@ def _train(root: Path, kind: str, hp: Hyperparameters) -> Trained:
     return Trained(schema, paths, train(paths, hp, num_gpus=0), hp)
 
 
-@pytest.fixture(scope="module", params=[*GENERATORS, "multiclass-linear", "regression-linear"])
+@pytest.fixture(
+    scope="module",
+    params=[
+        *GENERATORS,
+        "multiclass-linear",
+        "regression-linear",
+        *(f"{kind}-lightgbm" for kind in GENERATORS),
+    ],
+)
 def trained(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Trained:
-    """Each dataset trained once per module: both candidates, and linear alone for the two
-    datasets where xgboost wins, so that both exporters go through parity."""
+    """Each dataset trained once per module: every candidate, then linear alone for the two
+    datasets where a boosted family wins and LightGBM alone on all three (binary, multiclass and
+    regression, with categoricals and missing values), so that every exporter goes through
+    parity."""
     kind, _, only = str(request.param).partition("-")
     hp = FAST.model_copy(update={"candidates": (only,)}) if only else FAST
     return _train(tmp_path_factory.mktemp(str(request.param)), kind, hp)
@@ -79,7 +89,7 @@ def _native(trained: Trained) -> Any:
     validation = load_split(trained.paths.validation, trained.schema, "validation")
     pipelines = build_candidates(trained.schema, trained.hyperparameters, num_gpus=0)
     name = trained.card.chosen
-    assert name == "linear" or name == "xgboost"
+    assert name in ("linear", "xgboost", "lightgbm")
     native = fit_candidate(name, pipelines[name], trained.schema, train_split, validation).pipeline
     calibration = trained.card.calibration
     if calibration is not None and calibration.applied:
@@ -194,17 +204,21 @@ def test_chosen_candidate_is_best_on_the_contract_metric(trained: Trained) -> No
     assert values[card.chosen] == best(v for v in values.values() if v is not None)
 
 
-def test_xgboost_stopped_early_or_ran_out_of_rounds(trained: Trained) -> None:
-    # Given an xgboost candidate
-    record = next((c for c in trained.card.candidates if c.name == "xgboost"), None)
-    if record is None:  # the linear-only runs tried exactly what they were asked to
+def test_boosted_trees_stopped_early_or_ran_out_of_rounds(trained: Trained) -> None:
+    # Given the boosted candidates (xgboost, lightgbm) of a run
+    boosted = [c for c in trained.card.candidates if c.name in ("xgboost", "lightgbm")]
+    if not boosted:  # the linear-only runs tried exactly what they were asked to
         assert [c.name for c in trained.card.candidates] == ["linear"]
         return
-    # Then the card records how many rounds the validation split kept
-    best_iteration = record.params["best_iteration"]
-    assert isinstance(best_iteration, int)
-    assert 0 <= best_iteration < FAST.n_estimators
-    assert record.params["device"] == "cpu"
+    for record in boosted:
+        # Then the card records how many rounds the validation split kept
+        best_iteration = record.params["best_iteration"]
+        assert isinstance(best_iteration, int)
+        assert 0 <= best_iteration < FAST.n_estimators
+        if record.name == "xgboost":
+            assert record.params["device"] == "cpu"
+        else:
+            assert record.params["early_stopping_round"] == FAST.early_stopping_rounds
 
 
 @pytest.fixture(scope="module")
@@ -281,7 +295,12 @@ def test_main_trains_with_sagemaker_encoded_hyperparameters(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # Given hyperparameters as the SageMaker SDK writes them, and the argv it appends
-    hps = {"n_estimators": "20", "candidates": '"xgboost"', "sagemaker_program": '"train.py"'}
+    hps = {
+        "n_estimators": "20",
+        "candidates": '"xgboost"',
+        "budget_seconds": "2",
+        "sagemaker_program": '"train.py"',
+    }
     env = _env(tmp_path, hps)
     # When the entry point runs
     code = main(["--n_estimators", "20", "--candidates", "xgboost"], env)
@@ -318,7 +337,7 @@ def test_main_fails_closed_when_parity_fails(
         label_agreement=0.9, ties=1, passed=False,
     )  # fmt: skip
     monkeypatch.setattr(train_module, "measure_parity", lambda *_: failing)
-    env = _env(tmp_path, {"n_estimators": "5"})
+    env = _env(tmp_path, {"n_estimators": "5", "max_trials": "1"})
     # When the entry point runs
     code = main([], env)
     # Then the job fails with the figures, and no model is written

@@ -19,7 +19,7 @@ from functions.training.splits import load_split
 from functions.training.train import train
 from tests import datasets
 
-FAST = Hyperparameters(n_estimators=40, early_stopping_rounds=5)
+FAST = Hyperparameters(n_estimators=40, early_stopping_rounds=5, max_trials=1)  # no search
 
 
 @dataclass(frozen=True)
@@ -37,6 +37,8 @@ class Trained:
         ("classification", "xgboost"),
         ("regression", "linear"),
         ("regression", "xgboost"),
+        ("classification", "lightgbm"),
+        ("regression", "lightgbm"),
     ],
     ids=lambda p: "-".join(p),
 )
@@ -79,7 +81,7 @@ def test_the_model_scores_columns_keyed_by_the_users_headers(trained: Trained) -
     validation = load_split(trained.paths.validation, trained.schema, "validation")
     pipelines = build_candidates(trained.schema, trained.hyperparameters, num_gpus=0)
     name = card.chosen
-    assert name == "linear" or name == "xgboost"
+    assert name in ("linear", "xgboost", "lightgbm")
     native: Any = fit_candidate(
         name, pipelines[name], trained.schema, train_split, validation
     ).pipeline

@@ -25,7 +25,7 @@ from functions.training.splits import load_split
 from functions.training.train import train
 from tests import datasets
 
-FAST = Hyperparameters(n_estimators=40, early_stopping_rounds=5)
+FAST = Hyperparameters(n_estimators=40, early_stopping_rounds=5, max_trials=1)  # no search
 UNSEEN = "a category nobody has seen"
 
 

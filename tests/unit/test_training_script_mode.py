@@ -49,8 +49,9 @@ def test_paths_follow_the_sm_variables(tmp_path: Path) -> None:
 def test_defaults() -> None:
     hp = parse_hyperparameters({})
     assert hp == Hyperparameters()
-    assert hp.candidates == ("linear", "xgboost")
-    assert (hp.seed, hp.n_estimators, hp.max_depth) == (0, 300, 6)
+    assert hp.candidates == ("linear", "xgboost", "lightgbm")
+    assert (hp.seed, hp.n_estimators, hp.max_depth) == (0, 1000, 6)
+    assert (hp.budget_seconds, hp.max_trials, hp.num_leaves) == (30, 30, 31)
     assert (hp.learning_rate, hp.early_stopping_rounds) == (0.1, 20)
 
 

@@ -1,0 +1,383 @@
+"""The budgeted hyperparameter search: per family, Optuna TPE within a share of the time budget.
+
+Every family's first trial is its default configuration (the pipeline ``build_candidates``
+makes from the hyperparameters as given), so the search can only match or beat what training
+shipped before it existed, on the figure it selects by. Later trials are TPE's, seeded with
+``hp.seed``. A family stops at ``hp.max_trials`` trials or
+when its share of ``hp.budget_seconds`` is spent, whichever comes first; the budget is checked
+between trials, so a family overruns it by at most one trial. With the cap reached first, the
+same data, seed and cap give the same trials; a wall-clock stop may cut a slower run sooner, and
+the card's ``search.stopped_by`` says which happened (docs/decisions.md, 2026-12-03).
+
+Selection figure: the contract metric on the validation split, or, for datasets under
+``KFOLD_BELOW_ROWS`` train + validation rows, its mean over ``KFOLDS`` folds of train +
+validation (one split of a few hundred rows is too noisy to rank trials by). Boosted trials
+report their validation loss every ``PRUNE_EVERY`` rounds and k-fold trials their running mean
+per fold, and Optuna's median rule prunes a trial that falls behind the completed ones.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+import optuna
+import pandas as pd
+from numpy.typing import NDArray
+from sklearn.model_selection import KFold, StratifiedKFold
+from sklearn.pipeline import Pipeline
+from xgboost.callback import TrainingCallback
+
+from functions.shared.features import DatasetSchema
+from functions.shared.metrics import METRICS
+from functions.shared.model_card import ClassWeighting, SearchSummary, TrialRecord
+from functions.training.candidates import (
+    FittedCandidate,
+    balanced_weights,
+    build_candidates,
+    fit_candidate,
+    rarest_class,
+)
+from functions.training.script_mode import CandidateName, Hyperparameters
+from functions.training.splits import Split
+
+log = logging.getLogger(__name__)
+
+KFOLD_BELOW_ROWS = 2_000
+KFOLDS = 5
+PRUNE_EVERY = 10  # boosting rounds between reports to the pruner
+PRUNE_STARTUP_TRIALS = 3  # completed trials before any is pruned
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def suggest(name: CandidateName, trial: optuna.Trial, task: str) -> dict[str, Any]:
+    """The family's search space, as estimator parameters."""
+    if name == "linear":
+        key = "C" if task == "classification" else "alpha"
+        return {key: trial.suggest_float(key, 1e-3, 1e3, log=True)}
+    common = {
+        "learning_rate": trial.suggest_float("learning_rate", 0.01, 0.3, log=True),
+        "subsample": trial.suggest_float("subsample", 0.5, 1.0),
+        "colsample_bytree": trial.suggest_float("colsample_bytree", 0.5, 1.0),
+        "reg_lambda": trial.suggest_float("reg_lambda", 1e-3, 10.0, log=True),
+    }
+    if name == "xgboost":
+        return {
+            **common,
+            "max_depth": trial.suggest_int("max_depth", 2, 10),
+            "min_child_weight": trial.suggest_float("min_child_weight", 0.5, 20.0, log=True),
+        }
+    return {
+        **common,
+        "num_leaves": trial.suggest_int("num_leaves", 8, 256, log=True),
+        "min_child_samples": trial.suggest_int("min_child_samples", 5, 100, log=True),
+        "subsample_freq": 1,  # LightGBM bags rows only with a frequency
+    }
+
+
+def defaults(name: CandidateName, hp: Hyperparameters, task: str) -> dict[str, Any]:
+    """What the first trial fits, in the search space's terms, for the card: the pipeline
+    ``build_candidates`` makes, unchanged."""
+    if name == "linear":
+        return {"C": 1.0} if task == "classification" else {"alpha": 1.0}
+    common = {
+        "learning_rate": hp.learning_rate,
+        "subsample": 1.0,
+        "colsample_bytree": 1.0,
+        "reg_lambda": 1.0 if name == "xgboost" else 0.0,
+    }
+    if name == "xgboost":
+        return {**common, "max_depth": hp.max_depth, "min_child_weight": 1.0}
+    return {**common, "num_leaves": hp.num_leaves, "min_child_samples": 20}
+
+
+@dataclass(frozen=True)
+class Folds:
+    """Train + validation, cut into KFOLDS (stratified for classification) with the seed."""
+
+    pairs: list[tuple[Split, Split]]
+
+    @classmethod
+    def of(cls, schema: DatasetSchema, train: Split, validation: Split, seed: int) -> Folds:
+        joined = _concat(train, validation)
+        splitter = (
+            StratifiedKFold(KFOLDS, shuffle=True, random_state=seed)
+            if schema.task == "classification"
+            else KFold(KFOLDS, shuffle=True, random_state=seed)
+        )
+        pairs = [
+            (_subset(joined, fit_rows, f"fold {k} fit"), _subset(joined, held, f"fold {k}"))
+            for k, (fit_rows, held) in enumerate(splitter.split(joined.frame, joined.y))
+        ]
+        return cls(pairs)
+
+
+class Searcher:
+    """Searches each family in turn within what is left of the budget."""
+
+    def __init__(
+        self,
+        schema: DatasetSchema,
+        hp: Hyperparameters,
+        train: Split,
+        validation: Split,
+        *,
+        num_gpus: int,
+        n_jobs: int | None = None,
+    ) -> None:
+        self.schema, self.hp, self.train, self.validation = schema, hp, train, validation
+        self.num_gpus, self.n_jobs = num_gpus, n_jobs
+        rows = train.rows + validation.rows
+        self.folds = (
+            Folds.of(schema, train, validation, hp.seed) if rows < KFOLD_BELOW_ROWS else None
+        )
+        self.higher_is_better = METRICS[schema.metric].higher_is_better
+        self.deadline = time.perf_counter() + hp.budget_seconds
+
+    @property
+    def selection(self) -> str:
+        return "validation" if self.folds is None else f"{KFOLDS}-fold"
+
+    def search(self, name: CandidateName, families_left: int) -> FittedCandidate:
+        """Search one family with its share of the remaining budget; return the best trial's
+        model (fitted on train, early-stopped on validation) with every trial in its record."""
+        started = time.perf_counter()
+        seconds = max(0.0, self.deadline - started) / max(1, families_left)
+        study = optuna.create_study(
+            direction="maximize" if self.higher_is_better else "minimize",
+            sampler=optuna.samplers.TPESampler(seed=self.hp.seed),
+            pruner=optuna.pruners.MedianPruner(n_startup_trials=PRUNE_STARTUP_TRIALS),
+        )
+        fitted: dict[int, FittedCandidate] = {}
+        seconds_of: dict[int, float] = {}
+
+        def objective(trial: optuna.Trial) -> float:
+            clock = time.perf_counter()
+            try:
+                first = trial.number == 0  # the default configuration, as built
+                params = {} if first else suggest(name, trial, self.schema.task)
+                score, model = self._evaluate(name, params, None, trial)
+            finally:
+                seconds_of[trial.number] = time.perf_counter() - clock
+            if model is not None:
+                fitted[trial.number] = model
+            return math.nan if score is None else score
+
+        # the first trial always runs, however small the budget: a family needs one model
+        study.optimize(objective, n_trials=1)
+        if self.hp.max_trials > 1 and time.perf_counter() - started < seconds:
+            study.optimize(
+                objective,
+                n_trials=self.hp.max_trials - 1,
+                timeout=max(0.0, seconds - (time.perf_counter() - started)),
+            )
+        first = defaults(name, self.hp, self.schema.task)
+        trials = [_record(t, seconds_of.get(t.number, 0.0), first) for t in study.trials]
+        complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+        best = study.best_trial if complete else study.trials[0]
+        bagging = {"subsample_freq": 1} if name == "lightgbm" and best.params else {}
+        params = {**best.params, **bagging}
+        score = best.value if complete else None
+        chosen = fitted.get(best.number) or self._fit_on_train(name, params, None)
+        chosen = self._weighted_if_better(name, params, chosen, score)
+        summary = SearchSummary(
+            selection=self.selection,
+            budget_seconds=round(seconds, 3),
+            seconds=round(time.perf_counter() - started, 3),
+            max_trials=self.hp.max_trials,
+            stopped_by="max_trials" if len(study.trials) >= self.hp.max_trials else "budget",
+            best_trial=best.number,
+        )
+        record = chosen.record.model_copy(
+            update={
+                "trials": trials,
+                "search": summary,
+                "fit_seconds": round(sum(seconds_of.values()), 3),
+            }
+        )
+        log.info(
+            "searched %s: %d trials in %.1f s (%s), best #%d %s=%s",
+            name,
+            len(trials),
+            summary.seconds,
+            summary.stopped_by,
+            best.number,
+            self.schema.metric,
+            record.metric_value,
+        )
+        return replace(chosen, record=record)
+
+    def _pipeline(self, name: CandidateName, params: dict[str, Any]) -> Pipeline:
+        pipeline = build_candidates(
+            self.schema,
+            self.hp.model_copy(update={"candidates": (name,)}),
+            num_gpus=self.num_gpus,
+            n_jobs=self.n_jobs,
+        )[name]
+        pipeline.named_steps["model"].set_params(**params)
+        return pipeline
+
+    def _fit_on_train(
+        self,
+        name: CandidateName,
+        params: dict[str, Any],
+        weights: NDArray[np.float64] | None,
+        callbacks: list[Any] | None = None,
+    ) -> FittedCandidate:
+        return fit_candidate(
+            name,
+            self._pipeline(name, params),
+            self.schema,
+            self.train,
+            self.validation,
+            weights,
+            callbacks=callbacks,
+        )
+
+    def _evaluate(
+        self,
+        name: CandidateName,
+        params: dict[str, Any],
+        balanced: bool | None,
+        trial: optuna.Trial | None,
+    ) -> tuple[float | None, FittedCandidate | None]:
+        """The selection figure for these parameters, and the model fitted on train where the
+        figure came from it (validation selection)."""
+        n_classes = len(self.schema.classes or [])
+        if self.folds is None:
+            weights = balanced_weights(self.train.y, n_classes) if balanced else None
+            callbacks = _pruning_callbacks(name, trial, self.higher_is_better)
+            model = self._fit_on_train(name, params, weights, callbacks)
+            return model.record.metric_value, model
+        scores: list[float] = []
+        for step, (fit_part, held) in enumerate(self.folds.pairs):
+            weights = balanced_weights(fit_part.y, n_classes) if balanced else None
+            pipeline = self._pipeline(name, params)
+            value = fit_candidate(name, pipeline, self.schema, fit_part, held, weights)
+            if value.record.metric_value is None:
+                return None, None
+            scores.append(value.record.metric_value)
+            if trial is not None:
+                trial.report(float(np.mean(scores)), step)
+                if trial.should_prune():
+                    raise optuna.TrialPruned
+        return float(np.mean(scores)), None
+
+    def _weighted_if_better(
+        self,
+        name: CandidateName,
+        params: dict[str, Any],
+        plain: FittedCandidate,
+        plain_score: float | None,
+    ) -> FittedCandidate:
+        """Where a class is rare, the best parameters again with balanced weights; kept only if
+        they score strictly better on the selection figure (docs/decisions.md, 2026-12-03)."""
+        rare = rarest_class(self.schema, self.train.y)
+        if rare is None:
+            return _with_selection_score(plain, plain_score)
+        weighted_score, weighted = self._evaluate(name, params, True, None)
+        better = weighted_score is not None and (
+            plain_score is None
+            or (
+                weighted_score > plain_score
+                if self.higher_is_better
+                else weighted_score < plain_score
+            )
+        )
+        if better and weighted is None:  # k-fold selection: fit the weighted model on train
+            weights = balanced_weights(self.train.y, len(self.schema.classes or []))
+            weighted = self._fit_on_train(name, params, weights)
+        kept = weighted if better and weighted is not None else plain
+        kept = _with_selection_score(kept, weighted_score if better else plain_score)
+        index, share = rare
+        weighting = ClassWeighting(
+            rarest_class=(self.schema.classes or [])[index],
+            rarest_share=round(share, 6),
+            unweighted=plain_score,
+            weighted=weighted_score,
+            chosen="balanced" if better else "none",
+        )
+        params_out = {**kept.record.params, "class_weight": "balanced" if better else None}
+        record = kept.record.model_copy(update={"class_weighting": weighting, "params": params_out})
+        return replace(kept, record=record)
+
+
+def _with_selection_score(model: FittedCandidate, score: float | None) -> FittedCandidate:
+    """Rank by the selection figure: under k-fold, the mean over folds, not the one split."""
+    return replace(model, record=model.record.model_copy(update={"metric_value": score}))
+
+
+def _record(trial: optuna.trial.FrozenTrial, seconds: float, first: dict[str, Any]) -> TrialRecord:
+    value = trial.value if trial.state == optuna.trial.TrialState.COMPLETE else None
+    return TrialRecord(
+        number=trial.number,
+        params=dict(trial.params) if trial.number else first,
+        score=None if value is None or math.isnan(value) else float(value),
+        seconds=round(seconds, 3),
+        state=trial.state.name.lower(),
+    )
+
+
+def _pruning_callbacks(
+    name: CandidateName, trial: optuna.Trial | None, higher_is_better: bool
+) -> list[Any] | None:
+    """Report the validation loss every PRUNE_EVERY rounds; prune a trial behind the median.
+
+    The boosting losses (logloss, mlogloss, l2, rmse) are lower-better, and the median rule
+    compares values in the study's direction, so a maximising study is told ``-loss``."""
+    if trial is None or name == "linear":
+        return None
+    sign = -1.0 if higher_is_better else 1.0
+
+    def report(round_: int, loss: float) -> None:
+        if round_ % PRUNE_EVERY:
+            return
+        trial.report(sign * loss, round_)
+        if trial.should_prune():
+            raise optuna.TrialPruned
+
+    if name == "xgboost":
+        return [_XGBoostReport(report)]
+
+    def lightgbm_callback(env: Any) -> None:
+        _, _, loss, higher = env.evaluation_result_list[0][:4]
+        report(env.iteration, -loss if higher else loss)
+
+    return [lightgbm_callback]
+
+
+class _XGBoostReport(TrainingCallback):
+    def __init__(self, report: Callable[[int, float], None]) -> None:
+        super().__init__()
+        self._report = report
+
+    def after_iteration(self, model: Any, epoch: int, evals_log: dict[str, Any]) -> bool:
+        for metrics in evals_log.values():
+            for values in metrics.values():
+                self._report(epoch, float(values[-1]))
+                return False
+        return False
+
+
+def _concat(first: Split, second: Split) -> Split:
+    return Split(
+        name=f"{first.name}+{second.name}",
+        frame=pd.concat([first.frame, second.frame], ignore_index=True),
+        feeds={k: np.concatenate([first.feeds[k], second.feeds[k]]) for k in first.feeds},
+        y=np.concatenate([first.y, second.y]),
+    )
+
+
+def _subset(split: Split, rows: NDArray[Any], name: str) -> Split:
+    return Split(
+        name=name,
+        frame=split.frame.iloc[rows].reset_index(drop=True),
+        feeds={k: v[rows] for k, v in split.feeds.items()},
+        y=split.y[rows],
+    )

@@ -1,0 +1,106 @@
+"""The budgeted search: seeded trials, the budget kept, every trial in the card, k-fold for
+small datasets."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from functions.shared.contract import Contract
+from functions.shared.model_card import ModelCard
+from functions.training.script_mode import Hyperparameters, SageMakerPaths
+from functions.training.search import KFOLDS
+from functions.training.train import train
+from tests import datasets
+
+# a trial count far inside a generous budget: the cap, not the clock, ends each family
+CAPPED = Hyperparameters(n_estimators=40, early_stopping_rounds=5, max_trials=3, budget_seconds=600)
+
+
+def _train(root: Path, hp: Hyperparameters, rows: int = 2400) -> ModelCard:
+    datasets.regression_prices(root / "version", rows=rows)
+    return train(SageMakerPaths.for_version(root / "version", root), hp, num_gpus=0)
+
+
+def _trials(card: ModelCard) -> list[tuple[str, list[object]]]:
+    return [(c.name, [(t.params, t.score, t.state) for t in c.trials]) for c in card.candidates]
+
+
+def test_the_same_data_and_budget_give_the_same_trials(tmp_path: Path) -> None:
+    # Given one dataset trained twice with the same seed and trial cap
+    first = _train(tmp_path / "a", CAPPED)
+    second = _train(tmp_path / "b", CAPPED)
+    # Then every family tried the same parameters and scored them the same
+    assert _trials(first) == _trials(second)
+    assert all(c.search and c.search.stopped_by == "max_trials" for c in first.candidates)
+    # And a different seed searches elsewhere
+    lightgbm = CAPPED.model_copy(update={"seed": 1, "candidates": ("lightgbm",)})
+    other = _train(tmp_path / "c", lightgbm)
+    assert _trials(other)[0] != _trials(first)[2]
+
+
+def test_every_trial_is_recorded_with_params_score_and_seconds(tmp_path: Path) -> None:
+    card = _train(tmp_path, CAPPED)
+    for candidate in card.candidates:
+        search = candidate.search
+        assert search is not None and search.selection == "validation"
+        assert [t.number for t in candidate.trials] == list(range(CAPPED.max_trials))
+        assert all(t.params and t.seconds > 0 for t in candidate.trials)
+        # the first trial is the configuration as given; the card's figure is the best trial's
+        assert candidate.trials[0].params[
+            "learning_rate" if candidate.name != "linear" else "alpha"
+        ]
+        scores = [t.score for t in candidate.trials if t.score is not None]
+        assert candidate.metric_value == min(scores)  # rmse: lower is better
+        assert candidate.trials[search.best_trial].score == candidate.metric_value
+    # And the card reads back with them
+    written = (tmp_path / "model" / "model_card.json").read_bytes()
+    assert ModelCard.model_validate_json(written) == card
+
+
+def test_the_search_stops_when_its_budget_is_spent(tmp_path: Path) -> None:
+    # Given a budget of 3 s and room for a thousand trials per family
+    hp = Hyperparameters(
+        n_estimators=40, early_stopping_rounds=5, max_trials=1000, budget_seconds=3
+    )
+    started = time.perf_counter()
+    card = _train(tmp_path, hp)
+    elapsed = time.perf_counter() - started
+    # Then the clock ended the search, each family after its first trial at least
+    searches = [c.search for c in card.candidates]
+    assert all(s is not None and s.stopped_by == "budget" for s in searches)
+    assert all(len(c.trials) >= 1 for c in card.candidates)
+    # And the families together overran the budget by at most a trial each
+    longest = max(t.seconds for c in card.candidates for t in c.trials)
+    spent = sum(s.seconds for s in searches if s is not None)
+    assert spent <= hp.budget_seconds + len(searches) * (longest + 0.5)
+    assert elapsed < 30  # load, export and parity on top, on a shared machine
+
+
+def test_small_datasets_select_by_k_fold(tmp_path: Path) -> None:
+    # Given 1 500 rows (1 275 train + validation, under 2 000)
+    card = _train(tmp_path, CAPPED.model_copy(update={"max_trials": 1}), rows=1500)
+    # Then every family was selected on the folds of train + validation
+    for candidate in card.candidates:
+        assert candidate.search is not None
+        assert candidate.search.selection == f"{KFOLDS}-fold"
+    assert card.parity.passed
+
+
+def test_the_contract_carries_the_budget_to_the_job() -> None:
+    contract = Contract.model_validate(
+        {"target": "y", "task": "regression", "metric": "rmse", "threshold": 1.0}
+    )
+    assert contract.training.budget_seconds == 30
+    with pytest.raises(ValueError, match="budget_seconds"):
+        Contract.model_validate(
+            {
+                "target": "y",
+                "task": "regression",
+                "metric": "rmse",
+                "threshold": 1.0,
+                "training": {"budget_seconds": 600, "max_runtime_seconds": 600},
+            }
+        )
