@@ -201,15 +201,25 @@ class SluiceRun:
     rows_validation: int
 
 
-def run_sluice(spec: Spec, metric: str, received: pd.DataFrame, test: pd.DataFrame) -> SluiceRun:
+def run_sluice(
+    spec: Spec,
+    metric: str,
+    received: pd.DataFrame,
+    test: pd.DataFrame,
+    budget_seconds: int | None = None,
+) -> SluiceRun:
+    """``budget_seconds``: the contract's search budget; None leaves sluice's default, which is
+    what the table measures (a test passes a small one)."""
     store = InMemoryObjectStore()
     orchestrator = RecordingOrchestrator()
-    contract = {
+    contract: dict[str, object] = {
         "target": spec.target,
         "task": spec.task,
         "metric": metric,
         "threshold": PERMISSIVE[metric],
     }
+    if budget_seconds is not None:
+        contract["training"] = {"budget_seconds": budget_seconds}
     store.put(RAW, layout.contract_key(DATASET), json.dumps(contract).encode())
     body = received.to_csv(index=False).encode()
     info = store.put(RAW, f"{layout.data_prefix(DATASET)}received.csv", body)
@@ -394,13 +404,13 @@ class Row:
     notes: list[str] = field(default_factory=list)
 
 
-def measure_dataset(spec: Spec) -> Row:
+def measure_dataset(spec: Spec, budget_seconds: int | None = None) -> Row:
     started = time.perf_counter()
     frame = prepare(spec)
     n_classes = int(frame[spec.target].nunique()) if spec.task == "classification" else 0
     metric = contract_metric(spec.task, n_classes)
     received, test = holdout(frame, spec)
-    sluice = run_sluice(spec, metric, received, test)
+    sluice = run_sluice(spec, metric, received, test, budget_seconds)
     peers = fit_peers(spec, metric, received, test)
     peer_name, peer_score = best_peer(metric, peers)
     kind = (
