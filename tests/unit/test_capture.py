@@ -597,6 +597,7 @@ OWN = {
     "functions.inference",
     "functions.inference.capture",
     "functions.shared",
+    "functions.shared.errors",  # storage's ObjectNotFoundError; errors.py imports nothing
     "functions.shared.layout",
     "functions.shared.storage",
 }
