@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,8 @@ import pytest
 from moto import mock_aws
 from moto.server import ThreadedMotoServer
 
+from bench.soak import ProcessFigures
+from bench.soak import process_figures as figures_of
 from infra.local.snapshot import Snapshots
 from infra.local.stack import free_port
 
@@ -26,38 +27,17 @@ BUCKET = "raw-bucket"
 MIB = 1 << 20
 
 
-@dataclass(frozen=True)
-class ProcessFigures:
-    open_files: int
-    deleted_open_files: int
-    deleted_open_bytes: int
-    rss_bytes: int
-
-    def __str__(self) -> str:
-        return (
-            f"fds {self.open_files}, deleted-but-open {self.deleted_open_files} files / "
-            f"{self.deleted_open_bytes / MIB:.0f} MiB, RSS {self.rss_bytes / MIB:.0f} MiB"
-        )
-
-
 def process_figures() -> ProcessFigures:
-    """This process's open file descriptors, those whose file was deleted (temp files) and
-    their total size, and its resident memory."""
-    fds = os.listdir("/proc/self/fd")
-    deleted = deleted_bytes = 0
-    for fd in fds:
-        try:
-            if os.readlink(f"/proc/self/fd/{fd}").endswith(" (deleted)"):
-                deleted += 1
-                deleted_bytes += os.stat(f"/proc/self/fd/{fd}").st_size
-        except OSError:  # closed since the listing
-            continue
-    rss_kib = next(
-        int(line.split()[1])
-        for line in Path("/proc/self/status").read_text().splitlines()
-        if line.startswith("VmRSS:")
+    """This process's open file descriptors, its deleted-but-open files (temp files) and their
+    bytes, and its resident memory: what bench/soak.py samples for ``sluice up``."""
+    return figures_of(os.getpid())
+
+
+def _said(figures: ProcessFigures) -> str:
+    return (
+        f"fds {figures.fds}, deleted-but-open {figures.deleted_files} files / "
+        f"{figures.deleted_bytes / MIB:.0f} MiB, RSS {figures.rss_bytes / MIB:.0f} MiB"
     )
-    return ProcessFigures(len(fds), deleted, deleted_bytes, rss_kib * 1024)
 
 
 @pytest.fixture
@@ -93,11 +73,11 @@ def _saves_stay_flat(snapshots: Snapshots, saves: int) -> None:
     for _ in range(saves):
         assert snapshots.save().new_objects == 0
     after = process_figures()
-    print(f"\nafter warm-up: {before}\nafter {saves} more saves: {after}")
+    print(f"\nafter warm-up: {_said(before)}\nafter {saves} more saves: {_said(after)}")
     # Then no file handle, temp file or disk it holds is left behind
-    assert after.open_files <= before.open_files * 1.1
-    assert after.deleted_open_files <= before.deleted_open_files * 1.1
-    assert after.deleted_open_bytes <= before.deleted_open_bytes * 1.1
+    assert after.fds <= before.fds * 1.1
+    assert after.deleted_files <= before.deleted_files * 1.1
+    assert after.deleted_bytes <= before.deleted_bytes * 1.1
 
 
 def test_saves_leave_no_open_temp_files_behind(endpoint: str, tmp_path: Path) -> None:
