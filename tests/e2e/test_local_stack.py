@@ -427,9 +427,10 @@ class SluiceUp(ChildProcess):
         )
 
     def interrupt(self) -> str:
-        """Ctrl-C; the rest of what it says."""
+        """Ctrl-C; the rest of what it says. Ctrl-C lets a run in progress finish first, which
+        on a loaded 2-core machine can take more than a minute."""
         self.process.send_signal(signal.SIGINT)
-        self.process.wait(timeout=60)
+        self.process.wait(timeout=WAIT_SECONDS)
         return self.rest()
 
     def kill(self) -> None:
