@@ -258,6 +258,12 @@ class FolderStore(ObjectStore):
         with self._path(bucket, key).open("rb") as source, dest.open("wb") as sink:
             return sha256_stream(source, sink)
 
+    def purge_prefix(self, bucket: str, prefix: str) -> int:
+        found = self.list(bucket, prefix)  # folders keep one version of each object
+        for info in found:
+            self._path(bucket, info.key).unlink()
+        return len(found)
+
     def upload(self, src: Path, bucket: str, key: str) -> None:
         path = self._path(bucket, key)
         path.parent.mkdir(parents=True, exist_ok=True)

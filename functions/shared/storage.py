@@ -85,11 +85,11 @@ class ObjectStore(ABC):
         reads the whole object; adapters for real stores override it with a ranged read."""
         return self.get_bytes(bucket, key)[:max_bytes]
 
+    @abstractmethod
     def purge_prefix(self, bucket: str, prefix: str) -> int:
         """Delete every object under ``prefix`` for good: every version and delete marker of a
         versioned bucket, not only the current objects. Returns how many were deleted. Only
-        ``sluice retire --purge`` calls it; stores that never serve a purge keep this refusal."""
-        raise NotImplementedError(f"{type(self).__name__} cannot purge")
+        ``sluice retire --purge`` calls it."""
 
 
 def sha256_stream(source: BinaryIO, sink: BinaryIO | None = None) -> str:

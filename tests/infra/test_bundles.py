@@ -292,7 +292,7 @@ if job["models"]:
                     return [ObjectInfo(bucket, p.name, p.stat().st_size, "") for p in files]
                 def get_bytes(self, bucket, key):
                     return (self.root / key).read_bytes()
-                head = put_bytes = download = upload = None
+                head = put_bytes = download = upload = purge_prefix = None
 
             split = read_test_split(Folder(entry["parquet"]), "s3://bucket/test/")
             score = score_model(model, split, metric=card.metric, role="challenger", version=1)
