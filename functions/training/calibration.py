@@ -143,19 +143,13 @@ def calibrate(y: NDArray[Any], proba: NDArray[Any]) -> Calibration:
             f"saves {gain:.4f} nats, under the {MIN_GAIN:g} required"
         )
         return _refused(before, reason, after, temperature)
-    record = CalibrationRecord(
-        applied=True,
-        temperature=temperature,
-        probability_floor=PROBABILITY_FLOOR,
-        folds=FOLDS,
-        before=before,
-        after=after,
-        reason=(
-            f"cross-fitted log loss {after.log_loss:.4f} vs {before.log_loss:.4f} raw "
-            f"(T = {temperature:.3f})"
-        ),
+    reason = (
+        f"cross-fitted log loss {after.log_loss:.4f} vs {before.log_loss:.4f} raw "
+        f"(T = {temperature:.3f})"
     )
-    return Calibration(record=record, temperature=temperature)
+    return Calibration(
+        record=_record(True, before, reason, after, temperature), temperature=temperature
+    )
 
 
 def _refused(
@@ -164,8 +158,18 @@ def _refused(
     after: CalibrationFigures | None = None,
     temperature: float | None = None,
 ) -> Calibration:
-    record = CalibrationRecord(
-        applied=False,
+    return Calibration(record=_record(False, before, reason, after, temperature), temperature=None)
+
+
+def _record(
+    applied: bool,
+    before: CalibrationFigures,
+    reason: str,
+    after: CalibrationFigures | None,
+    temperature: float | None,
+) -> CalibrationRecord:
+    return CalibrationRecord(
+        applied=applied,
         temperature=temperature,
         probability_floor=PROBABILITY_FLOOR,
         folds=FOLDS,
@@ -173,7 +177,6 @@ def _refused(
         after=after,
         reason=reason,
     )
-    return Calibration(record=record, temperature=None)
 
 
 def _figures(y: NDArray[np.intp], proba: NDArray[np.float64]) -> CalibrationFigures:
