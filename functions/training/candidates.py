@@ -1,9 +1,11 @@
 """The model families training tries, each as ONE sklearn Pipeline that skl2onnx can export.
 
 Every candidate is ``ColumnTransformer -> estimator``: numerics are median-imputed (and scaled
-for the linear model), categories one-hot encoded. Categories are not encoded natively by the
+for the linear model). Categories are one-hot encoded for the linear model and for multiclass
+trees; the boosted trees of a regression or binary task get one column per categorical feature,
+its categories numbered by mean target (encoding.py). Categories are not encoded natively by the
 estimators on purpose: skl2onnx converts native categorical splits without error and wrongly
-(HistGradientBoosting: labels agreed on 41-60% of rows), while one-hot encoding converts exactly.
+(HistGradientBoosting: labels agreed on 41-60% of rows), while both encodings convert exactly.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from functions.shared.errors import TrainingError
 from functions.shared.features import DatasetSchema
 from functions.shared.metrics import METRICS, classification_report, regression_report
 from functions.shared.model_card import CandidateRecord, Device
+from functions.training.encoding import TargetOrderedEncoder, orders_categories
 from functions.training.script_mode import CandidateName, Hyperparameters
 from functions.training.splits import Split
 
@@ -83,9 +86,13 @@ class FittedCandidate:
     record: CandidateRecord
 
 
-def build_features(schema: DatasetSchema, *, scale: bool) -> ColumnTransformer:
+def build_features(
+    schema: DatasetSchema, *, scale: bool, ordered: bool = False
+) -> ColumnTransformer:
     """Select columns by their graph input names, as ``splits.Split.frame`` holds them
-    (``schema.numeric`` / ``schema.categorical`` name the graph's float and string inputs)."""
+    (``schema.numeric`` / ``schema.categorical`` name the graph's float and string inputs).
+    ``ordered``: categories become one column each, numbered by target (encoding.py), instead
+    of one-hot columns; fitting then needs ``y``."""
     numeric, categorical = schema.numeric, schema.categorical
     numeric_steps: list[tuple[str, Any]] = [
         # keep_empty_features: a numeric column that is all missing in training still gets a
@@ -97,7 +104,9 @@ def build_features(schema: DatasetSchema, *, scale: bool) -> ColumnTransformer:
     transformers: list[tuple[str, Any, list[str]]] = []
     if numeric:
         transformers.append(("numeric", Pipeline(numeric_steps), numeric))
-    if categorical:
+    if categorical and ordered:
+        transformers.append(("categorical", TargetOrderedEncoder(), categorical))
+    elif categorical:
         encoder = OneHotEncoder(
             handle_unknown="ignore",
             max_categories=MAX_CATEGORIES,
@@ -132,11 +141,12 @@ def build_xgboost(
         "random_state": hp.seed,
     }
     model = XGBClassifier(**params) if schema.task == "classification" else XGBRegressor(**params)
-    return Pipeline([("features", build_features(schema, scale=False)), ("model", model)])
+    features = build_features(schema, scale=False, ordered=orders_categories(schema))
+    return Pipeline([("features", features), ("model", model)])
 
 
 def build_lightgbm(schema: DatasetSchema, hp: Hyperparameters, *, n_jobs: int) -> Pipeline:
-    """LightGBM on the same one-hot features as XGBoost. It runs on the CPU even where a GPU is
+    """LightGBM on the same features as XGBoost. It runs on the CPU even where a GPU is
     present: the PyPI wheel has no CUDA build (docs/decisions.md, 2026-12-03)."""
     params: dict[str, Any] = {
         "n_estimators": hp.n_estimators,
@@ -152,7 +162,8 @@ def build_lightgbm(schema: DatasetSchema, hp: Hyperparameters, *, n_jobs: int) -
         "verbose": -1,
     }
     model = LGBMClassifier(**params) if schema.task == "classification" else LGBMRegressor(**params)
-    return Pipeline([("features", build_features(schema, scale=False)), ("model", model)])
+    features = build_features(schema, scale=False, ordered=orders_categories(schema))
+    return Pipeline([("features", features), ("model", model)])
 
 
 def device_for(num_gpus: int) -> Device:
@@ -214,7 +225,7 @@ def fit_candidate(
     started = time.perf_counter()
     if name == "xgboost":
         features, model = pipeline.named_steps["features"], pipeline.named_steps["model"]
-        x_train = features.fit_transform(train.frame)
+        x_train = features.fit_transform(train.frame, train.y)
         x_validation = features.transform(validation.frame)
         model.set_params(callbacks=callbacks)
         try:
@@ -229,7 +240,7 @@ def fit_candidate(
             model.set_params(callbacks=None)
     elif name == "lightgbm":
         features, model = pipeline.named_steps["features"], pipeline.named_steps["model"]
-        x_train = features.fit_transform(train.frame)
+        x_train = features.fit_transform(train.frame, train.y)
         x_validation = features.transform(validation.frame)
         model.fit(
             x_train,
@@ -293,6 +304,7 @@ def describe_params(pipeline: Pipeline) -> dict[str, JsonValue]:
     params: dict[str, JsonValue] = {
         "estimator": type(model).__name__,
         "encoded_columns": len(features.get_feature_names_out()),
+        "categories": "target-ordered" if _ordered(features) else "one-hot",
         "max_categories": MAX_CATEGORIES,
         "min_category_rows": MIN_CATEGORY_ROWS,
     }
@@ -315,6 +327,10 @@ def describe_params(pipeline: Pipeline) -> dict[str, JsonValue]:
     else:
         params["alpha"] = float(model.alpha)
     return params
+
+
+def _ordered(features: ColumnTransformer) -> bool:
+    return any(isinstance(t, TargetOrderedEncoder) for _, t, _ in features.transformers_)
 
 
 def _clip_probabilities(proba: NDArray[np.float64]) -> NDArray[np.float64]:

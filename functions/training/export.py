@@ -25,9 +25,13 @@ from skl2onnx.common.shape_calculator import (
     calculate_linear_regressor_output_shapes,
 )
 from skl2onnx.operator_converters.one_hot_encoder import convert_sklearn_one_hot_encoder
+from skl2onnx.operator_converters.ordinal_encoder import convert_sklearn_ordinal_encoder
 from skl2onnx.proto import onnx_proto
 from skl2onnx.shape_calculators.one_hot_encoder import (
     calculate_sklearn_one_hot_encoder_output_shapes,
+)
+from skl2onnx.shape_calculators.ordinal_encoder import (
+    calculate_sklearn_ordinal_encoder_output_shapes,
 )
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder
@@ -43,6 +47,7 @@ from functions.shared.features import (
     onnx_input_names,
 )
 from functions.shared.model_card import OnnxInfo, TensorInfo
+from functions.training.encoding import TargetOrderedEncoder
 
 # ai.onnx 17 and ai.onnx.ml 3 (TreeEnsemble with float attributes) run on every onnxruntime the
 # inference layer may pin.
@@ -83,6 +88,17 @@ def register_lightgbm_converters() -> None:
         calculate_linear_regressor_output_shapes,
         convert_lightgbm,
         options={"split": None},
+    )
+
+
+def register_target_ordered_encoder_converter() -> None:
+    """encoding.TargetOrderedEncoder is an OrdinalEncoder with chosen categories: skl2onnx's
+    ordinal-encoder converter converts it as it is (re-registering is a harmless overwrite)."""
+    update_registered_converter(
+        TargetOrderedEncoder,
+        "SluiceTargetOrderedEncoder",
+        calculate_sklearn_ordinal_encoder_output_shapes,
+        convert_sklearn_ordinal_encoder,
     )
 
 
@@ -186,6 +202,7 @@ def to_onnx(pipeline: Pipeline, schema: DatasetSchema) -> bytes:
     register_xgboost_converters()
     register_lightgbm_converters()
     register_one_hot_encoder_converter()
+    register_target_ordered_encoder_converter()
     columns = graph_columns(schema.features, onnx_input_names(schema.features))
     initial_types: list[tuple[str, Any]] = [
         (name, StringTensorType([None, 1]) if text else FloatTensorType([None, 1]))
