@@ -48,6 +48,7 @@ from functions.shared.orchestration import RunInput
 from functions.shared.progress import Progress, route_progress
 from functions.shared.storage import S3ObjectStore
 from infra.alarms import NAMESPACE, SERVING_PERIOD_SECONDS
+from infra.local import memory
 from infra.local.alarms import AlarmEvaluator, MetricSink, matches_alarm_rule
 from infra.local.api_gateway import LocalApiGateway
 from infra.local.asl import Execution, StateEvent
@@ -182,6 +183,7 @@ class LocalStack:
         # signals ready, so start() would wait forever after werkzeug's "Address already in use".
         ensure_free("aws", self.config.host, self.config.aws_port)
         ensure_free("api", self.config.host, self.config.api_port)
+        memory.limit_arenas()  # before the stack's threads start (memory.py)
         logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per AWS call otherwise
         self._moto = ThreadedMotoServer(
             ip_address=self.config.host, port=self.config.aws_port, verbose=False
@@ -503,8 +505,12 @@ class LocalStack:
         return list(drift._deps()[2].active_datasets())
 
     def _save_periodically(self) -> None:
+        released = time.monotonic()
         while not self._stopping.wait(SNAPSHOT_SECONDS):
             self._save()
+            if time.monotonic() - released >= memory.RELEASE_SECONDS:
+                memory.release()
+                released = time.monotonic()
 
     def _save(self) -> None:
         assert self._snapshots is not None
@@ -550,6 +556,7 @@ class LocalStack:
                 f"live {decision.get('live_version')}"
             )
         self.retrain(self._settle(run, execution.status, execution.output))
+        memory.release()  # what preprocess and evaluate freed goes back to the system now
 
     def _step_done(self, run: RunInput, event: StateEvent) -> None:
         """A console line per task state of a run as it ends (Choice and Pass states are
