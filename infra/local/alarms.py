@@ -155,7 +155,15 @@ class MetricSink:
     """EMF documents in; ``PutMetricData`` to the endpoint (so that ``aws cloudwatch
     get-metric-statistics`` shows them) and an in-memory copy that the evaluator aggregates.
     The copy, not moto, is what alarms read: moto's GetMetricStatistics groups datapoints into
-    periods counted from the first datapoint, CloudWatch's are aligned on the clock."""
+    periods counted from the first datapoint, CloudWatch's are aligned on the clock.
+
+    Each metric of a document is kept, and put, as ONE statistic set (sample count, sum,
+    minimum, maximum), however many values it holds: a serving document carries up to 100
+    latencies a minute, and kept one by one they grew the stack by about a megabyte every
+    100 s of steady traffic (the soak, docs/reliability.md §9). The statistics alarms use
+    (Maximum, Minimum, Sum, Average) come out of statistic sets exactly. Sets older than
+    ``retention_seconds`` are dropped from the copy and from the endpoint's backend, so memory
+    is bounded by the series and the retention, not by the traffic."""
 
     def __init__(
         self,
@@ -164,7 +172,7 @@ class MetricSink:
     ) -> None:
         self._queue: queue.Queue[str] = queue.Queue(maxsize=MAX_QUEUED)
         self._lock = threading.Lock()
-        self._points: dict[_SeriesKey, list[tuple[float, float]]] = {}
+        self._sets: dict[_SeriesKey, list[_StatisticSet]] = {}
         self._retention = retention_seconds
         self._clock = clock
         self.dropped = 0
@@ -176,26 +184,34 @@ class MetricSink:
             self.dropped += 1
 
     def drain(self, cloudwatch: Any | None) -> int:
-        """Take in every queued document; returns how many datapoints they held."""
+        """Take in every queued document; returns how many values they held."""
         data: dict[str, list[dict[str, Any]]] = {}
+        count = 0
         while True:
             try:
                 line = self._queue.get_nowait()
             except queue.Empty:
                 break
-            for namespace, datum in emf_datapoints(line):
+            for namespace, datum in emf_statistic_sets(line):
                 data.setdefault(namespace, []).append(datum)
-        count = 0
+                count += int(datum["StatisticValues"]["SampleCount"])
+        horizon = self._clock() - self._retention
         with self._lock:
             for namespace, items in data.items():
                 for datum in items:
                     key = _series(namespace, datum["MetricName"], datum["Dimensions"])
-                    series = self._points.setdefault(key, [])
-                    series.append((datum["Timestamp"].timestamp(), datum["Value"]))
-                    count += 1
-            horizon = self._clock() - self._retention
-            for key, series in self._points.items():
-                self._points[key] = [p for p in series if p[0] >= horizon]
+                    stats = datum["StatisticValues"]
+                    self._sets.setdefault(key, []).append(
+                        (
+                            datum["Timestamp"].timestamp(),
+                            stats["SampleCount"],
+                            stats["Sum"],
+                            stats["Minimum"],
+                            stats["Maximum"],
+                        )
+                    )
+            for key, sets in self._sets.items():
+                self._sets[key] = [s for s in sets if s[0] >= horizon]
         if cloudwatch is not None:
             for namespace, items in data.items():
                 for start in range(0, len(items), _PUT_BATCH):
@@ -213,26 +229,82 @@ class MetricSink:
             [{"Name": k, "Value": v} for k, v in spec.dimensions.items()],
         )
         period = spec.period_seconds
-        grouped: dict[int, list[float]] = {}
+        grouped: dict[int, list[_StatisticSet]] = {}
         with self._lock:
-            for stamp, value in self._points.get(key, []):
-                start = math.floor(stamp) // period * period
+            for entry in self._sets.get(key, []):
+                start = math.floor(entry[0]) // period * period
                 if start >= since:
-                    grouped.setdefault(start, []).append(value)
-        return {start: _STATISTICS[spec.statistic](values) for start, values in grouped.items()}
+                    grouped.setdefault(start, []).append(entry)
+        return {start: _STATISTICS[spec.statistic](sets) for start, sets in grouped.items()}
+
+    def prune(self, cloudwatch_backend: Any) -> int:
+        """Drop the datapoints older than the retention from a moto CloudWatch backend (its
+        list is in arrival order, so the old ones lead); returns how many went. ``del`` of a
+        leading slice is one operation under the GIL, safe beside the server's appends."""
+        horizon = datetime.fromtimestamp(self._clock() - self._retention, UTC)
+        return _prune(cloudwatch_backend.metric_data, horizon)
 
 
+def _prune(data: list[Any], horizon: datetime) -> int:
+    old = 0
+    for datum in data:
+        stamp = datum.timestamp
+        if stamp.tzinfo is None:
+            stamp = stamp.replace(tzinfo=UTC)
+        if stamp >= horizon:
+            break
+        old += 1
+    del data[:old]
+    return old
+
+
+# (timestamp, sample count, sum, minimum, maximum)
+_StatisticSet = tuple[float, float, float, float, float]
 _SeriesKey = tuple[str, str, tuple[tuple[str, str], ...]]
-_STATISTICS: dict[str, Callable[[list[float]], float]] = {
-    "Maximum": max,
-    "Minimum": min,
-    "Sum": sum,
-    "Average": lambda values: sum(values) / len(values),
+_STATISTICS: dict[str, Callable[[list[_StatisticSet]], float]] = {
+    "Maximum": lambda sets: max(s[4] for s in sets),
+    "Minimum": lambda sets: min(s[3] for s in sets),
+    "Sum": lambda sets: sum(s[2] for s in sets),
+    "Average": lambda sets: sum(s[2] for s in sets) / sum(s[1] for s in sets),
 }
 
 
 def _series(namespace: str, metric: str, dimensions: list[dict[str, str]]) -> _SeriesKey:
     return namespace, metric, tuple(sorted((d["Name"], d["Value"]) for d in dimensions))
+
+
+def emf_statistic_sets(line: str) -> list[tuple[str, dict[str, Any]]]:
+    """One ``(namespace, MetricDatum)`` per metric and dimension set of an EMF document, its
+    values as ``StatisticValues``; anything that is not an EMF document yields nothing."""
+    sets: dict[tuple[str, _SeriesKey, str], dict[str, Any]] = {}
+    for namespace, datum in emf_datapoints(line):
+        key = (
+            namespace,
+            _series(namespace, datum["MetricName"], datum["Dimensions"]),
+            datum["Unit"],
+        )
+        value = datum["Value"]
+        found = sets.get(key)
+        if found is None:
+            sets[key] = {
+                "MetricName": datum["MetricName"],
+                "Dimensions": datum["Dimensions"],
+                "Timestamp": datum["Timestamp"],
+                "Unit": datum["Unit"],
+                "StatisticValues": {
+                    "SampleCount": 1.0,
+                    "Sum": value,
+                    "Minimum": value,
+                    "Maximum": value,
+                },
+            }
+        else:
+            stats = found["StatisticValues"]
+            stats["SampleCount"] += 1.0
+            stats["Sum"] += value
+            stats["Minimum"] = min(stats["Minimum"], value)
+            stats["Maximum"] = max(stats["Maximum"], value)
+    return [(namespace, datum) for (namespace, _, _), datum in sets.items()]
 
 
 def emf_datapoints(line: str) -> Iterable[tuple[str, dict[str, Any]]]:

@@ -468,6 +468,7 @@ class LocalStack:
         with self._alarms_lock:
             try:
                 self.metrics.drain(self.client("cloudwatch"))
+                self.metrics.prune(self._cloudwatch_backend())
                 events = self.alarms.tick(now)
             except Exception as exc:  # the next round tries again
                 self.log(f"alarms   evaluation failed: {exc}")
@@ -604,6 +605,12 @@ class LocalStack:
         return run_status_event(topology, run, arn, status, stopped)
 
     # -- helpers ---------------------------------------------------------------------------
+
+    def _cloudwatch_backend(self) -> Any:
+        from moto.cloudwatch.models import cloudwatch_backends
+
+        topology = self.config.topology
+        return cloudwatch_backends[topology.account][topology.region]
 
     def _reset_endpoint(self) -> None:
         request = urllib.request.Request(f"{self.endpoint}/moto-api/reset", method="POST")

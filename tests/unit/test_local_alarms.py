@@ -185,3 +185,44 @@ def test_emf_routing_feeds_a_sink_and_can_silence_stdout(
         route_emf(None, echo=True)
     emit_emf("{}")
     assert capsys.readouterr().out == "{}\n" and seen == ['{"_aws": {}}']
+
+
+def test_a_documents_values_are_one_statistic_set_and_alarm_statistics_come_out_exact() -> None:
+    # Given two serving documents a minute apart, each with a list of latencies
+    sink = MetricSink(clock=lambda: NOW.timestamp())
+    metric = [{"Name": "PredictLatency", "Unit": "Milliseconds"}]
+    for minute, values in ((0, [1.0, 2.0, 9.0]), (1, [4.0])):
+        stamp = int((NOW + timedelta(minutes=minute)).timestamp() * 1000)
+        fields = {"dataset": "churn", "PredictLatency": values}
+        sink.offer(json.dumps(emf_document("Sluice", stamp, ["dataset"], metric, fields)))
+    cloudwatch = RecordingCloudWatch()
+    # When taken in
+    assert sink.drain(cloudwatch) == 4  # values, as before
+    # Then the endpoint got one statistic set per document, not one datum per value
+    ((_, put),) = cloudwatch.calls
+    assert [d["StatisticValues"] for d in put["MetricData"]] == [
+        {"SampleCount": 3.0, "Sum": 12.0, "Minimum": 1.0, "Maximum": 9.0},
+        {"SampleCount": 1.0, "Sum": 4.0, "Minimum": 4.0, "Maximum": 4.0},
+    ]
+    # And every statistic an alarm uses is the one the raw values give, over a 5-minute period
+    base = next(s for s in alarm_specs(TOPOLOGY, "churn") if s.kind == "errors")
+    since = NOW.timestamp() - HOUR
+    expected = {"Maximum": 9.0, "Minimum": 1.0, "Sum": 16.0, "Average": 4.0}
+    for statistic, value in expected.items():
+        spec = replace(base, metric="PredictLatency", statistic=statistic, period_seconds=300)
+        assert list(sink.statistics(spec, since=since).values()) == [value], statistic
+
+
+def test_the_endpoints_datapoints_older_than_the_retention_are_pruned() -> None:
+    from moto.cloudwatch.models import CloudWatchBackend
+
+    # Given moto's backend holding datapoints from 3 hours and from 1 hour ago
+    backend = CloudWatchBackend(region_name="eu-west-1", account_id="123456789012")
+    for hours_ago in (3, 3, 1):
+        stamp = NOW - timedelta(hours=hours_ago)  # moto's request parser gives a datetime
+        backend.put_metric_data("Sluice", [{"MetricName": "X", "Value": 1.0, "Timestamp": stamp}])
+    sink = MetricSink(retention_seconds=2 * HOUR, clock=lambda: NOW.timestamp())
+    # When pruned with a 2-hour retention, only the recent one stays
+    assert sink.prune(backend) == 2
+    assert len(backend.metric_data) == 1
+    assert sink.prune(backend) == 0
