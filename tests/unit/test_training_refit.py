@@ -4,6 +4,7 @@ parity on the refit graph, and the card's record of both fits."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -41,6 +42,7 @@ from functions.training.script_mode import (
 )
 from functions.training.splits import Split, join_splits, load_split
 from functions.training.train import export_first_passing, summary, train
+from infra.local.pipeline import DEFINITION
 from tests import datasets
 
 FAST = Hyperparameters(n_estimators=60, early_stopping_rounds=5, max_trials=1)
@@ -276,3 +278,15 @@ def _contract(training: dict[str, object]) -> dict[str, object]:
         "threshold": 1.0,
         "training": training,
     }
+
+
+def test_the_training_job_is_given_train_and_validation_never_test() -> None:
+    # Given the one pipeline definition, deployed by CDK and run by the local stack
+    definition = json.loads(DEFINITION.read_text(encoding="utf-8"))
+    # Then the training job (search, refit and export) reads two channels; the test split is
+    # left to the evaluate step, whose scores the gate judges
+    channels = definition["States"]["Train"]["Parameters"]["InputDataConfig"]
+    assert [c["ChannelName"] for c in channels] == ["train", "validation"]
+    sources = [c["DataSource"]["S3DataSource"]["S3Uri.$"] for c in channels]
+    assert sources == ["$.train_uri", "$.validation_uri"]
+    assert "test" not in json.dumps(definition["States"]["Train"])
