@@ -6,9 +6,9 @@ validation together, so the model that ships has learnt from 85 % of the rows in
 The test split is never among them (train() does not read it); the gate scores it.
 
 Without a validation split to stop on, a boosted model gets a fixed number of rounds: those
-early stopping kept on validation, scaled by the rows it now sees over the rows it saw
-(AutoGluon's ``refit_full``; docs/decisions.md, 2026-12-03). Balanced class weights carry over
-when the train-only fit chose them, recomputed on the joined rows.
+early stopping kept on validation (as AutoGluon's ``refit_full`` reuses them), scaled by the
+rows it now sees over the rows it saw (docs/decisions.md, 2026-12-03). Balanced class weights
+carry over when the train-only fit chose them, recomputed on the joined rows.
 
 ``refit_candidate`` takes one FittedCandidate and returns its refit, so that an ensemble can
 refit each member the same way.
@@ -119,6 +119,7 @@ def _no_early_stopping(model: Any) -> dict[str, Any]:
 
 
 def _fit(pipeline: Pipeline, rows: Split, weights: NDArray[np.float64] | None) -> None:
-    # One BLAS thread, as candidates.fit_candidate fits the linear family: more only spin.
+    # One BLAS thread, as candidates.fit_candidate fits the linear family (more only spin); the
+    # boosted families thread with OpenMP, which this leaves alone.
     with threadpool_limits(limits=1, user_api="blas"):
         pipeline.fit(rows.frame, rows.y, model__sample_weight=weights)
