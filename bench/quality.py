@@ -197,7 +197,7 @@ class SluiceRun:
     score: float
     train_seconds: float
     chosen: str
-    rows_train: int
+    rows_train: int  # the rows the shipped model was fitted on (ModelCard.fitted_rows)
     rows_validation: int
 
 
@@ -255,7 +255,7 @@ def run_sluice(
         score=score,
         train_seconds=card.training.seconds,
         chosen=card.chosen,
-        rows_train=card.training.rows_train,
+        rows_train=card.fitted_rows,
         rows_validation=card.training.rows_validation,
     )
 
@@ -397,7 +397,7 @@ class Row:
     best_peer_score: float
     ratio: float
     train_seconds: float
-    rows_train: int  # what sluice's shipped model was fitted on (its own train split)
+    rows_train: int  # what sluice's shipped model was fitted on (train + validation if refit)
     rows_received: int
     rows_test: int
     seconds: float = 0.0

@@ -46,6 +46,9 @@ class TrainingConfig(BaseModel):
     # the hyperparameter search's time budget (training/search.py); docs/decisions.md
     # (2026-12-03) says why 30 s
     budget_seconds: int = Field(default=DEFAULT_BUDGET_SECONDS, ge=1, le=5 * 24 * 3600)
+    # refit the chosen model on train + validation before export (training/refit.py);
+    # docs/decisions.md (2026-12-03) says why it is on by default and when to turn it off
+    refit: bool = True
 
     @model_validator(mode="after")
     def _wait_covers_runtime(self) -> Self:
@@ -60,6 +63,8 @@ class TrainingConfig(BaseModel):
             raise ValueError(
                 "hyperparameters.budget_seconds: set the budget as training.budget_seconds"
             )
+        if "refit" in self.hyperparameters:
+            raise ValueError("hyperparameters.refit: set it as training.refit")
         return self
 
 

@@ -113,6 +113,29 @@ class SearchSummary(_Frozen):
     best_trial: int = Field(ge=0)
 
 
+class RefitRecord(_Frozen):
+    """The chosen configuration fitted again on train + validation, the model that ships
+    (``training/refit.py``). The record it sits in keeps the train-only fit's figures: those are
+    what selection saw; the refit has no held-out figure until the evaluate step's test split.
+
+    ``iterations`` is the refit's boosting rounds: the rounds early stopping kept on validation
+    (``selected_iterations``) scaled by ``rows`` over the train rows; both None for a linear
+    model.
+    """
+
+    rows: int = Field(gt=0)  # train + validation rows the shipped model was fitted on
+    iterations: int | None = Field(default=None, ge=1)
+    selected_iterations: int | None = Field(default=None, ge=1)
+    class_weight: Literal["balanced"] | None = None  # carried over from the train-only fit
+    seconds: float = Field(ge=0)
+
+    @model_validator(mode="after")
+    def _iterations_paired(self) -> Self:
+        if (self.iterations is None) != (self.selected_iterations is None):
+            raise ValueError("a refit records both iteration counts (boosted) or neither")
+        return self
+
+
 class CandidateRecord(_Frozen):
     """One model family tried during training, chosen or not."""
 
@@ -126,6 +149,9 @@ class CandidateRecord(_Frozen):
     # every trial of the search, in order; ``metric_value`` is the best one's selection figure
     trials: list[TrialRecord] = Field(default_factory=list)
     search: SearchSummary | None = None
+    # the shipped candidate's refit on train + validation; None for the others, when the refit
+    # is switched off (training.refit), and on cards written before it existed
+    refit: RefitRecord | None = None
 
 
 class CalibrationFigures(_Frozen):
@@ -185,7 +211,9 @@ class ModelCard(DatasetFacts):
     schema_version: Literal[1] = MODEL_CARD_SCHEMA_VERSION
     chosen: str
     candidates: list[CandidateRecord] = Field(min_length=1)
-    validation: dict[str, JsonValue]  # the shipped graph on validation (calibrated if applied)
+    # the shipped graph on validation (calibrated if applied); after a refit, the train-only fit
+    # selection saw, calibrated the same way: the refit has seen the validation rows
+    validation: dict[str, JsonValue]
     parity: ParityReport
     # Better-ranked candidates whose export failed parity, best first; empty when the best
     # candidate shipped. Cards written before the fallback existed have none.
@@ -217,6 +245,9 @@ class ModelCard(DatasetFacts):
             or len(set(mapping.values())) < len(mapping)
         ):
             raise ValueError("onnx_input_names must map each feature to an input of its own")
+        rows = self.training.rows_train + self.training.rows_validation
+        if any(c.refit is not None and c.refit.rows != rows for c in self.candidates):
+            raise ValueError(f"a refit is fitted on the train + validation rows ({rows})")
         if self.calibration is not None and self.task != "classification":
             raise ValueError("only a classification model has its probabilities calibrated")
         expected = [name for name, _ in graph_columns(self.features, self.input_names)]
@@ -236,6 +267,13 @@ class ModelCard(DatasetFacts):
     @property
     def chosen_candidate(self) -> CandidateRecord:
         return next(c for c in self.candidates if c.name == self.chosen)
+
+    @property
+    def fitted_rows(self) -> int:
+        """The rows the shipped model was fitted on: train + validation after a refit, else
+        train."""
+        refit = self.chosen_candidate.refit
+        return self.training.rows_train if refit is None else refit.rows
 
     @property
     def parity_fallback(self) -> str | None:

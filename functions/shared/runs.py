@@ -120,6 +120,7 @@ def run_input(
         hyperparameters={
             **{k: _hp(v) for k, v in training.hyperparameters.items()},
             "budget_seconds": _hp(training.budget_seconds),
+            "refit": _hp(training.refit),
         },
     )
 

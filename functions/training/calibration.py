@@ -199,16 +199,32 @@ class CalibratedExport:
 
 
 def calibrate_export(
-    pipeline: ProbabilisticClassifier, model_bytes: bytes, schema: DatasetSchema, validation: Split
+    pipeline: ProbabilisticClassifier,
+    model_bytes: bytes,
+    schema: DatasetSchema,
+    validation: Split,
+    *,
+    temperature_from: ProbabilisticClassifier | None = None,
 ) -> CalibratedExport:
-    """Calibrate a classification candidate's graph when that lowers validation log loss."""
+    """Calibrate a classification candidate's graph when that lowers validation log loss.
+
+    ``temperature_from`` is the model whose validation probabilities decide on and fit the
+    temperature, and whose calibrated report is returned: the train-only fit when ``pipeline``
+    (whose graph ``model_bytes`` is) is its refit on train + validation, for which those rows
+    are no longer out of sample. By default, ``pipeline`` itself.
+    """
     if schema.task != "classification":
         return CalibratedExport(model_bytes, pipeline, None, None)
-    decision = calibrate(validation.y, pipeline.predict_proba(validation.frame))
+    selected = pipeline if temperature_from is None else temperature_from
+    decision = calibrate(validation.y, selected.predict_proba(validation.frame))
     if decision.temperature is None:
         return CalibratedExport(model_bytes, pipeline, decision.record, None)
     native = CalibratedClassifier(pipeline, decision.temperature)
-    proba = np.clip(native.predict_proba(validation.frame), 0.0, 1.0)
+    proba = np.clip(
+        CalibratedClassifier(selected, decision.temperature).predict_proba(validation.frame),
+        0.0,
+        1.0,
+    )
     report = cast(
         dict[str, JsonValue], classification_report(validation.y, proba, schema.classes or [])
     )

@@ -99,6 +99,9 @@ class Hyperparameters(BaseModel):
     # run; trials per family at most (1: the configuration above, no search)
     budget_seconds: float = Field(default=DEFAULT_BUDGET_SECONDS, gt=0, le=5 * 24 * 3600)
     max_trials: int = Field(default=DEFAULT_MAX_TRIALS, ge=1, le=10_000)
+    # the contract's training.refit, passed by the run: fit the chosen configuration again on
+    # train + validation before export (training/refit.py); false ships the train-only fit
+    refit: bool = True
 
     @field_validator("candidates", mode="before")
     @classmethod

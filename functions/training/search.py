@@ -27,7 +27,6 @@ from typing import Any
 
 import numpy as np
 import optuna
-import pandas as pd
 from numpy.typing import NDArray
 from sklearn.model_selection import KFold, StratifiedKFold
 from sklearn.pipeline import Pipeline
@@ -44,7 +43,7 @@ from functions.training.candidates import (
     rarest_class,
 )
 from functions.training.script_mode import CandidateName, Hyperparameters
-from functions.training.splits import Split
+from functions.training.splits import Split, join_splits
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +104,7 @@ class Folds:
 
     @classmethod
     def of(cls, schema: DatasetSchema, train: Split, validation: Split, seed: int) -> Folds:
-        joined = _concat(train, validation)
+        joined = join_splits(train, validation)
         splitter = (
             StratifiedKFold(KFOLDS, shuffle=True, random_state=seed)
             if schema.task == "classification"
@@ -363,15 +362,6 @@ class _XGBoostReport(TrainingCallback):
                 self._report(epoch, float(values[-1]))
                 return False
         return False
-
-
-def _concat(first: Split, second: Split) -> Split:
-    return Split(
-        name=f"{first.name}+{second.name}",
-        frame=pd.concat([first.frame, second.frame], ignore_index=True),
-        feeds={k: np.concatenate([first.feeds[k], second.feeds[k]]) for k in first.feeds},
-        y=np.concatenate([first.y, second.y]),
-    )
 
 
 def _subset(split: Split, rows: NDArray[Any], name: str) -> Split:

@@ -41,6 +41,17 @@ class Split:
         return int(self.y.shape[0])
 
 
+def join_splits(first: Split, second: Split) -> Split:
+    """``first``'s rows, then ``second``'s: train + validation, for k-fold selection and the
+    refit."""
+    return Split(
+        name=f"{first.name}+{second.name}",
+        frame=pd.concat([first.frame, second.frame], ignore_index=True),
+        feeds={k: np.concatenate([first.feeds[k], second.feeds[k]]) for k in first.feeds},
+        y=np.concatenate([first.y, second.y]),
+    )
+
+
 def load_schema(channel: Path) -> DatasetSchema:
     path = channel / SCHEMA_FILE
     if not path.is_file():

@@ -1,8 +1,13 @@
-"""SageMaker script-mode entry point: candidates -> ranked -> ONNX export -> parity check.
+"""SageMaker script-mode entry point: candidates -> ranked -> refit -> ONNX export -> parity check.
+
+The candidates are searched and ranked on validation, fitted on train; the one to export is then
+refit on train + validation (refit.py; the ``refit`` hyperparameter, true by default, from the
+contract's ``training.refit``). The test split is never read here: the evaluate step scores it.
 
 A classifier's graph is calibrated (a temperature after its probabilities) when that lowers the
 cross-fitted validation log loss (calibration.py), before the parity check, which then compares
-it with the native model calibrated the same way.
+it with the native model calibrated the same way. The temperature is decided and fitted with the
+train-only model, the one that has not seen the validation rows, and carried to the refit graph.
 
 The best candidate whose ONNX export passes the parity check ships; a better one that failed is
 recorded in the card's ``parity_failures``. The run fails (ParityError) only when none passes.
@@ -27,9 +32,10 @@ import os
 import platform
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +60,7 @@ from functions.shared.model_card import (
     ModelCard,
     ParityFailure,
     ParityReport,
+    RefitRecord,
     TrainingInfo,
 )
 from functions.shared.progress import (
@@ -71,6 +78,7 @@ from functions.training.candidates import (
 )
 from functions.training.export import describe_onnx, to_onnx
 from functions.training.parity import measure_parity, parity_failure_message
+from functions.training.refit import refit_candidate
 from functions.training.script_mode import (
     Hyperparameters,
     SageMakerPaths,
@@ -113,8 +121,14 @@ def train(
         detail = f"candidate {number} of {len(names)}: {name} on {train_split.rows} rows"
         _progress(schema, started, number - 1, len(names), detail)
         fitted.append(searcher.search(name, families_left=len(names) - number + 1))
+    ranked = rank_candidates(fitted, schema.metric)
+    refit = (
+        partial(refit_candidate, schema=schema, train=train_split, validation=validation)
+        if hyperparameters.refit
+        else None
+    )
     _progress(schema, started, len(names), len(names), "export to ONNX and parity check")
-    shipped = export_first_passing(rank_candidates(fitted, schema.metric), schema, validation)
+    shipped = export_first_passing(ranked, schema, validation, refit)
     best, model_bytes = shipped.candidate, shipped.model_bytes
 
     paths.model.mkdir(parents=True, exist_ok=True)
@@ -130,7 +144,7 @@ def train(
         features=list(schema.features),
         classes=schema.classes,
         chosen=best.name,
-        candidates=[f.record for f in fitted],
+        candidates=[best.record if f.name == best.name else f.record for f in fitted],
         validation=shipped.validation,
         parity=shipped.parity,
         parity_failures=shipped.failures,
@@ -171,7 +185,8 @@ def _progress(schema: DatasetSchema, started: float, done: int, total: int, deta
 
 @dataclass(frozen=True)
 class Shipped:
-    """The candidate that ships, its graph, and what it took to find it."""
+    """The candidate that ships (refit, where training refits), its graph, and what it took to
+    find it."""
 
     candidate: FittedCandidate
     model_bytes: bytes
@@ -185,12 +200,19 @@ class Shipped:
 
 
 def export_first_passing(
-    ranked: Sequence[FittedCandidate], schema: DatasetSchema, validation: Split
+    ranked: Sequence[FittedCandidate],
+    schema: DatasetSchema,
+    validation: Split,
+    refit: Callable[[FittedCandidate], FittedCandidate] | None = None,
 ) -> Shipped:
     """Export and parity-check candidates in rank order; the first that passes ships.
 
     A candidate that fails is recorded with its figures and the next one is tried, so a
     converter's imprecision on one model family costs the run its best model, not the run.
+
+    With ``refit``, each candidate is refit (on train + validation: refit.py) just before its
+    export, so only those tried pay for it; the temperature still comes from the train-only
+    fit's validation probabilities, and parity compares the refit model with its own graph.
 
     Raises
     ------
@@ -199,10 +221,15 @@ def export_first_passing(
     """
     failures: list[ParityFailure] = []
     export_seconds = parity_seconds = 0.0
-    for candidate in ranked:
+    for selected in ranked:
+        candidate = selected if refit is None else refit(selected)
         clock = time.perf_counter()
         exported = calibrate_export(
-            candidate.pipeline, to_onnx(candidate.pipeline, schema), schema, validation
+            candidate.pipeline,
+            to_onnx(candidate.pipeline, schema),
+            schema,
+            validation,
+            temperature_from=selected.pipeline,
         )
         model_bytes = exported.model_bytes
         session = ort.InferenceSession(model_bytes, providers=["CPUExecutionProvider"])
@@ -268,6 +295,9 @@ def summary(card: ModelCard) -> str:
             f" {mark} {candidate.name:<8} {card.metric}={_figure(candidate.metric_value)}  "
             f"fit {candidate.fit_seconds:.1f} s{weighted}{_trials(candidate)}"
         )
+    refit = card.chosen_candidate.refit
+    if refit is not None:
+        lines.append(_refit_line(card.chosen, refit, card.training.rows_train))
     parity = card.parity
     agreement = (
         "" if parity.label_agreement is None else f", labels agree {parity.label_agreement:.2%}"
@@ -283,6 +313,20 @@ def summary(card: ModelCard) -> str:
         f"total {card.training.seconds:.1f} s"
     )
     return "\n".join(lines)
+
+
+def _refit_line(name: str, refit: RefitRecord, rows_train: int) -> str:
+    rounds = (
+        ""
+        if refit.iterations is None
+        else f": {refit.iterations} rounds ({refit.selected_iterations} early-stopped on "
+        f"{rows_train} train rows)"
+    )
+    weighted = ", balanced class weights" if refit.class_weight == "balanced" else ""
+    return (
+        f"refit {name} on {refit.rows} train + validation rows{rounds}{weighted}, "
+        f"{refit.seconds:.1f} s"
+    )
 
 
 def _trials(candidate: CandidateRecord) -> str:

@@ -97,6 +97,8 @@ def test_upload_writes_a_complete_dataset_version_and_starts_one_run(world: Worl
     assert run.metric == "f1_macro" and run.instance_type == "ml.g5.xlarge"
     # the contract's search budget (tests' churn contract: 2 s) reaches the job's hyperparameters
     assert run.hyperparameters["budget_seconds"] == "2"
+    # and training.refit's default, as SageMaker passes it
+    assert run.hyperparameters["refit"] == "true"
     shares = {n: manifest["rows"]["per_split"][n] / 400 for n in ("train", "validation", "test")}
     assert 0.6 < shares["train"] < 0.8 and 0.08 < shares["test"] < 0.22
 

@@ -14,6 +14,7 @@ from functions.shared.model_card import ModelCard
 from functions.shared.scoring import ScoringModel
 from functions.training.calibration import CalibratedClassifier
 from functions.training.candidates import build_candidates, fit_candidate
+from functions.training.refit import refit_candidate
 from functions.training.script_mode import Hyperparameters, SageMakerPaths
 from functions.training.splits import load_split
 from functions.training.train import train
@@ -82,9 +83,10 @@ def test_the_model_scores_columns_keyed_by_the_users_headers(trained: Trained) -
     pipelines = build_candidates(trained.schema, trained.hyperparameters, num_gpus=0)
     name = card.chosen
     assert name in ("linear", "xgboost", "lightgbm")
-    native: Any = fit_candidate(
-        name, pipelines[name], trained.schema, train_split, validation
-    ).pipeline
+    chosen = fit_candidate(name, pipelines[name], trained.schema, train_split, validation)
+    if card.chosen_candidate.refit is not None:  # the shipped model: refit on train + validation
+        chosen = refit_candidate(chosen, trained.schema, train_split, validation)
+    native: Any = chosen.pipeline
     if card.calibration is not None and card.calibration.temperature and card.calibration.applied:
         native = CalibratedClassifier(native, card.calibration.temperature)
     if card.task == "classification":

@@ -225,3 +225,36 @@ def test_a_regression_card_cannot_carry_a_calibration() -> None:
     regression = _card(task="regression", metric="rmse", classes=None, calibration=_CALIBRATION)
     with pytest.raises(ValidationError, match="only a classification model"):
         ModelCard.model_validate(regression)
+
+
+_REFIT = {"rows": 80, "iterations": 91, "selected_iterations": 80, "seconds": 0.4}
+
+
+def _refit_card(**refit: Any) -> dict[str, Any]:
+    """The xgboost card, its candidate refit on its 70 train + 10 validation rows."""
+    candidate = {**_card()["candidates"][0], "refit": {**_REFIT, **refit}}
+    return _card(candidates=[candidate])
+
+
+def test_a_card_records_the_refit_beside_the_train_only_figures() -> None:
+    card = ModelCard.model_validate(_refit_card(class_weight="balanced"))
+    refit = card.chosen_candidate.refit
+    assert refit is not None and (refit.iterations, refit.class_weight) == (91, "balanced")
+    assert card.chosen_candidate.metric_value == 0.8  # the train-only fit's, as selected
+    assert card.fitted_rows == 80
+    # And a card written before the refit existed has none: its model saw the train rows
+    older = ModelCard.model_validate(_card())
+    assert older.chosen_candidate.refit is None and older.fitted_rows == 70
+
+
+@pytest.mark.parametrize(
+    ("refit", "message"),
+    [
+        ({"rows": 70}, r"a refit is fitted on the train \+ validation rows \(80\)"),
+        ({"iterations": None}, "both iteration counts"),
+        ({"class_weight": "custom"}, "class_weight"),
+    ],
+)
+def test_inconsistent_refits_are_refused(refit: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        ModelCard.model_validate(_refit_card(**refit))

@@ -20,6 +20,7 @@ from sklearn.pipeline import Pipeline
 from functions.shared.features import DatasetSchema, onnx_feeds
 from functions.shared.model_card import ModelCard
 from functions.training.candidates import build_candidates, fit_candidate
+from functions.training.refit import refit_candidate
 from functions.training.script_mode import Hyperparameters, SageMakerPaths
 from functions.training.splits import load_split
 from functions.training.train import train
@@ -34,7 +35,7 @@ class Trained:
     schema: DatasetSchema
     paths: SageMakerPaths
     card: ModelCard
-    native: Pipeline  # the exported candidate, refitted (training is deterministic for a seed)
+    native: Pipeline  # the exported candidate, fitted again (training is deterministic for a seed)
 
 
 def _train(root: Path, schema: DatasetSchema, hp: Hyperparameters) -> Trained:
@@ -43,8 +44,10 @@ def _train(root: Path, schema: DatasetSchema, hp: Hyperparameters) -> Trained:
     train_split = load_split(paths.train, schema, "train")
     validation = load_split(paths.validation, schema, "validation")
     pipeline = build_candidates(schema, hp, num_gpus=0)[card.chosen]
-    native = fit_candidate(card.chosen, pipeline, schema, train_split, validation).pipeline
-    return Trained(schema, paths, card, native)
+    chosen = fit_candidate(card.chosen, pipeline, schema, train_split, validation)
+    if card.chosen_candidate.refit is not None:  # the shipped model: refit on train + validation
+        chosen = refit_candidate(chosen, schema, train_split, validation)
+    return Trained(schema, paths, card, chosen.pipeline)
 
 
 @pytest.fixture(
