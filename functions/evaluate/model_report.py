@@ -42,7 +42,10 @@ CURVE_POINTS = 200  # points kept per drawn curve; areas are computed on the ful
 SCATTER_POINTS = 2000  # rows drawn in a scatter plot (a fixed-seed sample of the test rows)
 HISTOGRAM_BINS = 20
 IMPORTANCE_ROWS = 10_000  # test rows permutation importance scores (a fixed-seed sample above)
+IMPORTANCE_MIN_ROWS = 1_000
 IMPORTANCE_REPEATS = 5
+IMPORTANCE_ROW_BUDGET = 2_000_000  # rows scored over all features and repeats: wide tables get
+# fewer rows (never under IMPORTANCE_MIN_ROWS), so the report stays within its 10 s
 SEED = 20261203
 MIN_GROUP_ROWS = 10  # as evaluation.json: smaller groups are listed by size, not measured
 MAX_GROUPS = 50
@@ -477,7 +480,7 @@ def permutation_importance(
     truth: NDArray[Any],
     *,
     metric: str,
-    rows: int = IMPORTANCE_ROWS,
+    rows: int | None = None,
     repeats: int = IMPORTANCE_REPEATS,
 ) -> Importance:
     """Shuffle one feature at a time (a date's derived parts together, as one column) and
@@ -485,6 +488,9 @@ def permutation_importance(
     only the shuffled feature's inputs change per repeat, so the cost is the model's scoring."""
     card = model.card
     n = int(truth.shape[0])
+    if rows is None:
+        budgeted = IMPORTANCE_ROW_BUDGET // (len(card.features) * repeats)
+        rows = min(IMPORTANCE_ROWS, max(IMPORTANCE_MIN_ROWS, budgeted))
     sample = _sample(n, rows)
     picked = {f.name: np.asarray(columns[f.name])[sample] for f in card.features}
     feeds = onnx_feeds(card.features, picked, card.input_names)

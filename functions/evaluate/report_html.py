@@ -78,7 +78,8 @@ def _axes(
         parts.append(f'<text x="{x0 - 4}" y="{py + 4:.1f}" text-anchor="end">{_fmt(fy)}</text>')
     slot = (x1 - x0) / max(len(categories), 1)
     parts.extend(
-        f'<text x="{x0 + slot * (i + 0.5):.1f}" y="{y0 + 16}" text-anchor="middle">{_e(name)}</text>'
+        f'<text x="{x0 + slot * (i + 0.5):.1f}" y="{y0 + 16}" text-anchor="middle">'
+        f"{_e(name)}</text>"
         for i, name in enumerate(categories)
     )
     parts.append(
