@@ -301,6 +301,7 @@ def score_rows(
         return ScoredRows(
             truth=_class_codes(truth, card.classes or []),
             proba=scores.probabilities.astype(np.float64),
+            classes=tuple(card.classes or []),
         )
     assert scores.values is not None
     return ScoredRows(

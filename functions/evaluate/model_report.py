@@ -59,6 +59,7 @@ class ScoredRows:
     truth: NDArray[Any]
     proba: NDArray[np.float64] | None = None
     values: NDArray[np.float64] | None = None
+    classes: tuple[str, ...] = ()  # the model's classes, in ``proba``'s column order
 
     @property
     def predicted(self) -> NDArray[Any]:
@@ -216,6 +217,9 @@ class Comparison(_Frozen):
     metrics: list[MetricPair]
     agreement: float | None  # share of rows with the same label / None for regression
     mean_abs_difference: float | None  # regression: mean |challenger - champion|
+    # the champion's figures on the same rows, drawn beside the challenger's; None unscored
+    champion_classification: ClassificationFigures | None = None
+    champion_regression: RegressionFigures | None = None
 
 
 class GateSummary(_Frozen):
@@ -693,12 +697,19 @@ def comparison(inputs: ReportInputs) -> Comparison:
         for name, value in challenger.items()
     ]
     agreement = mean_abs = None
-    if inputs.champion is not None:
-        ours, theirs = inputs.challenger.predicted, inputs.champion.predicted
+    classification = regression = None
+    champion_rows = inputs.champion
+    if champion_rows is not None:
+        ours, theirs = inputs.challenger.predicted, champion_rows.predicted
         if inputs.challenger.proba is not None:
-            agreement = float(np.mean(ours == theirs))
+            # labels, not codes: the champion may know other classes, in another order
+            mine = np.asarray(inputs.challenger.classes, dtype=object)[ours]
+            its = np.asarray(champion_rows.classes, dtype=object)[theirs]
+            agreement = float(np.mean(mine == its))
+            classification = classification_figures(champion_rows, champion_rows.classes)
         else:
             mean_abs = float(np.mean(np.abs(ours - theirs)))
+            regression = regression_figures(champion_rows)
     return Comparison(
         champion_version=note.version,
         scored=note.scored,
@@ -706,6 +717,8 @@ def comparison(inputs: ReportInputs) -> Comparison:
         metrics=metrics,
         agreement=agreement,
         mean_abs_difference=mean_abs,
+        champion_classification=classification,
+        champion_regression=regression,
     )
 
 

@@ -289,6 +289,14 @@ def figures(report: ModelReport) -> dict[str, str]:
         drawn |= _classification_figures(report.classification)
     if report.regression is not None:
         drawn |= _regression_figures(report.regression)
+    # the champion's, on the same rows, for the side-by-side section
+    champion = report.comparison
+    if champion.champion_classification is not None:
+        theirs = _classification_figures(champion.champion_classification)
+        drawn |= {f"champion_{k}": theirs[k] for k in ("confusion_matrix", "roc")}
+    if champion.champion_regression is not None:
+        theirs = _regression_figures(champion.champion_regression)
+        drawn |= {f"champion_{k}": theirs[k] for k in ("predicted_vs_actual", "error_by_decile")}
     drawn["importance"] = _importance_chart(report)
     return drawn
 
@@ -434,7 +442,7 @@ def report_html(report: ModelReport, drawn: dict[str, str] | None = None) -> byt
         _importance(report, drawn),
         _fairness(report),
         _gate(report),
-        _champion(report),
+        _champion(report, drawn),
         _data(report),
         _candidates(report),
         f"<footer><p>Built in {report.build_seconds:.2f} s by sluice's evaluate step. Every "
@@ -595,9 +603,9 @@ def _gate(report: ModelReport) -> str:
     )
 
 
-def _champion(report: ModelReport) -> str:
+def _champion(report: ModelReport, drawn: dict[str, str]) -> str:
     c = report.comparison
-    who = f"live version {c.champion_version}" if c.champion_version else "no live model"
+    who = f"live version {c.champion_version}: " if c.champion_version else ""
     rows = [
         [
             _e(m.name),
@@ -618,10 +626,22 @@ def _champion(report: ModelReport) -> str:
         )
     return (
         '<section id="champion"><h2>Champion and challenger on the same test rows</h2>'
-        f"<p>{_e(who)}: {_e(c.note)}</p>"
+        f"<p>{_e(who)}{_e(c.note)}</p>"
         + _table(["metric", "challenger", "champion", "difference"], rows)
         + agreement
+        + _side_by_side(report, drawn)
         + "</section>"
+    )
+
+
+def _side_by_side(report: ModelReport, drawn: dict[str, str]) -> str:
+    """The challenger's figures beside the champion's, on the same test rows."""
+    names = [k.removeprefix("champion_") for k in drawn if k.startswith("champion_")]
+    version = report.comparison.champion_version
+    return "".join(
+        f'<div class="figs">{_figure(drawn[name], "challenger")}'
+        f"{_figure(drawn[f'champion_{name}'], f'champion (version {version})')}</div>"
+        for name in names
     )
 
 

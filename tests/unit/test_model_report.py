@@ -17,7 +17,9 @@ from functions.evaluate.model_report import (
     fairness,
 )
 from functions.evaluate.models import EvaluateResult, EvaluationReport
+from functions.preprocess.profile import build_profile
 from functions.shared import layout
+from functions.shared.features import ColumnRole
 from functions.shared.metrics import compute_metric, regression_report
 from functions.shared.model_card import MODEL_CARD_FILE, ModelCard
 from functions.shared.pipeline_state import PipelineState
@@ -187,6 +189,8 @@ def test_the_page_fetches_nothing(
     page = store.get_bytes(ARTIFACTS, prefix + "index.html").decode()
     assert page.startswith("<!DOCTYPE html>") and "<svg" in page
     assert not EXTERNAL.search(page), EXTERNAL.search(page)
+    # the only URL in it is the SVG namespace's name, which no renderer fetches
+    assert set(re.findall(r"https?://[^\s\"'<>]+", page)) == {"http://www.w3.org/2000/svg"}
     for fetches in ("<script", "<link", "@import", "url(", "<img", "<iframe"):
         assert fetches not in page.lower(), fetches
 
@@ -287,3 +291,85 @@ def test_the_twin_round_trips_as_json(
     raw = json.loads(store.get_bytes(ARTIFACTS, prefix + "report.json"))
     assert raw["schema_version"] == 1
     assert ModelReport.model_validate(raw) == _twin(store, state)
+
+
+def test_importance_is_measured_by_the_runs_metric_and_finds_the_signal(
+    reports: dict[str, tuple[InMemoryObjectStore, PipelineState, EvaluateResult]],
+) -> None:
+    store, state, result = reports["binary"]
+    twin = _twin(store, state)
+    importance = twin.importance
+    # a test split under the row budget is scored whole: the baseline is the gate's figure
+    assert importance.rows == twin.test_rows
+    assert importance.baseline == pytest.approx(result.gate.challenger, rel=1e-12)
+    # and the feature the model relies on most costs it clearly more than the shuffling noise
+    top = importance.features[0]
+    assert top.mean > 0.01 and top.mean > 2 * top.std
+    assert top.mean == pytest.approx(float(np.mean(top.drops)), abs=1e-6)
+
+
+def test_champion_and_challenger_sit_side_by_side_on_the_same_rows(
+    trained_models: dict[str, TrainedModel],
+) -> None:
+    # Given version 1 live, and the same model trained again evaluated as run-2
+    model = trained_models["multiclass"]
+    store, registry = InMemoryObjectStore(), InMemoryRegistry()
+    first = evaluate(stage_run(store, model), store=store, registry=registry, clock=fixed_now)
+    registry.promote("multiclass", first.model_version, expected_live=None, actor="t", reason="t")
+    state = stage_run(store, model, run_name="run-2")
+
+    # When it is evaluated
+    evaluate(state, store=store, registry=registry, clock=fixed_now)
+
+    # Then its report compares it with version 1 on the same rows: same labels, same figures
+    comparison = _twin(store, state).comparison
+    assert comparison.champion_version == 1 and comparison.scored
+    assert comparison.agreement == 1.0
+    pairs = {m.name: (m.challenger, m.champion) for m in comparison.metrics}
+    assert pairs["f1_macro"][0] == pairs["f1_macro"][1] is not None
+    # and the champion's confusion matrix is its evaluation's, drawn beside the challenger's
+    assert comparison.champion_classification is not None
+    twin = _twin(store, state)
+    assert twin.classification is not None
+    assert comparison.champion_classification.confusion == twin.classification.confusion
+    figures = layout.model_report_prefix(state.dataset, state.training_job_name) + "figures/"
+    assert f"{figures}champion_confusion_matrix.svg" in store.keys(ARTIFACTS, figures)
+
+
+def test_the_data_section_shows_the_profile_and_each_columns_role(
+    trained_models: dict[str, TrainedModel],
+) -> None:
+    # Given a dataset version whose schema (with column roles) and profile are stored
+    model = trained_models["multiclass"]
+    store, registry = InMemoryObjectStore(), InMemoryRegistry()
+    schema = model.schema.model_copy(
+        update={
+            "columns": [
+                ColumnRole(column="customer_id", use="excluded", reason="an identifier"),
+                *(
+                    ColumnRole(column=f.name, use="feature", kind=f.kind, reason="inferred")
+                    for f in model.schema.features
+                ),
+            ]
+        }
+    )
+    prefix = layout.version_prefix(schema.dataset, schema.dataset_version)
+    store.put_bytes(ARTIFACTS, f"{prefix}dataset.json", schema.model_dump_json().encode())
+    profile = build_profile(model.version_dir / "train" / "part-0.parquet", schema)
+    store.put_bytes(ARTIFACTS, f"{prefix}profile.json", json.dumps(profile).encode())
+    state = stage_run(store, model)
+
+    # When evaluated
+    evaluate(state, store=store, registry=registry, clock=fixed_now)
+
+    # Then the report's data section carries the roles and every feature's summary
+    twin = _twin(store, state)
+    assert twin.profile.available
+    assert twin.profile.columns[0].column == "customer_id"
+    assert twin.profile.columns[0].use == "excluded"
+    assert set(twin.profile.features) == {f.name for f in schema.features}
+    assert twin.profile.rows["train"] == model.card.training.rows_train
+    page = store.get_bytes(
+        ARTIFACTS, layout.model_report_prefix(state.dataset, state.training_job_name) + "index.html"
+    ).decode()
+    assert "an identifier" in page
