@@ -121,6 +121,9 @@ def test_a_good_run_goes_live_through_every_state(aws: Aws) -> None:
     twin_key = page_key.replace(layout.MODEL_REPORT_PAGE, layout.MODEL_REPORT_JSON)
     twin = json.loads(aws.s3.get_object(Bucket=bucket, Key=twin_key)["Body"].read())
     assert twin["model_version"] == 1 and twin["gate"]["passed"] is True
+    # with the data section read from the dataset version preprocessing wrote
+    assert twin["profile"]["available"] is True
+    assert {c["column"] for c in twin["profile"]["columns"]} >= set(twin["profile"]["features"])
 
 
 def test_a_failing_training_job_is_recorded_and_the_champion_stays(aws: Aws) -> None:

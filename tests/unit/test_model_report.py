@@ -17,6 +17,7 @@ from functions.evaluate.model_report import (
     fairness,
 )
 from functions.evaluate.models import EvaluateResult, EvaluationReport
+from functions.evaluate.report_html import report_html
 from functions.preprocess.profile import build_profile
 from functions.shared import layout
 from functions.shared.features import ColumnRole
@@ -373,3 +374,35 @@ def test_the_data_section_shows_the_profile_and_each_columns_role(
         ARTIFACTS, layout.model_report_prefix(state.dataset, state.training_job_name) + "index.html"
     ).decode()
     assert "an identifier" in page
+
+
+def test_names_from_the_data_are_escaped_in_the_page(
+    reports: dict[str, tuple[InMemoryObjectStore, PipelineState, EvaluateResult]],
+) -> None:
+    # Given a report whose class and feature names are markup (they come from the user's CSV)
+    store, state, _ = reports["binary"]
+    twin = _twin(store, state)
+    hostile = '<script>alert("x")</script>'
+    assert twin.classification is not None
+    figures = twin.classification.model_copy(
+        update={
+            "confusion": twin.classification.confusion.model_copy(
+                update={"labels": [hostile, "yes"]}
+            ),
+            "roc": [c.model_copy(update={"label": hostile}) for c in twin.classification.roc],
+        }
+    )
+    importance = twin.importance.model_copy(
+        update={
+            "features": [
+                f.model_copy(update={"feature": hostile}) for f in twin.importance.features
+            ]
+        }
+    )
+    shown = twin.model_copy(
+        update={"classification": figures, "importance": importance, "dataset": hostile}
+    )
+
+    # When drawn, then the names are text, never markup
+    page = report_html(shown).decode()
+    assert "<script" not in page and "&lt;script&gt;" in page
