@@ -363,9 +363,9 @@ def classification_figures(rows: ScoredRows, classes: Sequence[str]) -> Classifi
     pr: list[Curve] = []
     for c in shown:
         positive = y == c
-        fpr, tpr, _ = roc_curve(positive, proba[:, c])
-        area = float(np.trapezoid(tpr, fpr)) if positive.any() and not positive.all() else None
-        roc.append(_curve(classes[c], area, fpr, tpr))
+        if positive.any() and not positive.all():  # else the rates are undefined: no curve
+            fpr, tpr, _ = roc_curve(positive, proba[:, c])
+            roc.append(_curve(classes[c], float(np.trapezoid(tpr, fpr)), fpr, tpr))
         if positive.any():
             precision, recall, _ = precision_recall_curve(positive, proba[:, c])
             ap = average_precision(positive, proba[:, c])

@@ -14,6 +14,7 @@ from functions.evaluate.model_report import (
     MIN_GROUP_ROWS,
     ModelReport,
     ScoredRows,
+    classification_figures,
     fairness,
 )
 from functions.evaluate.models import EvaluateResult, EvaluationReport
@@ -406,3 +407,20 @@ def test_names_from_the_data_are_escaped_in_the_page(
     # When drawn, then the names are text, never markup
     page = report_html(shown).decode()
     assert "<script" not in page and "&lt;script&gt;" in page
+
+
+def test_a_class_absent_from_the_test_split_gets_no_curve_and_the_twin_stays_valid() -> None:
+    # Given three classes of which the test rows hold only two
+    rng = np.random.default_rng(0)
+    truth = rng.integers(0, 2, 200)
+    proba = rng.dirichlet(np.ones(3), 200)
+    rows = ScoredRows(truth=truth, proba=proba, classes=("a", "b", "c"))
+
+    figures = classification_figures(rows, ["a", "b", "c"])
+
+    # Then only the present classes have ROC and PR curves, and the numbers survive JSON
+    assert [c.label for c in figures.roc] == ["a", "b"] == [c.label for c in figures.pr]
+    assert float(np.mean([c.area for c in figures.roc if c.area is not None])) == pytest.approx(
+        compute_metric("roc_auc", truth, proba=proba)
+    )
+    assert type(figures).model_validate_json(figures.model_dump_json()) == figures
