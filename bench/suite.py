@@ -24,6 +24,7 @@ MODULES: dict[str, int] = {
     "predict": 120,
     "coldstart": 120,
     "calibration": 60,
+    "model_report": 120,
     "size": 300,
     "http": 120,
     "preprocess": 180,

@@ -185,6 +185,12 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="skip the second, deliberately worse upload that shows the gate refusing a model",
     )
+    demo.add_argument(
+        "--report-dir",
+        type=Path,
+        help="where each version's model report page is copied (default: "
+        "<temp dir>/sluice-demo-reports)",
+    )
     demo.add_argument("--json", action="store_true", help="print one JSON object")
     demo.set_defaults(run=_demo)
 
@@ -360,7 +366,13 @@ def _demo(args: argparse.Namespace) -> int:
     # The stack's own lines as they happen: with the story on stdout, or out of the way of JSON
     stream = sys.stderr if args.json else sys.stdout
     result = run_demo(
-        DemoInputs(data=data, contract=contract, dataset=dataset, worse_upload=not args.skip_worse),
+        DemoInputs(
+            data=data,
+            contract=contract,
+            dataset=dataset,
+            worse_upload=not args.skip_worse,
+            **({"report_dir": args.report_dir} if args.report_dir else {}),
+        ),
         log=lambda line: print(line, file=stream, flush=True),
     )
     print(json.dumps(result, indent=2, default=str) if args.json else render(result))

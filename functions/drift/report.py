@@ -7,8 +7,6 @@ Feature and category names come from user data, so every one goes through ``html
 
 from __future__ import annotations
 
-import html
-
 from functions.drift.stats import (
     MIN_LIVE_ROWS,
     OTHER_CATEGORY,
@@ -17,6 +15,9 @@ from functions.drift.stats import (
     DriftResult,
     FeatureDrift,
 )
+from functions.shared.html_page import STYLE as _STYLE
+from functions.shared.html_page import escape as _e
+from functions.shared.html_page import num as _num
 
 _LEVEL_COLOURS = {"none": "#2e7d32", "moderate": "#ef6c00", "major": "#c62828"}
 _UNSCORED_COLOUR = "#757575"
@@ -30,38 +31,11 @@ _STATUS_TEXT = {
 }
 _MAX_LABEL = 28
 
-_STYLE = """
-body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; color: #212121;
-       margin: 2rem auto; max-width: 60rem; padding: 0 1rem; }
-h1 { font-size: 1.5rem; margin-bottom: .25rem; } h2 { font-size: 1.15rem; margin-top: 2rem; }
-.sub { color: #616161; margin-top: 0; }
-table { border-collapse: collapse; width: 100%; margin: 1rem 0; }
-th, td { text-align: left; padding: .35rem .6rem; border-bottom: 1px solid #e0e0e0; }
-th { background: #fafafa; font-weight: 600; } td.num { text-align: right;
-     font-variant-numeric: tabular-nums; }
-.badge { display: inline-block; padding: .05rem .5rem; border-radius: .75rem; color: #fff;
-         font-size: .85em; font-weight: 600; }
-.cards { display: flex; gap: 1rem; flex-wrap: wrap; margin: 1rem 0; }
-.card { border: 1px solid #e0e0e0; border-radius: .5rem; padding: .6rem 1rem; min-width: 9rem; }
-.card b { display: block; font-size: 1.3rem; }
-section { border-top: 1px solid #eeeeee; } .note { color: #616161; }
-footer { color: #757575; font-size: .85em; margin-top: 3rem; }
-svg text { font: 12px system-ui, -apple-system, "Segoe UI", sans-serif; fill: #424242; }
-"""
-
 
 def report_json(result: DriftResult) -> bytes:
     """The result as JSON, keys in the models' field order (``DriftResult.model_validate_json``
     reads it back)."""
     return result.model_dump_json(indent=2).encode() + b"\n"
-
-
-def _e(text: object) -> str:
-    return html.escape(str(text), quote=True)
-
-
-def _num(value: float | None, digits: int = 3) -> str:
-    return "–" if value is None else f"{value:.{digits}f}"
 
 
 def _pvalue(value: float | None) -> str:

@@ -12,7 +12,9 @@ Steps, each a boundary that validates:
    bootstrap interval and group metrics per ``sensitive`` column. A champion that cannot be
    loaded does not block the run; one whose features changed does, unless the contract
    accepts the change (``accept_schema_change``): the gate refuses it, naming the change;
-4. apply the gate policy, write ``evaluation.json``, register the challenger as a candidate.
+4. apply the gate policy, write ``evaluation.json``, register the challenger as a candidate;
+5. write the model report beside the model (``report/``: the page, its figures and the JSON
+   twin, ``model_report.py``), from the outputs already computed for the gate.
 
 Nothing here changes the live model: promotion is a separate step the Choice state selects.
 """
@@ -34,6 +36,12 @@ import pyarrow.parquet as pq
 from numpy.typing import NDArray
 from pydantic import JsonValue, ValidationError
 
+from functions.evaluate.model_report import (
+    ModelReport,
+    ReportInputs,
+    ScoredRows,
+    build_model_report,
+)
 from functions.evaluate.models import (
     EVALUATION_FILE,
     ChampionNote,
@@ -41,10 +49,12 @@ from functions.evaluate.models import (
     EvaluationReport,
     ModelScore,
 )
+from functions.evaluate.report_html import figures as draw_figures
+from functions.evaluate.report_html import report_html
 from functions.shared import layout
 from functions.shared.contract import describe_validation_error
 from functions.shared.errors import SluiceError
-from functions.shared.features import normalise_category
+from functions.shared.features import DatasetSchema, normalise_category
 from functions.shared.gate import GateEvidence, MetricInterval, gate_inputs, small_classes
 from functions.shared.metrics import (
     bootstrap_interval,
@@ -84,6 +94,7 @@ class ChampionOutcome:
     score: ModelScore | None
     note: ChampionNote
     schema_change: SchemaChange | None  # None: no live model, not loadable, or no change
+    rows: ScoredRows | None = None  # its outputs on the test split, when scored
 
 
 def evaluate(
@@ -109,6 +120,7 @@ def evaluate(
     store.put_bytes(bucket, prefix + MODEL_CARD_FILE, card.model_dump_json(indent=2).encode())
 
     split = read_test_split(store, state.test_uri)
+    challenger_rows = score_rows(challenger, split, role="challenger")
     challenger_score = score_model(
         challenger,
         split,
@@ -116,6 +128,7 @@ def evaluate(
         role="challenger",
         version=None,
         sensitive=state.sensitive,
+        rows=challenger_rows,
     )
 
     champion = _score_champion(state, card, split, store=store, registry=registry)
@@ -155,6 +168,31 @@ def evaluate(
     )
     report_uri = s3_uri(bucket, prefix + EVALUATION_FILE)
     store.put_bytes(bucket, prefix + EVALUATION_FILE, report.model_dump_json(indent=2).encode())
+    schema, profile = _dataset_profile(store, bucket, state)
+    # Built before registration: a report that cannot be built fails the run, so no version
+    # goes live that a person cannot inspect.
+    model_report = build_model_report(
+        ReportInputs(
+            dataset=state.dataset,
+            dataset_version=state.dataset_version,
+            run_name=state.run_name,
+            card=card,
+            model=challenger,
+            columns=split.columns,
+            challenger=challenger_rows,
+            challenger_score=challenger_score,
+            champion=champion.rows,
+            champion_score=champion_score,
+            champion_note=note,
+            gate=inputs,
+            decision=decision,
+            sensitive=state.sensitive,
+            fairness_threshold=state.fairness_threshold,
+            schema=schema,
+            profile=profile,
+        ),
+        created_at=clock(),
+    )
 
     registered = registry.register(
         NewModelVersion(
@@ -174,10 +212,17 @@ def evaluate(
         ),
         actor=state.actor,
     )
+    model_report_uri = write_model_report(
+        store,
+        bucket,
+        layout.model_report_prefix(state.dataset, state.training.job_name),
+        model_report.model_copy(update={"model_version": registered.version}),
+    )
     return EvaluateResult(
         model_version=registered.version,
         champion_version=note.version,
         report_uri=report_uri,
+        model_report_uri=model_report_uri,
         gate=inputs,
         passed=decision.passed,
         reasons=decision.reasons,
@@ -240,6 +285,30 @@ def read_test_split(store: ObjectStore, test_uri: str) -> TestSplit:
     return TestSplit(columns=columns, rows=table.num_rows)
 
 
+def score_rows(
+    model: ScoringModel, split: TestSplit, *, role: Literal["challenger", "champion"]
+) -> ScoredRows:
+    """The model's outputs on every row of ``split``, with the truth they are measured against
+    (class codes for classification): what the gate's metrics and the report both read."""
+    card = model.card
+    missing = [c for c in [*(f.name for f in card.features), card.target] if c not in split.columns]
+    if missing:
+        raise EvaluationError(f"the test split lacks the columns {missing} the {role} needs")
+    scores = model.score(split.columns)
+    truth = split.columns[card.target]
+    if card.task == "classification":
+        assert scores.probabilities is not None
+        return ScoredRows(
+            truth=_class_codes(truth, card.classes or []),
+            proba=scores.probabilities.astype(np.float64),
+            classes=tuple(card.classes or []),
+        )
+    assert scores.values is not None
+    return ScoredRows(
+        truth=np.asarray(truth, dtype=np.float64), values=scores.values.astype(np.float64)
+    )
+
+
 def score_model(
     model: ScoringModel,
     split: TestSplit,
@@ -248,32 +317,27 @@ def score_model(
     role: Literal["challenger", "champion"],
     version: int | None,
     sensitive: Sequence[str] = (),
+    rows: ScoredRows | None = None,
 ) -> ModelScore:
     """Score ``model`` on ``split``; ``metric`` is the run's contract metric, which may differ
     from the one the model's card recorded (a contract can change its metric; both models
-    must then be measured by the new one)."""
+    must then be measured by the new one). ``rows``: its outputs, when already computed."""
     card = model.card
-    missing = [c for c in [*(f.name for f in card.features), card.target] if c not in split.columns]
-    if missing:
-        raise EvaluationError(f"the test split lacks the columns {missing} the {role} needs")
-    scores = model.score(split.columns)
-    truth = split.columns[card.target]
+    scored = score_rows(model, split, role=role) if rows is None else rows
     missing_groups = [c for c in sensitive if c not in split.columns]
     if missing_groups:
         raise EvaluationError(f"the test split lacks the sensitive columns {missing_groups}")
     if card.task == "classification":
-        assert scores.probabilities is not None
-        codes = _class_codes(truth, card.classes or [])
-        proba = scores.probabilities.astype(np.float64)
+        assert scored.proba is not None
+        codes, proba = scored.truth, scored.proba
         interval = bootstrap_interval(metric, codes, proba=proba)
 
         def report_of(rows: NDArray[np.bool_] | slice) -> dict[str, JsonValue]:
             return _as_json(classification_report(codes[rows], proba[rows], card.classes or []))
 
     else:
-        assert scores.values is not None
-        y = np.asarray(truth, dtype=np.float64)
-        values = scores.values.astype(np.float64)
+        assert scored.values is not None
+        y, values = scored.truth, scored.values
         interval = bootstrap_interval(metric, y, pred=values)
 
         def report_of(rows: NDArray[np.bool_] | slice) -> dict[str, JsonValue]:
@@ -324,6 +388,7 @@ def _score_champion(
         reason = f"its features changed: {change.describe()}{accepted}"
         return ChampionOutcome(None, _unscored(pointer.version, reason), change)
     try:
+        rows = score_rows(model, split, role="champion")
         score = score_model(
             model,
             split,
@@ -331,6 +396,7 @@ def _score_champion(
             role="champion",
             version=pointer.version,
             sensitive=state.sensitive,
+            rows=rows,
         )
     except (EvaluationError, ValueError) as exc:
         return ChampionOutcome(
@@ -341,7 +407,37 @@ def _score_champion(
     note = ChampionNote(
         version=pointer.version, scored=True, reason=f"scored on the same test split{ignored}"
     )
-    return ChampionOutcome(score, note, change)
+    return ChampionOutcome(score, note, change, rows)
+
+
+def _dataset_profile(
+    store: ObjectStore, bucket: str, state: PipelineState
+) -> tuple[DatasetSchema | None, dict[str, Any] | None]:
+    """The dataset version's schema (column roles) and train profile, for the report; (None,
+    None) when either is missing or unreadable: the report says so instead of failing the run."""
+    prefix = layout.version_prefix(state.dataset, state.dataset_version)
+    try:
+        schema = DatasetSchema.model_validate_json(store.get_bytes(bucket, f"{prefix}dataset.json"))
+        profile = json.loads(store.get_bytes(bucket, f"{prefix}profile.json"))
+    except Exception:  # the adapter's not-found error is the SDK's; a bad file is as absent
+        return None, None
+    return (schema, profile) if isinstance(profile, dict) else (None, None)
+
+
+def write_model_report(store: ObjectStore, bucket: str, prefix: str, report: ModelReport) -> str:
+    """The page, each figure as its own SVG file and the JSON twin; returns the page's URI."""
+    drawn = draw_figures(report)
+    for name, svg in drawn.items():
+        store.put_bytes(bucket, f"{prefix}figures/{name}.svg", svg.encode(), "image/svg+xml")
+    store.put_bytes(
+        bucket,
+        prefix + layout.MODEL_REPORT_JSON,
+        report.model_dump_json(indent=2).encode(),
+        "application/json",
+    )
+    page_key = prefix + layout.MODEL_REPORT_PAGE
+    store.put_bytes(bucket, page_key, report_html(report, drawn), "text/html; charset=utf-8")
+    return s3_uri(bucket, page_key)
 
 
 def _unscored(version: int, reason: str) -> ChampionNote:

@@ -60,6 +60,7 @@ class EvaluateResult(_Frozen):
     model_version: int
     champion_version: int | None  # live at evaluation time, scored or not: promote expects it
     report_uri: str
+    model_report_uri: str | None = None  # the model report's page (report/index.html)
     gate: GateInputs
     passed: bool  # the Python policy's verdict, for people reading the execution
     reasons: list[str]

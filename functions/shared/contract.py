@@ -84,6 +84,11 @@ class Contract(BaseModel):
     # (docs/api.md, "Batch predictions"); training does not look at this list
     tolerance: float = Field(default=0.0, ge=0.0)
     sensitive: list[str] = Field(default_factory=list)
+    # the largest gap between groups of a sensitive column the model report accepts before it
+    # flags the gap (docs/registry.md, "The model report"): demographic parity and equal
+    # opportunity differences (0..1) for classification, the MAE gap (target units) for
+    # regression. Flags, never gates.
+    fairness_threshold: float | None = Field(default=None, gt=0)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     accept_schema_change: bool = False
     # True: a model whose features the live model cannot score (removed, renamed, re-typed, or
@@ -98,10 +103,10 @@ class Contract(BaseModel):
             raise ValueError(str(exc)) from None
         return value
 
-    @field_validator("threshold", "tolerance")
+    @field_validator("threshold", "tolerance", "fairness_threshold")
     @classmethod
-    def _finite(cls, value: float) -> float:
-        if not math.isfinite(value):
+    def _finite(cls, value: float | None) -> float | None:
+        if value is not None and not math.isfinite(value):
             raise ValueError("must be a finite number")
         return value
 
@@ -143,6 +148,16 @@ class Contract(BaseModel):
             )
         if self.target in self.sensitive:
             raise ValueError(f"target '{self.target}' cannot be a sensitive column")
+        if self.fairness_threshold is not None:
+            if not self.sensitive:
+                raise ValueError(
+                    "fairness_threshold needs at least one 'sensitive' column to measure gaps on"
+                )
+            if self.task == "classification" and self.fairness_threshold > 1:
+                raise ValueError(
+                    f"fairness_threshold {self.fairness_threshold} is over 1: classification "
+                    "gaps are differences of rates, between 0 and 1"
+                )
         return self
 
     @property

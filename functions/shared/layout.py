@@ -83,6 +83,22 @@ def model_prefix(dataset: str, training_job_name: str) -> str:
     return f"{models_prefix(dataset)}{training_job_name}/"
 
 
+MODEL_REPORT_PAGE = "index.html"
+MODEL_REPORT_JSON = "report.json"
+
+
+def model_report_prefix(dataset: str, training_job_name: str) -> str:
+    """Where one model version's report lives, beside its model: ``index.html`` (the page),
+    ``report.json`` (its numbers) and ``figures/<name>.svg`` (each figure on its own)."""
+    return f"{model_prefix(dataset, training_job_name)}report/"
+
+
+def model_report_page_of(model_key: str) -> str:
+    """The report page beside a model file: ``churn/models/<job>/model.onnx`` ->
+    ``churn/models/<job>/report/index.html`` (readers that hold a registry record)."""
+    return f"{model_key.rsplit('/', 1)[0]}/report/{MODEL_REPORT_PAGE}"
+
+
 def predictions_prefix(dataset: str, batch_key: str, model_version: int) -> str:
     """Where the predictions for one batch file land (artifacts bucket): per source file and per
     model version, so re-scoring with a new model never overwrites earlier results."""

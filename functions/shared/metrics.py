@@ -30,6 +30,7 @@ __all__ = [
     "MetricInfo",
     "Task",
     "UnknownMetricError",
+    "average_precision",
     "bootstrap_interval",
     "bootstrap_resamples",
     "brier_score",
@@ -37,7 +38,10 @@ __all__ = [
     "compute_metric",
     "expected_calibration_error",
     "metric_info",
+    "precision_recall_curve",
     "regression_report",
+    "reliability_bins",
+    "roc_curve",
 ]
 
 Task = Literal["classification", "regression"]
@@ -503,6 +507,105 @@ def expected_calibration_error(
         raise ValueError(f"bins must be at least 1, got {bins}")
     y, p = _validate_classification(y_true, proba)
     return _ece(y, p, bins)
+
+
+def _check_binary(
+    positive: NDArray[Any], score: NDArray[Any]
+) -> tuple[NDArray[np.bool_], NDArray[np.float64]]:
+    pos = np.asarray(positive)
+    s = np.asarray(score)
+    _check_1d("positive", pos)
+    _check_1d("score", s)
+    if pos.shape != s.shape:
+        raise ValueError(f"positive and score have different shapes: {pos.shape} vs {s.shape}")
+    if pos.dtype != np.bool_:
+        raise ValueError(f"positive must be a boolean array, got dtype {pos.dtype}")
+    if s.dtype.kind not in "biuf" or not np.isfinite(s).all():
+        raise ValueError("score must hold finite numbers")
+    return pos, s.astype(np.float64)
+
+
+def _cumulative_counts(
+    positive: NDArray[np.bool_], score: NDArray[np.float64]
+) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
+    """True and false positives when predicting positive at or above each distinct score,
+    thresholds in decreasing order (scikit-learn's ``_binary_clf_curve``)."""
+    order = np.argsort(score, kind="mergesort")[::-1]
+    s = score[order]
+    hits = positive[order].astype(np.float64)
+    last_of_tie = np.r_[np.flatnonzero(np.diff(s)), s.shape[0] - 1]
+    tps = np.cumsum(hits)[last_of_tie]
+    fps = (last_of_tie + 1) - tps
+    return tps, fps, s[last_of_tie]
+
+
+def roc_curve(
+    positive: NDArray[Any], score: NDArray[Any]
+) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
+    """``(fpr, tpr, thresholds)`` of one positive class, every distinct score a threshold,
+    starting at (0, 0) with threshold ``inf``: scikit-learn's ``roc_curve(...,
+    drop_intermediate=False)``. Its trapezoidal area is :func:`compute_metric`'s ``roc_auc``
+    (a unit test checks it). A class with no positive or no negative row gives nan rates."""
+    pos, s = _check_binary(positive, score)
+    tps, fps, thresholds = _cumulative_counts(pos, s)
+    tps, fps = np.r_[0.0, tps], np.r_[0.0, fps]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        fpr = fps / fps[-1] if fps[-1] > 0 else np.full_like(fps, np.nan)
+        tpr = tps / tps[-1] if tps[-1] > 0 else np.full_like(tps, np.nan)
+    return fpr, tpr, np.r_[np.inf, thresholds]
+
+
+def precision_recall_curve(
+    positive: NDArray[Any], score: NDArray[Any]
+) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
+    """``(precision, recall, thresholds)`` of one positive class, thresholds increasing and the
+    last point (precision 1, recall 0) added, as scikit-learn's ``precision_recall_curve``.
+    Raises ``ValueError`` when the class has no positive row (recall is undefined)."""
+    pos, s = _check_binary(positive, score)
+    tps, fps, thresholds = _cumulative_counts(pos, s)
+    if tps[-1] == 0:
+        raise ValueError("precision_recall_curve needs at least one positive row")
+    precision = tps / (tps + fps)
+    recall = tps / tps[-1]
+    return np.r_[precision[::-1], 1.0], np.r_[recall[::-1], 0.0], thresholds[::-1]
+
+
+def average_precision(positive: NDArray[Any], score: NDArray[Any]) -> float:
+    """Average precision, ``sum_n (R_n - R_{n-1}) P_n`` over decreasing thresholds, as
+    scikit-learn's ``average_precision_score``; nan when the class has no positive row."""
+    pos, s = _check_binary(positive, score)
+    tps, fps, _ = _cumulative_counts(pos, s)
+    if tps[-1] == 0:
+        return math.nan
+    precision = tps / (tps + fps)
+    recall = tps / tps[-1]
+    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+
+
+def reliability_bins(
+    y_true: NDArray[Any], proba: NDArray[Any], *, bins: int = ECE_BINS
+) -> dict[str, list[float] | list[int]]:
+    """The reliability curve behind :func:`expected_calibration_error`: per equal-width bin of
+    the top-class probability, its ``count``, ``confidence`` (mean top-class probability) and
+    ``accuracy`` (share of rows whose top class is the true one), 0 for an empty bin, and the
+    bin ``edges``. ``sum(count / n * |accuracy - confidence|)`` is the ECE exactly."""
+    if bins < 1:
+        raise ValueError(f"bins must be at least 1, got {bins}")
+    y, p64 = _validate_classification(y_true, proba)
+    p = np.asarray(p64, dtype=np.float64)
+    predicted = np.argmax(p, axis=1)
+    confidence = p[np.arange(y.shape[0]), predicted]
+    correct = (predicted == y).astype(np.float64)
+    which = np.clip(np.ceil(confidence * bins).astype(np.intp) - 1, 0, bins - 1)
+    count = np.bincount(which, minlength=bins)
+    conf_sum = np.bincount(which, weights=confidence, minlength=bins)
+    hit_sum = np.bincount(which, weights=correct, minlength=bins)
+    return {
+        "edges": [b / bins for b in range(bins + 1)],
+        "count": [int(c) for c in count],
+        "confidence": _safe_divide(conf_sum, count).tolist(),
+        "accuracy": _safe_divide(hit_sum, count).tolist(),
+    }
 
 
 def regression_report(y_true: NDArray[Any], pred: NDArray[Any]) -> dict[str, object]:

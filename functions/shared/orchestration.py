@@ -52,6 +52,7 @@ class RunInput(BaseModel):
     threshold: float
     tolerance: float
     sensitive: list[str] = Field(default_factory=list)  # columns for group metrics
+    fairness_threshold: float | None = None  # the contract's; None: gaps shown, not flagged
     accept_schema_change: bool = False  # the contract's; absent in executions started before it
     instance_type: str
     spot: bool

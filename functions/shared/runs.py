@@ -106,6 +106,7 @@ def run_input(
         threshold=contract.threshold,
         tolerance=contract.tolerance,
         sensitive=list(contract.sensitive),
+        fairness_threshold=contract.fairness_threshold,
         accept_schema_change=contract.accept_schema_change,
         instance_type=training.instance_type,
         spot=training.spot,

@@ -10,6 +10,9 @@ promote or reject updates the registry. The demo waits for the model to answer o
 the API for predictions with the API key, and reads the model card and the evaluation report
 back from S3 to tell the story.
 
+Each version's model report (evaluate writes it beside the model, in the stack's S3, which goes
+when the demo ends) is copied to ``report_dir``; the demo ends by printing where.
+
 Then, unless told not to, a deliberately worse version of the same data (its labels shuffled)
 is uploaded, and the demo shows the gate refusing it while the first model keeps serving.
 """
@@ -70,6 +73,8 @@ class DemoInputs:
     contract: Path
     dataset: str
     worse_upload: bool = True
+    # where each version's report page is copied (the stack's S3 goes with the demo)
+    report_dir: Path = Path(tempfile.gettempdir()) / "sluice-demo-reports"
 
 
 def run_demo(
@@ -94,7 +99,7 @@ def run_demo(
 
 
 def _drive(stack: LocalStack, inputs: DemoInputs, contract: dict[str, Any]) -> dict[str, Any]:
-    chain = _Chain(stack)
+    chain = _Chain(stack, inputs.report_dir)
     stack.client("s3").put_object(
         Bucket=stack.config.topology.raw_bucket,
         Key=layout.contract_key(inputs.dataset),
@@ -118,8 +123,9 @@ class _Chain:
     """One upload through the stack, reporting what each step did and how long it took. The
     demo only watches: boto3 against the endpoint, HTTP against the API, the history files."""
 
-    def __init__(self, stack: LocalStack) -> None:
+    def __init__(self, stack: LocalStack, report_dir: Path) -> None:
         self.stack = stack
+        self.report_dir = report_dir
         self.topology = stack.config.topology
         self.s3 = stack.client("s3")
         self.store = S3ObjectStore(self.s3)
@@ -176,6 +182,9 @@ class _Chain:
                 self.store.get_bytes(*parse_s3_uri(version_record.report_uri))
             )
             report["model_status"] = version_record.status.value
+            report["model_report"] = self._save_report(
+                dataset, version_record.version, version_record.model_uri
+            )
             report["model_card"] = json.loads(card.model_dump_json())
             report["evaluation"] = {
                 "test_rows": evaluation_report["test_rows"],
@@ -203,6 +212,15 @@ class _Chain:
                 report["predictions"] = self._predict(dataset, self.sample_rows)
         report["steps_seconds"] = steps
         return report
+
+    def _save_report(self, dataset: str, version: int, model_uri: str) -> dict[str, str]:
+        """The version's report page, read from the stack's S3 and written to ``report_dir``."""
+        bucket, model_key = parse_s3_uri(model_uri)
+        page_key = layout.model_report_page_of(model_key)
+        saved = self.report_dir / f"{dataset}-v{version}.html"
+        saved.parent.mkdir(parents=True, exist_ok=True)
+        saved.write_bytes(self.store.get_bytes(bucket, page_key))
+        return {"uri": s3_uri(bucket, page_key), "file": str(saved.resolve())}
 
     def _upload_outcome(self, seen: int, key: str) -> dict[str, Any] | None:
         records = read_history(self.stack.config.state_dir, UPLOADS_FILE)[seen:]
@@ -339,6 +357,14 @@ def render(result: dict[str, Any]) -> str:
     if "second" in result:
         lines.append("")
         lines += _render_upload("2. a deliberately worse upload", result["second"])
+    reports = [
+        (step["model_version"], step["model_report"]["file"])
+        for step in (result.get("first"), result.get("second"))
+        if step and step.get("model_report")
+    ]
+    if reports:
+        lines += ["", "model reports (one self-contained page per version, open in a browser):"]
+        lines += [f"  version {version}: {path}" for version, path in reports]
     return "\n".join(lines)
 
 

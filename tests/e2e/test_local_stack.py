@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 import pytest
 from pydantic import ValidationError
 
+from functions.shared import layout
 from functions.shared.registry import LivePointer
 from functions.shared.registry_dynamodb import DynamoDBRegistry
 from infra.cli import main
@@ -338,6 +339,18 @@ def test_two_uploads_in_quick_succession_give_two_runs_whose_promotions_serializ
     )
     assert report["champion_note"]["version"] == 1, report["champion_note"]
     assert report["champion_note"]["scored"], report["champion_note"]
+    # and each version's model report was written beside it; the second's sets it against the
+    # first on the same rows
+    for version in versions:
+        page_key = layout.model_report_page_of(version.model_uri.split("/", 3)[3])
+        page = s3.get_object(Bucket=topology.artifacts_bucket, Key=page_key)["Body"].read()
+        assert f"churn version {version.version}".encode() in page
+    twin_key = layout.model_report_page_of(versions[1].model_uri.split("/", 3)[3]).replace(
+        layout.MODEL_REPORT_PAGE, layout.MODEL_REPORT_JSON
+    )
+    twin = json.loads(s3.get_object(Bucket=topology.artifacts_bucket, Key=twin_key)["Body"].read())
+    assert twin["comparison"]["champion_version"] == 1 and twin["comparison"]["scored"]
+    assert twin["comparison"]["agreement"] is not None
     # and the registry tells one consistent story: each promotion replaced the live version
     # its run was evaluated against
     promotions = [e for e in registry.audit("churn") if e.action == "promoted"]

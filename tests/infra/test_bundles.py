@@ -296,7 +296,20 @@ if job["models"]:
 
             split = read_test_split(Folder(entry["parquet"]), "s3://bucket/test/")
             score = score_model(model, split, metric=card.metric, role="challenger", version=1)
-            result["scores"].append({"metric": score.metric_value})
+            # the model report's numbers from the bundle alone (logic imports its drawing)
+            from functions.evaluate import model_report
+            from functions.evaluate.logic import score_rows
+
+            rows = score_rows(model, split, role="challenger")
+            if card.task == "classification":
+                model_report.classification_figures(rows, card.classes)
+            else:
+                model_report.regression_figures(rows)
+            importance = model_report.permutation_importance(
+                model, split.columns, rows.truth, metric=card.metric, repeats=2
+            )
+            result["scores"].append({"metric": score.metric_value,
+                                     "importance": importance.baseline})
         else:  # inference: a request's columns
             scores = model.score(json.loads(Path(entry["columns"]).read_text()))
             proba, values = scores.probabilities, scores.values
@@ -468,6 +481,7 @@ def test_the_handler_runs_under_python312_from_its_zips_alone(
         for got, want in zip(result["scores"], expected, strict=True):
             if "metric" in want:
                 assert got["metric"] == pytest.approx(want["metric"], rel=1e-6)
+                assert got["importance"] == pytest.approx(want["metric"], rel=1e-6)
                 continue
             assert got["labels"] == want["labels"]
             for key in ("probabilities", "values"):

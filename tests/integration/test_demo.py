@@ -57,6 +57,8 @@ def test_the_bundled_sample_goes_live_and_the_worse_upload_is_refused() -> None:
     assert first["evaluation"]["challenger"]["roc_auc"] > 0.8
     assert set(first["evaluation"]["groups"]["senior_citizen"]) == {"yes", "no"}
     assert first["model_version"] == 1 and first["live_version"] == 1
+    assert first["model_report"]["uri"].endswith("/report/index.html")
+    assert Path(first["model_report"]["file"]).read_bytes().startswith(b"<!DOCTYPE html>")
     predictions = first["predictions"]
     assert predictions["model_version"] == "1" and len(predictions["predictions"]) == 3
     for prediction in predictions["predictions"]:
@@ -74,12 +76,17 @@ def test_the_bundled_sample_goes_live_and_the_worse_upload_is_refused() -> None:
     assert second["predictions"]["predictions"] == predictions["predictions"]
 
 
-def test_the_human_readable_demo_tells_the_story() -> None:
-    code, out = sluice("demo", "--skip-worse")
+def test_the_human_readable_demo_tells_the_story(tmp_path: Path) -> None:
+    code, out = sluice("demo", "--skip-worse", "--report-dir", str(tmp_path))
     assert code == 0, out
     for expected in ("40 duplicates dropped", "→ PASS", "gate: PASS → promote", "predictions from"):
         assert expected in out, expected
     assert "deliberately worse" not in out
+    # and it ends with where the version's model report is, a page that is there to open
+    page = tmp_path / "churn-v1.html"
+    assert out.rstrip().endswith(f"version 1: {page.resolve()}"), out[-400:]
+    html = page.read_text()
+    assert html.startswith("<!DOCTYPE html>") and "Model report — churn version 1" in html
 
 
 def _run_on(tmp_path: Path, frame: pd.DataFrame, contract: dict[str, Any]) -> dict[str, Any]:

@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 from functions.preprocess import handler as preprocess
+from functions.shared import layout
 from functions.shared.orchestration import RunInput
 from functions.shared.pipeline_deps import pipeline_deps
 from functions.shared.registry import ModelStatus
@@ -111,6 +112,18 @@ def test_a_good_run_goes_live_through_every_state(aws: Aws) -> None:
         Bucket=parse_s3_uri(live.model_uri)[0], Key=parse_s3_uri(live.model_uri)[1]
     )
     assert hashlib.sha256(model["Body"].read()).hexdigest() == live.sha256
+    # and its report sits beside it: the page, and the JSON twin naming this version and gate
+    bucket, model_key = parse_s3_uri(live.model_uri)
+    page_key = layout.model_report_page_of(model_key)
+    page = aws.s3.get_object(Bucket=bucket, Key=page_key)
+    assert page["ContentType"].startswith("text/html")
+    assert b"Model report" in page["Body"].read()
+    twin_key = page_key.replace(layout.MODEL_REPORT_PAGE, layout.MODEL_REPORT_JSON)
+    twin = json.loads(aws.s3.get_object(Bucket=bucket, Key=twin_key)["Body"].read())
+    assert twin["model_version"] == 1 and twin["gate"]["passed"] is True
+    # with the data section read from the dataset version preprocessing wrote
+    assert twin["profile"]["available"] is True
+    assert {c["column"] for c in twin["profile"]["columns"]} >= set(twin["profile"]["features"])
 
 
 def test_a_failing_training_job_is_recorded_and_the_champion_stays(aws: Aws) -> None:

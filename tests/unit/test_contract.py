@@ -6,8 +6,10 @@ import json
 
 import pytest
 
+from functions.preprocess.models import Manifest, RowCounts
 from functions.shared.contract import Contract, FeatureKind, parse_contract
 from functions.shared.errors import ContractError
+from functions.shared.runs import run_input
 
 VALID = {"target": "churned", "task": "classification", "metric": "f1_macro", "threshold": 0.7}
 
@@ -132,3 +134,55 @@ def test_passthrough_names_batch_columns_and_is_checked() -> None:
         id_column="customer_id",
         passthrough=["customer_id"],
     )
+
+
+def test_a_fairness_threshold_reaches_the_run_that_evaluates_the_model() -> None:
+    # Given a contract that flags fairness gaps over 0.1 between its regions
+    contract = parse(sensitive=["region"], fairness_threshold=0.1)
+    split_keys = {
+        s: f"churn/versions/v1/{s}/part-0.parquet" for s in ("train", "validation", "test")
+    }
+    manifest = Manifest(
+        dataset="churn",
+        dataset_version="v1",
+        created_at="2026-12-03T00:00:00Z",
+        contract_sha256="0" * 64,
+        sources=[],
+        rows=RowCounts(read=1, duplicates_dropped=0, rejected={}, accepted=1, per_split={}),
+        row_issues=[],
+        split={},
+        schema_key="churn/versions/v1/dataset.json",
+        profile_key="churn/versions/v1/profile.json",
+        split_keys=split_keys,
+    )
+
+    # When a run is started over it, then the run carries the threshold to evaluate
+    assert run_input("run-1", manifest, contract, "artifacts").fairness_threshold == 0.1
+    assert run_input("run-1", manifest, parse(), "artifacts").fairness_threshold is None
+
+
+@pytest.mark.parametrize(
+    ("overrides", "needle"),
+    [
+        ({"fairness_threshold": 0.1}, "fairness_threshold needs at least one 'sensitive' column"),
+        ({"sensitive": ["region"], "fairness_threshold": 1.5}, "is over 1"),
+        ({"sensitive": ["region"], "fairness_threshold": 0}, "fairness_threshold"),
+        ({"sensitive": ["region"], "fairness_threshold": -0.1}, "fairness_threshold"),
+        ({"sensitive": ["region"], "fairness_threshold": "high"}, "fairness_threshold"),
+    ],
+)
+def test_a_bad_fairness_threshold_is_refused_naming_it(
+    overrides: dict[str, object], needle: str
+) -> None:
+    rejects(needle, **overrides)
+
+
+def test_a_regression_fairness_threshold_is_in_target_units_and_may_exceed_one() -> None:
+    contract = parse(
+        task="regression",
+        metric="rmse",
+        threshold=1e9,
+        sensitive=["region"],
+        fairness_threshold=2500.0,
+    )
+    assert contract.fairness_threshold == 2500.0
