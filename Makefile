@@ -86,8 +86,12 @@ gauntlet: $(STAMP)
 synth: $(STAMP) $(NODE_STAMP)
 	$(CDK) synth --quiet $(CDK_CONTEXT)
 
+# DIFF_ARGS=--no-change-set: a template diff through the bootstrap's read-only lookup role (the
+# prod diff before the approval, docs/deploy.md); the default creates a change set (deploy role).
+DIFF_ARGS ?=
+
 diff: $(STAMP) $(NODE_STAMP)
-	$(CDK) diff $(CDK_CONTEXT) sluice-$(STAGE)
+	$(CDK) diff $(CDK_CONTEXT) $(DIFF_ARGS) sluice-$(STAGE)
 
 deploy: $(STAMP) $(NODE_STAMP)
 	$(CDK) deploy $(CDK_CONTEXT) --require-approval never sluice-$(STAGE)
