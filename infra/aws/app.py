@@ -24,6 +24,7 @@ from pydantic import ValidationError
 
 from functions.retrain.guard import GuardPolicy
 from functions.shared.layout import DATASET_NAME
+from infra.aws.account import AccountSettings
 from infra.aws.stack import SluiceStack
 
 # Behaviour this app relies on, set here so `cdk synth` and the tests' App() agree.
@@ -62,6 +63,8 @@ def build(app: App | None = None) -> tuple[App, SluiceStack]:
         ops_email=ops_email(app.node.try_get_context("opsEmail")),
         env=env,
     )
+    # account-wide settings in their own stack, deployed before any stage's
+    stack.add_dependency(AccountSettings(app, env=env))
     Validations.of(app).add_plugins(AwsSolutionsChecks(app))
     return app, stack
 

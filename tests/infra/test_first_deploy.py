@@ -271,3 +271,24 @@ def test_the_state_machine_may_list_training_job_tags_as_sync_needs(
         )
     }
     assert {"sagemaker:CreateTrainingJob", "sagemaker:ListTags"} <= actions
+
+
+def test_account_wide_settings_live_in_their_own_retained_stack(synthesized: Synthesized) -> None:
+    # AWS::ApiGateway::Account is one per account and region: a stage owning it made the last
+    # deployed stage's role the account's, and destroying that stage deleted it
+    assert not synthesized.resources("AWS::ApiGateway::Account")
+    for role in synthesized.resources("AWS::IAM::Role").values():
+        principal = role["Properties"]["AssumeRolePolicyDocument"]["Statement"][0]["Principal"]
+        assert principal != {"Service": "apigateway.amazonaws.com"}
+    account = json.loads((synthesized.outdir / "sluice-account.template.json").read_text())
+    resources = account["Resources"]
+    [gateway] = [r for r in resources.values() if r["Type"] == "AWS::ApiGateway::Account"]
+    role = resources[gateway["Properties"]["CloudWatchRoleArn"]["Fn::GetAtt"][0]]
+    assert gateway["DeletionPolicy"] == role["DeletionPolicy"] == "Retain"
+    # the SageMaker training log group (shared by every job in the region) gets a retention
+    [retention] = [r for r in resources.values() if r["Type"] == "Custom::LogRetention"]
+    assert retention["Properties"]["LogGroupName"] == "/aws/sagemaker/TrainingJobs"
+    assert retention["Properties"]["RetentionInDays"] == 90
+    # and `cdk deploy sluice-dev` deploys it first
+    manifest = json.loads((synthesized.outdir / "manifest.json").read_text())
+    assert "sluice-account" in manifest["artifacts"]["sluice-dev"]["dependencies"]
