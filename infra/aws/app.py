@@ -64,7 +64,7 @@ def build(app: App | None = None) -> tuple[App, SluiceStack]:
         env=env,
     )
     # account-wide settings in their own stack, deployed before any stage's
-    stack.add_dependency(AccountSettings(app, env=env))
+    stack.add_stack_dependency(AccountSettings(app, env=env))
     Validations.of(app).add_plugins(AwsSolutionsChecks(app))
     return app, stack
 

@@ -52,7 +52,6 @@ DLC_REGIONS = (
     "ap-south-1",
     "ap-northeast-1",
     "ap-northeast-2",
-    "ap-northeast-3",
     "ap-southeast-1",
     "ap-southeast-2",
     "sa-east-1",

@@ -148,7 +148,9 @@ def test_ap_northeast_3_pulls_from_the_account_the_sagemaker_sdk_names(
 def test_a_region_without_a_training_image_fails_the_synth_naming_it() -> None:
     from aws_cdk import App, Environment, Stack
 
-    from infra.aws.images import NoTrainingImageError, TrainingImage
+    from infra.aws.images import DLC_REGIONS, NoTrainingImageError, TrainingImage
+
+    assert len(set(DLC_REGIONS)) == len(DLC_REGIONS)  # the message lists each region once
 
     stack = Stack(App(), "Probe", env=Environment(account="111111111111", region="xx-nowhere-1"))
     with pytest.raises(NoTrainingImageError, match="region xx-nowhere-1: no pytorch-training"):
