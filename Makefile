@@ -31,7 +31,9 @@ CDK := node_modules/.bin/cdk
 STAGE ?= dev
 # Datasets whose retraining alarms to deploy (comma-separated); empty: cdk.json's `datasets`.
 DATASETS ?=
-CDK_CONTEXT = -c stage=$(STAGE)$(if $(DATASETS), -c datasets=$(DATASETS))
+# The address every operational alarm is mailed to; empty: cdk.json's `opsEmail` (if any).
+OPS_EMAIL ?=
+CDK_CONTEXT = -c stage=$(STAGE)$(if $(DATASETS), -c datasets=$(DATASETS))$(if $(OPS_EMAIL), -c opsEmail=$(OPS_EMAIL))
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 
 $(NODE_STAMP): package.json package-lock.json
