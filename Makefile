@@ -31,7 +31,9 @@ CDK := node_modules/.bin/cdk
 STAGE ?= dev
 # Datasets whose retraining alarms to deploy (comma-separated); empty: cdk.json's `datasets`.
 DATASETS ?=
-CDK_CONTEXT = -c stage=$(STAGE)$(if $(DATASETS), -c datasets=$(DATASETS))
+# The address every operational alarm is mailed to; empty: cdk.json's `opsEmail` (if any).
+OPS_EMAIL ?=
+CDK_CONTEXT = -c stage=$(STAGE)$(if $(DATASETS), -c datasets=$(DATASETS))$(if $(OPS_EMAIL), -c opsEmail=$(OPS_EMAIL))
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 
 $(NODE_STAMP): package.json package-lock.json
@@ -86,8 +88,12 @@ gauntlet: $(STAMP)
 synth: $(STAMP) $(NODE_STAMP)
 	$(CDK) synth --quiet $(CDK_CONTEXT)
 
+# DIFF_ARGS=--no-change-set: a template diff through the bootstrap's read-only lookup role (the
+# prod diff before the approval, docs/deploy.md); the default creates a change set (deploy role).
+DIFF_ARGS ?=
+
 diff: $(STAMP) $(NODE_STAMP)
-	$(CDK) diff $(CDK_CONTEXT) sluice-$(STAGE)
+	$(CDK) diff $(CDK_CONTEXT) $(DIFF_ARGS) sluice-$(STAGE)
 
 deploy: $(STAMP) $(NODE_STAMP)
 	$(CDK) deploy $(CDK_CONTEXT) --require-approval never sluice-$(STAGE)

@@ -38,6 +38,10 @@ from functions.shared.scoring import ModelIntegrityError, ScoringModel
 from functions.shared.storage import ObjectStore, parse_s3_uri, s3_uri
 
 CHUNK_ROWS = 50_000
+# The file is downloaded whole to /tmp before it is streamed: the largest file scored is what
+# the function's /tmp holds with room to spare (infra/aws/batch.py gives it 10 GiB). A larger
+# file is refused with a report naming the size, never half-scored.
+MAX_FILE_BYTES = 8 << 30
 CSV_BLOCK_BYTES = 8 << 20
 ROW_COLUMN = "row"
 LABEL_COLUMN = "label"
@@ -80,6 +84,7 @@ def score_batch(
     artifacts_bucket: str,
     key: str,
     chunk_rows: int = CHUNK_ROWS,
+    max_file_bytes: int = MAX_FILE_BYTES,
 ) -> BatchOutcome:
     started = time.perf_counter()
     batch = layout.parse_batch_key(key)
@@ -87,6 +92,7 @@ def score_batch(
         return BatchOutcome(status="ignored", reason=f"{key} is not a batch file")
     dataset, source = batch.dataset, s3_uri(raw_bucket, key)
     try:
+        _check_size(store, raw_bucket, key, max_file_bytes)
         model = _live_model(store, registry, dataset)
         carried = _carried_columns(store, raw_bucket, dataset, model.scoring.card)
         prefix = layout.predictions_prefix(dataset, key, model.version)
@@ -120,6 +126,16 @@ def score_batch(
     manifest = outcome.model_dump_json(indent=2).encode()
     store.put_bytes(artifacts_bucket, f"{prefix}_manifest.json", manifest)  # last: complete
     return outcome
+
+
+def _check_size(store: ObjectStore, bucket: str, key: str, max_file_bytes: int) -> None:
+    info = store.head(bucket, key)
+    if info is not None and info.size > max_file_bytes:
+        raise BatchError(
+            f"{key}: {info.size} bytes is over the batch file cap of {max_file_bytes} bytes "
+            f"({max_file_bytes / 2**30:g} GiB, what the batch function's /tmp holds); split it "
+            "into smaller files under the same batch/ prefix"
+        )
 
 
 def _live_model(store: ObjectStore, registry: ModelRegistry, dataset: str) -> _Model:

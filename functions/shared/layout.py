@@ -16,6 +16,8 @@ DATA_PREFIX = "data/"
 BATCH_PREFIX = "batch/"
 DATA_SUFFIXES = (".csv", ".parquet")
 DATASET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+# Spot checkpoints of every dataset: no dataset name starts with "_", so no dataset's prefix
+CHECKPOINTS_PREFIX = "_checkpoints/"
 
 
 @dataclass(frozen=True)
@@ -145,4 +147,6 @@ def quality_prefix(dataset: str) -> str:
 
 
 def checkpoint_prefix(dataset: str, run_name: str) -> str:
-    return f"{dataset}/checkpoints/{run_name}/"
+    """A run's SageMaker spot checkpoints: under one top-level prefix (not ``<dataset>/``) so
+    one S3 lifecycle rule, whose prefix is literal, expires every dataset's."""
+    return f"{CHECKPOINTS_PREFIX}{dataset}/{run_name}/"

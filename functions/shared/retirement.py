@@ -10,7 +10,7 @@ A purge deletes, for good, exactly:
   the data files, batch inputs);
 - every object version under ``<dataset>/`` in the artifacts bucket (dataset versions and parts,
   models and their cards and reports, rejection reports, batch predictions, capture, feedback,
-  drift and quality reports, checkpoints);
+  drift and quality reports), and its training checkpoints under ``_checkpoints/<dataset>/``;
 - every registry record of the dataset (versions, live pointer, counter, runs, audit trail,
   retirement, retraining guard state and decisions), leaving one ``dataset_purged`` audit entry.
 
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict
 
+from functions.shared.layout import CHECKPOINTS_PREFIX
 from functions.shared.registry import InvalidTransitionError, ModelRegistry
 from functions.shared.storage import ObjectStore
 
@@ -63,6 +64,7 @@ def purge_dataset(
         )
     raw = store.purge_prefix(raw_bucket, dataset_prefix(dataset))
     artifacts = store.purge_prefix(artifacts_bucket, dataset_prefix(dataset))
+    artifacts += store.purge_prefix(artifacts_bucket, f"{CHECKPOINTS_PREFIX}{dataset}/")
     records = registry.purge(
         dataset,
         actor=actor,

@@ -2,11 +2,13 @@
 
 Context: ``stage`` (default ``dev``; the stack is ``sluice-<stage>``, so stages coexist),
 ``api_auth`` (``api_key``, the default, or ``iam``), ``datasets`` (the datasets whose retraining
-alarms the stack deploys; none by default) and ``retrain_guard`` (the retraining guards' limits
-for the stage; GuardPolicy's defaults otherwise). Account and region come from the CLI's
-environment (``CDK_DEFAULT_ACCOUNT`` / ``CDK_DEFAULT_REGION``) when set; otherwise the template
-is environment-agnostic. cdk-nag's AwsSolutions pack validates every synth: an unacknowledged
-finding fails it.
+alarms the stack deploys; none by default), ``retrain_guard`` (the retraining guards' limits
+for the stage; GuardPolicy's defaults otherwise), ``reserved_concurrency`` (function → reserved
+concurrency; none by default, so a new account's quota of 10 deploys) and ``opsEmail`` (the
+address the ops topic mails every operational alarm to; none by default). Account and region
+come from the CLI's environment (``CDK_DEFAULT_ACCOUNT`` / ``CDK_DEFAULT_REGION``) when set;
+otherwise the template is environment-agnostic. cdk-nag's AwsSolutions pack validates every
+synth: an unacknowledged finding fails it.
 """
 
 from __future__ import annotations
@@ -22,14 +24,21 @@ from pydantic import ValidationError
 
 from functions.retrain.guard import GuardPolicy
 from functions.shared.layout import DATASET_NAME
+from infra.aws.account import AccountSettings
 from infra.aws.stack import SluiceStack
 
 # Behaviour this app relies on, set here so `cdk synth` and the tests' App() agree.
 FEATURE_FLAGS = {
     # access logs delivered under a bucket policy, not the legacy LogDeliveryWrite ACL
     "@aws-cdk/aws-s3:serverAccessLogsUseBucketPolicy": True,
+    # a layer's content is part of a function's version hash: a dependency fix publishes a new
+    # version, so the live alias moves (by canary) instead of keeping the old layer
+    "@aws-cdk/aws-lambda:recognizeLayerVersion": True,
 }
 STAGE = re.compile(r"^[a-z][a-z0-9-]{0,15}$")
+# The functions a stage may reserve concurrency for (``-c reserved_concurrency=...``).
+RESERVABLE = ("preprocess", "batch", "retrain", "drift")
+EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 
 def build(app: App | None = None) -> tuple[App, SluiceStack]:
@@ -50,8 +59,12 @@ def build(app: App | None = None) -> tuple[App, SluiceStack]:
         api_auth=auth,  # type: ignore[arg-type]
         datasets=datasets(app.node.try_get_context("datasets")),
         guard_overrides=guard_overrides(app.node.try_get_context("retrain_guard")),
+        reserved_concurrency=reserved_concurrency(app.node.try_get_context("reserved_concurrency")),
+        ops_email=ops_email(app.node.try_get_context("opsEmail")),
         env=env,
     )
+    # account-wide settings in their own stack, deployed before any stage's
+    stack.add_stack_dependency(AccountSettings(app, env=env))
     Validations.of(app).add_plugins(AwsSolutionsChecks(app))
     return app, stack
 
@@ -100,6 +113,46 @@ def guard_overrides(value: Any) -> dict[str, str]:
     except ValidationError as error:
         raise ValueError(f"context retrain_guard: {error}") from None
     return {f"RETRAIN_{name.upper()}": str(policy[name]) for name in sorted(limits)}
+
+
+def reserved_concurrency(value: Any) -> dict[str, int]:
+    """The ``reserved_concurrency`` context, a JSON object ``{"preprocess": 5}`` (in cdk.json, or
+    a string with ``-c``): the functions that get a reservation. None by default: Lambda refuses a
+    reservation that leaves less than the account's minimum unreserved (10 of a new account's
+    quota of 10), so any default reservation would fail a new account's first deploy."""
+    if value is None:
+        return {}
+    try:
+        chosen = json.loads(value) if isinstance(value, str) else value
+    except ValueError as error:
+        raise ValueError(f"context reserved_concurrency: {value!r} is not JSON: {error}") from None
+    if not isinstance(chosen, dict):
+        raise ValueError(
+            f"context reserved_concurrency: {value!r} must be an object of function → count "
+            f"(functions: {', '.join(RESERVABLE)})"
+        )
+    for name, count in chosen.items():
+        if name not in RESERVABLE:
+            raise ValueError(
+                f"context reserved_concurrency: '{name}' is not a function that takes a "
+                f"reservation (known: {', '.join(RESERVABLE)})"
+            )
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            raise ValueError(
+                f"context reserved_concurrency: {name}={count!r} must be a whole number ≥ 1 "
+                "(0 would stop the function; leave it out for no reservation)"
+            )
+    return dict(chosen)
+
+
+def ops_email(value: Any) -> str | None:
+    """The ``opsEmail`` context: the address subscribed to the ops topic (AWS mails it a
+    confirmation link first); absent, the topic has no subscription."""
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or not EMAIL.match(value.strip()):
+        raise ValueError(f"context opsEmail: {value!r} is not an email address")
+    return value.strip()
 
 
 def main() -> None:

@@ -14,7 +14,7 @@ from infra.aws.registry import Registry
 from infra.aws.storage import Storage, grant_read, grant_write
 from infra.topology import Topology, batch_event_pattern
 
-BATCH_CONCURRENCY = 2
+BATCH_TMP_MB = 10_240  # Lambda's most
 
 
 class BatchPredictions(Construct):
@@ -40,8 +40,11 @@ class BatchPredictions(Construct):
             layers=layers,
             environment=topology.batch_environment(),
             memory_mb=3008,
+            # /tmp holds the one downloaded batch file, up to functions/batch/logic.py's
+            # MAX_FILE_BYTES (Lambda's default
+            # of 512 MB failed any file over ~500 MB)
+            ephemeral_storage_mb=BATCH_TMP_MB,
             timeout=Duration.minutes(15),
-            reserved_concurrency=BATCH_CONCURRENCY,
         )
         role = self.batch.role
         grant_read(role, storage.raw, f"*/{BATCH_PREFIX}*", f"*/{CONTRACT_FILE}")

@@ -7,12 +7,16 @@ libraries are unused; ``functions/training/requirements.txt`` installs the full 
 wheel (CUDA-enabled), scikit-learn, onnx and the converters on top (docs/decisions.md).
 
 DLC images live in a per-region AWS account; the mapping below is synthesized into the template
-(``Fn::FindInMap`` on the deploying region), so one template serves every listed region.
+(``Fn::FindInMap`` on the deploying region), so one template serves every listed region. A stack
+whose region is known at synth (``cdk deploy`` with credentials: CDK_DEFAULT_REGION) and missing
+from the mapping fails the synth, naming the region, instead of failing the deploy on FindInMap.
+The mapping is still kept by hand (checked against the SageMaker SDK's
+``image_uri_config/pytorch.json``); generating it from the SDK is issue 19's image-generator part.
 """
 
 from __future__ import annotations
 
-from aws_cdk import Aws, CfnMapping, Fn
+from aws_cdk import Aws, CfnMapping, Fn, Stack, Token
 from constructs import Construct
 
 TRAINING_REPOSITORY = "pytorch-training"
@@ -21,6 +25,7 @@ DEFAULT_DLC_ACCOUNT = "763104351884"
 # Regions whose Deep Learning Containers are published from another account.
 DLC_ACCOUNTS_ELSEWHERE = {
     "af-south-1": "626614931356",
+    "ap-northeast-3": "364406365360",
     "ap-east-1": "871362719292",
     "ap-south-2": "772153158452",
     "ap-southeast-3": "907027046896",
@@ -47,7 +52,6 @@ DLC_REGIONS = (
     "ap-south-1",
     "ap-northeast-1",
     "ap-northeast-2",
-    "ap-northeast-3",
     "ap-southeast-1",
     "ap-southeast-2",
     "sa-east-1",
@@ -59,11 +63,22 @@ def dlc_account(region: str) -> str:
     return DLC_ACCOUNTS_ELSEWHERE.get(region, DEFAULT_DLC_ACCOUNT)
 
 
+class NoTrainingImageError(ValueError):
+    """The stack's region has no training image in the mapping."""
+
+
 class TrainingImage(Construct):
     """``.uri`` (the image) and ``.repository_arn`` (for the training role's ECR pull)."""
 
     def __init__(self, scope: Construct, construct_id: str, *, tag: str = TRAINING_TAG) -> None:
         super().__init__(scope, construct_id)
+        region = Stack.of(self).region
+        if not Token.is_unresolved(region) and region not in DLC_REGIONS:
+            raise NoTrainingImageError(
+                f"region {region}: no {TRAINING_REPOSITORY} image account in infra/aws/images.py "
+                f"(the SageMaker SDK's image_uri_config/pytorch.json lists the regions that have "
+                f"one); deploy to one of: {', '.join(sorted(DLC_REGIONS))}"
+            )
         mapping = CfnMapping(
             self,
             "DlcAccounts",

@@ -133,8 +133,8 @@ class InferenceApi(Construct):
             rest_api_name=f"sluice-{topology.stage}",
             description="sluice prediction API (TensorFlow Serving's REST shape)",
             endpoint_types=[apigw.EndpointType.REGIONAL],
-            cloud_watch_role=True,
-            cloud_watch_role_removal_policy=RemovalPolicy.DESTROY,
+            # the account-wide logging role is sluice-account's (infra/aws/account.py)
+            cloud_watch_role=False,
             default_method_options=method_options,
             deploy_options=apigw.StageOptions(
                 stage_name=topology.stage,
@@ -225,10 +225,4 @@ class InferenceApi(Construct):
             id="AwsSolutions-APIG3",
             reason="WAF is an account-level choice with its own cost; the stage and the usage "
             "plan throttle, and the function validates every request.",
-        )
-        acknowledge(
-            self.api,
-            id="AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AmazonAPIGatewayPushToCloudWatchLogs]",
-            reason="API Gateway's account-level logging role; AWS's managed policy is the "
-            "documented way to grant it.",
         )

@@ -20,7 +20,6 @@ from infra.aws.routing import dead_letter_queue, retry_then_dead_letter, rule
 from infra.aws.storage import Storage, grant_read, grant_write
 from infra.topology import Topology, upload_event_pattern
 
-PREPROCESS_CONCURRENCY = 5  # uploads are rare; a burst must not starve the account's pool
 PREPROCESS_TMP_MB = 10_240  # Lambda's most; the default 512 MB held no 1 GiB upload
 
 
@@ -50,7 +49,6 @@ class Ingest(Construct):
             # the splits of the whole dataset; docs/decisions.md, "Upload size cap"
             ephemeral_storage_mb=PREPROCESS_TMP_MB,
             timeout=Duration.minutes(15),
-            reserved_concurrency=PREPROCESS_CONCURRENCY,
         )
         self.rule = self.route(
             "Uploads",

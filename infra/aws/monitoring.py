@@ -1,16 +1,21 @@
 """Monitoring: a dashboard per stage, the alarms a platform engineer needs from day one (failed
-runs, dead-lettered uploads and retraining events, inference errors), and the drift job on a
-schedule (hourly): the live model's captured inputs against its training profile, and its live
-quality from feedback (functions/drift). The dashboard also shows the retraining decisions and
-each declared dataset's retraining alarms (infra/aws/retraining.py)."""
+runs, dead-lettered uploads and retraining events, inference errors, a failing or silent drift
+job), each sent to the stage's ops topic (mailed to the ``opsEmail`` context's address), and
+the drift job on a schedule (hourly): the live model's captured inputs against its training
+profile, and its live quality from feedback (functions/drift). The dashboard also shows the
+retraining decisions and each declared dataset's retraining alarms (infra/aws/retraining.py)."""
 
 from __future__ import annotations
 
-from aws_cdk import Duration
+from aws_cdk import Aws, Duration, RemovalPolicy
 from aws_cdk import aws_cloudwatch as cloudwatch
+from aws_cdk import aws_cloudwatch_actions as actions
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_sns as sns
+from aws_cdk import aws_sns_subscriptions as subscriptions
 from constructs import Construct
 
 from functions.shared.observability import NAMESPACE, SERVICE
@@ -20,6 +25,7 @@ from infra.aws.ingest import Ingest
 from infra.aws.pipeline import TrainingPipeline
 from infra.aws.registry import Registry
 from infra.aws.retraining import Retraining
+from infra.aws.routing import dead_letter_queue, retry_then_dead_letter
 from infra.aws.storage import Storage, grant_read, grant_write
 from infra.topology import Topology
 
@@ -46,8 +52,10 @@ class Monitoring(Construct):
         storage: Storage,
         registry: Registry,
         layers: Layers,
+        ops_email: str | None = None,
     ) -> None:
         super().__init__(scope, construct_id)
+        self.ops_topic = self._ops_topic(topology, ops_email)
         self.drift = SluiceFunction(
             self,
             "Drift",
@@ -59,7 +67,6 @@ class Monitoring(Construct):
             environment=topology.drift_environment(),
             memory_mb=1024,
             timeout=Duration.minutes(10),
-            reserved_concurrency=1,
         )
         grant_read(
             self.drift.role,
@@ -74,12 +81,22 @@ class Monitoring(Construct):
         self.drift.role.add_to_policy(  # the datasets to measure: one Scan of the registry
             iam.PolicyStatement(actions=["dynamodb:Scan"], resources=[registry.table.table_arn])
         )
+        # A drift run that fails three times, or that EventBridge cannot deliver, is kept here
+        # (and alarms): if drift breaks, retraining would otherwise silently never trigger.
+        self.drift_dead_letters = dead_letter_queue(self, "DriftDeadLetters")
+        retry_then_dead_letter(self.drift, self.drift_dead_letters)
         self.schedule = events.Rule(
             self,
             "DriftSchedule",
             description="the drift job, hourly",
             schedule=events.Schedule.rate(Duration.hours(1)),
-            targets=[targets.LambdaFunction(self.drift.function, retry_attempts=2)],
+            targets=[
+                targets.LambdaFunction(
+                    self.drift.function,
+                    retry_attempts=2,
+                    dead_letter_queue=self.drift_dead_letters,
+                )
+            ],
         )
         period = Duration.minutes(5)
         failed_runs = pipeline.state_machine.metric_failed(period=period)
@@ -145,7 +162,38 @@ class Monitoring(Construct):
                 "retraining decision was recorded for it",
                 retrain_dead_letters,
             ),
+            any_in_five_minutes(
+                "DriftFailed",
+                "drift-failed",
+                "the hourly drift job raised an error: drift and live quality go unmeasured, so "
+                "retraining cannot trigger",
+                self.drift.function.metric_errors(period=period),
+            ),
+            any_in_five_minutes(
+                "DriftDeadLettered",
+                "drift-dead-lettered",
+                "a drift run failed three times (or could not be delivered) and was dead-lettered",
+                self.drift_dead_letters.metric_approximate_number_of_messages_visible(
+                    period=period
+                ),
+            ),
+            cloudwatch.Alarm(
+                self,
+                "DriftSilent",
+                alarm_name=f"sluice-drift-silent-{topology.stage}",
+                alarm_description="the hourly drift job has not run for two hours: its schedule "
+                "is disabled or broken, so retraining cannot trigger",
+                metric=self.drift.function.metric_invocations(period=Duration.hours(1)),
+                threshold=1,
+                evaluation_periods=2,
+                comparison_operator=cloudwatch.ComparisonOperator.LESS_THAN_THRESHOLD,
+                treat_missing_data=cloudwatch.TreatMissingData.BREACHING,
+            ),
         ]
+        # every operational alarm notifies the ops topic (the retraining alarms act through
+        # EventBridge instead: infra/aws/retraining.py)
+        for alarm in [*self.alarms, api.errors_alarm, api.latency_alarm]:
+            alarm.add_alarm_action(actions.SnsAction(self.ops_topic))
         retraining_row: list[cloudwatch.IWidget] = [
             cloudwatch.GraphWidget(
                 title="Retraining decisions per dataset (hourly)",
@@ -236,3 +284,46 @@ class Monitoring(Construct):
                 retraining_row,
             ],
         )
+
+    def _ops_topic(self, topology: Topology, email: str | None) -> sns.Topic:
+        """The topic every operational alarm publishes to. Encrypted with a key of the stack's,
+        not ``alias/aws/sns``: CloudWatch can only publish to an encrypted topic whose key policy
+        lets it use the key, and the AWS-managed key's policy cannot be changed."""
+        key = kms.Key(
+            self,
+            "OpsTopicKey",
+            description=f"sluice ({topology.stage}) ops topic: CloudWatch alarms publish to it",
+            enable_key_rotation=True,
+            removal_policy=RemovalPolicy.DESTROY,  # it encrypts only messages in flight
+        )
+        key.add_to_resource_policy(
+            iam.PolicyStatement(
+                principals=[iam.ServicePrincipal("cloudwatch.amazonaws.com")],
+                actions=["kms:Decrypt", "kms:GenerateDataKey*"],
+                resources=["*"],  # in a key policy, "*" is this key
+            )
+        )
+        topic = sns.Topic(
+            self,
+            "OpsTopic",
+            topic_name=f"sluice-ops-{topology.stage}",
+            display_name=f"sluice {topology.stage} alarms",
+            master_key=key,
+            enforce_ssl=True,
+        )
+        topic.add_to_resource_policy(
+            iam.PolicyStatement(
+                principals=[iam.ServicePrincipal("cloudwatch.amazonaws.com")],
+                actions=["sns:Publish"],
+                resources=[topic.topic_arn],
+                conditions={
+                    "ArnLike": {
+                        "aws:SourceArn": f"arn:{Aws.PARTITION}:cloudwatch:{Aws.REGION}:"
+                        f"{Aws.ACCOUNT_ID}:alarm:*"
+                    }
+                },
+            )
+        )
+        if email:
+            topic.add_subscription(subscriptions.EmailSubscription(email))
+        return topic

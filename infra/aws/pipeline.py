@@ -11,6 +11,7 @@ from aws_cdk import aws_s3_assets as s3_assets
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
+from functions.shared.layout import CHECKPOINTS_PREFIX
 from infra.aws.functions import Layers, SluiceFunction
 from infra.aws.images import TrainingImage
 from infra.aws.nag import acknowledge
@@ -77,8 +78,8 @@ class TrainingPipeline(Construct):
             assumed_by=iam.ServicePrincipal("sagemaker.amazonaws.com"),
             description="SageMaker training jobs: read a dataset version, write the model",
         )
-        grant_read(role, storage.artifacts, "*/versions/*", "*/checkpoints/*")
-        grant_write(role, storage.artifacts, "*/models/*", "*/checkpoints/*")
+        grant_read(role, storage.artifacts, "*/versions/*", f"{CHECKPOINTS_PREFIX}*")
+        grant_write(role, storage.artifacts, "*/models/*", f"{CHECKPOINTS_PREFIX}*")
         role.add_to_policy(
             iam.PolicyStatement(
                 actions=["s3:GetObject"],
@@ -155,6 +156,8 @@ class TrainingPipeline(Construct):
                     "sagemaker:DescribeTrainingJob",
                     "sagemaker:StopTrainingJob",
                     "sagemaker:AddTags",
+                    # in the policy Step Functions generates for createTrainingJob.sync
+                    "sagemaker:ListTags",
                 ],
                 resources=[
                     f"arn:{Aws.PARTITION}:sagemaker:{Aws.REGION}:{Aws.ACCOUNT_ID}:training-job/*"

@@ -35,10 +35,12 @@ class Registry(Construct):
                 point_in_time_recovery_enabled=True
             ),
             encryption=dynamodb.TableEncryption.AWS_MANAGED,
-            deletion_protection=True,
             # retraining decision records expire (functions/retrain/guard_store.py)
             time_to_live_attribute="expires_at",
-            removal_policy=RemovalPolicy.RETAIN,
+            # kept on stack delete and replacement, deleted only when the create that made it
+            # rolls back (so a failed first deploy can be retried); no deletion protection,
+            # which would make that rollback fail (docs/decisions.md)
+            removal_policy=RemovalPolicy.RETAIN_ON_UPDATE_OR_DELETE,
         )
         self.decisions = sns.Topic(
             self,

@@ -30,9 +30,6 @@ from infra.aws.routing import dead_letter_queue, retry_then_dead_letter, rule
 from infra.aws.storage import Storage, grant_read
 from infra.topology import Topology
 
-# One decision at a time per stage: alarms queue up (Lambda retries throttled asynchronous
-# events for MAX_EVENT_AGE) instead of racing on the guard's conditional writes.
-RETRAIN_CONCURRENCY = 1
 _OPERATOR = cloudwatch.ComparisonOperator
 COMPARISONS: Mapping[Comparison, cloudwatch.ComparisonOperator] = {
     "GreaterThanOrEqualToThreshold": _OPERATOR.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
@@ -72,7 +69,6 @@ class Retraining(Construct):
             layers=layers,
             environment={**topology.retrain_environment(), **(guard_overrides or {})},
             memory_mb=256,
-            reserved_concurrency=RETRAIN_CONCURRENCY,
         )
         role = self.retrain.role
         # the contract, and (ListBucket) the data files under <dataset>/data/: the current data

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 from aws_cdk import Aws, CfnOutput, Stack
+from aws_cdk import aws_lambda as lambda_
 from constructs import Construct
 
 from infra.aws.batch import BatchPredictions
-from infra.aws.functions import Layers
+from infra.aws.functions import Layers, SluiceFunction
 from infra.aws.inference_api import ApiAuth, InferenceApi
 from infra.aws.ingest import Ingest
 from infra.aws.monitoring import Monitoring
@@ -34,6 +35,8 @@ class SluiceStack(Stack):
         api_auth: ApiAuth = "api_key",
         datasets: Sequence[str] = (),
         guard_overrides: Mapping[str, str] | None = None,
+        reserved_concurrency: Mapping[str, int] | None = None,
+        ops_email: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(
@@ -98,7 +101,15 @@ class SluiceStack(Stack):
             storage=self.storage,
             registry=self.registry,
             layers=layers,
+            ops_email=ops_email,
         )
+        self.reservable: dict[str, SluiceFunction] = {
+            "preprocess": self.ingest.preprocess,
+            "batch": self.batch.batch,
+            "retrain": self.retraining.retrain,
+            "drift": self.monitoring.drift,
+        }
+        self._reserve(reserved_concurrency or {})
         for child in self.node.children:  # CDK's deploy-time handler for bucket notifications
             if child.node.id.startswith("BucketNotificationsHandler"):
                 acknowledge(
@@ -115,8 +126,20 @@ class SluiceStack(Stack):
             "StateMachineArn": self.pipeline.state_machine.state_machine_arn,
             "RegistryTableName": self.registry.table.table_name,
             "DecisionsTopicArn": self.registry.decisions.topic_arn,
+            "OpsTopicArn": self.monitoring.ops_topic.topic_arn,
         }
         if api_auth == "api_key":
             outputs["ApiKeyId"] = self.api.api_key.key_id
         for name, value in outputs.items():
             CfnOutput(self, name, value=value)
+
+    def _reserve(self, counts: Mapping[str, int]) -> None:
+        """Reserved concurrency only where the stage's context asks for it (infra/aws/app.py):
+        none by default, so the stack deploys into an account whose quota is 10."""
+        for name, count in counts.items():
+            if name not in self.reservable:
+                raise ValueError(
+                    f"reserved_concurrency: '{name}' is not one of {', '.join(self.reservable)}"
+                )
+            function = cast(lambda_.CfnFunction, self.reservable[name].function.node.default_child)
+            function.reserved_concurrent_executions = count

@@ -1,5 +1,7 @@
 """The buckets: raw uploads (versioned, EventBridge notifications on), artifacts, and the bucket
-their access logs go to. Encrypted, SSL-only, public access blocked, retained on stack delete."""
+their access logs go to. Encrypted, SSL-only, public access blocked, retained on stack delete and
+on replacement, but deleted when the create that made them rolls back (RetainExceptOnCreate), so a
+failed first deploy can simply be retried."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
+from functions.shared.layout import CHECKPOINTS_PREFIX
 from infra.aws.nag import acknowledge, logical_id
 from infra.topology import Topology
 
@@ -20,7 +23,7 @@ def _bucket(scope: Construct, construct_id: str, **props: object) -> s3.Bucket:
         enforce_ssl=True,
         block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
         object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
-        removal_policy=RemovalPolicy.RETAIN,
+        removal_policy=RemovalPolicy.RETAIN_ON_UPDATE_OR_DELETE,
         **props,  # type: ignore[arg-type]
     )
 
@@ -55,8 +58,9 @@ class Storage(Construct):
             server_access_logs_bucket=self.access_logs,
             server_access_logs_prefix="artifacts/",
             lifecycle_rules=[
-                # SageMaker spot checkpoints only matter while their run is alive
-                s3.LifecycleRule(prefix="*/checkpoints/", expiration=Duration.days(14)),
+                # SageMaker spot checkpoints only matter while their run is alive; S3 prefixes
+                # are literal, so they live under one top-level prefix (functions/shared/layout.py)
+                s3.LifecycleRule(prefix=CHECKPOINTS_PREFIX, expiration=Duration.days(14)),
                 s3.LifecycleRule(noncurrent_version_expiration=Duration.days(90)),
             ],
         )

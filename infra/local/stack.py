@@ -159,7 +159,8 @@ class LocalStack:
         self.certificate: LocalCertificate | None = None
         self.metrics = MetricSink()
         self.alarms: AlarmEvaluator | None = None
-        self._retrain_lock = threading.Lock()  # reserved concurrency 1, as deployed
+        # one retrain decision at a time, as a stage deployed with reserved_concurrency retrain=1
+        self._retrain_lock = threading.Lock()
         self._alarms_lock = threading.Lock()
         self._metrics_env: dict[str, str | None] = {}
         # (step, dataset) → when its last line was shown, and that line
@@ -495,7 +496,8 @@ class LocalStack:
         return events
 
     def retrain(self, event: dict[str, Any]) -> None:
-        """Deliver one event to the retrain handler, one at a time (its reserved concurrency)."""
+        """Deliver one event to the retrain handler, one at a time (docs/deploy.md: on AWS only
+        with a reservation; the guard's conditional writes make either safe)."""
         with self._retrain_lock:
             self._attempt(event, "retrain", None)
 

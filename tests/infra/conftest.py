@@ -1,6 +1,7 @@
 """One real synth of the app per session (layers built for the Lambda platform, cdk-nag on), shared
 by the template assertions, cfn-lint and the bundle checks: stage dev, one declared dataset
-(``churn``, so its retraining alarms are there) and one retraining guard limit. A second one,
+(``churn``, so its retraining alarms are there), one retraining guard limit, one reserved
+concurrency and an ops email. A second one,
 with IAM auth and no context beyond the stage, checks the options and the defaults."""
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ class Synthesized:
 
 DATASETS = ["churn"]
 GUARD = {"max_runs_per_day": 2}
+RESERVED = {"retrain": 1}
+OPS_EMAIL = "ops@example.com"
 
 
 def synthesize(outdir: Path, **context: Any) -> Synthesized:
@@ -55,11 +58,17 @@ def synthesize(outdir: Path, **context: Any) -> Synthesized:
 @pytest.fixture(scope="session")
 def synthesized(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
     return synthesize(
-        tmp_path_factory.mktemp("cdk.out"), stage="dev", datasets=DATASETS, retrain_guard=GUARD
+        tmp_path_factory.mktemp("cdk.out"),
+        stage="dev",
+        datasets=DATASETS,
+        retrain_guard=GUARD,
+        reserved_concurrency=RESERVED,
+        opsEmail=OPS_EMAIL,
     )
 
 
 @pytest.fixture(scope="session")
 def synthesized_defaults(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
-    """IAM auth, and neither ``datasets`` nor ``retrain_guard``."""
+    """IAM auth, and none of ``datasets``, ``retrain_guard``, ``reserved_concurrency``,
+    ``opsEmail``."""
     return synthesize(tmp_path_factory.mktemp("cdk.out.iam"), stage="dev", api_auth="iam")

@@ -57,7 +57,7 @@ def test_the_retrain_function_decides_one_alarm_at_a_time_with_its_environment(
 ) -> None:
     _, function = _retrain(synthesized)
     assert function["Handler"] == "functions.retrain.handler.lambda_handler"
-    assert function["ReservedConcurrentExecutions"] == 1
+    assert function["ReservedConcurrentExecutions"] == 1  # reserved_concurrency in the context
     environment = function["Environment"]["Variables"]
     assert set(environment) == {
         *TOPOLOGY.retrain_environment(),
@@ -118,7 +118,8 @@ def test_the_stacks_own_alarms_are_named_outside_the_retraining_prefix(
     """CloudFormation names an unnamed alarm ``<stack>-<id>-<random>``: with the stack
     ``sluice-dev``, that would start with the retraining rule's prefix."""
     monitoring = _logical(synthesized, "AWS::CloudWatch::Alarm", "Monitoring")
-    assert len(monitoring) == 4  # runs failed, two dead-letter queues, refused model files
+    # runs failed, two dead-letter queues, refused model files, the drift job's three
+    assert len(monitoring) == 7
     for logical, alarm in monitoring.items():
         name = alarm["Properties"]["AlarmName"]
         assert not name.startswith(alarm_prefix(TOPOLOGY)), logical

@@ -215,15 +215,34 @@ def test_deploy_runs_on_main_and_promotes_dev_to_prod(deploy: dict[Any, Any]) ->
     assert set(on) == {"push", "workflow_dispatch"}
     assert on["push"]["branches"] == ["main"]
     jobs = deploy["jobs"]
-    dev, prod = jobs["deploy-dev"], jobs["deploy-prod"]
+    dev, diff, prod = jobs["deploy-dev"], jobs["diff-prod"], jobs["deploy-prod"]
     assert dev["environment"] == "dev"
     assert prod["environment"] == "prod"
-    assert prod["needs"] in ("deploy-dev", ["deploy-dev"])
+    assert diff["needs"] in ("deploy-dev", ["deploy-dev"])
+    assert prod["needs"] in ("diff-prod", ["diff-prod"])
     assert any(re.search(r"\bmake test\b", s) for s in runs(dev))
 
 
-@pytest.mark.parametrize(("job_name", "stage"), [("deploy-dev", "dev"), ("deploy-prod", "prod")])
-def test_each_deploy_job_uses_oidc_then_diffs_then_deploys(
+def test_the_prod_diff_is_posted_before_the_approval_by_a_read_only_role(
+    deploy: dict[Any, Any],
+) -> None:
+    # Required reviewers sit on `prod`: the job that diffs prod must run before that job, in
+    # another environment (no reviewers), with a role that cannot deploy
+    diff, prod = deploy["jobs"]["diff-prod"], deploy["jobs"]["deploy-prod"]
+    assert diff["environment"] == "prod-diff" != prod["environment"]
+    assert diff["env"]["STAGE"] == "prod"
+    (credentials,) = uses(diff, "aws-actions/configure-aws-credentials")
+    assert credentials["with"]["role-to-assume"] == "${{ vars.AWS_DIFF_ROLE_ARN }}"
+    (script,) = [s for s in runs(diff) if "make diff" in s]
+    # a template diff: the bootstrap's lookup role (read-only), not a change set (deploy role)
+    assert 'make diff STAGE="$STAGE" DIFF_ARGS=--no-change-set' in script
+    assert not any("make deploy" in s for s in runs(diff))
+    assert not any("make diff" in s for s in runs(prod))
+    assert any('make deploy STAGE="$STAGE"' in s for s in runs(prod))
+
+
+@pytest.mark.parametrize(("job_name", "stage"), [("deploy-dev", "dev"), ("diff-prod", "prod")])
+def test_each_diff_job_uses_oidc_then_diffs(
     deploy: dict[Any, Any], job_name: str, stage: str
 ) -> None:
     job = deploy["jobs"][job_name]
@@ -232,20 +251,21 @@ def test_each_deploy_job_uses_oidc_then_diffs_then_deploys(
     assert stage in job["concurrency"]["group"]
     (credentials,) = uses(job, "aws-actions/configure-aws-credentials")
     assert credentials["uses"].endswith("@v4")
-    assert credentials["with"]["role-to-assume"] == "${{ vars.AWS_DEPLOY_ROLE_ARN }}"
+    assert credentials["with"]["role-to-assume"].startswith("${{ vars.AWS_")
     assert credentials["with"]["aws-region"] == "${{ vars.AWS_REGION }}"
     assert not any(key.startswith("aws-access-key") for key in credentials["with"])
 
     order = [step.get("run", step.get("uses", "")) for step in steps(job)]
     at_credentials = order.index(credentials["uses"])
     at_diff = next(i for i, s in enumerate(order) if "make diff" in s)
-    at_deploy = next(i for i, s in enumerate(order) if "make deploy" in s)
+    at_deploy = next((i for i, s in enumerate(order) if "make deploy" in s), len(order))
     assert at_credentials < at_diff < at_deploy
     # Tests never run with AWS credentials in the job.
     assert all(i < at_credentials for i, s in enumerate(order) if re.search(r"\bmake test\b", s))
     assert job["env"]["STAGE"] == stage
     assert 'STAGE="$STAGE"' in order[at_diff]
-    assert 'STAGE="$STAGE"' in order[at_deploy]
+    if at_deploy < len(order):
+        assert 'STAGE="$STAGE"' in order[at_deploy]
 
 
 def test_make_diff_is_posted_to_the_step_summary_in_a_diff_fence() -> None:

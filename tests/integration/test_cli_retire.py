@@ -162,3 +162,26 @@ def test_purge_with_yes_deletes_exactly_the_datasets_objects_and_records(
     assert report["registry_records"] >= 6
     assert stage.registry.live(NEIGHBOUR) is not None
     assert stage.registry.datasets() == [NEIGHBOUR]
+
+
+def test_purge_deletes_the_datasets_training_checkpoints_too(
+    stage: Stage, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # checkpoints live under one top-level prefix (one lifecycle rule expires them all)
+    from functions.shared.layout import CHECKPOINTS_PREFIX, checkpoint_prefix
+
+    artifacts = TOPOLOGY.artifacts_bucket
+    for dataset in (DATASET, NEIGHBOUR):
+        key = checkpoint_prefix(dataset, "run-1") + "checkpoint.pkl"
+        stage.s3.put_object(Bucket=artifacts, Key=key, Body=b"state")
+    code, out, err = _retire(capsys, "--purge", "--yes", "--json")
+    assert code == 0, err
+    assert json.loads(out)["purged"]["artifact_objects"] == 2 + 1
+
+    def left(dataset: str) -> int:
+        prefix = f"{CHECKPOINTS_PREFIX}{dataset}/"
+        return len(
+            stage.s3.list_object_versions(Bucket=artifacts, Prefix=prefix).get("Versions", [])
+        )
+
+    assert (left(DATASET), left(NEIGHBOUR)) == (0, 1)

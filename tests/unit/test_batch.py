@@ -356,3 +356,32 @@ def test_a_file_that_cannot_be_scored_is_rejected_with_the_reason(
 def test_keys_that_are_not_batch_files_are_ignored(key: str) -> None:
     world = World()
     assert world.score(key)["status"] == "ignored"
+
+
+def test_a_file_over_the_size_cap_is_refused_before_anything_is_downloaded(
+    trained_models: dict[str, TrainedModel],
+) -> None:
+    # Given a live model and a batch file bigger than the cap (the function's /tmp holds it whole)
+    model = trained_models["multiclass"]
+    world = World()
+    world.publish(model)
+    dataset = model.card.dataset
+    raw = _features(model, 20).to_csv(index=False).encode()
+    world.store.put(RAW, f"{dataset}/batch/huge.csv", raw)
+
+    # When it is scored under a cap smaller than the file
+    outcome = score_batch(
+        world.store,
+        world.registry,
+        raw_bucket=RAW,
+        artifacts_bucket=ARTIFACTS,
+        key=f"{dataset}/batch/huge.csv",
+        max_file_bytes=len(raw) - 1,
+    )
+
+    # Then it is refused with the size and the cap named, and nothing is predicted
+    assert outcome.status == "rejected"
+    assert f"{len(raw)} bytes is over the batch file cap of {len(raw) - 1} bytes" in outcome.reason
+    errors = world.store.get_bytes(ARTIFACTS, f"{dataset}/predictions/huge.csv/_error.json")
+    assert json.loads(errors)["status"] == "rejected"
+    assert not [k for k in world.store.keys(ARTIFACTS, f"{dataset}/predictions/") if "part-" in k]
