@@ -18,7 +18,8 @@ CHILD = textwrap.dedent(
     from infra.local import memory
 
     def rss():
-        return int(open(f"/proc/{os.getpid()}/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        pages = int(open(f"/proc/{os.getpid()}/statm").read().split()[1])
+        return pages * os.sysconf("SC_PAGE_SIZE")
 
     kept = []
     def churn():
