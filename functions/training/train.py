@@ -69,6 +69,7 @@ from functions.training.candidates import (
     device_for,
     rank_candidates,
 )
+from functions.training.explanation import with_explanation
 from functions.training.export import describe_onnx, to_onnx
 from functions.training.parity import measure_parity, parity_failure_message
 from functions.training.script_mode import (
@@ -115,7 +116,9 @@ def train(
         fitted.append(searcher.search(name, families_left=len(names) - number + 1))
     _progress(schema, started, len(names), len(names), "export to ONNX and parity check")
     shipped = export_first_passing(rank_candidates(fitted, schema.metric), schema, validation)
-    best, model_bytes = shipped.candidate, shipped.model_bytes
+    best = shipped.candidate
+    # The explanation table rides in the model file, so it shares the model's sha256.
+    model_bytes = with_explanation(shipped.model_bytes, best.pipeline, schema, train_split.feeds)
 
     paths.model.mkdir(parents=True, exist_ok=True)
     model_path = paths.model / MODEL_FILE
