@@ -216,41 +216,53 @@ class _TreeExplainer:
     """
 
     def __init__(self, member: TreeMember) -> None:
-        self.feature = member.feature.astype(np.intp)
-        self.threshold = member.threshold.astype(np.float32)
-        self.leq = member.leq.astype(bool)
-        self.missing_true = member.missing_true.astype(bool)
+        # Splits are compared on internal nodes only; ``levels`` index their parents that way.
+        internal = np.flatnonzero(member.true_child >= 0)
+        position = np.full(member.feature.size, -1, dtype=np.intp)
+        position[internal] = np.arange(internal.size)
+        self.feature = member.feature[internal].astype(np.intp)
+        self.threshold = member.threshold[internal].astype(np.float32)
+        self.leq = member.leq[internal].astype(bool)
+        self.missing_true = member.missing_true[internal].astype(bool)
         values = member.values.astype(np.float64)
         walk = _walk(member)
         self.expected = member.base.astype(np.float64) + walk.fractions @ values[walk.leaves]
-        self.levels = walk.levels
+        self.levels = [
+            (children, parents, position[parents], went_true, bits)
+            for children, parents, went_true, bits in walk.levels
+        ]
         self.nodes = member.feature.size
         leaves = np.array(walk.path_leaves, dtype=np.intp)
         self.path_leaves = leaves
         self.full = np.array([(1 << len(z)) - 1 for z in walk.zs], dtype=np.int32)
-        slot_leaf = np.array([i for i, z in enumerate(walk.zs) for _ in z], dtype=np.intp)
+        # Slots in leaf order: a leaf's slots are contiguous (``np.repeat`` spreads its pattern)
+        # and read its table in increasing addresses.
+        self.slots_per_leaf = np.array([len(z) for z in walk.zs], dtype=np.intp)
+        slot_leaf = np.repeat(np.arange(leaves.size), self.slots_per_leaf)
         slot_number = np.array([j for z in walk.zs for j in range(len(z))], dtype=np.int32)
-        slot_feature = np.array([f for fs in walk.features for f in fs], dtype=np.intp)
+        self.slot_bit = (np.int32(1) << slot_number).astype(np.int32)
+        self.slot_unset = ~self.slot_bit
+        self.slot_feature = np.array([f for fs in walk.features for f in fs], dtype=np.intp)
         z = np.array([v for zs in walk.zs for v in zs], dtype=np.float64)
-        order = np.argsort(slot_feature, kind="stable")
-        self.slot_leaf = slot_leaf[order]
-        self.slot_bit = (np.int32(1) << slot_number)[order]
-        self.slot_ratio = ((1.0 - z) / z)[order]  # (o - z) / z where o = 1; -1 where o = 0
+        self.slot_ratio = (1.0 - z) / z  # (o - z) / z where o = 1; -1 where o = 0
         tables, offsets = _psi_tables(walk.zs)
         # float32 halves the table's memory traffic (the gather from it is the row's largest
         # cost); its rounding, 6e-8 of a share, stays far inside the 1e-4 the tests hold.
         self.psi = tables.astype(np.float32)
-        self.slot_offset = offsets[self.slot_leaf]
-        self.slot_values = values[leaves][self.slot_leaf]  # (slots, targets)
-        self.group_features, self.group_starts = np.unique(slot_feature[order], return_index=True)
+        self.slot_offset = offsets[slot_leaf]
+        self.slot_values = values[leaves][slot_leaf]  # (slots, targets)
+        # One target (a regressor, a binary classifier): the share's factor for o = 1 and o = 0,
+        # in float32 like the table (a row's working set is what its time goes to).
+        self.followed = (self.slot_values[:, 0] * self.slot_ratio).astype(np.float32)
+        self.missed = (-self.slot_values[:, 0]).astype(np.float32)
 
     def explain(
         self, x: NDArray[Any], targets: NDArray[np.int64]
     ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
         rows, width = x.shape
         columns = np.zeros((rows, width))
-        if self.slot_leaf.size:
-            step = max(1, _CELLS_PER_PASS // max(self.slot_leaf.size, self.nodes))
+        if self.slot_feature.size:
+            step = max(1, _CELLS_PER_PASS // max(self.slot_feature.size, self.nodes))
             for first in range(0, rows, step):
                 chunk = slice(first, first + step)
                 columns[chunk] = self._columns(x[chunk], targets[chunk], width)
@@ -259,26 +271,34 @@ class _TreeExplainer:
     def _columns(
         self, x: NDArray[Any], targets: NDArray[np.int64], width: int
     ) -> NDArray[np.float64]:
+        rows = x.shape[0]
         values = np.asarray(x, dtype=np.float32)[:, self.feature]
         goes_true = np.where(
             np.isnan(values),
             self.missing_true,
             np.where(self.leq, values <= self.threshold, values < self.threshold),
         )
-        failed = np.zeros((x.shape[0], self.nodes), dtype=np.int32)  # slots failed on the way
-        for children, parents, went_true, bits in self.levels:
-            missed = goes_true[:, parents] != went_true
+        failed = np.zeros((rows, self.nodes), dtype=np.int32)  # slots failed on the way
+        for children, parents, compared, went_true, bits in self.levels:
+            missed = goes_true[:, compared] != went_true
             failed[:, children] = failed[:, parents] | (missed * bits)
-        pattern = (self.full & ~failed[:, self.path_leaves])[:, self.slot_leaf]
-        psi = self.psi[self.slot_offset + (pattern & ~self.slot_bit)]
-        share = np.where(pattern & self.slot_bit, self.slot_ratio, -1.0) * psi
+        satisfied = self.full & ~failed[:, self.path_leaves]
+        pattern = np.repeat(satisfied, self.slots_per_leaf, axis=1)
+        psi = self.psi[self.slot_offset + (pattern & self.slot_unset)]
+        followed = (pattern & self.slot_bit) != 0
+        share: NDArray[Any]
         if self.slot_values.shape[1] == 1:
-            share *= self.slot_values[:, 0]
+            share = psi * np.where(followed, self.followed, self.missed)
         else:
-            share *= self.slot_values[:, targets].T
-        out = np.zeros((x.shape[0], width))
-        out[:, self.group_features] = np.add.reduceat(share, self.group_starts, axis=1)
-        return out
+            weights = self.slot_values[:, targets].T
+            share = psi * np.where(followed, self.slot_ratio, -1.0) * weights
+        sums: NDArray[Any]
+        if rows == 1:
+            sums = np.bincount(self.slot_feature, weights=share[0], minlength=width)
+            return np.asarray(sums[None, :], dtype=np.float64)
+        index = self.slot_feature + width * np.arange(rows)[:, None]
+        sums = np.bincount(index.ravel(), weights=share.ravel(), minlength=rows * width)
+        return np.asarray(sums.reshape(rows, width), dtype=np.float64)
 
 
 @dataclass
