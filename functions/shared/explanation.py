@@ -52,6 +52,8 @@ METADATA_KEY = "sluice.explain"
 FORMAT_VERSION = 1
 # Longest distinct-feature path a tree table takes: its leaf's table holds 2^d floats.
 MAX_PATH_FEATURES = 16
+# Largest TreeSHAP table a model may need (float32: 256 MiB), so a Lambda's memory holds it.
+MAX_TABLE_FLOATS = 1 << 26
 # Rows explained per numpy pass: bounds the (rows x leaf-features) temporaries.
 _CELLS_PER_PASS = 4_000_000
 
@@ -242,14 +244,15 @@ class _TreeExplainer:
         slot_number = np.array([j for z in walk.zs for j in range(len(z))], dtype=np.int32)
         self.slot_bit = (np.int32(1) << slot_number).astype(np.int32)
         self.slot_unset = ~self.slot_bit
-        self.slot_feature = np.array([f for fs in walk.features for f in fs], dtype=np.intp)
+        # int32 indexes halve these arrays: a row's time goes to memory traffic, not arithmetic.
+        self.slot_feature = np.array([f for fs in walk.features for f in fs], dtype=np.int32)
         z = np.array([v for zs in walk.zs for v in zs], dtype=np.float64)
         self.slot_ratio = (1.0 - z) / z  # (o - z) / z where o = 1; -1 where o = 0
         tables, offsets = _psi_tables(walk.zs)
         # float32 halves the table's memory traffic (the gather from it is the row's largest
         # cost); its rounding, 6e-8 of a share, stays far inside the 1e-4 the tests hold.
         self.psi = tables.astype(np.float32)
-        self.slot_offset = offsets[slot_leaf]
+        self.slot_offset = offsets[slot_leaf].astype(np.int32)
         self.slot_values = values[leaves][slot_leaf]  # (slots, targets)
         # One target (a regressor, a binary classifier): the share's factor for o = 1 and o = 0,
         # in float32 like the table (a row's working set is what its time goes to).
@@ -373,6 +376,11 @@ def _psi_tables(zs_by_leaf: list[list[float]]) -> tuple[NDArray[np.float64], NDA
     flat array, and each leaf's offset into it."""
     sizes = np.array([1 << len(zs) for zs in zs_by_leaf], dtype=np.intp)
     offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.intp)
+    if int(sizes.sum()) > MAX_TABLE_FLOATS:
+        raise ExplanationTableError(
+            f"the trees' SHAP tables would hold {int(sizes.sum())} values; explanations take at "
+            f"most {MAX_TABLE_FLOATS} (the paths are too long)"
+        )
     flat = np.zeros(int(sizes.sum()))
     by_depth: dict[int, list[int]] = {}
     for leaf, zs in enumerate(zs_by_leaf):
