@@ -25,11 +25,12 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 from aws_lambda_powertools.metrics import MetricUnit
 
 from functions.inference.errors import (
+    ModelNotExplainableError,
     ModelNotFoundError,
     ModelRetiredError,
     ModelUnavailableError,
@@ -45,12 +46,15 @@ from functions.shared.registry import (
     ModelVersion,
     ModelVersionNotFoundError,
 )
-from functions.shared.scoring import ModelIntegrityError, ScoringModel
+from functions.shared.scoring import ModelIntegrityError, ScoringModel, verified
 from functions.shared.storage import ObjectStore, parse_s3_uri
 
 # Registry answers kept per dataset / version; bounded, so a client probing random names cannot
 # grow the cache without limit.
 MAX_REGISTRY_ENTRIES = 1024
+
+if TYPE_CHECKING:  # imported on a first explain: predict-only environments never load it
+    from functions.inference.explain import ExplainingModel
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -172,6 +176,8 @@ class ModelCache:
         self._records: _Lru[tuple[str, int], _Record] = _Lru(MAX_REGISTRY_ENTRIES)
         self._failures: _Lru[tuple[str, int, str], _Failure] = _Lru(MAX_REGISTRY_ENTRIES)
         self._cards: _Lru[tuple[str, int, str], ModelCard] = _Lru(MAX_REGISTRY_ENTRIES)
+        # Explaining sessions (or why a version cannot explain), built on a first explain.
+        self._explaining: _Lru[tuple[str, int, str], ExplainingModel | str] = _Lru(max_sessions)
         self._datasets: _Datasets | None = None
 
     def live(self, dataset: str) -> LiveModel:
@@ -246,6 +252,43 @@ class ModelCache:
                 )
             except _LoadFailedError as exc:
                 raise ModelUnavailableError(str(exc)) from exc
+
+    def explaining(self, served: ServedModel) -> ExplainingModel:
+        """``served`` opened for explanations: its file read again (one storage read per
+        version and environment, checked against the same sha256) and kept while it is used.
+
+        Raises
+        ------
+        ModelNotExplainableError
+            The file carries no usable explanation table (remembered: not read again).
+        ModelUnavailableError
+            The file cannot be read or fails its sha256 check.
+        """
+        key = (served.dataset, served.version, served.sha256)
+        with self._lock:
+            cached = self._explaining.get(key)
+        if cached is None:
+            record = self.record(served.dataset, served.version)
+            where = f"version {served.version} of '{served.dataset}'"
+            try:
+                data = verified(
+                    self._store.get_bytes(*parse_s3_uri(record.model_uri)), served.sha256
+                )
+            except Exception as exc:
+                logger.error("model file could not be read again to explain", exc_info=exc)
+                raise ModelUnavailableError(f"{where} cannot be read to explain it") from exc
+            from functions.inference.explain import ExplainingModel
+            from functions.shared.explanation import ExplanationTableError
+
+            try:
+                cached = ExplainingModel(data, served.scoring)
+            except ExplanationTableError as exc:
+                cached = f"{where} cannot explain its predictions: {exc}"
+            with self._lock:
+                self._explaining.put(key, cached)
+        if isinstance(cached, str):
+            raise ModelNotExplainableError(cached)
+        return cached
 
     def record(self, dataset: str, version: int) -> ModelVersion:
         """The registry record of one version, at most ``ttl_seconds`` old.

@@ -131,6 +131,11 @@ class ModelRetiredError(InferenceError):
     """An operator retired the dataset (``sluice retire``): it no longer serves."""
 
 
+class ModelNotExplainableError(InferenceError):
+    """The model answering cannot explain its predictions: its file carries no explanation
+    table (trained before explanations existed, or a kind of model they do not cover)."""
+
+
 class ModelUnavailableError(InferenceError):
     """The model cannot be loaded (integrity failure, storage or registry down) and no earlier
     good model can answer instead."""
@@ -153,6 +158,7 @@ _STATUS: dict[type[Exception], tuple[HTTPStatus, str]] = {
     InvalidRequestError: (HTTPStatus.UNPROCESSABLE_ENTITY, "invalid_request"),
     InvalidInstancesError: (HTTPStatus.UNPROCESSABLE_ENTITY, "invalid_instances"),
     InvalidFeedbackError: (HTTPStatus.UNPROCESSABLE_ENTITY, "invalid_feedback"),
+    ModelNotExplainableError: (HTTPStatus.UNPROCESSABLE_ENTITY, "not_explainable"),
     ModelUnavailableError: (HTTPStatus.SERVICE_UNAVAILABLE, "model_unavailable"),
     FeedbackUnavailableError: (HTTPStatus.SERVICE_UNAVAILABLE, "feedback_unavailable"),
 }

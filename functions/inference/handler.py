@@ -56,6 +56,7 @@ METADATA = "/v1/models/<dataset>/metadata"
 PREDICT = "/v1/models/<dataset>:predict"
 VERSION_PREDICT = "/v1/models/<dataset>/versions/<version>:predict"
 FEEDBACK = "/v1/models/<dataset>:feedback"
+EXPLAIN = "/v1/models/<dataset>:explain"
 OPENAPI = "/v1/openapi.json"
 ROUTES: dict[str, tuple[str, ...]] = {
     MODELS: ("GET",),
@@ -65,6 +66,7 @@ ROUTES: dict[str, tuple[str, ...]] = {
     PREDICT: ("POST",),
     VERSION_PREDICT: ("POST",),
     FEEDBACK: ("POST",),
+    EXPLAIN: ("POST",),
     OPENAPI: ("GET",),
 }
 

@@ -17,6 +17,7 @@ from functions.inference.errors import (
     VersionRejectedError,
 )
 from functions.inference.models import (
+    Explanations,
     FeatureInfo,
     MetadataResponse,
     MetricInfo,
@@ -34,6 +35,7 @@ from functions.shared.features import (
     instance_json_types,
     instance_schema,
     instances_to_columns,
+    onnx_feeds,
 )
 from functions.shared.model_card import ModelCard
 from functions.shared.registry import ModelStatus, ModelVersion
@@ -60,14 +62,7 @@ def predict(
     TooManyInstancesError, InvalidInstancesError, ModelNotFoundError, VersionNotFoundError,
     VersionRejectedError, ModelUnavailableError
     """
-    count = len(request.instances)
-    if count > max_instances:
-        fit = _fit(cache, dataset, version, max_instances)
-        raise TooManyInstancesError(
-            f"instances: {count} instances in one request, the limit is {max_instances}; "
-            f"split the request{_fit_advice(fit)}",
-            max_instances=None if fit is None else fit[1],
-        )
+    _check_count(cache, dataset, version, request, max_instances)
     served = _served(cache, dataset, version)
     columns = instances_to_columns(served.card.features, request.instances)
     scores = served.scoring.score(columns)
@@ -76,6 +71,73 @@ def predict(
         predictions=_predictions(served, scores),
         request_id=request_id,
     )
+
+
+def explain(
+    cache: ModelCache,
+    dataset: str,
+    version: int | None,
+    request: PredictRequest,
+    *,
+    max_instances: int,
+    request_id: str,
+) -> Explanations:
+    """Predict ``request.instances`` as ``predict`` does, and explain each prediction: a base
+    value and one exact contribution per feature that add up to the model's output (see
+    functions/shared/explanation.py and docs/api.md).
+
+    Raises
+    ------
+    TooManyInstancesError, InvalidInstancesError, ModelNotFoundError, VersionNotFoundError,
+    VersionRejectedError, ModelUnavailableError, ModelNotExplainableError
+    """
+    _check_count(cache, dataset, version, request, max_instances)
+    served = _served(cache, dataset, version)
+    explaining = cache.explaining(served)
+    card = served.card
+    columns = instances_to_columns(card.features, request.instances)
+    scores, contributions = explaining.run(onnx_feeds(card.features, columns, card.input_names))
+    by_feature = explaining.by_feature(contributions).tolist()
+    names = [f.name for f in card.features]
+    output = explaining.table.output
+    classes = len(card.classes or [])
+    explanations = []
+    for row, prediction in enumerate(_predictions(served, scores)):
+        target = int(contributions.targets[row]) + (1 if classes == 2 else 0)
+        probability = None
+        if scores.probabilities is not None:
+            probability = float(scores.probabilities[row, target])
+        explanations.append(
+            {
+                "prediction": prediction,
+                "output": output,
+                "explained_class": served.labels[target] if classes else None,
+                "probability": probability,
+                "base_value": float(contributions.base[row]),
+                "output_value": float(contributions.margin[row]),
+                "contributions": dict(zip(names, by_feature[row], strict=True)),
+            }
+        )
+    return Explanations(
+        model_version=str(served.version), explanations=explanations, request_id=request_id
+    )
+
+
+def _check_count(
+    cache: ModelCache,
+    dataset: str,
+    version: int | None,
+    request: PredictRequest,
+    max_instances: int,
+) -> None:
+    count = len(request.instances)
+    if count > max_instances:
+        fit = _fit(cache, dataset, version, max_instances)
+        raise TooManyInstancesError(
+            f"instances: {count} instances in one request, the limit is {max_instances}; "
+            f"split the request{_fit_advice(fit)}",
+            max_instances=None if fit is None else fit[1],
+        )
 
 
 def too_large(

@@ -237,6 +237,57 @@ class Prediction:
         return to_json(body, inf_nan_mode="null").decode()
 
 
+class Explanation(_Model):
+    prediction: ClassPrediction | float = Field(description="As the predict route answers it.")
+    output: Literal["value", "log_odds", "logit"] = Field(
+        description="What base_value + contributions add up to: the predicted value for a "
+        "regressor; the log-odds of explained_class for a binary classifier; the logit "
+        "(softmax input) of explained_class for a multiclass one. A calibrated model's "
+        "log-odds are its calibrated ones (its margin divided by its temperature)."
+    )
+    explained_class: str | int | bool | None = Field(
+        description="The class whose log-odds or logit is explained: the second (positive) "
+        "class of a binary classifier, the predicted class of a multiclass one; null for a "
+        "regressor."
+    )
+    probability: float | None = Field(
+        description="The served probability of explained_class; null for a regressor."
+    )
+    base_value: float = Field(
+        description="The output expected over the training rows (the SHAP base value)."
+    )
+    output_value: float = Field(description="base_value plus the sum of the contributions.")
+    contributions: dict[str, float] = Field(
+        description="Feature (as the model's metadata names it) -> its exact SHAP value, in "
+        "the units of output. Encoded columns (one-hot categories, imputed numbers, date "
+        "parts) are summed back into the feature they come from."
+    )
+
+
+class ExplainResponse(_Model):
+    explanations: list[Explanation] = Field(description="One per instance, in order.")
+    model_version: str = Field(description="The version that answered.")
+    request_id: str = Field(description="API Gateway's id of this request.")
+
+
+@dataclass(frozen=True)
+class Explanations:
+    """An explain answer as the handler serialises it, in ``ExplainResponse``'s shape (tests
+    check that it validates as one)."""
+
+    model_version: str
+    explanations: list[dict[str, Any]]
+    request_id: str
+
+    def to_json(self) -> str:
+        body = {
+            "explanations": self.explanations,
+            "model_version": self.model_version,
+            "request_id": self.request_id,
+        }
+        return to_json(body, inf_nan_mode="null").decode()
+
+
 class StatusDetail(_Model):
     error_code: str = "OK"
     error_message: str = ""

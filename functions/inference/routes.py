@@ -31,12 +31,14 @@ from functions.inference.feedback import (
 from functions.inference.handler import (
     API_TITLE,
     API_VERSION,
+    EXPLAIN,
     FEEDBACK,
     METADATA,
     MODELS,
     OPENAPI,
     PREDICT,
     PREDICT_PATH,
+    SERVED_VERSION_HEADER,
     STATUS,
     VERSION_PREDICT,
     VERSION_STATUS,
@@ -51,6 +53,7 @@ from functions.inference.handler import (
 )
 from functions.inference.models import (
     VERSION,
+    ExplainResponse,
     MetadataResponse,
     ModelListResponse,
     ModelStatusResponse,
@@ -112,6 +115,38 @@ def create_app(deps: Callable[[], Deps]) -> APIGatewayRestResolver:
         name, pinned = parse_dataset(dataset), parse_version(version)
         rid = gateway_request_id(app.current_event)
         return predict_response(deps(), name, pinned, predict_request(name, pinned), rid)
+
+    @app.post(
+        EXPLAIN,
+        summary="Predict with the live model and explain each prediction",
+        description="The predict body. Per instance: the prediction, a base value and one exact "
+        "SHAP contribution per feature, adding up to the model's output (the value, or the "
+        "log-odds / logit stated in `output`), with the probability alongside. Exact for linear "
+        "and tree models. See docs/api.md.",
+        responses={
+            **_ok("Explained predictions", ExplainResponse),
+            **_errors(400, 404, 410, 413, 415, 422, 503),
+        },
+        openapi_extensions=_PREDICT_BODY,
+        enable_validation=False,
+    )
+    def explain(dataset: Dataset) -> Response[str]:
+        config, cache, _ = deps()
+        name = parse_dataset(dataset)
+        result = logic.explain(
+            cache,
+            name,
+            None,
+            predict_request(name, None),
+            max_instances=config.MAX_INSTANCES,
+            request_id=gateway_request_id(app.current_event),
+        )
+        return Response(
+            status_code=200,
+            content_type=content_types.APPLICATION_JSON,
+            body=result.to_json(),
+            headers={SERVED_VERSION_HEADER: result.model_version},
+        )
 
     @app.post(
         FEEDBACK,
@@ -281,7 +316,8 @@ def _errors(*codes: int) -> dict[int, OpenAPIResponse]:
         413: "Body over 1 MiB or more instances (or feedback items) than allowed; a body over "
         "API Gateway's 10 MB limit is refused by API Gateway itself, in its own format",
         415: "Content-Type is not application/json",
-        422: "Instances do not match the model's features, or feedback does not fit the model",
+        422: "Instances do not match the model's features, feedback does not fit the model, "
+        "or (explain) the model carries no explanation table",
         503: "The model cannot be loaded and no earlier model can answer, or feedback cannot "
         "be stored",
     }

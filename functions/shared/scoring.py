@@ -46,14 +46,20 @@ def session_options() -> ort.SessionOptions:
     return options
 
 
+def verified(onnx_bytes: bytes, expected_sha256: str) -> bytes:
+    """``onnx_bytes``, when their sha256 is the one recorded; else ModelIntegrityError."""
+    actual = hashlib.sha256(onnx_bytes).hexdigest()
+    if actual != expected_sha256:
+        raise ModelIntegrityError(
+            f"model file sha256 {actual} does not match the recorded {expected_sha256}: "
+            "refusing to load it"
+        )
+    return onnx_bytes
+
+
 class ScoringModel:
     def __init__(self, onnx_bytes: bytes, card: ModelCard, *, expected_sha256: str) -> None:
-        actual = hashlib.sha256(onnx_bytes).hexdigest()
-        if actual != expected_sha256:
-            raise ModelIntegrityError(
-                f"model file sha256 {actual} does not match the recorded {expected_sha256}: "
-                "refusing to load it"
-            )
+        verified(onnx_bytes, expected_sha256)
         if card.onnx.sha256 != expected_sha256:
             raise ModelIntegrityError(
                 f"model card describes sha256 {card.onnx.sha256}, not {expected_sha256}"
@@ -65,7 +71,7 @@ class ScoringModel:
         except Exception as exc:  # onnxruntime raises its own untyped errors
             raise ModelIntegrityError(f"onnxruntime cannot load the model: {exc}") from exc
         self.card = card
-        self.sha256 = actual
+        self.sha256 = expected_sha256
         self._outputs = card.output_names
         self._input_names = card.input_names
         self._classes = list(card.classes or [])
@@ -73,7 +79,10 @@ class ScoringModel:
         self.labels: list[LabelValue] = label_values(self._classes)
 
     def score_feeds(self, feeds: Mapping[str, NDArray[Any]]) -> Scores:
-        outputs = self.session.run(self._outputs, feeds)
+        return self.scores(self.session.run(self._outputs, feeds))
+
+    def scores(self, outputs: Sequence[NDArray[Any]]) -> Scores:
+        """The graph's outputs, in ``card.output_names`` order, as Scores."""
         if self.card.task == "classification":
             codes, probabilities = outputs
             # A list comprehension beats object-array indexing for the few rows of a request.

@@ -76,6 +76,7 @@ from functions.training.candidates import (
     device_for,
     rank_candidates,
 )
+from functions.training.explanation import with_explanation
 from functions.training.export import describe_onnx, to_onnx
 from functions.training.parity import measure_parity, parity_failure_message
 from functions.training.refit import refit_candidate
@@ -129,7 +130,9 @@ def train(
     )
     _progress(schema, started, len(names), len(names), "export to ONNX and parity check")
     shipped = export_first_passing(ranked, schema, validation, refit)
-    best, model_bytes = shipped.candidate, shipped.model_bytes
+    best = shipped.candidate  # the refit one, where training refits
+    # The explanation table rides in the model file, so it shares the model's sha256.
+    model_bytes = with_explanation(shipped.model_bytes, best.pipeline, schema, train_split.feeds)
 
     paths.model.mkdir(parents=True, exist_ok=True)
     model_path = paths.model / MODEL_FILE

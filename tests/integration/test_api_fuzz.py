@@ -68,6 +68,7 @@ EXAMPLES = {
     "/v1/models/{dataset}:predict": 400,
     "/v1/models/{dataset}/versions/{version}:predict": 250,
     "/v1/models/{dataset}:feedback": 250,
+    "/v1/models/{dataset}:explain": 150,
     "/v1/models/{dataset}": 150,
     "/v1/models/{dataset}/versions/{version}": 150,
     "/v1/models/{dataset}/metadata": 150,

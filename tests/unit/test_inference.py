@@ -793,6 +793,7 @@ def test_the_openapi_document_is_served_and_documents_every_route(api: Api) -> N
         "/v1/models/{dataset}:predict",
         "/v1/models/{dataset}/versions/{version}:predict",
         "/v1/models/{dataset}:feedback",
+        "/v1/models/{dataset}:explain",
         "/v1/openapi.json",
     }
     for path, operations in paths.items():
@@ -807,7 +808,9 @@ def test_the_openapi_document_is_served_and_documents_every_route(api: Api) -> N
     error_ref = predict["responses"]["422"]["content"]["application/json"]["schema"]["$ref"]
     assert error_ref.endswith("/ErrorResponse")
     schemas = set(document["components"]["schemas"])
-    assert {"PredictResponse", "ErrorResponse", "ModelStatusResponse"} <= schemas
+    assert {"PredictResponse", "ExplainResponse", "ErrorResponse", "ModelStatusResponse"} <= schemas
+    explain = paths["/v1/models/{dataset}:explain"]["post"]
+    assert explain["requestBody"] == predict["requestBody"]  # the same body as predict
     assert "HTTPValidationError" not in schemas
     dataset_param = predict["parameters"][0]
     assert dataset_param["schema"]["pattern"].startswith("^[A-Za-z0-9]")

@@ -1,0 +1,80 @@
+"""A served model opened for explanations: the same graph with its encoded tensor as an extra
+output, and the explanation table its file carries (functions/shared/explanation.py).
+
+Built on the first explain request for a model version (``ModelCache.explaining``), never for a
+predict: a second onnxruntime session costs the model's size in memory again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+from numpy.typing import NDArray
+
+from functions.shared.explanation import (
+    METADATA_KEY,
+    Contributions,
+    Explainer,
+    ExplanationTable,
+    ExplanationTableError,
+    metadata_entries,
+    with_float_outputs,
+)
+from functions.shared.scoring import Scores, ScoringModel, session_options
+
+
+class ExplainingModel:
+    """Scores and explains rows in one onnxruntime run.
+
+    Raises
+    ------
+    ExplanationTableError
+        The file carries no explanation table (trained before explanations existed, or a model
+        kind they do not cover), or one that does not fit the model.
+    """
+
+    def __init__(self, onnx_bytes: bytes, scoring: ScoringModel) -> None:
+        raw = metadata_entries(onnx_bytes).get(METADATA_KEY)
+        if raw is None:
+            raise ExplanationTableError(
+                "its model file carries no explanation table (trained before explanations "
+                "existed, or a kind of model they do not cover)"
+            )
+        self.explainer = Explainer(ExplanationTable.from_bytes(raw))
+        self.table = self.explainer.table
+        self.features = len(scoring.card.features)
+        if int(self.table.column_features.max(initial=-1)) >= self.features:
+            raise ExplanationTableError(
+                f"its explanation table names feature {self.table.column_features.max()}, the "
+                f"card has {self.features}"
+            )
+        self.scoring = scoring
+        self._outputs = [*scoring.card.output_names, *self.explainer.features_tensors]
+        try:
+            self.session = ort.InferenceSession(
+                with_float_outputs(onnx_bytes, self.explainer.features_tensors),
+                sess_options=session_options(),
+                providers=["CPUExecutionProvider"],
+            )
+        except Exception as exc:  # onnxruntime raises its own untyped errors
+            raise ExplanationTableError(f"its encoded tensor cannot be read: {exc}") from exc
+
+    def run(self, feeds: Mapping[str, NDArray[Any]]) -> tuple[Scores, Contributions]:
+        """The rows' scores, as the predict route gives them, and their contributions: of the
+        positive class (binary), of the predicted class (multiclass), of the value (regression)."""
+        outputs = self.session.run(self._outputs, feeds)
+        named = len(self.scoring.card.output_names)
+        scores = self.scoring.scores(outputs[:named])
+        encoded = [np.asarray(x) for x in outputs[named:]]
+        rows = encoded[0].shape[0]
+        if self.table.output == "logit" and scores.codes is not None:
+            targets = np.asarray(scores.codes, dtype=np.int64)
+        else:
+            targets = np.zeros(rows, dtype=np.int64)
+        return scores, self.explainer.explain(encoded, targets)
+
+    def by_feature(self, contributions: Contributions) -> NDArray[np.float64]:
+        return contributions.by_feature(self.table.column_features, self.features)

@@ -1,0 +1,332 @@
+"""Explanations per prediction: exact against the boosters' own ``pred_contribs`` and the
+``shap`` library, adding up to what the model serves, in the user's feature names.
+
+The explainers are fitted here with training's own pipelines, export and table writer, so the
+native model the references need is at hand; the route tests use the session's trained models.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import pytest
+import shap
+import xgboost
+from numpy.typing import NDArray
+from sklearn.inspection import permutation_importance
+from sklearn.pipeline import Pipeline
+
+from functions.inference.explain import ExplainingModel
+from functions.inference.models import ExplainResponse, PredictResponse
+from functions.shared.explanation import (
+    METADATA_KEY,
+    Contributions,
+    ExplanationTableError,
+    metadata_entries,
+)
+from functions.shared.features import DatasetSchema
+from functions.shared.model_card import ModelCard
+from functions.shared.scoring import ScoringModel
+from functions.training.candidates import build_candidates, fit_candidate
+from functions.training.explanation import with_explanation
+from functions.training.export import to_onnx
+from functions.training.script_mode import Hyperparameters, SageMakerPaths
+from functions.training.splits import Split, load_split
+from tests import datasets
+from tests.models import TrainedModel
+from tests.unit.test_inference import DATASET, Api, assert_error, client_rows
+
+TOLERANCE = 1e-4  # of the largest |output| explained: float32 graphs, float64 references
+
+GENERATORS: dict[str, Callable[[Path], DatasetSchema]] = {
+    "binary": datasets.binary_numeric,
+    "multiclass": datasets.multiclass_mixed,
+    "regression": datasets.regression_prices,
+}
+
+
+@dataclass(frozen=True)
+class Fitted:
+    """A candidate fitted by training's code, its graph with the table, and its splits."""
+
+    kind: str
+    schema: DatasetSchema
+    pipeline: Pipeline
+    onnx: bytes
+    train: Split
+    validation: Split
+
+    @property
+    def native(self) -> Any:
+        return self.pipeline.named_steps["model"]
+
+    def encoded(self, split: Split) -> NDArray[np.float64]:
+        return np.asarray(self.pipeline.named_steps["features"].transform(split.frame), np.float64)
+
+    def explain(self, split: Split) -> tuple[Any, Contributions, ExplainingModel]:
+        card = _card(self.schema, self.onnx)
+        scoring = ScoringModel(self.onnx, card, expected_sha256=card.onnx.sha256)
+        explaining = ExplainingModel(self.onnx, scoring)
+        scores, contributions = explaining.run(split.feeds)
+        return scores, contributions, explaining
+
+
+def fit(tmp_path: Path, kind: str, family: str, n_estimators: int = 40) -> Fitted:
+    schema = GENERATORS[kind](tmp_path / "version")
+    paths = SageMakerPaths.for_version(tmp_path / "version", tmp_path)
+    train = load_split(paths.train, schema, "train")
+    validation = load_split(paths.validation, schema, "validation")
+    hp = Hyperparameters(
+        n_estimators=n_estimators, early_stopping_rounds=5, max_trials=1, candidates=(family,)
+    )
+    pipeline = build_candidates(schema, hp, num_gpus=0, n_jobs=1)[family]
+    fit_candidate(family, pipeline, schema, train, validation)
+    graph = with_explanation(to_onnx(pipeline, schema), pipeline, schema, train.feeds)
+    return Fitted(kind, schema, pipeline, graph, train, validation)
+
+
+def _card(schema: DatasetSchema, graph: bytes) -> ModelCard:
+    """A card for a graph made in a test: the shipped card's fields that scoring reads."""
+    from functions.shared.features import onnx_input_names
+    from functions.shared.model_card import OnnxInfo
+
+    return ModelCard.model_construct(
+        task=schema.task,
+        features=list(schema.features),
+        classes=schema.classes,
+        onnx=OnnxInfo.model_construct(sha256=hashlib.sha256(graph).hexdigest()),
+        onnx_input_names=onnx_input_names(schema.features),
+    )
+
+
+def _explained(values: NDArray[Any], targets: NDArray[np.int64]) -> NDArray[np.float64]:
+    """One class's columns from a (rows, classes, columns) or (rows, columns, classes) array."""
+    rows = np.arange(targets.size)
+    return np.asarray(values[rows, targets] if values.ndim == 3 else values, np.float64)
+
+
+def assert_close(actual: NDArray[Any], expected: NDArray[Any], scale: float) -> None:
+    np.testing.assert_allclose(actual, expected, rtol=0, atol=TOLERANCE * max(1.0, scale))
+
+
+# --- exactness against the references ------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["regression", "binary", "multiclass"])
+def test_xgboost_contributions_equal_its_own_pred_contribs(tmp_path: Path, kind: str) -> None:
+    # Given an XGBoost candidate exported as training exports it
+    fitted = fit(tmp_path, kind, "xgboost")
+    # When its validation rows are explained from the graph's table
+    _, contributions, _ = fitted.explain(fitted.validation)
+    # Then each encoded column's value and the base are XGBoost's own TreeSHAP
+    model = fitted.native
+    matrix = xgboost.DMatrix(fitted.encoded(fitted.validation))
+    reference = model.get_booster().predict(
+        matrix, pred_contribs=True, iteration_range=(0, model.best_iteration + 1)
+    )
+    reference = _explained(reference, contributions.targets)
+    scale = float(np.abs(contributions.margin).max())
+    assert_close(contributions.columns, reference[:, :-1], scale)
+    assert_close(contributions.base, reference[:, -1], scale)
+
+
+@pytest.mark.parametrize("kind", ["regression", "binary", "multiclass"])
+def test_lightgbm_contributions_equal_its_own_pred_contrib(tmp_path: Path, kind: str) -> None:
+    fitted = fit(tmp_path, kind, "lightgbm")
+    _, contributions, _ = fitted.explain(fitted.validation)
+    x = fitted.encoded(fitted.validation)
+    reference = np.asarray(fitted.native.predict(x, pred_contrib=True))
+    if kind == "multiclass":  # LightGBM lays classes side by side: (rows, classes x (cols + 1))
+        reference = reference.reshape(x.shape[0], -1, x.shape[1] + 1)
+    reference = _explained(reference, contributions.targets)
+    scale = float(np.abs(contributions.margin).max())
+    assert_close(contributions.columns, reference[:, :-1], scale)
+    assert_close(contributions.base, reference[:, -1], scale)
+
+
+@pytest.mark.parametrize(("kind", "family"), [("binary", "xgboost"), ("regression", "lightgbm")])
+def test_tree_contributions_equal_shap_tree_explainer(
+    tmp_path: Path, kind: str, family: str
+) -> None:
+    fitted = fit(tmp_path, kind, family)
+    _, contributions, _ = fitted.explain(fitted.validation)
+    explainer = shap.TreeExplainer(fitted.native)  # path-dependent, the booster's own covers
+    reference = np.asarray(explainer.shap_values(fitted.encoded(fitted.validation)))
+    scale = float(np.abs(contributions.margin).max())
+    assert_close(contributions.columns, reference, scale)
+    assert_close(
+        contributions.base, np.full(contributions.base.shape, explainer.expected_value), scale
+    )
+
+
+@pytest.mark.parametrize("kind", ["regression", "binary", "multiclass"])
+def test_linear_contributions_equal_shap_linear_explainer(tmp_path: Path, kind: str) -> None:
+    # Given a linear candidate, and shap's explainer with every training row as background
+    fitted = fit(tmp_path, kind, "linear")
+    background = fitted.encoded(fitted.train)
+    masker = shap.maskers.Independent(background, max_samples=background.shape[0])
+    explainer = shap.LinearExplainer(fitted.native, masker)
+    # When the validation rows are explained
+    _, contributions, _ = fitted.explain(fitted.validation)
+    reference = np.asarray(explainer.shap_values(fitted.encoded(fitted.validation)))
+    if reference.ndim == 3:  # (rows, columns, classes)
+        reference = np.moveaxis(reference, 2, 1)
+    # Then the two agree, column by column
+    scale = float(np.abs(contributions.margin).max())
+    assert_close(contributions.columns, _explained(reference, contributions.targets), scale)
+
+
+@pytest.mark.parametrize(("kind", "family"), [("binary", "linear"), ("multiclass", "xgboost")])
+def test_contributions_add_up_to_the_margin_behind_the_served_probability(
+    tmp_path: Path, kind: str, family: str
+) -> None:
+    fitted = fit(tmp_path, kind, family)
+    scores, contributions, _ = fitted.explain(fitted.validation)
+    total = contributions.base + contributions.columns.sum(axis=1)
+    np.testing.assert_allclose(total, contributions.margin, atol=1e-9)
+    probabilities = np.asarray(scores.probabilities, np.float64)
+    if kind == "binary":
+        np.testing.assert_allclose(
+            1.0 / (1.0 + np.exp(-contributions.margin)), probabilities[:, 1], atol=1e-5
+        )
+    else:  # the explained class's logit against the others': its softmax is the served one
+        margins = fitted.native.predict(fitted.encoded(fitted.validation), output_margin=True)
+        rows = np.arange(margins.shape[0])
+        np.testing.assert_allclose(
+            margins[rows, contributions.targets], contributions.margin, atol=1e-4
+        )
+
+
+def test_a_table_the_model_file_lacks_is_an_explanation_table_error(tmp_path: Path) -> None:
+    fitted = fit(tmp_path, "binary", "linear")
+    model = onnx.load_from_string(fitted.onnx)
+    del model.metadata_props[:]
+    bare = model.SerializeToString()
+    card = _card(fitted.schema, bare)
+    scoring = ScoringModel(bare, card, expected_sha256=card.onnx.sha256)
+    with pytest.raises(ExplanationTableError, match="carries no explanation table"):
+        ExplainingModel(bare, scoring)
+
+
+# --- the route ------------------------------------------------------------------------------
+
+
+def _explain(api: Api, instances: list[dict[str, Any]]) -> Any:
+    return api.call("POST", f"/v1/models/{DATASET}:explain", json.dumps({"instances": instances}))
+
+
+@pytest.mark.parametrize("kind", ["binary", "multiclass", "regression"])
+def test_explain_answers_predictions_and_contributions_in_the_users_names(
+    trained_models: dict[str, TrainedModel], kind: str
+) -> None:
+    # Given the live model of a kind, and test rows as a client sends them
+    model = trained_models[kind]
+    api = Api()
+    api.publish(model, run="run-1")
+    _, instances = client_rows(model, rows=25)
+    # When they are explained
+    reply = _explain(api, instances)
+    # Then the answer is an ExplainResponse whose predictions are the predict route's
+    assert reply.status == 200, reply.body
+    body = ExplainResponse.model_validate(reply.body)
+    assert reply.served_version == body.model_version
+    predicted = PredictResponse.model_validate(api.predict(instances).body)
+    assert [e.prediction for e in body.explanations] == predicted.predictions
+    names = [f.name for f in model.card.features]
+    for explanation in body.explanations:
+        # one contribution per feature, by the user's name, adding up to the stated output
+        assert list(explanation.contributions) == names
+        total = explanation.base_value + sum(explanation.contributions.values())
+        assert total == pytest.approx(explanation.output_value, rel=1e-9, abs=1e-9)
+        if kind == "regression":
+            assert explanation.output == "value"
+            assert explanation.explained_class is None
+            assert explanation.output_value == pytest.approx(explanation.prediction, rel=1e-5)
+        elif kind == "binary":
+            assert explanation.output == "log_odds"
+            assert explanation.explained_class == model.card.classes[1]
+            # the calibrated graph's log-odds: its margin over its temperature
+            assert 1 / (1 + np.exp(-explanation.output_value)) == pytest.approx(
+                explanation.probability, abs=1e-5
+            )
+        else:
+            assert explanation.output == "logit"
+            assert explanation.explained_class == explanation.prediction.label
+
+
+def test_explain_of_a_model_without_a_table_is_a_422(
+    trained_models: dict[str, TrainedModel],
+) -> None:
+    # Given a live model whose file was written before explanations existed
+    model = trained_models["regression"]
+    stripped = onnx.load_from_string(model.onnx)
+    del stripped.metadata_props[:]
+    data = stripped.SerializeToString()
+    sha256 = hashlib.sha256(data).hexdigest()
+    card = model.card.model_copy(
+        update={"onnx": model.card.onnx.model_copy(update={"sha256": sha256})}
+    )
+    api = Api()
+    api.publish(dataclasses.replace(model, onnx=data, card=card), run="run-1")
+    _, instances = client_rows(model, rows=2)
+    # When it is asked to explain, twice
+    first, second = _explain(api, instances), _explain(api, instances)
+    # Then it refuses with a 422 that says why, and reads the file only once to know it
+    assert_error(first, 422, "not_explainable", mentions="no explanation table")
+    assert second.body == first.body
+    assert api.predict(instances).status == 200
+    model_reads = [key for _, key in api.store.reads if key.endswith(".onnx")]
+    assert len(model_reads) == 2  # the predict session's load and the one explain load
+
+
+def test_explain_refuses_what_predict_refuses(trained_models: dict[str, TrainedModel]) -> None:
+    model = trained_models["binary"]
+    api = Api(max_instances=3)
+    api.publish(model, run="run-1")
+    _, instances = client_rows(model, rows=4)
+    assert_error(_explain(api, instances), 413, "too_many_instances", mentions="limit is 3")
+    broken = [{**instances[0], "typo": 1}]
+    assert _explain(api, broken).status == 422
+
+
+# --- global importance ----------------------------------------------------------------------
+
+
+def test_mean_absolute_contribution_ranks_the_top_features_as_permutation_importance(
+    tmp_path: Path,
+) -> None:
+    # Given an XGBoost classifier on six features, four of them informative
+    fitted = fit(tmp_path, "binary", "xgboost", n_estimators=80)
+    held_out = fitted.validation
+    # When its held-out rows are explained and contributions averaged in absolute value
+    _, contributions, explaining = fitted.explain(held_out)
+    mean_abs = np.abs(explaining.by_feature(contributions)).mean(axis=0)
+    # Then the top features are those permutation importance ranks first on the same rows (the
+    # model report's measure; scikit-learn's, the report not being merged yet)
+    permuted = permutation_importance(
+        fitted.pipeline,
+        held_out.frame,
+        held_out.y,
+        scoring="neg_log_loss",
+        n_repeats=5,
+        random_state=0,
+    )
+    top = 4
+    by_contribution = set(np.argsort(-mean_abs)[:top].tolist())
+    by_permutation = set(np.argsort(-permuted.importances_mean)[:top].tolist())
+    assert by_contribution == by_permutation
+
+
+def test_the_table_is_in_the_shipped_model_file(trained_models: dict[str, TrainedModel]) -> None:
+    # training writes it into model.onnx itself, under the model's sha256
+    for model in trained_models.values():
+        assert METADATA_KEY in metadata_entries(model.onnx)
+        assert hashlib.sha256(model.onnx).hexdigest() == model.card.onnx.sha256
