@@ -64,9 +64,11 @@ XGBOOST_REPORTED = (
     "n_jobs",
     "random_state",
 )
+LIGHTGBM_MAX_DEPTH = 12
 LIGHTGBM_REPORTED = (
     "n_estimators",
     "num_leaves",
+    "max_depth",
     "learning_rate",
     "min_child_samples",
     "subsample",
@@ -152,6 +154,9 @@ def build_lightgbm(schema: DatasetSchema, hp: Hyperparameters, *, n_jobs: int) -
         "n_estimators": hp.n_estimators,
         "learning_rate": hp.learning_rate,
         "num_leaves": hp.num_leaves,
+        # LightGBM grows leaf-wise with no depth limit; a path over 16 distinct features cannot
+        # be explained (functions/shared/explanation.py), and 12 levels hold 256 leaves
+        "max_depth": LIGHTGBM_MAX_DEPTH,
         "min_child_samples": 20,
         "n_jobs": n_jobs,
         "random_state": hp.seed,
