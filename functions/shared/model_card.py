@@ -24,6 +24,8 @@ from functions.shared.features import (
 MODEL_CARD_SCHEMA_VERSION: Literal[1] = 1
 MODEL_FILE = "model.onnx"
 MODEL_CARD_FILE = "model_card.json"
+# The candidate that is a weighted blend of other candidates (training/ensemble.py).
+ENSEMBLE = "ensemble"
 
 Device = Literal["cpu", "cuda"]
 
@@ -136,8 +138,18 @@ class RefitRecord(_Frozen):
         return self
 
 
+class EnsembleMember(_Frozen):
+    """One family in a blend: its weight (``count`` of the selection rounds kept, over their
+    number) in the averaged probabilities or values."""
+
+    name: str
+    weight: float = Field(gt=0, le=1)
+    count: int = Field(ge=1)
+
+
 class CandidateRecord(_Frozen):
-    """One model family tried during training, chosen or not."""
+    """One model family tried during training, chosen or not, or the ensemble of them
+    (``name`` "ensemble", with ``members``; ``params`` then say how it was selected)."""
 
     name: str
     params: dict[str, JsonValue]
@@ -152,6 +164,21 @@ class CandidateRecord(_Frozen):
     # the shipped candidate's refit on train + validation; None for the others, when the refit
     # is switched off (training.refit), and on cards written before it existed
     refit: RefitRecord | None = None
+    # the ensemble's families and weights, in rank order; empty for a family (and older cards)
+    members: list[EnsembleMember] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _members_make_an_ensemble(self) -> Self:
+        if (self.name == ENSEMBLE) != bool(self.members):
+            raise ValueError(f"only the '{ENSEMBLE}' candidate has members, and it needs them")
+        names = [m.name for m in self.members]
+        if len(set(names)) < len(names) or ENSEMBLE in names:
+            raise ValueError(f"ensemble members must be distinct families, got {names}")
+        if self.members and abs(sum(m.weight for m in self.members) - 1.0) > 1e-6:
+            raise ValueError(
+                f"ensemble weights must sum to 1, got {[m.weight for m in self.members]}"
+            )
+        return self
 
 
 class CalibrationFigures(_Frozen):
@@ -239,6 +266,13 @@ class ModelCard(DatasetFacts):
             raise ValueError(
                 f"parity failures {failed} must be candidates {names} other than the chosen one"
             )
+        families = {c.name for c in self.candidates if c.name != ENSEMBLE}
+        for candidate in self.candidates:
+            if not {m.name for m in candidate.members} <= families:
+                raise ValueError(
+                    f"ensemble members {[m.name for m in candidate.members]} must be the "
+                    f"card's other candidates {sorted(families)}"
+                )
         mapping = self.onnx_input_names
         if mapping is not None and (
             mapping.keys() != {f.name for f in self.features}
@@ -263,6 +297,11 @@ class ModelCard(DatasetFacts):
         if self.onnx_input_names is not None:
             return self.onnx_input_names
         return {f.name: f.name for f in self.features}
+
+    @property
+    def families(self) -> list[CandidateRecord]:
+        """The model families searched, in the order tried: every candidate but the ensemble."""
+        return [c for c in self.candidates if c.name != ENSEMBLE]
 
     @property
     def chosen_candidate(self) -> CandidateRecord:

@@ -258,3 +258,57 @@ def test_a_card_records_the_refit_beside_the_train_only_figures() -> None:
 def test_inconsistent_refits_are_refused(refit: dict[str, Any], message: str) -> None:
     with pytest.raises(ValidationError, match=message):
         ModelCard.model_validate(_refit_card(**refit))
+
+
+def _ensemble_card(members: list[dict[str, Any]], **changes: Any) -> dict[str, Any]:
+    """A card whose chosen model blends xgboost and linear."""
+    families = [
+        _card()["candidates"][0],
+        {**_card()["candidates"][0], "name": "linear", "metric_value": 0.7},
+    ]
+    ensemble = {
+        **_card()["candidates"][0],
+        "name": "ensemble",
+        "params": {"rounds": 25},
+        "metric_value": 0.85,
+        "members": members,
+    }
+    return _card(chosen="ensemble", candidates=[*families, ensemble], **changes)
+
+
+BLEND = [
+    {"name": "xgboost", "weight": 0.6, "count": 15},
+    {"name": "linear", "weight": 0.4, "count": 10},
+]
+
+
+def test_an_ensemble_card_lists_members_and_weights() -> None:
+    card = ModelCard.model_validate(_ensemble_card(BLEND))
+    assert card.chosen_candidate.name == "ensemble"
+    assert [(m.name, m.weight) for m in card.chosen_candidate.members] == [
+        ("xgboost", 0.6),
+        ("linear", 0.4),
+    ]
+    assert [c.name for c in card.families] == ["xgboost", "linear"]
+    # And a card written before ensembles existed (no members anywhere) still loads
+    assert ModelCard.model_validate(_card()).chosen_candidate.members == []
+
+
+@pytest.mark.parametrize(
+    ("members", "message"),
+    [
+        ([{**BLEND[0], "name": "lightgbm"}, BLEND[1]], r"must be the card's other candidates"),
+        ([BLEND[0], {**BLEND[1], "weight": 0.3}], "ensemble weights must sum to 1"),
+        ([BLEND[0], {**BLEND[0]}], "must be distinct families"),
+        ([], "only the 'ensemble' candidate has members, and it needs them"),
+    ],
+)
+def test_inconsistent_ensembles_are_refused(members: list[dict[str, Any]], message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        ModelCard.model_validate(_ensemble_card(members))
+
+
+def test_only_the_ensemble_has_members() -> None:
+    family = {**_card()["candidates"][0], "members": BLEND}
+    with pytest.raises(ValidationError, match="only the 'ensemble' candidate has members"):
+        ModelCard.model_validate(_card(candidates=[family]))
