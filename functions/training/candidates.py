@@ -82,10 +82,23 @@ LIGHTGBM_REPORTED = (
 
 
 @dataclass(frozen=True)
+class HeldOutPredictions:
+    """What a candidate predicted on rows it was not fitted on, as its selection figure saw
+    them: the validation split (one fold), or the out-of-fold predictions of the k-fold search
+    over train + validation. ``values`` are probabilities ``(n, K)`` or predictions ``(n,)``."""
+
+    values: NDArray[np.float64]
+    y: NDArray[Any]
+    fold: NDArray[np.intp]  # each row's fold: the figure is the mean of the metric per fold
+
+
+@dataclass(frozen=True)
 class FittedCandidate:
     name: CandidateName
     pipeline: Pipeline
     record: CandidateRecord
+    # set by the search; the ensemble selection blends them (training/ensemble.py)
+    held_out: HeldOutPredictions | None = None
 
 
 def build_features(

@@ -16,7 +16,7 @@ from sklearn.pipeline import Pipeline
 from functions.shared.errors import ParityError
 from functions.shared.features import DatasetSchema
 from functions.shared.model_card import ParityReport
-from functions.training.calibration import CalibratedClassifier
+from functions.training.calibration import ProbabilisticClassifier
 from functions.training.splits import Split
 
 PARITY_TOLERANCE = 1e-4
@@ -100,7 +100,10 @@ def regression_parity(
 
 
 def measure_parity(
-    pipeline: Pipeline | CalibratedClassifier, session: Any, schema: DatasetSchema, split: Split
+    pipeline: Pipeline | ProbabilisticClassifier,
+    session: Any,
+    schema: DatasetSchema,
+    split: Split,
 ) -> ParityReport:
     """Run the native model (calibrated like the graph, where it is) and the ONNX session on
     the same split and compare them."""

@@ -25,6 +25,12 @@ FAILURE_FILE = "failure"
 FAILURE_REASON_LIMIT = 1024
 
 DEFAULT_MAX_TRIALS = 30
+# Families in one shipped blend at most: what keeps 1-row predict within its budget
+# (training/ensemble.py; docs/decisions.md, 2026-12-03).
+MAX_ENSEMBLE_MEMBERS = 3
+# Trees in one blend at most, unless the family that would ship alone holds more: a blend is
+# never bigger than a single model may be (docs/decisions.md, 2026-12-03, has the figures).
+MAX_ENSEMBLE_TREES = 1000
 
 CandidateName = Literal["linear", "xgboost", "lightgbm"]
 ALL_CANDIDATES: tuple[CandidateName, ...] = ("linear", "xgboost", "lightgbm")
@@ -102,6 +108,9 @@ class Hyperparameters(BaseModel):
     # the contract's training.refit, passed by the run: fit the chosen configuration again on
     # train + validation before export (training/refit.py); false ships the train-only fit
     refit: bool = True
+
+    # families a shipped blend may hold (1: never blend); the default is the serving cap
+    max_ensemble_members: int = Field(default=MAX_ENSEMBLE_MEMBERS, ge=1, le=MAX_ENSEMBLE_MEMBERS)
 
     @field_validator("candidates", mode="before")
     @classmethod

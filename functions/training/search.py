@@ -37,11 +37,13 @@ from functions.shared.metrics import METRICS
 from functions.shared.model_card import ClassWeighting, SearchSummary, TrialRecord
 from functions.training.candidates import (
     FittedCandidate,
+    HeldOutPredictions,
     balanced_weights,
     build_candidates,
     fit_candidate,
     rarest_class,
 )
+from functions.training.ensemble import on_split, predictions
 from functions.training.script_mode import CandidateName, Hyperparameters
 from functions.training.splits import Split, join_splits
 
@@ -101,6 +103,8 @@ class Folds:
     """Train + validation, cut into KFOLDS (stratified for classification) with the seed."""
 
     pairs: list[tuple[Split, Split]]
+    held: list[NDArray[np.intp]]  # each fold's held-out rows of train + validation
+    y: NDArray[Any]  # train + validation's target, in that order
 
     @classmethod
     def of(cls, schema: DatasetSchema, train: Split, validation: Split, seed: int) -> Folds:
@@ -110,11 +114,21 @@ class Folds:
             if schema.task == "classification"
             else KFold(KFOLDS, shuffle=True, random_state=seed)
         )
+        cuts = list(splitter.split(joined.frame, joined.y))
         pairs = [
             (_subset(joined, fit_rows, f"fold {k} fit"), _subset(joined, held, f"fold {k}"))
-            for k, (fit_rows, held) in enumerate(splitter.split(joined.frame, joined.y))
+            for k, (fit_rows, held) in enumerate(cuts)
         ]
-        return cls(pairs)
+        return cls(pairs, [held for _, held in cuts], joined.y)
+
+    def assemble(self, per_fold: list[NDArray[np.float64]]) -> HeldOutPredictions:
+        """Each fold's predictions on its held-out rows, put back in train + validation order."""
+        values = np.empty((self.y.shape[0], *per_fold[0].shape[1:]), dtype=np.float64)
+        fold = np.empty(self.y.shape[0], dtype=np.intp)
+        for k, (rows, predicted) in enumerate(zip(self.held, per_fold, strict=True)):
+            values[rows] = predicted
+            fold[rows] = k
+        return HeldOutPredictions(values, self.y, fold)
 
 
 class Searcher:
@@ -154,6 +168,7 @@ class Searcher:
             pruner=optuna.pruners.MedianPruner(n_startup_trials=PRUNE_STARTUP_TRIALS),
         )
         fitted: dict[int, FittedCandidate] = {}
+        held_out: dict[int, HeldOutPredictions] = {}  # k-fold trials' out-of-fold predictions
         seconds_of: dict[int, float] = {}
 
         def objective(trial: optuna.Trial) -> float:
@@ -161,11 +176,13 @@ class Searcher:
             try:
                 first = trial.number == 0  # the default configuration, as built
                 params = {} if first else suggest(name, trial, self.schema.task)
-                score, model = self._evaluate(name, params, None, trial)
+                score, model, out_of_fold = self._evaluate(name, params, None, trial)
             finally:
                 seconds_of[trial.number] = time.perf_counter() - clock
             if model is not None:
                 fitted[trial.number] = model
+            if out_of_fold is not None:
+                held_out[trial.number] = out_of_fold
             return math.nan if score is None else score
 
         # the first trial always runs, however small the budget: a family needs one model
@@ -184,7 +201,12 @@ class Searcher:
         params = {**best.params, **bagging}
         score = best.value if complete else None
         chosen = fitted.get(best.number) or self._fit_on_train(name, params, None)
+        chosen = replace(chosen, held_out=held_out.get(best.number))
         chosen = self._weighted_if_better(name, params, chosen, score)
+        if chosen.held_out is None:  # validation selection: the chosen model on validation
+            chosen = replace(
+                chosen, held_out=on_split(chosen.pipeline, self.schema, self.validation)
+            )
         summary = SearchSummary(
             selection=self.selection,
             budget_seconds=round(seconds, 3),
@@ -245,28 +267,31 @@ class Searcher:
         params: dict[str, Any],
         balanced: bool | None,
         trial: optuna.Trial | None,
-    ) -> tuple[float | None, FittedCandidate | None]:
-        """The selection figure for these parameters, and the model fitted on train where the
-        figure came from it (validation selection)."""
+    ) -> tuple[float | None, FittedCandidate | None, HeldOutPredictions | None]:
+        """The selection figure for these parameters, the model fitted on train where the
+        figure came from it (validation selection), and the out-of-fold predictions over
+        train + validation where it came from the folds (k-fold selection)."""
         n_classes = len(self.schema.classes or [])
         if self.folds is None:
             weights = balanced_weights(self.train.y, n_classes) if balanced else None
             callbacks = _pruning_callbacks(name, trial, self.higher_is_better)
             model = self._fit_on_train(name, params, weights, callbacks)
-            return model.record.metric_value, model
+            return model.record.metric_value, model, None
         scores: list[float] = []
+        out_of_fold: list[NDArray[np.float64]] = []
         for step, (fit_part, held) in enumerate(self.folds.pairs):
             weights = balanced_weights(fit_part.y, n_classes) if balanced else None
             pipeline = self._pipeline(name, params)
             value = fit_candidate(name, pipeline, self.schema, fit_part, held, weights)
             if value.record.metric_value is None:
-                return None, None
+                return None, None, None
             scores.append(value.record.metric_value)
+            out_of_fold.append(predictions(value.pipeline, self.schema, held))
             if trial is not None:
                 trial.report(float(np.mean(scores)), step)
                 if trial.should_prune():
                     raise optuna.TrialPruned
-        return float(np.mean(scores)), None
+        return float(np.mean(scores)), None, self.folds.assemble(out_of_fold)
 
     def _weighted_if_better(
         self,
@@ -280,7 +305,7 @@ class Searcher:
         rare = rarest_class(self.schema, self.train.y)
         if rare is None:
             return _with_selection_score(plain, plain_score)
-        weighted_score, weighted = self._evaluate(name, params, True, None)
+        weighted_score, weighted, weighted_held_out = self._evaluate(name, params, True, None)
         better = weighted_score is not None and (
             plain_score is None
             or (
@@ -291,7 +316,9 @@ class Searcher:
         )
         if better and weighted is None:  # k-fold selection: fit the weighted model on train
             weights = balanced_weights(self.train.y, len(self.schema.classes or []))
-            weighted = self._fit_on_train(name, params, weights)
+            weighted = replace(
+                self._fit_on_train(name, params, weights), held_out=weighted_held_out
+            )
         kept = weighted if better and weighted is not None else plain
         kept = _with_selection_score(kept, weighted_score if better else plain_score)
         index, share = rare

@@ -76,6 +76,7 @@ from functions.training.candidates import (
     device_for,
     rank_candidates,
 )
+from functions.training.ensemble import Blend, choose_ensemble
 from functions.training.explanation import with_explanation
 from functions.training.export import describe_onnx, to_onnx
 from functions.training.parity import measure_parity, parity_failure_message
@@ -129,9 +130,16 @@ def train(
         else None
     )
     _progress(schema, started, len(names), len(names), "export to ONNX and parity check")
-    shipped = export_first_passing(ranked, schema, validation, refit)
+    # a blend is tried first; None when no blend beats the best family alone
+    blend = choose_ensemble(
+        ranked, schema, validation, max_members=hyperparameters.max_ensemble_members
+    )
+    shipped = export_first_passing(
+        [*([blend] if blend else []), *ranked], schema, validation, refit
+    )
     best = shipped.candidate  # the refit one, where training refits
-    # The explanation table rides in the model file, so it shares the model's sha256.
+    # The explanation table rides in the model file, so it shares the model's sha256. A blend's
+    # graph is not one the table describes yet: it ships without one (explanation.py says so).
     model_bytes = with_explanation(shipped.model_bytes, best.pipeline, schema, train_split.feeds)
 
     paths.model.mkdir(parents=True, exist_ok=True)
@@ -147,7 +155,7 @@ def train(
         features=list(schema.features),
         classes=schema.classes,
         chosen=best.name,
-        candidates=[best.record if f.name == best.name else f.record for f in fitted],
+        candidates=_records(fitted, blend, best),
         validation=shipped.validation,
         parity=shipped.parity,
         parity_failures=shipped.failures,
@@ -172,6 +180,19 @@ def train(
     return card
 
 
+def _records(
+    fitted: Sequence[FittedCandidate], blend: Blend | None, shipped: FittedCandidate | Blend
+) -> list[CandidateRecord]:
+    """The card's candidates: each family's record, the blend's last; what shipped carries its
+    refit (a blend's members each theirs)."""
+    members = shipped.members if isinstance(shipped, Blend) else (shipped,)
+    refitted = {m.name: m.record for m in members}
+    records = [refitted.get(f.name, f.record) for f in fitted]
+    if blend is not None:
+        records.append(shipped.record if isinstance(shipped, Blend) else blend.record)
+    return records
+
+
 def _progress(schema: DatasetSchema, started: float, done: int, total: int, detail: str) -> None:
     report_progress(
         Progress(
@@ -188,10 +209,10 @@ def _progress(schema: DatasetSchema, started: float, done: int, total: int, deta
 
 @dataclass(frozen=True)
 class Shipped:
-    """The candidate that ships (refit, where training refits), its graph, and what it took to
-    find it."""
+    """The candidate or blend that ships (refit, where training refits), its graph, and what it
+    took to find it."""
 
-    candidate: FittedCandidate
+    candidate: FittedCandidate | Blend
     model_bytes: bytes
     session: Any  # the onnxruntime session the parity check ran
     parity: ParityReport
@@ -203,12 +224,13 @@ class Shipped:
 
 
 def export_first_passing(
-    ranked: Sequence[FittedCandidate],
+    ranked: Sequence[FittedCandidate | Blend],
     schema: DatasetSchema,
     validation: Split,
     refit: Callable[[FittedCandidate], FittedCandidate] | None = None,
 ) -> Shipped:
-    """Export and parity-check candidates in rank order; the first that passes ships.
+    """Export and parity-check candidates in rank order; the first that passes ships. A blend
+    is one graph of its members' exports (ensemble.py), checked against the native blend.
 
     A candidate that fails is recorded with its figures and the next one is tried, so a
     converter's imprecision on one model family costs the run its best model, not the run.
@@ -225,14 +247,17 @@ def export_first_passing(
     failures: list[ParityFailure] = []
     export_seconds = parity_seconds = 0.0
     for selected in ranked:
-        candidate = selected if refit is None else refit(selected)
+        candidate: FittedCandidate | Blend = selected
+        if refit is not None:  # a blend refits each member
+            candidate = selected.refit(refit) if isinstance(selected, Blend) else refit(selected)
         clock = time.perf_counter()
+        graph = (
+            candidate.to_onnx(schema, to_onnx)
+            if isinstance(candidate, Blend)
+            else to_onnx(candidate.pipeline, schema)
+        )
         exported = calibrate_export(
-            candidate.pipeline,
-            to_onnx(candidate.pipeline, schema),
-            schema,
-            validation,
-            temperature_from=selected.pipeline,
+            candidate.pipeline, graph, schema, validation, temperature_from=selected.pipeline
         )
         model_bytes = exported.model_bytes
         session = ort.InferenceSession(model_bytes, providers=["CPUExecutionProvider"])
@@ -296,11 +321,13 @@ def summary(card: ModelCard) -> str:
         )
         lines.append(
             f" {mark} {candidate.name:<8} {card.metric}={_figure(candidate.metric_value)}  "
-            f"fit {candidate.fit_seconds:.1f} s{weighted}{_trials(candidate)}"
+            f"fit {candidate.fit_seconds:.1f} s{weighted}{_trials(candidate)}{_members(candidate)}"
         )
-    refit = card.chosen_candidate.refit
-    if refit is not None:
-        lines.append(_refit_line(card.chosen, refit, card.training.rows_train))
+    chosen = card.chosen_candidate
+    shipped = {m.name for m in chosen.members} or {chosen.name}  # a blend: each member's refit
+    for candidate in card.candidates:
+        if candidate.name in shipped and candidate.refit is not None:
+            lines.append(_refit_line(candidate.name, candidate.refit, card.training.rows_train))
     parity = card.parity
     agreement = (
         "" if parity.label_agreement is None else f", labels agree {parity.label_agreement:.2%}"
@@ -340,6 +367,13 @@ def _trials(candidate: CandidateRecord) -> str:
         f"  {len(candidate.trials)} trials ({search.selection}, stopped by "
         f"{search.stopped_by.replace('_', ' ')}), best #{search.best_trial}"
     )
+
+
+def _members(candidate: CandidateRecord) -> str:
+    if not candidate.members:
+        return ""
+    weights = ", ".join(f"{m.name} {m.weight:.2f}" for m in candidate.members)
+    return f"  blend of {weights} ({candidate.params.get('selection')})"
 
 
 def _figure(value: float | None) -> str:

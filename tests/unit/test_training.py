@@ -21,6 +21,7 @@ from functions.shared.model_card import ModelCard, ParityReport
 from functions.training import train as train_module
 from functions.training.calibration import CalibratedClassifier
 from functions.training.candidates import build_candidates, fit_candidate, score
+from functions.training.ensemble import NativeBlend
 from functions.training.refit import refit_candidate
 from functions.training.script_mode import (
     Hyperparameters,
@@ -91,12 +92,23 @@ def _native(trained: Trained, *, refit: bool = True) -> Any:
     train_split = load_split(trained.paths.train, trained.schema, "train")
     validation = load_split(trained.paths.validation, trained.schema, "validation")
     pipelines = build_candidates(trained.schema, trained.hyperparameters, num_gpus=0)
-    name = trained.card.chosen
-    assert name in ("linear", "xgboost", "lightgbm")
-    chosen = fit_candidate(name, pipelines[name], trained.schema, train_split, validation)
-    if refit and trained.card.chosen_candidate.refit is not None:
-        chosen = refit_candidate(chosen, trained.schema, train_split, validation)
-    native = chosen.pipeline
+
+    def fitted(name: str) -> Any:
+        assert name in ("linear", "xgboost", "lightgbm")
+        family = fit_candidate(name, pipelines[name], trained.schema, train_split, validation)
+        record = next(c for c in trained.card.families if c.name == name)
+        if refit and record.refit is not None:
+            family = refit_candidate(family, trained.schema, train_split, validation)
+        return family.pipeline
+
+    chosen = trained.card.chosen_candidate
+    native: Any
+    if chosen.members:  # the ensemble: its members fitted again, with the graph's weights
+        models = tuple(fitted(m.name) for m in chosen.members)
+        weights = tuple(float(np.float32(m.weight)) for m in chosen.members)
+        native = NativeBlend(models, weights, trained.schema.task)
+    else:
+        native = fitted(chosen.name)
     calibration = trained.card.calibration
     if calibration is not None and calibration.applied:
         assert calibration.temperature is not None
@@ -185,7 +197,7 @@ def test_card_validates_and_its_sha256_matches_the_file(trained: Trained) -> Non
     assert card.dataset_version == trained.schema.dataset_version
     assert card.features == trained.schema.features
     assert card.classes == trained.schema.classes
-    assert [c.name for c in card.candidates] == list(trained.hyperparameters.candidates)
+    assert [c.name for c in card.families] == list(trained.hyperparameters.candidates)
     assert all(c.fit_seconds > 0 for c in card.candidates)
     calibrated = card.calibration is not None and card.calibration.applied
     assert (card.validation == card.chosen_candidate.validation) is not calibrated

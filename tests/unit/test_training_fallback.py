@@ -17,9 +17,14 @@ from functions.training.script_mode import Hyperparameters, SageMakerPaths
 from functions.training.train import summary, train
 from tests import datasets
 
-# The fallback is shown between two families whose graphs carry their offset as a constant.
+# The fallback is shown between two families whose graphs carry their offset as a constant,
+# not blended (test_training_ensemble.py shows a blend's fallback).
 FAST = Hyperparameters(
-    candidates=("linear", "xgboost"), n_estimators=40, early_stopping_rounds=5, max_trials=1
+    candidates=("linear", "xgboost"),
+    n_estimators=40,
+    early_stopping_rounds=5,
+    max_trials=1,
+    max_ensemble_members=1,
 )
 Export = Callable[..., bytes]
 # The graph constant a converter gets wrong when it mishandles a base score or an intercept.

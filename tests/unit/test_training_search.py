@@ -25,7 +25,7 @@ def _train(root: Path, hp: Hyperparameters, rows: int = 2400) -> ModelCard:
 
 
 def _trials(card: ModelCard) -> list[tuple[str, list[object]]]:
-    return [(c.name, [(t.params, t.score, t.state) for t in c.trials]) for c in card.candidates]
+    return [(c.name, [(t.params, t.score, t.state) for t in c.trials]) for c in card.families]
 
 
 def test_the_same_data_and_budget_give_the_same_trials(tmp_path: Path) -> None:
@@ -34,7 +34,7 @@ def test_the_same_data_and_budget_give_the_same_trials(tmp_path: Path) -> None:
     second = _train(tmp_path / "b", CAPPED)
     # Then every family tried the same parameters and scored them the same
     assert _trials(first) == _trials(second)
-    assert all(c.search and c.search.stopped_by == "max_trials" for c in first.candidates)
+    assert all(c.search and c.search.stopped_by == "max_trials" for c in first.families)
     # And a different seed searches elsewhere
     lightgbm = CAPPED.model_copy(update={"seed": 1, "candidates": ("lightgbm",)})
     other = _train(tmp_path / "c", lightgbm)
@@ -43,7 +43,7 @@ def test_the_same_data_and_budget_give_the_same_trials(tmp_path: Path) -> None:
 
 def test_every_trial_is_recorded_with_params_score_and_seconds(tmp_path: Path) -> None:
     card = _train(tmp_path, CAPPED)
-    for candidate in card.candidates:
+    for candidate in card.families:
         search = candidate.search
         assert search is not None and search.selection == "validation"
         assert [t.number for t in candidate.trials] == list(range(CAPPED.max_trials))
@@ -69,11 +69,11 @@ def test_the_search_stops_when_its_budget_is_spent(tmp_path: Path) -> None:
     card = _train(tmp_path, hp)
     elapsed = time.perf_counter() - started
     # Then the clock ended the search, each family after its first trial at least
-    searches = [c.search for c in card.candidates]
+    searches = [c.search for c in card.families]
     assert all(s is not None and s.stopped_by == "budget" for s in searches)
-    assert all(len(c.trials) >= 1 for c in card.candidates)
+    assert all(len(c.trials) >= 1 for c in card.families)
     # And the families together overran the budget by at most a trial each
-    longest = max(t.seconds for c in card.candidates for t in c.trials)
+    longest = max(t.seconds for c in card.families for t in c.trials)
     spent = sum(s.seconds for s in searches if s is not None)
     assert spent <= hp.budget_seconds + len(searches) * (longest + 0.5)
     assert elapsed < 30  # load, export and parity on top, on a shared machine
@@ -83,7 +83,7 @@ def test_small_datasets_select_by_k_fold(tmp_path: Path) -> None:
     # Given 1 500 rows (1 275 train + validation, under 2 000)
     card = _train(tmp_path, CAPPED.model_copy(update={"max_trials": 1}), rows=1500)
     # Then every family was selected on the folds of train + validation
-    for candidate in card.candidates:
+    for candidate in card.families:
         assert candidate.search is not None
         assert candidate.search.selection == f"{KFOLDS}-fold"
     assert card.parity.passed
