@@ -143,21 +143,30 @@ def train_peer(root: Path) -> Any:
     return fit_peer(schema, pd.read_parquet(version / "train" / "part-0.parquet"))
 
 
-def publish(onnx_bytes: bytes, card: ModelCard, s3: Any = None, dynamodb: Any = None) -> None:
+def publish(
+    onnx_bytes: bytes,
+    card: ModelCard,
+    s3: Any = None,
+    dynamodb: Any = None,
+    *,
+    dataset: str = DATASET,
+) -> None:
     """Put the model where a promotion leaves it: files in S3, version live in the registry.
-    Default clients: whatever endpoint the environment names (moto's mock in this module)."""
+    Default clients: whatever endpoint the environment names (moto's mock in this module).
+    Several datasets may be published side by side (bench/ensemble.py)."""
     s3 = s3 or boto3.client("s3")
     dynamodb = dynamodb or boto3.client("dynamodb")
     s3.create_bucket(Bucket=BUCKET)
-    prefix = f"{DATASET}/models/bench/"
+    prefix = f"{dataset}/models/bench/"
     s3.put_object(Bucket=BUCKET, Key=prefix + MODEL_FILE, Body=onnx_bytes)
     s3.put_object(Bucket=BUCKET, Key=prefix + MODEL_CARD_FILE, Body=card.model_dump_json())
-    create_table(dynamodb, TABLE)
+    if TABLE not in dynamodb.list_tables()["TableNames"]:
+        create_table(dynamodb, TABLE)
     registry = DynamoDBRegistry(dynamodb, TABLE)
     uri = f"s3://{BUCKET}/{prefix}"
     version = registry.register(
         NewModelVersion(
-            dataset=DATASET,
+            dataset=dataset,
             run_name="bench",
             dataset_version=card.dataset_version,
             model_uri=uri + MODEL_FILE,
@@ -170,7 +179,7 @@ def publish(onnx_bytes: bytes, card: ModelCard, s3: Any = None, dynamodb: Any = 
         ),
         actor="bench",
     )
-    registry.promote(DATASET, version.version, expected_live=None, actor="bench", reason="bench")
+    registry.promote(dataset, version.version, expected_live=None, actor="bench", reason="bench")
 
 
 def instances(test: pd.DataFrame, card: ModelCard, rows: int) -> list[dict[str, Any]]:
@@ -185,9 +194,12 @@ def instances(test: pd.DataFrame, card: ModelCard, rows: int) -> list[dict[str, 
     return records
 
 
-def predict_event(test: pd.DataFrame, card: ModelCard, rows: int) -> dict[str, Any]:
-    """The stored API Gateway REST predict event with ``rows`` test rows as its body."""
-    template = json.loads(EVENT.read_text())
+def predict_event(
+    test: pd.DataFrame, card: ModelCard, rows: int, dataset: str = DATASET
+) -> dict[str, Any]:
+    """The stored API Gateway REST predict event with ``rows`` test rows as its body, for
+    ``dataset`` (the stored event names churn)."""
+    template = json.loads(EVENT.read_text().replace(f"/{DATASET}:", f"/{dataset}:"))
     return {**template, "body": json.dumps({"instances": instances(test, card, rows)})}
 
 
