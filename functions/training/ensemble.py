@@ -34,7 +34,6 @@ from lightgbm import LGBMClassifier, LGBMRegressor
 from numpy.typing import NDArray
 from pydantic import JsonValue
 from sklearn.pipeline import Pipeline
-from xgboost import XGBClassifier, XGBRegressor
 
 from functions.shared.errors import TrainingError
 from functions.shared.features import (
@@ -51,6 +50,7 @@ from functions.shared.metrics import (
 )
 from functions.shared.model_card import ENSEMBLE, CandidateRecord, EnsembleMember, RefitRecord
 from functions.training.candidates import FittedCandidate, HeldOutPredictions
+from functions.training.refit import scaled_iterations, selected_iterations
 from functions.training.script_mode import MAX_ENSEMBLE_MEMBERS, MAX_ENSEMBLE_TREES
 from functions.training.splits import Split
 
@@ -191,10 +191,16 @@ class NativeBlend:
         return self._average([m.predict(x) for m in self.models])
 
     def _average(self, outputs: list[Any]) -> NDArray[np.float64]:
-        blended = np.zeros_like(np.asarray(outputs[0], dtype=np.float64))
-        for weight, output in zip(self.weights, outputs, strict=True):
-            blended += weight * np.asarray(output, dtype=np.float64)
-        return blended
+        return weighted_average(self.weights, outputs)
+
+
+def weighted_average(weights: Sequence[float], outputs: Sequence[Any]) -> NDArray[np.float64]:
+    """``sum(weight_i * output_i)`` in float64, in member order (one arithmetic for selection
+    and the native blend, so their figures agree to the last bit)."""
+    blended = np.zeros_like(np.asarray(outputs[0], dtype=np.float64))
+    for weight, output in zip(weights, outputs, strict=True):
+        blended += weight * np.asarray(output, dtype=np.float64)
+    return blended
 
 
 @dataclass(frozen=True)
@@ -239,18 +245,21 @@ def choose_ensemble(
     validation: Split,
     *,
     max_members: int = MAX_ENSEMBLE_MEMBERS,
+    refit_rows: tuple[int, int] | None = None,
 ) -> Blend | None:
     """The blend to try before the best single candidate, or None when none beats it.
 
     ``ranked`` is best first (rank_candidates). Candidates without held-out predictions from
     the search are scored on ``validation``; if any candidate's held-out rows differ from the
     others' (some from k-fold, some not), all are scored on ``validation`` alike.
+    ``refit_rows`` (train rows, train + validation rows) when the members will be refit: trees
+    are then counted as the refit graphs will hold them.
     """
     if len(ranked) < 2 or max_members < 2:
         return None
     started = time.perf_counter()
     held_out = _held_out(ranked, schema, validation)
-    trees = [tree_count(c.pipeline) for c in ranked]
+    trees = [tree_count(c.pipeline, refit_rows) for c in ranked]
     max_trees = max(MAX_ENSEMBLE_TREES, trees[0])  # never more than the cap or ranked[0] alone
     selection = select(
         schema.metric, held_out, max_members=max_members, costs=trees, max_cost=max_trees
@@ -258,10 +267,17 @@ def choose_ensemble(
     best_single = max(
         range(len(ranked)), key=lambda i: _signed(schema.metric, selection.singles[i])
     )
-    beats = _signed(schema.metric, selection.score) > _signed(
-        schema.metric, selection.singles[best_single]
-    )
-    if selection.members < 2 or not beats:
+    picked = [i for i, count in enumerate(selection.counts) if count]
+    # float32, as the graph holds them, so the native blend averages with the same numbers;
+    # the blend's figure is computed with them too: it is the figure of what ships
+    weights = tuple(float(np.float32(selection.weights[i])) for i in picked)
+    score = math.nan
+    if len(picked) >= 2:
+        first = held_out[0]
+        blended = weighted_average(weights, [held_out[i].values for i in picked])
+        score = held_out_score(schema.metric, first.y, blended, first.fold)
+    beats = _signed(schema.metric, score) > _signed(schema.metric, selection.singles[best_single])
+    if not beats:
         log.info(
             "ensemble selection kept %s alone (%s=%s)",
             ranked[best_single].name,
@@ -269,10 +285,7 @@ def choose_ensemble(
             selection.singles[best_single],
         )
         return None
-    picked = [i for i, count in enumerate(selection.counts) if count]
     members = tuple(ranked[i] for i in picked)
-    # float32, as the graph holds them, so the native blend averages with the same numbers
-    weights = tuple(float(np.float32(selection.weights[i])) for i in picked)
     native = NativeBlend(tuple(m.pipeline for m in members), weights, schema.task)
     record = CandidateRecord(
         name=ENSEMBLE,
@@ -288,7 +301,7 @@ def choose_ensemble(
             "best_single_value": _json(selection.singles[best_single]),
         },
         fit_seconds=round(time.perf_counter() - started, 3),
-        metric_value=_json(selection.score),
+        metric_value=_json(score),
         validation=_report(native, schema, validation),
         members=[
             EnsembleMember(
@@ -301,28 +314,28 @@ def choose_ensemble(
         "ensemble of %s: %s=%s beats %s alone (%s)",
         ", ".join(f"{m.name} {m.weight:.2f}" for m in record.members),
         schema.metric,
-        selection.score,
+        score,
         ranked[best_single].name,
         selection.singles[best_single],
     )
     return Blend(members, weights, record, native)
 
 
-def tree_count(pipeline: Pipeline) -> int:
+def tree_count(pipeline: Pipeline, refit_rows: tuple[int, int] | None = None) -> int:
     """The trees the pipeline's ONNX export holds: the boosting rounds kept by early stopping
-    (the converters export those only) times the trees per round; 0 for a linear model."""
+    (the converters export those only) times the trees per round; 0 for a linear model. With
+    ``refit_rows`` (train rows, train + validation rows), the trees its refit will hold: the
+    rounds scaled as refit.py scales them."""
     model = pipeline.named_steps["model"]
-    if isinstance(model, XGBClassifier | XGBRegressor):
-        booster = model.get_booster()
-        rounds = booster.num_boosted_rounds()
-        kept = int(getattr(model, "best_iteration", rounds - 1)) + 1
-        classes = int(getattr(model, "n_classes_", 1))
-        return kept * (classes if classes > 2 else 1)
+    rounds = selected_iterations(model)
+    if rounds is None:
+        return 0
+    if refit_rows is not None:
+        rounds = scaled_iterations(rounds, *refit_rows)
     if isinstance(model, LGBMClassifier | LGBMRegressor):
-        lgbm = model.booster_
-        kept = lgbm.best_iteration if lgbm.best_iteration > 0 else lgbm.current_iteration()
-        return int(kept * lgbm.num_model_per_iteration())
-    return 0
+        return rounds * int(model.booster_.num_model_per_iteration())
+    classes = int(getattr(model, "n_classes_", 1))  # XGBoost: a tree per class and round
+    return rounds * (classes if classes > 2 else 1)
 
 
 def predictions(pipeline: Any, schema: DatasetSchema, split: Split) -> NDArray[np.float64]:

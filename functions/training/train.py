@@ -132,7 +132,11 @@ def train(
     _progress(schema, started, len(names), len(names), "export to ONNX and parity check")
     # a blend is tried first; None when no blend beats the best family alone
     blend = choose_ensemble(
-        ranked, schema, validation, max_members=hyperparameters.max_ensemble_members
+        ranked,
+        schema,
+        validation,
+        max_members=hyperparameters.max_ensemble_members,
+        refit_rows=(train_split.rows, train_split.rows + validation.rows) if refit else None,
     )
     shipped = export_first_passing(
         [*([blend] if blend else []), *ranked], schema, validation, refit

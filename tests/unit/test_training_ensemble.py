@@ -43,6 +43,7 @@ from functions.training.ensemble import (
 )
 from functions.training.export import append_temperature, to_onnx
 from functions.training.parity import measure_parity
+from functions.training.refit import refit_candidate
 from functions.training.script_mode import (
     MAX_ENSEMBLE_TREES,
     CandidateName,
@@ -318,11 +319,11 @@ def test_a_calibrated_blend_passes_parity(families: Families) -> None:
     assert measure_parity(exported.native, session, families.schema, families.validation).passed
 
 
-def test_tree_count_is_the_exported_graphs(families: Families) -> None:
-    # Given each family's exported graph
-    for candidate in families.fitted:
-        model = onnx.load_from_string(to_onnx(candidate.pipeline, families.schema))
-        trees = {
+def _trees(graph: bytes) -> int:
+    """The trees an exported graph holds."""
+    model = onnx.load_from_string(graph)
+    return len(
+        {
             (node.name, tree)
             for node in model.graph.node
             if node.op_type.startswith("TreeEnsemble")
@@ -330,8 +331,19 @@ def test_tree_count_is_the_exported_graphs(families: Families) -> None:
             if attribute.name == "nodes_treeids"
             for tree in attribute.ints
         }
-        # Then tree_count counts what the graph holds (what serving pays for)
-        assert tree_count(candidate.pipeline) == len(trees), candidate.name
+    )
+
+
+def test_tree_count_is_the_exported_graphs(families: Families) -> None:
+    rows = (families.train.rows, families.train.rows + families.validation.rows)
+    for candidate in families.fitted:
+        # Given each family's exported graph, and its refit's on train + validation
+        graph = to_onnx(candidate.pipeline, families.schema)
+        refit = refit_candidate(candidate, families.schema, families.train, families.validation)
+        refit_graph = to_onnx(refit.pipeline, families.schema)
+        # Then tree_count counts what each graph holds (what serving pays for)
+        assert tree_count(candidate.pipeline) == _trees(graph), candidate.name
+        assert tree_count(candidate.pipeline, rows) == _trees(refit_graph), candidate.name
 
 
 def test_blend_graphs_refuses_members_that_do_not_fit(families: Families) -> None:
@@ -369,12 +381,24 @@ def test_training_ships_the_blend_and_the_card_lists_members_and_weights(tmp_pat
     assert ensemble.params["best_single_value"] == family_best
     assert ensemble.params["trees"] <= ensemble.params["max_trees"]
     assert ensemble.params["max_trees"] >= MAX_ENSEMBLE_TREES
+    # And each member was refit on train + validation before export, the graph holding the
+    # trees the card counted for the refit
+    rows = card.training.rows_train + card.training.rows_validation
+    assert ensemble.refit is not None and ensemble.refit.rows == card.fitted_rows == rows
+    members = {m.name for m in ensemble.members}
+    refits = {c.name: c.refit for c in card.families}
+    assert all((refits[name] is not None) == (name in members) for name in refits)
+    graph = (tmp_path / "model" / "model.onnx").read_bytes()
+    assert _trees(graph) == ensemble.params["trees"]
     # And the card reads back, and the job's summary prints the blend
     written = ModelCard.model_validate_json((tmp_path / "model" / "model_card.json").read_bytes())
     assert written == card
     weights = ", ".join(f"{m.name} {m.weight:.2f}" for m in ensemble.members)
     assert f" * ensemble rmse={ensemble.metric_value:.4f}" in summary(card)
     assert f"blend of {weights} (validation)" in summary(card)
+    assert all(
+        f"refit {name} on {rows} train + validation rows" in summary(card) for name in members
+    )
 
 
 def test_one_member_allowed_trains_no_ensemble(tmp_path: Path) -> None:

@@ -45,7 +45,10 @@ from functions.training.train import export_first_passing, summary, train
 from infra.local.pipeline import DEFINITION
 from tests import datasets
 
-FAST = Hyperparameters(n_estimators=60, early_stopping_rounds=5, max_trials=1)
+# One family ships, not a blend (test_training_ensemble.py refits a blend's members).
+FAST = Hyperparameters(
+    n_estimators=60, early_stopping_rounds=5, max_trials=1, max_ensemble_members=1
+)
 
 
 @dataclass(frozen=True)
