@@ -26,7 +26,11 @@ from functions.training.train import train
 from tests import datasets
 from tests.datasets import SPLITS
 
-FAST = Hyperparameters(n_estimators=40, early_stopping_rounds=5, max_trials=1)  # no search
+# No search, and one family ships: the session's models serve the predict and explain routes,
+# and a blend carries no explanation table yet (test_training_ensemble.py trains blends).
+FAST = Hyperparameters(
+    n_estimators=40, early_stopping_rounds=5, max_trials=1, max_ensemble_members=1
+)
 KINDS: dict[str, Callable[[Path], DatasetSchema]] = {
     "binary": datasets.binary_numeric,
     "multiclass": datasets.multiclass_mixed,

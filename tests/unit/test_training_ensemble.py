@@ -17,9 +17,12 @@ from numpy.typing import NDArray
 from sklearn.linear_model import Ridge
 from sklearn.pipeline import Pipeline
 
+from functions.inference.explain import ExplainingModel
 from functions.shared.errors import TrainingError
+from functions.shared.explanation import METADATA_KEY, ExplanationTableError, metadata_entries
 from functions.shared.features import DatasetSchema
 from functions.shared.model_card import ENSEMBLE, CandidateRecord, EnsembleMember, ModelCard
+from functions.shared.scoring import ScoringModel
 from functions.training import ensemble as ensemble_module
 from functions.training.calibration import (
     PROBABILITY_FLOOR,
@@ -399,6 +402,23 @@ def test_training_ships_the_blend_and_the_card_lists_members_and_weights(tmp_pat
     assert all(
         f"refit {name} on {rows} train + validation rows" in summary(card) for name in members
     )
+
+
+def test_a_blend_ships_without_an_explanation_table(tmp_path: Path) -> None:
+    # Given a blend that shipped (the explanation table describes one model node: not yet a
+    # blend's several, docs/decisions.md)
+    card = _train(tmp_path, FAST)
+    assert card.chosen == ENSEMBLE
+    graph = (tmp_path / "model" / "model.onnx").read_bytes()
+    # Then its file carries no table, and explaining it is refused with the reason
+    assert METADATA_KEY not in metadata_entries(graph)
+    scoring = ScoringModel(graph, card, expected_sha256=card.onnx.sha256)
+    with pytest.raises(ExplanationTableError, match="carries no explanation table"):
+        ExplainingModel(graph, scoring)
+    # And it still predicts: the scoring path reads a blend as any model
+    rows = pd.read_parquet(tmp_path / "version" / "validation" / "part-0.parquet").head(5)
+    scores = scoring.score({c: rows[c].to_numpy() for c in rows.columns})
+    assert scores.values is not None and np.isfinite(scores.values).all()
 
 
 def test_one_member_allowed_trains_no_ensemble(tmp_path: Path) -> None:
