@@ -17,6 +17,14 @@ save loop and after each run. Without them the soak's RSS rose about 7 MiB per r
 1.2 MiB per 100 s of predictions; with them, see docs/reliability.md §9.
 
 Both are glibc functions; elsewhere (musl, macOS) they are absent and both calls do nothing.
+
+``forget_tracked_models`` undoes a habit of moto's: every instance of every moto model class is
+appended to its class's ``instances_tracked`` list when it is created, for the moto server's
+dashboard, and never removed. That includes the copies a DynamoDB Scan makes of each item it
+returns (a 45-item registry scanned by the alarm rounds kept 200 copies a scan), every
+CloudWatch datum and every S3 key object, deleted or not. The backends hold what the endpoint
+stores; the lists only feed ``/moto-api/``'s dashboard, which ``sluice up`` does not offer. The
+stack empties them with every release, as moto's own ``reset_model_data`` does at a reset.
 """
 
 from __future__ import annotations
@@ -55,3 +63,18 @@ def release() -> bool:
     """Return the allocator's free pages to the system; True when some were returned."""
     library = _glibc()
     return library is not None and bool(library.malloc_trim(0))
+
+
+def forget_tracked_models() -> int:
+    """Empty every moto model class's ``instances_tracked`` list; returns how many entries went.
+    What the backends store is untouched."""
+    from moto.core.model_instances import model_data
+
+    dropped = 0
+    for models in model_data.values():
+        for model in models.values():
+            tracked = getattr(model, "instances_tracked", None)
+            if tracked:
+                dropped += len(tracked)
+                model.instances_tracked = []  # type: ignore[attr-defined]
+    return dropped

@@ -512,6 +512,7 @@ class LocalStack:
         while not self._stopping.wait(SNAPSHOT_SECONDS):
             self._save()
             if time.monotonic() - released >= memory.RELEASE_SECONDS:
+                memory.forget_tracked_models()
                 memory.release()
                 released = time.monotonic()
 
@@ -559,6 +560,7 @@ class LocalStack:
                 f"live {decision.get('live_version')}"
             )
         self.retrain(self._settle(run, execution.status, execution.output))
+        memory.forget_tracked_models()
         memory.release()  # what preprocess and evaluate freed goes back to the system now
 
     def _step_done(self, run: RunInput, event: StateEvent) -> None:
