@@ -13,8 +13,8 @@ process that runs pandas, pyarrow and onnxruntime work now and then:
 ``limit_arenas`` caps the arenas at ``ARENAS`` (2) for the threads that start after it (call it
 before the stack's threads start); ``release`` is ``malloc_trim(0)``, which returns every free
 page of every arena, wherever it sits. The stack releases every ``RELEASE_SECONDS`` (30) from its
-save loop and after each run. Without them the soak's RSS rose about 7 MiB per run and
-1.2 MiB per 100 s of predictions; with them, see docs/reliability.md §9.
+save loop and after each run. They lowered the soak's RSS after warm-up from 468 to 296 MiB;
+the hour still grew 72 MiB, most of it the moto tracking below (docs/reliability.md §9).
 
 Both are glibc functions; elsewhere (musl, macOS) they are absent and both calls do nothing.
 
