@@ -75,14 +75,7 @@ def wide_version(root: Path, rows: int = 20_000, seed: int = 11) -> DatasetSchem
         features=features,
         classes=["no", "yes"],
     )
-    bounds = (0, int(rows * 0.7), int(rows * 0.85), rows)
-    for split, start, stop in zip(
-        ("train", "validation", "test"), bounds, bounds[1:], strict=False
-    ):
-        (root / split).mkdir(parents=True)
-        frame.iloc[start:stop].to_parquet(root / split / "part-0.parquet", index=False)
-    (root / "train" / "dataset.json").write_text(schema.model_dump_json())
-    return schema
+    return predict_bench.write_version(root, frame, schema)
 
 
 def train_model(root: Path) -> tuple[bytes, ModelCard, pd.DataFrame, Any]:

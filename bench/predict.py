@@ -118,6 +118,12 @@ def synthetic_version(root: Path, rows: int = 3000, seed: int = 7) -> DatasetSch
         features=features,
         classes=["no", "yes"],
     )
+    return write_version(root, frame, schema)
+
+
+def write_version(root: Path, frame: pd.DataFrame, schema: DatasetSchema) -> DatasetSchema:
+    """Write ``frame`` split 70/15/15 in row order, as preprocess writes a dataset version."""
+    rows = len(frame)
     bounds = (0, int(rows * 0.7), int(rows * 0.85), rows)
     for split, start, stop in zip(
         ("train", "validation", "test"), bounds, bounds[1:], strict=False
