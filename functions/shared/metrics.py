@@ -294,13 +294,22 @@ def _ece(y: NDArray[np.intp], proba: NDArray[np.floating[Any]], bins: int = ECE_
     mean confidence_b|``, the predicted class being ``argmax`` (first column wins ties), as
     in Guo et al. 2017. 0 is perfectly calibrated; it is in [0, 1].
     """
+    which, confidence, correct = _confidence_bins(y, proba, bins)
+    gap = np.bincount(which, weights=correct - confidence, minlength=bins)
+    return float(np.sum(np.abs(gap)) / y.shape[0])
+
+
+def _confidence_bins(
+    y: NDArray[np.intp], proba: NDArray[np.floating[Any]], bins: int
+) -> tuple[NDArray[np.intp], NDArray[np.float64], NDArray[np.float64]]:
+    """Per row: its confidence bin, its top-class probability, and 1.0 where the top class
+    (``argmax``, first column on ties) is the true one."""
     p = np.asarray(proba, dtype=np.float64)
     predicted = np.argmax(p, axis=1)
     confidence = p[np.arange(y.shape[0]), predicted]
     correct = (predicted == y).astype(np.float64)
     which = np.clip(np.ceil(confidence * bins).astype(np.intp) - 1, 0, bins - 1)
-    gap = np.bincount(which, weights=correct - confidence, minlength=bins)
-    return float(np.sum(np.abs(gap)) / y.shape[0])
+    return which, confidence, correct
 
 
 def _classification_metric(name: str, y: NDArray[np.intp], p: NDArray[np.floating[Any]]) -> float:
@@ -591,12 +600,8 @@ def reliability_bins(
     bin ``edges``. ``sum(count / n * |accuracy - confidence|)`` is the ECE exactly."""
     if bins < 1:
         raise ValueError(f"bins must be at least 1, got {bins}")
-    y, p64 = _validate_classification(y_true, proba)
-    p = np.asarray(p64, dtype=np.float64)
-    predicted = np.argmax(p, axis=1)
-    confidence = p[np.arange(y.shape[0]), predicted]
-    correct = (predicted == y).astype(np.float64)
-    which = np.clip(np.ceil(confidence * bins).astype(np.intp) - 1, 0, bins - 1)
+    y, p = _validate_classification(y_true, proba)
+    which, confidence, correct = _confidence_bins(y, p, bins)
     count = np.bincount(which, minlength=bins)
     conf_sum = np.bincount(which, weights=confidence, minlength=bins)
     hit_sum = np.bincount(which, weights=correct, minlength=bins)
