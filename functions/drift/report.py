@@ -15,9 +15,9 @@ from functions.drift.stats import (
     DriftResult,
     FeatureDrift,
 )
-from functions.shared.html_page import STYLE as _STYLE
 from functions.shared.html_page import escape as _e
 from functions.shared.html_page import num as _num
+from functions.shared.html_page import page
 
 _LEVEL_COLOURS = {"none": "#2e7d32", "moderate": "#ef6c00", "major": "#c62828"}
 _UNSCORED_COLOUR = "#757575"
@@ -163,11 +163,8 @@ def report_html(result: DriftResult) -> bytes:
         "bin edges only (a conservative, binned KS) with an asymptotic p-value. Features with "
         f"fewer than {MIN_LIVE_ROWS} live rows are not scored.</p></footer>"
     )
-    page = (
-        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>{_e(title)}</title><style>{_STYLE}</style></head><body>"
+    return page(
+        title,
         f'<h1>{_e(title)}</h1><p class="sub">live inputs against the training profile'
-        f"{version}</p>{cards}{table}{sections}{footer}</body></html>\n"
+        f"{version}</p>{cards}{table}{sections}{footer}",
     )
-    return page.encode()
