@@ -91,7 +91,7 @@ def create_app(deps: Callable[[], Deps]) -> APIGatewayRestResolver:
         summary="Predict with the live model",
         responses={
             **_ok("Predictions", PredictResponse),
-            **_errors(400, 404, 410, 413, 415, 422, 503),
+            **_errors(400, 404, 410, 413, 415, 422, 503, body_model=True),
         },
         openapi_extensions=_PREDICT_BODY,
         enable_validation=False,
@@ -106,7 +106,7 @@ def create_app(deps: Callable[[], Deps]) -> APIGatewayRestResolver:
         summary="Predict with one version: live, retired or candidate",
         responses={
             **_ok("Predictions", PredictResponse),
-            **_errors(400, 404, 410, 413, 415, 422, 503),
+            **_errors(400, 404, 410, 413, 415, 422, 503, body_model=True),
         },
         openapi_extensions=_PREDICT_BODY,
         enable_validation=False,
@@ -125,7 +125,7 @@ def create_app(deps: Callable[[], Deps]) -> APIGatewayRestResolver:
         "and tree models. See docs/api.md.",
         responses={
             **_ok("Explained predictions", ExplainResponse),
-            **_errors(400, 404, 410, 413, 415, 422, 503),
+            **_errors(400, 404, 410, 413, 415, 422, 503, body_model=True),
         },
         openapi_extensions=_PREDICT_BODY,
         enable_validation=False,
@@ -159,7 +159,7 @@ def create_app(deps: Callable[[], Deps]) -> APIGatewayRestResolver:
                 "description": "Stored",
                 "content": {content_types.APPLICATION_JSON: {"model": FeedbackResponse}},
             },
-            **_errors(400, 404, 410, 413, 415, 422, 503),
+            **_errors(400, 404, 410, 413, 415, 422, 503, body_model=True),
         },
         openapi_extensions=_FEEDBACK_BODY,
         enable_validation=False,
@@ -307,8 +307,10 @@ _FEEDBACK_BODY: dict[str, Any] = {
 }
 
 
-def _errors(*codes: int) -> dict[int, OpenAPIResponse]:
-    """The function's refusals ``codes``, in ``ErrorResponse``, and API Gateway's own 403."""
+def _errors(*codes: int, body_model: bool = False) -> dict[int, OpenAPIResponse]:
+    """The function's refusals ``codes``, in ``ErrorResponse``, and API Gateway's own 403; with
+    ``body_model`` (a POST whose body API Gateway checks against the request model), its own 400
+    too."""
     reasons = {
         400: "Malformed JSON body or path parameter",
         404: "Unknown dataset or version, no live model, or a version the gate rejected",
@@ -328,6 +330,17 @@ def _errors(*codes: int) -> dict[int, OpenAPIResponse]:
         }
         for code in codes
     }
+    if body_model:
+        responses[400]["description"] += (
+            "; a body that is not an object with at least one object in `instances` or in "
+            "`feedback` is refused by API Gateway itself, in its own format "
+            '(`{"message": "Invalid request body"}`)'
+        )
+        responses[400]["content"] = {
+            content_types.APPLICATION_JSON: {
+                "schema": {"anyOf": [{"$ref": _ERROR_RESPONSE_REF}, _GATEWAY_MESSAGE]}
+            }
+        }
     if 413 in responses:
         responses[413]["content"] = {
             content_types.APPLICATION_JSON: {
@@ -342,8 +355,9 @@ def _errors(*codes: int) -> dict[int, OpenAPIResponse]:
     return responses
 
 
-# What API Gateway answers when it refuses a request itself (403 without a valid API key, 413
-# over its 10 MB payload limit): ``{"message": "Forbidden"}``, not the function's ErrorResponse.
+# What API Gateway answers when it refuses a request itself (403 without a valid API key, 400 for
+# a body its request model refuses, 413 over its 10 MB payload limit): ``{"message": "Forbidden"}``,
+# not the function's ErrorResponse.
 _GATEWAY_MESSAGE: dict[str, Any] = {
     "type": "object",
     "title": "GatewayMessage",

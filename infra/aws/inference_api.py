@@ -5,7 +5,8 @@ stage throttling, access logs and tracing."""
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Mapping
+from typing import Any, Literal
 
 from aws_cdk import Duration, RemovalPolicy
 from aws_cdk import aws_apigateway as apigw
@@ -19,6 +20,7 @@ from infra.aws.functions import Layers, SluiceFunction
 from infra.aws.nag import acknowledge
 from infra.aws.registry import Registry
 from infra.aws.storage import Storage, grant_read, grant_write
+from infra.request_models import DRAFT4, PREDICT_REQUEST
 from infra.topology import Topology
 
 ApiAuth = Literal["api_key", "iam"]
@@ -27,19 +29,32 @@ PLAN_RATE, PLAN_BURST = 100, 200  # per API key
 LATENCY_P99_MS = 1000
 
 
-def _non_empty_list_of_objects(key: str) -> apigw.JsonSchema:
-    """An object whose ``key`` holds at least one object: the shape API Gateway checks."""
-    return apigw.JsonSchema(
-        type=apigw.JsonSchemaType.OBJECT,
-        required=[key],
-        properties={
-            key: apigw.JsonSchema(
-                type=apigw.JsonSchemaType.ARRAY,
-                min_items=1,
-                items=apigw.JsonSchema(type=apigw.JsonSchemaType.OBJECT),
-            )
-        },
-    )
+# The draft-04 keywords infra/request_models.py writes, as CDK's JsonSchema spells them.
+_SCHEMA_KEYWORDS = {"required": "required", "minItems": "min_items"}
+
+
+def cdk_json_schema(schema: Mapping[str, Any]) -> apigw.JsonSchema:
+    """``schema`` (a draft-04 JSON Schema as a dict) as CDK's ``JsonSchema``, which renders it back
+    to the same JSON in the template. A keyword not mapped here is refused, never dropped."""
+    arguments: dict[str, Any] = {}
+    for key, value in schema.items():
+        if key == "$schema":
+            if value != DRAFT4:
+                raise ValueError(f"request model $schema {value!r}: API Gateway takes {DRAFT4}")
+            arguments["schema"] = apigw.JsonSchemaVersion.DRAFT4
+        elif key == "type":
+            arguments["type"] = apigw.JsonSchemaType[str(value).upper()]
+        elif key == "properties":
+            arguments["properties"] = {name: cdk_json_schema(sub) for name, sub in value.items()}
+        elif key == "items":
+            arguments["items"] = cdk_json_schema(value)
+        elif key == "anyOf":
+            arguments["any_of"] = [cdk_json_schema(sub) for sub in value]
+        elif key in _SCHEMA_KEYWORDS:
+            arguments[_SCHEMA_KEYWORDS[key]] = value
+        else:
+            raise ValueError(f"request model keyword {key!r} has no CDK mapping in {__name__}")
+    return apigw.JsonSchema(**arguments)
 
 
 class InferenceApi(Construct):
@@ -166,23 +181,14 @@ class InferenceApi(Construct):
             validate_request_body=True,
             validate_request_parameters=True,
         )
-        # One POST method serves :predict and :feedback (the proxy resource below), so its model
-        # takes either body. anyOf rather than oneOf: a body with both keys reaches the function,
-        # whose 422 names the key at fault where API Gateway would only say "Invalid request body".
+        # One model, infra/request_models.py's, which the local gateway applies too.
         predict = apigw.Model(
             self,
-            "PredictRequest",
+            PREDICT_REQUEST.name,
             rest_api=self.api,
-            content_type="application/json",
-            description='{"instances": [...]} or {"feedback": [...]}: at least one of either',
-            schema=apigw.JsonSchema(
-                schema=apigw.JsonSchemaVersion.DRAFT4,
-                type=apigw.JsonSchemaType.OBJECT,
-                any_of=[
-                    _non_empty_list_of_objects("instances"),
-                    _non_empty_list_of_objects("feedback"),
-                ],
-            ),
+            content_type=PREDICT_REQUEST.content_type,
+            description=PREDICT_REQUEST.description,
+            schema=cdk_json_schema(PREDICT_REQUEST.schema),
         )
         v1 = self.api.root.add_resource("v1")
         v1.add_resource("openapi.json").add_method("GET", integration)
@@ -190,12 +196,16 @@ class InferenceApi(Construct):
         # after a colon, which API Gateway's path parts cannot match: one proxy resource, GET for
         # the status routes, POST (body validated) for predictions and feedback.
         models = v1.add_resource("models").add_resource("{proxy+}")
+        if models.path != PREDICT_REQUEST.resource:
+            raise ValueError(
+                f"{PREDICT_REQUEST.name} is for {PREDICT_REQUEST.resource}, not {models.path}"
+            )
         models.add_method("GET", integration)
         models.add_method(
-            "POST",
+            PREDICT_REQUEST.method,
             integration,
             request_validator=validator,
-            request_models={"application/json": predict},
+            request_models={PREDICT_REQUEST.content_type: predict},
         )
 
         if auth == "api_key":

@@ -3,7 +3,10 @@ proxy event API Gateway would send, the proxy response written back as HTTP.
 
 Like API Gateway with an API key required, a request without the configured ``x-api-key`` gets
 403 ``{"message": "Forbidden"}`` before the function runs (the key compared in constant time);
-bodies over API Gateway's 10 MB payload limit get 413 without being read. A ``Content-Length``
+bodies over API Gateway's 10 MB payload limit get 413 without being read. A body the method's
+request model refuses (``infra/request_models.py``, the one CDK deploys, checked as JSON Schema
+draft-04) gets API Gateway's 400 ``{"message": "Invalid request body"}`` before the function
+runs. A ``Content-Length``
 that is not a decimal number gets 400 and the connection is closed (where the body ends is
 unknown). A function that raises gets 502 ``{"message": "Internal server error"}``, as API
 Gateway answers a failed Lambda invocation, and the server keeps serving. Like API Gateway,
@@ -26,12 +29,16 @@ import socket
 import ssl
 import sys
 import threading
+import uuid
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
 
+from jsonschema import Draft4Validator
+
 from infra.local.apigw import read_response, rest_event
+from infra.request_models import INVALID_BODY_MESSAGE, REQUEST_MODELS, RequestModel
 
 MAX_PAYLOAD_BYTES = 10 * 1024 * 1024
 REQUEST_ID_HEADER = "x-amzn-RequestId"
@@ -184,6 +191,10 @@ def _request_handler(
                 return
             raw = self.rfile.read(length) if length else None
             target = urlsplit(self.path)
+            if not _body_accepted(self.command, target.path, headers.get("content-type"), raw):
+                body = json.dumps({"message": INVALID_BODY_MESSAGE}).encode()
+                self._reply(400, _gateway_error_headers("BadRequestException"), body)
+                return
             event = rest_event(
                 self.command,
                 target.path,
@@ -248,6 +259,46 @@ def _content_length(values: list[str]) -> int | None:
         return None
     # int() refuses over 4300 digits; 13 significant digits already say "over any limit".
     return int(value.lstrip("0")[:13] or "0")
+
+
+def _gateway_error_headers(error_type: str) -> dict[str, str]:
+    """The headers API Gateway puts on an answer it gives itself instead of the function's."""
+    return {
+        "content-type": "application/json",
+        REQUEST_ID_HEADER: str(uuid.uuid4()),
+        "x-amzn-ErrorType": error_type,
+    }
+
+
+def _body_accepted(method: str, path: str, content_type: str | None, raw: bytes | None) -> bool:
+    """Whether API Gateway's request validation lets the body through to the function.
+
+    Only a method with a request model for the request's media type is validated (API Gateway
+    validates nothing else; a request without ``Content-Type`` is taken as ``application/json``).
+    The body must be UTF-8 JSON that the model's draft-04 schema accepts; none, or JSON nested
+    deeper than the parser's stack, is refused like any other invalid body.
+    """
+    media_type = (content_type or "application/json").split(";")[0].strip().lower()
+    names = [
+        model.name
+        for model in REQUEST_MODELS
+        if model.applies_to(method, path) and model.content_type == media_type
+    ]
+    if not names:
+        return True
+    try:
+        document = json.loads((raw or b"").decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        return False
+    return all(_VALIDATORS[name].is_valid(document) for name in names)
+
+
+def _draft4_validator(model: RequestModel) -> Draft4Validator:
+    Draft4Validator.check_schema(model.schema)  # a model API Gateway would refuse to create
+    return Draft4Validator(model.schema)
+
+
+_VALIDATORS = {model.name: _draft4_validator(model) for model in REQUEST_MODELS}
 
 
 def _same_key(sent: str | None, expected: str) -> bool:

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from infra.local.pipeline import DEFINITION
+from infra.request_models import PREDICT_REQUEST
 from infra.topology import Topology, batch_event_pattern, upload_event_pattern
 from tests.infra.conftest import Synthesized, synthesize
 
@@ -285,6 +286,9 @@ def test_the_api_requires_a_key_validates_predictions_logs_and_throttles(
     assert "RequestValidatorId" in post and "application/json" in post["RequestModels"]
     model = synthesized.one("AWS::ApiGateway::Model")  # one POST: a predict or a feedback body
     assert [body["required"] for body in model["Schema"]["anyOf"]] == [["instances"], ["feedback"]]
+    # the one model the local gateway applies too (infra/request_models.py)
+    assert model["Schema"] == PREDICT_REQUEST.schema
+    assert model["ContentType"] == PREDICT_REQUEST.content_type
     assert "required" not in model["Schema"]
     stage = synthesized.one("AWS::ApiGateway::Stage")
     assert stage["StageName"] == "dev" and stage["TracingEnabled"] is True
