@@ -45,6 +45,8 @@ class RequestModel:
         The API Gateway resource path (``{name}`` one path part, ``{name+}`` one or more).
     content_type : str
         The request content type the model is keyed by; API Gateway validates no other.
+    description : str
+        The model's description in API Gateway.
     schema : Mapping
         The JSON Schema (draft-04).
     """

@@ -6,12 +6,11 @@ Like API Gateway with an API key required, a request without the configured ``x-
 bodies over API Gateway's 10 MB payload limit get 413 without being read. A body the method's
 request model refuses (``infra/request_models.py``, the one CDK deploys, checked as JSON Schema
 draft-04) gets API Gateway's 400 ``{"message": "Invalid request body"}`` before the function
-runs. A ``Content-Length``
-that is not a decimal number gets 400 and the connection is closed (where the body ends is
-unknown). A function that raises gets 502 ``{"message": "Internal server error"}``, as API
-Gateway answers a failed Lambda invocation, and the server keeps serving. Like API Gateway,
-every response the function gives carries the event's ``requestContext.requestId`` in
-``x-amzn-RequestId``.
+runs. A ``Content-Length`` that is not a decimal number gets 400 and the connection is closed
+(where the body ends is unknown). A function that raises gets 502
+``{"message": "Internal server error"}``, as API Gateway answers a failed Lambda invocation, and
+the server keeps serving. Like API Gateway, every response the function gives carries the
+event's ``requestContext.requestId`` in ``x-amzn-RequestId``.
 
 With an ``ssl_context`` (e.g. ``local_certificate(...).server_context()`` from
 :mod:`infra.local.tls`) it serves HTTPS instead. Each connection's TLS handshake happens in that
