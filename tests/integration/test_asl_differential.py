@@ -7,7 +7,7 @@ error name) and the states entered, and both must give what AWS's documentation 
 Covered: every construct ``pipeline.asl.json`` uses (Pass with ``Parameters`` and
 ``ResultPath``, ``States.JsonMerge``, Choice with ``And``/``Or``/``Not``, ``IsPresent``,
 ``IsNumeric``, ``IsBoolean``, ``BooleanEquals`` and the ``...Path`` comparisons, Task with
-``ResultSelector``/``ResultPath``/``Catch``, Fail), plus ``InputPath``, ``OutputPath``,
+``ResultSelector``/``ResultPath``/``Retry``/``Catch``, Fail), plus ``InputPath``, ``OutputPath``,
 ``Result``, the context object and the other intrinsics our interpreter implements
 (``States.Format``, ``States.StringToJson``, ``States.JsonToString``, ``States.Array``).
 Tasks use ``arn:aws:states:::dynamodb:getItem``, which moto really runs against its DynamoDB;
@@ -404,7 +404,10 @@ def moto_sfn() -> Iterator[tuple[Any, Any]]:
         yield boto3.client("stepfunctions", region_name=REGION), dynamodb
 
 
-def in_moto(client: Any, definition: dict[str, Any], execution_input: Any) -> Outcome:
+def in_moto(
+    client: Any, definition: dict[str, Any], execution_input: Any
+) -> tuple[Outcome, list[dict[str, Any]]]:
+    """moto's outcome, and its execution history's events."""
     arn = client.create_state_machine(
         name=f"differential-{uuid.uuid4().hex[:12]}",
         definition=json.dumps(definition),
@@ -424,20 +427,25 @@ def in_moto(client: Any, definition: dict[str, Any], execution_input: Any) -> Ou
         if event["type"].endswith("StateEntered")
     )
     if described["status"] == "SUCCEEDED":
-        return Outcome("SUCCEEDED", json.loads(described["output"]), path=entered)
-    return Outcome(described["status"], error=described.get("error"), path=entered)
+        return Outcome("SUCCEEDED", json.loads(described["output"]), path=entered), history
+    return Outcome(described["status"], error=described.get("error"), path=entered), history
+
+
+def _get_item(dynamodb: Any, parameters: dict[str, Any]) -> Any:
+    """Our stand-in for the ``dynamodb:getItem`` integration: the same call, the same error name."""
+    try:
+        answer = dynamodb.get_item(TableName=parameters["TableName"], Key=parameters["Key"])
+    except dynamodb.exceptions.ResourceNotFoundException as exc:
+        raise TaskFailure("DynamoDB.ResourceNotFoundException", str(exc)) from exc
+    return {"Item": answer["Item"]}
 
 
 def locally(dynamodb: Any, definition: dict[str, Any], execution_input: Any) -> Outcome:
-    def get_item(parameters: dict[str, Any]) -> Any:
-        try:
-            answer = dynamodb.get_item(TableName=parameters["TableName"], Key=parameters["Key"])
-        except dynamodb.exceptions.ResourceNotFoundException as exc:
-            raise TaskFailure("DynamoDB.ResourceNotFoundException", str(exc)) from exc
-        return {"Item": answer["Item"]}
-
     execution = run(
-        definition, execution_input, tasks={GET_ITEM: get_item}, execution_name=EXECUTION_NAME
+        definition,
+        execution_input,
+        tasks={GET_ITEM: lambda parameters: _get_item(dynamodb, parameters)},
+        execution_name=EXECUTION_NAME,
     )
     if execution.status == "SUCCEEDED":
         return Outcome("SUCCEEDED", execution.output, path=tuple(execution.path))
@@ -452,10 +460,59 @@ def test_our_interpreter_and_moto_agree_with_each_other_and_with_aws(
     definition = machine(case.states)
 
     ours = locally(dynamodb, definition, case.input)
-    theirs = in_moto(client, definition, case.input)
+    theirs, _ = in_moto(client, definition, case.input)
 
     assert ours == case.expected
     if case.moto_departs is None:
         assert theirs == ours
     else:  # a documented departure of moto's, asserted exactly: a moto that fixes it fails here
         assert theirs == case.moto_departs, case.note
+
+
+def test_retry_then_catch_agree_on_the_attempts_and_the_route(moto_sfn: tuple[Any, Any]) -> None:
+    # Given the pipeline's Task shape: a retrier for the service's error, then a catcher
+    client, dynamodb = moto_sfn
+    definition = machine(
+        {
+            "Read": {
+                "Type": "Task",
+                "Resource": GET_ITEM,
+                "Parameters": {"TableName": "no-such-table", "Key": {"pk": {"S": "k"}}},
+                "Retry": [
+                    {
+                        "ErrorEquals": ["DynamoDB.ResourceNotFoundException"],
+                        "IntervalSeconds": 1,
+                        "MaxAttempts": 2,
+                        "BackoffRate": 1,
+                    }
+                ],
+                "Catch": [
+                    {"ErrorEquals": ["States.ALL"], "ResultPath": "$.failure", "Next": "Failed"}
+                ],
+                "End": True,
+            },
+            "Failed": {"Type": "Fail", "Error": "Sluice.RunFailed"},
+        }
+    )
+
+    # When both engines run it (ours waits nowhere; moto waits its 2 × 1 s)
+    waits: list[float] = []
+    ours = run(
+        definition,
+        {},
+        tasks={GET_ITEM: lambda p: _get_item(dynamodb, p)},
+        execution_name=EXECUTION_NAME,
+        sleep=waits.append,
+    )
+    theirs, history = in_moto(client, definition, {})
+    scheduled = [event for event in history if event["type"] == "TaskScheduled"]
+
+    # Then both tried three times (one try, two retries), waited 1 s twice, and failed via Catch
+    assert (ours.history[0].attempts, waits) == (3, [1.0, 1.0])
+    assert len(scheduled) == 3
+    assert theirs == Outcome("FAILED", error="Sluice.RunFailed", path=("Read", "Failed"))
+    assert (ours.status, ours.error, tuple(ours.path)) == (
+        "FAILED",
+        "Sluice.RunFailed",
+        theirs.path,
+    )
