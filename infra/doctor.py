@@ -282,8 +282,14 @@ def _training_quotas(account: Account, plan: Plan) -> list[Finding]:
                 f"--quota-code {quota.code} --desired-value 1"
             )
             if used:
-                other = "on-demand" if spot else "spot"
-                fix = f"{raise_it}; or train {other} (the contract's training.spot)"
+                other_kind = "on-demand" if spot else "spot"
+                other = account.sagemaker_quota(
+                    f"{instance_type} for {'' if spot else 'spot '}training job usage"
+                )
+                fix = raise_it
+                if other is not None and other.value >= 1:  # switching works today
+                    fix += f"; or train {other_kind} (the contract's training.spot), whose quota is"
+                    fix += f" {other.value:g}"
                 findings.append(
                     Finding(
                         check=check,

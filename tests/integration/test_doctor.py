@@ -138,6 +138,7 @@ def test_a_fresh_account_is_told_each_problem_and_its_fix(aws: Aws) -> None:
     assert concurrency.fix is not None and "L-B99A9384) to at least 101" in concurrency.fix
     spot = found["training-quota-spot"]
     assert spot.fix is not None and "request-service-quota-increase" in spot.fix
+    assert "on-demand" not in spot.fix  # its quota is 0 too: no use suggesting it
     assert found["training-quota-on-demand"].status == "note"  # the contract trains spot
     assert found["ops-subscription"].status == "note"  # nothing deployed yet: not a problem
 
@@ -207,6 +208,17 @@ def test_a_deployed_stage_without_its_ops_topic_is_a_problem(aws: Aws) -> None:
 
     assert finding.status == "problem"
     assert finding.detail == "sluice-dev has no topic sluice-ops-dev"
+
+
+def test_a_missing_spot_quota_suggests_on_demand_where_that_quota_allows(aws: Aws) -> None:
+    aws.limits.quotas = {SPOT: 0.0, ON_DEMAND: 2.0}
+
+    spot = by_check(aws.diagnose())["training-quota-spot"]
+
+    assert spot.status == "problem"
+    assert spot.fix is not None
+    suggestion = "; or train on-demand (the contract's training.spot), whose quota is 2"
+    assert spot.fix.endswith(suggestion)
 
 
 def test_the_contracts_instance_type_is_the_one_checked(aws: Aws) -> None:
