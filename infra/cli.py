@@ -264,6 +264,38 @@ def _parser() -> argparse.ArgumentParser:
     env.add_argument("--json", action="store_true", help="print one JSON object")
     env.set_defaults(run=_env)
 
+    doctor = commands.add_parser(
+        "doctor",
+        help="before a stage's first deploy: credentials and region, CDK bootstrap, Lambda "
+        "concurrency against the stage's reservations, the SageMaker training quotas, the ops "
+        "subscription; each problem with its fix, exit 1 on any",
+    )
+    # not `stage`: that dest makes an operator command, which falls back to the local stack
+    doctor.add_argument("--stage", dest="doctor_stage", default="dev", help="(default dev)")
+    doctor.add_argument("--region", help="AWS region (default: the credentials' configuration)")
+    doctor.add_argument("--endpoint-url", help="an AWS-compatible endpoint instead of AWS")
+    doctor.add_argument(
+        "--reserved-concurrency",
+        help="the stage's reserved_concurrency context as -c gives it to cdk, JSON (default: "
+        "cdk.json's)",
+    )
+    doctor.add_argument(
+        "--cdk-json",
+        type=Path,
+        default=Path("cdk.json"),
+        help="the CDK app's cdk.json (./cdk.json)",
+    )
+    doctor.add_argument(
+        "--contract",
+        type=Path,
+        action="append",
+        default=[],
+        help="a dataset's contract.json whose training instance to check (repeatable; default: "
+        "the contract defaults, ml.g5.xlarge on spot)",
+    )
+    doctor.add_argument("--json", action="store_true", help="print one JSON object")
+    doctor.set_defaults(run=_doctor)
+
     def operator(name: str, help_text: str) -> argparse.ArgumentParser:
         command = commands.add_parser(name, help=help_text)
         command.add_argument(
@@ -1054,6 +1086,57 @@ def _env(args: argparse.Namespace) -> int:
     for name, value in variables.items():
         print(f"export {name}={shlex.quote(value)}")
     return EXIT_OK
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    import boto3
+
+    from functions.shared.contract import TrainingConfig, parse_contract
+    from functions.shared.errors import ContractError
+    from infra.concurrency import reserved_concurrency
+    from infra.doctor import AwsAccount, Plan, diagnose, render
+
+    context = _cdk_context(args.cdk_json)
+    try:
+        reserved = reserved_concurrency(
+            args.reserved_concurrency
+            if args.reserved_concurrency is not None
+            else context.get("reserved_concurrency")
+        )
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    training: list[TrainingConfig] = []
+    for path in args.contract:
+        try:
+            training.append(parse_contract(path.read_bytes(), source=str(path)).training)
+        except OSError as exc:
+            raise UsageError(f"--contract {path}: {exc.strerror}") from None
+        except ContractError as exc:
+            raise UsageError(" ".join(str(exc).split())) from None
+    plan = Plan(stage=args.doctor_stage, reserved=reserved, training=training or [TrainingConfig()])
+    session = boto3.session.Session(region_name=args.region)
+    region = session.region_name
+
+    def client(service: str) -> object:
+        return session.client(service, endpoint_url=args.endpoint_url)
+
+    report = diagnose(AwsAccount(client), plan, region)
+    print(report.model_dump_json(indent=2) if args.json else render(report))
+    return EXIT_FAILED if report.problems else EXIT_OK
+
+
+def _cdk_context(path: Path) -> dict[str, Any]:
+    """cdk.json's ``context``; none when the file is absent (the doctor run elsewhere)."""
+    try:
+        document = json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"{path}: {exc}") from None
+    context = document.get("context", {}) if isinstance(document, dict) else None
+    if not isinstance(context, dict):
+        raise UsageError(f"{path}: 'context' is not an object")
+    return context
 
 
 if __name__ == "__main__":

@@ -54,6 +54,15 @@ class Topology:
     def decisions_topic_arn(self) -> str:
         return f"arn:aws:sns:{self.region}:{self.account}:{self.decisions_topic_name}"
 
+    @property
+    def ops_topic_name(self) -> str:
+        """The topic every operational alarm publishes to (infra/aws/monitoring.py)."""
+        return f"sluice-ops-{self.stage}"
+
+    @property
+    def ops_topic_arn(self) -> str:
+        return f"arn:aws:sns:{self.region}:{self.account}:{self.ops_topic_name}"
+
     def function_name(self, function: str) -> str:
         """Deployed name of one of the pipeline's functions (``evaluate``, ``promote``...)."""
         return f"sluice-{function}-{self.stage}"

@@ -26,6 +26,7 @@ from functions.retrain.guard import GuardPolicy
 from functions.shared.layout import DATASET_NAME
 from infra.aws.account import AccountSettings
 from infra.aws.stack import SluiceStack
+from infra.concurrency import reserved_concurrency
 
 # Behaviour this app relies on, set here so `cdk synth` and the tests' App() agree.
 FEATURE_FLAGS = {
@@ -36,8 +37,6 @@ FEATURE_FLAGS = {
     "@aws-cdk/aws-lambda:recognizeLayerVersion": True,
 }
 STAGE = re.compile(r"^[a-z][a-z0-9-]{0,15}$")
-# The functions a stage may reserve concurrency for (``-c reserved_concurrency=...``).
-RESERVABLE = ("preprocess", "batch", "retrain", "drift")
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 
@@ -113,36 +112,6 @@ def guard_overrides(value: Any) -> dict[str, str]:
     except ValidationError as error:
         raise ValueError(f"context retrain_guard: {error}") from None
     return {f"RETRAIN_{name.upper()}": str(policy[name]) for name in sorted(limits)}
-
-
-def reserved_concurrency(value: Any) -> dict[str, int]:
-    """The ``reserved_concurrency`` context, a JSON object ``{"preprocess": 5}`` (in cdk.json, or
-    a string with ``-c``): the functions that get a reservation. None by default: Lambda refuses a
-    reservation that leaves less than the account's minimum unreserved (10 of a new account's
-    quota of 10), so any default reservation would fail a new account's first deploy."""
-    if value is None:
-        return {}
-    try:
-        chosen = json.loads(value) if isinstance(value, str) else value
-    except ValueError as error:
-        raise ValueError(f"context reserved_concurrency: {value!r} is not JSON: {error}") from None
-    if not isinstance(chosen, dict):
-        raise ValueError(
-            f"context reserved_concurrency: {value!r} must be an object of function → count "
-            f"(functions: {', '.join(RESERVABLE)})"
-        )
-    for name, count in chosen.items():
-        if name not in RESERVABLE:
-            raise ValueError(
-                f"context reserved_concurrency: '{name}' is not a function that takes a "
-                f"reservation (known: {', '.join(RESERVABLE)})"
-            )
-        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
-            raise ValueError(
-                f"context reserved_concurrency: {name}={count!r} must be a whole number ≥ 1 "
-                "(0 would stop the function; leave it out for no reservation)"
-            )
-    return dict(chosen)
 
 
 def ops_email(value: Any) -> str | None:

@@ -306,7 +306,7 @@ class Monitoring(Construct):
         topic = sns.Topic(
             self,
             "OpsTopic",
-            topic_name=f"sluice-ops-{topology.stage}",
+            topic_name=topology.ops_topic_name,
             display_name=f"sluice {topology.stage} alarms",
             master_key=key,
             enforce_ssl=True,
