@@ -9,9 +9,11 @@ between trials, so a family overruns it by at most one trial. With the cap reach
 same data, seed and cap give the same trials; a wall-clock stop may cut a slower run sooner, and
 the card's ``search.stopped_by`` says which happened (docs/decisions.md, 2026-12-03).
 
-Selection figure: the contract metric on the validation split, or, for datasets under
-``KFOLD_BELOW_ROWS`` train + validation rows, its mean over ``KFOLDS`` folds of train +
-validation (one split of a few hundred rows is too noisy to rank trials by). Boosted trials
+Selection figure: the contract metric on the validation split, or its mean over ``KFOLDS``
+folds of train + validation for datasets under ``KFOLD_BELOW_ROWS`` train + validation rows
+and for classification whose rarest class has under ``KFOLD_BELOW_CLASS_ROWS`` validation rows
+(one split of a few hundred rows, or a few dozen of a rare class, is too noisy to rank trials
+by; ``uses_k_fold``). Boosted trials
 report their validation loss every ``PRUNE_EVERY`` rounds and k-fold trials their running mean
 per fold, and Optuna's median rule prunes a trial that falls behind the completed ones.
 """
@@ -50,6 +52,9 @@ from functions.training.splits import Split, join_splits
 log = logging.getLogger(__name__)
 
 KFOLD_BELOW_ROWS = 2_000
+# k-fold too when the rarest class has fewer validation rows than this: ISLR/Caravan's ~40
+# positives in validation ranked its trials by noise (docs/decisions.md, 2026-12-03)
+KFOLD_BELOW_CLASS_ROWS = 100
 KFOLDS = 5
 PRUNE_EVERY = 10  # boosting rounds between reports to the pruner
 PRUNE_STARTUP_TRIALS = 3  # completed trials before any is pruned
@@ -96,6 +101,18 @@ def defaults(name: CandidateName, hp: Hyperparameters, task: str) -> dict[str, A
     if name == "xgboost":
         return {**common, "max_depth": hp.max_depth, "min_child_weight": 1.0}
     return {**common, "num_leaves": hp.num_leaves, "min_child_samples": 20}
+
+
+def uses_k_fold(schema: DatasetSchema, train: Split, validation: Split) -> bool:
+    """Select by k-fold rather than on the validation split: under ``KFOLD_BELOW_ROWS`` train +
+    validation rows, or, for classification, under ``KFOLD_BELOW_CLASS_ROWS`` validation rows
+    of the rarest class (a ranking figure such as roc_auc then rests on a few dozen rows)."""
+    if train.rows + validation.rows < KFOLD_BELOW_ROWS:
+        return True
+    if schema.task != "classification":
+        return False
+    counts = np.bincount(validation.y, minlength=len(schema.classes or []))
+    return int(counts.min()) < KFOLD_BELOW_CLASS_ROWS
 
 
 @dataclass(frozen=True)
@@ -146,9 +163,10 @@ class Searcher:
     ) -> None:
         self.schema, self.hp, self.train, self.validation = schema, hp, train, validation
         self.num_gpus, self.n_jobs = num_gpus, n_jobs
-        rows = train.rows + validation.rows
         self.folds = (
-            Folds.of(schema, train, validation, hp.seed) if rows < KFOLD_BELOW_ROWS else None
+            Folds.of(schema, train, validation, hp.seed)
+            if uses_k_fold(schema, train, validation)
+            else None
         )
         self.higher_is_better = METRICS[schema.metric].higher_is_better
         self.deadline = time.perf_counter() + hp.budget_seconds

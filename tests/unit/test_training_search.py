@@ -4,14 +4,17 @@ small datasets."""
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from functions.shared.contract import Contract
 from functions.shared.model_card import ModelCard
 from functions.training.script_mode import Hyperparameters, SageMakerPaths
-from functions.training.search import KFOLDS
+from functions.training.search import KFOLD_BELOW_CLASS_ROWS, KFOLDS, uses_k_fold
+from functions.training.splits import load_split
 from functions.training.train import train
 from tests import datasets
 
@@ -87,6 +90,30 @@ def test_small_datasets_select_by_k_fold(tmp_path: Path) -> None:
         assert candidate.search is not None
         assert candidate.search.selection == f"{KFOLDS}-fold"
     assert card.parity.passed
+
+
+def test_a_rare_class_with_few_validation_rows_selects_by_k_fold(tmp_path: Path) -> None:
+    # Given 3 000 rows (over 2 000) with 6 % positives: about 27 in the validation split
+    schema = datasets.imbalanced_binary(tmp_path / "version")
+    train_split = load_split(tmp_path / "version" / "train", schema, "train")
+    validation = load_split(tmp_path / "version" / "validation", schema, "validation")
+    assert train_split.rows + validation.rows >= 2_000
+    assert int(np.bincount(validation.y).min()) < KFOLD_BELOW_CLASS_ROWS
+    # Then the search ranks trials on folds of train + validation, not on those few rows
+    assert uses_k_fold(schema, train_split, validation)
+    # And the same rows as a regression, or as balanced classes, keep the validation split
+    regression = schema.model_copy(update={"task": "regression"})
+    assert not uses_k_fold(regression, train_split, validation)
+    balanced = replace(validation, y=np.arange(validation.rows) % 2)
+    assert not uses_k_fold(schema, train_split, balanced)
+    # And training records the folds as the family's selection
+    card = train(
+        SageMakerPaths.for_version(tmp_path / "version", tmp_path),
+        CAPPED.model_copy(update={"max_trials": 1, "candidates": ("linear",)}),
+        num_gpus=0,
+    )
+    assert card.families[0].search is not None
+    assert card.families[0].search.selection == f"{KFOLDS}-fold"
 
 
 def test_the_contract_carries_the_budget_to_the_job() -> None:
