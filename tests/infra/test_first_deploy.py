@@ -5,6 +5,7 @@ retried or updated, or leave it silently weaker than the local stack."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -294,3 +295,34 @@ def test_account_wide_settings_live_in_their_own_retained_stack(synthesized: Syn
     # and `cdk deploy sluice-dev` deploys it first
     manifest = json.loads((synthesized.outdir / "manifest.json").read_text())
     assert "sluice-account" in manifest["artifacts"]["sluice-dev"]["dependencies"]
+
+
+def test_bucket_names_carry_the_region_so_a_second_region_gets_its_own(
+    synthesized: Synthesized,
+) -> None:
+    from infra.aws.app import STAGE
+    from infra.aws.images import DLC_REGIONS
+    from infra.topology import Topology
+
+    named = [
+        b["Properties"]["BucketName"]
+        for b in synthesized.resources("AWS::S3::Bucket").values()
+        if "BucketName" in b["Properties"]
+    ]
+    assert len(named) == 2
+    for name in named:  # bucket names are global: one account's two regions would collide
+        assert {"Ref": "AWS::Region"} in name["Fn::Join"][1], name
+        assert {"Ref": "AWS::AccountId"} in name["Fn::Join"][1], name
+    # the longest stage the app accepts, in the longest region with a training image
+    longest_stage = "s" * 16
+    assert STAGE.match(longest_stage) and not STAGE.match(longest_stage + "s")
+    region = max(DLC_REGIONS, key=len)
+    longest = Topology(stage=longest_stage, account="111111111111", region=region)
+    for bucket in (longest.raw_bucket, longest.artifacts_bucket):
+        assert len(bucket) <= 63, bucket
+        assert re.fullmatch(r"[a-z0-9][a-z0-9-]{1,61}[a-z0-9]", bucket), bucket
+    other = Topology(stage="dev", account="111111111111", region="eu-west-1")
+    here = Topology(stage="dev", account="111111111111", region="us-east-1")
+    assert other.raw_bucket != here.raw_bucket
+    assert other.artifacts_bucket != here.artifacts_bucket
+
