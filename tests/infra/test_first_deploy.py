@@ -160,6 +160,54 @@ def test_a_region_without_a_training_image_fails_the_synth_naming_it() -> None:
     assert TrainingImage(known, "Image").uri  # a listed region synthesizes
 
 
+def test_the_committed_image_accounts_are_what_the_pinned_sagemaker_sdk_says() -> None:
+    from infra.aws import gen_images
+    from infra.aws.image_accounts import DLC_ACCOUNTS, SDK_VERSION
+
+    sdk_version, _ = gen_images.sdk_table()
+    root = Path(__file__).resolve().parents[2]
+    constraints = (root / "constraints.txt").read_text().split()
+    pins = dict(line.partition("==")[::2] for line in constraints)
+    assert sdk_version == SDK_VERSION == pins[gen_images.SDK_DISTRIBUTION]
+    # the module is byte for byte what `make images` writes from the installed SDK
+    assert gen_images.MODULE.read_text() == gen_images.generated()
+    assert gen_images.main(["--check"]) == 0
+    assert DLC_ACCOUNTS["ap-northeast-3"] == "364406365360"
+    assert {"us-east-1", "ap-east-2", "mx-central-1", "cn-north-1"} <= DLC_ACCOUNTS.keys()
+
+
+def test_the_generator_refuses_an_sdk_table_without_the_image() -> None:
+    from infra.aws.gen_images import SdkTableError, accounts
+
+    table = {"training": {"processors": ["gpu"], "versions": {"2.5.1": {}}}}
+    with pytest.raises(SdkTableError, match=r"training\.versions\.2\.6\.0: no such entry"):
+        accounts(table)
+    table["training"]["versions"]["2.6.0"] = {  # type: ignore[index]
+        "repository": "pytorch-training",
+        "py_versions": ["py311"],
+        "registries": {"us-east-1": "763104351884"},
+    }
+    with pytest.raises(SdkTableError, match="py312 not in"):
+        accounts(table)
+
+
+def test_an_environment_agnostic_template_refuses_a_region_without_an_image(
+    synthesized: Synthesized,
+) -> None:
+    from infra.aws.images import DLC_REGIONS
+
+    [mapping] = synthesized.template["Mappings"].values()
+    assert tuple(mapping) == DLC_REGIONS
+    # CloudFormation checks Rules before it touches a resource; the message names the fix
+    [rule] = [
+        r for name, r in synthesized.template.get("Rules", {}).items() if "RegionHasImage" in name
+    ]
+    [assertion] = rule["Assertions"]
+    assert assertion["Assert"] == {"Fn::Contains": [list(DLC_REGIONS), {"Ref": "AWS::Region"}]}
+    assert "no pytorch-training 2.6.0 image" in assertion["AssertDescription"]
+    assert "make images" in assertion["AssertDescription"]
+
+
 # -- 5. every operational alarm notifies someone ------------------------------------------------
 
 
