@@ -374,3 +374,29 @@ def test_bucket_names_carry_the_region_so_a_second_region_gets_its_own(
     assert other.raw_bucket != here.raw_bucket
     assert other.artifacts_bucket != here.artifacts_bucket
 
+
+def test_the_deployed_pipeline_trains_on_demand_when_spot_quota_refuses(
+    synthesized: Synthesized,
+) -> None:
+    # a new account's GPU spot training quota is 0: CreateTrainingJob is refused at once
+    machine = synthesized.one("AWS::StepFunctions::StateMachine")
+    key = machine["DefinitionS3Location"]["Key"]
+    states = json.loads((synthesized.outdir / f"asset.{key}").read_text())["States"]
+    first, *rest = states["Train"]["Catch"]
+    assert first == {
+        "ErrorEquals": ["SageMaker.ResourceLimitExceededException"],
+        "ResultPath": "$.spot_fallback",
+        "Next": "SpotRefused",
+    }
+    assert rest[-1]["ErrorEquals"] == ["States.ALL"]  # everything else is still recorded
+    [spot_only] = states["SpotRefused"]["Choices"]
+    assert spot_only == {"Variable": "$.spot", "BooleanEquals": True, "Next": "OnDemandLimits"}
+    assert states["SpotRefused"]["Default"] == "QuotaRefused"  # on demand refused: no loop
+    assert states["OnDemand"] == {
+        "Type": "Pass",
+        "Result": False,
+        "ResultPath": "$.spot",
+        "Next": "Train",
+    }
+    assert "MaxWaitTimeInSeconds" not in json.dumps(states["OnDemandLimits"]["Parameters"])
+    assert states["QuotaRefused"]["Next"] == "RecordFailure"
