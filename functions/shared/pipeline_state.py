@@ -3,9 +3,10 @@
 infra/statemachine/pipeline.asl.json starts from ``RunInput`` and adds one field per step
 (``ResultPath``): ``script`` (PrepareTraining), ``training`` (Train's ResultSelector),
 ``evaluation`` (Evaluate's ResultSelector), ``failure`` (any Catch), ``spot_fallback`` (Train's
-quota Catch, before an on-demand retry), ``outcome`` (Promote or Reject). The evaluate, promote and reject functions receive the whole state as their payload and
-parse it with ``PipelineState``, so a definition that stops providing a field fails loudly at the
-function's boundary, naming the field.
+quota Catch, before an on-demand retry), ``outcome`` (Promote or Reject). The evaluate, promote
+and reject functions receive the whole state as their payload and parse it with
+``PipelineState``, so a definition that stops providing a field fails loudly at the function's
+boundary, naming the field.
 """
 
 from __future__ import annotations
