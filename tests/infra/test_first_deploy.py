@@ -400,3 +400,29 @@ def test_the_deployed_pipeline_trains_on_demand_when_spot_quota_refuses(
     }
     assert "MaxWaitTimeInSeconds" not in json.dumps(states["OnDemandLimits"]["Parameters"])
     assert states["QuotaRefused"]["Next"] == "RecordFailure"
+
+
+def test_captured_requests_and_feedback_expire_by_their_tag(synthesized: Synthesized) -> None:
+    from functions.shared.layout import TELEMETRY_TAGS
+    from infra.aws.storage import TELEMETRY_RETENTION_DAYS
+
+    rules = [
+        rule
+        for bucket in synthesized.resources("AWS::S3::Bucket").values()
+        for rule in bucket["Properties"].get("LifecycleConfiguration", {}).get("Rules", [])
+    ]
+    # their keys are under each dataset's prefix: one rule matches the tag the writes carry
+    [telemetry] = [r for r in rules if "TagFilters" in r]
+    assert telemetry["TagFilters"] == [{"Key": k, "Value": v} for k, v in TELEMETRY_TAGS.items()]
+    assert telemetry["ExpirationInDays"] == TELEMETRY_RETENTION_DAYS == 90
+    assert telemetry["Status"] == "Enabled" and "Prefix" not in telemetry
+    # and the inference role may tag what it puts there (S3 authorizes a tagged put as both)
+    tagging = [
+        json.dumps(statement["Resource"])
+        for policy in synthesized.resources("AWS::IAM::Policy").values()
+        if policy["Properties"]["Roles"][0]["Ref"].startswith("InferenceRole")
+        for statement in policy["Properties"]["PolicyDocument"]["Statement"]
+        if "s3:PutObjectTagging" in statement["Action"]
+    ]
+    assert len(tagging) == 2
+    assert any("/*/capture/*" in r for r in tagging) and any("/*/feedback/*" in r for r in tagging)
