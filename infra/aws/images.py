@@ -12,8 +12,8 @@ into the template (``Fn::FindInMap`` on the deploying region), so one template s
 region. A stack whose region is known at synth (``cdk deploy`` with credentials:
 CDK_DEFAULT_REGION) and missing from the mapping fails the synth, naming the region. An
 environment-agnostic template (``make synth`` without credentials) carries a template rule
-instead: CloudFormation refuses the change set in an unlisted region with the same message, before
-any resource is touched, rather than a bare FindInMap error.
+instead: CloudFormation refuses the change set in an unlisted region, naming the table and the
+fix, before any resource is touched, rather than with a bare FindInMap error.
 """
 
 from __future__ import annotations
