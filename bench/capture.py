@@ -26,7 +26,7 @@ import statistics
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from functions.inference.capture import CaptureBuffer, CaptureSettings
@@ -45,10 +45,15 @@ class NullStore(InMemoryObjectStore):
         self.sizes: list[int] = []
 
     def put_bytes(
-        self, bucket: str, key: str, data: bytes, content_type: str = "application/json"
+        self,
+        bucket: str,
+        key: str,
+        data: bytes,
+        content_type: str = "application/json",
+        tags: Mapping[str, str] | None = None,
     ) -> None:
         self.sizes.append(len(data))
-        super().put_bytes(bucket, key, data, content_type)
+        super().put_bytes(bucket, key, data, content_type, tags)
 
 
 def rows(count: int, seed: int = 7) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:

@@ -32,7 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -248,7 +248,12 @@ class FolderStore(ObjectStore):
         return self._path(bucket, key).read_bytes()
 
     def put_bytes(
-        self, bucket: str, key: str, data: bytes, content_type: str = "application/json"
+        self,
+        bucket: str,
+        key: str,
+        data: bytes,
+        content_type: str = "application/json",
+        tags: Mapping[str, str] | None = None,
     ) -> None:
         path = self._path(bucket, key)
         path.parent.mkdir(parents=True, exist_ok=True)

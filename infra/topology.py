@@ -24,11 +24,21 @@ class Topology:
 
     @property
     def raw_bucket(self) -> str:
-        return f"sluice-raw-{self.stage}-{self.account}"
+        return f"sluice-raw-{self.stage}-{self._bucket_suffix}"
 
     @property
     def artifacts_bucket(self) -> str:
-        return f"sluice-artifacts-{self.stage}-{self.account}"
+        return f"sluice-artifacts-{self.stage}-{self._bucket_suffix}"
+
+    @property
+    def _bucket_suffix(self) -> str:
+        """Bucket names are global: a deployed stage's carry its account and region, so a second
+        region of one account gets its own (≤ 63 characters: a 16-character stage and a
+        14-character region make 61). The local stack (moto's account) is one region per
+        machine, and its names, in saved state and the docs, stay as they were."""
+        if self.account == LOCAL_ACCOUNT:
+            return self.account
+        return f"{self.account}-{self.region}"
 
     @property
     def state_machine_name(self) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import builtins
 import hashlib
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,6 +37,7 @@ class InMemoryObjectStore(ObjectStore):
         self.writes: list[tuple[str, str]] = []
         self.downloads: list[tuple[str, str]] = []
         self.head_reads: list[tuple[str, str, int]] = []
+        self.tags: dict[tuple[str, str], dict[str, str]] = {}  # the latest put's object tags
         # sizes reported instead of the body's length: a "2 GiB" object without 2 GiB of RAM
         self.reported_sizes: dict[tuple[str, str, str], int] = {}
 
@@ -67,9 +68,15 @@ class InMemoryObjectStore(ObjectStore):
         return self._versions(bucket, key)[-1][0]
 
     def put_bytes(
-        self, bucket: str, key: str, data: bytes, content_type: str = "application/json"
+        self,
+        bucket: str,
+        key: str,
+        data: bytes,
+        content_type: str = "application/json",
+        tags: Mapping[str, str] | None = None,
     ) -> None:
         self.put(bucket, key, data)
+        self.tags[(bucket, key)] = dict(tags or {})
 
     def download(self, bucket: str, key: str, dest: Path, version_id: str | None = None) -> str:
         self.downloads.append((bucket, key))

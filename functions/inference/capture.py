@@ -54,6 +54,7 @@ from pydantic_core import to_json
 
 from functions.shared.layout import (
     CAPTURE_PREFIX_TEMPLATE,
+    TELEMETRY_TAGS,
     capture_hour_prefix,
 )
 from functions.shared.storage import ObjectStore
@@ -437,7 +438,9 @@ class CaptureBuffer:
         try:
             if bucket is None:
                 raise RuntimeError("capture has no bucket")
-            self._store.put_bytes(bucket, upload.key, upload.data, content_type=CONTENT_TYPE)
+            self._store.put_bytes(
+                bucket, upload.key, upload.data, content_type=CONTENT_TYPE, tags=TELEMETRY_TAGS
+            )
         except Exception as exc:
             log.warning("capture: upload of %s failed: %r", upload.key, exc)
             with self._lock:

@@ -47,7 +47,7 @@ from functions.inference.models import (
     unsupported_media_type,
 )
 from functions.shared.features import json_type, normalise_category
-from functions.shared.layout import feedback_hour_prefix
+from functions.shared.layout import TELEMETRY_TAGS, feedback_hour_prefix
 from functions.shared.model_card import ModelCard
 from functions.shared.observability import logger
 from functions.shared.storage import ObjectStore
@@ -155,7 +155,8 @@ def record_feedback(
     actuals = check_feedback(served.card, served.version, request, max_index=max_index)
     key = feedback_key(dataset, now, uuid.uuid4().hex)
     try:
-        store.put_bytes(bucket, key, encode_feedback(request, actuals, now), CONTENT_TYPE)
+        data = encode_feedback(request, actuals, now)
+        store.put_bytes(bucket, key, data, CONTENT_TYPE, tags=TELEMETRY_TAGS)
     except Exception as exc:
         logger.warning("feedback: storing %s failed", key, exc_info=exc)
         raise FeedbackUnavailableError(

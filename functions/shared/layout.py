@@ -109,6 +109,10 @@ def predictions_prefix(dataset: str, batch_key: str, model_version: int) -> str:
 
 
 CAPTURE_PREFIX_TEMPLATE = "{dataset}/capture/"
+# Captured requests and feedback are written with this object tag, and the artifacts bucket's
+# lifecycle rule expires what carries it (infra/aws/storage.py): their keys are under each
+# dataset's prefix, and S3 lifecycle prefixes are literal, so a tag is what one rule can match.
+TELEMETRY_TAGS = {"sluice:retention": "telemetry"}
 
 
 def capture_prefix(dataset: str, template: str = CAPTURE_PREFIX_TEMPLATE) -> str:

@@ -2,10 +2,11 @@
 
 infra/statemachine/pipeline.asl.json starts from ``RunInput`` and adds one field per step
 (``ResultPath``): ``script`` (PrepareTraining), ``training`` (Train's ResultSelector),
-``evaluation`` (Evaluate's ResultSelector), ``failure`` (any Catch), ``outcome`` (Promote or
-Reject). The evaluate, promote and reject functions receive the whole state as their payload and
-parse it with ``PipelineState``, so a definition that stops providing a field fails loudly at the
-function's boundary, naming the field.
+``evaluation`` (Evaluate's ResultSelector), ``failure`` (any Catch), ``spot_fallback`` (Train's
+quota Catch, before an on-demand retry), ``outcome`` (Promote or Reject). The evaluate, promote
+and reject functions receive the whole state as their payload and parse it with
+``PipelineState``, so a definition that stops providing a field fails loudly at the function's
+boundary, naming the field.
 """
 
 from __future__ import annotations
@@ -66,6 +67,8 @@ class PipelineState(RunInput):
     training: TrainingOutcome | None = None
     evaluation: EvaluationOutcome | None = None
     failure: StepFailure | None = None
+    # set when a spot job was refused for a quota and the run trained again on demand
+    spot_fallback: StepFailure | None = None
     outcome: dict[str, JsonValue] | None = None
     notify_failure: StepFailure | None = None
 

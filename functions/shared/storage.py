@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import hashlib
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
+from urllib.parse import urlencode
 
 from functions.shared.errors import SluiceError
 
@@ -67,8 +69,14 @@ class ObjectStore(ABC):
 
     @abstractmethod
     def put_bytes(
-        self, bucket: str, key: str, data: bytes, content_type: str = "application/json"
-    ) -> None: ...
+        self,
+        bucket: str,
+        key: str,
+        data: bytes,
+        content_type: str = "application/json",
+        tags: Mapping[str, str] | None = None,
+    ) -> None:
+        """Write an object; ``tags`` become its S3 object tags (lifecycle rules match them)."""
 
     @abstractmethod
     def download(self, bucket: str, key: str, dest: Path, version_id: str | None = None) -> str:
@@ -136,9 +144,15 @@ class S3ObjectStore(ObjectStore):
         return body
 
     def put_bytes(
-        self, bucket: str, key: str, data: bytes, content_type: str = "application/json"
+        self,
+        bucket: str,
+        key: str,
+        data: bytes,
+        content_type: str = "application/json",
+        tags: Mapping[str, str] | None = None,
     ) -> None:
-        self._s3.put_object(Bucket=bucket, Key=key, Body=data, ContentType=content_type)
+        tagging = {"Tagging": urlencode(dict(tags))} if tags else {}
+        self._s3.put_object(Bucket=bucket, Key=key, Body=data, ContentType=content_type, **tagging)
 
     def download(self, bucket: str, key: str, dest: Path, version_id: str | None = None) -> str:
         body = self._get_object(bucket, key, version_id)["Body"]

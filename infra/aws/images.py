@@ -6,61 +6,44 @@ training toolkit (script mode: ``sagemaker_program``, ``sagemaker_submit_directo
 libraries are unused; ``functions/training/requirements.txt`` installs the full ``xgboost``
 wheel (CUDA-enabled), scikit-learn, onnx and the converters on top (docs/decisions.md).
 
-DLC images live in a per-region AWS account; the mapping below is synthesized into the template
-(``Fn::FindInMap`` on the deploying region), so one template serves every listed region. A stack
-whose region is known at synth (``cdk deploy`` with credentials: CDK_DEFAULT_REGION) and missing
-from the mapping fails the synth, naming the region, instead of failing the deploy on FindInMap.
-The mapping is still kept by hand (checked against the SageMaker SDK's
-``image_uri_config/pytorch.json``); generating it from the SDK is issue 19's image-generator part.
+DLC images live in a per-region AWS account. The mapping is generated from the SageMaker SDK's
+own table (``infra/aws/image_accounts.py``, by ``python -m infra.aws.gen_images``) and synthesized
+into the template (``Fn::FindInMap`` on the deploying region), so one template serves every listed
+region. A stack whose region is known at synth (``cdk deploy`` with credentials:
+CDK_DEFAULT_REGION) and missing from the mapping fails the synth, naming the region. An
+environment-agnostic template (``make synth`` without credentials) carries a template rule
+instead: CloudFormation refuses the change set in an unlisted region, naming the table and the
+fix, before any resource is touched, rather than with a bare FindInMap error.
 """
 
 from __future__ import annotations
 
-from aws_cdk import Aws, CfnMapping, Fn, Stack, Token
+from aws_cdk import Aws, CfnMapping, CfnRule, CfnRuleAssertion, Fn, Stack, Token
 from constructs import Construct
 
+from infra.aws.image_accounts import DLC_ACCOUNTS
+
 TRAINING_REPOSITORY = "pytorch-training"
-TRAINING_TAG = "2.6.0-gpu-py312-cu126-ubuntu22.04-sagemaker"
-DEFAULT_DLC_ACCOUNT = "763104351884"
-# Regions whose Deep Learning Containers are published from another account.
-DLC_ACCOUNTS_ELSEWHERE = {
-    "af-south-1": "626614931356",
-    "ap-northeast-3": "364406365360",
-    "ap-east-1": "871362719292",
-    "ap-south-2": "772153158452",
-    "ap-southeast-3": "907027046896",
-    "ap-southeast-4": "457447274322",
-    "ca-west-1": "204538143572",
-    "eu-central-2": "380420809688",
-    "eu-south-1": "692866216735",
-    "eu-south-2": "503227376785",
-    "il-central-1": "780543022126",
-    "me-central-1": "914824155844",
-    "me-south-1": "217643126080",
-}
-DLC_REGIONS = (
-    "us-east-1",
-    "us-east-2",
-    "us-west-1",
-    "us-west-2",
-    "ca-central-1",
-    "eu-west-1",
-    "eu-west-2",
-    "eu-west-3",
-    "eu-central-1",
-    "eu-north-1",
-    "ap-south-1",
-    "ap-northeast-1",
-    "ap-northeast-2",
-    "ap-southeast-1",
-    "ap-southeast-2",
-    "sa-east-1",
-    *DLC_ACCOUNTS_ELSEWHERE,
-)
+FRAMEWORK_VERSION = "2.6.0"
+PY_VERSION = "py312"
+PROCESSOR = "gpu"
+TRAINING_TAG = f"{FRAMEWORK_VERSION}-{PROCESSOR}-{PY_VERSION}-cu126-ubuntu22.04-sagemaker"
+DLC_REGIONS = tuple(DLC_ACCOUNTS)
 
 
 def dlc_account(region: str) -> str:
-    return DLC_ACCOUNTS_ELSEWHERE.get(region, DEFAULT_DLC_ACCOUNT)
+    return DLC_ACCOUNTS[region]
+
+
+def no_image_message(region: str, *, listing: bool = True) -> str:
+    """What to do when ``region`` has no training image: the regions that have one (the synth
+    error lists them; a template rule's description names the table instead), or a newer SDK."""
+    where = f"one of: {', '.join(DLC_REGIONS)}" if listing else "a region it lists"
+    return (
+        f"region {region}: no {TRAINING_REPOSITORY} {FRAMEWORK_VERSION} image in the SageMaker "
+        f"SDK's table (infra/aws/image_accounts.py); deploy to {where}, or regenerate the table "
+        "from a newer SDK (`make images`)"
+    )
 
 
 class NoTrainingImageError(ValueError):
@@ -74,15 +57,22 @@ class TrainingImage(Construct):
         super().__init__(scope, construct_id)
         region = Stack.of(self).region
         if not Token.is_unresolved(region) and region not in DLC_REGIONS:
-            raise NoTrainingImageError(
-                f"region {region}: no {TRAINING_REPOSITORY} image account in infra/aws/images.py "
-                f"(the SageMaker SDK's image_uri_config/pytorch.json lists the regions that have "
-                f"one); deploy to one of: {', '.join(sorted(DLC_REGIONS))}"
+            raise NoTrainingImageError(no_image_message(region))
+        if Token.is_unresolved(region):
+            CfnRule(
+                self,
+                "RegionHasImage",
+                assertions=[
+                    CfnRuleAssertion(
+                        assert_=Fn.condition_contains(list(DLC_REGIONS), Aws.REGION),
+                        assert_description=no_image_message("AWS::Region", listing=False),
+                    )
+                ],
             )
         mapping = CfnMapping(
             self,
             "DlcAccounts",
-            mapping={region: {"account": dlc_account(region)} for region in DLC_REGIONS},
+            mapping={region: {"account": account} for region, account in DLC_ACCOUNTS.items()},
         )
         account = mapping.find_in_map(Aws.REGION, "account")
         self.uri = Fn.join(

@@ -87,8 +87,9 @@ class InferenceApi(Construct):
         role.add_to_policy(registry.reader())
         role.add_to_policy(registry.lister())  # GET /v1/models
         grant_read(role, storage.artifacts, "*/models/*")
-        grant_write(role, storage.artifacts, "*/capture/*")  # the sample the drift job reads
-        grant_write(role, storage.artifacts, "*/feedback/*")  # true labels, for live quality
+        # the sample the drift job reads, and true labels for live quality: both tagged to expire
+        grant_write(role, storage.artifacts, "*/capture/*", tagged=True)
+        grant_write(role, storage.artifacts, "*/feedback/*", tagged=True)
 
         self.alias = lambda_.Alias(
             self, "Live", alias_name="live", version=self.inference.function.current_version

@@ -10,9 +10,14 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
-from functions.shared.layout import CHECKPOINTS_PREFIX
+from functions.shared.layout import CHECKPOINTS_PREFIX, TELEMETRY_TAGS
 from infra.aws.nag import acknowledge, logical_id
 from infra.topology import Topology
+
+# Captured requests and feedback (tagged TELEMETRY_TAGS by the inference function) expire after
+# this: the drift and quality windows read hours to days of them; 90 days keep a quarter to look
+# back on (docs/decisions.md).
+TELEMETRY_RETENTION_DAYS = 90
 
 
 def _bucket(scope: Construct, construct_id: str, **props: object) -> s3.Bucket:
@@ -61,6 +66,11 @@ class Storage(Construct):
                 # SageMaker spot checkpoints only matter while their run is alive; S3 prefixes
                 # are literal, so they live under one top-level prefix (functions/shared/layout.py)
                 s3.LifecycleRule(prefix=CHECKPOINTS_PREFIX, expiration=Duration.days(14)),
+                # capture and feedback live under each dataset's prefix: a tag marks them
+                s3.LifecycleRule(
+                    tag_filters=TELEMETRY_TAGS,
+                    expiration=Duration.days(TELEMETRY_RETENTION_DAYS),
+                ),
                 s3.LifecycleRule(noncurrent_version_expiration=Duration.days(90)),
             ],
         )
@@ -85,10 +95,13 @@ def grant_read(role: iam.IRole, bucket: s3.Bucket, *patterns: str) -> None:
     _acknowledge(role, bucket, patterns)
 
 
-def grant_write(role: iam.IRole, bucket: s3.Bucket, *patterns: str) -> None:
+def grant_write(role: iam.IRole, bucket: s3.Bucket, *patterns: str, tagged: bool = False) -> None:
+    """PutObject under the key patterns; ``tagged``: with object tags on the put, which S3
+    authorizes as PutObjectTagging too."""
+    tagging = ["s3:PutObjectTagging"] if tagged else []
     role.add_to_principal_policy(
         iam.PolicyStatement(
-            actions=["s3:PutObject", "s3:AbortMultipartUpload"],
+            actions=["s3:PutObject", "s3:AbortMultipartUpload", *tagging],
             resources=objects(bucket, *patterns),
         )
     )

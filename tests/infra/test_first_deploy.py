@@ -5,6 +5,7 @@ retried or updated, or leave it silently weaker than the local stack."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -159,6 +160,54 @@ def test_a_region_without_a_training_image_fails_the_synth_naming_it() -> None:
     assert TrainingImage(known, "Image").uri  # a listed region synthesizes
 
 
+def test_the_committed_image_accounts_are_what_the_pinned_sagemaker_sdk_says() -> None:
+    from infra.aws import gen_images
+    from infra.aws.image_accounts import DLC_ACCOUNTS, SDK_VERSION
+
+    sdk_version, _ = gen_images.sdk_table()
+    root = Path(__file__).resolve().parents[2]
+    constraints = (root / "constraints.txt").read_text().split()
+    pins = dict(line.partition("==")[::2] for line in constraints)
+    assert sdk_version == SDK_VERSION == pins[gen_images.SDK_DISTRIBUTION]
+    # the module is byte for byte what `make images` writes from the installed SDK
+    assert gen_images.MODULE.read_text() == gen_images.generated()
+    assert gen_images.main(["--check"]) == 0
+    assert DLC_ACCOUNTS["ap-northeast-3"] == "364406365360"
+    assert {"us-east-1", "ap-east-2", "mx-central-1", "cn-north-1"} <= DLC_ACCOUNTS.keys()
+
+
+def test_the_generator_refuses_an_sdk_table_without_the_image() -> None:
+    from infra.aws.gen_images import SdkTableError, accounts
+
+    table = {"training": {"processors": ["gpu"], "versions": {"2.5.1": {}}}}
+    with pytest.raises(SdkTableError, match=r"training\.versions\.2\.6\.0: no such entry"):
+        accounts(table)
+    table["training"]["versions"]["2.6.0"] = {  # type: ignore[index]
+        "repository": "pytorch-training",
+        "py_versions": ["py311"],
+        "registries": {"us-east-1": "763104351884"},
+    }
+    with pytest.raises(SdkTableError, match="py312 not in"):
+        accounts(table)
+
+
+def test_an_environment_agnostic_template_refuses_a_region_without_an_image(
+    synthesized: Synthesized,
+) -> None:
+    from infra.aws.images import DLC_REGIONS
+
+    [mapping] = synthesized.template["Mappings"].values()
+    assert tuple(mapping) == DLC_REGIONS
+    # CloudFormation checks Rules before it touches a resource; the message names the fix
+    [rule] = [
+        r for name, r in synthesized.template.get("Rules", {}).items() if "RegionHasImage" in name
+    ]
+    [assertion] = rule["Assertions"]
+    assert assertion["Assert"] == {"Fn::Contains": [list(DLC_REGIONS), {"Ref": "AWS::Region"}]}
+    assert "no pytorch-training 2.6.0 image" in assertion["AssertDescription"]
+    assert "make images" in assertion["AssertDescription"]
+
+
 # -- 5. every operational alarm notifies someone ------------------------------------------------
 
 
@@ -294,3 +343,86 @@ def test_account_wide_settings_live_in_their_own_retained_stack(synthesized: Syn
     # and `cdk deploy sluice-dev` deploys it first
     manifest = json.loads((synthesized.outdir / "manifest.json").read_text())
     assert "sluice-account" in manifest["artifacts"]["sluice-dev"]["dependencies"]
+
+
+def test_bucket_names_carry_the_region_so_a_second_region_gets_its_own(
+    synthesized: Synthesized,
+) -> None:
+    from infra.aws.app import STAGE
+    from infra.aws.images import DLC_REGIONS
+    from infra.topology import Topology
+
+    named = [
+        b["Properties"]["BucketName"]
+        for b in synthesized.resources("AWS::S3::Bucket").values()
+        if "BucketName" in b["Properties"]
+    ]
+    assert len(named) == 2
+    for name in named:  # bucket names are global: one account's two regions would collide
+        assert {"Ref": "AWS::Region"} in name["Fn::Join"][1], name
+        assert {"Ref": "AWS::AccountId"} in name["Fn::Join"][1], name
+    # the longest stage the app accepts, in the longest region with a training image
+    longest_stage = "s" * 16
+    assert STAGE.match(longest_stage) and not STAGE.match(longest_stage + "s")
+    region = max(DLC_REGIONS, key=len)
+    longest = Topology(stage=longest_stage, account="111111111111", region=region)
+    for bucket in (longest.raw_bucket, longest.artifacts_bucket):
+        assert len(bucket) <= 63, bucket
+        assert re.fullmatch(r"[a-z0-9][a-z0-9-]{1,61}[a-z0-9]", bucket), bucket
+    other = Topology(stage="dev", account="111111111111", region="eu-west-1")
+    here = Topology(stage="dev", account="111111111111", region="us-east-1")
+    assert other.raw_bucket != here.raw_bucket
+    assert other.artifacts_bucket != here.artifacts_bucket
+
+
+def test_the_deployed_pipeline_trains_on_demand_when_spot_quota_refuses(
+    synthesized: Synthesized,
+) -> None:
+    # a new account's GPU spot training quota is 0: CreateTrainingJob is refused at once
+    machine = synthesized.one("AWS::StepFunctions::StateMachine")
+    key = machine["DefinitionS3Location"]["Key"]
+    states = json.loads((synthesized.outdir / f"asset.{key}").read_text())["States"]
+    first, *rest = states["Train"]["Catch"]
+    assert first == {
+        "ErrorEquals": ["SageMaker.ResourceLimitExceededException"],
+        "ResultPath": "$.spot_fallback",
+        "Next": "SpotRefused",
+    }
+    assert rest[-1]["ErrorEquals"] == ["States.ALL"]  # everything else is still recorded
+    [spot_only] = states["SpotRefused"]["Choices"]
+    assert spot_only == {"Variable": "$.spot", "BooleanEquals": True, "Next": "OnDemandLimits"}
+    assert states["SpotRefused"]["Default"] == "QuotaRefused"  # on demand refused: no loop
+    assert states["OnDemand"] == {
+        "Type": "Pass",
+        "Result": False,
+        "ResultPath": "$.spot",
+        "Next": "Train",
+    }
+    assert "MaxWaitTimeInSeconds" not in json.dumps(states["OnDemandLimits"]["Parameters"])
+    assert states["QuotaRefused"]["Next"] == "RecordFailure"
+
+
+def test_captured_requests_and_feedback_expire_by_their_tag(synthesized: Synthesized) -> None:
+    from functions.shared.layout import TELEMETRY_TAGS
+    from infra.aws.storage import TELEMETRY_RETENTION_DAYS
+
+    rules = [
+        rule
+        for bucket in synthesized.resources("AWS::S3::Bucket").values()
+        for rule in bucket["Properties"].get("LifecycleConfiguration", {}).get("Rules", [])
+    ]
+    # their keys are under each dataset's prefix: one rule matches the tag the writes carry
+    [telemetry] = [r for r in rules if "TagFilters" in r]
+    assert telemetry["TagFilters"] == [{"Key": k, "Value": v} for k, v in TELEMETRY_TAGS.items()]
+    assert telemetry["ExpirationInDays"] == TELEMETRY_RETENTION_DAYS == 90
+    assert telemetry["Status"] == "Enabled" and "Prefix" not in telemetry
+    # and the inference role may tag what it puts there (S3 authorizes a tagged put as both)
+    tagging = [
+        json.dumps(statement["Resource"])
+        for policy in synthesized.resources("AWS::IAM::Policy").values()
+        if policy["Properties"]["Roles"][0]["Ref"].startswith("InferenceRole")
+        for statement in policy["Properties"]["PolicyDocument"]["Statement"]
+        if "s3:PutObjectTagging" in statement["Action"]
+    ]
+    assert len(tagging) == 2
+    assert any("/*/capture/*" in r for r in tagging) and any("/*/feedback/*" in r for r in tagging)

@@ -15,6 +15,7 @@ import pytest
 
 from functions.shared.gate import gate_inputs
 from functions.shared.orchestration import RunInput, StoppingCondition
+from functions.shared.pipeline_state import PipelineState
 from infra.local.asl import (
     LAMBDA_INVOKE,
     MAX_TRANSITIONS,
@@ -1208,6 +1209,92 @@ def test_a_failed_training_job_is_recorded_and_fails_the_run() -> None:
     (state,) = services.reject.calls
     assert state["failure"] == {"Error": "States.TaskFailed", "Cause": '{"FailureReason": "OOM"}'}
     assert services.evaluate.calls == []
+
+
+QUOTA = TaskFailure(
+    "SageMaker.ResourceLimitExceededException",
+    "The account-level service limit 'ml.g5.xlarge for spot training job usage' is 0 Instances",
+)
+
+
+def test_a_spot_job_refused_for_quota_trains_again_on_demand_and_promotes() -> None:
+    # Given a new account: no spot quota for the instance, so CreateTrainingJob is refused once
+    services = FakePipelineServices(train_errors=(QUOTA,))
+
+    # When the pipeline runs
+    execution = run_pipeline(services)
+
+    # Then the same job trained again on demand, without spot's wait limit, and was promoted
+    assert execution.path[:6] == [
+        "PrepareTraining",
+        "Train",
+        "SpotRefused",
+        "OnDemandLimits",
+        "OnDemand",
+        "Train",
+    ]
+    assert execution.status == "SUCCEEDED" and execution.path[-1] == "Promoted"
+    spot, on_demand = services.train.calls
+    assert spot["EnableManagedSpotTraining"] is True
+    assert on_demand["EnableManagedSpotTraining"] is False
+    assert on_demand["StoppingCondition"] == {"MaxRuntimeInSeconds": 3600}
+    assert on_demand["TrainingJobName"] == spot["TrainingJobName"]  # the refused job never existed
+    # ... and promote saw why the run is on demand, with no failure on the state
+    (state,) = services.promote.calls
+    assert state["spot_fallback"]["Error"] == QUOTA.error
+    assert "failure" not in state
+    PipelineState.model_validate(state)
+
+
+def test_an_on_demand_job_refused_for_quota_is_recorded_once_without_a_loop() -> None:
+    # Given no quota for the instance at all, spot or on demand
+    services = FakePipelineServices(train_errors=(QUOTA, QUOTA))
+
+    # When the pipeline runs
+    execution = run_pipeline(services)
+
+    # Then it tried spot, then on demand, then recorded the quota error and failed
+    assert execution.path[-5:] == [
+        "Train",
+        "SpotRefused",
+        "QuotaRefused",
+        "RecordFailure",
+        "RunFailed",
+    ]
+    assert len(services.train.calls) == 2
+    assert (execution.status, execution.error) == ("FAILED", "Sluice.RunFailed")
+    (state,) = services.reject.calls
+    assert state["failure"] == {"Error": QUOTA.error, "Cause": QUOTA.cause}
+    PipelineState.model_validate(state)
+
+
+def test_a_run_that_asked_for_on_demand_is_not_retried_after_a_quota_refusal() -> None:
+    # Given a contract that turned spot off, and no on-demand quota
+    services = FakePipelineServices(train_errors=(QUOTA,))
+    run_input = json.loads(RUN.execution_input())
+    run_input["spot"] = False
+    run_input["stopping_condition"] = {"MaxRuntimeInSeconds": 3600}
+
+    # When the pipeline runs
+    execution = run(
+        load_definition(PIPELINE, SUBSTITUTIONS),
+        run_input,
+        tasks=services.handlers(),
+        execution_name=RUN.run_name,
+        sleep=refuse_to_wait,
+        clock=FakeClock(),
+    )
+
+    # Then the refusal is recorded at once
+    assert execution.path == [
+        "PrepareTraining",
+        "Train",
+        "SpotRefused",
+        "QuotaRefused",
+        "RecordFailure",
+        "RunFailed",
+    ]
+    assert len(services.train.calls) == 1
 
 
 def test_an_evaluate_exception_is_recorded_without_retrying() -> None:

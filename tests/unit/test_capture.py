@@ -15,7 +15,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -31,7 +31,7 @@ from functions.inference.capture import (
     CaptureSettings,
     capture_key,
 )
-from functions.shared.layout import capture_hour_prefix, capture_prefix
+from functions.shared.layout import TELEMETRY_TAGS, capture_hour_prefix, capture_prefix
 from tests.fakes import InMemoryObjectStore
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -63,12 +63,17 @@ class FailingStore(InMemoryObjectStore):
         self.attempts: list[str] = []
 
     def put_bytes(
-        self, bucket: str, key: str, data: bytes, content_type: str = "application/json"
+        self,
+        bucket: str,
+        key: str,
+        data: bytes,
+        content_type: str = "application/json",
+        tags: Mapping[str, str] | None = None,
     ) -> None:
         self.attempts.append(key)
         if len(self.attempts) <= self.failures:
             raise ConnectionError("S3 is unreachable")
-        super().put_bytes(bucket, key, data, content_type)
+        super().put_bytes(bucket, key, data, content_type, tags)
 
 
 def settings(**overrides: Any) -> CaptureSettings:
@@ -463,15 +468,34 @@ def test_a_forced_flush_retries_a_failed_upload_at_once() -> None:
     assert (stats.failed, stats.dropped, stats.written_records) == (1, 0, 1)
 
 
+def test_uploads_are_tagged_to_expire() -> None:
+    # Given a capture buffer over a store
+    store = InMemoryObjectStore()
+    capture = buffer(store)
+
+    # When a request is captured and flushed
+    capture.offer(DATASET, "3", "r", [row()], [0.5])
+    capture.flush()
+
+    # Then its object carries the tag the artifacts bucket's lifecycle rule expires
+    [written] = store.tags
+    assert store.tags[written] == TELEMETRY_TAGS
+
+
 def test_uploads_are_gzip_content() -> None:
     class Recording(InMemoryObjectStore):
         content_types: list[str] = []  # noqa: RUF012
 
         def put_bytes(
-            self, bucket: str, key: str, data: bytes, content_type: str = "application/json"
+            self,
+            bucket: str,
+            key: str,
+            data: bytes,
+            content_type: str = "application/json",
+            tags: Mapping[str, str] | None = None,
         ) -> None:
             self.content_types.append(content_type)
-            super().put_bytes(bucket, key, data, content_type)
+            super().put_bytes(bucket, key, data, content_type, tags)
 
     store = Recording()
     capture = buffer(store)

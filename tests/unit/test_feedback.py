@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import json
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -27,7 +28,7 @@ from functions.inference.feedback import (
     parse_feedback_request,
     record_feedback,
 )
-from functions.shared.layout import feedback_hour_prefix
+from functions.shared.layout import TELEMETRY_TAGS, feedback_hour_prefix
 from functions.shared.storage import ObjectStore
 from tests.fakes import InMemoryObjectStore, InMemoryRegistry
 from tests.models import ARTIFACTS, TrainedModel, publish_live
@@ -221,6 +222,18 @@ def test_classifier_labels_are_stored_as_predict_writes_them(
     ]
 
 
+def test_feedback_objects_are_tagged_to_expire(trained_models: dict[str, TrainedModel]) -> None:
+    # Given a live model
+    world = World(trained_models["binary"])
+
+    # When feedback is recorded
+    world.record([{"request_id": "r-1", "actual": "yes"}])
+
+    # Then its object carries the tag the artifacts bucket's lifecycle rule expires
+    [(key, _)] = world.stored()
+    assert world.store.tags[(ARTIFACTS, key)] == TELEMETRY_TAGS
+
+
 def test_each_bad_item_is_named_and_nothing_is_stored(
     trained_models: dict[str, TrainedModel],
 ) -> None:
@@ -295,7 +308,12 @@ def test_an_unknown_dataset_is_not_found_and_nothing_is_stored(
 
 class BrokenStore(InMemoryObjectStore):
     def put_bytes(
-        self, bucket: str, key: str, data: bytes, content_type: str = "application/json"
+        self,
+        bucket: str,
+        key: str,
+        data: bytes,
+        content_type: str = "application/json",
+        tags: Mapping[str, str] | None = None,
     ) -> None:
         raise ConnectionError("S3 unreachable")
 
