@@ -11,10 +11,18 @@ import pytest
 from moto import mock_aws
 
 from functions.evaluate.logic import evaluate
-from functions.promote.logic import PipelineStateError, describe_failure, promote, reject
+from functions.promote import handler
+from functions.promote.logic import (
+    PipelineStateError,
+    RunOutcome,
+    describe_failure,
+    promote,
+    reject,
+)
 from functions.shared.alarms import CloudWatchRetrainAlarms, alarm_prefix, alarm_specs
 from functions.shared.model_card import ParityFailure
 from functions.shared.notify import Decision
+from functions.shared.observability import metrics, route_emf
 from functions.shared.pipeline_state import EvaluationOutcome, PipelineState, StepFailure
 from functions.shared.registry import ModelStatus, PromotionConflictError
 from tests.fakes import InMemoryObjectStore, InMemoryRegistry, RecordingNotifier
@@ -423,3 +431,29 @@ def test_alarms_that_cannot_be_put_do_not_fail_a_promotion_that_happened(
     assert outcome.alarms_error == (
         "PermissionError: not authorized to perform cloudwatch:PutMetricAlarm"
     )
+
+
+def test_the_handler_counts_alarms_it_could_not_put_under_the_datasets_dimension() -> None:
+    # Given a promotion whose alarms could not be put
+    outcome = RunOutcome(
+        kind="promoted",
+        dataset="churn",
+        run_name="run-1",
+        model_version=1,
+        live_version=1,
+        reasons=[],
+        alarms_error="ClientError: throttled",
+    )
+    seen: list[str] = []
+    try:
+        route_emf(seen.append, echo=False)
+        # When the handler reports it, then RetrainAlarmsNotPut is counted once, for churn
+        handler._report(outcome)
+        metrics.flush_metrics()
+    finally:
+        route_emf(None, echo=True)
+    [document] = [json.loads(line) for line in seen]
+    names = {m["Name"] for d in document["_aws"]["CloudWatchMetrics"] for m in d["Metrics"]}
+    assert names == {"ModelPromoted", "RetrainAlarmsNotPut"}
+    assert document["RetrainAlarmsNotPut"] == [1.0]
+    assert document["dataset"] == "churn"
