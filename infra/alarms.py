@@ -1,96 +1,56 @@
-"""The alarms that ask for retraining: one definition, deployed by CDK and evaluated by the local
-stack (moto stores alarms but never evaluates them).
-
-Per dataset, three alarms on metrics the functions publish with the single dimension
-``dataset``, each M out of N periods, missing data treated explicitly:
-
-- ``drift``: the drift job's ``DatasetDriftPSI`` (the largest feature PSI), Maximum per job
-  period, ≥ 0.25 ("major" in the PSI convention) in 2 of the last 3 periods;
-- ``quality``: the drift job's ``LiveQualityDrop`` (live accuracy or RMSE from feedback,
-  relative to the model's own test score), ≥ 0.10 in 2 of the last 3 periods;
-- ``errors``: the inference function's ``ErrorRate`` (requests answered 422 or 5xx over all
-  requests of the dataset, per serving window), Average ≥ 0.05 in 3 of the last 5 periods.
-
-Missing data is ``notBreaching`` for all three: no measurement (too little traffic, no
-feedback, no requests) is no evidence that the world moved, so it never fires an alarm and
-never keeps one firing. docs/decisions.md says why these numbers.
-
-An alarm's name is ``sluice-<stage>.retrain.<dataset>.<kind>``: stage names hold no dot, so the
-retraining rule's prefix ``sluice-<stage>.retrain.`` matches neither another stage's alarms nor
-the names CloudFormation gives unnamed alarms (``sluice-<stage>-<logical id>-<random>``). The
-retrain function reads the dataset from the alarm's metric dimension, not from the name.
+"""The retraining alarms in the topology's names: the definition is functions/shared/alarms.py
+(the promote function puts it, so it lives where the Lambda bundles can import it); this module
+gives it the stage of a ``Topology`` and holds the EventBridge patterns that route the alarms'
+state changes, and each run's end, to the retrain function. CDK declares the alarms of the
+datasets its ``datasets`` context names; the local stack evaluates whatever alarms its endpoint
+holds (infra/local/alarms.py).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
+from functions.shared import alarms as definition
+from functions.shared.alarms import (
+    DIMENSION,
+    KINDS,
+    MONITOR_PERIOD_SECONDS,
+    NAMESPACE,
+    SERVING_PERIOD_SECONDS,
+    AlarmKind,
+    AlarmSpec,
+    Comparison,
+    MissingData,
+    Statistic,
+)
 from infra.topology import Topology
 
-AlarmKind = Literal["drift", "quality", "errors"]
-Comparison = Literal["GreaterThanOrEqualToThreshold", "GreaterThanThreshold"]
-MissingData = Literal["missing", "notBreaching", "breaching", "ignore"]
-Statistic = Literal["Maximum", "Average", "Sum", "Minimum"]
-
-NAMESPACE = "Sluice"
-DIMENSION = "dataset"
-MONITOR_PERIOD_SECONDS = 3600  # the drift job's schedule: one datapoint per run
-SERVING_PERIOD_SECONDS = 300  # five serving-metric windows of 60 s
-KINDS: tuple[AlarmKind, ...] = ("drift", "quality", "errors")
-
-
-@dataclass(frozen=True)
-class AlarmSpec:
-    kind: AlarmKind
-    dataset: str
-    name: str
-    description: str
-    metric: str
-    statistic: Statistic
-    period_seconds: int
-    threshold: float
-    comparison: Comparison
-    evaluation_periods: int  # N
-    datapoints_to_alarm: int  # M
-    treat_missing_data: MissingData
-    namespace: str = NAMESPACE
-
-    @property
-    def dimensions(self) -> dict[str, str]:
-        return {DIMENSION: self.dataset}
-
-    def breaches(self, value: float) -> bool:
-        if self.comparison == "GreaterThanOrEqualToThreshold":
-            return value >= self.threshold
-        return value > self.threshold
-
-    def put_metric_alarm(self) -> dict[str, Any]:
-        """The ``PutMetricAlarm`` request that creates this alarm (the local stack's)."""
-        return {
-            "AlarmName": self.name,
-            "AlarmDescription": self.description,
-            "Namespace": self.namespace,
-            "MetricName": self.metric,
-            "Dimensions": [{"Name": k, "Value": v} for k, v in self.dimensions.items()],
-            "Statistic": self.statistic,
-            "Period": self.period_seconds,
-            "Threshold": self.threshold,
-            "ComparisonOperator": self.comparison,
-            "EvaluationPeriods": self.evaluation_periods,
-            "DatapointsToAlarm": self.datapoints_to_alarm,
-            "TreatMissingData": self.treat_missing_data,
-            "ActionsEnabled": False,  # the action is the EventBridge rule on state changes
-        }
+__all__ = [
+    "DIMENSION",
+    "KINDS",
+    "MONITOR_PERIOD_SECONDS",
+    "NAMESPACE",
+    "SERVING_PERIOD_SECONDS",
+    "AlarmKind",
+    "AlarmSpec",
+    "Comparison",
+    "MissingData",
+    "Statistic",
+    "alarm_event_pattern",
+    "alarm_name",
+    "alarm_prefix",
+    "alarm_specs",
+    "run_status_event_pattern",
+]
 
 
 def alarm_name(topology: Topology, dataset: str, kind: AlarmKind) -> str:
-    return f"{alarm_prefix(topology)}{dataset}.{kind}"
+    return definition.alarm_name(topology.stage, dataset, kind)
 
 
 def alarm_prefix(topology: Topology) -> str:
     """Every retraining alarm's name starts with this; the EventBridge rule matches on it."""
-    return f"sluice-{topology.stage}.retrain."
+    return definition.alarm_prefix(topology.stage)
 
 
 def alarm_specs(
@@ -100,65 +60,13 @@ def alarm_specs(
     monitor_period_seconds: int = MONITOR_PERIOD_SECONDS,
     serving_period_seconds: int = SERVING_PERIOD_SECONDS,
 ) -> list[AlarmSpec]:
-    """The three alarms of one dataset. The periods are parameters only so that the local stack
-    can run its drift job faster than hourly; the alarm's period is always the job's."""
-
-    def alarm(
-        kind: AlarmKind,
-        metric: str,
-        statistic: Statistic,
-        threshold: float,
-        m_of_n: tuple[int, int],
-        period: int,
-        what: str,
-    ) -> AlarmSpec:
-        return AlarmSpec(
-            kind=kind,
-            dataset=dataset,
-            name=alarm_name(topology, dataset, kind),
-            description=f"{dataset}: {what}",
-            metric=metric,
-            statistic=statistic,
-            period_seconds=period,
-            threshold=threshold,
-            comparison="GreaterThanOrEqualToThreshold",
-            datapoints_to_alarm=m_of_n[0],
-            evaluation_periods=m_of_n[1],
-            treat_missing_data="notBreaching",
-        )
-
-    monitor, serving = monitor_period_seconds, serving_period_seconds
-    return [
-        alarm(
-            "drift",
-            "DatasetDriftPSI",
-            "Maximum",
-            0.25,
-            (2, 3),
-            monitor,
-            "live inputs drifted from the training data "
-            "(max feature PSI >= 0.25 in 2 of 3 drift-job runs)",
-        ),
-        alarm(
-            "quality",
-            "LiveQualityDrop",
-            "Maximum",
-            0.10,
-            (2, 3),
-            monitor,
-            "live quality from feedback is 10% or more below the model's test score "
-            "(2 of 3 drift-job runs)",
-        ),
-        alarm(
-            "errors",
-            "ErrorRate",
-            "Average",
-            0.05,
-            (3, 5),
-            serving,
-            "5% or more of prediction requests answered 422 or 5xx (3 of 5 periods of 5 min)",
-        ),
-    ]
+    """The three alarms of one dataset (functions/shared/alarms.py)."""
+    return definition.alarm_specs(
+        topology.stage,
+        dataset,
+        monitor_period_seconds=monitor_period_seconds,
+        serving_period_seconds=serving_period_seconds,
+    )
 
 
 def alarm_event_pattern(topology: Topology) -> dict[str, Any]:

@@ -870,6 +870,16 @@ def _retire(args: argparse.Namespace) -> int:
                 f"the API answers 410, drift, retraining and uploads stop; live version "
                 f"{live if live is not None else '-'}, data and history kept"
             )
+            deleted, alarms_error = _delete_retraining_alarms(args.deployment, dataset)
+            document["alarms_deleted"] = deleted
+            if alarms_error is not None:
+                document["alarms_error"] = alarms_error
+                print(
+                    f"sluice retire: {dataset}'s retraining alarms were not deleted "
+                    f"({alarms_error}); the retrain function skips a retired dataset, run "
+                    "`sluice retire` again to delete them",
+                    file=sys.stderr,
+                )
             if args.purge:
                 report = _purge(args, registry, dataset, actor)
                 document["purged"] = report.model_dump(mode="json")
@@ -881,6 +891,19 @@ def _retire(args: argparse.Namespace) -> int:
         return _refused("retire", exc, as_json=args.json)
     print(json.dumps(document, indent=2) if args.json else line)
     return EXIT_OK
+
+
+def _delete_retraining_alarms(deployment: Deployment, dataset: str) -> tuple[list[str], str | None]:
+    """After the retirement is written: the dataset's retraining alarms (put at promote,
+    functions/shared/alarms.py) go. Best effort, as the retirement already stands."""
+    from functions.shared.alarms import CloudWatchRetrainAlarms
+
+    try:
+        return CloudWatchRetrainAlarms(deployment.client("cloudwatch"), deployment.stage).remove(
+            dataset
+        ), None
+    except Exception as exc:  # any transport or permission error of CloudWatch
+        return [], f"{type(exc).__name__}: {exc}"
 
 
 def _buckets(deployment: Deployment) -> tuple[str, str]:

@@ -96,6 +96,7 @@ class Topology:
             "ARTIFACTS_BUCKET": self.artifacts_bucket,
             "REGISTRY_TABLE": self.registry_table,
             "DECISIONS_TOPIC_ARN": self.decisions_topic_arn,
+            "STAGE": self.stage,  # promote puts the retraining alarms, named by stage
             "POWERTOOLS_SERVICE_NAME": "sluice-pipeline",
         }
 

@@ -23,6 +23,9 @@ def _report(outcome: RunOutcome) -> dict[str, Any]:
     if outcome.notify_error is not None:
         logger.error("decision not published", extra={"error": outcome.notify_error})
         metrics.add_metric("DecisionNotPublished", MetricUnit.Count, 1)
+    if outcome.alarms_error is not None:
+        logger.error("retraining alarms not put", extra={"error": outcome.alarms_error})
+        metrics.add_metric("RetrainAlarmsNotPut", MetricUnit.Count, 1)
     return outcome.model_dump(mode="json")
 
 
@@ -32,7 +35,9 @@ def _report(outcome: RunOutcome) -> dict[str, Any]:
 def promote_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     deps = pipeline_deps()
     state = PipelineState.model_validate(event)
-    return _report(promote(state, registry=deps.registry, notifier=deps.notifier))
+    return _report(
+        promote(state, registry=deps.registry, notifier=deps.notifier, alarms=deps.alarms)
+    )
 
 
 @logger.inject_lambda_context(log_event=False)

@@ -4,6 +4,13 @@ Promote moves the live pointer with the registry's conditional write, expecting 
 version evaluate compared against: if an operator or another run changed it since, the write is
 refused (``PromotionConflictError``), the Catch routes the run to RecordFailure, and the newer
 live model stays. Both functions are idempotent, because Step Functions retries them.
+
+After the pointer moved, promote puts the dataset's retraining alarms (functions/shared/alarms.py):
+a dataset no deployment declared is watched from its first live model on, with no redeploy.
+Every promotion puts them (``PutMetricAlarm`` is an upsert), so a failed put is mended by the
+next. A failure never fails the step: the model is live, and failing would report a change that
+was not undone (as for the notification); the handler logs and counts it
+(``RetrainAlarmsNotPut``), and an operational alarm pages on the count.
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from functions.shared.alarms import RetrainAlarms
 from functions.shared.errors import SluiceError
 from functions.shared.notify import Decision, Notifier
 from functions.shared.pipeline_state import PipelineState, StepFailure
@@ -37,11 +45,19 @@ class RunOutcome(BaseModel):
     live_version: int | None
     reasons: list[str]
     notify_error: str | None = None  # set when the decision could not be published
+    alarms: list[str] = []  # the retraining alarms promote put (created or brought up to date)
+    alarms_error: str | None = None  # set when they could not be put
     # The model shipped is not the best candidate: a better one's ONNX export failed parity.
     parity_fallback: str | None = None
 
 
-def promote(state: PipelineState, *, registry: ModelRegistry, notifier: Notifier) -> RunOutcome:
+def promote(
+    state: PipelineState,
+    *,
+    registry: ModelRegistry,
+    notifier: Notifier,
+    alarms: RetrainAlarms,
+) -> RunOutcome:
     evaluation = state.evaluation
     if evaluation is None:
         raise PipelineStateError("promote needs the 'evaluation' result")
@@ -61,6 +77,7 @@ def promote(state: PipelineState, *, registry: ModelRegistry, notifier: Notifier
         if live is None or live.version != mine.version or mine.run_name != state.run_name:
             raise
         pointer = live  # a retry of a promotion that already happened
+    alarm_names, alarms_error = _put_alarms(alarms, state.dataset)
     notify_error = _publish(
         notifier,
         Decision(
@@ -81,6 +98,8 @@ def promote(state: PipelineState, *, registry: ModelRegistry, notifier: Notifier
         live_version=pointer.version,
         reasons=reasons,
         notify_error=notify_error,
+        alarms=alarm_names,
+        alarms_error=alarms_error,
         parity_fallback=_parity_fallback(registry, state.dataset, pointer.version),
     )
 
@@ -151,6 +170,14 @@ def _registered_by(registry: ModelRegistry, dataset: str, run_name: str) -> int 
     state machine from waiting as a candidate an operator could promote without ``--force``."""
     mine = [v.version for v in registry.versions(dataset) if v.run_name == run_name]
     return mine[-1] if mine else None
+
+
+def _put_alarms(alarms: RetrainAlarms, dataset: str) -> tuple[list[str], str | None]:
+    """Best effort, after the registry write (see the module's docstring)."""
+    try:
+        return alarms.ensure(dataset), None
+    except Exception as exc:  # any transport or permission error of CloudWatch
+        return [], f"{type(exc).__name__}: {exc}"
 
 
 def _publish(notifier: Notifier, decision: Decision) -> str | None:

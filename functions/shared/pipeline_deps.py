@@ -1,5 +1,5 @@
 """Settings and adapters of the pipeline's own functions (evaluate, promote, reject): they share
-one environment (``Topology.pipeline_environment``) and the same three ports."""
+one environment (``Topology.pipeline_environment``) and the same ports."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ from datetime import UTC, datetime
 from functools import cache
 
 import boto3
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
+from functions.shared.alarms import MONITOR_PERIOD_SECONDS, CloudWatchRetrainAlarms, RetrainAlarms
 from functions.shared.notify import Notifier, SNSNotifier
 from functions.shared.registry import ModelRegistry
 from functions.shared.registry_dynamodb import DynamoDBRegistry
@@ -25,6 +26,9 @@ class PipelineSettings(BaseModel):
     ARTIFACTS_BUCKET: str
     REGISTRY_TABLE: str
     DECISIONS_TOPIC_ARN: str
+    STAGE: str = Field(min_length=1, pattern=r"^[A-Za-z0-9-]+$")  # the retraining alarms' names
+    # the drift job's period, so its alarms' (the local stack runs the job faster than hourly)
+    RETRAIN_ALARM_PERIOD_SECONDS: int = Field(default=MONITOR_PERIOD_SECONDS, ge=1)
     AWS_ENDPOINT_URL: str | None = None  # set by the local stack only
 
 
@@ -34,6 +38,7 @@ class PipelineDeps:
     store: ObjectStore
     registry: ModelRegistry
     notifier: Notifier
+    alarms: RetrainAlarms
 
 
 def utc_now() -> datetime:
@@ -52,5 +57,10 @@ def pipeline_deps() -> PipelineDeps:
         ),
         notifier=SNSNotifier(
             boto3.client("sns", endpoint_url=endpoint), settings.DECISIONS_TOPIC_ARN
+        ),
+        alarms=CloudWatchRetrainAlarms(
+            boto3.client("cloudwatch", endpoint_url=endpoint),
+            settings.STAGE,
+            monitor_period_seconds=settings.RETRAIN_ALARM_PERIOD_SECONDS,
         ),
     )

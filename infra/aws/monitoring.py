@@ -177,6 +177,18 @@ class Monitoring(Construct):
                     period=period
                 ),
             ),
+            any_in_five_minutes(
+                "RetrainAlarmsNotPut",
+                "retrain-alarms-not-put",
+                "promote made a model live but could not put its dataset's retraining alarms "
+                "(functions/promote): drift, quality and errors go unwatched until the next "
+                "promotion puts them",
+                cloudwatch.MathExpression(  # over every dataset: the metric has its dimension
+                    expression=f"SELECT SUM(RetrainAlarmsNotPut) FROM {NAMESPACE}",
+                    label="RetrainAlarmsNotPut",
+                    period=period,
+                ),
+            ),
             cloudwatch.Alarm(
                 self,
                 "DriftSilent",

@@ -4,13 +4,14 @@ reject functions its Task states call."""
 
 from __future__ import annotations
 
-from aws_cdk import Aws, Duration, RemovalPolicy
+from aws_cdk import ArnFormat, Aws, Duration, RemovalPolicy, Stack
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3_assets as s3_assets
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
+from functions.shared.alarms import alarm_prefix
 from functions.shared.layout import CHECKPOINTS_PREFIX
 from infra.aws.functions import Layers, SluiceFunction
 from infra.aws.images import TrainingImage
@@ -65,11 +66,35 @@ class TrainingPipeline(Construct):
         for decider in (self.promote, self.reject):
             decider.role.add_to_policy(registry.writer())
             decider.role.add_to_policy(registry.publisher())
+        self._allow_retraining_alarms(topology)
 
         self.image = TrainingImage(self, "TrainingImage")
         self.source = s3_assets.Asset(self, "TrainingSource", path=str(training_source_tarball()))
         self.training_role = self._training_role(storage)
         self.state_machine = self._state_machine(topology)
+
+    def _allow_retraining_alarms(self, topology: Topology) -> None:
+        """Promote puts the dataset's retraining alarms when a model goes live
+        (functions/shared/alarms.py): PutMetricAlarm on those names only. Deleting them is the
+        operator's ``sluice retire``, with the operator's credentials."""
+        prefix = alarm_prefix(topology.stage)
+        alarms = Stack.of(self).format_arn(
+            service="cloudwatch",
+            resource="alarm",
+            resource_name=f"{prefix}*",
+            arn_format=ArnFormat.COLON_RESOURCE_NAME,
+        )
+        role = self.promote.role
+        role.add_to_policy(
+            iam.PolicyStatement(actions=["cloudwatch:PutMetricAlarm"], resources=[alarms])
+        )
+        acknowledge(
+            role,
+            id="AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:cloudwatch:<AWS::Region>:"
+            f"<AWS::AccountId>:alarm:{prefix}*]",
+            reason="Alarm names are made per dataset when its model goes live; promote may only "
+            "put the retraining alarms (the prefix the retraining rule matches), no other alarm.",
+        )
 
     def _training_role(self, storage: Storage) -> iam.Role:
         role = iam.Role(

@@ -8,12 +8,13 @@ neither. Locally:
 - ``MetricSink`` receives every EMF document the in-process functions emit
   (``functions.shared.observability.route_emf``): ``offer`` only queues the line (it runs on the
   request path), ``drain`` keeps the datapoints and puts them to the endpoint (``PutMetricData``);
-- ``AlarmEvaluator`` creates the retraining alarms of infra/alarms.py for each dataset (the same
-  definitions CDK deploys), evaluates them over the sink's clock-aligned statistics with
-  CloudWatch's rules (``evaluate``: M out of the N most recent periods, missing data as the
-  alarm says), records each state change in the endpoint (``SetAlarmState``) and returns the
-  state-change events, shaped as CloudWatch sends them, for the stack to route as EventBridge
-  would.
+- ``AlarmEvaluator`` evaluates the retraining alarms the endpoint holds (those the promote function
+  put when each dataset's model went live, functions/shared/alarms.py, and none once
+  ``sluice retire`` deleted them), as read back with ``DescribeAlarms``, over the sink's
+  clock-aligned statistics with CloudWatch's rules (``evaluate``: M out of the N most recent
+  periods, missing data as the alarm says), records each state change in the endpoint
+  (``SetAlarmState``) and returns the state-change events, shaped as CloudWatch sends them, for
+  the stack to route as EventBridge would.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from infra.alarms import AlarmSpec, alarm_event_pattern, alarm_specs
+from infra.alarms import DIMENSION, KINDS, AlarmSpec, alarm_event_pattern, alarm_prefix
 from infra.topology import Topology
 
 AlarmState = Literal["OK", "ALARM", "INSUFFICIENT_DATA"]
@@ -346,24 +347,14 @@ def emf_datapoints(line: str) -> Iterable[tuple[str, dict[str, Any]]]:
 
 
 class AlarmEvaluator:
-    """The retraining alarms of every dataset ``datasets()`` names, evaluated on demand."""
+    """The retraining alarms the endpoint holds, evaluated on demand, as CloudWatch evaluates
+    whatever alarms exist: an alarm put at promote is picked up at the next tick, a deleted one
+    is dropped, an updated one is evaluated under its new definition."""
 
-    def __init__(
-        self,
-        topology: Topology,
-        cloudwatch: Callable[[], Any],
-        sink: MetricSink,
-        datasets: Callable[[], Iterable[str]],
-        *,
-        monitor_period_seconds: int,
-        serving_period_seconds: int,
-    ) -> None:
+    def __init__(self, topology: Topology, cloudwatch: Callable[[], Any], sink: MetricSink) -> None:
         self._topology = topology
         self._cloudwatch = cloudwatch
         self._sink = sink
-        self._datasets = datasets
-        self._monitor = monitor_period_seconds
-        self._serving = serving_period_seconds
         self._specs: dict[str, AlarmSpec] = {}
         self.states: dict[str, tuple[AlarmState, str]] = {}
 
@@ -374,20 +365,21 @@ class AlarmEvaluator:
         """Evaluate every alarm once; the state-change events, in order."""
         now = now or datetime.now(UTC)
         client = self._cloudwatch()
-        for dataset in sorted(set(self._datasets())):
-            for spec in alarm_specs(
-                self._topology,
-                dataset,
-                monitor_period_seconds=self._monitor,
-                serving_period_seconds=self._serving,
-            ):
-                if spec.name not in self._specs:
-                    client.put_metric_alarm(**spec.put_metric_alarm())
-                    self._specs[spec.name] = spec
-                    self.states[spec.name] = (
-                        "INSUFFICIENT_DATA",
-                        "Unchecked: Initial alarm creation",
-                    )
+        found = {
+            spec.name: spec
+            for spec in (
+                spec_from_alarm(alarm)
+                for alarm in described_alarms(client, alarm_prefix(self._topology))
+            )
+            if spec is not None
+        }
+        for name in set(self._specs) - set(found):
+            del self._specs[name]
+            self.states.pop(name, None)
+        for name, spec in sorted(found.items()):
+            if name not in self._specs:
+                self.states[name] = ("INSUFFICIENT_DATA", INITIAL_REASON)
+            self._specs[name] = spec
         events = []
         for spec in self._specs.values():
             previous, previous_reason = self.states[spec.name]
@@ -409,3 +401,44 @@ class AlarmEvaluator:
         period = spec.period_seconds
         current = math.floor(now.timestamp()) // period * period
         return self._sink.statistics(spec, since=current - (spec.evaluation_periods - 1) * period)
+
+
+def described_alarms(client: Any, prefix: str) -> list[dict[str, Any]]:
+    """Every metric alarm whose name starts with ``prefix`` (``DescribeAlarms``, all pages)."""
+    alarms: list[dict[str, Any]] = []
+    token: str | None = None
+    while True:
+        page = client.describe_alarms(
+            AlarmNamePrefix=prefix,
+            AlarmTypes=["MetricAlarm"],
+            **({"NextToken": token} if token else {}),
+        )
+        alarms += page.get("MetricAlarms", [])
+        token = page.get("NextToken")
+        if not token:
+            return alarms
+
+
+def spec_from_alarm(alarm: dict[str, Any]) -> AlarmSpec | None:
+    """The definition of one alarm as ``DescribeAlarms`` returns it; ``None`` for an alarm that
+    is not a retraining alarm's shape (no ``dataset`` dimension, an unknown kind): CloudWatch
+    would evaluate it, but the retrain function could not act on it."""
+    dimensions = {d["Name"]: d["Value"] for d in alarm.get("Dimensions") or []}
+    kind = str(alarm.get("AlarmName", "")).rsplit(".", 1)[-1]
+    if set(dimensions) != {DIMENSION} or kind not in KINDS or "MetricName" not in alarm:
+        return None
+    return AlarmSpec(
+        kind=kind,  # checked against KINDS above
+        dataset=dimensions[DIMENSION],
+        name=alarm["AlarmName"],
+        description=alarm.get("AlarmDescription", ""),
+        metric=alarm["MetricName"],
+        statistic=alarm["Statistic"],
+        period_seconds=int(alarm["Period"]),
+        threshold=float(alarm["Threshold"]),
+        comparison=alarm["ComparisonOperator"],
+        evaluation_periods=int(alarm["EvaluationPeriods"]),
+        datapoints_to_alarm=int(alarm.get("DatapointsToAlarm") or alarm["EvaluationPeriods"]),
+        treat_missing_data=alarm.get("TreatMissingData", "missing"),
+        namespace=alarm["Namespace"],
+    )

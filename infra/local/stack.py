@@ -47,7 +47,7 @@ from functions.shared.layout import parse_batch_key
 from functions.shared.orchestration import RunInput
 from functions.shared.progress import Progress, route_progress
 from functions.shared.storage import S3ObjectStore
-from infra.alarms import NAMESPACE, SERVING_PERIOD_SECONDS
+from infra.alarms import NAMESPACE
 from infra.local import memory
 from infra.local.alarms import AlarmEvaluator, MetricSink, matches_alarm_rule
 from infra.local.api_gateway import LocalApiGateway
@@ -201,7 +201,15 @@ class LocalStack:
         os.environ.update(_METRICS_ENV)
         route_emf(self.metrics.offer, echo=False)
         route_progress(self._progress)
-        use_endpoint(topology, self.endpoint, self.config.environment)
+        use_endpoint(
+            topology,
+            self.endpoint,
+            # promote puts the retraining alarms with the drift job's period, faster than hourly
+            {
+                "RETRAIN_ALARM_PERIOD_SECONDS": str(self._monitor_period()),
+                **self.config.environment,
+            },
+        )
         snapshots = Snapshots(
             self.config.state_dir,
             self.client,
@@ -231,6 +239,7 @@ class LocalStack:
                     f"{stale.record.pid}, job {stale.record.job}); its run resumes"
                 )
         resumed = self._resume_pending_runs()
+        self._restore_retraining_alarms()
         for change in read_history(self.config.state_dir, ALARMS_FILE):
             self._alarm_states[change["alarm"]] = change["state"]
         self.log(
@@ -256,14 +265,7 @@ class LocalStack:
         self._api.__enter__()
         trust = f"; trust {self.certificate.cert_path}" if self.certificate else ""
         self.log(f"api      {self._api.url} (x-api-key required{trust})")
-        self.alarms = AlarmEvaluator(
-            topology,
-            lambda: self.client("cloudwatch"),
-            self.metrics,
-            self._watched_datasets,
-            monitor_period_seconds=max(1, round(self.config.drift_seconds)),
-            serving_period_seconds=SERVING_PERIOD_SECONDS,
-        )
+        self.alarms = AlarmEvaluator(topology, lambda: self.client("cloudwatch"), self.metrics)
         workers = (
             (self._route_events, "router"),
             (self._run_worker, "runner"),
@@ -501,11 +503,26 @@ class LocalStack:
         with self._retrain_lock:
             self._attempt(event, "retrain", None)
 
-    def _watched_datasets(self) -> list[str]:
-        """Datasets in service with a version: the ones whose alarms mean something."""
-        from functions.drift import handler as drift
+    def _monitor_period(self) -> int:
+        """The drift job's schedule, whole seconds: the period of the alarms on its metrics."""
+        return max(1, round(self.config.drift_seconds))
 
-        return list(drift._deps()[2].active_datasets())
+    def _restore_retraining_alarms(self) -> None:
+        """Put the retraining alarms of every dataset in service with a live model, as promote
+        put them: CloudWatch keeps alarms, moto's do not outlive the stack and are not in the
+        snapshot. From then on only promote puts them and ``sluice retire`` deletes them."""
+        from functions.shared.alarms import CloudWatchRetrainAlarms
+        from functions.shared.pipeline_deps import pipeline_deps
+
+        registry = pipeline_deps().registry
+        alarms = CloudWatchRetrainAlarms(
+            self.client("cloudwatch"),
+            self.config.topology.stage,
+            monitor_period_seconds=self._monitor_period(),
+        )
+        for dataset in registry.active_datasets():
+            if registry.live(dataset) is not None:
+                alarms.ensure(dataset)
 
     def _save_periodically(self) -> None:
         released = time.monotonic()

@@ -15,6 +15,7 @@ import boto3
 from functions.shared.registry import LivePointer, ModelStatus
 from functions.shared.registry_dynamodb import LIVE, DynamoDBRegistry, _decode
 from functions.shared.storage import parse_s3_uri
+from infra.alarms import alarm_prefix, alarm_specs
 from infra.local.snapshot import INDEX_FILE, STATE_DIR
 from infra.local.stack import PENDING_DIR, RUNS_FILE, UPLOADS_FILE, free_port, read_history
 from infra.topology import Topology
@@ -116,6 +117,12 @@ def test_a_crash_mid_run_leaves_the_champion_and_the_run_resumes(tmp_path: Path)
     try:
         up.read_until(_said("ready"))
         assert "1 run(s) resumed" in up.said, up.said
+        # moto's alarms died with it: the start put the champion's dataset's alarms back
+        cloudwatch = boto3.client("cloudwatch", endpoint_url=endpoint, region_name=topology.region)
+        found = cloudwatch.describe_alarms(AlarmNamePrefix=alarm_prefix(topology))
+        assert sorted(a["AlarmName"] for a in found["MetricAlarms"]) == sorted(
+            spec.name for spec in alarm_specs(topology, DATASET)
+        )
         # Then the champion is back as it was (unless the resumed run already replaced it:
         # the audit trail below tells), and a model serves
         live = live_pointer(registry, DATASET)  # the resumed run may be promoting

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from functions.shared.registry_dynamodb import DynamoDBRegistry
-from infra.alarms import alarm_specs
+from infra.alarms import alarm_prefix, alarm_specs
 from infra.cli import main
 from infra.local.alarms import evaluate, state_change_event
 from infra.local.stack import (
@@ -84,6 +84,14 @@ def test_shifted_traffic_fires_the_drift_alarm_and_the_guard_starts_exactly_one_
     stack: LocalStack,
 ) -> None:
     topology = stack.config.topology
+    cloudwatch = stack.client("cloudwatch")
+
+    def retraining_alarms() -> dict[str, dict[str, Any]]:
+        found = cloudwatch.describe_alarms(AlarmNamePrefix=alarm_prefix(topology))
+        return {a["AlarmName"]: a for a in found["MetricAlarms"]}
+
+    # churn is declared nowhere (no deployment context, no configuration): no alarm watches it
+    assert retraining_alarms() == {}
     s3 = stack.client("s3")
     s3.put_object(Bucket=topology.raw_bucket, Key="churn/contract.json", Body=contract_bytes())
     frame = churn_frame(800, seed=4)
@@ -91,6 +99,15 @@ def test_shifted_traffic_fires_the_drift_alarm_and_the_guard_starts_exactly_one_
     registry = DynamoDBRegistry(stack.client("dynamodb"), topology.registry_table)
     first = _wait_for(lambda: live_pointer(registry, "churn"), "a live model", stack)
     _wait_for(lambda: stack.runs, "the upload's run record", stack)
+    # Its first model went live: promote put its three alarms, with the drift job's period
+    specs = alarm_specs(topology, "churn", monitor_period_seconds=int(DRIFT_SECONDS))
+    decision = stack.runs[0].decision
+    assert decision is not None and decision["alarms"] == [spec.name for spec in specs]
+    put = retraining_alarms()
+    assert set(put) == {spec.name for spec in specs}
+    for spec in specs:
+        expected = spec.put_metric_alarm()
+        assert {k: put[spec.name][k] for k in expected} == expected
     # No traffic yet: the drift job skips, the alarm has no datapoints and stays OK.
     assert not [d for d in _decisions(stack) if d["outcome"] == "started"]
 
@@ -191,3 +208,16 @@ def test_shifted_traffic_fires_the_drift_alarm_and_the_guard_starts_exactly_one_
     with redirect_stdout(out):
         main(["status", "--state-dir", str(stack.config.state_dir)])
     assert "retrain" in out.getvalue() and "(debounce)" in out.getvalue()
+
+    # Retiring the dataset deletes its alarms, and the local CloudWatch stops evaluating them
+    with redirect_stdout(io.StringIO()):
+        assert (
+            main(
+                ["retire", "churn", "--reason", "done", "--state-dir", str(stack.config.state_dir)]
+            )
+            == 0
+        )
+    assert retraining_alarms() == {}
+    _wait_for(
+        lambda: stack.alarms is not None and not stack.alarms.specs(), "no alarm evaluated", stack
+    )

@@ -352,6 +352,7 @@ ENVIRONMENT = {
     "STATE_MACHINE_ARN": "arn:aws:states:us-east-1:123456789012:stateMachine:sluice",
     "REGISTRY_TABLE": "sluice-registry",
     "DECISIONS_TOPIC_ARN": "arn:aws:sns:us-east-1:123456789012:sluice-decisions",
+    "STAGE": "test",
 }
 
 

@@ -17,6 +17,7 @@ from infra.aws.app import datasets, guard_overrides
 from infra.aws.registry import GUARD_ACTIONS
 from infra.topology import Topology
 from tests.infra.conftest import DATASETS, Synthesized, synthesize
+from tests.infra.test_first_deploy import _ops_topic
 from tests.infra.test_stack import key_pattern
 
 TOPOLOGY = Topology(stage="dev")
@@ -118,11 +119,79 @@ def test_the_stacks_own_alarms_are_named_outside_the_retraining_prefix(
     """CloudFormation names an unnamed alarm ``<stack>-<id>-<random>``: with the stack
     ``sluice-dev``, that would start with the retraining rule's prefix."""
     monitoring = _logical(synthesized, "AWS::CloudWatch::Alarm", "Monitoring")
-    # runs failed, two dead-letter queues, refused model files, the drift job's three
-    assert len(monitoring) == 7
+    # runs failed, two dead-letter queues, refused model files, the drift job's three, alarms
+    # promote could not put
+    assert len(monitoring) == 8
     for logical, alarm in monitoring.items():
         name = alarm["Properties"]["AlarmName"]
         assert not name.startswith(alarm_prefix(TOPOLOGY)), logical
+
+
+def _function_statements(synthesized: Synthesized, name: str) -> list[dict[str, Any]]:
+    [role] = [
+        f["Properties"]["Role"]["Fn::GetAtt"][0]
+        for f in synthesized.resources("AWS::Lambda::Function").values()
+        if f["Properties"].get("FunctionName") == TOPOLOGY.function_name(name)
+    ]
+    return [
+        statement
+        for policy in synthesized.resources("AWS::IAM::Policy").values()
+        if {"Ref": role} in policy["Properties"]["Roles"]
+        for statement in policy["Properties"]["PolicyDocument"]["Statement"]
+    ]
+
+
+def test_promote_may_put_the_retraining_alarms_of_any_dataset_and_no_other_alarm(
+    synthesized_defaults: Synthesized,
+) -> None:
+    """No dataset declared (as CI deploys): promote puts each dataset's alarms itself."""
+    cloudwatch = [
+        s
+        for s in _function_statements(synthesized_defaults, "promote")
+        if any(a.startswith("cloudwatch:") for a in _actions(s))
+    ]
+    [statement] = cloudwatch
+    assert _actions(statement) == ["cloudwatch:PutMetricAlarm"]
+    parts = statement["Resource"]["Fn::Join"][1]
+    assert parts[-1] == f":alarm:{alarm_prefix(TOPOLOGY)}*"
+    assert ":cloudwatch:" in parts[2]
+    for other in ("reject", "evaluate"):
+        assert not [
+            a
+            for s in _function_statements(synthesized_defaults, other)
+            for a in _actions(s)
+            if a.startswith("cloudwatch:")
+        ]
+
+
+def test_the_retraining_rule_catches_alarms_put_at_promote_for_undeclared_datasets(
+    synthesized_defaults: Synthesized,
+) -> None:
+    [rule] = [
+        r["Properties"]
+        for r in _logical(synthesized_defaults, "AWS::Events::Rule", "Retraining").values()
+        if r["Properties"]["EventPattern"]["detail-type"] == ["CloudWatch Alarm State Change"]
+    ]
+    [matcher] = rule["EventPattern"]["detail"]["alarmName"]
+    assert set(matcher) == {"prefix"}  # one rule for every dataset, declared or not
+    for spec in alarm_specs(TOPOLOGY, "never-declared"):
+        assert spec.name.startswith(matcher["prefix"])
+    assert not "sluice-prod.retrain.never-declared.drift".startswith(matcher["prefix"])
+
+
+def test_an_alarm_pages_the_ops_topic_when_promote_could_not_put_the_alarms(
+    synthesized_defaults: Synthesized,
+) -> None:
+    [alarm] = [
+        a["Properties"]
+        for a in synthesized_defaults.resources("AWS::CloudWatch::Alarm").values()
+        if a["Properties"].get("AlarmName") == f"sluice-retrain-alarms-not-put-{TOPOLOGY.stage}"
+    ]
+    [query] = alarm["Metrics"]
+    assert query["Expression"] == "SELECT SUM(RetrainAlarmsNotPut) FROM Sluice"
+    assert query["Period"] == 300
+    topic, _ = _ops_topic(synthesized_defaults)
+    assert alarm["AlarmActions"] == [{"Ref": topic}]
 
 
 def test_alarms_and_run_ends_reach_the_retrain_function_with_retries_and_a_dead_letter_queue(

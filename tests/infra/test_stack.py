@@ -332,10 +332,11 @@ def test_a_dashboard_and_the_day_one_alarms_exist(
 ) -> None:
     assert synthesized.one("AWS::CloudWatch::Dashboard")["DashboardName"] == "sluice-dev"
     # failed runs, dead-lettered uploads and retrain events, refused model files, the drift
-    # job's three (failed, dead-lettered, silent), the inference alias's two
-    assert len(synthesized_defaults.resources("AWS::CloudWatch::Alarm")) == 9
+    # job's three (failed, dead-lettered, silent), the inference alias's two, retraining alarms
+    # promote could not put
+    assert len(synthesized_defaults.resources("AWS::CloudWatch::Alarm")) == 10
     # ...and the three retraining alarms of the one declared dataset
-    assert len(synthesized.resources("AWS::CloudWatch::Alarm")) == 9 + 3
+    assert len(synthesized.resources("AWS::CloudWatch::Alarm")) == 10 + 3
     [integrity] = [
         alarm
         for alarm in synthesized.resources("AWS::CloudWatch::Alarm").values()

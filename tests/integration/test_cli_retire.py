@@ -16,6 +16,7 @@ import boto3
 import pytest
 from moto import mock_aws
 
+from functions.shared.alarms import CloudWatchRetrainAlarms, alarm_prefix, alarm_specs
 from functions.shared.registry import NewModelVersion
 from functions.shared.registry_dynamodb import DynamoDBRegistry, create_table
 from infra.cli import main
@@ -115,6 +116,26 @@ def test_retire_keeps_everything_and_records_it(
     code, out, _ = _retire(capsys, "--undo")
     assert code == 0 and "back in service" in out
     assert stage.registry.retirement(DATASET) is None
+
+
+def test_retire_deletes_the_datasets_retraining_alarms_and_no_others(
+    stage: Stage, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given both datasets' alarms, as promote put them
+    cloudwatch = boto3.client("cloudwatch", region_name=TOPOLOGY.region)
+    alarms = CloudWatchRetrainAlarms(cloudwatch, TOPOLOGY.stage)
+    for dataset in (DATASET, NEIGHBOUR):
+        alarms.ensure(dataset)
+    # When churn is retired
+    code, out, err = _retire(capsys, "--json")
+    # Then its three alarms are gone, churn2's stay, and the report names what went
+    assert code == 0, err
+    gone = [spec.name for spec in alarm_specs(TOPOLOGY.stage, DATASET)]
+    assert json.loads(out)["alarms_deleted"] == gone
+    left = cloudwatch.describe_alarms(AlarmNamePrefix=alarm_prefix(TOPOLOGY.stage))
+    assert sorted(a["AlarmName"] for a in left["MetricAlarms"]) == sorted(
+        spec.name for spec in alarm_specs(TOPOLOGY.stage, NEIGHBOUR)
+    )
 
 
 def test_purge_without_a_terminal_or_yes_refuses_in_one_line_and_changes_nothing(

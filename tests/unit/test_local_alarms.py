@@ -1,16 +1,21 @@
 """The local stack's CloudWatch: EMF documents to datapoints, and alarm evaluation with
-CloudWatch's rules over the definitions CDK deploys (infra/alarms.py)."""
+CloudWatch's rules over the alarms the endpoint holds (functions/shared/alarms.py's, put at
+promote)."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import boto3
 import pytest
+from moto import mock_aws
 
 from functions.retrain.logic import parse_alarm
+from functions.shared.alarms import CloudWatchRetrainAlarms
 from functions.shared.observability import emf_document, emit_emf, route_emf
 from infra.alarms import AlarmSpec, alarm_specs
 from infra.local.alarms import (
@@ -132,18 +137,24 @@ class RecordingCloudWatch:
         return lambda **kwargs: self.calls.append((name, kwargs))
 
 
-def test_the_evaluator_fires_once_when_drift_rises_and_clears_when_it_falls() -> None:
+@pytest.fixture
+def cloudwatch() -> Iterator[Any]:
+    with mock_aws():
+        yield boto3.client("cloudwatch", region_name=TOPOLOGY.region)
+
+
+def _state(cloudwatch: Any, name: str) -> str:
+    [alarm] = cloudwatch.describe_alarms(AlarmNames=[name])["MetricAlarms"]
+    return str(alarm["StateValue"])
+
+
+def test_the_evaluator_fires_once_when_drift_rises_and_clears_when_it_falls(
+    cloudwatch: Any,
+) -> None:
     # the sink's retention follows the test's clock: at the wall clock NOW is long past
     sink = MetricSink(clock=lambda: (NOW + timedelta(hours=2)).timestamp())
-    cloudwatch = RecordingCloudWatch()
-    evaluator = AlarmEvaluator(
-        TOPOLOGY,
-        lambda: cloudwatch,
-        sink,
-        lambda: ["churn"],
-        monitor_period_seconds=HOUR,
-        serving_period_seconds=300,
-    )
+    evaluator = AlarmEvaluator(TOPOLOGY, lambda: cloudwatch, sink)
+    CloudWatchRetrainAlarms(cloudwatch, TOPOLOGY.stage).ensure("churn")  # as promote puts them
 
     def drift(value: float, at: datetime) -> None:
         stamp = int(at.timestamp() * 1000)
@@ -160,17 +171,41 @@ def test_the_evaluator_fires_once_when_drift_rises_and_clears_when_it_falls() ->
     assert [(e["detail"]["alarmName"], e["detail"]["state"]["value"]) for e in events] == [
         ("sluice-local.retrain.churn.drift", "ALARM")
     ]
+    assert _state(cloudwatch, "sluice-local.retrain.churn.drift") == "ALARM"
     assert evaluator.tick(NOW + timedelta(minutes=1)) == []  # an alarm fires on the change only
     drift(0.01, NOW + timedelta(hours=1))
     later = evaluator.tick(NOW + timedelta(hours=2))  # now 0.01, missing and 0.6 → 1 of 3
     assert [e["detail"]["state"]["value"] for e in later] == ["OK"]
-    names = [kwargs["AlarmName"] for name, kwargs in cloudwatch.calls if name == "put_metric_alarm"]
-    assert sorted(names) == [
-        f"sluice-local.retrain.churn.{k}" for k in ("drift", "errors", "quality")
-    ]
-    assert ("set_alarm_state", "ALARM") in [
-        (name, kwargs.get("StateValue")) for name, kwargs in cloudwatch.calls
-    ]
+
+
+def test_the_evaluator_watches_the_alarms_the_endpoint_holds_as_they_are_put_and_deleted(
+    cloudwatch: Any,
+) -> None:
+    # Given no retraining alarm: nothing is evaluated, whatever the metrics say
+    sink = MetricSink(clock=lambda: NOW.timestamp())
+    evaluator = AlarmEvaluator(TOPOLOGY, lambda: cloudwatch, sink)
+    assert evaluator.tick(NOW) == [] and evaluator.specs() == []
+    # When a never-declared dataset's model goes live (promote puts its alarms, here with the
+    # local stack's short drift period), then the next tick evaluates exactly those, as put
+    alarms = CloudWatchRetrainAlarms(cloudwatch, TOPOLOGY.stage, monitor_period_seconds=2)
+    alarms.ensure("fresh")
+    evaluator.tick(NOW)
+    assert sorted(evaluator.specs(), key=lambda s: s.name) == sorted(
+        alarm_specs(TOPOLOGY, "fresh", monitor_period_seconds=2), key=lambda s: s.name
+    )
+    # And an alarm that is not a retraining alarm's shape is left alone
+    cloudwatch.put_metric_alarm(
+        **{
+            **alarm_specs(TOPOLOGY, "x")[0].put_metric_alarm(),
+            "AlarmName": "sluice-local.retrain.x.y",
+        }
+    )
+    evaluator.tick(NOW)
+    assert {s.dataset for s in evaluator.specs()} == {"fresh"}
+    # When the dataset is retired (its alarms deleted), then they are no longer evaluated
+    alarms.remove("fresh")
+    assert evaluator.tick(NOW) == [] and evaluator.specs() == []
+    assert evaluator.states == {}
 
 
 def test_emf_routing_feeds_a_sink_and_can_silence_stdout(
