@@ -207,6 +207,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     up.add_argument("--aws-port", type=int, default=None, help="AWS endpoint port (4566)")
     up.add_argument("--api-port", type=int, default=None, help="API port (8080)")
+    up.add_argument(
+        "--console-port",
+        type=int,
+        default=None,
+        help="the web console's port, on 127.0.0.1 always (8090; a free one when 8090 is taken)",
+    )
     up.add_argument("--api-key", default=None, help="the API key clients must send")
     up.add_argument("--state-dir", type=Path, default=Path(".sluice"), help="(default .sluice)")
     up.add_argument(
@@ -440,6 +446,12 @@ def _up(args: argparse.Namespace) -> int:
         ) from None
     except (OSError, SnapshotError) as exc:
         raise UsageError(f"cannot start the local stack: {exc}") from None
+    try:
+        console = _up_console(args)
+    except UsageError:
+        stack.stop()
+        raise
+    print(f"console  {console.url} (read-only web console; `sluice console` serves it alone)")
     echo = "also here (--verbose)" if args.verbose else "--verbose also prints them here"
     print(f"logs     {logs.directory}/: the functions' JSON logs, tracebacks; {echo}", flush=True)
     print(f"ready    endpoints in {config.state_dir / LOCAL_FILE}; Ctrl-C stops", flush=True)
@@ -447,9 +459,31 @@ def _up(args: argparse.Namespace) -> int:
         stop.wait()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the shutdown
     print("stopping… (a run in progress finishes first)", flush=True)
+    console.stop()
     stack.stop()
     print("stopped", flush=True)
     return EXIT_OK
+
+
+def _up_console(args: argparse.Namespace) -> Any:
+    """The console over the stack just started, found as every operator command finds it (its
+    local.json), on loopback whatever ``--host`` says. The default port, when taken, gives way to
+    a free one (the URL is printed); a port asked for with --console-port is kept or refused."""
+    from infra.console.server import DEFAULT_PORT, Console
+
+    local = argparse.Namespace(
+        stage="local", state_dir=args.state_dir, region=None, endpoint_url=None
+    )
+    data = console_data(_deployment(local), args.state_dir)
+    try:
+        return Console(data, port=args.console_port or DEFAULT_PORT).start()
+    except OSError as exc:
+        if args.console_port is not None:
+            raise UsageError(
+                f"port {args.console_port} on 127.0.0.1 is in use (the console's): {exc.strerror}; "
+                "choose another with --console-port"
+            ) from None
+        return Console(data, port=0).start()
 
 
 def _loopback(host: str) -> bool:

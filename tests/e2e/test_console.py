@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -26,8 +28,10 @@ from infra.local.local_file import LOCAL_FILE
 from infra.local.stack import LocalStack, StackConfig, free_port
 from infra.topology import Topology
 from tests.builders import churn_frame, contract_bytes, csv_bytes
+from tests.processes import ChildProcess
 
-ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts" / "console"
+ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = ROOT / "tests" / "artifacts" / "console"
 WAIT_SECONDS = 240
 API_KEY = "console-key"
 
@@ -245,3 +249,30 @@ def test_an_unknown_name_is_a_404_page_naming_it(console: str, path: str, named:
 def test_the_console_is_read_only(console: str, method: str) -> None:
     status, body = _get(urljoin(console, "/datasets/churn"), method)
     assert status == 405 and "read-only" in body
+
+
+def test_sluice_up_serves_the_console_and_prints_its_url(tmp_path: Path) -> None:
+    # Given `sluice up` started as a user starts it, its console on a port of their choosing
+    port = free_port()
+    command = [sys.executable, "-m", "infra.cli", "up", "--state-dir", str(tmp_path / ".sluice")]
+    command += ["--aws-port", str(free_port()), "--api-port", str(free_port())]
+    command += ["--console-port", str(port)]
+    up = ChildProcess(command, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        up.wait(
+            lambda lines: any(line.startswith("ready") for line in lines),
+            60,
+            timed_out="sluice up not ready",
+            ended="sluice up ended",
+            error=AssertionError,
+        )
+        # Then it printed the console's URL, on loopback, and the page there answers
+        url = f"http://127.0.0.1:{port}/"
+        assert f"console  {url} " in up.said, up.said
+        status, body = _get(url)
+        assert status == 200 and "<h1>Datasets</h1>" in body, body
+        assert "No dataset has a model version yet" in body
+    finally:
+        up.process.send_signal(signal.SIGINT)
+        up.process.wait(timeout=60)
+    assert up.process.returncode == 0, up.said + up.rest()
