@@ -751,6 +751,7 @@ def _console(args: argparse.Namespace) -> int:
     if not _loopback(args.host):
         raise UsageError(f"--host {args.host}: the console listens on loopback only (127.0.0.1)")
     data = console_data(args.deployment, args.state_dir)
+    data.datasets()  # a deployment out of reach fails here, in one line, not on every page
     port = DEFAULT_PORT if args.port is None else args.port
     try:
         console = Console(data, host=args.host, port=port).start()
