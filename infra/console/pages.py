@@ -27,7 +27,14 @@ nav a, main a { color: #1565c0; } a:focus { outline: 2px solid #1565c0; outline-
 .retired { background: #757575; } .candidate { background: #ef6c00; }
 .passed { background: #2e7d32; }
 ul.reasons { margin: .2rem 0; padding-left: 1.1rem; }
+time { white-space: nowrap; }
+caption { text-align: left; color: #616161; padding-bottom: .3rem; } th.num { text-align: right; }
 """
+# Columns of figures: their headings align right, over their numbers.
+NUMERIC = frozenset(
+    {"Live version", "Versions", "Live before", "Seconds", "Max PSI", "Live rows",
+     "Drifted features", "Live", "Offline", "Drop", "Matched"}
+)  # fmt: skip
 
 SECTIONS = (("/", "Datasets"), ("/runs", "Runs"))
 
@@ -57,13 +64,18 @@ def _when(moment: datetime | str | None) -> str:
             moment = datetime.fromisoformat(moment)
         except ValueError:
             return escape(moment)
-    return escape(f"{moment:%Y-%m-%d %H:%M:%S}")
+    return f'<time datetime="{escape(moment.isoformat())}">{moment:%Y-%m-%d %H:%M:%S}</time>'
 
 
 def _table(caption: str, headings: list[str], rows: list[str], empty: str) -> str:
     if not rows:
         return f'<p class="note">{escape(empty)}</p>'
-    head = "".join(f'<th scope="col">{escape(h)}</th>' for h in headings)
+    head = "".join(
+        f'<th scope="col" class="num">{escape(h)}</th>'
+        if h in NUMERIC
+        else f'<th scope="col">{escape(h)}</th>'
+        for h in headings
+    )
     return (
         f"<table><caption>{escape(caption)}</caption><thead><tr>{head}</tr></thead>"
         f"<tbody>{''.join(rows)}</tbody></table>"
@@ -156,7 +168,7 @@ def dataset_page(
 def audit_table(dataset: str, audit: list[AuditEntry]) -> str:
     rows = [
         f"<tr><td>{_when(a.at)}</td><td>{escape(a.action)}</td>"
-        f'<td class="num">{"–" if a.version is None else a.version}</td>'
+        f"<td>{'–' if a.version is None else a.version}</td>"
         f'<td class="num">{"–" if a.previous_live is None else a.previous_live}</td>'
         f"<td>{escape(a.actor)}</td><td>{escape(a.reason)}</td></tr>"
         for a in audit
@@ -274,7 +286,7 @@ def drift_page(
     ]
     quality_rows = [
         f"<tr><td>{_when(q.at)}</td>"
-        f'<td class="num">{"–" if q.model_version is None else q.model_version}</td>'
+        f"<td>{'–' if q.model_version is None else q.model_version}</td>"
         f'<td>{escape(q.metric or "–")}</td><td class="num">{num(q.value, 4)}</td>'
         f'<td class="num">{num(q.offline_value, 4)}</td><td class="num">{num(q.drop, 4)}</td>'
         f'<td class="num">{q.matched}</td></tr>'
