@@ -207,6 +207,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     up.add_argument("--aws-port", type=int, default=None, help="AWS endpoint port (4566)")
     up.add_argument("--api-port", type=int, default=None, help="API port (8080)")
+    up.add_argument(
+        "--console-port",
+        type=int,
+        default=None,
+        help="the web console's port, on 127.0.0.1 always (8090; a free one when 8090 is taken)",
+    )
     up.add_argument("--api-key", default=None, help="the API key clients must send")
     up.add_argument("--state-dir", type=Path, default=Path(".sluice"), help="(default .sluice)")
     up.add_argument(
@@ -362,6 +368,17 @@ def _parser() -> argparse.ArgumentParser:
     retire.add_argument("--undo", action="store_true", help="put a retired dataset back in service")
     retire.set_defaults(run=_retire)
 
+    console = operator(
+        "console",
+        "serve a read-only web console on this machine: datasets, versions, runs, reports, "
+        "drift, retraining decisions, audit trail",
+    )
+    console.add_argument(
+        "--host", default="127.0.0.1", help="loopback address to listen on (127.0.0.1)"
+    )
+    console.add_argument("--port", type=int, default=None, help="port (8090; 0: any free one)")
+    console.set_defaults(run=_console)
+
     predict = operator("predict", "send instances to the prediction API")
     predict.add_argument("dataset")
     predict.add_argument(
@@ -461,6 +478,12 @@ def _up(args: argparse.Namespace) -> int:
         ) from None
     except (OSError, SnapshotError) as exc:
         raise UsageError(f"cannot start the local stack: {exc}") from None
+    try:
+        console = _up_console(args)
+    except UsageError:
+        stack.stop()
+        raise
+    print(f"console  {console.url} (read-only web console; `sluice console` serves it alone)")
     echo = "also here (--verbose)" if args.verbose else "--verbose also prints them here"
     print(f"logs     {logs.directory}/: the functions' JSON logs, tracebacks; {echo}", flush=True)
     print(f"ready    endpoints in {config.state_dir / LOCAL_FILE}; Ctrl-C stops", flush=True)
@@ -468,9 +491,31 @@ def _up(args: argparse.Namespace) -> int:
         stop.wait()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the shutdown
     print("stopping… (a run in progress finishes first)", flush=True)
+    console.stop()
     stack.stop()
     print("stopped", flush=True)
     return EXIT_OK
+
+
+def _up_console(args: argparse.Namespace) -> Any:
+    """The console over the stack just started, found as every operator command finds it (its
+    local.json), on loopback whatever ``--host`` says. The default port, when taken, gives way to
+    a free one (the URL is printed); a port asked for with --console-port is kept or refused."""
+    from infra.console.server import DEFAULT_PORT, Console
+
+    local = argparse.Namespace(
+        stage="local", state_dir=args.state_dir, region=None, endpoint_url=None
+    )
+    data = console_data(_deployment(local), args.state_dir)
+    try:
+        return Console(data, port=args.console_port or DEFAULT_PORT).start()
+    except OSError as exc:
+        if args.console_port is not None:
+            raise UsageError(
+                f"port {args.console_port} on 127.0.0.1 is in use (the console's): {exc.strerror}; "
+                "choose another with --console-port"
+            ) from None
+        return Console(data, port=0).start()
 
 
 def _loopback(host: str) -> bool:
@@ -688,6 +733,73 @@ def _retraining(args: argparse.Namespace) -> int:
         source = f" [{decision.source}]" if decision.source else ""
         print(f"{decision.at.isoformat()}  {decision.outcome}{guard}{source}")
         print(f"    {decision.reason}")
+    return EXIT_OK
+
+
+def console_data(deployment: Deployment, state_dir: Path) -> Any:
+    """The console's read model over ``deployment``: the registry and the retrain guard's log as
+    ``sluice models`` and ``sluice retraining`` read them, the reports in its artifacts bucket, and
+    its runs: the local stack's run history (``sluice status``'s) or, on AWS, the pipeline's Step
+    Functions executions."""
+    from functions.retrain.guard_store import DynamoDBGuardStore
+    from functions.shared.registry_dynamodb import DynamoDBRegistry
+    from functions.shared.storage import S3ObjectStore
+    from infra.console.read_model import ConsoleData, step_functions_runs
+    from infra.local.stack import RUNS_FILE, read_history
+    from infra.topology import Topology
+
+    dynamodb = deployment.client("dynamodb")
+    _, artifacts = _buckets(deployment)
+    if deployment.source is not None:
+        where = f"the local stack in {deployment.source.parent}"
+
+        def runs() -> list[dict[str, Any]]:
+            return read_history(state_dir, RUNS_FILE)
+    else:
+        where = f"stage {deployment.stage} ({deployment.describe()})"
+        account = deployment.client("sts").get_caller_identity()["Account"]
+        topology = Topology(stage=deployment.stage, account=account, region=deployment.region)
+        stepfunctions = deployment.client("stepfunctions")
+
+        def runs() -> list[dict[str, Any]]:
+            return step_functions_runs(stepfunctions, topology.state_machine_arn)
+
+    return ConsoleData(
+        registry=DynamoDBRegistry(dynamodb, deployment.registry_table),
+        guard=DynamoDBGuardStore(dynamodb, deployment.registry_table),
+        store=S3ObjectStore(deployment.client("s3")),
+        artifacts_bucket=artifacts,
+        runs=runs,
+        where=where,
+    )
+
+
+def _console(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from infra.console.server import DEFAULT_PORT, Console
+
+    if not _loopback(args.host):
+        raise UsageError(f"--host {args.host}: the console listens on loopback only (127.0.0.1)")
+    data = console_data(args.deployment, args.state_dir)
+    data.datasets()  # a deployment out of reach fails here, in one line, not on every page
+    port = DEFAULT_PORT if args.port is None else args.port
+    try:
+        console = Console(data, host=args.host, port=port).start()
+    except OSError as exc:
+        raise UsageError(
+            f"cannot listen on {args.host}:{port}: {exc.strerror}; choose another with --port"
+        ) from None
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    if args.json:
+        print(json.dumps({"url": console.url, "over": data.where}), flush=True)
+    else:
+        print(f"console  {console.url} (read-only, over {data.where}); Ctrl-C stops", flush=True)
+    with suppress(KeyboardInterrupt):
+        stop.wait()
+    console.stop()
     return EXIT_OK
 
 

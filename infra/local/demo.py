@@ -44,6 +44,7 @@ from functions.shared.model_card import ModelCard
 from functions.shared.registry import ModelRegistry
 from functions.shared.registry_dynamodb import DynamoDBRegistry
 from functions.shared.storage import S3ObjectStore, parse_s3_uri, s3_uri
+from infra.console.server import DEFAULT_PORT
 from infra.local.pipeline import failure_lines
 from infra.local.stack import (
     UPLOADS_FILE,
@@ -61,6 +62,7 @@ SHUFFLE_SEED = 7
 DEMO_API_KEY = "sluice-demo-key"
 WAIT_SECONDS = 600.0
 POLL_SECONDS = 0.1
+CONSOLE_URL = f"http://127.0.0.1:{DEFAULT_PORT}/"
 
 
 class DemoError(RuntimeError):
@@ -109,6 +111,8 @@ def _drive(stack: LocalStack, inputs: DemoInputs, contract: dict[str, Any]) -> d
     result: dict[str, Any] = {
         "dataset": inputs.dataset,
         "stack": {"aws_endpoint_url": stack.endpoint, "api_url": stack.api_url},
+        # stopped with the demo's stack: `sluice up` serves one that stays, at this URL
+        "console": {"url": CONSOLE_URL, "open_with": "sluice up"},
     }
     result["first"] = chain.upload_and_run(inputs.dataset, data_key, inputs.data.read_bytes())
     if result["first"].get("live_version") is None or not inputs.worse_upload:
@@ -365,7 +369,16 @@ def render(result: dict[str, Any]) -> str:
     if reports:
         lines += ["", "model reports (one self-contained page per version, open in a browser):"]
         lines += [f"  version {version}: {path}" for version, path in reports]
-    return "\n".join(lines)
+    return "\n".join([*lines, "", *CONSOLE_LINES])
+
+
+# The demo's stack (and its console) stops with the demo: how to get a console that stays.
+CONSOLE_LINES = (
+    f"console: the demo's stack has stopped with it; for the web console (datasets, versions, "
+    f"runs, reports, drift, audit) run `sluice up` and open {CONSOLE_URL}",
+    "  (or `sluice console` beside a running `sluice up`, or `sluice console --stage S` over a "
+    "deployment)",
+)
 
 
 def _render_columns(columns: list[dict[str, Any]]) -> list[str]:

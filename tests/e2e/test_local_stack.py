@@ -267,6 +267,7 @@ def test_sluice_up_starts_in_the_foreground_and_stops_cleanly_on_ctrl_c(tmp_path
             "state",
             "api",
             "router",
+            "console",
             "logs",
             "ready",
         ]

@@ -326,3 +326,22 @@ def test_an_aws_error_names_the_endpoint_boto3_took_from_the_environment(
     # then the error says where boto3 went: not "on AWS"
     assert code == 1 and "sluice-registry-dev" in err
     assert f"at {endpoint} (AWS_ENDPOINT_URL)" in err and "on AWS" not in err
+
+
+def test_the_console_without_a_running_stack_is_one_line_asking_for_it(
+    tmp_path: Path, no_aws_account: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given local.json left by a stack that is not running
+    down = f"http://127.0.0.1:{free_port()}"
+    write_local_file(tmp_path, _endpoints(down, "http://127.0.0.1:9"))
+    # When the console is started beside it, it fails before serving anything
+    code, out, err = _run(capsys, "console", "--state-dir", str(tmp_path), "--port", "0")
+    assert code == 1 and out == ""
+    assert err.count("\n") == 1 and down in err and "is `sluice up` running?" in err
+
+
+def test_the_console_listens_on_loopback_only(
+    stack: Stack, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = _run(capsys, "console", "--state-dir", str(stack.state_dir), "--host", "0.0.0.0")
+    assert code == 2 and "loopback only" in err

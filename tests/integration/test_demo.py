@@ -82,9 +82,12 @@ def test_the_human_readable_demo_tells_the_story(tmp_path: Path) -> None:
     for expected in ("40 duplicates dropped", "→ PASS", "gate: PASS → promote", "predictions from"):
         assert expected in out, expected
     assert "deliberately worse" not in out
-    # and it ends with where the version's model report is, a page that is there to open
+    # and it ends with where the version's model report is, a page that is there to open, and
+    # where the console is served (the demo's own stopped with its stack)
     page = tmp_path / "churn-v1.html"
-    assert out.rstrip().endswith(f"version 1: {page.resolve()}"), out[-400:]
+    last = out.rstrip().splitlines()[-4:]
+    assert last[0] == f"  version 1: {page.resolve()}", out[-600:]
+    assert last[2].startswith("console: ") and "http://127.0.0.1:8090/" in last[2], last
     html = page.read_text()
     assert html.startswith("<!DOCTYPE html>") and "Model report — churn version 1" in html
 

@@ -53,3 +53,25 @@ def test_up_on_a_taken_port_exits_at_once_naming_the_port_and_flag(
     assert len(lines) == 1, lines
     assert str(taken_port) in lines[0] and flag in lines[0]
     assert "in use" in lines[0]
+
+
+def test_up_on_a_taken_console_port_stops_the_stack_and_names_the_flag(
+    taken_port: int, tmp_path: Path
+) -> None:
+    # Given the console's port, asked for with --console-port, held by another program
+    command = [sys.executable, "-m", "infra.cli", "up", "--state-dir", str(tmp_path)]
+    command += ["--aws-port", str(free_port()), "--api-port", str(free_port())]
+    command += ["--console-port", str(taken_port)]
+    # When sluice up starts, it stops what it started and exits 2 naming the port and the flag
+    done = subprocess.run(
+        command,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2, done.stdout + done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert str(taken_port) in last and "--console-port" in last and "in use" in last
+    assert "ready" not in done.stdout

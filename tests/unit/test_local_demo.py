@@ -148,3 +148,24 @@ def test_the_demo_text_shows_a_failed_runs_state_error_and_cause() -> None:
     )
     assert "    failed at Train: States.TaskFailed" in text.splitlines()
     assert "      AlgorithmError: unknown hyperparameter 'bogus'" in text.splitlines()
+
+
+def test_the_demo_text_ends_with_the_report_files_and_how_to_open_the_console() -> None:
+    # Given a demo whose first version went live, its report copied to a file
+    step = {
+        "upload": "s3://raw/churn/data/churn.csv",
+        "preprocess": {"status": "rejected", "reason": "no rows"},
+        "model_version": 1,
+        "model_report": {
+            "uri": "s3://a/churn/models/j/report/index.html",
+            "file": "/r/churn-v1.html",
+        },
+    }
+    # When it is told to a person
+    lines = render(
+        {"dataset": "churn", "stack": {"aws_endpoint_url": "e", "api_url": "a"}, "first": step}
+    ).splitlines()
+    # Then the last lines say where the report page is and where the console is served
+    assert "  version 1: /r/churn-v1.html" in lines[-5:]
+    assert lines[-2].startswith("console: ") and "http://127.0.0.1:8090/" in lines[-2]
+    assert "`sluice up`" in lines[-2] and "`sluice console`" in lines[-1]

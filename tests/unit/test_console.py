@@ -1,0 +1,142 @@
+"""The console's routes and pages on in-memory fakes (no network: ``Console.render`` is called
+directly, as the HTTP handler calls it)."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from functions.retrain.guard_store import DecisionRecord, InMemoryGuardStore
+from functions.shared.registry import NewModelVersion
+from infra.console.read_model import ConsoleData
+from infra.console.server import Console
+from tests.fakes import InMemoryObjectStore, InMemoryRegistry
+
+BUCKET = "artifacts"
+HOSTILE = '<script>alert("x")</script>'
+
+
+def _data(runs: list[dict[str, Any]] | None = None) -> tuple[ConsoleData, InMemoryObjectStore]:
+    registry, store, guard = InMemoryRegistry(), InMemoryObjectStore(), InMemoryGuardStore()
+    for n in (1, 2):
+        registry.register(
+            NewModelVersion(
+                dataset="churn",
+                run_name=f"run-{n}",
+                dataset_version="dv1",
+                model_uri=f"s3://{BUCKET}/churn/models/job-{n}/model.onnx",
+                card_uri=f"s3://{BUCKET}/churn/models/job-{n}/model_card.json",
+                report_uri=f"s3://{BUCKET}/churn/models/job-{n}/evaluation.json",
+                artifact_uri=f"s3://{BUCKET}/churn/models/job-{n}/model.tar.gz",
+                sha256="0" * 64,
+                metric="f1_macro",
+                metric_value=0.8 + n / 100,
+                gate="passed",
+                gate_reasons=[f"reason {HOSTILE}"],
+            ),
+            actor="test",
+        )
+    registry.promote("churn", 1, expected_live=None, actor="test", reason="first")
+    registry.promote("churn", 2, expected_live=1, actor="cli:ops", reason=HOSTILE)
+    store.put_bytes(BUCKET, "churn/models/job-2/report/index.html", b"<html>the report</html>")
+    for minute, psi in (("2026-12-03T1000Z", 0.05), ("2026-12-03T1100Z", 0.31)):
+        report = {"live_rows": 200, "level": "moderate", "max_psi": psi, "drifted": 1}
+        store.put_bytes(BUCKET, f"churn/drift/{minute}/report.json", json.dumps(report).encode())
+        store.put_bytes(BUCKET, f"churn/drift/{minute}/report.html", b"<html>drift</html>")
+    guard.record(
+        "churn",
+        DecisionRecord(
+            dataset="churn",
+            at=datetime(2026, 12, 3, 11, tzinfo=UTC),
+            outcome="skipped",
+            guard="debounce",
+            reason="last start 10 min ago",
+            event_id="e1",
+        ),
+    )
+    data = ConsoleData(
+        registry=registry,
+        guard=guard,
+        store=store,
+        artifacts_bucket=BUCKET,
+        runs=lambda: runs or [],
+        where="a test",
+    )
+    return data, store
+
+
+def _page(path: str, runs: list[dict[str, Any]] | None = None) -> tuple[int, str]:
+    status, body = Console(_data(runs)[0]).render(path)
+    return status, body.decode()
+
+
+def test_the_index_names_the_live_version_and_its_metric() -> None:
+    status, body = _page("/")
+    assert status == 200
+    assert '<a href="/datasets/churn">churn</a></th><td class="num">2</td>' in body
+    assert "f1_macro 0.8200" in body
+
+
+def test_user_text_is_escaped_on_every_page() -> None:
+    # Given a reason and an audit entry holding markup
+    for path in ("/datasets/churn", "/datasets/churn/versions/1"):
+        status, body = _page(path)
+        # Then it is shown as text, never as markup
+        assert status == 200 and HOSTILE not in body
+        assert "&lt;script&gt;" in body
+
+
+def test_the_stored_report_is_served_as_it_is_and_a_missing_one_is_a_404() -> None:
+    assert _page("/datasets/churn/versions/2/report") == (200, "<html>the report</html>")
+    status, body = _page("/datasets/churn/versions/1/report")
+    assert status == 404 and "model version 1 of &#x27;churn&#x27; has no report" in body
+
+
+def test_the_drift_page_draws_the_series_and_links_each_report() -> None:
+    status, body = _page("/datasets/churn/drift")
+    assert status == 200 and "<polyline" in body
+    assert 'href="/datasets/churn/drift/2026-12-03T1100Z"' in body
+    assert _page("/datasets/churn/drift/2026-12-03T1100Z") == (200, "<html>drift</html>")
+
+
+def test_retraining_decisions_are_listed_with_their_guard() -> None:
+    status, body = _page("/datasets/churn/retraining")
+    assert status == 200 and "debounce" in body and "last start 10 min ago" in body
+
+
+def test_a_run_shows_its_path_timings_and_the_versions_gate_reasons() -> None:
+    run = {
+        "name": "run-2",
+        "dataset": "churn",
+        "status": "SUCCEEDED",
+        "path": ["Train", "Evaluate", "Gate", "Promote"],
+        "states_seconds": {"Train": 12.5, "Evaluate": 1.25},
+        "started_at": "2026-12-03T10:00:00+00:00",
+        "seconds": 14.0,
+        "decision": None,
+    }
+    status, body = _page("/runs/run-2", [run])
+    assert status == 200
+    assert "Train → Evaluate → Gate → Promote" in body
+    assert '<th scope="row">Train</th><td class="num">12.500</td>' in body
+    assert "reason &lt;script&gt;" in body and 'href="/datasets/churn/versions/2"' in body
+
+
+@pytest.mark.parametrize(
+    ("path", "named"),
+    [
+        ("/datasets/other", "no dataset named &#x27;other&#x27;"),
+        ("/datasets/churn/versions/3", "no model version 3"),
+        ("/datasets/churn/versions/0", "no model version of &#x27;churn&#x27; named &#x27;0&#x27;"),
+        ("/datasets/a%2Fb", "no dataset named &#x27;a/b&#x27;"),
+        ("/datasets/churn/drift/latest", "no drift report of &#x27;churn&#x27; named"),
+        ("/runs/x%20y", "no run named &#x27;x y&#x27;"),
+        ("/datasets/churn/nothing", "no page at /datasets/churn/nothing"),
+    ],
+)
+def test_an_unknown_or_malformed_name_is_a_404_naming_it(path: str, named: str) -> None:
+    status, body = _page(path)
+    assert status == 404 and named in body, body
