@@ -16,6 +16,7 @@ from numpy.typing import NDArray
 
 from functions.shared.explanation import (
     METADATA_KEY,
+    PER_CLASS_OUTPUTS,
     Contributions,
     Explainer,
     ExplanationTable,
@@ -46,16 +47,20 @@ class ExplainingModel:
         self.explainer = Explainer(ExplanationTable.from_bytes(raw))
         self.table = self.explainer.table
         self.features = len(scoring.card.features)
-        if int(self.table.column_features.max(initial=-1)) >= self.features:
+        self.column_features = self.table.column_features
+        if int(self.column_features.max(initial=-1)) >= self.features:
             raise ExplanationTableError(
-                f"its explanation table names feature {self.table.column_features.max()}, the "
+                f"its explanation table names feature {self.column_features.max()}, the "
                 f"card has {self.features}"
             )
         self.scoring = scoring
-        self._outputs = [*scoring.card.output_names, *self.explainer.features_tensors]
+        # A blend's members may read one shared encoded tensor: each is fetched once.
+        tensors = list(dict.fromkeys(self.explainer.features_tensors))
+        self._member_tensor = [tensors.index(t) for t in self.explainer.features_tensors]
+        self._outputs = [*scoring.card.output_names, *tensors]
         try:
             self.session = ort.InferenceSession(
-                with_float_outputs(onnx_bytes, self.explainer.features_tensors),
+                with_float_outputs(onnx_bytes, tensors),
                 sess_options=session_options(),
                 providers=["CPUExecutionProvider"],
             )
@@ -68,13 +73,14 @@ class ExplainingModel:
         outputs = self.session.run(self._outputs, feeds)
         named = len(self.scoring.card.output_names)
         scores = self.scoring.scores(outputs[:named])
-        encoded = [np.asarray(x) for x in outputs[named:]]
+        fetched = outputs[named:]
+        encoded = [np.asarray(fetched[index]) for index in self._member_tensor]
         rows = encoded[0].shape[0]
-        if self.table.output == "logit" and scores.codes is not None:
+        if self.table.output in PER_CLASS_OUTPUTS and scores.codes is not None:
             targets = np.asarray(scores.codes, dtype=np.int64)
         else:
             targets = np.zeros(rows, dtype=np.int64)
         return scores, self.explainer.explain(encoded, targets)
 
     def by_feature(self, contributions: Contributions) -> NDArray[np.float64]:
-        return contributions.by_feature(self.table.column_features, self.features)
+        return contributions.by_feature(self.column_features, self.features)

@@ -239,11 +239,15 @@ class Prediction:
 
 class Explanation(_Model):
     prediction: ClassPrediction | float = Field(description="As the predict route answers it.")
-    output: Literal["value", "log_odds", "logit"] = Field(
+    output: Literal["value", "log_odds", "logit", "weighted_log_odds", "weighted_logit"] = Field(
         description="What base_value + contributions add up to: the predicted value for a "
-        "regressor; the log-odds of explained_class for a binary classifier; the logit "
-        "(softmax input) of explained_class for a multiclass one. A calibrated model's "
-        "log-odds are its calibrated ones (its margin divided by its temperature)."
+        "regressor (a blend of regressors included); the log-odds of explained_class for a "
+        "binary classifier; the logit (softmax input) of explained_class for a multiclass one. "
+        "A calibrated model's log-odds are its calibrated ones (its margin divided by its "
+        "temperature). A blend of classifiers averages its members' probabilities, which no "
+        "sum of margins gives: its output is the weighted sum of its members' (uncalibrated) "
+        "log-odds (weighted_log_odds) or logits (weighted_logit), so the served probability "
+        "is not its sigmoid or softmax."
     )
     explained_class: str | int | bool | None = Field(
         description="The class whose log-odds or logit is explained: the second (positive) "

@@ -7,11 +7,14 @@ native model the references need is at hand; the route tests use the session's t
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import hashlib
+import io
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +32,7 @@ from functions.inference.models import ExplainResponse, PredictResponse
 from functions.shared.explanation import (
     METADATA_KEY,
     Contributions,
+    ExplanationTable,
     ExplanationTableError,
     metadata_entries,
 )
@@ -36,6 +40,7 @@ from functions.shared.features import DatasetSchema
 from functions.shared.model_card import ModelCard
 from functions.shared.scoring import ScoringModel
 from functions.training.candidates import build_candidates, fit_candidate
+from functions.training.ensemble import NativeBlend, blend_graphs
 from functions.training.explanation import with_explanation
 from functions.training.export import to_onnx
 from functions.training.script_mode import Hyperparameters, SageMakerPaths
@@ -214,6 +219,181 @@ def test_a_table_the_model_file_lacks_is_an_explanation_table_error(tmp_path: Pa
     scoring = ScoringModel(bare, card, expected_sha256=card.onnx.sha256)
     with pytest.raises(ExplanationTableError, match="carries no explanation table"):
         ExplainingModel(bare, scoring)
+
+
+def test_a_table_written_before_blends_reads_as_one_member(tmp_path: Path) -> None:
+    # Given a model file whose table is in format 1 (one column map for its one member), as
+    # versions trained before blends were explained carry it
+    fitted = fit(tmp_path, "binary", "linear")
+    table = ExplanationTable.from_bytes(metadata_entries(fitted.onnx)[METADATA_KEY])
+    with np.load(io.BytesIO(base64.b64decode(table.to_bytes()))) as npz:
+        arrays = {name: npz[name] for name in npz.files}
+    header = json.loads(arrays.pop("header").tobytes())
+    arrays["column_features"] = arrays.pop("column_features_0")
+    arrays["header"] = np.frombuffer(json.dumps({**header, "format": 1}).encode(), np.uint8)
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    # When it is read
+    old = ExplanationTable.from_bytes(base64.b64encode(buffer.getvalue()))
+    # Then it is the same table
+    assert old.output == table.output and old.weights == table.weights == (1.0,)
+    np.testing.assert_array_equal(old.column_features, table.column_features)
+
+
+# --- ensembles ------------------------------------------------------------------------------
+
+BLEND_FAMILIES = ("linear", "xgboost", "lightgbm")
+BLEND_WEIGHTS = tuple(float(np.float32(w)) for w in (0.2, 0.44, 0.36))  # as the graph holds
+
+
+def _binary_mixed(root: Path) -> DatasetSchema:
+    """Two classes with categoricals: the linear member one-hot encodes them, the trees
+    number them by target, so each member has its own column map."""
+    generated = datasets.synthetic(
+        800, task="classification", metric="roc_auc", n_numeric=4, n_categorical=2,
+        missing=0.08, name="binary-mixed", seed=11,
+    )  # fmt: skip
+    return datasets.write_dataset_version(root, generated)
+
+
+BLEND_GENERATORS: dict[str, Callable[[Path], DatasetSchema]] = {
+    "binary": _binary_mixed,
+    "multiclass": partial(datasets.multiclass_mixed, rows=800),
+    "regression": partial(datasets.regression_prices, rows=800),
+}
+
+
+@dataclass(frozen=True)
+class FittedBlend:
+    schema: DatasetSchema
+    pipelines: tuple[Pipeline, ...]
+    onnx: bytes
+    train: Split
+    validation: Split
+
+
+def fit_blend(tmp_path: Path, kind: str) -> FittedBlend:
+    """The three families fitted by training's code and blended as training blends them."""
+    schema = BLEND_GENERATORS[kind](tmp_path / "version")
+    paths = SageMakerPaths.for_version(tmp_path / "version", tmp_path)
+    train = load_split(paths.train, schema, "train")
+    validation = load_split(paths.validation, schema, "validation")
+    hp = Hyperparameters(
+        n_estimators=30, early_stopping_rounds=5, max_trials=1, candidates=BLEND_FAMILIES
+    )
+    built = build_candidates(schema, hp, num_gpus=0, n_jobs=1)
+    pipelines = tuple(
+        fit_candidate(name, built[name], schema, train, validation).pipeline
+        for name in BLEND_FAMILIES
+    )
+    graph = blend_graphs([to_onnx(p, schema) for p in pipelines], BLEND_WEIGHTS, schema)
+    native = NativeBlend(pipelines, BLEND_WEIGHTS, schema.task)
+    return FittedBlend(schema, pipelines, with_explanation(graph, native, schema, train.feeds),
+                       train, validation)  # fmt: skip
+
+
+def _user_feature_map(pipeline: Pipeline, schema: DatasetSchema) -> NDArray[np.intp]:
+    """Each encoded column's user feature, from scikit-learn's own output names (a one-hot
+    column is named after its input column and category), independently of the table."""
+    inputs = {graph_name: index for index, graph_name in enumerate(_input_names(schema))}
+    mapped = []
+    for name in pipeline.named_steps["features"].get_feature_names_out():
+        column = name.split("__", 1)[1]
+        source = max((i for i in inputs if column == i or column.startswith(f"{i}_")), key=len)
+        mapped.append(inputs[source])
+    return np.array(mapped, dtype=np.intp)
+
+
+def _input_names(schema: DatasetSchema) -> list[str]:
+    from functions.shared.features import onnx_input_names
+
+    names = onnx_input_names(schema.features)
+    return [names[f.name] for f in schema.features]
+
+
+def _member_reference(
+    pipeline: Pipeline, x: NDArray[np.float64], train: NDArray[np.float64], targets: Any
+) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
+    """A member's exact values by the references: (encoded columns, base, margin) per row of
+    the explained target: the boosters' own pred_contribs, shap's LinearExplainer."""
+    model = pipeline.named_steps["model"]
+    rows = np.arange(x.shape[0])
+    if isinstance(model, xgboost.XGBModel):
+        matrix = xgboost.DMatrix(x)
+        booster, last = model.get_booster(), (0, model.best_iteration + 1)
+        full = booster.predict(matrix, pred_contribs=True, iteration_range=last)
+        full = _explained(full, targets)
+        margin = booster.predict(matrix, output_margin=True, iteration_range=last)
+        margin = margin[rows, targets] if margin.ndim == 2 else margin
+        return full[:, :-1], full[:, -1], np.asarray(margin, np.float64)
+    if type(model).__module__.startswith("lightgbm"):
+        full = np.asarray(model.predict(x, pred_contrib=True))
+        margin = np.asarray(model.predict(x, raw_score=True))
+        if margin.ndim == 2:  # multiclass: classes side by side
+            full = full.reshape(x.shape[0], -1, x.shape[1] + 1)
+            margin = margin[rows, targets]
+        full = _explained(full, targets)
+        return full[:, :-1], full[:, -1], np.asarray(margin, np.float64)
+    masker = shap.maskers.Independent(train, max_samples=train.shape[0])
+    explainer = shap.LinearExplainer(model, masker)
+    values = np.asarray(explainer.shap_values(x))
+    base = np.atleast_1d(np.asarray(explainer.expected_value, np.float64))
+    scored = model.decision_function if hasattr(model, "decision_function") else model.predict
+    margin = np.asarray(scored(x), np.float64)
+    if values.ndim == 3:  # (rows, columns, classes)
+        values = np.moveaxis(values, 2, 1)
+        return _explained(values, targets), base[targets], margin[rows, targets]
+    return values, np.full(x.shape[0], base[0]), margin
+
+
+@pytest.mark.parametrize("kind", ["binary", "multiclass", "regression"])
+def test_a_blends_contributions_are_the_weighted_sum_of_its_members_exact_values(
+    tmp_path: Path, kind: str
+) -> None:
+    # Given a linear model, XGBoost and LightGBM blended into one graph, as training ships it
+    blend = fit_blend(tmp_path, kind)
+    card = _card(blend.schema, blend.onnx)
+    explaining = ExplainingModel(
+        blend.onnx, ScoringModel(blend.onnx, card, expected_sha256=card.onnx.sha256)
+    )
+    # When its validation rows are explained
+    scores, contributions = explaining.run(blend.validation.feeds)
+    by_feature = explaining.by_feature(contributions)
+    # Then per user feature, and for the base, they are the weighted sum of each member's
+    # reference values (the boosters' pred_contribs, shap's LinearExplainer), each member's
+    # encoded columns summed back to the user's features by its own encoding
+    targets = contributions.targets
+    expected = np.zeros_like(by_feature)
+    base = np.zeros(targets.size)
+    margin = np.zeros(targets.size)
+    for pipeline, weight in zip(blend.pipelines, BLEND_WEIGHTS, strict=True):
+        features = pipeline.named_steps["features"]
+        x = np.asarray(features.transform(blend.validation.frame), np.float64)
+        train = np.asarray(features.transform(blend.train.frame), np.float64)
+        columns, member_base, member_margin = _member_reference(pipeline, x, train, targets)
+        mapping = np.zeros((x.shape[1], by_feature.shape[1]))
+        mapping[np.arange(x.shape[1]), _user_feature_map(pipeline, blend.schema)] = 1.0
+        expected += weight * columns @ mapping
+        base += weight * member_base
+        margin += weight * member_margin
+    # (the linear member's one-hot columns outnumber the trees' target-ordered ones; with
+    # three classes there is no one target order, and every member one-hot encodes)
+    assert len({m.size for m in explaining.table.column_maps}) == (1 if kind == "multiclass" else 2)
+    scale = float(np.abs(contributions.margin).max())
+    assert_close(by_feature, expected, scale)
+    assert_close(contributions.base, base, scale)
+    # And base plus contributions is the weighted sum of the members' margins, as stated
+    assert_close(contributions.margin, margin, scale)
+    np.testing.assert_allclose(
+        contributions.base + by_feature.sum(axis=1), contributions.margin, atol=1e-9
+    )
+    expected_output = {"binary": "weighted_log_odds", "multiclass": "weighted_logit"}
+    assert explaining.table.output == expected_output.get(kind, "value")
+    if kind == "regression":  # a blend of values: the sum is the served prediction itself
+        served = np.asarray(scores.values, np.float64)
+        assert_close(contributions.margin, served, scale)
+    elif kind == "multiclass":  # the predicted class is explained
+        np.testing.assert_array_equal(targets, np.asarray(scores.codes))
 
 
 # --- the route ------------------------------------------------------------------------------
