@@ -70,17 +70,43 @@ class ExplainingModel:
     def run(self, feeds: Mapping[str, NDArray[Any]]) -> tuple[Scores, Contributions]:
         """The rows' scores, as the predict route gives them, and their contributions: of the
         positive class (binary), of the predicted class (multiclass), of the value (regression)."""
+        scores, encoded = self._scores_and_encoded(feeds)
+        return scores, self.explainer.explain(encoded, self._targets(scores, encoded))
+
+    def run_classes(
+        self, feeds: Mapping[str, NDArray[Any]]
+    ) -> tuple[Scores, Contributions, list[Contributions]]:
+        """``run``'s answer and, for a classifier, the contributions of every class, in the
+        card's class order (empty for a regressor). A binary classifier's first class is its
+        second's negation: its log-odds are the opposite."""
+        scores, encoded = self._scores_and_encoded(feeds)
+        contributions = self.explainer.explain(encoded, self._targets(scores, encoded))
+        rows = encoded[0].shape[0]
+        every: list[Contributions] = []
+        if self.table.output in PER_CLASS_OUTPUTS:
+            for target in range(len(self.scoring.card.classes or [])):
+                targets = np.full(rows, target, dtype=np.int64)
+                every.append(self.explainer.explain(encoded, targets))
+        elif self.table.output != "value":
+            c = contributions
+            every = [Contributions(c.targets, -c.base, -c.columns, -c.margin), contributions]
+        return scores, contributions, every
+
+    def _scores_and_encoded(
+        self, feeds: Mapping[str, NDArray[Any]]
+    ) -> tuple[Scores, list[NDArray[Any]]]:
         outputs = self.session.run(self._outputs, feeds)
         named = len(self.scoring.card.output_names)
-        scores = self.scoring.scores(outputs[:named])
         fetched = outputs[named:]
-        encoded = [np.asarray(fetched[index]) for index in self._member_tensor]
-        rows = encoded[0].shape[0]
+        return (
+            self.scoring.scores(outputs[:named]),
+            [np.asarray(fetched[index]) for index in self._member_tensor],
+        )
+
+    def _targets(self, scores: Scores, encoded: list[NDArray[Any]]) -> NDArray[np.int64]:
         if self.table.output in PER_CLASS_OUTPUTS and scores.codes is not None:
-            targets = np.asarray(scores.codes, dtype=np.int64)
-        else:
-            targets = np.zeros(rows, dtype=np.int64)
-        return scores, self.explainer.explain(encoded, targets)
+            return np.asarray(scores.codes, dtype=np.int64)
+        return np.zeros(encoded[0].shape[0], dtype=np.int64)
 
     def by_feature(self, contributions: Contributions) -> NDArray[np.float64]:
         return contributions.by_feature(self.column_features, self.features)

@@ -346,6 +346,27 @@ def _member_reference(
     return values, np.full(x.shape[0], base[0]), margin
 
 
+def _blend_reference(
+    blend: FittedBlend, targets: NDArray[np.int64]
+) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
+    """The weighted sum of the members' reference values per user feature, their bases and
+    their margins, on the validation rows, for the class ``targets`` names per row."""
+    expected = np.zeros((targets.size, len(blend.schema.features)))
+    base = np.zeros(targets.size)
+    margin = np.zeros(targets.size)
+    for pipeline, weight in zip(blend.pipelines, BLEND_WEIGHTS, strict=True):
+        features = pipeline.named_steps["features"]
+        x = np.asarray(features.transform(blend.validation.frame), np.float64)
+        train = np.asarray(features.transform(blend.train.frame), np.float64)
+        columns, member_base, member_margin = _member_reference(pipeline, x, train, targets)
+        mapping = np.zeros((x.shape[1], expected.shape[1]))
+        mapping[np.arange(x.shape[1]), _user_feature_map(pipeline, blend.schema)] = 1.0
+        expected += weight * columns @ mapping
+        base += weight * member_base
+        margin += weight * member_margin
+    return expected, base, margin
+
+
 @pytest.mark.parametrize("kind", ["binary", "multiclass", "regression"])
 def test_a_blends_contributions_are_the_weighted_sum_of_its_members_exact_values(
     tmp_path: Path, kind: str
@@ -363,19 +384,7 @@ def test_a_blends_contributions_are_the_weighted_sum_of_its_members_exact_values
     # reference values (the boosters' pred_contribs, shap's LinearExplainer), each member's
     # encoded columns summed back to the user's features by its own encoding
     targets = contributions.targets
-    expected = np.zeros_like(by_feature)
-    base = np.zeros(targets.size)
-    margin = np.zeros(targets.size)
-    for pipeline, weight in zip(blend.pipelines, BLEND_WEIGHTS, strict=True):
-        features = pipeline.named_steps["features"]
-        x = np.asarray(features.transform(blend.validation.frame), np.float64)
-        train = np.asarray(features.transform(blend.train.frame), np.float64)
-        columns, member_base, member_margin = _member_reference(pipeline, x, train, targets)
-        mapping = np.zeros((x.shape[1], by_feature.shape[1]))
-        mapping[np.arange(x.shape[1]), _user_feature_map(pipeline, blend.schema)] = 1.0
-        expected += weight * columns @ mapping
-        base += weight * member_base
-        margin += weight * member_margin
+    expected, base, margin = _blend_reference(blend, targets)
     # (the linear member's one-hot columns outnumber the trees' target-ordered ones; with
     # three classes there is no one target order, and every member one-hot encodes)
     assert len({m.size for m in explaining.table.column_maps}) == (1 if kind == "multiclass" else 2)
@@ -396,11 +405,73 @@ def test_a_blends_contributions_are_the_weighted_sum_of_its_members_exact_values
         np.testing.assert_array_equal(targets, np.asarray(scores.codes))
 
 
+# --- every class ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("family", ["xgboost", "lightgbm"])
+def test_every_class_of_a_multiclass_model_equals_the_boosters_own_values(
+    tmp_path: Path, family: str
+) -> None:
+    # Given a multiclass booster as training exports it
+    fitted = fit(tmp_path, "multiclass", family)
+    card = _card(fitted.schema, fitted.onnx)
+    explaining = ExplainingModel(
+        fitted.onnx, ScoringModel(fitted.onnx, card, expected_sha256=card.onnx.sha256)
+    )
+    # When every class of the validation rows is explained
+    _, predicted, every = explaining.run_classes(fitted.validation.feeds)
+    # Then there is one explanation per class, each the booster's own TreeSHAP of that class
+    classes = len(fitted.schema.classes or [])
+    assert len(every) == classes == 3
+    x = fitted.encoded(fitted.validation)
+    rows = np.arange(x.shape[0])
+    for k, contributions in enumerate(every):
+        targets = np.full(x.shape[0], k, dtype=np.int64)
+        if family == "xgboost":
+            model = fitted.native
+            reference = model.get_booster().predict(
+                xgboost.DMatrix(x),
+                pred_contribs=True,
+                iteration_range=(0, model.best_iteration + 1),
+            )
+        else:
+            reference = np.asarray(fitted.native.predict(x, pred_contrib=True))
+            reference = reference.reshape(x.shape[0], -1, x.shape[1] + 1)
+        reference = _explained(reference, targets)
+        scale = float(np.abs(contributions.margin).max())
+        assert_close(contributions.columns, reference[:, :-1], scale)
+        assert_close(contributions.base, reference[:, -1], scale)
+    # And the predicted class's is the one explained by default
+    chosen = np.stack([c.margin for c in every], axis=1)[rows, predicted.targets]
+    np.testing.assert_allclose(chosen, predicted.margin, atol=1e-12)
+
+
+def test_every_class_of_a_multiclass_blend_is_its_members_weighted_values(tmp_path: Path) -> None:
+    # Given a multiclass blend of the three families
+    blend = fit_blend(tmp_path, "multiclass")
+    card = _card(blend.schema, blend.onnx)
+    explaining = ExplainingModel(
+        blend.onnx, ScoringModel(blend.onnx, card, expected_sha256=card.onnx.sha256)
+    )
+    # When every class is explained
+    _, _, every = explaining.run_classes(blend.validation.feeds)
+    # Then each class's values are the members' references for that class, weighted
+    assert len(every) == 3
+    for k, contributions in enumerate(every):
+        targets = np.full(contributions.base.size, k, dtype=np.int64)
+        expected, base, margin = _blend_reference(blend, targets)
+        scale = float(np.abs(contributions.margin).max())
+        assert_close(explaining.by_feature(contributions), expected, scale)
+        assert_close(contributions.base, base, scale)
+        assert_close(contributions.margin, margin, scale)
+
+
 # --- the route ------------------------------------------------------------------------------
 
 
-def _explain(api: Api, instances: list[dict[str, Any]]) -> Any:
-    return api.call("POST", f"/v1/models/{DATASET}:explain", json.dumps({"instances": instances}))
+def _explain(api: Api, instances: list[dict[str, Any]], **options: Any) -> Any:
+    body = json.dumps({"instances": instances, **options})
+    return api.call("POST", f"/v1/models/{DATASET}:explain", body)
 
 
 @pytest.mark.parametrize("kind", ["binary", "multiclass", "regression"])
@@ -440,6 +511,66 @@ def test_explain_answers_predictions_and_contributions_in_the_users_names(
         else:
             assert explanation.output == "logit"
             assert explanation.explained_class == explanation.prediction.label
+
+
+@pytest.mark.parametrize("kind", ["binary", "multiclass", "regression"])
+def test_explain_answers_every_class_when_asked(
+    trained_models: dict[str, TrainedModel], kind: str
+) -> None:
+    # Given the live model of a kind, and test rows
+    model = trained_models[kind]
+    api = Api()
+    api.publish(model, run="run-1")
+    _, instances = client_rows(model, rows=10)
+    # When they are explained for every class
+    reply = _explain(api, instances, classes="all")
+    # Then each explanation is the default one, plus one explanation per class
+    assert reply.status == 200, reply.body
+    body = ExplainResponse.model_validate(reply.body)
+    default = ExplainResponse.model_validate(_explain(api, instances).body)
+    assert [e.model_copy(update={"classes": None}) for e in body.explanations] == list(
+        default.explanations
+    )
+    assert all(e.classes is None for e in default.explanations)  # not asked, not sent
+    if kind == "regression":  # a regressor has no classes: the same answer
+        assert all(e.classes is None for e in body.explanations)
+        return
+    names = [f.name for f in model.card.features]
+    for explanation in body.explanations:
+        assert explanation.classes is not None
+        assert [c.explained_class for c in explanation.classes] == model.card.classes
+        for each in explanation.classes:
+            assert list(each.contributions) == names
+            total = each.base_value + sum(each.contributions.values())
+            assert total == pytest.approx(each.output_value, rel=1e-9, abs=1e-9)
+        # the explained class's entry is the explanation itself
+        same = next(
+            c for c in explanation.classes if c.explained_class == explanation.explained_class
+        )
+        assert same.output_value == explanation.output_value
+        assert same.contributions == explanation.contributions
+        # and the classes' outputs are the served probabilities' log-odds / logits
+        outputs = np.array([c.output_value for c in explanation.classes])
+        served = np.array([c.probability for c in explanation.classes])
+        if kind == "binary":
+            assert outputs[0] == -outputs[1]
+            assert 1 / (1 + np.exp(-outputs[1])) == pytest.approx(served[1], abs=1e-5)
+        else:
+            softmax = np.exp(outputs - outputs.max()) / np.exp(outputs - outputs.max()).sum()
+            np.testing.assert_allclose(softmax, served, atol=1e-5)
+
+
+def test_explain_refuses_an_unknown_classes_option(
+    trained_models: dict[str, TrainedModel],
+) -> None:
+    model = trained_models["multiclass"]
+    api = Api()
+    api.publish(model, run="run-1")
+    _, instances = client_rows(model, rows=1)
+    assert_error(
+        _explain(api, instances, classes="some"), 422, "invalid_request", mentions="classes"
+    )
+    assert _explain(api, instances, classes="predicted").status == 200
 
 
 def test_explain_of_a_model_without_a_table_is_a_422(
