@@ -37,7 +37,7 @@ from functions.shared.explanation import (
     metadata_entries,
 )
 from functions.shared.features import DatasetSchema
-from functions.shared.model_card import ModelCard
+from functions.shared.model_card import ENSEMBLE, ModelCard
 from functions.shared.scoring import ScoringModel
 from functions.training.candidates import build_candidates, fit_candidate
 from functions.training.ensemble import NativeBlend, blend_graphs
@@ -46,7 +46,7 @@ from functions.training.export import to_onnx
 from functions.training.script_mode import Hyperparameters, SageMakerPaths
 from functions.training.splits import Split, load_split
 from tests import datasets
-from tests.models import TrainedModel
+from tests.models import TrainedModel, train_model
 from tests.unit.test_inference import DATASET, Api, assert_error, client_rows
 
 TOLERANCE = 1e-4  # of the largest |output| explained: float32 graphs, float64 references
@@ -571,6 +571,29 @@ def test_explain_refuses_an_unknown_classes_option(
         _explain(api, instances, classes="some"), 422, "invalid_request", mentions="classes"
     )
     assert _explain(api, instances, classes="predicted").status == 200
+
+
+def test_explain_answers_for_a_shipped_blend(tmp_path: Path) -> None:
+    # Given a blend that training shipped (on prices, the linear model's and LightGBM's errors
+    # partly cancel: test_training_ensemble.py) live behind the route
+    hp = Hyperparameters(n_estimators=40, early_stopping_rounds=5, max_trials=1)
+    model = train_model(tmp_path, "regression", hp)
+    assert model.card.chosen == ENSEMBLE
+    api = Api()
+    api.publish(model, run="run-1")
+    _, instances = client_rows(model, rows=10)
+    # When its predictions are explained
+    reply = _explain(api, instances)
+    # Then they are, in the user's names, adding up to the blend's prediction
+    assert reply.status == 200, reply.body
+    body = ExplainResponse.model_validate(reply.body)
+    names = [f.name for f in model.card.features]
+    for explanation in body.explanations:
+        assert explanation.output == "value"
+        assert list(explanation.contributions) == names
+        total = explanation.base_value + sum(explanation.contributions.values())
+        assert total == pytest.approx(explanation.output_value, rel=1e-9)
+        assert explanation.output_value == pytest.approx(explanation.prediction, rel=1e-5)
 
 
 def test_explain_of_a_model_without_a_table_is_a_422(
