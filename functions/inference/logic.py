@@ -100,6 +100,9 @@ def explain(
     served = _served(cache, dataset, version)
     explaining = cache.explaining(served)
     card = served.card
+    classes = len(card.classes or [])
+    if request.classes == "all" and classes:
+        _check_every_class(len(request.instances), classes, len(card.features))
     columns = instances_to_columns(card.features, request.instances)
     feeds = onnx_feeds(card.features, columns, card.input_names)
     every: list[Contributions] = []
@@ -111,7 +114,6 @@ def explain(
     by_class = [explaining.by_feature(c).tolist() for c in every]
     names = [f.name for f in card.features]
     output = explaining.table.output
-    classes = len(card.classes or [])
     explanations = []
     for row, prediction in enumerate(_predictions(served, scores)):
         target = int(contributions.targets[row]) + (1 if classes == 2 else 0)
@@ -142,6 +144,23 @@ def explain(
     return Explanations(
         model_version=str(served.version), explanations=explanations, request_id=request_id
     )
+
+
+# Contributions one explain answer may carry with "classes": "all" (about 3 MB of JSON: half
+# of a Lambda's 6 MB response), so that every class of many instances is refused up front.
+MAX_CLASS_CONTRIBUTIONS = 100_000
+
+
+def _check_every_class(instances: int, classes: int, features: int) -> None:
+    fit = max(1, MAX_CLASS_CONTRIBUTIONS // (classes * features))
+    if instances > fit:
+        raise TooManyInstancesError(
+            f'instances: {instances} instances with "classes": "all" would answer '
+            f"{instances * classes * features} contributions ({classes} classes x {features} "
+            f"features each), the limit is {MAX_CLASS_CONTRIBUTIONS}; send at most {fit} "
+            "instances per request",
+            max_instances=fit,
+        )
 
 
 def _check_count(

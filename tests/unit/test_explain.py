@@ -27,6 +27,7 @@ from numpy.typing import NDArray
 from sklearn.inspection import permutation_importance
 from sklearn.pipeline import Pipeline
 
+from functions.inference import logic
 from functions.inference.explain import ExplainingModel
 from functions.inference.models import ExplainResponse, PredictResponse
 from functions.shared.explanation import (
@@ -571,6 +572,24 @@ def test_explain_refuses_an_unknown_classes_option(
         _explain(api, instances, classes="some"), 422, "invalid_request", mentions="classes"
     )
     assert _explain(api, instances, classes="predicted").status == 200
+
+
+def test_every_class_of_too_many_instances_is_refused_saying_how_many_fit(
+    trained_models: dict[str, TrainedModel], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a multiclass model and an answer limit that two instances' every class fills
+    model = trained_models["multiclass"]
+    features, classes = len(model.card.features), len(model.card.classes or [])
+    monkeypatch.setattr(logic, "MAX_CLASS_CONTRIBUTIONS", 2 * classes * features)
+    api = Api()
+    api.publish(model, run="run-1")
+    _, instances = client_rows(model, rows=3)
+    # When three instances ask for every class: refused, saying how many fit
+    reply = _explain(api, instances, classes="all")
+    assert_error(reply, 413, "too_many_instances", mentions="send at most 2 instances")
+    # And two are answered, as are three with the predicted class only
+    assert _explain(api, instances[:2], classes="all").status == 200
+    assert _explain(api, instances).status == 200
 
 
 def test_explain_answers_for_a_shipped_blend(tmp_path: Path) -> None:
