@@ -62,7 +62,7 @@ from functions.training.splits import load_schema, load_split
 
 TREES, DEPTH, NUMERIC, CATEGORICAL = 300, 6, 16, 4
 TARGET_MS = 3.0
-SECONDS = 8.0
+SECONDS = 16.0  # two peers of ~50 ms x 50 calls each: about three rounds
 QUICK_SECONDS = 2.0
 ROUND = 50
 BLEND_DATASET = "churn-blend"
