@@ -27,7 +27,8 @@ from tests import datasets
 from tests.datasets import SPLITS
 
 # No search, and one family ships: the session's models serve the predict and explain routes,
-# and a blend carries no explanation table yet (test_training_ensemble.py trains blends).
+# whose tests hold a classifier's explanation to the served probability's log-odds (a blend's
+# is its members' weighted log-odds; test_explain.py and test_training_ensemble.py train blends).
 FAST = Hyperparameters(
     n_estimators=40, early_stopping_rounds=5, max_trials=1, max_ensemble_members=1
 )

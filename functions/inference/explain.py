@@ -16,6 +16,7 @@ from numpy.typing import NDArray
 
 from functions.shared.explanation import (
     METADATA_KEY,
+    PER_CLASS_OUTPUTS,
     Contributions,
     Explainer,
     ExplanationTable,
@@ -46,16 +47,20 @@ class ExplainingModel:
         self.explainer = Explainer(ExplanationTable.from_bytes(raw))
         self.table = self.explainer.table
         self.features = len(scoring.card.features)
-        if int(self.table.column_features.max(initial=-1)) >= self.features:
+        self.column_features = self.table.column_features
+        if int(self.column_features.max(initial=-1)) >= self.features:
             raise ExplanationTableError(
-                f"its explanation table names feature {self.table.column_features.max()}, the "
+                f"its explanation table names feature {self.column_features.max()}, the "
                 f"card has {self.features}"
             )
         self.scoring = scoring
-        self._outputs = [*scoring.card.output_names, *self.explainer.features_tensors]
+        # A blend's members may read one shared encoded tensor: each is fetched once.
+        tensors = list(dict.fromkeys(self.explainer.features_tensors))
+        self._member_tensor = [tensors.index(t) for t in self.explainer.features_tensors]
+        self._outputs = [*scoring.card.output_names, *tensors]
         try:
             self.session = ort.InferenceSession(
-                with_float_outputs(onnx_bytes, self.explainer.features_tensors),
+                with_float_outputs(onnx_bytes, tensors),
                 sess_options=session_options(),
                 providers=["CPUExecutionProvider"],
             )
@@ -65,16 +70,43 @@ class ExplainingModel:
     def run(self, feeds: Mapping[str, NDArray[Any]]) -> tuple[Scores, Contributions]:
         """The rows' scores, as the predict route gives them, and their contributions: of the
         positive class (binary), of the predicted class (multiclass), of the value (regression)."""
+        scores, encoded = self._scores_and_encoded(feeds)
+        return scores, self.explainer.explain(encoded, self._targets(scores, encoded))
+
+    def run_classes(
+        self, feeds: Mapping[str, NDArray[Any]]
+    ) -> tuple[Scores, Contributions, list[Contributions]]:
+        """``run``'s answer and, for a classifier, the contributions of every class, in the
+        card's class order (empty for a regressor). A binary classifier's first class is its
+        second's negation: its log-odds are the opposite."""
+        scores, encoded = self._scores_and_encoded(feeds)
+        contributions = self.explainer.explain(encoded, self._targets(scores, encoded))
+        rows = encoded[0].shape[0]
+        every: list[Contributions] = []
+        if self.table.output in PER_CLASS_OUTPUTS:
+            for target in range(len(self.scoring.card.classes or [])):
+                targets = np.full(rows, target, dtype=np.int64)
+                every.append(self.explainer.explain(encoded, targets))
+        elif self.table.output != "value":
+            c = contributions
+            every = [Contributions(c.targets, -c.base, -c.columns, -c.margin), contributions]
+        return scores, contributions, every
+
+    def _scores_and_encoded(
+        self, feeds: Mapping[str, NDArray[Any]]
+    ) -> tuple[Scores, list[NDArray[Any]]]:
         outputs = self.session.run(self._outputs, feeds)
         named = len(self.scoring.card.output_names)
-        scores = self.scoring.scores(outputs[:named])
-        encoded = [np.asarray(x) for x in outputs[named:]]
-        rows = encoded[0].shape[0]
-        if self.table.output == "logit" and scores.codes is not None:
-            targets = np.asarray(scores.codes, dtype=np.int64)
-        else:
-            targets = np.zeros(rows, dtype=np.int64)
-        return scores, self.explainer.explain(encoded, targets)
+        fetched = outputs[named:]
+        return (
+            self.scoring.scores(outputs[:named]),
+            [np.asarray(fetched[index]) for index in self._member_tensor],
+        )
+
+    def _targets(self, scores: Scores, encoded: list[NDArray[Any]]) -> NDArray[np.int64]:
+        if self.table.output in PER_CLASS_OUTPUTS and scores.codes is not None:
+            return np.asarray(scores.codes, dtype=np.int64)
+        return np.zeros(encoded[0].shape[0], dtype=np.int64)
 
     def by_feature(self, contributions: Contributions) -> NDArray[np.float64]:
-        return contributions.by_feature(self.table.column_features, self.features)
+        return contributions.by_feature(self.column_features, self.features)

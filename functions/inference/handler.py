@@ -13,7 +13,7 @@ import binascii
 import os
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from functools import cache
 from typing import Any
 
@@ -35,8 +35,11 @@ from functions.inference.errors import (
     error_response,
 )
 from functions.inference.models import (
+    ExplainRequest,
     PredictRequest,
+    Request,
     parse_dataset,
+    parse_explain_request,
     parse_predict_request,
 )
 from functions.inference.serving_metrics import ServingMetrics
@@ -151,8 +154,24 @@ def predict_request_for(
 ) -> PredictRequest:
     """The predict body of ``event``; a body over the limit is refused saying how many of the
     model's instances fit (``logic.too_large``)."""
+    return _request_for(deps, dataset, version, event, parse_predict_request)
+
+
+def explain_request_for(deps: Deps, dataset: str, event: BaseProxyEvent) -> ExplainRequest:
+    """The explain body of ``event`` (the predict body and ``classes``), as
+    ``predict_request_for``."""
+    return _request_for(deps, dataset, None, event, parse_explain_request)
+
+
+def _request_for(
+    deps: Deps,
+    dataset: str,
+    version: int | None,
+    event: BaseProxyEvent,
+    parse: Callable[[str | None, str | None], Request],
+) -> Request:
     try:
-        return parse_predict_request(request_body(event), request_header(event, "content-type"))
+        return parse(request_body(event), request_header(event, "content-type"))
     except PayloadTooLargeError as exc:
         config, cache, _ = deps
         raise logic.too_large(

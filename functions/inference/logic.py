@@ -6,7 +6,7 @@ raise the typed errors of ``functions.inference.errors``.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from functions.inference.cache import ModelCache, ServedModel
 from functions.inference.errors import (
@@ -17,6 +17,7 @@ from functions.inference.errors import (
     VersionRejectedError,
 )
 from functions.inference.models import (
+    ExplainRequest,
     Explanations,
     FeatureInfo,
     MetadataResponse,
@@ -40,6 +41,9 @@ from functions.shared.features import (
 from functions.shared.model_card import ModelCard
 from functions.shared.registry import ModelStatus, ModelVersion
 from functions.shared.scoring import Scores
+
+if TYPE_CHECKING:  # explanations load on a first explain only (cache.explaining)
+    from functions.shared.explanation import Contributions
 
 
 def predict(
@@ -77,14 +81,15 @@ def explain(
     cache: ModelCache,
     dataset: str,
     version: int | None,
-    request: PredictRequest,
+    request: ExplainRequest,
     *,
     max_instances: int,
     request_id: str,
 ) -> Explanations:
     """Predict ``request.instances`` as ``predict`` does, and explain each prediction: a base
     value and one exact contribution per feature that add up to the model's output (see
-    functions/shared/explanation.py and docs/api.md).
+    functions/shared/explanation.py and docs/api.md); with ``classes="all"``, a classifier's
+    every class too.
 
     Raises
     ------
@@ -95,32 +100,67 @@ def explain(
     served = _served(cache, dataset, version)
     explaining = cache.explaining(served)
     card = served.card
+    classes = len(card.classes or [])
+    if request.classes == "all" and classes:
+        _check_every_class(len(request.instances), classes, len(card.features))
     columns = instances_to_columns(card.features, request.instances)
-    scores, contributions = explaining.run(onnx_feeds(card.features, columns, card.input_names))
+    feeds = onnx_feeds(card.features, columns, card.input_names)
+    every: list[Contributions] = []
+    if request.classes == "all":
+        scores, contributions, every = explaining.run_classes(feeds)
+    else:
+        scores, contributions = explaining.run(feeds)
     by_feature = explaining.by_feature(contributions).tolist()
+    by_class = [explaining.by_feature(c).tolist() for c in every]
     names = [f.name for f in card.features]
     output = explaining.table.output
-    classes = len(card.classes or [])
     explanations = []
     for row, prediction in enumerate(_predictions(served, scores)):
         target = int(contributions.targets[row]) + (1 if classes == 2 else 0)
         probability = None
         if scores.probabilities is not None:
             probability = float(scores.probabilities[row, target])
-        explanations.append(
-            {
-                "prediction": prediction,
-                "output": output,
-                "explained_class": served.labels[target] if classes else None,
-                "probability": probability,
-                "base_value": float(contributions.base[row]),
-                "output_value": float(contributions.margin[row]),
-                "contributions": dict(zip(names, by_feature[row], strict=True)),
-            }
-        )
+        explanation: dict[str, Any] = {
+            "prediction": prediction,
+            "output": output,
+            "explained_class": served.labels[target] if classes else None,
+            "probability": probability,
+            "base_value": float(contributions.base[row]),
+            "output_value": float(contributions.margin[row]),
+            "contributions": dict(zip(names, by_feature[row], strict=True)),
+        }
+        if every and scores.probabilities is not None:
+            explanation["classes"] = [
+                {
+                    "explained_class": served.labels[k],
+                    "probability": float(scores.probabilities[row, k]),
+                    "base_value": float(each.base[row]),
+                    "output_value": float(each.margin[row]),
+                    "contributions": dict(zip(names, by_class[k][row], strict=True)),
+                }
+                for k, each in enumerate(every)
+            ]
+        explanations.append(explanation)
     return Explanations(
         model_version=str(served.version), explanations=explanations, request_id=request_id
     )
+
+
+# Contributions one explain answer may carry with "classes": "all" (about 3 MB of JSON: half
+# of a Lambda's 6 MB response), so that every class of many instances is refused up front.
+MAX_CLASS_CONTRIBUTIONS = 100_000
+
+
+def _check_every_class(instances: int, classes: int, features: int) -> None:
+    fit = max(1, MAX_CLASS_CONTRIBUTIONS // (classes * features))
+    if instances > fit:
+        raise TooManyInstancesError(
+            f'instances: {instances} instances with "classes": "all" would answer '
+            f"{instances * classes * features} contributions ({classes} classes x {features} "
+            f"features each), the limit is {MAX_CLASS_CONTRIBUTIONS}; send at most {fit} "
+            "instances per request",
+            max_instances=fit,
+        )
 
 
 def _check_count(

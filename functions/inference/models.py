@@ -11,7 +11,7 @@ import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, WithJsonSchema
 from pydantic_core import from_json, to_json
@@ -104,6 +104,15 @@ def parse_predict_request(body: str | None, content_type: str | None) -> Predict
     ------
     UnsupportedMediaTypeError, PayloadTooLargeError, MalformedRequestError, InvalidRequestError
     """
+    return _parse_body(body, content_type, PredictRequest)
+
+
+def parse_explain_request(body: str | None, content_type: str | None) -> ExplainRequest:
+    """An explain request (the predict body and ``classes``), as ``parse_predict_request``."""
+    return _parse_body(body, content_type, ExplainRequest)
+
+
+def _parse_body(body: str | None, content_type: str | None, model: type[Request]) -> Request:
     if not is_json_media_type(content_type):
         raise unsupported_media_type(content_type)
     if not body:
@@ -111,7 +120,7 @@ def parse_predict_request(body: str | None, content_type: str | None) -> Predict
             'the request body is empty; send a JSON object such as {"instances": [{...}]}'
         )
     try:
-        return PredictRequest.model_validate(parse_json_object(body))
+        return model.model_validate(parse_json_object(body))
     except ValidationError as exc:
         raise invalid_request(exc.errors()) from None
 
@@ -193,6 +202,21 @@ class PredictRequest(_Model):
     instances: list[Instance] = Field(min_length=1)
 
 
+class ExplainRequest(PredictRequest):
+    """The predict body, and which classes a classifier's explanation covers."""
+
+    classes: Literal["predicted", "all"] = Field(
+        default="predicted",
+        description="predicted (the default): explain the positive class of a binary classifier "
+        "and the predicted class of a multiclass one. all: also one explanation per class, in "
+        "each explanation's `classes` (the answer grows by the number of classes). A regressor "
+        "answers the same either way.",
+    )
+
+
+Request = TypeVar("Request", PredictRequest, ExplainRequest)  # what a body parses into
+
+
 # --- responses ---------------------------------------------------------------------------------
 
 
@@ -237,13 +261,28 @@ class Prediction:
         return to_json(body, inf_nan_mode="null").decode()
 
 
+class ClassExplanation(_Model):
+    explained_class: str | int | bool = Field(description="The class explained.")
+    probability: float = Field(description="Its served probability.")
+    base_value: float = Field(description="As the explanation's base_value, for this class.")
+    output_value: float = Field(
+        description="base_value plus the sum of the contributions: this class's log-odds or "
+        "logit, in the unit the explanation's output states."
+    )
+    contributions: dict[str, float] = Field(description="Feature -> its exact SHAP value.")
+
+
 class Explanation(_Model):
     prediction: ClassPrediction | float = Field(description="As the predict route answers it.")
-    output: Literal["value", "log_odds", "logit"] = Field(
+    output: Literal["value", "log_odds", "logit", "weighted_log_odds", "weighted_logit"] = Field(
         description="What base_value + contributions add up to: the predicted value for a "
-        "regressor; the log-odds of explained_class for a binary classifier; the logit "
-        "(softmax input) of explained_class for a multiclass one. A calibrated model's "
-        "log-odds are its calibrated ones (its margin divided by its temperature)."
+        "regressor (a blend of regressors included); the log-odds of explained_class for a "
+        "binary classifier; the logit (softmax input) of explained_class for a multiclass one. "
+        "A calibrated model's log-odds are its calibrated ones (its margin divided by its "
+        "temperature). A blend of classifiers averages its members' probabilities, which no "
+        "sum of margins gives: its output is the weighted sum of its members' (uncalibrated) "
+        "log-odds (weighted_log_odds) or logits (weighted_logit), so the served probability "
+        "is not its sigmoid or softmax."
     )
     explained_class: str | int | bool | None = Field(
         description="The class whose log-odds or logit is explained: the second (positive) "
@@ -261,6 +300,12 @@ class Explanation(_Model):
         description="Feature (as the model's metadata names it) -> its exact SHAP value, in "
         "the units of output. Encoded columns (one-hot categories, imputed numbers, date "
         "parts) are summed back into the feature they come from."
+    )
+    classes: list[ClassExplanation] | None = Field(
+        default=None,
+        description='Only when the request asks "classes": "all", for a classifier: one '
+        "explanation per class, in the order of the prediction's probabilities (a binary "
+        "classifier's first class: the negated log-odds of its second).",
     )
 
 

@@ -45,6 +45,7 @@ from functions.inference.handler import (
     Deps,
     allowed_methods,
     count_error,
+    explain_request_for,
     gateway_request_id,
     predict_request_for,
     predict_response,
@@ -53,6 +54,7 @@ from functions.inference.handler import (
 )
 from functions.inference.models import (
     VERSION,
+    ExplainRequest,
     ExplainResponse,
     MetadataResponse,
     ModelListResponse,
@@ -119,15 +121,17 @@ def create_app(deps: Callable[[], Deps]) -> APIGatewayRestResolver:
     @app.post(
         EXPLAIN,
         summary="Predict with the live model and explain each prediction",
-        description="The predict body. Per instance: the prediction, a base value and one exact "
-        "SHAP contribution per feature, adding up to the model's output (the value, or the "
-        "log-odds / logit stated in `output`), with the probability alongside. Exact for linear "
-        "and tree models. See docs/api.md.",
+        description="The predict body, and optionally `classes` (`predicted` or `all`). Per "
+        "instance: the prediction, a base value and one exact SHAP contribution per feature, "
+        "adding up to the model's output (the value, or the log-odds / logit stated in "
+        "`output`), with the probability alongside; with `classes: all`, one such explanation "
+        "per class. Exact for linear and tree models; a blend's are its members' weighted sum. "
+        "See docs/api.md.",
         responses={
             **_ok("Explained predictions", ExplainResponse),
             **_errors(400, 404, 410, 413, 415, 422, 503, body_model=True),
         },
-        openapi_extensions=_PREDICT_BODY,
+        openapi_extensions=_EXPLAIN_BODY,
         enable_validation=False,
     )
     def explain(dataset: Dataset) -> Response[str]:
@@ -137,7 +141,7 @@ def create_app(deps: Callable[[], Deps]) -> APIGatewayRestResolver:
             cache,
             name,
             None,
-            predict_request(name, None),
+            explain_request_for(deps(), name, app.current_event),
             max_instances=config.MAX_INSTANCES,
             request_id=gateway_request_id(app.current_event),
         )
@@ -272,6 +276,13 @@ _PREDICT_BODY: dict[str, Any] = {
     "requestBody": {
         "required": True,
         "content": {content_types.APPLICATION_JSON: {"schema": PredictRequest.model_json_schema()}},
+    }
+}
+
+_EXPLAIN_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {content_types.APPLICATION_JSON: {"schema": ExplainRequest.model_json_schema()}},
     }
 }
 

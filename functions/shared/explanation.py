@@ -24,12 +24,18 @@ the user's features.
   ``Psi(U) = sum_{S ⊆ U} w(|S|) prod_{P\\S} z_j``: a table of 2^d values per leaf, built once
   when the model is opened (the "Fast TreeSHAP v2" trade of memory for time). A row then costs
   one comparison per node, one gather per (leaf, feature) and one sum: no Python loop.
-- Ensembles: the weighted sum of the members' values (a table lists its members and weights).
+- Ensembles: the weighted sum of the members' exact values (a table lists its members, their
+  weights and each member's own map of encoded columns to user features: members of one blend
+  encode differently, one-hot for a linear model, target-ordered codes for trees).
 
 Base value plus contributions equals the model's margin: the value for a regressor, the
 log-odds of the positive class for a binary classifier, the explained class's logit (softmax
 input) for a multiclass one; a temperature-calibrated graph's margins are divided by its
-temperature, so they are the log-odds of the probabilities it serves.
+temperature, so they are the log-odds of the probabilities it serves. A blend of regressors
+averages values, so its sum is its prediction; a blend of classifiers averages probabilities,
+which no sum of margins reproduces, so its sum is the weighted mean of its members' log-odds
+(``weighted_log_odds``) or logits (``weighted_logit``), uncalibrated (docs/decisions.md,
+2026-12-03).
 
 Imports numpy only: this module is on the inference path.
 """
@@ -49,7 +55,8 @@ from numpy.typing import NDArray
 from functions.shared.errors import SluiceError
 
 METADATA_KEY = "sluice.explain"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: one column map per member (1: one map, one member)
+READ_FORMATS = (1, 2)
 # Longest distinct-feature path a tree table takes: its leaf's table holds 2^d floats.
 MAX_PATH_FEATURES = 16
 # Largest TreeSHAP table a model may need (float32: 256 MiB), so a Lambda's memory holds it.
@@ -57,7 +64,9 @@ MAX_TABLE_FLOATS = 1 << 26
 # Rows explained per numpy pass: bounds the (rows x leaf-features) temporaries.
 _CELLS_PER_PASS = 4_000_000
 
-Output = Literal["value", "log_odds", "logit"]
+Output = Literal["value", "log_odds", "logit", "weighted_log_odds", "weighted_logit"]
+# Outputs with one margin per class: the explained class is chosen per row.
+PER_CLASS_OUTPUTS: frozenset[str] = frozenset({"logit", "weighted_logit"})
 Kind = Literal["linear", "trees"]
 
 
@@ -107,21 +116,35 @@ Member = LinearMember | TreeMember
 class ExplanationTable:
     """What training stores in the model file.
 
-    ``column_features[c]``: index (in the card's feature order) of the user feature encoded
-    column ``c`` comes from, the same for every member. ``scale``: what margins are multiplied by
+    ``column_maps[m][c]``: index (in the card's feature order) of the user feature member
+    ``m``'s encoded column ``c`` comes from. ``scale``: what margins are multiplied by
     (1 / temperature for a calibrated graph). ``weights``: each member's weight in the sum.
     """
 
     output: Output
     scale: float
-    column_features: NDArray[np.int32]
+    column_maps: tuple[NDArray[np.int32], ...]
     members: tuple[Member, ...]
     weights: tuple[float, ...]
 
+    def __post_init__(self) -> None:
+        if not len(self.members) == len(self.weights) == len(self.column_maps) >= 1:
+            raise ExplanationTableError(
+                f"the explanation table has {len(self.members)} members, {len(self.weights)} "
+                f"weights and {len(self.column_maps)} column maps; it needs one of each per member"
+            )
+
+    @property
+    def column_features(self) -> NDArray[np.int32]:
+        """The members' column maps end to end: the user feature of each column of
+        ``Contributions.columns``."""
+        return np.concatenate(self.column_maps).astype(np.int32)
+
     def to_bytes(self) -> bytes:
-        arrays: dict[str, NDArray[Any]] = {"column_features": self.column_features}
+        arrays: dict[str, NDArray[Any]] = {}
         kinds: list[Kind] = []
         for number, member in enumerate(self.members):
+            arrays[f"column_features_{number}"] = self.column_maps[number]
             fields = vars(member)
             kinds.append("linear" if isinstance(member, LinearMember) else "trees")
             for name, value in fields.items():
@@ -148,9 +171,9 @@ class ExplanationTable:
             header = json.loads(arrays["header"].tobytes())
         except Exception as exc:
             raise ExplanationTableError(f"the explanation table cannot be read: {exc}") from exc
-        if header.get("format") != FORMAT_VERSION:
+        if header.get("format") not in READ_FORMATS:
             raise ExplanationTableError(
-                f"explanation table format {header.get('format')} is not {FORMAT_VERSION}"
+                f"explanation table format {header.get('format')} is not one of {READ_FORMATS}"
             )
         members: list[Member] = []
         for number, (kind, tensor) in enumerate(
@@ -161,12 +184,18 @@ class ExplanationTable:
                 for name, value in arrays.items()
                 if name.startswith(f"m{number}_")
             }
+            if kind not in ("linear", "trees"):
+                raise ExplanationTableError(f"explanation table member {number} is a {kind!r}")
             member_type = LinearMember if kind == "linear" else TreeMember
             members.append(member_type(features_tensor=tensor, **fields))
+        if header["format"] == 1:  # one member, one map
+            maps = [arrays["column_features"]]
+        else:
+            maps = [arrays[f"column_features_{number}"] for number in range(len(members))]
         return cls(
             output=header["output"],
             scale=float(header["scale"]),
-            column_features=arrays["column_features"].astype(np.int32),
+            column_maps=tuple(m.astype(np.int32) for m in maps),
             members=tuple(members),
             weights=tuple(float(w) for w in header["weights"]),
         )
@@ -429,22 +458,27 @@ class Explainer:
 
     def explain(self, encoded: list[NDArray[Any]], targets: NDArray[np.int64]) -> Contributions:
         """``encoded``: each member's encoded rows (its ``features_tensor``); ``targets``: the
-        margin explained per row (0 for a regressor or a binary classifier)."""
+        margin explained per row (0 for a regressor or a binary classifier). The columns are
+        the members' own, weighted, end to end (``ExplanationTable.column_features``)."""
         if len(encoded) != len(self._members):
             raise ExplanationTableError(
                 f"{len(encoded)} encoded tensors for {len(self._members)} members"
             )
         rows = encoded[0].shape[0]
         base = np.zeros(rows)
-        columns = np.zeros((rows, self.table.column_features.size))
-        for member, weight, x in zip(self._members, self.table.weights, encoded, strict=True):
-            if x.shape[1] != columns.shape[1]:
+        parts = []
+        for number, (member, weight, x, column_map) in enumerate(
+            zip(self._members, self.table.weights, encoded, self.table.column_maps, strict=True)
+        ):
+            if x.shape[1] != column_map.size:
                 raise ExplanationTableError(
-                    f"the encoded tensor has {x.shape[1]} columns, the table {columns.shape[1]}"
+                    f"member {number}'s encoded tensor has {x.shape[1]} columns, its map in the "
+                    f"table {column_map.size}"
                 )
             member_base, member_columns = member.explain(x, targets)
             base += weight * member_base
-            columns += weight * member_columns
+            parts.append(member_columns if weight == 1.0 else weight * member_columns)
+        columns = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
         scale = self.table.scale
         base, columns = base * scale, columns * scale
         return Contributions(targets, base, columns, base + columns.sum(axis=1))

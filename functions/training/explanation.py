@@ -7,8 +7,13 @@ the booster (XGBoost's hessian sums, LightGBM's row counts: the covers their own
 ``pred_contribs`` use), the encoded columns' training means (the graph run on the training
 rows), and which user feature each encoded column comes from (the fitted ColumnTransformer).
 
-A model the table cannot describe (another estimator, an ensemble graph this module does not
-know yet) ships without one: the explain route then says so, and training is never failed by it.
+A blend (ensemble.blend_graphs) is one member per model node, each read as a single model is,
+with its own encoded tensor and column map (members encode categories differently) and its
+weight as the graph's ``blend_weighted_<i>`` node multiplies by it; what its contributions add
+up to is in functions/shared/explanation.py.
+
+A model the table cannot describe (another estimator) ships without one: the explain route
+then says so, and training is never failed by it.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ from functions.shared.explanation import (
     with_float_outputs,
 )
 from functions.shared.features import DatasetSchema, graph_columns, onnx_input_names
+from functions.training.ensemble import BLEND_PREFIX, NativeBlend
 from functions.training.export import CALIBRATION_PREFIX
 
 log = logging.getLogger(__name__)
@@ -47,7 +53,10 @@ TREE_OPS = {"TreeEnsembleRegressor", "TreeEnsembleClassifier"}
 
 
 def with_explanation(
-    model_bytes: bytes, pipeline: Pipeline, schema: DatasetSchema, train_feeds: dict[str, Any]
+    model_bytes: bytes,
+    pipeline: Pipeline | NativeBlend,
+    schema: DatasetSchema,
+    train_feeds: dict[str, Any],
 ) -> bytes:
     """``model_bytes`` with its explanation table in ``metadata_props``; unchanged (and a
     warning logged) when the model is not one the table describes."""
@@ -64,9 +73,12 @@ def with_explanation(
 
 
 def explanation_table(
-    model_bytes: bytes, pipeline: Pipeline, schema: DatasetSchema, train_feeds: dict[str, Any]
+    model_bytes: bytes,
+    pipeline: Pipeline | NativeBlend,
+    schema: DatasetSchema,
+    train_feeds: dict[str, Any],
 ) -> ExplanationTable:
-    """The table of a single-model graph (linear or trees).
+    """The table of a single-model graph (linear or trees) or of a blend of them.
 
     Raises
     ------
@@ -75,42 +87,78 @@ def explanation_table(
     """
     model = onnx.load_from_string(model_bytes)
     nodes = [n for n in model.graph.node if n.op_type in LINEAR_OPS | TREE_OPS]
-    if len(nodes) != 1:
+    blend = isinstance(pipeline, NativeBlend)
+    pipelines = list(pipeline.models) if isinstance(pipeline, NativeBlend) else [pipeline]
+    if len(nodes) != len(pipelines):
         raise ExplanationTableError(
             f"the graph has {len(nodes)} model nodes ({[n.op_type for n in nodes]}); "
-            "explanations take one"
+            f"the model has {len(pipelines)} member(s)"
         )
-    node = nodes[0]
-    attributes = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-    features_tensor = node.input[0]
-    encoded = _encoded_rows(model_bytes, features_tensor, train_feeds)
-    column_features = _column_features(pipeline, schema, encoded.shape[1])
+    if blend:  # a member's nodes and tensors are prefixed m<i>_ (ensemble.blend_graphs)
+        nodes = [_member_node(nodes, number) for number in range(len(pipelines))]
+    tensors = [node.input[0] for node in nodes]
+    encoded = _encoded_rows(model_bytes, tensors, train_feeds)
     classes = len(schema.classes or [])
     output: Output = "value" if schema.task == "regression" else "log_odds"
     if classes > 2:
         output = "logit"
-    member: LinearMember | TreeMember
-    if node.op_type in LINEAR_OPS:
-        member = _linear(attributes, features_tensor, encoded, classes)
-    else:
-        member = _trees(attributes, features_tensor, pipeline.named_steps["model"])
+    if blend and output != "value":
+        output = "weighted_logit" if output == "logit" else "weighted_log_odds"
+    members: list[LinearMember | TreeMember] = []
+    column_maps = []
+    for node, member_pipeline, x in zip(nodes, pipelines, encoded, strict=True):
+        attributes = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        column_maps.append(_column_features(member_pipeline, schema, x.shape[1]))
+        if node.op_type in LINEAR_OPS:
+            members.append(_linear(attributes, node.input[0], x, classes))
+        else:
+            members.append(_trees(attributes, node.input[0], member_pipeline.named_steps["model"]))
     return ExplanationTable(
         output=output,
-        scale=_scale(model),
-        column_features=column_features,
-        members=(member,),
-        weights=(1.0,),
+        # a blend's classifiers are explained before the blend's calibration: see the output
+        scale=1.0 if blend else _scale(model),
+        column_maps=tuple(column_maps),
+        members=tuple(members),
+        weights=_blend_weights(model, len(members)) if blend else (1.0,),
     )
 
 
-def _encoded_rows(model_bytes: bytes, tensor: str, feeds: dict[str, Any]) -> NDArray[np.float64]:
-    """The tensor the model node reads, on the training rows (the graph run with it as an
-    extra output, as serving does)."""
+def _member_node(nodes: list[onnx.NodeProto], number: int) -> onnx.NodeProto:
+    """Blend member ``number``'s model node: the one whose outputs carry its prefix."""
+    prefix = f"m{number}_"
+    found = [n for n in nodes if n.output and n.output[0].startswith(prefix)]
+    if len(found) != 1:
+        raise ExplanationTableError(
+            f"the blend's member {number} has {len(found)} model nodes; explanations take one"
+        )
+    return found[0]
+
+
+def _blend_weights(model: onnx.ModelProto, members: int) -> tuple[float, ...]:
+    """Each member's weight as the graph multiplies by it (float32), read from its
+    ``blend_weighted_<i>`` node (equal weights share one initializer)."""
+    initializers = {i.name: i for i in model.graph.initializer}
+    nodes = {n.name: n for n in model.graph.node}
+    weights = []
+    for number in range(members):
+        node = nodes.get(f"{BLEND_PREFIX}weighted_{number}")
+        if node is None or node.input[1] not in initializers:
+            raise ExplanationTableError(f"the blend's weight of member {number} is not found")
+        weights.append(float(numpy_helper.to_array(initializers[node.input[1]])))
+    return tuple(weights)
+
+
+def _encoded_rows(
+    model_bytes: bytes, tensors: list[str], feeds: dict[str, Any]
+) -> list[NDArray[np.float64]]:
+    """The tensors the model nodes read, on the training rows (the graph run with them as
+    extra outputs, as serving does; a tensor two members share is fetched once)."""
+    unique = list(dict.fromkeys(tensors))
     session = ort.InferenceSession(
-        with_float_outputs(model_bytes, [tensor]), providers=["CPUExecutionProvider"]
+        with_float_outputs(model_bytes, unique), providers=["CPUExecutionProvider"]
     )
-    (rows,) = session.run([tensor], feeds)
-    return np.asarray(rows, dtype=np.float64)
+    rows = dict(zip(unique, session.run(unique, feeds), strict=True))
+    return [np.asarray(rows[t], dtype=np.float64) for t in tensors]
 
 
 def _column_features(pipeline: Pipeline, schema: DatasetSchema, width: int) -> NDArray[np.int32]:

@@ -142,8 +142,8 @@ def train(
         [*([blend] if blend else []), *ranked], schema, validation, refit
     )
     best = shipped.candidate  # the refit one, where training refits
-    # The explanation table rides in the model file, so it shares the model's sha256. A blend's
-    # graph is not one the table describes yet: it ships without one (explanation.py says so).
+    # The explanation table rides in the model file, so it shares the model's sha256 (a blend's
+    # table lists its members: explanation.py).
     model_bytes = with_explanation(shipped.model_bytes, best.pipeline, schema, train_split.feeds)
 
     paths.model.mkdir(parents=True, exist_ok=True)

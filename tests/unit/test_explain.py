@@ -7,11 +7,14 @@ native model the references need is at hand; the route tests use the session's t
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import hashlib
+import io
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -24,24 +27,27 @@ from numpy.typing import NDArray
 from sklearn.inspection import permutation_importance
 from sklearn.pipeline import Pipeline
 
+from functions.inference import logic
 from functions.inference.explain import ExplainingModel
 from functions.inference.models import ExplainResponse, PredictResponse
 from functions.shared.explanation import (
     METADATA_KEY,
     Contributions,
+    ExplanationTable,
     ExplanationTableError,
     metadata_entries,
 )
 from functions.shared.features import DatasetSchema
-from functions.shared.model_card import ModelCard
+from functions.shared.model_card import ENSEMBLE, ModelCard
 from functions.shared.scoring import ScoringModel
 from functions.training.candidates import build_candidates, fit_candidate
+from functions.training.ensemble import NativeBlend, blend_graphs
 from functions.training.explanation import with_explanation
 from functions.training.export import to_onnx
 from functions.training.script_mode import Hyperparameters, SageMakerPaths
 from functions.training.splits import Split, load_split
 from tests import datasets
-from tests.models import TrainedModel
+from tests.models import TrainedModel, train_model
 from tests.unit.test_inference import DATASET, Api, assert_error, client_rows
 
 TOLERANCE = 1e-4  # of the largest |output| explained: float32 graphs, float64 references
@@ -216,11 +222,257 @@ def test_a_table_the_model_file_lacks_is_an_explanation_table_error(tmp_path: Pa
         ExplainingModel(bare, scoring)
 
 
+def test_a_table_written_before_blends_reads_as_one_member(tmp_path: Path) -> None:
+    # Given a model file whose table is in format 1 (one column map for its one member), as
+    # versions trained before blends were explained carry it
+    fitted = fit(tmp_path, "binary", "linear")
+    table = ExplanationTable.from_bytes(metadata_entries(fitted.onnx)[METADATA_KEY])
+    with np.load(io.BytesIO(base64.b64decode(table.to_bytes()))) as npz:
+        arrays = {name: npz[name] for name in npz.files}
+    header = json.loads(arrays.pop("header").tobytes())
+    arrays["column_features"] = arrays.pop("column_features_0")
+    arrays["header"] = np.frombuffer(json.dumps({**header, "format": 1}).encode(), np.uint8)
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    # When it is read
+    old = ExplanationTable.from_bytes(base64.b64encode(buffer.getvalue()))
+    # Then it is the same table
+    assert old.output == table.output and old.weights == table.weights == (1.0,)
+    np.testing.assert_array_equal(old.column_features, table.column_features)
+
+
+# --- ensembles ------------------------------------------------------------------------------
+
+BLEND_FAMILIES = ("linear", "xgboost", "lightgbm")
+BLEND_WEIGHTS = tuple(float(np.float32(w)) for w in (0.2, 0.44, 0.36))  # as the graph holds
+
+
+def _binary_mixed(root: Path) -> DatasetSchema:
+    """Two classes with categoricals: the linear member one-hot encodes them, the trees
+    number them by target, so each member has its own column map."""
+    generated = datasets.synthetic(
+        800, task="classification", metric="roc_auc", n_numeric=4, n_categorical=2,
+        missing=0.08, name="binary-mixed", seed=11,
+    )  # fmt: skip
+    return datasets.write_dataset_version(root, generated)
+
+
+BLEND_GENERATORS: dict[str, Callable[[Path], DatasetSchema]] = {
+    "binary": _binary_mixed,
+    "multiclass": partial(datasets.multiclass_mixed, rows=800),
+    "regression": partial(datasets.regression_prices, rows=800),
+}
+
+
+@dataclass(frozen=True)
+class FittedBlend:
+    schema: DatasetSchema
+    pipelines: tuple[Pipeline, ...]
+    onnx: bytes
+    train: Split
+    validation: Split
+
+
+def fit_blend(tmp_path: Path, kind: str) -> FittedBlend:
+    """The three families fitted by training's code and blended as training blends them."""
+    schema = BLEND_GENERATORS[kind](tmp_path / "version")
+    paths = SageMakerPaths.for_version(tmp_path / "version", tmp_path)
+    train = load_split(paths.train, schema, "train")
+    validation = load_split(paths.validation, schema, "validation")
+    hp = Hyperparameters(
+        n_estimators=30, early_stopping_rounds=5, max_trials=1, candidates=BLEND_FAMILIES
+    )
+    built = build_candidates(schema, hp, num_gpus=0, n_jobs=1)
+    pipelines = tuple(
+        fit_candidate(name, built[name], schema, train, validation).pipeline
+        for name in BLEND_FAMILIES
+    )
+    graph = blend_graphs([to_onnx(p, schema) for p in pipelines], BLEND_WEIGHTS, schema)
+    native = NativeBlend(pipelines, BLEND_WEIGHTS, schema.task)
+    return FittedBlend(schema, pipelines, with_explanation(graph, native, schema, train.feeds),
+                       train, validation)  # fmt: skip
+
+
+def _user_feature_map(pipeline: Pipeline, schema: DatasetSchema) -> NDArray[np.intp]:
+    """Each encoded column's user feature, from scikit-learn's own output names (a one-hot
+    column is named after its input column and category), independently of the table."""
+    inputs = {graph_name: index for index, graph_name in enumerate(_input_names(schema))}
+    mapped = []
+    for name in pipeline.named_steps["features"].get_feature_names_out():
+        column = name.split("__", 1)[1]
+        source = max((i for i in inputs if column == i or column.startswith(f"{i}_")), key=len)
+        mapped.append(inputs[source])
+    return np.array(mapped, dtype=np.intp)
+
+
+def _input_names(schema: DatasetSchema) -> list[str]:
+    from functions.shared.features import onnx_input_names
+
+    names = onnx_input_names(schema.features)
+    return [names[f.name] for f in schema.features]
+
+
+def _member_reference(
+    pipeline: Pipeline, x: NDArray[np.float64], train: NDArray[np.float64], targets: Any
+) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
+    """A member's exact values by the references: (encoded columns, base, margin) per row of
+    the explained target: the boosters' own pred_contribs, shap's LinearExplainer."""
+    model = pipeline.named_steps["model"]
+    rows = np.arange(x.shape[0])
+    if isinstance(model, xgboost.XGBModel):
+        matrix = xgboost.DMatrix(x)
+        booster, last = model.get_booster(), (0, model.best_iteration + 1)
+        full = booster.predict(matrix, pred_contribs=True, iteration_range=last)
+        full = _explained(full, targets)
+        margin = booster.predict(matrix, output_margin=True, iteration_range=last)
+        margin = margin[rows, targets] if margin.ndim == 2 else margin
+        return full[:, :-1], full[:, -1], np.asarray(margin, np.float64)
+    if type(model).__module__.startswith("lightgbm"):
+        full = np.asarray(model.predict(x, pred_contrib=True))
+        margin = np.asarray(model.predict(x, raw_score=True))
+        if margin.ndim == 2:  # multiclass: classes side by side
+            full = full.reshape(x.shape[0], -1, x.shape[1] + 1)
+            margin = margin[rows, targets]
+        full = _explained(full, targets)
+        return full[:, :-1], full[:, -1], np.asarray(margin, np.float64)
+    masker = shap.maskers.Independent(train, max_samples=train.shape[0])
+    explainer = shap.LinearExplainer(model, masker)
+    values = np.asarray(explainer.shap_values(x))
+    base = np.atleast_1d(np.asarray(explainer.expected_value, np.float64))
+    scored = model.decision_function if hasattr(model, "decision_function") else model.predict
+    margin = np.asarray(scored(x), np.float64)
+    if values.ndim == 3:  # (rows, columns, classes)
+        values = np.moveaxis(values, 2, 1)
+        return _explained(values, targets), base[targets], margin[rows, targets]
+    return values, np.full(x.shape[0], base[0]), margin
+
+
+def _blend_reference(
+    blend: FittedBlend, targets: NDArray[np.int64]
+) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
+    """The weighted sum of the members' reference values per user feature, their bases and
+    their margins, on the validation rows, for the class ``targets`` names per row."""
+    expected = np.zeros((targets.size, len(blend.schema.features)))
+    base = np.zeros(targets.size)
+    margin = np.zeros(targets.size)
+    for pipeline, weight in zip(blend.pipelines, BLEND_WEIGHTS, strict=True):
+        features = pipeline.named_steps["features"]
+        x = np.asarray(features.transform(blend.validation.frame), np.float64)
+        train = np.asarray(features.transform(blend.train.frame), np.float64)
+        columns, member_base, member_margin = _member_reference(pipeline, x, train, targets)
+        mapping = np.zeros((x.shape[1], expected.shape[1]))
+        mapping[np.arange(x.shape[1]), _user_feature_map(pipeline, blend.schema)] = 1.0
+        expected += weight * columns @ mapping
+        base += weight * member_base
+        margin += weight * member_margin
+    return expected, base, margin
+
+
+@pytest.mark.parametrize("kind", ["binary", "multiclass", "regression"])
+def test_a_blends_contributions_are_the_weighted_sum_of_its_members_exact_values(
+    tmp_path: Path, kind: str
+) -> None:
+    # Given a linear model, XGBoost and LightGBM blended into one graph, as training ships it
+    blend = fit_blend(tmp_path, kind)
+    card = _card(blend.schema, blend.onnx)
+    explaining = ExplainingModel(
+        blend.onnx, ScoringModel(blend.onnx, card, expected_sha256=card.onnx.sha256)
+    )
+    # When its validation rows are explained
+    scores, contributions = explaining.run(blend.validation.feeds)
+    by_feature = explaining.by_feature(contributions)
+    # Then per user feature, and for the base, they are the weighted sum of each member's
+    # reference values (the boosters' pred_contribs, shap's LinearExplainer), each member's
+    # encoded columns summed back to the user's features by its own encoding
+    targets = contributions.targets
+    expected, base, margin = _blend_reference(blend, targets)
+    # (the linear member's one-hot columns outnumber the trees' target-ordered ones; with
+    # three classes there is no one target order, and every member one-hot encodes)
+    assert len({m.size for m in explaining.table.column_maps}) == (1 if kind == "multiclass" else 2)
+    scale = float(np.abs(contributions.margin).max())
+    assert_close(by_feature, expected, scale)
+    assert_close(contributions.base, base, scale)
+    # And base plus contributions is the weighted sum of the members' margins, as stated
+    assert_close(contributions.margin, margin, scale)
+    np.testing.assert_allclose(
+        contributions.base + by_feature.sum(axis=1), contributions.margin, atol=1e-9
+    )
+    expected_output = {"binary": "weighted_log_odds", "multiclass": "weighted_logit"}
+    assert explaining.table.output == expected_output.get(kind, "value")
+    if kind == "regression":  # a blend of values: the sum is the served prediction itself
+        served = np.asarray(scores.values, np.float64)
+        assert_close(contributions.margin, served, scale)
+    elif kind == "multiclass":  # the predicted class is explained
+        np.testing.assert_array_equal(targets, np.asarray(scores.codes))
+
+
+# --- every class ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("family", ["xgboost", "lightgbm"])
+def test_every_class_of_a_multiclass_model_equals_the_boosters_own_values(
+    tmp_path: Path, family: str
+) -> None:
+    # Given a multiclass booster as training exports it
+    fitted = fit(tmp_path, "multiclass", family)
+    card = _card(fitted.schema, fitted.onnx)
+    explaining = ExplainingModel(
+        fitted.onnx, ScoringModel(fitted.onnx, card, expected_sha256=card.onnx.sha256)
+    )
+    # When every class of the validation rows is explained
+    _, predicted, every = explaining.run_classes(fitted.validation.feeds)
+    # Then there is one explanation per class, each the booster's own TreeSHAP of that class
+    classes = len(fitted.schema.classes or [])
+    assert len(every) == classes == 3
+    x = fitted.encoded(fitted.validation)
+    rows = np.arange(x.shape[0])
+    for k, contributions in enumerate(every):
+        targets = np.full(x.shape[0], k, dtype=np.int64)
+        if family == "xgboost":
+            model = fitted.native
+            reference = model.get_booster().predict(
+                xgboost.DMatrix(x),
+                pred_contribs=True,
+                iteration_range=(0, model.best_iteration + 1),
+            )
+        else:
+            reference = np.asarray(fitted.native.predict(x, pred_contrib=True))
+            reference = reference.reshape(x.shape[0], -1, x.shape[1] + 1)
+        reference = _explained(reference, targets)
+        scale = float(np.abs(contributions.margin).max())
+        assert_close(contributions.columns, reference[:, :-1], scale)
+        assert_close(contributions.base, reference[:, -1], scale)
+    # And the predicted class's is the one explained by default
+    chosen = np.stack([c.margin for c in every], axis=1)[rows, predicted.targets]
+    np.testing.assert_allclose(chosen, predicted.margin, atol=1e-12)
+
+
+def test_every_class_of_a_multiclass_blend_is_its_members_weighted_values(tmp_path: Path) -> None:
+    # Given a multiclass blend of the three families
+    blend = fit_blend(tmp_path, "multiclass")
+    card = _card(blend.schema, blend.onnx)
+    explaining = ExplainingModel(
+        blend.onnx, ScoringModel(blend.onnx, card, expected_sha256=card.onnx.sha256)
+    )
+    # When every class is explained
+    _, _, every = explaining.run_classes(blend.validation.feeds)
+    # Then each class's values are the members' references for that class, weighted
+    assert len(every) == 3
+    for k, contributions in enumerate(every):
+        targets = np.full(contributions.base.size, k, dtype=np.int64)
+        expected, base, margin = _blend_reference(blend, targets)
+        scale = float(np.abs(contributions.margin).max())
+        assert_close(explaining.by_feature(contributions), expected, scale)
+        assert_close(contributions.base, base, scale)
+        assert_close(contributions.margin, margin, scale)
+
+
 # --- the route ------------------------------------------------------------------------------
 
 
-def _explain(api: Api, instances: list[dict[str, Any]]) -> Any:
-    return api.call("POST", f"/v1/models/{DATASET}:explain", json.dumps({"instances": instances}))
+def _explain(api: Api, instances: list[dict[str, Any]], **options: Any) -> Any:
+    body = json.dumps({"instances": instances, **options})
+    return api.call("POST", f"/v1/models/{DATASET}:explain", body)
 
 
 @pytest.mark.parametrize("kind", ["binary", "multiclass", "regression"])
@@ -260,6 +512,107 @@ def test_explain_answers_predictions_and_contributions_in_the_users_names(
         else:
             assert explanation.output == "logit"
             assert explanation.explained_class == explanation.prediction.label
+
+
+@pytest.mark.parametrize("kind", ["binary", "multiclass", "regression"])
+def test_explain_answers_every_class_when_asked(
+    trained_models: dict[str, TrainedModel], kind: str
+) -> None:
+    # Given the live model of a kind, and test rows
+    model = trained_models[kind]
+    api = Api()
+    api.publish(model, run="run-1")
+    _, instances = client_rows(model, rows=10)
+    # When they are explained for every class
+    reply = _explain(api, instances, classes="all")
+    # Then each explanation is the default one, plus one explanation per class
+    assert reply.status == 200, reply.body
+    body = ExplainResponse.model_validate(reply.body)
+    default = ExplainResponse.model_validate(_explain(api, instances).body)
+    assert [e.model_copy(update={"classes": None}) for e in body.explanations] == list(
+        default.explanations
+    )
+    assert all(e.classes is None for e in default.explanations)  # not asked, not sent
+    if kind == "regression":  # a regressor has no classes: the same answer
+        assert all(e.classes is None for e in body.explanations)
+        return
+    names = [f.name for f in model.card.features]
+    for explanation in body.explanations:
+        assert explanation.classes is not None
+        assert [c.explained_class for c in explanation.classes] == model.card.classes
+        for each in explanation.classes:
+            assert list(each.contributions) == names
+            total = each.base_value + sum(each.contributions.values())
+            assert total == pytest.approx(each.output_value, rel=1e-9, abs=1e-9)
+        # the explained class's entry is the explanation itself
+        same = next(
+            c for c in explanation.classes if c.explained_class == explanation.explained_class
+        )
+        assert same.output_value == explanation.output_value
+        assert same.contributions == explanation.contributions
+        # and the classes' outputs are the served probabilities' log-odds / logits
+        outputs = np.array([c.output_value for c in explanation.classes])
+        served = np.array([c.probability for c in explanation.classes])
+        if kind == "binary":
+            assert outputs[0] == -outputs[1]
+            assert 1 / (1 + np.exp(-outputs[1])) == pytest.approx(served[1], abs=1e-5)
+        else:
+            softmax = np.exp(outputs - outputs.max()) / np.exp(outputs - outputs.max()).sum()
+            np.testing.assert_allclose(softmax, served, atol=1e-5)
+
+
+def test_explain_refuses_an_unknown_classes_option(
+    trained_models: dict[str, TrainedModel],
+) -> None:
+    model = trained_models["multiclass"]
+    api = Api()
+    api.publish(model, run="run-1")
+    _, instances = client_rows(model, rows=1)
+    assert_error(
+        _explain(api, instances, classes="some"), 422, "invalid_request", mentions="classes"
+    )
+    assert _explain(api, instances, classes="predicted").status == 200
+
+
+def test_every_class_of_too_many_instances_is_refused_saying_how_many_fit(
+    trained_models: dict[str, TrainedModel], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a multiclass model and an answer limit that two instances' every class fills
+    model = trained_models["multiclass"]
+    features, classes = len(model.card.features), len(model.card.classes or [])
+    monkeypatch.setattr(logic, "MAX_CLASS_CONTRIBUTIONS", 2 * classes * features)
+    api = Api()
+    api.publish(model, run="run-1")
+    _, instances = client_rows(model, rows=3)
+    # When three instances ask for every class: refused, saying how many fit
+    reply = _explain(api, instances, classes="all")
+    assert_error(reply, 413, "too_many_instances", mentions="send at most 2 instances")
+    # And two are answered, as are three with the predicted class only
+    assert _explain(api, instances[:2], classes="all").status == 200
+    assert _explain(api, instances).status == 200
+
+
+def test_explain_answers_for_a_shipped_blend(tmp_path: Path) -> None:
+    # Given a blend that training shipped (on prices, the linear model's and LightGBM's errors
+    # partly cancel: test_training_ensemble.py) live behind the route
+    hp = Hyperparameters(n_estimators=40, early_stopping_rounds=5, max_trials=1)
+    model = train_model(tmp_path, "regression", hp)
+    assert model.card.chosen == ENSEMBLE
+    api = Api()
+    api.publish(model, run="run-1")
+    _, instances = client_rows(model, rows=10)
+    # When its predictions are explained
+    reply = _explain(api, instances)
+    # Then they are, in the user's names, adding up to the blend's prediction
+    assert reply.status == 200, reply.body
+    body = ExplainResponse.model_validate(reply.body)
+    names = [f.name for f in model.card.features]
+    for explanation in body.explanations:
+        assert explanation.output == "value"
+        assert list(explanation.contributions) == names
+        total = explanation.base_value + sum(explanation.contributions.values())
+        assert total == pytest.approx(explanation.output_value, rel=1e-9)
+        assert explanation.output_value == pytest.approx(explanation.prediction, rel=1e-5)
 
 
 def test_explain_of_a_model_without_a_table_is_a_422(

@@ -813,7 +813,12 @@ def test_the_openapi_document_is_served_and_documents_every_route(api: Api) -> N
     schemas = set(document["components"]["schemas"])
     assert {"PredictResponse", "ExplainResponse", "ErrorResponse", "ModelStatusResponse"} <= schemas
     explain = paths["/v1/models/{dataset}:explain"]["post"]
-    assert explain["requestBody"] == predict["requestBody"]  # the same body as predict
+    # the predict body, and which classes to explain
+    explain_body = explain["requestBody"]["content"]["application/json"]["schema"]
+    assert explain_body["required"] == ["instances"]
+    assert explain_body["properties"]["instances"] == body_schema["properties"]["instances"]
+    assert explain_body["properties"]["classes"]["enum"] == ["predicted", "all"]
+    assert explain_body["properties"]["classes"]["default"] == "predicted"
     assert "HTTPValidationError" not in schemas
     dataset_param = predict["parameters"][0]
     assert dataset_param["schema"]["pattern"].startswith("^[A-Za-z0-9]")

@@ -19,8 +19,8 @@ from sklearn.pipeline import Pipeline
 
 from functions.inference.explain import ExplainingModel
 from functions.shared.errors import TrainingError
-from functions.shared.explanation import METADATA_KEY, ExplanationTableError, metadata_entries
-from functions.shared.features import DatasetSchema
+from functions.shared.explanation import METADATA_KEY, metadata_entries
+from functions.shared.features import DatasetSchema, onnx_feeds
 from functions.shared.model_card import ENSEMBLE, CandidateRecord, EnsembleMember, ModelCard
 from functions.shared.scoring import ScoringModel
 from functions.training import ensemble as ensemble_module
@@ -405,21 +405,29 @@ def test_training_ships_the_blend_and_the_card_lists_members_and_weights(tmp_pat
     )
 
 
-def test_a_blend_ships_without_an_explanation_table(tmp_path: Path) -> None:
-    # Given a blend that shipped (the explanation table describes one model node: not yet a
-    # blend's several, docs/decisions.md)
+def test_a_blend_ships_with_its_members_explanation_table(tmp_path: Path) -> None:
+    # Given a blend that shipped
     card = _train(tmp_path, FAST)
     assert card.chosen == ENSEMBLE
     graph = (tmp_path / "model" / "model.onnx").read_bytes()
-    # Then its file carries no table, and explaining it is refused with the reason
-    assert METADATA_KEY not in metadata_entries(graph)
+    # Then its file carries a table of its members with the card's weights
+    assert METADATA_KEY in metadata_entries(graph)
     scoring = ScoringModel(graph, card, expected_sha256=card.onnx.sha256)
-    with pytest.raises(ExplanationTableError, match="carries no explanation table"):
-        ExplainingModel(graph, scoring)
-    # And it still predicts: the scoring path reads a blend as any model
+    explaining = ExplainingModel(graph, scoring)
+    ensemble = next(c for c in card.candidates if c.name == ENSEMBLE)
+    assert ensemble.members is not None
+    weights = [m.weight for m in ensemble.members]
+    np.testing.assert_allclose(explaining.table.weights, weights, rtol=1e-6)
+    assert explaining.table.output == "value"
+    # And the blend's prediction is what its explanation adds up to (a blend of regressors
+    # averages values)
     rows = pd.read_parquet(tmp_path / "version" / "validation" / "part-0.parquet").head(5)
-    scores = scoring.score({c: rows[c].to_numpy() for c in rows.columns})
-    assert scores.values is not None and np.isfinite(scores.values).all()
+    columns = {c: rows[c].to_numpy() for c in rows.columns}
+    scores, contributions = explaining.run(onnx_feeds(card.features, columns, card.input_names))
+    assert scores.values is not None
+    np.testing.assert_allclose(contributions.margin, scores.values, rtol=1e-5)
+    # And the scoring path still reads a blend as any model
+    assert np.array_equal(scoring.score(columns).values, scores.values)
 
 
 def test_one_member_allowed_trains_no_ensemble(tmp_path: Path) -> None:
