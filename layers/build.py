@@ -172,7 +172,14 @@ class TrimRule:
 # for (tests/infra/test_bundles.py checks this against every boto3.client("...") in functions/),
 # and "xray": aws-xray-sdk's sampler creates an X-Ray client when Powertools' Tracer is built,
 # which is at import of functions.shared.observability, in every function.
-AWS_SERVICES: tuple[str, ...] = ("dynamodb", "s3", "sns", "stepfunctions", "xray")
+AWS_SERVICES: tuple[str, ...] = (
+    "cloudwatch",
+    "dynamodb",
+    "s3",
+    "sns",
+    "stepfunctions",
+    "xray",
+)
 
 
 TRIMS: tuple[TrimRule, ...] = (
