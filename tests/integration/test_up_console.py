@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import sys
 import urllib.error
 import urllib.request
@@ -44,7 +45,9 @@ def test_the_console_holds_human_lines_and_the_json_logs_go_to_the_logs_folder(
     command = [sys.executable, "-m", "infra.cli", "up", "--state-dir", str(tmp_path)]
     command += ["--aws-port", str(free_port()), "--api-port", str(free_port())]
     command += ["--verbose"] if verbose else []
-    up = ChildProcess(command, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    # PYTHONFAULTHANDLER: a stop that hangs is aborted below, and says where each thread was
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONFAULTHANDLER": "1"}
+    up = ChildProcess(command, cwd=tmp_path, env=env)
     try:
         up.wait(
             lambda lines: any(line.startswith("ready") for line in lines),
@@ -57,7 +60,12 @@ def test_the_console_holds_human_lines_and_the_json_logs_go_to_the_logs_folder(
         _refused_request(tmp_path)
     finally:
         up.process.send_signal(signal.SIGINT)
-        up.process.wait(timeout=60)
+        try:
+            up.process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            up.process.send_signal(signal.SIGABRT)
+            up.process.wait(timeout=30)
+            pytest.fail(f"sluice up did not stop within 60 s of SIGINT:\n{up.said}{up.rest()}")
     console = up.said + up.rest()
     # Then the day's log file has the function's JSON line
     logs = sorted((tmp_path / "logs").glob("sluice-*.log"))
