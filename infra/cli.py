@@ -191,6 +191,12 @@ def _parser() -> argparse.ArgumentParser:
         help="where each version's model report page is copied (default: "
         "<temp dir>/sluice-demo-reports)",
     )
+    demo.add_argument(
+        "--serve",
+        action="store_true",
+        help="after the demo, keep its stack and the web console over it up until Ctrl-C "
+        "(the console's URL is printed)",
+    )
     demo.add_argument("--json", action="store_true", help="print one JSON object")
     demo.set_defaults(run=_demo)
 
@@ -414,6 +420,29 @@ def _demo(args: argparse.Namespace) -> int:
         raise UsageError(f"dataset name '{dataset}' must match {DATASET_NAME.pattern} (--dataset)")
     # The stack's own lines as they happen: with the story on stdout, or out of the way of JSON
     stream = sys.stderr if args.json else sys.stdout
+
+    def show(result: dict[str, Any], *, stopped: bool = True) -> None:
+        text = json.dumps(result, indent=2, default=str) if args.json else None
+        print(text or render(result, stopped=stopped), flush=True)
+
+    def serve(result: dict[str, Any], stack: Any) -> None:
+        """``--serve``: the story, then the console over the demo's stack until Ctrl-C."""
+        import signal
+        import threading
+
+        show(result, stopped=False)
+        console = _up_console(
+            argparse.Namespace(state_dir=stack.config.state_dir, console_port=None)
+        )
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        print(
+            f"console  {console.url} (over the demo's stack); Ctrl-C stops", file=stream, flush=True
+        )
+        with suppress(KeyboardInterrupt):
+            stop.wait()
+        console.stop()
+
     result = run_demo(
         DemoInputs(
             data=data,
@@ -423,8 +452,10 @@ def _demo(args: argparse.Namespace) -> int:
             **({"report_dir": args.report_dir} if args.report_dir else {}),
         ),
         log=lambda line: print(line, file=stream, flush=True),
+        then=serve if args.serve else None,
     )
-    print(json.dumps(result, indent=2, default=str) if args.json else render(result))
+    if not args.serve:
+        show(result)
     first = result["first"]
     return EXIT_OK if first.get("live_version") is not None else EXIT_FAILED
 

@@ -80,9 +80,14 @@ class DemoInputs:
 
 
 def run_demo(
-    inputs: DemoInputs, *, log: Callable[[str], None] = lambda line: print(line, file=sys.stderr)
+    inputs: DemoInputs,
+    *,
+    log: Callable[[str], None] = lambda line: print(line, file=sys.stderr),
+    then: Callable[[dict[str, Any], LocalStack], None] | None = None,
 ) -> dict[str, Any]:
-    """``log`` receives the stack's own lines (components, uploads, runs) as they happen."""
+    """``log`` receives the stack's own lines (components, uploads, runs) as they happen;
+    ``then(result, stack)``, when given, runs before the stack stops (``sluice demo --serve``
+    keeps the console up there until Ctrl-C)."""
     _demo_environment()  # before the stack imports the handlers: Powertools reads it then
     contract = json.loads(inputs.contract.read_bytes())
     with tempfile.TemporaryDirectory(prefix="sluice-demo-") as state_dir:
@@ -95,7 +100,10 @@ def run_demo(
         )
         try:
             with LocalStack(config, log=lambda line: log(f"stack  {line}")) as stack:
-                return _drive(stack, inputs, contract)
+                result = _drive(stack, inputs, contract)
+                if then is not None:
+                    then(result, stack)
+                return result
         finally:
             log("stack  stopped")
 
@@ -349,8 +357,9 @@ def _demo_environment() -> None:
         os.environ.setdefault(name, value)
 
 
-def render(result: dict[str, Any]) -> str:
-    """The demo's result for a person: what happened, step by step, with the figures."""
+def render(result: dict[str, Any], *, stopped: bool = True) -> str:
+    """The demo's result for a person: what happened, step by step, with the figures; with
+    ``stopped`` (the stack went with the demo), how to get a console that stays."""
     stack = result["stack"]
     lines = [
         f"sluice demo — dataset '{result['dataset']}'",
@@ -369,14 +378,15 @@ def render(result: dict[str, Any]) -> str:
     if reports:
         lines += ["", "model reports (one self-contained page per version, open in a browser):"]
         lines += [f"  version {version}: {path}" for version, path in reports]
-    return "\n".join([*lines, "", *CONSOLE_LINES])
+    return "\n".join([*lines, *(["", *CONSOLE_LINES] if stopped else [])])
 
 
 # The demo's stack (and its console) stops with the demo: how to get a console that stays.
 CONSOLE_LINES = (
-    f"console: the demo's stack has stopped with it; for the web console (datasets, versions, "
-    f"runs, reports, drift, audit) run `sluice up` and open {CONSOLE_URL}",
-    "  (or `sluice console` beside a running `sluice up`, or `sluice console --stage S` over a "
+    f"console: {CONSOLE_URL} is the web console (datasets, versions, runs, reports, drift, "
+    "audit); the demo's stack has stopped with it:",
+    "  `sluice demo --serve` runs the demo and keeps its stack and console up until Ctrl-C;",
+    "  `sluice up` serves one over your own local stack (`sluice console --stage S` over a "
     "deployment)",
 )
 

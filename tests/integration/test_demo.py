@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import json
+import os
+import re
+import signal
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from tests.processes import ChildProcess
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -85,9 +91,10 @@ def test_the_human_readable_demo_tells_the_story(tmp_path: Path) -> None:
     # and it ends with where the version's model report is, a page that is there to open, and
     # where the console is served (the demo's own stopped with its stack)
     page = tmp_path / "churn-v1.html"
-    last = out.rstrip().splitlines()[-4:]
+    last = out.rstrip().splitlines()[-5:]
     assert last[0] == f"  version 1: {page.resolve()}", out[-600:]
     assert last[2].startswith("console: ") and "http://127.0.0.1:8090/" in last[2], last
+    assert "`sluice demo --serve`" in last[3], last
     html = page.read_text()
     assert html.startswith("<!DOCTYPE html>") and "Model report — churn version 1" in html
 
@@ -212,3 +219,34 @@ def test_a_run_that_fails_in_training_shows_the_failing_state_and_its_cause(
     assert "    failed at Train: States.TaskFailed" in text.splitlines()
     assert cause in " ".join(text.split())
     assert "RecordFailure step holds" not in text
+
+
+def test_demo_serve_keeps_the_console_over_the_demos_stack_until_ctrl_c(tmp_path: Path) -> None:
+    # Given `sluice demo --serve` as a user runs it
+    command = [sys.executable, "-m", "infra.cli", "demo", "--serve", "--skip-worse"]
+    command += ["--report-dir", str(tmp_path)]
+    demo = ChildProcess(command, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO)})
+    try:
+        demo.wait(
+            lambda lines: any(line.startswith("console  http") for line in lines),
+            240,
+            timed_out="no console URL",
+            ended="sluice demo ended",
+            error=AssertionError,
+        )
+        # When the printed URL is opened
+        url = re.search(r"^console  (http://127\.0\.0\.1:\d+/) ", demo.said, re.M)
+        assert url is not None, demo.said
+        with urllib.request.urlopen(url.group(1), timeout=10) as page:
+            body = page.read().decode()
+        # Then the console shows the demo's dataset with its live version, and the story told
+        # before it does not claim the stack has stopped
+        assert "churn" in body and "live" in body.lower(), body
+        assert "the demo's stack has stopped" not in demo.said
+    finally:
+        demo.process.send_signal(signal.SIGINT)
+        demo.process.wait(timeout=60)
+    # And Ctrl-C ends it cleanly, the stack stopped
+    rest = demo.rest()
+    assert demo.process.returncode == 0, demo.said + rest
+    assert "stack  stopped" in demo.said + rest

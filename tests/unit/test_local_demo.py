@@ -166,6 +166,12 @@ def test_the_demo_text_ends_with_the_report_files_and_how_to_open_the_console() 
         {"dataset": "churn", "stack": {"aws_endpoint_url": "e", "api_url": "a"}, "first": step}
     ).splitlines()
     # Then the last lines say where the report page is and where the console is served
-    assert "  version 1: /r/churn-v1.html" in lines[-5:]
-    assert lines[-2].startswith("console: ") and "http://127.0.0.1:8090/" in lines[-2]
-    assert "`sluice up`" in lines[-2] and "`sluice console`" in lines[-1]
+    assert "  version 1: /r/churn-v1.html" in lines[-6:]
+    assert lines[-3].startswith("console: ") and "http://127.0.0.1:8090/" in lines[-3]
+    assert "`sluice demo --serve`" in lines[-2] and "`sluice up`" in lines[-1]
+    # And a demo that serves its console (--serve) does not say its stack has stopped
+    serving = render(
+        {"dataset": "churn", "stack": {"aws_endpoint_url": "e", "api_url": "a"}, "first": step},
+        stopped=False,
+    ).splitlines()
+    assert serving[-1] == "  version 1: /r/churn-v1.html"
