@@ -57,6 +57,7 @@ class Deployment:
     source: Path | None = None  # the local.json it was read from
     raw_bucket: str | None = None  # local.json's; on AWS named by the topology (retire --purge)
     artifacts_bucket: str | None = None
+    alarm_period_seconds: int | None = None  # local.json's; on AWS the drift job's hour
 
     def client(self, service: str) -> Any:
         import boto3
@@ -153,6 +154,7 @@ def _deployment(args: argparse.Namespace) -> Deployment:
                 source=args.state_dir / LOCAL_FILE,
                 raw_bucket=local.raw_bucket,
                 artifacts_bucket=local.artifacts_bucket,
+                alarm_period_seconds=local.alarm_period_seconds,
             )
         if args.stage == "local" and args.endpoint_url is None:
             raise UsageError(
@@ -1002,6 +1004,17 @@ def _retire(args: argparse.Namespace) -> int:
             lifted = registry.unretire_dataset(dataset, actor=actor, reason=args.reason)
             document: dict[str, Any] = {"ok": True, "unretired": lifted.model_dump(mode="json")}
             line = f"{dataset}: back in service (retired since {lifted.at:%Y-%m-%d %H:%M:%S})"
+            if registry.live(dataset) is not None:  # promote put them; retire deleted them
+                put, alarms_error = _put_retraining_alarms(args.deployment, dataset)
+                document["alarms_put"] = put
+                if alarms_error is not None:
+                    document["alarms_error"] = alarms_error
+                    print(
+                        f"sluice retire --undo: {dataset}'s retraining alarms were not put "
+                        f"({alarms_error}); the next promotion puts them, or run "
+                        "`sluice retire --undo` again",
+                        file=sys.stderr,
+                    )
         else:
             if args.purge:
                 _confirm_purge(args, dataset)
@@ -1034,6 +1047,21 @@ def _retire(args: argparse.Namespace) -> int:
         return _refused("retire", exc, as_json=args.json)
     print(json.dumps(document, indent=2) if args.json else line)
     return EXIT_OK
+
+
+def _put_retraining_alarms(deployment: Deployment, dataset: str) -> tuple[list[str], str | None]:
+    """After a retirement is lifted: the dataset's retraining alarms, from the one definition
+    (functions/shared/alarms.py) promote puts them from. Best effort, as the lift stands."""
+    from functions.shared.alarms import MONITOR_PERIOD_SECONDS, CloudWatchRetrainAlarms
+
+    period = deployment.alarm_period_seconds or MONITOR_PERIOD_SECONDS
+    alarms = CloudWatchRetrainAlarms(
+        deployment.client("cloudwatch"), deployment.stage, monitor_period_seconds=period
+    )
+    try:
+        return alarms.ensure(dataset), None
+    except Exception as exc:  # any transport or permission error of CloudWatch
+        return [], f"{type(exc).__name__}: {exc}"
 
 
 def _delete_retraining_alarms(deployment: Deployment, dataset: str) -> tuple[list[str], str | None]:

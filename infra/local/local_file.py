@@ -32,6 +32,9 @@ class LocalEndpoints(BaseModel):
     raw_bucket: str
     artifacts_bucket: str
     registry_table: str
+    # the period of the retraining alarms' drift metrics (the stack's drift schedule): what
+    # `sluice retire --undo` puts them back with, as promote put them
+    alarm_period_seconds: int | None = None
 
 
 def write_local_file(state_dir: Path, endpoints: LocalEndpoints) -> None:

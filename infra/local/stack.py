@@ -658,6 +658,7 @@ class LocalStack:
             raw_bucket=topology.raw_bucket,
             artifacts_bucket=topology.artifacts_bucket,
             registry_table=topology.registry_table,
+            alarm_period_seconds=self._monitor_period(),
         )
         write_local_file(self.config.state_dir, endpoints)
 

@@ -138,6 +138,29 @@ def test_retire_deletes_the_datasets_retraining_alarms_and_no_others(
     )
 
 
+def test_undo_puts_the_datasets_retraining_alarms_back_as_promote_put_them(
+    stage: Stage, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given churn (version 1 live) retired: its alarms deleted with the retirement
+    cloudwatch = boto3.client("cloudwatch", region_name=TOPOLOGY.region)
+    CloudWatchRetrainAlarms(cloudwatch, TOPOLOGY.stage).ensure(DATASET)
+    assert _retire(capsys)[0] == 0
+    assert (
+        cloudwatch.describe_alarms(AlarmNamePrefix=alarm_prefix(TOPOLOGY.stage))["MetricAlarms"]
+        == []
+    )
+    # When the retirement is undone
+    code, out, err = _retire(capsys, "--undo", "--json")
+    # Then its alarms are back, named in the report, each as the one definition says
+    assert code == 0, err
+    specs = {spec.name: spec.put_metric_alarm() for spec in alarm_specs(TOPOLOGY.stage, DATASET)}
+    assert json.loads(out)["alarms_put"] == list(specs)
+    put = cloudwatch.describe_alarms(AlarmNamePrefix=alarm_prefix(TOPOLOGY.stage))["MetricAlarms"]
+    assert sorted(a["AlarmName"] for a in put) == sorted(specs)
+    for alarm in put:
+        assert alarm["Period"] == specs[alarm["AlarmName"]]["Period"]
+
+
 def test_purge_without_a_terminal_or_yes_refuses_in_one_line_and_changes_nothing(
     stage: Stage, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
