@@ -26,7 +26,7 @@ import statistics
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 from functions.inference.capture import CaptureBuffer, CaptureSettings
@@ -35,25 +35,6 @@ from tests.fakes import InMemoryObjectStore
 DATASET = "churn"
 VERSION = "3"
 REPEATS = 15
-
-
-class NullStore(InMemoryObjectStore):
-    """An in-memory bucket that also keeps the size of each object put."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.sizes: list[int] = []
-
-    def put_bytes(
-        self,
-        bucket: str,
-        key: str,
-        data: bytes,
-        content_type: str = "application/json",
-        tags: Mapping[str, str] | None = None,
-    ) -> None:
-        self.sizes.append(len(data))
-        super().put_bytes(bucket, key, data, content_type, tags)
 
 
 def rows(count: int, seed: int = 7) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -84,7 +65,7 @@ def make_buffer(rate: float, exclude: frozenset[str] = frozenset()) -> CaptureBu
         max_records=1000,
         max_buffer_records=10_000_000,
     )
-    return CaptureBuffer(settings, NullStore(), rng=random.Random(1), background=False)
+    return CaptureBuffer(settings, InMemoryObjectStore(), rng=random.Random(1), background=False)
 
 
 def per_call(call: Callable[[], object], calls: int, reset: Callable[[], object]) -> float:
@@ -153,7 +134,7 @@ def flushes() -> list[tuple[str, float, int, int]]:
     for label, count, size in (("1000 × 1 instance", 1000, 1), ("10 × 100 instances", 10, 100)):
         instances, predictions = rows(1000, seed=11)  # distinct rows: a realistic gzip ratio
         timings = []
-        store = NullStore()
+        store = InMemoryObjectStore()
         for _ in range(REPEATS):
             capture = CaptureBuffer(
                 CaptureSettings(bucket="bench", sample_rate=1.0, max_records=1000),
@@ -165,13 +146,12 @@ def flushes() -> list[tuple[str, float, int, int]]:
                 capture.offer(
                     DATASET, VERSION, f"request-{i:08d}", instances[part], predictions[part]
                 )
-            store.sizes.clear()
+            store.objects.clear()
             started = time.perf_counter_ns()
             capture.flush()
             timings.append((time.perf_counter_ns() - started) / 1e6)
-        results.append(
-            (f"flush, {label}", statistics.median(timings), len(store.sizes), sum(store.sizes))
-        )
+        sizes = [len(data) for versions in store.objects.values() for data, _ in versions]
+        results.append((f"flush, {label}", statistics.median(timings), len(sizes), sum(sizes)))
     return results
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import builtins
 import hashlib
+import sys
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -112,6 +113,29 @@ class InMemoryObjectStore(ObjectStore):
     def purge_prefix(self, bucket: str, prefix: str) -> int:
         doomed = [k for k in self.objects if k[0] == bucket and k[1].startswith(prefix)]
         return sum(len(self.objects.pop(k)) for k in doomed)
+
+
+class FailingObjectStore(InMemoryObjectStore):
+    """Fails the first ``failures`` uploads (every one by default), recording each attempt:
+    S3 unreachable for a while, or for good."""
+
+    def __init__(self, failures: int = sys.maxsize) -> None:
+        super().__init__()
+        self.failures = failures
+        self.attempts: list[str] = []
+
+    def put_bytes(
+        self,
+        bucket: str,
+        key: str,
+        data: bytes,
+        content_type: str = "application/json",
+        tags: Mapping[str, str] | None = None,
+    ) -> None:
+        self.attempts.append(key)
+        if len(self.attempts) <= self.failures:
+            raise ConnectionError("S3 is unreachable")
+        super().put_bytes(bucket, key, data, content_type, tags)
 
 
 class RecordingOrchestrator(Orchestrator):

@@ -32,7 +32,7 @@ from functions.inference.capture import (
     capture_key,
 )
 from functions.shared.layout import TELEMETRY_TAGS, capture_hour_prefix, capture_prefix
-from tests.fakes import InMemoryObjectStore
+from tests.fakes import FailingObjectStore, InMemoryObjectStore
 
 ROOT = Path(__file__).resolve().parents[2]
 BUCKET = "capture-bucket"
@@ -52,28 +52,6 @@ class Clock:
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
-
-
-class FailingStore(InMemoryObjectStore):
-    """Fails the first ``failures`` uploads (all of them by default), recording each attempt."""
-
-    def __init__(self, failures: int = sys.maxsize) -> None:
-        super().__init__()
-        self.failures = failures
-        self.attempts: list[str] = []
-
-    def put_bytes(
-        self,
-        bucket: str,
-        key: str,
-        data: bytes,
-        content_type: str = "application/json",
-        tags: Mapping[str, str] | None = None,
-    ) -> None:
-        self.attempts.append(key)
-        if len(self.attempts) <= self.failures:
-            raise ConnectionError("S3 is unreachable")
-        super().put_bytes(bucket, key, data, content_type, tags)
 
 
 def settings(**overrides: Any) -> CaptureSettings:
@@ -437,7 +415,7 @@ def test_a_batch_that_cannot_be_keyed_is_dropped_without_raising() -> None:
 
 def test_a_failing_store_never_raises_and_each_batch_gets_two_attempts() -> None:
     # Given a store that refuses every upload
-    store = FailingStore()
+    store = FailingObjectStore()
     capture = buffer(store, max_records=2)
 
     # When requests are captured and flushed, unforced (the thread's way) then again
@@ -458,7 +436,7 @@ def test_a_failing_store_never_raises_and_each_batch_gets_two_attempts() -> None
 
 
 def test_a_forced_flush_retries_a_failed_upload_at_once() -> None:
-    store = FailingStore(failures=1)
+    store = FailingObjectStore(failures=1)
     capture = buffer(store)
     capture.offer(DATASET, "3", "r", [row()], [0.5])
     assert capture.flush(force=True) == 1

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import gzip
 import json
-from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -30,7 +29,7 @@ from functions.inference.feedback import (
 )
 from functions.shared.layout import TELEMETRY_TAGS, feedback_hour_prefix
 from functions.shared.storage import ObjectStore
-from tests.fakes import InMemoryObjectStore, InMemoryRegistry
+from tests.fakes import FailingObjectStore, InMemoryObjectStore, InMemoryRegistry
 from tests.models import ARTIFACTS, TrainedModel, publish_live
 
 NOW = datetime(2026, 11, 22, 10, 15, 30, 250000, tzinfo=UTC)
@@ -306,18 +305,6 @@ def test_an_unknown_dataset_is_not_found_and_nothing_is_stored(
     assert world.store.keys(ARTIFACTS, "nothing/") == []
 
 
-class BrokenStore(InMemoryObjectStore):
-    def put_bytes(
-        self,
-        bucket: str,
-        key: str,
-        data: bytes,
-        content_type: str = "application/json",
-        tags: Mapping[str, str] | None = None,
-    ) -> None:
-        raise ConnectionError("S3 unreachable")
-
-
 def test_no_bucket_or_a_failed_write_is_unavailable_not_a_server_error(
     trained_models: dict[str, TrainedModel],
 ) -> None:
@@ -326,7 +313,7 @@ def test_no_bucket_or_a_failed_write_is_unavailable_not_a_server_error(
     with pytest.raises(FeedbackUnavailableError, match="FEEDBACK_BUCKET"):
         world.record(items, bucket=None)
     with pytest.raises(FeedbackUnavailableError, match="retry later"):
-        world.record(items, store=BrokenStore())
+        world.record(items, store=FailingObjectStore())
 
 
 def test_keys_are_partitioned_by_the_utc_hour_they_were_received() -> None:
