@@ -359,7 +359,12 @@ def retraining_page(dataset: str, decisions: list[DecisionRecord], *, where: str
 
 
 def error_page(status: int, message: str, *, where: str) -> bytes:
-    titles = {404: "Not found", 405: "Method not allowed", 500: "The console failed"}
+    titles = {
+        404: "Not found",
+        405: "Method not allowed",
+        421: "Misdirected request",
+        500: "The console failed",
+    }
     body = f'<p>{escape(message)}</p><p><a href="/">Back to the datasets</a></p>'
     return frame(titles.get(status, f"Error {status}"), body, where=where)
 

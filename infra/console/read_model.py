@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict
+
 from functions.retrain.guard_store import DecisionRecord, GuardStore
 from functions.shared import layout
 from functions.shared.registry import AuditEntry, LivePointer, ModelRegistry, ModelVersion
@@ -36,9 +38,11 @@ class DatasetRow:
     retired: bool
 
 
-@dataclass(frozen=True)
-class DriftPoint:
-    """One drift report: its folder's UTC minute, its figures, and whether its page exists."""
+class DriftPoint(BaseModel):
+    """One drift report: its folder's UTC minute and its figures, typed: a report whose values
+    are not what the drift job writes is left out of the series, not drawn."""
+
+    model_config = ConfigDict(frozen=True)
 
     stamp: str
     at: datetime
@@ -48,8 +52,9 @@ class DriftPoint:
     drifted: int | None
 
 
-@dataclass(frozen=True)
-class QualityPoint:
+class QualityPoint(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
     at: datetime | None
     model_version: int | None
     metric: str | None
@@ -58,6 +63,10 @@ class QualityPoint:
     drop: float | None
     matched: int
 
+
+# What a stored report that is not what its job writes raises on the way to a point: the
+# document is not JSON (or not an object), a value has the wrong type, the folder is no minute.
+UNREADABLE = (ValueError, AttributeError, TypeError, ObjectNotFoundError)
 
 RunsSource = Callable[[], list[dict[str, Any]]]
 
@@ -145,17 +154,18 @@ class ConsoleData:
         points = []
         for key in keys:
             stamp = key[len(prefix) :].split("/", 1)[0]
-            report = json.loads(self.store.get_bytes(self.artifacts_bucket, key))
-            points.append(
-                DriftPoint(
-                    stamp=stamp,
-                    at=datetime.strptime(stamp, "%Y-%m-%dT%H%MZ").replace(tzinfo=UTC),
-                    live_rows=report.get("live_rows"),
-                    level=report.get("level"),
-                    max_psi=report.get("max_psi"),
-                    drifted=report.get("drifted"),
+            with _ignored(*UNREADABLE):  # not a drift job's report: not a point of the series
+                report = json.loads(self.store.get_bytes(self.artifacts_bucket, key))
+                points.append(
+                    DriftPoint(
+                        stamp=stamp,
+                        at=datetime.strptime(stamp, "%Y-%m-%dT%H%MZ").replace(tzinfo=UTC),
+                        live_rows=report.get("live_rows"),
+                        level=report.get("level"),
+                        max_psi=report.get("max_psi"),
+                        drifted=report.get("drifted"),
+                    )
                 )
-            )
         return points
 
     def drift_page(self, dataset: str, stamp: str) -> bytes:
@@ -176,19 +186,19 @@ class ConsoleData:
         )[-SERIES_POINTS:]
         points = []
         for key in keys:
-            report = json.loads(self.store.get_bytes(self.artifacts_bucket, key))
-            at = report.get("at")
-            points.append(
-                QualityPoint(
-                    at=datetime.fromisoformat(at) if isinstance(at, str) else None,
-                    model_version=report.get("model_version"),
-                    metric=report.get("metric"),
-                    value=report.get("value"),
-                    offline_value=report.get("offline_value"),
-                    drop=report.get("drop"),
-                    matched=int(report.get("matched") or 0),
+            with _ignored(*UNREADABLE):  # not a quality job's report: not a point of the series
+                report = json.loads(self.store.get_bytes(self.artifacts_bucket, key))
+                points.append(
+                    QualityPoint(
+                        at=report.get("at"),
+                        model_version=report.get("model_version"),
+                        metric=report.get("metric"),
+                        value=report.get("value"),
+                        offline_value=report.get("offline_value"),
+                        drop=report.get("drop"),
+                        matched=report.get("matched") or 0,
+                    )
                 )
-            )
         return points
 
     def retraining(self, dataset: str) -> list[DecisionRecord]:

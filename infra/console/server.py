@@ -160,16 +160,37 @@ class _Server(ThreadingHTTPServer):
         super().handle_error(request, client_address)
 
 
+LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+def _loopback_host(host: str) -> bool:
+    """Whether a Host header names this machine by a loopback name (any port: the socket is
+    bound to loopback, so the port is ours)."""
+    return urlsplit(f"//{host.strip()}").hostname in LOOPBACK_NAMES
+
+
 def _handler(render: Callable[[str], Page]) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         server_version = "sluice-console"
         protocol_version = "HTTP/1.1"
 
         def do_GET(self) -> None:
-            self._answer(*render(urlsplit(self.path).path), body=True)
+            self._answer(*self._page(), body=True)
 
         def do_HEAD(self) -> None:
-            self._answer(*render(urlsplit(self.path).path), body=False)
+            self._answer(*self._page(), body=False)
+
+        def _page(self) -> Page:
+            """The page, for a request that names this console as its host. Any other Host is
+            a page of another site whose name was re-pointed at 127.0.0.1 (DNS rebinding),
+            which would otherwise read the console as same-origin: refused (421)."""
+            host = self.headers.get("Host", "")
+            if not _loopback_host(host):
+                message = (
+                    f"the console answers requests for 127.0.0.1 or localhost only, not {host!r}"
+                )
+                return 421, pages.error_page(421, message, where="this console")
+            return render(urlsplit(self.path).path)
 
         def _refuse(self) -> None:
             message = f"the console is read-only: {self.command} is not allowed, only GET and HEAD"

@@ -6,6 +6,7 @@ Screenshots land in ``tests/artifacts/console/`` (gitignored) for a person to lo
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import shutil
@@ -276,3 +277,28 @@ def test_sluice_up_serves_the_console_and_prints_its_url(tmp_path: Path) -> None
         up.process.send_signal(signal.SIGINT)
         up.process.wait(timeout=60)
     assert up.process.returncode == 0, up.said + up.rest()
+
+
+@pytest.mark.parametrize("host", ["evil.example:8090", "127.0.0.1.evil.example", "", "10.0.0.1"])
+def test_a_request_for_another_host_is_refused_421_dns_rebinding(console: str, host: str) -> None:
+    # Given the console served on loopback
+    port = urlsplit(console).port
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        # When a page of another site, its name re-pointed at 127.0.0.1, asks for the index
+        connection.putrequest("GET", "/", skip_host=True)
+        if host:
+            connection.putheader("Host", host)
+        connection.endheaders()
+        refused = connection.getresponse()
+        body = refused.read().decode()
+        # Then it is refused, and none of the console's data is in the answer
+        assert refused.status == 421, body
+        assert "churn" not in body
+        # And the console's own names are answered on the same connection
+        for own in (f"127.0.0.1:{port}", f"localhost:{port}", "LOCALHOST"):
+            connection.request("GET", "/", headers={"Host": own})
+            answered = connection.getresponse()
+            assert answered.status == 200 and "churn" in answered.read().decode()
+    finally:
+        connection.close()

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from functions.retrain.guard_store import DecisionRecord, InMemoryGuardStore
+from functions.shared import layout
 from functions.shared.registry import NewModelVersion
 from infra.console.read_model import ConsoleData
 from infra.console.server import Console
@@ -87,6 +88,25 @@ def test_user_text_is_escaped_on_every_page() -> None:
         # Then it is shown as text, never as markup
         assert status == 200 and HOSTILE not in body
         assert "&lt;script&gt;" in body
+
+
+def test_a_drift_or_quality_report_that_is_not_its_jobs_is_left_out_not_a_500() -> None:
+    # Given, beside the two good drift reports, one that is not JSON, one whose values are
+    # markup, and a quality report of the wrong shape
+    data, store = _data()
+    bad = {"live_rows": HOSTILE, "level": "x", "max_psi": "high", "drifted": HOSTILE}
+    store.put_bytes(BUCKET, "churn/drift/2026-12-03T1200Z/report.json", json.dumps(bad).encode())
+    store.put_bytes(BUCKET, "churn/drift/2026-12-03T1300Z/report.json", b"{not json")
+    store.put_bytes(BUCKET, "churn/drift/2026-12-03T1400Z/report.json", b"[1, 2]")
+    quality = layout.quality_prefix("churn") + "2026-12-03T1200Z/report.json"
+    store.put_bytes(BUCKET, quality, json.dumps({"at": "yesterday", "matched": HOSTILE}).encode())
+    # When the drift page is drawn
+    status, body = Console(data).render("/datasets/churn/drift")
+    # Then it is drawn from the good reports only, and nothing of the bad ones is markup
+    assert status == 200, body
+    text = body.decode()
+    assert HOSTILE not in text and "2026-12-03T1200Z" not in text
+    assert 'href="/datasets/churn/drift/2026-12-03T1100Z"' in text
 
 
 def test_the_stored_report_is_served_as_it_is_and_a_missing_one_is_a_404() -> None:
