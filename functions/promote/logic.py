@@ -77,7 +77,10 @@ def promote(
         if live is None or live.version != mine.version or mine.run_name != state.run_name:
             raise
         pointer = live  # a retry of a promotion that already happened
-    alarm_names, alarms_error = _put_alarms(alarms, state.dataset)
+    # A run in flight when its dataset was retired still promotes (the API answers 410 while
+    # retired); its alarms are not put back over the ones `sluice retire` deleted.
+    retired = registry.retirement(state.dataset) is not None
+    alarm_names, alarms_error = ([], None) if retired else _put_alarms(alarms, state.dataset)
     notify_error = _publish(
         notifier,
         Decision(

@@ -111,6 +111,24 @@ def test_promote_makes_the_challenger_live_and_notifies(
     assert registry.audit("binary")[-1].actor == "pipeline:run-1"
 
 
+def test_a_run_that_ends_after_its_dataset_was_retired_puts_no_alarms(
+    trained_models: dict[str, TrainedModel],
+    store: InMemoryObjectStore,
+    registry: InMemoryRegistry,
+    notifier: RecordingNotifier,
+    alarms: CloudWatchRetrainAlarms,
+    cloudwatch: Any,
+) -> None:
+    # Given a run in flight when its dataset was retired (retire deleted the alarms)
+    state = _evaluated(store, registry, trained_models["binary"], "run-1")
+    registry.retire_dataset("binary", actor="cli:ops", reason="closed")
+    # When it promotes
+    outcome = promote(state, registry=registry, notifier=notifier, alarms=alarms)
+    # Then the version is recorded live, and no retraining alarm is put back
+    assert outcome.kind == "promoted" and outcome.alarms == []
+    assert _retraining_alarms(cloudwatch) == {}
+
+
 def test_a_parity_fallback_reaches_the_runs_outcome(
     trained_models: dict[str, TrainedModel],
     store: InMemoryObjectStore,
