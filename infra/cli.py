@@ -432,10 +432,11 @@ def _demo(args: argparse.Namespace) -> int:
         import signal
         import threading
 
-        show(result, stopped=False)
         console = _up_console(
             argparse.Namespace(state_dir=stack.config.state_dir, console_port=None)
         )
+        result["console"] = {"url": console.url, "open_with": "sluice demo --serve (serving)"}
+        show(result, stopped=False)
         stop = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
         print(

@@ -119,8 +119,8 @@ def _drive(stack: LocalStack, inputs: DemoInputs, contract: dict[str, Any]) -> d
     result: dict[str, Any] = {
         "dataset": inputs.dataset,
         "stack": {"aws_endpoint_url": stack.endpoint, "api_url": stack.api_url},
-        # stopped with the demo's stack: `sluice up` serves one that stays, at this URL
-        "console": {"url": CONSOLE_URL, "open_with": "sluice up"},
+        # stopped with the demo's stack: `sluice demo --serve` keeps it (and sets its URL)
+        "console": {"url": CONSOLE_URL, "open_with": "sluice demo --serve, or sluice up"},
     }
     result["first"] = chain.upload_and_run(inputs.dataset, data_key, inputs.data.read_bytes())
     if result["first"].get("live_version") is None or not inputs.worse_upload:
