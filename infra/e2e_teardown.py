@@ -82,6 +82,25 @@ def delete(client: Callable[[str], Any], resources: Sequence[Retained]) -> None:
         dynamodb.delete_table(TableName=table.name)
 
 
+def delete_retraining_alarms(client: Callable[[str], Any], stage: str) -> list[str]:
+    """The retraining alarms promote put per dataset (functions/shared/alarms.py): not
+    CloudFormation resources, so ``cdk destroy`` leaves them; the stage's name prefix finds
+    them all, and nothing of another stage."""
+    from functions.shared.alarms import alarm_prefix
+
+    cloudwatch = client("cloudwatch")
+    names = [
+        alarm["AlarmName"]
+        for page in cloudwatch.get_paginator("describe_alarms").paginate(
+            AlarmNamePrefix=alarm_prefix(stage), AlarmTypes=["MetricAlarm"]
+        )
+        for alarm in page["MetricAlarms"]
+    ]
+    for start in range(0, len(names), 100):  # DeleteAlarms takes 100 names at most
+        cloudwatch.delete_alarms(AlarmNames=names[start : start + 100])
+    return names
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     import boto3
 
@@ -102,7 +121,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"e2e teardown: {' '.join(destroy)} failed; retained: {keep}", file=sys.stderr)
         return 1
     delete(session.client, keep)
-    print(f"e2e teardown: sluice-{stage} destroyed, and {len(keep)} retained resources deleted")
+    alarms = delete_retraining_alarms(session.client, stage)
+    print(
+        f"e2e teardown: sluice-{stage} destroyed, {len(keep)} retained resources and "
+        f"{len(alarms)} retraining alarms deleted"
+    )
     return 0
 
 

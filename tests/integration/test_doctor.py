@@ -124,13 +124,15 @@ def test_a_fresh_account_is_told_each_problem_and_its_fix(aws: Aws) -> None:
     # When
     report = aws.diagnose(reserved={"retrain": 1})
 
-    # Then: bootstrap, concurrency and the spot quota fail, each with the fix that resolves it
+    # Then: bootstrap, concurrency and both training quotas fail (the spot contract's job is
+    # refused, and so is its on-demand fallback), each with the fix that resolves it
     found = by_check(report)
     assert report.account == "123456789012"
     assert [f.check for f in report.problems] == [
         "bootstrap",
         "lambda-concurrency",
         "training-quota-spot",
+        "training-quota-on-demand",
     ]
     assert found["bootstrap"].fix is not None and "make bootstrap" in found["bootstrap"].fix
     concurrency = found["lambda-concurrency"]
@@ -139,7 +141,8 @@ def test_a_fresh_account_is_told_each_problem_and_its_fix(aws: Aws) -> None:
     spot = found["training-quota-spot"]
     assert spot.fix is not None and "request-service-quota-increase" in spot.fix
     assert "on-demand" not in spot.fix  # its quota is 0 too: no use suggesting it
-    assert found["training-quota-on-demand"].status == "note"  # the contract trains spot
+    fallback = found["training-quota-on-demand"].fix
+    assert fallback is not None and "request-service-quota-increase" in fallback
     assert found["ops-subscription"].status == "note"  # nothing deployed yet: not a problem
 
 
@@ -210,15 +213,32 @@ def test_a_deployed_stage_without_its_ops_topic_is_a_problem(aws: Aws) -> None:
     assert finding.detail == "sluice-dev has no topic sluice-ops-dev"
 
 
-def test_a_missing_spot_quota_suggests_on_demand_where_that_quota_allows(aws: Aws) -> None:
+def test_a_spot_contract_without_spot_quota_is_a_note_as_runs_fall_back_to_on_demand(
+    aws: Aws,
+) -> None:
+    # Given: a spot contract, no spot quota, an on-demand quota (the pipeline's fallback)
     aws.limits.quotas = {SPOT: 0.0, ON_DEMAND: 2.0}
 
-    spot = by_check(aws.diagnose())["training-quota-spot"]
+    found = by_check(aws.diagnose())
 
-    assert spot.status == "problem"
-    assert spot.fix is not None
-    suggestion = "; or train on-demand (the contract's training.spot), whose quota is 2"
-    assert spot.fix.endswith(suggestion)
+    # Then: no training problem; the note says every run retrains on-demand
+    assert found["training-quota-spot"].status == "note"
+    assert "every run retrains on-demand" in found["training-quota-spot"].detail
+    assert found["training-quota-on-demand"].status == "ok"
+
+
+def test_an_on_demand_contract_without_its_quota_fails_and_suggests_spot(aws: Aws) -> None:
+    # Given: an on-demand contract (no fallback to spot), its quota 0, the spot quota 2
+    aws.limits.quotas = {SPOT: 2.0, ON_DEMAND: 0.0}
+
+    report = aws.diagnose(training=[TrainingConfig(instance_type="ml.g5.xlarge", spot=False)])
+
+    on_demand = by_check(report)["training-quota-on-demand"]
+    assert on_demand.status == "problem"
+    assert on_demand.fix is not None
+    assert on_demand.fix.endswith(
+        "; or train spot (the contract's training.spot), whose quota is 2"
+    )
 
 
 def test_the_contracts_instance_type_is_the_one_checked(aws: Aws) -> None:

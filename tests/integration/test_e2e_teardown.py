@@ -10,11 +10,13 @@ import boto3
 import pytest
 from moto import mock_aws
 
+from functions.shared.alarms import CloudWatchRetrainAlarms
 from infra.e2e_teardown import (
     Retained,
     buckets_in_deletion_order,
     check_throwaway,
     delete,
+    delete_retraining_alarms,
     main,
     retained,
 )
@@ -68,6 +70,25 @@ def test_teardown_deletes_what_the_stack_retains(session: boto3.session.Session)
     assert s3.list_buckets()["Buckets"] == []
     assert session.client("dynamodb").list_tables()["TableNames"] == []
     assert session.client("sns").list_topics()["Topics"]  # the stack's own: cdk destroy's job
+
+
+def test_teardown_deletes_the_stages_retraining_alarms_and_no_others(
+    session: boto3.session.Session,
+) -> None:
+    # Given: promote's alarms for two datasets of the throwaway stage, and one of stage e2e2
+    # (whose prefix "sluice-e2e2." does not start with "sluice-e2e.")
+    cloudwatch = session.client("cloudwatch")
+    for dataset in ("churn", "houses"):
+        CloudWatchRetrainAlarms(cloudwatch, "e2e").ensure(dataset)
+    kept = CloudWatchRetrainAlarms(cloudwatch, "e2e2").ensure("churn")
+
+    # When
+    deleted = delete_retraining_alarms(session.client, "e2e")
+
+    # Then: the stage's six are gone, the other stage's stay
+    assert len(deleted) == 6
+    left = [a["AlarmName"] for a in cloudwatch.describe_alarms()["MetricAlarms"]]
+    assert sorted(left) == sorted(kept)
 
 
 def test_no_stack_retains_nothing(session: boto3.session.Session) -> None:
