@@ -47,7 +47,7 @@ import io
 import json
 import math
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import numpy as np
 from numpy.typing import NDArray
@@ -175,6 +175,17 @@ class ExplanationTable:
             raise ExplanationTableError(
                 f"explanation table format {header.get('format')} is not one of {READ_FORMATS}"
             )
+        try:
+            return cls._from_parts(header, arrays)
+        except ExplanationTableError:
+            raise
+        except Exception as exc:  # a missing key or array, a field of the wrong type or shape
+            raise ExplanationTableError(
+                f"the explanation table is damaged: {type(exc).__name__}: {exc}"
+            ) from exc
+
+    @classmethod
+    def _from_parts(cls, header: dict[str, Any], arrays: dict[str, Any]) -> ExplanationTable:
         members: list[Member] = []
         for number, (kind, tensor) in enumerate(
             zip(header["kinds"], header["features_tensors"], strict=True)
@@ -192,6 +203,8 @@ class ExplanationTable:
             maps = [arrays["column_features"]]
         else:
             maps = [arrays[f"column_features_{number}"] for number in range(len(members))]
+        if header["output"] not in get_args(Output):
+            raise ExplanationTableError(f"explanation table output {header['output']!r} is unknown")
         return cls(
             output=header["output"],
             scale=float(header["scale"]),

@@ -222,6 +222,37 @@ def test_a_table_the_model_file_lacks_is_an_explanation_table_error(tmp_path: Pa
         ExplainingModel(bare, scoring)
 
 
+@pytest.mark.parametrize(
+    ("damage", "named"),
+    [
+        ("no map", "damaged: KeyError"),
+        ("unknown output", "output 'probability' is unknown"),
+        ("no kinds", "damaged: KeyError"),
+    ],
+)
+def test_a_damaged_table_is_an_explanation_table_error_not_a_crash(
+    tmp_path: Path, damage: str, named: str
+) -> None:
+    # Given a model file's table with an array or a header field missing or wrong
+    fitted = fit(tmp_path, "binary", "linear")
+    table = ExplanationTable.from_bytes(metadata_entries(fitted.onnx)[METADATA_KEY])
+    with np.load(io.BytesIO(base64.b64decode(table.to_bytes()))) as npz:
+        arrays = {name: npz[name] for name in npz.files}
+    header = json.loads(arrays.pop("header").tobytes())
+    if damage == "no map":
+        del arrays["column_features_0"]
+    elif damage == "unknown output":
+        header["output"] = "probability"
+    else:
+        del header["kinds"]
+    arrays["header"] = np.frombuffer(json.dumps(header).encode(), np.uint8)
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, allow_pickle=False, **arrays)
+    # Then reading it is the error explain answers with, naming what is wrong
+    with pytest.raises(ExplanationTableError, match=named):
+        ExplanationTable.from_bytes(base64.b64encode(buffer.getvalue()))
+
+
 def test_a_table_written_before_blends_reads_as_one_member(tmp_path: Path) -> None:
     # Given a model file whose table is in format 1 (one column map for its one member), as
     # versions trained before blends were explained carry it
