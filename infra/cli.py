@@ -794,9 +794,11 @@ def console_data(deployment: Deployment, state_dir: Path) -> Any:
         account = deployment.client("sts").get_caller_identity()["Account"]
         topology = Topology(stage=deployment.stage, account=account, region=deployment.region)
         stepfunctions = deployment.client("stepfunctions")
+        ended: dict[str, dict[str, Any]] = {}  # an ended execution's history is final
 
         def runs() -> list[dict[str, Any]]:
-            return step_functions_runs(stepfunctions, topology.state_machine_arn)
+            arn = topology.state_machine_arn
+            return step_functions_runs(stepfunctions, arn, finished=ended)
 
     return ConsoleData(
         registry=DynamoDBRegistry(dynamodb, deployment.registry_table),

@@ -211,47 +211,67 @@ class ConsoleData:
 
 
 def step_functions_runs(
-    client: Any, state_machine_arn: str, limit: int = 50
+    client: Any,
+    state_machine_arn: str,
+    limit: int = 50,
+    *,
+    finished: dict[str, dict[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
     """The pipeline's latest executions on AWS as run records (the local stack's shape): each
-    one's state path and seconds per state from its event history. The gate's decision and
-    reasons are the registered version's (the console pairs a run with it by name)."""
-    runs = []
+    one's state path and seconds per state from its event history (every page of it). The
+    gate's decision and reasons are the registered version's (the console pairs a run with it
+    by name). ``finished`` keeps the records of ended executions, whose history cannot change,
+    across calls: a page reload reads the histories of running executions only."""
+    finished = {} if finished is None else finished
     listed = client.list_executions(stateMachineArn=state_machine_arn, maxResults=limit)
+    runs = []
     for execution in listed.get("executions", []):
-        events = client.get_execution_history(
-            executionArn=execution["executionArn"], maxResults=1000
-        ).get("events", [])
-        path: list[str] = []
-        entered: dict[str, datetime] = {}
-        seconds: dict[str, float] = {}
-        dataset = None
-        for event in events:
-            kind = event["type"]
-            if kind == "ExecutionStarted":
-                started = event.get("executionStartedEventDetails", {}).get("input") or "{}"
-                with _ignored(ValueError):
-                    dataset = json.loads(started).get("dataset")
-            elif kind.endswith("StateEntered"):
-                name = event["stateEnteredEventDetails"]["name"]
-                path.append(name)
-                entered[name] = event["timestamp"]
-            elif kind.endswith("StateExited"):
-                name = event["stateExitedEventDetails"]["name"]
-                if name in entered:
-                    spent = (event["timestamp"] - entered[name]).total_seconds()
-                    seconds[name] = round(seconds.get(name, 0.0) + spent, 3)
-        start, stop = execution["startDate"], execution.get("stopDate")
-        runs.append(
-            {
-                "name": execution["name"],
-                "dataset": dataset if isinstance(dataset, str) else None,
-                "status": execution["status"],
-                "path": path,
-                "states_seconds": seconds,
-                "started_at": start.isoformat(),
-                "seconds": None if stop is None else (stop - start).total_seconds(),
-                "decision": None,
-            }
-        )
+        arn = execution["executionArn"]
+        if arn not in finished:
+            record = _run_record(client, execution)
+            if execution.get("stopDate") is None:
+                runs.append(record)
+                continue
+            finished[arn] = record
+        runs.append(finished[arn])
     return runs
+
+
+def _run_record(client: Any, execution: dict[str, Any]) -> dict[str, Any]:
+    events = [
+        event
+        for page in client.get_paginator("get_execution_history").paginate(
+            executionArn=execution["executionArn"], PaginationConfig={"PageSize": 1000}
+        )
+        for event in page.get("events", [])
+    ]
+    path: list[str] = []
+    entered: dict[str, datetime] = {}
+    seconds: dict[str, float] = {}
+    dataset = None
+    for event in events:
+        kind = event["type"]
+        if kind == "ExecutionStarted":
+            started = event.get("executionStartedEventDetails", {}).get("input") or "{}"
+            with _ignored(ValueError):
+                dataset = json.loads(started).get("dataset")
+        elif kind.endswith("StateEntered"):
+            name = event["stateEnteredEventDetails"]["name"]
+            path.append(name)
+            entered[name] = event["timestamp"]
+        elif kind.endswith("StateExited"):
+            name = event["stateExitedEventDetails"]["name"]
+            if name in entered:
+                spent = (event["timestamp"] - entered[name]).total_seconds()
+                seconds[name] = round(seconds.get(name, 0.0) + spent, 3)
+    start, stop = execution["startDate"], execution.get("stopDate")
+    return {
+        "name": execution["name"],
+        "dataset": dataset if isinstance(dataset, str) else None,
+        "status": execution["status"],
+        "path": path,
+        "states_seconds": seconds,
+        "started_at": start.isoformat(),
+        "seconds": None if stop is None else (stop - start).total_seconds(),
+        "decision": None,
+    }

@@ -22,6 +22,7 @@ from functions.evaluate.logic import evaluate
 from functions.shared.registry_dynamodb import DynamoDBRegistry, create_table
 from functions.shared.storage import S3ObjectStore
 from infra.cli import main
+from infra.console.read_model import step_functions_runs
 from infra.local.stack import free_port
 from infra.topology import Topology
 from tests.models import ARTIFACTS, TrainedModel, fixed_now, stage_run
@@ -140,3 +141,23 @@ def test_the_console_over_a_stage_shows_its_registry_reports_runs_and_audit(
     status, missing = pages["/datasets/binary/versions/3"]
     assert status == 404 and "no model version 3" in missing
     assert pages["POST /"][0] == 405
+
+
+def test_an_ended_executions_history_is_read_once_across_page_loads(
+    deployment: DynamoDBRegistry,
+) -> None:
+    # Given the stage's state machine with its one ended execution, and the calls counted
+    stepfunctions = boto3.client("stepfunctions", region_name=TOPOLOGY.region)
+    arn = stepfunctions.list_state_machines()["stateMachines"][0]["stateMachineArn"]
+    calls: list[str] = []
+    stepfunctions.meta.events.register(
+        "before-call.states.GetExecutionHistory", lambda **_: calls.append("history")
+    )
+    ended: dict[str, dict[str, Any]] = {}
+    # When the runs are read three times, as three page loads read them
+    first = step_functions_runs(stepfunctions, arn, finished=ended)
+    for _ in range(2):
+        assert step_functions_runs(stepfunctions, arn, finished=ended) == first
+    # Then its history was read once, and the run is the same each time
+    assert [run["name"] for run in first] == ["run-2"] and first[0]["status"] == "SUCCEEDED"
+    assert calls == ["history"]
