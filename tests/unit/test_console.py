@@ -81,13 +81,55 @@ def test_the_index_names_the_live_version_and_its_metric() -> None:
     assert "f1_macro 0.8200" in body
 
 
-def test_user_text_is_escaped_on_every_page() -> None:
-    # Given a reason and an audit entry holding markup
-    for path in ("/datasets/churn", "/datasets/churn/versions/1"):
-        status, body = _page(path)
-        # Then it is shown as text, never as markup
-        assert status == 200 and HOSTILE not in body
-        assert "&lt;script&gt;" in body
+HOSTILE_RUN = {
+    "name": "run-2",
+    "dataset": "churn",
+    "status": HOSTILE,
+    "path": ["Train", HOSTILE],
+    "states_seconds": {HOSTILE: 1.0},
+    "started_at": "2026-12-03T10:00:00+00:00",
+    "seconds": 14.0,
+    "decision": {"kind": HOSTILE, "reasons": [HOSTILE]},
+    "failure": {"state": HOSTILE, "message": HOSTILE},
+}
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/",
+        "/datasets/churn",
+        "/datasets/churn/versions/1",
+        "/datasets/churn/versions/2",
+        "/runs",
+        "/datasets/churn/runs",
+        "/runs/run-2",
+        "/datasets/churn/drift",
+        "/datasets/churn/retraining",
+    ],
+)
+def test_user_text_is_escaped_on_every_page(path: str) -> None:
+    # Given markup in a gate reason, an audit reason, a run's status, states and failure, a
+    # drift report's level and a retraining decision's reason
+    data, store = _data([HOSTILE_RUN])
+    report = {"live_rows": 1, "level": HOSTILE, "max_psi": 0.2, "drifted": 1}
+    store.put_bytes(BUCKET, "churn/drift/2026-12-03T1200Z/report.json", json.dumps(report).encode())
+    data.guard.record(
+        "churn",
+        DecisionRecord(
+            dataset="churn",
+            at=datetime(2026, 12, 3, 12, tzinfo=UTC),
+            outcome="skipped",
+            guard="debounce",
+            reason=HOSTILE,
+            event_id="e2",
+        ),
+    )
+    # When the page is drawn
+    status, body = Console(data).render(path)
+    # Then every such text is shown as text, never as markup
+    assert status == 200, body
+    assert HOSTILE.encode() not in body
 
 
 def test_a_drift_or_quality_report_that_is_not_its_jobs_is_left_out_not_a_500() -> None:
