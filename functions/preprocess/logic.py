@@ -310,7 +310,7 @@ def build_dataset_version(
         )
 
 
-def what_to_do(bucket: str, key: str) -> str:
+def _what_to_do(bucket: str, key: str) -> str:
     """How to get past a refused data file: one sentence, with the command that deletes it."""
     return (
         f"{key} is left out of the dataset and later uploads are processed without it: "
@@ -325,22 +325,26 @@ def _refuse_if_trigger_left_out(left_out: dict[str, _LeftOut], trigger_key: str 
         raise RejectedUploadError(
             refused.violations,
             rows_read=refused.rows,
-            note=what_to_do(refused.source.bucket, refused.source.key),
+            note=_what_to_do(refused.source.bucket, refused.source.key),
         )
 
 
 def _refuse_if_trigger_excluded(
     store: ObjectStore, bucket: str, excluded: list[ExcludedFile], trigger_key: str | None
 ) -> None:
-    """The same, for a version built before: the trigger's violations are in its report."""
+    """The same, for a version built before: the trigger's violations are in its report (or,
+    that report gone, in the manifest's one line)."""
     entry = next((f for f in excluded if f.key == trigger_key), None)
     if entry is None:
         return
+    if store.head(bucket, entry.report_key) is None:
+        violations = [Violation(rule=entry.rule, file=entry.key, message=entry.message)]
+        raise RejectedUploadError(violations)
     report = RejectionReport.model_validate_json(store.get_bytes(bucket, entry.report_key))
     raise RejectedUploadError(
         report.violations,
         rows_read=report.rows_read,
-        note=what_to_do(report.trigger.bucket, entry.key),
+        note=_what_to_do(report.trigger.bucket, entry.key),
     )
 
 
@@ -361,7 +365,7 @@ def _report_exclusions(
         )
         name = make_run_name(dataset, this_file.identity())
         report_key = layout.rejected_key(dataset, name)
-        action = what_to_do(source.bucket, source.key)
+        action = _what_to_do(source.bucket, source.key)
         report = RejectionReport(
             dataset=dataset,
             run_name=name,

@@ -252,3 +252,14 @@ def test_manifests_written_before_files_could_be_left_out_still_read() -> None:
         "split_keys": {},
     }
     assert Manifest.model_validate_json(json.dumps(older)).excluded == []
+
+
+def test_a_rebuilt_event_for_the_bad_file_is_refused_even_when_its_report_is_gone(
+    world: World,
+) -> None:
+    world.store.put(RAW, FEB, ragged())
+    [left_out] = world.upload(MAR, good(3)).excluded
+    world.store.delete(ARTIFACTS, left_out.report_key)
+    refused = world.process(world.store.head(RAW, FEB))
+    assert refused.status == "rejected"
+    assert refused.reason == left_out.message
