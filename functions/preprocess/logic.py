@@ -247,7 +247,7 @@ def build_dataset_version(
     """The dataset version of every data file under ``<dataset>/data/``, less the files refused
     for a fault of their own, each with its report (docs/decisions.md, "One bad file").
 
-    The version id names every file read, the refused ones included: the same objects give the
+    The version id names every file listed, the refused ones included: the same objects give the
     same version, with the same files left out. When ``trigger_key`` (the upload being
     processed) is itself refused, nothing is written and the upload is rejected with that
     file's violations. A file refused after some of its rows went into the version (a parse
