@@ -689,6 +689,9 @@ def _print_entry(entry: dict[str, Any]) -> None:
                 print(f"           report: {record['report_key']}")
         else:
             print(f"upload   {record['at']}  {record.get('dataset')}: {record['status']}")
+            for left_out in record.get("excluded", []):
+                print(f"           left out {left_out['key']} ({left_out['rule']})")
+                print(f"           report: {left_out['report_key']}")
     elif kind == "run":
         decision = record.get("decision") or {}
         print(

@@ -74,6 +74,15 @@ class RowIssues:
         room = EXAMPLE_ROWS - len(entry.examples)
         entry.examples.extend({"file": file, "row": int(r)} for r in rows[:room])
 
+    def merge(self, other: RowIssues) -> None:
+        """Add ``other``'s counts and examples (one file's, once the file is accepted)."""
+        for entry in other.entries():
+            mine = self._counts.setdefault(
+                (entry.rule, entry.column), RuleCount(entry.rule, entry.column, entry.message)
+            )
+            mine.count += entry.count
+            mine.examples.extend(entry.examples[: EXAMPLE_ROWS - len(mine.examples)])
+
     @property
     def total(self) -> int:
         return sum(c.count for c in self._counts.values())

@@ -10,9 +10,12 @@ re-creates the same version, and the manifest, written last, marks a version as 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
+import shutil
 import tempfile
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,6 +38,8 @@ from functions.preprocess.cleaning import (
     row_hashes,
 )
 from functions.preprocess.models import (
+    UNCHANGED_NOTE,
+    ExcludedFile,
     Manifest,
     PreprocessOutcome,
     RejectionReport,
@@ -83,16 +88,31 @@ class Policy(BaseModel):
 
 
 class RejectedUploadError(DataValidationError):
-    def __init__(self, violations: list[Violation], rows_read: int = 0) -> None:
+    """No run: ``note``, when given, says what to do beyond fixing the violations."""
+
+    def __init__(
+        self, violations: list[Violation], rows_read: int = 0, note: str | None = None
+    ) -> None:
         super().__init__("; ".join(v.message for v in violations))
         self.violations = violations
         self.rows_read = rows_read
+        self.note = note
 
 
 @dataclass(frozen=True)
 class BuiltVersion:
     manifest: Manifest
     reused: bool
+
+
+@dataclass(frozen=True)
+class _LeftOut:
+    """A data file refused for a fault of its own; ``rows`` of it had been read (and added to
+    the version being built) before it was refused."""
+
+    source: ObjectInfo
+    violations: list[Violation]
+    rows: int = 0
 
 
 def process_upload(
@@ -147,6 +167,7 @@ def process_upload(
             contract_sha,
             artifacts_bucket=artifacts_bucket,
             policy=policy,
+            trigger_key=data_key.key,
         )
     except RejectedUploadError as rejected:
         report_key = layout.rejected_key(dataset, run_name)
@@ -156,20 +177,27 @@ def process_upload(
             trigger=upload,
             violations=rejected.violations,
             rows_read=rejected.rows_read,
+            note=UNCHANGED_NOTE if rejected.note is None else f"{UNCHANGED_NOTE} {rejected.note}",
             created_at=_now(),
         )
         store.put_bytes(artifacts_bucket, report_key, report.model_dump_json(indent=2).encode())
+        reason = "; ".join(v.message for v in rejected.violations[:3])
         return PreprocessOutcome(
             status="rejected",
             dataset=dataset,
             run_name=run_name,
             report_key=report_key,
-            reason="; ".join(v.message for v in rejected.violations[:3]),
+            reason=reason if rejected.note is None else f"{reason}. {rejected.note}",
         )
 
     manifest = built.manifest
     run = run_input(run_name, manifest, contract, artifacts_bucket)
     started = orchestrator.start_run(run)
+    reason = "pipeline run started" if started.started else "this upload already started a run"
+    if manifest.excluded:
+        reason += "; left out of the dataset: " + ", ".join(
+            f"{f.key} ({f.rule}; report {f.report_key})" for f in manifest.excluded
+        )
     return PreprocessOutcome(
         status="started" if started.started else "duplicate",
         dataset=dataset,
@@ -178,7 +206,8 @@ def process_upload(
         dataset_version=manifest.dataset_version,
         reused_dataset_version=built.reused,
         rows=manifest.rows,
-        reason="pipeline run started" if started.started else "this upload already started a run",
+        excluded=manifest.excluded,
+        reason=reason,
     )
 
 
@@ -213,32 +242,154 @@ def build_dataset_version(
     *,
     artifacts_bucket: str,
     policy: Policy,
+    trigger_key: str | None = None,
 ) -> BuiltVersion:
+    """The dataset version of every data file under ``<dataset>/data/``, less the files refused
+    for a fault of their own, each with its report (docs/decisions.md, "One bad file").
+
+    The version id names every file listed, the refused ones included: the same objects give the
+    same version, with the same files left out. When ``trigger_key`` (the upload being
+    processed) is itself refused, nothing is written and the upload is rejected with that
+    file's violations. A file refused after some of its rows went into the version (a parse
+    error deep in the file, too many bad rows) makes the version be read again without it.
+    """
     sources = data_sources(store, raw_bucket, dataset)
     if not sources:
         raise RejectedUploadError(
             [Violation(rule="no_data", message=f"no CSV or Parquet files under {dataset}/data/")]
         )
-    oversized = [s for s in sources if s.size > policy.max_upload_bytes]
-    if oversized:
-        raise RejectedUploadError(_too_large(store, contract, oversized, policy.max_upload_bytes))
     version = dataset_version_id(contract_sha, sources)
     if store.head(artifacts_bucket, manifest_key(dataset, version)) is not None:
         existing = Manifest.model_validate_json(
             store.get_bytes(artifacts_bucket, manifest_key(dataset, version))
         )
+        _refuse_if_trigger_excluded(store, artifacts_bucket, existing.excluded, trigger_key)
         return BuiltVersion(manifest=existing, reused=True)
+    left_out = {
+        s.key: _LeftOut(s, _too_large(store, contract, [s], policy.max_upload_bytes))
+        for s in sources
+        if s.size > policy.max_upload_bytes
+    }
+    _refuse_if_trigger_left_out(left_out, trigger_key)
 
     with tempfile.TemporaryDirectory(prefix="sluice-preprocess-") as tmp:
-        work = Path(tmp)
-        builder = _VersionBuilder(contract, dataset, version, work)
-        builder.bytes_total = sum(source.size for source in sources)
-        for source in sources:
-            builder.add_file(store, source)
-        builder.finish(policy)
+        for attempt in itertools.count():
+            included = [s for s in sources if s.key not in left_out]
+            if not included:
+                raise RejectedUploadError(
+                    [
+                        Violation(
+                            rule="no_data",
+                            message=f"no usable file under {dataset}/data/: each was left out "
+                            "for the reasons below",
+                        ),
+                        *(v for f in left_out.values() for v in f.violations),
+                    ]
+                )
+            work = Path(tmp) / f"read-{attempt}"
+            work.mkdir()
+            builder = _VersionBuilder(contract, dataset, version, work, policy)
+            builder.bytes_total = sum(source.size for source in included)
+            for source in included:
+                builder.add_file(store, source)
+            # Refused after some of their rows went in: read the version again without them.
+            partly_read = {f.source.key: f for f in builder.left_out if f.rows}
+            left_out.update(partly_read)
+            _refuse_if_trigger_left_out(left_out, trigger_key)
+            if not partly_read:
+                break
+            builder.discard()
+            shutil.rmtree(work)
+        left_out.update({f.source.key: f for f in builder.left_out})
+        _refuse_if_trigger_left_out(left_out, trigger_key)
+        excluded = _report_exclusions(store, artifacts_bucket, dataset, left_out.values())
+        builder.finish(excluded)
         return BuiltVersion(
-            manifest=builder.upload(store, artifacts_bucket, contract_sha), reused=False
+            manifest=builder.upload(store, artifacts_bucket, contract_sha, excluded),
+            reused=False,
         )
+
+
+def _what_to_do(bucket: str, key: str) -> str:
+    """How to get past a refused data file: one sentence, with the command that deletes it."""
+    return (
+        f"{key} is left out of the dataset and later uploads are processed without it: "
+        "upload a corrected file under the same key to replace it, or delete it with "
+        f"`aws s3 rm {s3_uri(bucket, key)}` (sluice never changes or deletes raw data)"
+    )
+
+
+def _refuse_if_trigger_left_out(left_out: dict[str, _LeftOut], trigger_key: str | None) -> None:
+    refused = None if trigger_key is None else left_out.get(trigger_key)
+    if refused is not None:
+        raise RejectedUploadError(
+            refused.violations,
+            rows_read=refused.rows,
+            note=_what_to_do(refused.source.bucket, refused.source.key),
+        )
+
+
+def _refuse_if_trigger_excluded(
+    store: ObjectStore, bucket: str, excluded: list[ExcludedFile], trigger_key: str | None
+) -> None:
+    """The same, for a version built before: the trigger's violations are in its report (or,
+    that report gone, in the manifest's one line)."""
+    entry = next((f for f in excluded if f.key == trigger_key), None)
+    if entry is None:
+        return
+    if store.head(bucket, entry.report_key) is None:
+        violations = [Violation(rule=entry.rule, file=entry.key, message=entry.message)]
+        raise RejectedUploadError(violations)
+    report = RejectionReport.model_validate_json(store.get_bytes(bucket, entry.report_key))
+    raise RejectedUploadError(
+        report.violations,
+        rows_read=report.rows_read,
+        note=_what_to_do(report.trigger.bucket, entry.key),
+    )
+
+
+def _report_exclusions(
+    store: ObjectStore, bucket: str, dataset: str, left_out: Iterable[_LeftOut]
+) -> list[ExcludedFile]:
+    """One rejection report per refused file, filed under a name derived from the object
+    version (the same bad file left out again rewrites its report, never adds one)."""
+    excluded = []
+    for refused in sorted(left_out, key=lambda f: f.source.key):
+        source = refused.source
+        this_file = UploadedObject(
+            bucket=source.bucket,
+            key=source.key,
+            size=source.size,
+            etag=source.etag,
+            version_id=source.version_id,
+        )
+        name = make_run_name(dataset, this_file.identity())
+        report_key = layout.rejected_key(dataset, name)
+        action = _what_to_do(source.bucket, source.key)
+        report = RejectionReport(
+            dataset=dataset,
+            run_name=name,
+            trigger=this_file,
+            decision="excluded",
+            violations=refused.violations,
+            rows_read=refused.rows,
+            note=f"{action}. The raw file was not modified.",
+            created_at=_now(),
+        )
+        store.put_bytes(bucket, report_key, report.model_dump_json(indent=2).encode())
+        first = refused.violations[0]
+        excluded.append(
+            ExcludedFile(
+                key=source.key,
+                etag=source.etag,
+                version_id=source.version_id,
+                size=source.size,
+                rule=first.rule,
+                message=f"{first.message}; {action}",
+                report_key=report_key,
+            )
+        )
+    return excluded
 
 
 def _too_large(
@@ -373,14 +524,18 @@ def _header_violations(
 
 
 class _VersionBuilder:
-    """Accumulates one dataset version on local disk, file by file and batch by batch."""
+    """Accumulates one dataset version on local disk, file by file and batch by batch; a file
+    refused for a fault of its own is left out (``left_out``), its rows and issues not counted."""
 
-    def __init__(self, contract: Contract, dataset: str, version: str, work: Path) -> None:
+    def __init__(
+        self, contract: Contract, dataset: str, version: str, work: Path, policy: Policy
+    ) -> None:
         self.contract = contract
         self.dataset = dataset
         self.version = version
         self.work = work
-        self.violations: list[Violation] = []
+        self.policy = policy
+        self.left_out: list[_LeftOut] = []
         self.issues = RowIssues()
         self.dedup = Deduplicator()
         self.sources: list[SourceFile] = []
@@ -400,32 +555,34 @@ class _VersionBuilder:
     def add_file(self, store: ObjectStore, source: ObjectInfo) -> None:
         local = self.work / f"src-{len(self.sources)}{Path(source.key).suffix.lower()}"
         sha = store.download(source.bucket, source.key, local, version_id=source.version_id)
-        rows_before = self.rows_read
+        issues = RowIssues()  # this file's, counted in the version's once the file is accepted
+        rows = 0
         try:
             header = read_header(local)
-            if not self._header_ok(source.key, header):
-                return
-            # A CSV batch is one block of the file; a Parquet file's bytes count once it is read
-            block = BLOCK_BYTES if local.suffix == ".csv" else 0
-            for number, batch in enumerate(iter_batches(local, header), start=1):
-                self._add_batch(batch.frame, header, source.key, batch.first_row)
-                self._progress(min(source.size, number * block))
-            if self.rows_read == rows_before:
-                self.violations.append(
-                    Violation(
-                        rule="empty_file",
-                        file=source.key,
-                        message=f"{source.key}: header but no data rows",
-                    )
-                )
+            known = None if self.features is None else [f.name for f in self.features]
+            problems = _header_violations(self.contract, source.key, header, known)
+            if not problems:
+                # A CSV batch is one block of the file; a Parquet file's bytes count once read
+                block = BLOCK_BYTES if local.suffix == ".csv" else 0
+                for number, batch in enumerate(iter_batches(local, header), start=1):
+                    rows += len(batch.frame)
+                    self._add_batch(batch.frame, header, source.key, batch.first_row, issues)
+                    self._progress(min(source.size, number * block), rows)
+                problems = self._file_row_checks(source.key, rows, issues)
         except UnreadableFileError as exc:
-            self.violations.append(
+            problems = [
                 Violation(rule="unreadable_file", file=source.key, message=f"{source.key}: {exc}")
-            )
+            ]
         finally:
             local.unlink(missing_ok=True)
         self.bytes_read += source.size
-        self._progress(0)
+        if problems:
+            self.left_out.append(_LeftOut(source, problems, rows))
+            self._progress(0, 0)
+            return
+        self.rows_read += rows
+        self.issues.merge(issues)
+        self._progress(0, 0)
         self.sources.append(
             SourceFile(
                 key=source.key,
@@ -433,12 +590,32 @@ class _VersionBuilder:
                 version_id=source.version_id,
                 size=source.size,
                 sha256=sha,
-                rows_read=self.rows_read - rows_before,
+                rows_read=rows,
             )
         )
 
-    def _progress(self, bytes_of_this_file: int) -> None:
+    def _file_row_checks(self, key: str, rows: int, issues: RowIssues) -> list[Violation]:
+        """A file with no rows, or too many bad ones, is the file's fault: it is left out."""
+        if rows == 0:
+            return [
+                Violation(rule="empty_file", file=key, message=f"{key}: header but no data rows")
+            ]
+        if issues.total / rows <= self.policy.max_rejected_fraction:
+            return []
+        return [
+            Violation(
+                rule="too_many_rejected_rows",
+                file=key,
+                count=issues.total,
+                message=f"{key}: {issues.total} of {rows} rows broke a rule "
+                f"(more than {self.policy.max_rejected_fraction:.0%}); see the row rules below",
+            ),
+            *_row_violations(issues),
+        ]
+
+    def _progress(self, bytes_of_this_file: int, rows_of_this_file: int) -> None:
         read = self.bytes_read + bytes_of_this_file
+        rows = self.rows_read + rows_of_this_file
         report_progress(
             Progress(
                 step="preprocess",
@@ -446,25 +623,20 @@ class _VersionBuilder:
                 done=read,
                 total=self.bytes_total,
                 unit="bytes",
-                detail=f"{self.rows_read:,} rows, {_size(read)} of {_size(self.bytes_total)} read",
+                detail=f"{rows:,} rows, {_size(read)} of {_size(self.bytes_total)} read",
                 elapsed_seconds=round(time.perf_counter() - self.started, 1),
             )
         )
 
-    def _header_ok(self, key: str, header: list[str]) -> bool:
-        known = None if self.features is None else [f.name for f in self.features]
-        problems = _header_violations(self.contract, key, header, known)
-        self.violations.extend(problems)
-        return not problems
-
-    def _add_batch(self, frame: pd.DataFrame, header: list[str], key: str, first_row: int) -> None:
-        self.rows_read += len(frame)
+    def _add_batch(
+        self, frame: pd.DataFrame, header: list[str], key: str, first_row: int, issues: RowIssues
+    ) -> None:
         if self.features is None:
             self.features, self.roles = infer_features(self.contract, header, frame)
             carried = [r for r in self.roles if r.use == "excluded"]
             self.cleaner = BatchCleaner(self.contract, self.features, carried)
         assert self.cleaner is not None
-        clean = self.cleaner.clean(frame, file=key, first_row=first_row, issues=self.issues)
+        clean = self.cleaner.clean(frame, file=key, first_row=first_row, issues=issues)
         if clean.empty:
             return
         # Exact duplicates are rows equal in every column read, the ones left out included.
@@ -508,27 +680,20 @@ class _VersionBuilder:
         return self.writers[split]
 
     # -- dataset-level checks --------------------------------------------------------------
-    def finish(self, policy: Policy) -> None:
+    def discard(self) -> None:
         for writer in self.writers.values():
             writer.close()
-        violations = list(self.violations)
-        if not violations:
-            violations.extend(self._dataset_checks(policy))
-        if violations:
-            violations.extend(self._row_violations())
-            raise RejectedUploadError(violations, rows_read=self.rows_read)
 
-    def _row_violations(self) -> list[Violation]:
-        return [
-            Violation(
-                rule=e.rule,
-                column=e.column,
-                count=e.count,
-                examples=e.examples,
-                message=f"{e.count} row(s) dropped: {e.column}: {e.message}",
+    def finish(self, excluded: list[ExcludedFile]) -> None:
+        """Dataset rules over the files accepted; a refusal also lists the files left out."""
+        self.discard()
+        violations = self._dataset_checks(self.policy)
+        if violations:
+            violations.extend(_row_violations(self.issues))
+            violations.extend(
+                Violation(rule=f.rule, file=f.key, message=f.message) for f in excluded
             )
-            for e in self.issues.entries()
-        ]
+            raise RejectedUploadError(violations, rows_read=self.rows_read)
 
     def _dataset_checks(self, policy: Policy) -> list[Violation]:
         found: list[Violation] = []
@@ -540,16 +705,8 @@ class _VersionBuilder:
                     + "; ".join(f"'{r.column}': {r.reason}" for r in self.roles),
                 )
             )
+        # No rejected-rows check here: each accepted file is within the limit, so their sum is.
         rejected = self.issues.total
-        if self.rows_read and rejected / self.rows_read > policy.max_rejected_fraction:
-            found.append(
-                Violation(
-                    rule="too_many_rejected_rows",
-                    count=rejected,
-                    message=f"{rejected} of {self.rows_read} rows broke a rule "
-                    f"(more than {policy.max_rejected_fraction:.0%}); see the row rules below",
-                )
-            )
         accepted = sum(self.split_rows.values())
         if accepted < policy.min_rows:
             found.append(
@@ -643,7 +800,9 @@ class _VersionBuilder:
             columns=self.roles,
         )
 
-    def upload(self, store: ObjectStore, bucket: str, contract_sha: str) -> Manifest:
+    def upload(
+        self, store: ObjectStore, bucket: str, contract_sha: str, excluded: list[ExcludedFile]
+    ) -> Manifest:
         prefix = layout.version_prefix(self.dataset, self.version)
         schema_json = self.schema().model_dump_json(indent=2).encode()
         split_keys = {s: layout.split_key(self.dataset, self.version, s) for s in SPLITS}
@@ -670,7 +829,7 @@ class _VersionBuilder:
                 accepted=sum(self.split_rows.values()),
                 per_split=self.split_rows,
             ),
-            row_issues=self._row_violations(),
+            row_issues=_row_violations(self.issues),
             split={
                 "method": "hash",
                 "key": self.contract.id_column or "row",
@@ -683,12 +842,26 @@ class _VersionBuilder:
             schema_key=f"{prefix}dataset.json",
             profile_key=f"{prefix}profile.json",
             split_keys=split_keys,
+            excluded=excluded,
         )
         # Written last: a version without a manifest is incomplete and is rebuilt next time.
         store.put_bytes(
             bucket, f"{prefix}manifest.json", manifest.model_dump_json(indent=2).encode()
         )
         return manifest
+
+
+def _row_violations(issues: RowIssues) -> list[Violation]:
+    return [
+        Violation(
+            rule=e.rule,
+            column=e.column,
+            count=e.count,
+            examples=e.examples,
+            message=f"{e.count} row(s) dropped: {e.column}: {e.message}",
+        )
+        for e in issues.entries()
+    ]
 
 
 def _load_contract(store: ObjectStore, bucket: str, dataset: str) -> tuple[Contract, str]:

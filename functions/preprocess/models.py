@@ -22,16 +22,22 @@ class Violation(BaseModel):
     examples: list[dict[str, object]] = Field(default_factory=list)
 
 
+UNCHANGED_NOTE = (
+    "Nothing was trained and the live model is unchanged; the raw data was not modified."
+)
+
+
 class RejectionReport(BaseModel):
+    """Why an upload started no run (``rejected``), or why one data file was left out of a
+    dataset version built from the others (``excluded``; ``trigger`` is then that file)."""
+
     dataset: str
     run_name: str
     trigger: UploadedObject
-    decision: Literal["rejected"] = "rejected"
+    decision: Literal["rejected", "excluded"] = "rejected"
     violations: list[Violation]
     rows_read: int = 0
-    note: str = (
-        "Nothing was trained and the live model is unchanged; the raw data was not modified."
-    )
+    note: str = UNCHANGED_NOTE
     created_at: str
 
 
@@ -42,6 +48,19 @@ class SourceFile(BaseModel):
     size: int
     sha256: str
     rows_read: int
+
+
+class ExcludedFile(BaseModel):
+    """A data file left out of a dataset version because of a fault of its own (unreadable,
+    wrong header, no rows, too many bad rows); the version is built from the other files."""
+
+    key: str
+    etag: str
+    version_id: str | None = None
+    size: int
+    rule: str
+    message: str  # what is wrong, where, and what to do (replace or delete the file)
+    report_key: str  # the file's rejection report (artifacts bucket)
 
 
 class RowCounts(BaseModel):
@@ -64,6 +83,8 @@ class Manifest(BaseModel):
     schema_key: str
     profile_key: str
     split_keys: dict[str, str]
+    # Files of the dataset's data/ that this version left out; absent in older manifests.
+    excluded: list[ExcludedFile] = Field(default_factory=list)
 
 
 class PreprocessOutcome(BaseModel):
@@ -78,3 +99,4 @@ class PreprocessOutcome(BaseModel):
     reused_dataset_version: bool = False
     report_key: str | None = None
     rows: RowCounts | None = None
+    excluded: list[ExcludedFile] = Field(default_factory=list)

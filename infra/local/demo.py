@@ -425,6 +425,10 @@ def _render_upload(title: str, step: dict[str, Any]) -> list[str]:
             accepted=rows["accepted"], **rows["per_split"]
         ),
     ]
+    lines += [
+        f"    ! left out {f['key']} ({f['rule']}), report {f['report_key']}"
+        for f in pre.get("excluded", [])
+    ]
     lines += _render_columns(step.get("columns", []))
     run = step["run"]
     lines.append(f"  run {run['name']}: {run['status']}, states {' → '.join(run['path'])}")

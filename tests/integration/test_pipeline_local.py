@@ -21,7 +21,7 @@ from functions.shared.registry_dynamodb import DynamoDBRegistry
 from functions.shared.storage import S3ObjectStore, parse_s3_uri
 from infra.local.asl import Execution
 from infra.local.pipeline import LocalLambdaContext, run_pipeline
-from tests.builders import churn_frame, contract_bytes, csv_bytes
+from tests.builders import churn_frame, contract_bytes, csv_bytes, eventbridge_event
 from tests.integration.conftest import Aws
 
 
@@ -216,3 +216,44 @@ def test_a_schema_change_is_refused_naming_it_until_the_contract_accepts_it(aws:
     decision = json.loads(json.dumps(execution.output))["outcome"]["decision"]
     assert any("accepted by the contract (accept_schema_change)" in r for r in decision["reasons"])
     assert decision["live_version"] == 3
+
+
+def test_a_bad_file_then_a_good_one_the_good_one_goes_live_and_the_bad_one_is_named(
+    aws: Aws,
+) -> None:
+    # Given a dataset whose first file is ';'-separated (moto's S3, the real handler)
+    raw = aws.topology.raw_bucket
+    store = S3ObjectStore(aws.s3)
+    aws.s3.put_object(Bucket=raw, Key="churn/contract.json", Body=contract_bytes(metric="roc_auc"))
+    bad = csv_bytes(churn_frame(600, seed=1)).replace(b",", b";")
+
+    def deliver(key: str, body: bytes) -> dict[str, Any]:
+        aws.s3.put_object(Bucket=raw, Key=key, Body=body)
+        info = store.head(raw, key)
+        assert info is not None
+        context = LocalLambdaContext.for_function(aws.topology, "preprocess")
+        outcome: dict[str, Any] = preprocess.lambda_handler(eventbridge_event(info), context)[
+            "outcomes"
+        ][0]
+        return outcome
+
+    # When it is uploaded, it is rejected and starts nothing
+    refused = deliver("churn/data/feb.csv", bad)
+    assert refused["status"] == "rejected"
+    assert "aws s3 rm s3://" in refused["reason"]
+    # And when a good file follows, its run starts over the good file only and goes live
+    outcome = deliver("churn/data/mar.csv", csv_bytes(churn_frame(600, seed=2)))
+    assert outcome["status"] == "started", outcome
+    [left_out] = outcome["excluded"]
+    assert left_out["key"] == "churn/data/feb.csv" and left_out["rule"] == "unreadable_file"
+    execution = aws.sfn.describe_execution(executionArn=outcome["run_id"])
+    assert _run(aws, RunInput.model_validate_json(execution["input"])).status == "SUCCEEDED"
+    live = _registry(aws).live("churn")
+    assert live is not None and live.version == 1
+    # The bad file's report says what is wrong and what to do; the raw file is as uploaded
+    bucket = aws.topology.artifacts_bucket
+    report = json.loads(store.get_bytes(bucket, left_out["report_key"]))
+    assert report["decision"] == "excluded"
+    assert "';'-separated" in report["violations"][0]["message"]
+    assert f"aws s3 rm s3://{raw}/churn/data/feb.csv" in report["note"]
+    assert aws.s3.get_object(Bucket=raw, Key="churn/data/feb.csv")["Body"].read() == bad

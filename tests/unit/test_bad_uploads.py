@@ -634,15 +634,18 @@ def test_a_too_large_parquet_file_is_refused_without_any_read() -> None:
     assert world.store.downloads == [] and world.store.head_reads == []
 
 
-def test_an_older_oversized_file_of_the_dataset_refuses_the_next_upload_too() -> None:
-    # Every upload rebuilds the dataset from all its files: a large one among them is refused
-    # before any file is downloaded.
+def test_an_older_oversized_file_is_left_out_of_the_next_upload_unread() -> None:
+    # Every upload rebuilds the dataset from all its files: a large one among them is left out
+    # (issue 20), never downloaded, and the next upload runs on the others.
     world = World()
     world.contract()
     world.store.put(RAW, "churn/data/a-big.csv", good(50), size=2 * GIB)
-    report = assert_rejected(world, "churn/data/b.csv", good())
-    assert report["violations"][0]["file"] == "churn/data/a-big.csv"
-    assert world.store.downloads == []
+    outcome = world.upload("churn/data/b.csv", good())
+    assert outcome.status == "started", outcome.reason
+    assert [(f.key, f.rule) for f in outcome.excluded] == [
+        ("churn/data/a-big.csv", "file_too_large")
+    ]
+    assert world.store.downloads == [(RAW, "churn/data/b.csv")]
 
 
 def test_the_cap_is_a_policy_setting_and_at_the_cap_a_file_is_read() -> None:

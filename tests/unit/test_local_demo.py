@@ -175,3 +175,32 @@ def test_the_demo_text_ends_with_the_report_files_and_how_to_open_the_console() 
         stopped=False,
     ).splitlines()
     assert serving[-1] == "  version 1: /r/churn-v1.html"
+
+
+def test_the_demo_text_names_a_file_its_upload_left_out() -> None:
+    step = {
+        "upload": "s3://raw/churn/data/mar.csv",
+        "preprocess": {
+            "status": "started",
+            "reason": "run started",
+            "dataset_version": "v2",
+            "rows": {
+                "read": 10,
+                "duplicates_dropped": 0,
+                "rejected": {},
+                "accepted": 10,
+                "per_split": {"train": 7, "validation": 2, "test": 1},
+            },
+            "excluded": [
+                {"key": "churn/data/feb.csv", "rule": "empty_file", "report_key": "churn/r.json"}
+            ],
+        },
+        "run": {"name": "churn-2", "status": "SUCCEEDED", "path": ["Train"], "error": None},
+        "live_version": 2,
+    }
+    text = render(
+        {"dataset": "churn", "stack": {"aws_endpoint_url": "e", "api_url": "a"}, "first": step}
+    )
+    assert (
+        "    ! left out churn/data/feb.csv (empty_file), report churn/r.json" in text.splitlines()
+    )

@@ -334,3 +334,22 @@ def test_a_marker_whose_process_is_gone_is_a_run_waiting_to_resume(
     assert document["running"] is None and document["pending"] == ["houses-2"]
     assert main(["status", "--state-dir", str(state_dir)]) == 0
     assert "pending  houses-2  (resumes when the stack runs)" in capsys.readouterr().out
+
+
+def test_an_upload_that_left_a_file_out_names_it_and_its_report(
+    state_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given an upload whose run started over the other files, one bad older file left out
+    excluded = {"key": "churn/data/feb.csv", "etag": "e", "version_id": "v1", "size": 9,
+                "rule": "unreadable_file", "message": "churn/data/feb.csv: not CSV text",
+                "report_key": "churn/rejected/churn-1.json"}  # fmt: skip
+    with (state_dir / UPLOADS_FILE).open("a") as uploads:
+        uploads.write(json.dumps({"at": _at(0.2), "key": "churn/data/mar.csv", "kind":
+            "preprocess", "dataset": "churn", "status": "started", "reason": "pipeline run "
+            "started", "excluded": [excluded]}) + "\n")  # fmt: skip
+    # When the status is shown, Then the history names the file left out, why, and its report
+    assert main(["status", "--state-dir", str(state_dir), "--limit", "100"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    at = lines.index("           left out churn/data/feb.csv (unreadable_file)")
+    assert lines[at - 1].startswith("upload   ") and lines[at - 1].endswith("churn: started")
+    assert lines[at + 1] == "           report: churn/rejected/churn-1.json"
