@@ -18,9 +18,10 @@ report their validation loss every ``PRUNE_EVERY`` rounds and k-fold trials thei
 per fold, and Optuna's median rule prunes a trial that falls behind the completed ones.
 
 Target: for a positive, right-skewed regression target (``target.eligible``) each tree family's
-default configuration is first scored on the selection figure both as it is and fitted on
-``log(y)`` (target.py); the better fixes the family's target for all its trials, so the pruner
-only ever compares losses in one unit, and the winner's evaluation is the family's first trial.
+default configuration is first scored on the selection figure both as it is and, while the
+family's share lasts, fitted on ``log(y)`` (target.py); the better fixes the family's target
+for all its trials, so the pruner only ever compares losses in one unit, and the winner's
+evaluation is the family's first trial.
 """
 
 from __future__ import annotations
@@ -202,7 +203,7 @@ class Searcher:
         fitted: dict[int, FittedCandidate] = {}
         held_out: dict[int, HeldOutPredictions] = {}  # k-fold trials' out-of-fold predictions
         seconds_of: dict[int, float] = {}
-        target, target_scores, evaluated_first = self._choose_target(name)
+        target, target_scores, evaluated_first = self._choose_target(name, started + seconds)
 
         def objective(trial: optuna.Trial) -> float:
             clock = time.perf_counter()
@@ -274,17 +275,23 @@ class Searcher:
         return replace(chosen, record=record)
 
     def _choose_target(
-        self, name: CandidateName
+        self, name: CandidateName, share_ends: float
     ) -> tuple[dict[str, Any], dict[str, float | None] | None, tuple[_Evaluation, float] | None]:
         """The family's target (``{}`` as it is, or the log pseudo-parameter), each target's
         selection figure for the card, and the chosen one's evaluation of the default
         configuration with its seconds, which becomes the family's first trial. Only tree
-        families of an eligible regression choose; the others get ``({}, None, None)``."""
-        if name == "linear" or not self.log_target_eligible:
+        families of an eligible regression choose, and only in a search (``max_trials`` > 1);
+        the others get ``({}, None, None)``. The default configuration as given is evaluated
+        first, as the first trial always is; the log only while the family's share of the budget
+        lasts (``share_ends``), so a family still overruns its share by at most one trial."""
+        if name == "linear" or not self.log_target_eligible or self.hp.max_trials < 2:
             return {}, None, None
         clock = time.perf_counter()
         identity = self._evaluate(name, {}, None, None)
         identity_seconds, clock = time.perf_counter() - clock, time.perf_counter()
+        if clock >= share_ends:
+            log.info("%s: no time left in its share to try a log target", name)
+            return {}, {IDENTITY: identity[0], LOG_TARGET: None}, (identity, identity_seconds)
         logged = self._evaluate(name, {TARGET_PARAM: LOG_TARGET}, None, None)
         logged_seconds = time.perf_counter() - clock
         scores = {IDENTITY: identity[0], LOG_TARGET: logged[0]}

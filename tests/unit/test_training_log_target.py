@@ -9,6 +9,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from pydantic import JsonValue
 from sklearn.base import clone
 from sklearn.linear_model import Ridge
 from xgboost import XGBRegressor
@@ -22,6 +23,7 @@ from functions.training.export import to_onnx
 from functions.training.parity import measure_parity
 from functions.training.refit import refit_candidate
 from functions.training.script_mode import CandidateName, Hyperparameters, SageMakerPaths
+from functions.training.search import Searcher
 from functions.training.splits import Split, load_schema, load_split
 from functions.training.target import (
     LogTargetLGBMRegressor,
@@ -158,3 +160,22 @@ def test_each_tree_family_chooses_its_target_on_the_selection_figure(tmp_path: P
     model = onnx.load(tmp_path / "a" / "model" / "model.onnx")
     assert "Exp" in {n.op_type for n in model.graph.node}
     assert METADATA_KEY not in {p.key for p in model.metadata_props}
+
+
+def test_the_log_is_tried_only_in_a_search_and_within_the_familys_share(tmp_path: Path) -> None:
+    schema, train_split, validation = _splits(tmp_path)
+
+    def searched(hp: Hyperparameters) -> dict[str, JsonValue]:
+        searcher = Searcher(schema, hp, train_split, validation, num_gpus=0)
+        return searcher.search("lightgbm", families_left=1).record.params
+
+    # Given no search (one trial: the configuration as given), the target stays as it is
+    unsearched = searched(FAST.model_copy(update={"max_trials": 1}))
+    assert unsearched["target"] == "identity" and "target_scores" not in unsearched
+    # Given a budget spent before the first trial ends, the log is not tried: the family
+    # overruns its share by that one trial only
+    spent = searched(FAST.model_copy(update={"budget_seconds": 1e-3}))
+    assert spent["target"] == "identity"
+    scores = spent["target_scores"]
+    assert isinstance(scores, dict) and scores["log"] is None
+    assert isinstance(scores["identity"], float)
