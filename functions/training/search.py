@@ -5,7 +5,8 @@ makes from the hyperparameters as given), so the search can only match or beat w
 shipped before it existed, on the figure it selects by. Later trials are TPE's, seeded with
 ``hp.seed``. A family stops at ``hp.max_trials`` trials or
 when its share of ``hp.budget_seconds`` is spent, whichever comes first; the budget is checked
-between trials, so a family overruns it by at most one trial. With the cap reached first, the
+between trials, so a family overruns it by at most one trial (two where it chooses its target,
+below). With the cap reached first, the
 same data, seed and cap give the same trials; a wall-clock stop may cut a slower run sooner, and
 the card's ``search.stopped_by`` says which happened (docs/decisions.md, 2026-12-03).
 
@@ -18,9 +19,9 @@ report their validation loss every ``PRUNE_EVERY`` rounds and k-fold trials thei
 per fold, and Optuna's median rule prunes a trial that falls behind the completed ones.
 
 Target: for a positive, right-skewed regression target (``target.eligible``) each tree family's
-default configuration is first scored on the selection figure both as it is and, while the
-family's share lasts, fitted on ``log(y)`` (target.py); the better fixes the family's target
-for all its trials, so the pruner only ever compares losses in one unit, and the winner's
+default configuration is first scored on the selection figure both as it is and fitted on
+``log(y)`` (target.py), however little time is left; the better fixes the family's target for
+all its trials, so the pruner only ever compares losses in one unit, and the winner's
 evaluation is the family's first trial.
 """
 
@@ -203,7 +204,7 @@ class Searcher:
         fitted: dict[int, FittedCandidate] = {}
         held_out: dict[int, HeldOutPredictions] = {}  # k-fold trials' out-of-fold predictions
         seconds_of: dict[int, float] = {}
-        target, target_scores, evaluated_first = self._choose_target(name, started + seconds)
+        target, target_scores, evaluated_first = self._choose_target(name)
 
         def objective(trial: optuna.Trial) -> float:
             clock = time.perf_counter()
@@ -275,23 +276,24 @@ class Searcher:
         return replace(chosen, record=record)
 
     def _choose_target(
-        self, name: CandidateName, share_ends: float
+        self, name: CandidateName
     ) -> tuple[dict[str, Any], dict[str, float | None] | None, tuple[_Evaluation, float] | None]:
         """The family's target (``{}`` as it is, or the log pseudo-parameter), each target's
         selection figure for the card, and the chosen one's evaluation of the default
         configuration with its seconds, which becomes the family's first trial. Only tree
         families of an eligible regression choose, and only in a search (``max_trials`` > 1);
-        the others get ``({}, None, None)``. The default configuration as given is evaluated
-        first, as the first trial always is; the log only while the family's share of the budget
-        lasts (``share_ends``), so a family still overruns its share by at most one trial."""
+        the others get ``({}, None, None)``.
+
+        Both evaluations run however little of the family's share is left, as the first trial
+        always does: the target is a bigger choice than any trial's, and a choice made by the
+        clock would differ between a quiet machine and a loaded one (on ames under a load of 8
+        the first evaluation alone spent the share). Such a family may overrun its share by two
+        evaluations instead of one."""
         if name == "linear" or not self.log_target_eligible or self.hp.max_trials < 2:
             return {}, None, None
         clock = time.perf_counter()
         identity = self._evaluate(name, {}, None, None)
         identity_seconds, clock = time.perf_counter() - clock, time.perf_counter()
-        if clock >= share_ends:
-            log.info("%s: no time left in its share to try a log target", name)
-            return {}, {IDENTITY: identity[0], LOG_TARGET: None}, (identity, identity_seconds)
         logged = self._evaluate(name, {TARGET_PARAM: LOG_TARGET}, None, None)
         logged_seconds = time.perf_counter() - clock
         scores = {IDENTITY: identity[0], LOG_TARGET: logged[0]}
