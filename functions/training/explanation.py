@@ -102,8 +102,8 @@ def explanation_table(
     if logged:
         # base + contributions would add up to log(prediction), an output no table states yet
         raise ExplanationTableError(
-            f"{', '.join(logged)} predicts exp of trees fitted on log(target) (training/"
-            "target.py): its SHAP values would explain the log, not the value served"
+            f"{', '.join(logged)}: trees fitted on log(target) answer its exp (training/"
+            "target.py); their SHAP values would explain the log, not the value served"
         )
     tensors = [node.input[0] for node in nodes]
     encoded = _encoded_rows(model_bytes, tensors, train_feeds)
