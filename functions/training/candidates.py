@@ -36,6 +36,7 @@ from functions.shared.model_card import CandidateRecord, Device
 from functions.training.encoding import TargetOrderedEncoder, orders_categories
 from functions.training.script_mode import CandidateName, Hyperparameters
 from functions.training.splits import Split
+from functions.training.target import IDENTITY, LOG_TARGET, uses_log_target
 
 log = logging.getLogger(__name__)
 
@@ -326,6 +327,8 @@ def describe_params(pipeline: Pipeline) -> dict[str, JsonValue]:
         "max_categories": MAX_CATEGORIES,
         "min_category_rows": MIN_CATEGORY_ROWS,
     }
+    if isinstance(model, XGBRegressor | LGBMRegressor):  # fitted on y or log(y): target.py
+        params["target"] = LOG_TARGET if uses_log_target(model) else IDENTITY
     if isinstance(model, XGBClassifier | XGBRegressor):
         chosen = model.get_params()
         params.update({key: chosen[key] for key in XGBOOST_REPORTED})

@@ -12,8 +12,9 @@ with its own encoded tensor and column map (members encode categories differentl
 weight as the graph's ``blend_weighted_<i>`` node multiplies by it; what its contributions add
 up to is in functions/shared/explanation.py.
 
-A model the table cannot describe (another estimator) ships without one: the explain route
-then says so, and training is never failed by it.
+A model the table cannot describe (another estimator, or trees fitted on a log target, whose
+contributions would add up to the log of what is served: training/target.py) ships without
+one: the explain route then says so, and training is never failed by it.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from functions.shared.explanation import (
 from functions.shared.features import DatasetSchema, graph_columns, onnx_input_names
 from functions.training.ensemble import BLEND_PREFIX, NativeBlend
 from functions.training.export import CALIBRATION_PREFIX
+from functions.training.target import uses_log_target
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +98,13 @@ def explanation_table(
         )
     if blend:  # a member's nodes and tensors are prefixed m<i>_ (ensemble.blend_graphs)
         nodes = [_member_node(nodes, number) for number in range(len(pipelines))]
+    logged = [type(p.named_steps["model"]).__name__ for p in pipelines if _log_target(p)]
+    if logged:
+        # base + contributions would add up to log(prediction), an output no table states yet
+        raise ExplanationTableError(
+            f"{', '.join(logged)}: trees fitted on log(target) answer its exp (training/"
+            "target.py); their SHAP values would explain the log, not the value served"
+        )
     tensors = [node.input[0] for node in nodes]
     encoded = _encoded_rows(model_bytes, tensors, train_feeds)
     classes = len(schema.classes or [])
@@ -121,6 +130,10 @@ def explanation_table(
         members=tuple(members),
         weights=_blend_weights(model, len(members)) if blend else (1.0,),
     )
+
+
+def _log_target(pipeline: Pipeline) -> bool:
+    return uses_log_target(pipeline.named_steps.get("model"))
 
 
 def _member_node(nodes: list[onnx.NodeProto], number: int) -> onnx.NodeProto:

@@ -6,7 +6,8 @@ string for categorical), named by ``features.onnx_input_name``, exactly what
 one-hot encoding run inside it (skl2onnx's one-hot converter is corrected here for one input
 with infrequent categories). Outputs: ``label`` (int64 class index) and ``probabilities``
 (float, columns in ``schema.classes`` order) for classification, ``variable`` for regression.
-``append_temperature`` calibrates a classifier's ``probabilities`` inside the same graph.
+``append_temperature`` calibrates a classifier's ``probabilities`` inside the same graph, and
+a tree regressor fitted on a log target gets its ``exp`` there too (training/target.py).
 """
 
 from __future__ import annotations
@@ -48,6 +49,12 @@ from functions.shared.features import (
 )
 from functions.shared.model_card import OnnxInfo, TensorInfo
 from functions.training.encoding import TargetOrderedEncoder
+from functions.training.target import (
+    LogTargetLGBMRegressor,
+    LogTargetXGBRegressor,
+    append_exp,
+    uses_log_target,
+)
 
 # ai.onnx 17 and ai.onnx.ml 3 (TreeEnsemble with float attributes) run on every onnxruntime the
 # inference layer may pin.
@@ -64,12 +71,14 @@ def register_xgboost_converters() -> None:
         convert_xgboost,
         options={"nocl": [True, False], "zipmap": [True, False, "columns"]},
     )
-    update_registered_converter(
-        XGBRegressor,
-        "XGBoostXGBRegressor",
-        calculate_linear_regressor_output_shapes,
-        convert_xgboost,
-    )
+    for regressor, alias in (
+        (XGBRegressor, "XGBoostXGBRegressor"),
+        # its trees are XGBRegressor's; to_onnx appends the exp (training/target.py)
+        (LogTargetXGBRegressor, "SluiceLogTargetXGBRegressor"),
+    ):
+        update_registered_converter(
+            regressor, alias, calculate_linear_regressor_output_shapes, convert_xgboost
+        )
 
 
 def register_lightgbm_converters() -> None:
@@ -82,13 +91,17 @@ def register_lightgbm_converters() -> None:
         convert_lightgbm_float32,
         options={"nocl": [True, False], "zipmap": [True, False, "columns"]},
     )
-    update_registered_converter(
-        LGBMRegressor,
-        "LightGbmLGBMRegressor",
-        calculate_linear_regressor_output_shapes,
-        convert_lightgbm_float32,
-        options={"split": None},
-    )
+    for regressor, alias in (
+        (LGBMRegressor, "LightGbmLGBMRegressor"),
+        (LogTargetLGBMRegressor, "SluiceLogTargetLGBMRegressor"),
+    ):
+        update_registered_converter(
+            regressor,
+            alias,
+            calculate_linear_regressor_output_shapes,
+            convert_lightgbm_float32,
+            options={"split": None},
+        )
 
 
 def float32_threshold(threshold: float) -> float:
@@ -299,6 +312,8 @@ def to_onnx(pipeline: Pipeline, schema: DatasetSchema) -> bytes:
             f"{[name for name, _ in columns]} and {expected}"
         )
     data: bytes = model.SerializeToString()
+    if uses_log_target(pipeline.named_steps["model"]):
+        return append_exp(data)
     return data
 
 

@@ -5,7 +5,8 @@ makes from the hyperparameters as given), so the search can only match or beat w
 shipped before it existed, on the figure it selects by. Later trials are TPE's, seeded with
 ``hp.seed``. A family stops at ``hp.max_trials`` trials or
 when its share of ``hp.budget_seconds`` is spent, whichever comes first; the budget is checked
-between trials, so a family overruns it by at most one trial. With the cap reached first, the
+between trials, so a family overruns it by at most one trial (two where it chooses its target,
+below). With the cap reached first, the
 same data, seed and cap give the same trials; a wall-clock stop may cut a slower run sooner, and
 the card's ``search.stopped_by`` says which happened (docs/decisions.md, 2026-12-03).
 
@@ -16,6 +17,12 @@ and for classification whose rarest class has under ``KFOLD_BELOW_CLASS_ROWS`` v
 by; ``uses_k_fold``). Boosted trials
 report their validation loss every ``PRUNE_EVERY`` rounds and k-fold trials their running mean
 per fold, and Optuna's median rule prunes a trial that falls behind the completed ones.
+
+Target: for a positive, right-skewed regression target (``target.eligible``) each tree family's
+default configuration is first scored on the selection figure both as it is and fitted on
+``log(y)`` (target.py), however little time is left; the better fixes the family's target for
+all its trials, so the pruner only ever compares losses in one unit, and the winner's
+evaluation is the family's first trial.
 """
 
 from __future__ import annotations
@@ -48,6 +55,7 @@ from functions.training.candidates import (
 from functions.training.ensemble import on_split, predictions
 from functions.training.script_mode import CandidateName, Hyperparameters
 from functions.training.splits import Split, join_splits
+from functions.training.target import IDENTITY, LOG_TARGET, eligible, with_log_target
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +66,8 @@ KFOLD_BELOW_CLASS_ROWS = 100
 KFOLDS = 5
 PRUNE_EVERY = 10  # boosting rounds between reports to the pruner
 PRUNE_STARTUP_TRIALS = 3  # completed trials before any is pruned
+# the pseudo-parameter that carries a family's target (target.py) with its estimator parameters
+TARGET_PARAM = "target"
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -148,6 +158,11 @@ class Folds:
         return HeldOutPredictions(values, self.y, fold)
 
 
+# a configuration's selection figure, its model fitted on train (validation selection) and its
+# out-of-fold predictions (k-fold selection): Searcher._evaluate
+_Evaluation = tuple[float | None, FittedCandidate | None, HeldOutPredictions | None]
+
+
 class Searcher:
     """Searches each family in turn within what is left of the budget."""
 
@@ -169,6 +184,7 @@ class Searcher:
             else None
         )
         self.higher_is_better = METRICS[schema.metric].higher_is_better
+        self.log_target_eligible = eligible(schema, train.y)
         self.deadline = time.perf_counter() + hp.budget_seconds
 
     @property
@@ -188,13 +204,19 @@ class Searcher:
         fitted: dict[int, FittedCandidate] = {}
         held_out: dict[int, HeldOutPredictions] = {}  # k-fold trials' out-of-fold predictions
         seconds_of: dict[int, float] = {}
+        target, target_scores, evaluated_first = self._choose_target(name)
 
         def objective(trial: optuna.Trial) -> float:
             clock = time.perf_counter()
             try:
                 first = trial.number == 0  # the default configuration, as built
-                params = {} if first else suggest(name, trial, self.schema.task)
-                score, model, out_of_fold = self._evaluate(name, params, None, trial)
+                if first and evaluated_first is not None:  # scored when choosing the target
+                    (score, model, out_of_fold), seconds = evaluated_first
+                    clock -= seconds
+                else:
+                    params = {} if first else suggest(name, trial, self.schema.task)
+                    evaluated = self._evaluate(name, {**params, **target}, None, trial)
+                    score, model, out_of_fold = evaluated
             finally:
                 seconds_of[trial.number] = time.perf_counter() - clock
             if model is not None:
@@ -212,11 +234,11 @@ class Searcher:
                 timeout=max(0.0, seconds - (time.perf_counter() - started)),
             )
         first = defaults(name, self.hp, self.schema.task)
-        trials = [_record(t, seconds_of.get(t.number, 0.0), first) for t in study.trials]
+        trials = [_record(t, seconds_of.get(t.number, 0.0), first, target) for t in study.trials]
         complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
         best = study.best_trial if complete else study.trials[0]
         bagging = {"subsample_freq": 1} if name == "lightgbm" and best.params else {}
-        params = {**best.params, **bagging}
+        params = {**best.params, **bagging, **target}
         score = best.value if complete else None
         chosen = fitted.get(best.number) or self._fit_on_train(name, params, None)
         chosen = replace(chosen, held_out=held_out.get(best.number))
@@ -233,13 +255,14 @@ class Searcher:
             stopped_by="max_trials" if len(study.trials) >= self.hp.max_trials else "budget",
             best_trial=best.number,
         )
-        record = chosen.record.model_copy(
-            update={
-                "trials": trials,
-                "search": summary,
-                "fit_seconds": round(sum(seconds_of.values()), 3),
-            }
-        )
+        update: dict[str, Any] = {
+            "trials": trials,
+            "search": summary,
+            "fit_seconds": round(sum(seconds_of.values()), 3),
+        }
+        if target_scores is not None:
+            update["params"] = {**chosen.record.params, "target_scores": target_scores}
+        record = chosen.record.model_copy(update=update)
         log.info(
             "searched %s: %d trials in %.1f s (%s), best #%d %s=%s",
             name,
@@ -252,6 +275,37 @@ class Searcher:
         )
         return replace(chosen, record=record)
 
+    def _choose_target(
+        self, name: CandidateName
+    ) -> tuple[dict[str, Any], dict[str, float | None] | None, tuple[_Evaluation, float] | None]:
+        """The family's target (``{}`` as it is, or the log pseudo-parameter), each target's
+        selection figure for the card, and the chosen one's evaluation of the default
+        configuration with its seconds, which becomes the family's first trial. Only tree
+        families of an eligible regression choose, and only in a search (``max_trials`` > 1);
+        the others get ``({}, None, None)``.
+
+        Both evaluations run however little of the family's share is left, as the first trial
+        always does: the target is a bigger choice than any trial's, and a choice made by the
+        clock would differ between a quiet machine and a loaded one (on ames under a load of 8
+        the first evaluation alone spent the share). Such a family may overrun its share by two
+        evaluations instead of one."""
+        if name == "linear" or not self.log_target_eligible or self.hp.max_trials < 2:
+            return {}, None, None
+        clock = time.perf_counter()
+        identity = self._evaluate(name, {}, None, None)
+        identity_seconds, clock = time.perf_counter() - clock, time.perf_counter()
+        logged = self._evaluate(name, {TARGET_PARAM: LOG_TARGET}, None, None)
+        logged_seconds = time.perf_counter() - clock
+        scores = {IDENTITY: identity[0], LOG_TARGET: logged[0]}
+        better = logged[0] is not None and (
+            identity[0] is None
+            or (logged[0] > identity[0] if self.higher_is_better else logged[0] < identity[0])
+        )
+        log.info("%s: %s target chosen (%s)", name, LOG_TARGET if better else IDENTITY, scores)
+        if better:
+            return {TARGET_PARAM: LOG_TARGET}, scores, (logged, logged_seconds)
+        return {}, scores, (identity, identity_seconds)
+
     def _pipeline(self, name: CandidateName, params: dict[str, Any]) -> Pipeline:
         pipeline = build_candidates(
             self.schema,
@@ -259,7 +313,11 @@ class Searcher:
             num_gpus=self.num_gpus,
             n_jobs=self.n_jobs,
         )[name]
-        pipeline.named_steps["model"].set_params(**params)
+        estimator = dict(params)
+        target = estimator.pop(TARGET_PARAM, IDENTITY)
+        pipeline.named_steps["model"].set_params(**estimator)
+        if target == LOG_TARGET:
+            pipeline.steps[-1] = ("model", with_log_target(pipeline.named_steps["model"]))
         return pipeline
 
     def _fit_on_train(
@@ -285,7 +343,7 @@ class Searcher:
         params: dict[str, Any],
         balanced: bool | None,
         trial: optuna.Trial | None,
-    ) -> tuple[float | None, FittedCandidate | None, HeldOutPredictions | None]:
+    ) -> _Evaluation:
         """The selection figure for these parameters, the model fitted on train where the
         figure came from it (validation selection), and the out-of-fold predictions over
         train + validation where it came from the folds (k-fold selection)."""
@@ -357,11 +415,13 @@ def _with_selection_score(model: FittedCandidate, score: float | None) -> Fitted
     return replace(model, record=model.record.model_copy(update={"metric_value": score}))
 
 
-def _record(trial: optuna.trial.FrozenTrial, seconds: float, first: dict[str, Any]) -> TrialRecord:
+def _record(
+    trial: optuna.trial.FrozenTrial, seconds: float, first: dict[str, Any], target: dict[str, Any]
+) -> TrialRecord:
     value = trial.value if trial.state == optuna.trial.TrialState.COMPLETE else None
     return TrialRecord(
         number=trial.number,
-        params=dict(trial.params) if trial.number else first,
+        params={**(dict(trial.params) if trial.number else first), **target},
         score=None if value is None or math.isnan(value) else float(value),
         seconds=round(seconds, 3),
         state=trial.state.name.lower(),
