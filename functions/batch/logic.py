@@ -14,12 +14,12 @@ read, so other columns of the file may hold anything.
 
 from __future__ import annotations
 
-import tempfile
+import contextlib
+import io
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -35,7 +35,13 @@ from functions.shared.features import NULL_TOKENS
 from functions.shared.model_card import ModelCard
 from functions.shared.registry import ModelRegistry
 from functions.shared.scoring import ModelIntegrityError, ScoringModel
-from functions.shared.storage import ObjectStore, parse_s3_uri, s3_uri
+from functions.shared.storage import (
+    ObjectNotFoundError,
+    ObjectStore,
+    StagedObject,
+    parse_s3_uri,
+    s3_uri,
+)
 
 CHUNK_ROWS = 50_000
 # The file is downloaded whole to /tmp before it is streamed: the largest file scored is what
@@ -212,41 +218,56 @@ def _score_file(
     prefix: str,
     chunk_rows: int,
 ) -> tuple[list[str], int]:
+    """Each chunk's predictions are staged as its part as soon as they are made (nothing is
+    kept); the parts become visible together once every row is scored, and on any failure none
+    does: a reader never sees half a result, and no upload is left open."""
     card = model.card
-    with tempfile.TemporaryDirectory(prefix="sluice-batch-") as tmp:
-        local = Path(tmp) / "input"
-        store.download(bucket, key, local)
-        parts: list[str] = []
+    staged: list[StagedObject] = []
+    committed = 0
+    try:
         offset = 0
-        for chunk in _chunks(local, key, card, carried, chunk_rows):
+        for chunk in _chunks(store, bucket, key, card, carried, chunk_rows):
             table = _predictions(model, chunk, offset, carried)
-            part = f"{prefix}part-{len(parts):05d}.parquet"
+            part = f"{prefix}part-{len(staged):05d}.parquet"
             sink = pa.BufferOutputStream()
             pq.write_table(table, sink, compression="zstd")
-            store.put_bytes(
-                out_bucket, part, sink.getvalue().to_pybytes(), "application/vnd.apache.parquet"
-            )
-            parts.append(part)
+            data = sink.getvalue().to_pybytes()
+            staged.append(store.stage(out_bucket, part, data, "application/vnd.apache.parquet"))
             offset += chunk.num_rows
         if offset == 0:
             raise BatchError(f"{key}: the file holds no rows")
-        return parts, offset
+        for upload in staged:
+            store.commit(upload)
+            committed += 1
+    except BaseException:
+        for upload in staged[committed:]:
+            with contextlib.suppress(Exception):  # the bucket's lifecycle rule is the backstop
+                store.abort(upload)
+        raise
+    return [upload.key for upload in staged], offset
 
 
 def _chunks(
-    path: Path, key: str, card: ModelCard, carried: _Carried, chunk_rows: int
+    store: ObjectStore, bucket: str, key: str, card: ModelCard, carried: _Carried, chunk_rows: int
 ) -> Iterator[pa.Table]:
-    """The file's feature and carried columns, ``chunk_rows`` rows at a time."""
+    """The file's feature and carried columns, ``chunk_rows`` rows at a time, read from the
+    store as they are needed: a CSV from the object's byte stream, a Parquet file by ranged
+    reads (its footer, then one row group's columns at a time)."""
     try:
         if key.lower().endswith(".parquet"):
-            parquet = pq.ParquetFile(path)
-            wanted = _wanted(key, parquet.schema_arrow.names, card, carried)
-            for record_batch in parquet.iter_batches(batch_size=chunk_rows, columns=wanted):
-                yield pa.Table.from_batches([record_batch])
+            with _RangeReader(store, bucket, key) as source:
+                parquet = pq.ParquetFile(source)
+                wanted = _wanted(key, parquet.schema_arrow.names, card, carried)
+                for record_batch in parquet.iter_batches(batch_size=chunk_rows, columns=wanted):
+                    yield pa.Table.from_batches([record_batch])
             return
         read_options = pacsv.ReadOptions(block_size=CSV_BLOCK_BYTES, encoding="utf8")
         parse_options = pacsv.ParseOptions(newlines_in_values=True)
-        with pacsv.open_csv(path, read_options=read_options, parse_options=parse_options) as head:
+        # the header first, from a stream dropped after its first block; then the whole file
+        with (
+            contextlib.closing(store.open_read(bucket, key)) as stream,
+            pacsv.open_csv(stream, read_options=read_options, parse_options=parse_options) as head,
+        ):
             header = head.schema.names
         wanted = _wanted(key, header, card, carried)
         # carried columns are text as written (a CSV has no other type); features as the model
@@ -254,31 +275,76 @@ def _chunks(
         types: dict[str, pa.DataType] = dict.fromkeys(carried.names, pa.string())
         for f in card.features:
             types[f.name] = pa.float64() if f.kind is FeatureKind.NUMERIC else pa.string()
-        reader = pacsv.open_csv(
-            path,
-            parse_options=parse_options,
-            read_options=read_options,
-            convert_options=pacsv.ConvertOptions(
-                column_types=types,
-                null_values=sorted(NULL_TOKENS),
-                strings_can_be_null=True,
-                include_columns=wanted,
-            ),
-        )
-        pending: list[pa.RecordBatch] = []
-        held = 0
-        for record_batch in reader:
-            pending.append(record_batch)
-            held += record_batch.num_rows
-            while held >= chunk_rows:
-                table = pa.Table.from_batches(pending)
-                yield table.slice(0, chunk_rows)
-                rest = table.slice(chunk_rows)
-                pending, held = rest.to_batches(), rest.num_rows
-        if held:
-            yield pa.Table.from_batches(pending)
+        with contextlib.closing(store.open_read(bucket, key)) as stream:
+            reader = pacsv.open_csv(
+                stream,
+                parse_options=parse_options,
+                read_options=read_options,
+                convert_options=pacsv.ConvertOptions(
+                    column_types=types,
+                    null_values=sorted(NULL_TOKENS),
+                    strings_can_be_null=True,
+                    include_columns=wanted,
+                ),
+            )
+            pending: list[pa.RecordBatch] = []
+            held = 0
+            for record_batch in reader:
+                pending.append(record_batch)
+                held += record_batch.num_rows
+                while held >= chunk_rows:
+                    table = pa.Table.from_batches(pending)
+                    yield table.slice(0, chunk_rows)
+                    rest = table.slice(chunk_rows)
+                    pending, held = rest.to_batches(), rest.num_rows
+            if held:
+                yield pa.Table.from_batches(pending)
     except (pa.ArrowInvalid, OSError) as error:
         raise BatchError(f"{key}: cannot read the file: {error}") from None
+
+
+class _RangeReader(io.RawIOBase):
+    """A seekable, read-only file over an object, each read one ranged read of the store,
+    buffered so that neighbouring small reads (a row group's column chunks) share one."""
+
+    BUFFER_BYTES = 8 << 20
+
+    def __init__(self, store: ObjectStore, bucket: str, key: str) -> None:
+        super().__init__()
+        info = store.head(bucket, key)
+        if info is None:
+            raise ObjectNotFoundError(bucket, key)
+        self._store, self._bucket, self._key = store, bucket, key
+        self._size, self._position = info.size, 0
+        self._buffer, self._buffer_start = b"", 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: self._size}[whence]
+        self._position = max(0, base + offset)
+        return self._position
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        wanted = min(len(view), self._size - self._position)
+        if wanted <= 0:
+            return 0
+        start = self._position - self._buffer_start
+        if start < 0 or start + wanted > len(self._buffer):
+            end = min(self._size, self._position + max(wanted, self.BUFFER_BYTES))
+            self._buffer = self._store.read_range(self._bucket, self._key, self._position, end)
+            self._buffer_start, start = self._position, 0
+        view[:wanted] = self._buffer[start : start + wanted]
+        self._position += wanted
+        return wanted
 
 
 def _wanted(key: str, header: list[str], card: ModelCard, carried: _Carried) -> list[str]:
