@@ -1,9 +1,11 @@
 """Score one batch file with the live model, in chunks, and write the predictions.
 
-The file (CSV or Parquet, the same formats and null tokens as training data) is streamed in
-chunks of ``chunk_rows``, so memory stays bounded whatever its size; each chunk becomes one
-Parquet part under ``<artifacts>/<dataset>/predictions/<file>/v<model version>/``, and a
-``_manifest.json`` written last says the result is complete. The raw file is never modified.
+The file (CSV or Parquet, the same formats and null tokens as training data) is streamed from
+the store in chunks of ``chunk_rows``, never downloaded, so neither memory nor ``/tmp`` bounds
+its size; each chunk becomes one Parquet part under
+``<artifacts>/<dataset>/predictions/<file>/v<model version>/``, staged as it is made and made
+visible with the others only once every row is scored, and a ``_manifest.json`` written last says
+the result is complete. The raw file is never modified.
 The model is the one live when the job starts, loaded once and sha256-checked like the API's.
 
 Each output row is ``row`` (its 0-based position in the file), the contract's ``id_column`` and
@@ -44,10 +46,16 @@ from functions.shared.storage import (
 )
 
 CHUNK_ROWS = 50_000
-# The file is downloaded whole to /tmp before it is streamed: the largest file scored is what
-# the function's /tmp holds with room to spare (infra/aws/batch.py gives it 10 GiB). A larger
-# file is refused with a report naming the size, never half-scored.
-MAX_FILE_BYTES = 8 << 30
+# The file is streamed, so neither memory nor /tmp bounds its size; Lambda's 15 minutes do.
+# SCORING_SECONDS of them are for scoring (the rest: cold start, the commit, S3's latency), at
+# the throughput bench/batch.py measures: 15.3 MB of CSV per CPU-second (2026-12-04, a 200 MB
+# file, the test multiclass model), taken as 15 MB a second on one of the 3008 MB function's
+# ≈ 1.7 vCPUs. Half of that many bytes is accepted, as a larger model or a wider row scores
+# fewer bytes a second; a larger file is refused with a report naming its size, never
+# half-scored.
+SCORED_BYTES_PER_SECOND = 15_000_000
+SCORING_SECONDS = 600
+MAX_FILE_BYTES = SCORED_BYTES_PER_SECOND * SCORING_SECONDS // 2  # 4.5 GB
 CSV_BLOCK_BYTES = 8 << 20
 ROW_COLUMN = "row"
 LABEL_COLUMN = "label"
@@ -139,8 +147,9 @@ def _check_size(store: ObjectStore, bucket: str, key: str, max_file_bytes: int) 
     if info is not None and info.size > max_file_bytes:
         raise BatchError(
             f"{key}: {info.size} bytes is over the batch file cap of {max_file_bytes} bytes "
-            f"({max_file_bytes / 2**30:g} GiB, what the batch function's /tmp holds); split it "
-            "into smaller files under the same batch/ prefix"
+            f"({max_file_bytes / 1e9:.1f} GB, what the batch function scores within Lambda's "
+            "15 minutes); split it into smaller files under the same batch/ prefix (a "
+            "SageMaker Processing route for larger files is not built yet)"
         )
 
 

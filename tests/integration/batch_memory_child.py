@@ -6,16 +6,38 @@ scores each key in turn and prints the peak RSS after each, as JSON."""
 
 from __future__ import annotations
 
+import importlib.abc
 import json
 import sys
+from collections.abc import Sequence
+from importlib.machinery import ModuleSpec
+from types import ModuleType
 
-import boto3
+# Not in the batch function's layer (pyproject.toml's `batch` extra): the scorer must work
+# without them. pyarrow imports pandas lazily when it is installed; here, as in the layer, it
+# finds none and does without.
+LAYER_LACKS = ("pandas", "sklearn", "scipy")
 
-from functions.batch import logic
-from functions.batch.logic import score_batch
-from functions.shared.registry import LivePointer
-from functions.shared.storage import S3ObjectStore
-from tests.fakes import InMemoryRegistry
+
+class _NotInTheLayer(importlib.abc.MetaPathFinder):
+    def find_spec(
+        self, name: str, path: Sequence[str] | None, target: ModuleType | None = None
+    ) -> ModuleSpec | None:
+        if name.split(".")[0] in LAYER_LACKS:
+            raise ModuleNotFoundError(f"No module named {name!r} (not in the batch layer)")
+        return None
+
+
+assert not set(LAYER_LACKS) & set(sys.modules), "imported before the batch layer was mimicked"
+sys.meta_path.insert(0, _NotInTheLayer())
+
+import boto3  # noqa: E402
+
+from functions.batch import logic  # noqa: E402
+from functions.batch.logic import score_batch  # noqa: E402
+from functions.shared.registry import LivePointer  # noqa: E402
+from functions.shared.storage import S3ObjectStore  # noqa: E402
+from tests.fakes import InMemoryRegistry  # noqa: E402
 
 
 class OneLiveModel(InMemoryRegistry):
