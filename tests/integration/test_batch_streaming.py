@@ -204,6 +204,34 @@ def test_a_failure_mid_stream_leaves_no_output_object_and_no_open_upload(
     assert _open_uploads(s3) == []
 
 
+def test_a_redelivered_event_gives_the_same_parts_and_leaves_no_upload_open(
+    trained_models: dict[str, TrainedModel], s3: Any
+) -> None:
+    # Given a 1 000-row CSV already scored 300 rows a chunk
+    model = trained_models["regression"]
+    store, registry = NoDownloadStore(s3), InMemoryRegistry()
+    version = _publish(store, model, registry)
+    key = f"{model.card.dataset}/batch/again.csv"
+    s3.put_object(Bucket=RAW, Key=key, Body=_rows(model, 1_000).to_csv(index=False).encode())
+    prefix = f"{model.card.dataset}/predictions/again.csv/v{version}/"
+
+    def deliver() -> list[bytes]:
+        outcome = score_batch(
+            store, registry, raw_bucket=RAW, artifacts_bucket=ARTIFACTS, key=key, chunk_rows=300
+        )
+        assert outcome.status == "scored" and outcome.rows == 1_000, outcome
+        return [s3.get_object(Bucket=ARTIFACTS, Key=p)["Body"].read() for p in _parts(s3, prefix)]
+
+    first = deliver()
+
+    # When the same event is delivered twice more
+    again = [deliver(), deliver()]
+
+    # Then the same four parts are there, byte for byte, and no upload is open
+    assert len(first) == 4 and again == [first, first]
+    assert _open_uploads(s3) == []
+
+
 # -- memory ---------------------------------------------------------------------------------
 
 
