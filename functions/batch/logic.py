@@ -22,7 +22,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, BinaryIO, Literal
 
 import numpy as np
 import pyarrow as pa
@@ -65,6 +65,12 @@ PROBABILITY_PREFIX = "p_"  # then the class as the data spells it
 
 class BatchError(SluiceError):
     """The file cannot be scored; the message names what is wrong and where."""
+
+
+class StoreReadError(SluiceError):
+    """Reading the file from the store failed (the network, S3), not the file: raised, never
+    reported as the file's fault, so that the invocation fails and is retried. (pyarrow re-raises
+    what a read raised, and a dropped connection is an OSError, which would read as a bad file.)"""
 
 
 class BatchOutcome(BaseModel):
@@ -274,7 +280,7 @@ def _chunks(
         parse_options = pacsv.ParseOptions(newlines_in_values=True)
         # the header first, from a stream dropped after its first block; then the whole file
         with (
-            contextlib.closing(store.open_read(bucket, key)) as stream,
+            _Stream(store.open_read(bucket, key), key) as stream,
             pacsv.open_csv(stream, read_options=read_options, parse_options=parse_options) as head,
         ):
             header = head.schema.names
@@ -284,7 +290,7 @@ def _chunks(
         types: dict[str, pa.DataType] = dict.fromkeys(carried.names, pa.string())
         for f in card.features:
             types[f.name] = pa.float64() if f.kind is FeatureKind.NUMERIC else pa.string()
-        with contextlib.closing(store.open_read(bucket, key)) as stream:
+        with _Stream(store.open_read(bucket, key), key) as stream:
             reader = pacsv.open_csv(
                 stream,
                 parse_options=parse_options,
@@ -310,6 +316,38 @@ def _chunks(
                 yield pa.Table.from_batches(pending)
     except (pa.ArrowInvalid, OSError) as error:
         raise BatchError(f"{key}: cannot read the file: {error}") from None
+
+
+class _Stream(io.RawIOBase):
+    """The store's byte stream of an object, its failures raised as StoreReadError."""
+
+    def __init__(self, raw: BinaryIO, key: str) -> None:
+        super().__init__()
+        self._raw, self._key = raw, key
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        filled = 0
+        while filled < len(view):  # whole, unless the stream ends: a short read is not an end
+            try:
+                data = self._raw.read(len(view) - filled)
+            except Exception as error:
+                raise StoreReadError(
+                    f"{self._key}: reading it from the store failed: {error}"
+                ) from error
+            if not data:
+                break
+            view[filled : filled + len(data)] = data
+            filled += len(data)
+        return filled
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self._raw.close()
+        super().close()
 
 
 class _RangeReader(io.RawIOBase):
@@ -349,7 +387,12 @@ class _RangeReader(io.RawIOBase):
         start = self._position - self._buffer_start
         if start < 0 or start + wanted > len(self._buffer):
             end = min(self._size, self._position + max(wanted, self.BUFFER_BYTES))
-            self._buffer = self._store.read_range(self._bucket, self._key, self._position, end)
+            try:
+                self._buffer = self._store.read_range(self._bucket, self._key, self._position, end)
+            except Exception as error:
+                raise StoreReadError(
+                    f"{self._key}: reading it from the store failed: {error}"
+                ) from error
             self._buffer_start, start = self._position, 0
         view[:wanted] = self._buffer[start : start + wanted]
         self._position += wanted

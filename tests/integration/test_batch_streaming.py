@@ -13,7 +13,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import boto3
 import pandas as pd
@@ -24,7 +24,7 @@ import pytest
 from moto import mock_aws
 
 from functions.batch import logic
-from functions.batch.logic import score_batch
+from functions.batch.logic import StoreReadError, score_batch
 from functions.shared.storage import S3ObjectStore, StagedObject, parse_s3_uri
 from tests.fakes import InMemoryObjectStore, InMemoryRegistry
 from tests.models import ARTIFACTS, TrainedModel, publish_live
@@ -54,6 +54,32 @@ class FailingStore(NoDownloadStore):
         if self.staged == 3:
             raise ConnectionError("S3 went away while part 3 was uploaded")
         return super().stage(bucket, key, data, content_type)
+
+
+class _Breaking(io.RawIOBase):
+    """A byte stream whose connection drops after ``limit`` bytes."""
+
+    def __init__(self, raw: Any, limit: int) -> None:
+        super().__init__()
+        self._raw, self._left = raw, limit
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if self._left <= 0:
+            raise ConnectionResetError("Connection reset by peer")
+        data = self._raw.read(min(len(buffer), self._left))
+        buffer[: len(data)] = data
+        self._left -= len(data)
+        return len(data)
+
+
+class BreakingStreamStore(NoDownloadStore):
+    """The object's stream drops its connection 64 KiB in: an OSError, as a real one is."""
+
+    def open_read(self, bucket: str, key: str) -> BinaryIO:
+        return io.BufferedReader(_Breaking(super().open_read(bucket, key), 64 << 10))
 
 
 @pytest.fixture
@@ -155,7 +181,9 @@ def test_a_file_streamed_in_many_chunks_gives_the_whole_file_result_byte_for_byt
     assert s3.get_object(Bucket=RAW, Key=key)["Body"].read() == body
 
 
-@pytest.mark.parametrize("failure", ["bad cell in a later block", "S3 fails on part 3"])
+@pytest.mark.parametrize(
+    "failure", ["bad cell in a later block", "S3 fails on part 3", "S3 stream breaks"]
+)
 def test_a_failure_mid_stream_leaves_no_output_object_and_no_open_upload(
     trained_models: dict[str, TrainedModel],
     s3: Any,
@@ -166,7 +194,8 @@ def test_a_failure_mid_stream_leaves_no_output_object_and_no_open_upload(
     # several parts were already uploaded
     monkeypatch.setattr(logic, "CSV_BLOCK_BYTES", 16 << 10)
     model = trained_models["binary"]
-    store = FailingStore(s3) if failure.startswith("S3") else NoDownloadStore(s3)
+    stores = {"S3 fails on part 3": FailingStore, "S3 stream breaks": BreakingStreamStore}
+    store = stores.get(failure, NoDownloadStore)(s3)
     registry = InMemoryRegistry()
     version = _publish(store, model, registry)
     frame = _rows(model, 3_000)
@@ -192,11 +221,18 @@ def test_a_failure_mid_stream_leaves_no_output_object_and_no_open_upload(
         assert reason.startswith(f"{key}: cannot read the file: ") and "'twelve'" in reason
         errors = f"{dataset}/predictions/broken.csv/_error.json"
         assert json.loads(s3.get_object(Bucket=ARTIFACTS, Key=errors)["Body"].read())["reason"]
-    else:
+    elif isinstance(store, FailingStore):
         # Then the error reaches the handler (which fails the invocation, so it is retried)
         with pytest.raises(ConnectionError, match="part 3"):
             score()
         assert store.staged == 3
+    else:
+        # Then a dropped connection is not the file's fault: it is raised, so the invocation is
+        # retried, and no _error.json blames the file
+        with pytest.raises(StoreReadError, match="reading it from the store failed"):
+            score()
+        errors = f"{dataset}/predictions/broken.csv/_error.json"
+        assert s3.list_objects_v2(Bucket=ARTIFACTS, Prefix=errors).get("KeyCount") == 0
     # and no part is visible, no manifest says complete, and no upload is left open
     prefix = f"{dataset}/predictions/broken.csv/v{version}/"
     assert _parts(s3, prefix) == []
