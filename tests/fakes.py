@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import builtins
 import hashlib
+import io
 import sys
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
+from typing import BinaryIO, Literal
 
 from functions.shared.notify import Decision, Notifier
 from functions.shared.orchestration import Orchestrator, RunInput, RunStart
@@ -27,7 +28,7 @@ from functions.shared.registry import (
     NewModelVersion,
     PromotionConflictError,
 )
-from functions.shared.storage import ObjectInfo, ObjectNotFoundError, ObjectStore
+from functions.shared.storage import ObjectInfo, ObjectNotFoundError, ObjectStore, StagedObject
 
 
 class InMemoryObjectStore(ObjectStore):
@@ -38,6 +39,8 @@ class InMemoryObjectStore(ObjectStore):
         self.writes: list[tuple[str, str]] = []
         self.downloads: list[tuple[str, str]] = []
         self.head_reads: list[tuple[str, str, int]] = []
+        self.streams: list[tuple[str, str]] = []  # open_read calls
+        self.staged: dict[str, tuple[str, str, bytes]] = {}  # upload id → bucket, key, data
         self.tags: dict[tuple[str, str], dict[str, str]] = {}  # the latest put's object tags
         # sizes reported instead of the body's length: a "2 GiB" object without 2 GiB of RAM
         self.reported_sizes: dict[tuple[str, str, str], int] = {}
@@ -96,6 +99,24 @@ class InMemoryObjectStore(ObjectStore):
         versions = self._versions(bucket, key)
         data = next(d for d, v in versions if v == version_id) if version_id else versions[-1][0]
         return data[:max_bytes]
+
+    def open_read(self, bucket: str, key: str) -> BinaryIO:
+        self.streams.append((bucket, key))
+        return io.BytesIO(self.get_bytes(bucket, key))
+
+    def stage(
+        self, bucket: str, key: str, data: bytes, content_type: str = "application/json"
+    ) -> StagedObject:
+        upload_id = f"upload-{len(self.writes)}-{len(self.staged)}-{key}"
+        self.staged[upload_id] = (bucket, key, data)
+        return StagedObject(bucket, key, upload_id, hashlib.md5(data).hexdigest())
+
+    def commit(self, staged: StagedObject) -> None:
+        bucket, key, data = self.staged.pop(staged.upload_id)
+        self.put(bucket, key, data)
+
+    def abort(self, staged: StagedObject) -> None:
+        self.staged.pop(staged.upload_id, None)
 
     def delete(self, bucket: str, key: str) -> None:
         """Every version gone, as an operator's ``aws s3 rm`` of an unversioned object."""

@@ -1,9 +1,11 @@
 """Score one batch file with the live model, in chunks, and write the predictions.
 
-The file (CSV or Parquet, the same formats and null tokens as training data) is streamed in
-chunks of ``chunk_rows``, so memory stays bounded whatever its size; each chunk becomes one
-Parquet part under ``<artifacts>/<dataset>/predictions/<file>/v<model version>/``, and a
-``_manifest.json`` written last says the result is complete. The raw file is never modified.
+The file (CSV or Parquet, the same formats and null tokens as training data) is streamed from
+the store in chunks of ``chunk_rows``, never downloaded, so neither memory nor ``/tmp`` bounds
+its size; each chunk becomes one Parquet part under
+``<artifacts>/<dataset>/predictions/<file>/v<model version>/``, staged as it is made and made
+visible with the others only once every row is scored, and a ``_manifest.json`` written last says
+the result is complete. The raw file is never modified.
 The model is the one live when the job starts, loaded once and sha256-checked like the API's.
 
 Each output row is ``row`` (its 0-based position in the file), the contract's ``id_column`` and
@@ -14,13 +16,13 @@ read, so other columns of the file may hold anything.
 
 from __future__ import annotations
 
-import tempfile
+import contextlib
+import io
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any, Literal
+from typing import Any, BinaryIO, Literal
 
 import numpy as np
 import pyarrow as pa
@@ -35,13 +37,25 @@ from functions.shared.features import NULL_TOKENS
 from functions.shared.model_card import ModelCard
 from functions.shared.registry import ModelRegistry
 from functions.shared.scoring import ModelIntegrityError, ScoringModel
-from functions.shared.storage import ObjectStore, parse_s3_uri, s3_uri
+from functions.shared.storage import (
+    ObjectNotFoundError,
+    ObjectStore,
+    StagedObject,
+    parse_s3_uri,
+    s3_uri,
+)
 
 CHUNK_ROWS = 50_000
-# The file is downloaded whole to /tmp before it is streamed: the largest file scored is what
-# the function's /tmp holds with room to spare (infra/aws/batch.py gives it 10 GiB). A larger
-# file is refused with a report naming the size, never half-scored.
-MAX_FILE_BYTES = 8 << 30
+# The file is streamed, so neither memory nor /tmp bounds its size; Lambda's 15 minutes do.
+# SCORING_SECONDS of them are for scoring (the rest: cold start, the commit, S3's latency), at
+# the throughput bench/batch.py measures: 15.3 MB of CSV per CPU-second (2026-12-04, a 200 MB
+# file, the test multiclass model), taken as 15 MB a second on one of the 3008 MB function's
+# ≈ 1.7 vCPUs. Half of that many bytes is accepted, as a larger model or a wider row scores
+# fewer bytes a second; a larger file is refused with a report naming its size, never
+# half-scored.
+SCORED_BYTES_PER_SECOND = 15_000_000
+SCORING_SECONDS = 600
+MAX_FILE_BYTES = SCORED_BYTES_PER_SECOND * SCORING_SECONDS // 2  # 4.5 GB
 CSV_BLOCK_BYTES = 8 << 20
 ROW_COLUMN = "row"
 LABEL_COLUMN = "label"
@@ -51,6 +65,12 @@ PROBABILITY_PREFIX = "p_"  # then the class as the data spells it
 
 class BatchError(SluiceError):
     """The file cannot be scored; the message names what is wrong and where."""
+
+
+class StoreReadError(SluiceError):
+    """Reading the file from the store failed (the network, S3), not the file: raised, never
+    reported as the file's fault, so that the invocation fails and is retried. (pyarrow re-raises
+    what a read raised, and a dropped connection is an OSError, which would read as a bad file.)"""
 
 
 class BatchOutcome(BaseModel):
@@ -133,8 +153,9 @@ def _check_size(store: ObjectStore, bucket: str, key: str, max_file_bytes: int) 
     if info is not None and info.size > max_file_bytes:
         raise BatchError(
             f"{key}: {info.size} bytes is over the batch file cap of {max_file_bytes} bytes "
-            f"({max_file_bytes / 2**30:g} GiB, what the batch function's /tmp holds); split it "
-            "into smaller files under the same batch/ prefix"
+            f"({max_file_bytes / 1e9:.1f} GB, what the batch function scores within Lambda's "
+            "15 minutes); split it into smaller files under the same batch/ prefix (a "
+            "SageMaker Processing route for larger files is not built yet)"
         )
 
 
@@ -212,41 +233,56 @@ def _score_file(
     prefix: str,
     chunk_rows: int,
 ) -> tuple[list[str], int]:
+    """Each chunk's predictions are staged as its part as soon as they are made (nothing is
+    kept); the parts become visible together once every row is scored, and on any failure none
+    does: a reader never sees half a result, and no upload is left open."""
     card = model.card
-    with tempfile.TemporaryDirectory(prefix="sluice-batch-") as tmp:
-        local = Path(tmp) / "input"
-        store.download(bucket, key, local)
-        parts: list[str] = []
+    staged: list[StagedObject] = []
+    committed = 0
+    try:
         offset = 0
-        for chunk in _chunks(local, key, card, carried, chunk_rows):
+        for chunk in _chunks(store, bucket, key, card, carried, chunk_rows):
             table = _predictions(model, chunk, offset, carried)
-            part = f"{prefix}part-{len(parts):05d}.parquet"
+            part = f"{prefix}part-{len(staged):05d}.parquet"
             sink = pa.BufferOutputStream()
             pq.write_table(table, sink, compression="zstd")
-            store.put_bytes(
-                out_bucket, part, sink.getvalue().to_pybytes(), "application/vnd.apache.parquet"
-            )
-            parts.append(part)
+            data = sink.getvalue().to_pybytes()
+            staged.append(store.stage(out_bucket, part, data, "application/vnd.apache.parquet"))
             offset += chunk.num_rows
         if offset == 0:
             raise BatchError(f"{key}: the file holds no rows")
-        return parts, offset
+        for upload in staged:
+            store.commit(upload)
+            committed += 1
+    except BaseException:
+        for upload in staged[committed:]:
+            with contextlib.suppress(Exception):  # the bucket's lifecycle rule is the backstop
+                store.abort(upload)
+        raise
+    return [upload.key for upload in staged], offset
 
 
 def _chunks(
-    path: Path, key: str, card: ModelCard, carried: _Carried, chunk_rows: int
+    store: ObjectStore, bucket: str, key: str, card: ModelCard, carried: _Carried, chunk_rows: int
 ) -> Iterator[pa.Table]:
-    """The file's feature and carried columns, ``chunk_rows`` rows at a time."""
+    """The file's feature and carried columns, ``chunk_rows`` rows at a time, read from the
+    store as they are needed: a CSV from the object's byte stream, a Parquet file by ranged
+    reads (its footer, then one row group's columns at a time)."""
     try:
         if key.lower().endswith(".parquet"):
-            parquet = pq.ParquetFile(path)
-            wanted = _wanted(key, parquet.schema_arrow.names, card, carried)
-            for record_batch in parquet.iter_batches(batch_size=chunk_rows, columns=wanted):
-                yield pa.Table.from_batches([record_batch])
+            with _RangeReader(store, bucket, key) as source:
+                parquet = pq.ParquetFile(source)
+                wanted = _wanted(key, parquet.schema_arrow.names, card, carried)
+                for record_batch in parquet.iter_batches(batch_size=chunk_rows, columns=wanted):
+                    yield pa.Table.from_batches([record_batch])
             return
         read_options = pacsv.ReadOptions(block_size=CSV_BLOCK_BYTES, encoding="utf8")
         parse_options = pacsv.ParseOptions(newlines_in_values=True)
-        with pacsv.open_csv(path, read_options=read_options, parse_options=parse_options) as head:
+        # the header first, from a stream dropped after its first block; then the whole file
+        with (
+            _Stream(store.open_read(bucket, key), key) as stream,
+            pacsv.open_csv(stream, read_options=read_options, parse_options=parse_options) as head,
+        ):
             header = head.schema.names
         wanted = _wanted(key, header, card, carried)
         # carried columns are text as written (a CSV has no other type); features as the model
@@ -254,31 +290,113 @@ def _chunks(
         types: dict[str, pa.DataType] = dict.fromkeys(carried.names, pa.string())
         for f in card.features:
             types[f.name] = pa.float64() if f.kind is FeatureKind.NUMERIC else pa.string()
-        reader = pacsv.open_csv(
-            path,
-            parse_options=parse_options,
-            read_options=read_options,
-            convert_options=pacsv.ConvertOptions(
-                column_types=types,
-                null_values=sorted(NULL_TOKENS),
-                strings_can_be_null=True,
-                include_columns=wanted,
-            ),
-        )
-        pending: list[pa.RecordBatch] = []
-        held = 0
-        for record_batch in reader:
-            pending.append(record_batch)
-            held += record_batch.num_rows
-            while held >= chunk_rows:
-                table = pa.Table.from_batches(pending)
-                yield table.slice(0, chunk_rows)
-                rest = table.slice(chunk_rows)
-                pending, held = rest.to_batches(), rest.num_rows
-        if held:
-            yield pa.Table.from_batches(pending)
+        with _Stream(store.open_read(bucket, key), key) as stream:
+            reader = pacsv.open_csv(
+                stream,
+                parse_options=parse_options,
+                read_options=read_options,
+                convert_options=pacsv.ConvertOptions(
+                    column_types=types,
+                    null_values=sorted(NULL_TOKENS),
+                    strings_can_be_null=True,
+                    include_columns=wanted,
+                ),
+            )
+            pending: list[pa.RecordBatch] = []
+            held = 0
+            for record_batch in reader:
+                pending.append(record_batch)
+                held += record_batch.num_rows
+                while held >= chunk_rows:
+                    table = pa.Table.from_batches(pending)
+                    yield table.slice(0, chunk_rows)
+                    rest = table.slice(chunk_rows)
+                    pending, held = rest.to_batches(), rest.num_rows
+            if held:
+                yield pa.Table.from_batches(pending)
     except (pa.ArrowInvalid, OSError) as error:
         raise BatchError(f"{key}: cannot read the file: {error}") from None
+
+
+class _Stream(io.RawIOBase):
+    """The store's byte stream of an object, its failures raised as StoreReadError."""
+
+    def __init__(self, raw: BinaryIO, key: str) -> None:
+        super().__init__()
+        self._raw, self._key = raw, key
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        filled = 0
+        while filled < len(view):  # whole, unless the stream ends: a short read is not an end
+            try:
+                data = self._raw.read(len(view) - filled)
+            except Exception as error:
+                raise StoreReadError(
+                    f"{self._key}: reading it from the store failed: {error}"
+                ) from error
+            if not data:
+                break
+            view[filled : filled + len(data)] = data
+            filled += len(data)
+        return filled
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self._raw.close()
+        super().close()
+
+
+class _RangeReader(io.RawIOBase):
+    """A seekable, read-only file over an object, each read one ranged read of the store,
+    buffered so that neighbouring small reads (a row group's column chunks) share one."""
+
+    BUFFER_BYTES = 8 << 20
+
+    def __init__(self, store: ObjectStore, bucket: str, key: str) -> None:
+        super().__init__()
+        info = store.head(bucket, key)
+        if info is None:
+            raise ObjectNotFoundError(bucket, key)
+        self._store, self._bucket, self._key = store, bucket, key
+        self._size, self._position = info.size, 0
+        self._buffer, self._buffer_start = b"", 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: self._size}[whence]
+        self._position = max(0, base + offset)
+        return self._position
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        wanted = min(len(view), self._size - self._position)
+        if wanted <= 0:
+            return 0
+        start = self._position - self._buffer_start
+        if start < 0 or start + wanted > len(self._buffer):
+            end = min(self._size, self._position + max(wanted, self.BUFFER_BYTES))
+            try:
+                self._buffer = self._store.read_range(self._bucket, self._key, self._position, end)
+            except Exception as error:
+                raise StoreReadError(
+                    f"{self._key}: reading it from the store failed: {error}"
+                ) from error
+            self._buffer_start, start = self._position, 0
+        view[:wanted] = self._buffer[start : start + wanted]
+        self._position += wanted
+        return wanted
 
 
 def _wanted(key: str, header: list[str], card: ModelCard, carried: _Carried) -> list[str]:

@@ -8,6 +8,7 @@ fake (tests/fakes.py).
 from __future__ import annotations
 
 import hashlib
+import io
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -42,6 +43,17 @@ class ObjectInfo:
     size: int
     etag: str  # without the quotes S3 puts around it
     version_id: str | None = None
+
+
+@dataclass(frozen=True)
+class StagedObject:
+    """An object written but not visible yet: a reader sees it only once it is committed, and
+    nothing of it once it is aborted (on S3, a one-part multipart upload)."""
+
+    bucket: str
+    key: str
+    upload_id: str
+    etag: str = ""  # the part's, which S3 needs to complete the upload
 
 
 def s3_uri(bucket: str, key: str = "") -> str:
@@ -92,6 +104,29 @@ class ObjectStore(ABC):
         rest: how an object too large to download still gets its header checked. This default
         reads the whole object; adapters for real stores override it with a ranged read."""
         return self.get_bytes(bucket, key)[:max_bytes]
+
+    def open_read(self, bucket: str, key: str) -> BinaryIO:
+        """The object's bytes as a stream read as it goes, never whole: how a file of any size
+        is read in bounded memory. This default holds the object in memory; adapters for real
+        stores override it."""
+        return io.BytesIO(self.get_bytes(bucket, key))
+
+    def read_range(self, bucket: str, key: str, start: int, end: int) -> bytes:
+        """Bytes ``start`` to ``end`` (exclusive) of the object: random access for formats that
+        keep their index at the end (Parquet). This default reads the whole object."""
+        return self.get_bytes(bucket, key)[start:end]
+
+    def stage(
+        self, bucket: str, key: str, data: bytes, content_type: str = "application/json"
+    ) -> StagedObject:
+        """Write an object that stays invisible until ``commit``; ``abort`` discards it."""
+        raise NotImplementedError(f"{type(self).__name__} cannot stage writes")
+
+    def commit(self, staged: StagedObject) -> None:
+        raise NotImplementedError(f"{type(self).__name__} cannot stage writes")
+
+    def abort(self, staged: StagedObject) -> None:
+        raise NotImplementedError(f"{type(self).__name__} cannot stage writes")
 
     @abstractmethod
     def purge_prefix(self, bucket: str, prefix: str) -> int:
@@ -168,6 +203,45 @@ class S3ObjectStore(ObjectStore):
         response = self._get_object(bucket, key, version_id, Range=f"bytes=0-{max_bytes - 1}")
         head: bytes = response["Body"].read(max_bytes)
         return head
+
+    def open_read(self, bucket: str, key: str) -> BinaryIO:
+        body: BinaryIO = self._get_object(bucket, key)["Body"]
+        return body
+
+    def read_range(self, bucket: str, key: str, start: int, end: int) -> bytes:
+        if end <= start:
+            return b""
+        response = self._get_object(bucket, key, Range=f"bytes={start}-{end - 1}")
+        data: bytes = response["Body"].read()
+        return data
+
+    def stage(
+        self, bucket: str, key: str, data: bytes, content_type: str = "application/json"
+    ) -> StagedObject:
+        """A multipart upload of one part (its only part may be any size), left open."""
+        upload = self._s3.create_multipart_upload(Bucket=bucket, Key=key, ContentType=content_type)
+        staged = StagedObject(bucket, key, upload["UploadId"])
+        try:
+            part = self._s3.upload_part(
+                Bucket=bucket, Key=key, UploadId=staged.upload_id, PartNumber=1, Body=data
+            )
+        except BaseException:
+            self.abort(staged)
+            raise
+        return StagedObject(bucket, key, staged.upload_id, part["ETag"])
+
+    def commit(self, staged: StagedObject) -> None:
+        self._s3.complete_multipart_upload(
+            Bucket=staged.bucket,
+            Key=staged.key,
+            UploadId=staged.upload_id,
+            MultipartUpload={"Parts": [{"ETag": staged.etag, "PartNumber": 1}]},
+        )
+
+    def abort(self, staged: StagedObject) -> None:
+        self._s3.abort_multipart_upload(
+            Bucket=staged.bucket, Key=staged.key, UploadId=staged.upload_id
+        )
 
     def _get_object(
         self, bucket: str, key: str, version_id: str | None = None, **extra: str

@@ -14,8 +14,6 @@ from infra.aws.registry import Registry
 from infra.aws.storage import Storage, grant_read, grant_write
 from infra.topology import Topology, batch_event_pattern
 
-BATCH_TMP_MB = 10_240  # Lambda's most
-
 
 class BatchPredictions(Construct):
     def __init__(
@@ -40,10 +38,8 @@ class BatchPredictions(Construct):
             layers=layers,
             environment=topology.batch_environment(),
             memory_mb=3008,
-            # /tmp holds the one downloaded batch file, up to functions/batch/logic.py's
-            # MAX_FILE_BYTES (Lambda's default
-            # of 512 MB failed any file over ~500 MB)
-            ephemeral_storage_mb=BATCH_TMP_MB,
+            # the file is streamed from S3 and the parts staged in S3, so /tmp keeps Lambda's
+            # default 512 MB; the 15 minutes bound the file (functions/batch/logic.py)
             timeout=Duration.minutes(15),
         )
         role = self.batch.role

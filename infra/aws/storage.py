@@ -72,6 +72,9 @@ class Storage(Construct):
                     expiration=Duration.days(TELEMETRY_RETENTION_DAYS),
                 ),
                 s3.LifecycleRule(noncurrent_version_expiration=Duration.days(90)),
+                # batch parts are staged as multipart uploads; one left open by a run that was
+                # killed (its timeout) before it could abort is never visible, only billed
+                s3.LifecycleRule(abort_incomplete_multipart_upload_after=Duration.days(1)),
             ],
         )
 

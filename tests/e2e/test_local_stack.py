@@ -219,6 +219,13 @@ def test_an_upload_becomes_a_live_model_answering_over_http(
     assert table.column_names[:3] == ["row", "customer_id", "account manager"]
     assert table.column("customer_id").to_pylist() == to_score["customer_id"].tolist()
     assert table.column("account manager").to_pylist() == to_score["account manager"].tolist()
+    # and the parts, streamed as staged uploads, were all completed: the manifest lists what is
+    # there, and no upload is left open
+    manifest_key = prefix + "_manifest.json"
+    stored = s3.get_object(Bucket=topology.artifacts_bucket, Key=manifest_key)
+    manifest = json.loads(stored["Body"].read())
+    assert manifest["parts"] == [f"s3://{topology.artifacts_bucket}/{p}" for p in parts]
+    assert s3.list_multipart_uploads(Bucket=topology.artifacts_bucket).get("Uploads", []) == []
     assert len(stack.runs) == 1
 
     # When a broken upload follows (the target column is missing)

@@ -90,6 +90,31 @@ def test_a_csv_is_scored_in_chunks_exactly_as_the_model_scores_it(
     assert world.store.get_bytes(RAW, f"{dataset}/batch/may.csv") == raw
 
 
+@pytest.mark.parametrize("suffix", ["csv", "parquet"])
+def test_the_file_is_read_from_the_store_as_it_is_scored_never_downloaded(
+    trained_models: dict[str, TrainedModel], suffix: str
+) -> None:
+    # Given a live model and a 130-row file under batch/
+    model = trained_models["binary"]
+    world = World()
+    world.publish(model)
+    frame = _features(model, 130)
+    buffer = io.BytesIO()
+    frame.to_csv(buffer, index=False) if suffix == "csv" else frame.to_parquet(buffer)
+    key = f"{model.card.dataset}/batch/stream.{suffix}"
+    world.store.put(RAW, key, buffer.getvalue())
+
+    # When it is scored 50 rows at a time
+    assert world.score(key, chunk_rows=50)["rows"] == 130
+
+    # Then it was never downloaded (a CSV is read as a stream, Parquet by ranged reads), and
+    # every part was staged, then committed
+    assert world.store.downloads == []
+    assert world.store.streams == ([(RAW, key)] * 2 if suffix == "csv" else [])
+    assert world.store.staged == {}
+    assert len([k for k in world.store.keys(ARTIFACTS) if k.endswith(".parquet")]) == 3
+
+
 def test_a_parquet_file_and_a_regression_model(trained_models: dict[str, TrainedModel]) -> None:
     model = trained_models["regression"]
     world = World()
