@@ -1,5 +1,6 @@
 """Run infra/statemachine/pipeline.asl.json on one machine: the same file CDK deploys, with its
-Task states dispatched to the in-process Lambda handlers and the local SageMaker runner.
+Task states dispatched to the in-process Lambda handlers (evaluate in a child process per
+invocation under ``sluice up``: ``isolate``) and the local SageMaker runner.
 
 The Lambda handlers build their AWS clients from the environment, so they talk to whatever
 endpoint the caller set up: moto in-process (``sluice demo``) or moto's server (``sluice up``).

@@ -3,8 +3,9 @@
 - an AWS-compatible endpoint on loopback (moto's server) holding the resources the topology
   names (``provision``);
 - the event router: S3 Object Created (EventBridge-shaped, via the upload queue) → the
-  preprocess handler (or, for ``<dataset>/batch/`` files, the batch predictions handler)
-  in-process, retried, with a dead-letter record when it keeps failing;
+  preprocess handler in a child process per invocation (infra/local/isolated.py), or, for
+  ``<dataset>/batch/`` files, the batch predictions handler in-process; retried, with a
+  dead-letter record when it keeps failing;
 - the run worker: each run preprocess starts is executed from the pipeline definition
   (``run_pipeline``), one at a time, its summary kept in the run history;
 - the local API Gateway: HTTP on loopback → the inference handler, API key required;
