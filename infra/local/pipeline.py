@@ -1,5 +1,6 @@
 """Run infra/statemachine/pipeline.asl.json on one machine: the same file CDK deploys, with its
-Task states dispatched to the in-process Lambda handlers and the local SageMaker runner.
+Task states dispatched to the in-process Lambda handlers (evaluate in a child process per
+invocation under ``sluice up``: ``isolate``) and the local SageMaker runner.
 
 The Lambda handlers build their AWS clients from the environment, so they talk to whatever
 endpoint the caller set up: moto in-process (``sluice demo``) or moto's server (``sluice up``).
@@ -27,6 +28,7 @@ from infra.local.asl import (
     load_definition,
     run,
 )
+from infra.local.isolated import ChildExitError, HandlerError, invoke_in_child
 from infra.local.training_runner import run_training_job
 from infra.topology import Topology
 
@@ -117,10 +119,16 @@ def definition(topology: Topology) -> dict[str, Any]:
 
 
 def task_handlers(
-    topology: Topology, store: ObjectStore, trainer_pids: Path | None = None
+    topology: Topology,
+    store: ObjectStore,
+    trainer_pids: Path | None = None,
+    *,
+    isolate: bool = False,
 ) -> dict[str, TaskHandler]:
     """Resource (or Lambda function ARN) → in-process implementation. ``trainer_pids``: where a
-    running trainer's pid file goes (``run_training_job``'s ``pid_dir``)."""
+    running trainer's pid file goes (``run_training_job``'s ``pid_dir``). ``isolate``: evaluate
+    runs in a child process per invocation (infra/local/isolated.py; the handlers must reach
+    the endpoint over the network, as under ``sluice up``), its pid file beside the trainer's."""
     from functions.evaluate.handler import lambda_handler as evaluate_handler
     from functions.promote.handler import promote_handler, reject_handler
 
@@ -130,6 +138,25 @@ def task_handlers(
             return handler(
                 json.loads(json.dumps(payload)), LocalLambdaContext.for_function(topology, function)
             )
+
+        return invoke
+
+    def child_task(function: str, target: str) -> TaskHandler:
+        def invoke(payload: dict[str, Any]) -> Any:
+            context = LocalLambdaContext.for_function(topology, function)
+            try:
+                return invoke_in_child(target, payload, context, pid_dir=trainer_pids)
+            except HandlerError as error:
+                # What run() makes of the same exception raised in-process
+                raise TaskFailure(
+                    error.error_type,
+                    error.cause
+                    if error.cause is not None
+                    else json.dumps({"errorMessage": error.message, "errorType": error.error_type}),
+                ) from error
+            except ChildExitError as error:
+                cause = {"errorMessage": str(error), "errorType": error.error_type}
+                raise TaskFailure(error.error_type, json.dumps(cause)) from error
 
         return invoke
 
@@ -144,7 +171,11 @@ def task_handlers(
 
     return {
         TRAINING_RESOURCE: train,
-        topology.function_arn("evaluate"): lambda_task("evaluate", evaluate_handler),
+        topology.function_arn("evaluate"): (
+            child_task("evaluate", "functions.evaluate.handler:lambda_handler")
+            if isolate
+            else lambda_task("evaluate", evaluate_handler)
+        ),
         topology.function_arn("promote"): lambda_task("promote", promote_handler),
         topology.function_arn("reject"): lambda_task("reject", reject_handler),
     }
@@ -232,9 +263,11 @@ def run_pipeline(
     sleep: Callable[[float], None] | None = None,
     trainer_pids: Path | None = None,
     on_state: Callable[[StateEvent], None] | None = None,
+    isolate: bool = False,
 ) -> Execution:
     """Execute one run to the end. The handlers' environment must already be set.
-    ``on_state`` sees each state's history event as the state ends.
+    ``on_state`` sees each state's history event as the state ends; ``isolate``: see
+    ``task_handlers``.
 
     Retry waits are skipped unless ``sleep`` is given: locally a retry only helps against
     transient faults of the loopback endpoint, and a demo should not sit idle.
@@ -245,7 +278,7 @@ def run_pipeline(
     return run(
         definition(topology),
         json.loads(run_input.execution_input()),
-        tasks=task_handlers(topology, store, trainer_pids),
+        tasks=task_handlers(topology, store, trainer_pids, isolate=isolate),
         execution_name=run_input.run_name,
         sleep=sleep or (lambda seconds: None),
         on_state=on_state,

@@ -3,8 +3,9 @@
 - an AWS-compatible endpoint on loopback (moto's server) holding the resources the topology
   names (``provision``);
 - the event router: S3 Object Created (EventBridge-shaped, via the upload queue) → the
-  preprocess handler (or, for ``<dataset>/batch/`` files, the batch predictions handler)
-  in-process, retried, with a dead-letter record when it keeps failing;
+  preprocess handler in a child process per invocation (infra/local/isolated.py), or, for
+  ``<dataset>/batch/`` files, the batch predictions handler in-process; retried, with a
+  dead-letter record when it keeps failing;
 - the run worker: each run preprocess starts is executed from the pipeline definition
   (``run_pipeline``), one at a time, its summary kept in the run history;
 - the local API Gateway: HTTP on loopback → the inference handler, API key required;
@@ -52,6 +53,7 @@ from infra.local import memory
 from infra.local.alarms import AlarmEvaluator, MetricSink, matches_alarm_rule
 from infra.local.api_gateway import LocalApiGateway
 from infra.local.asl import Execution, StateEvent
+from infra.local.isolated import invoke_in_child
 from infra.local.local_file import LocalEndpoints, write_local_file
 from infra.local.pipeline import (
     LocalLambdaContext,
@@ -80,6 +82,7 @@ RUNNING_FILE = "running.json"  # the run executing now, with this process's id (
 PROGRESS_SECONDS = 5.0  # at most one progress line per step and dataset this often
 TLS_DIR = "tls"
 SNAPSHOT_SECONDS = 5.0
+PREPROCESS_TARGET = "functions.preprocess.handler:lambda_handler"
 _METRICS_ENV = {"POWERTOOLS_METRICS_DISABLED": "false", "POWERTOOLS_METRICS_NAMESPACE": NAMESPACE}
 
 
@@ -351,12 +354,11 @@ class LocalStack:
 
     def _attempt(self, event: dict[str, Any], function: str, key: str | None) -> None:
         from functions.batch import handler as batch
-        from functions.preprocess import handler as preprocess
         from functions.retrain import handler as retrain
 
         handler = {
             "batch": batch.lambda_handler,
-            "preprocess": preprocess.lambda_handler,
+            "preprocess": self._preprocess,
             "retrain": retrain.lambda_handler,
         }[function]
         context = LocalLambdaContext.for_function(self.config.topology, function)
@@ -383,6 +385,12 @@ class LocalStack:
             return
         self._append(DEAD_LETTER_FILE, {"event": event, "error": failure, "at": _now()})
         self.log(f"router   event dead-lettered to {self.config.state_dir / DEAD_LETTER_FILE}")
+
+    def _preprocess(self, event: dict[str, Any], context: LocalLambdaContext) -> Any:
+        """Preprocess in a child process per invocation, as Lambda runs it: what pandas and
+        pyarrow allocate goes back to the system when it exits (infra/local/isolated.py)."""
+        pid_dir = self.config.state_dir / TRAINERS_DIR
+        return invoke_in_child(PREPROCESS_TARGET, event, context, pid_dir=pid_dir)
 
     def _retrain_outcome(self, outcome: dict[str, Any]) -> None:
         self.log(
@@ -555,6 +563,7 @@ class LocalStack:
                 store,
                 trainer_pids=self.config.state_dir / TRAINERS_DIR,
                 on_state=lambda event: self._step_done(run, event),
+                isolate=True,  # evaluate in a child process per invocation (isolated.py)
             )
         finally:
             (self.config.state_dir / RUNNING_FILE).unlink(missing_ok=True)

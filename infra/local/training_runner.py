@@ -185,7 +185,7 @@ def _run(
     env[PROGRESS_FILE_ENV] = str(progress_file)
     # Its own session, killed with this process, listed in pid_dir: infra/local/trainers.py
     with (
-        _relayed_progress(progress_file, job.training_job_name),
+        relayed_progress(progress_file, job.training_job_name),
         trainer_process(
             argv, job=job.training_job_name, pid_dir=pid_dir, env=env, cwd=REPO_ROOT
         ) as process,
@@ -227,10 +227,11 @@ def _run(
 
 
 @contextmanager
-def _relayed_progress(path: Path, job_name: str) -> Iterator[None]:
+def relayed_progress(path: Path, job_name: str | None) -> Iterator[None]:
     """While the job runs, read the records the training process appends to ``path`` and report
-    each again in this process (functions/shared/progress.py), named with the job. A record is
-    one complete line; a partial last line waits for the next read. The rest is read at exit."""
+    each again in this process (functions/shared/progress.py), named with the job (when given;
+    infra/local/isolated.py relays a Lambda child's records as they are). A record is one
+    complete line; a partial last line waits for the next read. The rest is read at exit."""
     done = threading.Event()
     offset = 0
 
@@ -254,7 +255,7 @@ def _relayed_progress(path: Path, job_name: str) -> Iterator[None]:
         while not done.wait(PROGRESS_POLL_SECONDS):
             relay()
 
-    follower = threading.Thread(target=follow, name=f"progress-{job_name}", daemon=True)
+    follower = threading.Thread(target=follow, name=f"progress-{job_name or path}", daemon=True)
     follower.start()
     try:
         yield

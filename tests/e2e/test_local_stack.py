@@ -4,6 +4,7 @@ predictions over HTTP."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import ipaddress
 import json
@@ -12,6 +13,7 @@ import signal
 import ssl
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -138,6 +140,39 @@ def _post(url: str, body: Any, key: str | None) -> tuple[int, Any]:
         return error.code, json.loads(error.read())
 
 
+class _IsolatedInvocations(threading.Thread):
+    """Watch this process's children for Lambda invocations run in a child process
+    (infra/local/isolated.py), and note the handler each was asked to run."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.targets: set[str] = set()
+        self._stop_watching = threading.Event()
+        self._seen: set[int] = set()
+
+    def run(self) -> None:
+        while not self._stop_watching.wait(0.02):
+            for task in Path(f"/proc/{os.getpid()}/task").iterdir():
+                with contextlib.suppress(OSError):
+                    for child in (task / "children").read_text().split():
+                        self._note(int(child))
+
+    def _note(self, pid: int) -> None:
+        if pid in self._seen:
+            return
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+            if "infra.local.isolated" in argv:
+                request = json.loads(Path(argv[argv.index("infra.local.isolated") + 1]).read_text())
+                self.targets.add(request["target"])
+                self._seen.add(pid)
+
+    def stop(self) -> set[str]:
+        self._stop_watching.set()
+        self.join()
+        return self.targets
+
+
 def test_an_upload_becomes_a_live_model_answering_over_http(
     stack: LocalStack, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -153,6 +188,8 @@ def test_an_upload_becomes_a_live_model_answering_over_http(
         assert _bound_addresses(port) == {"127.0.0.1"}, port
 
     # When a user uploads a contract and data with boto3, to the endpoint local.json names
+    invocations = _IsolatedInvocations()
+    invocations.start()
     s3 = stack.client("s3")
     topology = stack.config.topology
     contract = contract_bytes(id_column="customer_id", passthrough=["account manager"])
@@ -166,6 +203,12 @@ def test_an_upload_becomes_a_live_model_answering_over_http(
     # (promote sets the pointer inside the run; the run's record follows when it ends)
     _wait_for(lambda: stack.runs, "the run's record", stack)
     assert stack.runs[-1].path[-2:] == ["Promote", "Promoted"]
+    # (preprocess and evaluate each ran in a child process of their own, as Lambda runs them:
+    # what they allocate leaves with it, docs/reliability.md §9)
+    assert invocations.stop() >= {
+        "functions.preprocess.handler:lambda_handler",
+        "functions.evaluate.handler:lambda_handler",
+    }
 
     # and predictions come back over real HTTP with the API key, and not without it
     status, described = _get(f"{stack.api_url}/v1/models/churn")
