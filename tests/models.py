@@ -83,7 +83,7 @@ def train_stored_version(
     """Train on a dataset version preprocessing wrote to ``store`` (``prefix`` ends in ``/``):
     its objects are laid out on disk as SageMaker's channels, then the real entry point runs."""
     version = root / "version"
-    for key in store.keys(bucket, prefix):
+    for key in (info.key for info in store.list(bucket, prefix)):
         path = version / key[len(prefix) :]
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(store.get_bytes(bucket, key))
