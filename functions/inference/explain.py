@@ -15,6 +15,8 @@ import onnxruntime as ort
 from numpy.typing import NDArray
 
 from functions.shared.explanation import (
+    ABSENT_KEY,
+    BINARY_OUTPUTS,
     METADATA_KEY,
     PER_CLASS_OUTPUTS,
     Contributions,
@@ -38,7 +40,12 @@ class ExplainingModel:
     """
 
     def __init__(self, onnx_bytes: bytes, scoring: ScoringModel) -> None:
-        raw = metadata_entries(onnx_bytes).get(METADATA_KEY)
+        entries = metadata_entries(onnx_bytes)
+        raw = entries.get(METADATA_KEY)
+        if raw is None and ABSENT_KEY in entries:  # training said why
+            raise ExplanationTableError(
+                f"its model file carries no explanation table: {entries[ABSENT_KEY].decode()}"
+            )
         if raw is None:
             raise ExplanationTableError(
                 "its model file carries no explanation table (trained before explanations "
@@ -69,7 +76,8 @@ class ExplainingModel:
 
     def run(self, feeds: Mapping[str, NDArray[Any]]) -> tuple[Scores, Contributions]:
         """The rows' scores, as the predict route gives them, and their contributions: of the
-        positive class (binary), of the predicted class (multiclass), of the value (regression)."""
+        positive class (binary), of the predicted class (multiclass), of the value (regression;
+        of its log for trees fitted on a log target)."""
         scores, encoded = self._scores_and_encoded(feeds)
         return scores, self.explainer.explain(encoded, self._targets(scores, encoded))
 
@@ -87,7 +95,7 @@ class ExplainingModel:
             for target in range(len(self.scoring.card.classes or [])):
                 targets = np.full(rows, target, dtype=np.int64)
                 every.append(self.explainer.explain(encoded, targets))
-        elif self.table.output != "value":
+        elif self.table.output in BINARY_OUTPUTS:
             c = contributions
             every = [Contributions(c.targets, -c.base, -c.columns, -c.margin), contributions]
         return scores, contributions, every

@@ -273,16 +273,31 @@ class ClassExplanation(_Model):
 
 
 class Explanation(_Model):
-    prediction: ClassPrediction | float = Field(description="As the predict route answers it.")
-    output: Literal["value", "log_odds", "logit", "weighted_log_odds", "weighted_logit"] = Field(
+    prediction: ClassPrediction | float = Field(
+        description="As the predict route answers it. A regressor's is the value served: "
+        "exp(output_value) where output is log_value."
+    )
+    output: Literal[
+        "value",
+        "log_value",
+        "weighted_log_value",
+        "log_odds",
+        "logit",
+        "weighted_log_odds",
+        "weighted_logit",
+    ] = Field(
         description="What base_value + contributions add up to: the predicted value for a "
-        "regressor (a blend of regressors included); the log-odds of explained_class for a "
-        "binary classifier; the logit (softmax input) of explained_class for a multiclass one. "
-        "A calibrated model's log-odds are its calibrated ones (its margin divided by its "
-        "temperature). A blend of classifiers averages its members' probabilities, which no "
-        "sum of margins gives: its output is the weighted sum of its members' (uncalibrated) "
-        "log-odds (weighted_log_odds) or logits (weighted_logit), so the served probability "
-        "is not its sigmoid or softmax."
+        "regressor (a blend of regressors included); the log of the predicted value for trees "
+        "fitted on log(target) (log_value: prediction is exp(output_value)); the log-odds of "
+        "explained_class for a binary classifier; the logit (softmax input) of explained_class "
+        "for a multiclass one. A calibrated model's log-odds are its calibrated ones (its margin "
+        "divided by its temperature). A blend of classifiers averages its members' "
+        "probabilities, which no sum of margins gives: its output is the weighted sum of its "
+        "members' (uncalibrated) log-odds (weighted_log_odds) or logits (weighted_logit), so the "
+        "served probability is not its sigmoid or softmax. Likewise a blend of trees fitted on "
+        "log(target) averages their values: its output is the weighted sum of their logs "
+        "(weighted_log_value, the log of their weighted geometric mean), so the served "
+        "prediction is not its exp."
     )
     explained_class: str | int | bool | None = Field(
         description="The class whose log-odds or logit is explained: the second (positive) "

@@ -123,8 +123,9 @@ def create_app(deps: Callable[[], Deps]) -> APIGatewayRestResolver:
         summary="Predict with the live model and explain each prediction",
         description="The predict body, and optionally `classes` (`predicted` or `all`). Per "
         "instance: the prediction, a base value and one exact SHAP contribution per feature, "
-        "adding up to the model's output (the value, or the log-odds / logit stated in "
-        "`output`), with the probability alongside; with `classes: all`, one such explanation "
+        "adding up to the model's output (the value, its log for trees fitted on log(target), "
+        "or the log-odds / logit, stated in `output`), with the prediction and probability "
+        "alongside; with `classes: all`, one such explanation "
         "per class. Exact for linear and tree models; a blend's are its members' weighted sum. "
         "See docs/api.md.",
         responses={

@@ -37,6 +37,14 @@ which no sum of margins reproduces, so its sum is the weighted mean of its membe
 (``weighted_log_odds``) or logits (``weighted_logit``), uncalibrated (docs/decisions.md,
 2026-12-03).
 
+Trees fitted on ``log(target)`` (training/target.py) serve ``exp`` of their margin: their sum is
+that margin, the log of the served value (``log_value``), exact as a classifier's log-odds are.
+A blend of such trees averages the members' values, which no sum of logs reproduces either: its
+sum is the weighted sum of the members' margins (``weighted_log_value``), the log of the
+members' weighted geometric mean, not of the served (arithmetic) mean (docs/decisions.md,
+2026-12-04). A blend mixing them with members fitted on the target itself has no table: its
+members' margins are in two units, and ``ABSENT_KEY`` says so in the model file instead.
+
 Imports numpy only: this module is on the inference path.
 """
 
@@ -55,6 +63,9 @@ from numpy.typing import NDArray
 from functions.shared.errors import SluiceError
 
 METADATA_KEY = "sluice.explain"
+# Why a model file carries no table (training found the model one it does not describe): what
+# the explain route answers instead of a generic "no table".
+ABSENT_KEY = "sluice.explain.absent"
 FORMAT_VERSION = 2  # 2: one column map per member (1: one map, one member)
 READ_FORMATS = (1, 2)
 # Longest distinct-feature path a tree table takes: its leaf's table holds 2^d floats.
@@ -64,9 +75,19 @@ MAX_TABLE_FLOATS = 1 << 26
 # Rows explained per numpy pass: bounds the (rows x leaf-features) temporaries.
 _CELLS_PER_PASS = 4_000_000
 
-Output = Literal["value", "log_odds", "logit", "weighted_log_odds", "weighted_logit"]
+Output = Literal[
+    "value",
+    "log_value",
+    "weighted_log_value",
+    "log_odds",
+    "logit",
+    "weighted_log_odds",
+    "weighted_logit",
+]
 # Outputs with one margin per class: the explained class is chosen per row.
 PER_CLASS_OUTPUTS: frozenset[str] = frozenset({"logit", "weighted_logit"})
+# A binary classifier's outputs: the positive class's, the negative class's being its negation.
+BINARY_OUTPUTS: frozenset[str] = frozenset({"log_odds", "weighted_log_odds"})
 Kind = Literal["linear", "trees"]
 
 

@@ -12,9 +12,14 @@ with its own encoded tensor and column map (members encode categories differentl
 weight as the graph's ``blend_weighted_<i>`` node multiplies by it; what its contributions add
 up to is in functions/shared/explanation.py.
 
-A model the table cannot describe (another estimator, or trees fitted on a log target, whose
-contributions would add up to the log of what is served: training/target.py) ships without
-one: the explain route then says so, and training is never failed by it.
+Trees fitted on a log target (training/target.py) are read as any trees are: the graph's tree
+node computes their margin, the ``Exp`` after it is not part of the table, and the output says
+their sum is the log of the value served (``log_value``; a blend of them: ``weighted_log_value``).
+
+A model the table cannot describe (another estimator, or a blend mixing members fitted on a log
+target with members fitted on the target itself: their margins are in two units) ships without
+one, the reason written in its place (``ABSENT_KEY``): the explain route then says so, and
+training is never failed by it.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from sklearn.preprocessing import OneHotEncoder
 from xgboost import XGBClassifier, XGBRegressor
 
 from functions.shared.explanation import (
+    ABSENT_KEY,
     METADATA_KEY,
     ExplanationTable,
     ExplanationTableError,
@@ -60,16 +66,17 @@ def with_explanation(
     schema: DatasetSchema,
     train_feeds: dict[str, Any],
 ) -> bytes:
-    """``model_bytes`` with its explanation table in ``metadata_props``; unchanged (and a
-    warning logged) when the model is not one the table describes."""
+    """``model_bytes`` with its explanation table in ``metadata_props``; when the model is not
+    one the table describes, with the reason instead (under ``ABSENT_KEY``, a warning logged)."""
+    model = onnx.load_from_string(model_bytes)
+    entry = model.metadata_props.add()
     try:
         table = explanation_table(model_bytes, pipeline, schema, train_feeds)
     except (ExplanationTableError, ValueError, KeyError) as exc:
         log.warning("the model ships without explanations: %s", exc)
-        return model_bytes
-    model = onnx.load_from_string(model_bytes)
-    entry = model.metadata_props.add()
-    entry.key, entry.value = METADATA_KEY, table.to_bytes().decode()
+        entry.key, entry.value = ABSENT_KEY, str(exc)
+    else:
+        entry.key, entry.value = METADATA_KEY, table.to_bytes().decode()
     data: bytes = model.SerializeToString()
     return data
 
@@ -98,21 +105,17 @@ def explanation_table(
         )
     if blend:  # a member's nodes and tensors are prefixed m<i>_ (ensemble.blend_graphs)
         nodes = [_member_node(nodes, number) for number in range(len(pipelines))]
-    logged = [type(p.named_steps["model"]).__name__ for p in pipelines if _log_target(p)]
-    if logged:
-        # base + contributions would add up to log(prediction), an output no table states yet
-        raise ExplanationTableError(
-            f"{', '.join(logged)}: trees fitted on log(target) answer its exp (training/"
-            "target.py); their SHAP values would explain the log, not the value served"
-        )
+    logged = _log_target_members(pipelines)
     tensors = [node.input[0] for node in nodes]
     encoded = _encoded_rows(model_bytes, tensors, train_feeds)
     classes = len(schema.classes or [])
     output: Output = "value" if schema.task == "regression" else "log_odds"
     if classes > 2:
         output = "logit"
+    if logged:  # the trees' margin is the log of what the graph's Exp serves
+        output = "log_value"
     if blend and output != "value":
-        output = "weighted_logit" if output == "logit" else "weighted_log_odds"
+        output = _WEIGHTED[output]
     members: list[LinearMember | TreeMember] = []
     column_maps = []
     for node, member_pipeline, x in zip(nodes, pipelines, encoded, strict=True):
@@ -132,8 +135,34 @@ def explanation_table(
     )
 
 
-def _log_target(pipeline: Pipeline) -> bool:
-    return uses_log_target(pipeline.named_steps.get("model"))
+# A blend's output for its members' own: the weighted sum of their margins.
+_WEIGHTED: dict[str, Output] = {
+    "log_odds": "weighted_log_odds",
+    "logit": "weighted_logit",
+    "log_value": "weighted_log_value",
+}
+
+
+def _log_target_members(pipelines: list[Pipeline]) -> bool:
+    """Whether the members are fitted on log(target), all of them.
+
+    Raises
+    ------
+    ExplanationTableError
+        Some are and some are not: the ones' margins are logs of values, the others' values, and
+        no weighted sum of the two is the blend's prediction or its log.
+    """
+    names = [type(p.named_steps.get("model")).__name__ for p in pipelines]
+    logged = [uses_log_target(p.named_steps.get("model")) for p in pipelines]
+    if any(logged) and not all(logged):
+        on_log = ", ".join(n for n, log_target in zip(names, logged, strict=True) if log_target)
+        on_raw = ", ".join(n for n, log_target in zip(names, logged, strict=True) if not log_target)
+        raise ExplanationTableError(
+            f"the blend mixes members fitted on log(target) ({on_log}) with members fitted on "
+            f"the target itself ({on_raw}): their SHAP values add up to a log and to a value, "
+            "and no sum of the two is the blended prediction or its log"
+        )
+    return all(logged)
 
 
 def _member_node(nodes: list[onnx.NodeProto], number: int) -> onnx.NodeProto:

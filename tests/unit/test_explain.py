@@ -16,13 +16,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import numpy as np
 import onnx
 import pytest
 import shap
 import xgboost
+from lightgbm import LGBMModel
 from numpy.typing import NDArray
 from sklearn.inspection import permutation_importance
 from sklearn.pipeline import Pipeline
@@ -31,10 +32,12 @@ from functions.inference import logic
 from functions.inference.explain import ExplainingModel
 from functions.inference.models import ExplainResponse, PredictResponse
 from functions.shared.explanation import (
+    ABSENT_KEY,
     METADATA_KEY,
     Contributions,
     ExplanationTable,
     ExplanationTableError,
+    Output,
     metadata_entries,
 )
 from functions.shared.features import DatasetSchema
@@ -44,8 +47,9 @@ from functions.training.candidates import build_candidates, fit_candidate
 from functions.training.ensemble import NativeBlend, blend_graphs
 from functions.training.explanation import with_explanation
 from functions.training.export import to_onnx
-from functions.training.script_mode import Hyperparameters, SageMakerPaths
+from functions.training.script_mode import CandidateName, Hyperparameters, SageMakerPaths
 from functions.training.splits import Split, load_split
+from functions.training.target import uses_log_target, with_log_target
 from tests import datasets
 from tests.models import TrainedModel, train_model
 from tests.unit.test_inference import DATASET, Api, assert_error, client_rows
@@ -56,6 +60,8 @@ GENERATORS: dict[str, Callable[[Path], DatasetSchema]] = {
     "binary": datasets.binary_numeric,
     "multiclass": datasets.multiclass_mixed,
     "regression": datasets.regression_prices,
+    # lognormal used-car prices (skewness > 1): what the trees may fit log(price) on
+    "prices": partial(datasets.used_car_prices, rows=1500),
 }
 
 
@@ -85,7 +91,10 @@ class Fitted:
         return scores, contributions, explaining
 
 
-def fit(tmp_path: Path, kind: str, family: str, n_estimators: int = 40) -> Fitted:
+def fit(
+    tmp_path: Path, kind: str, family: str, n_estimators: int = 40, *, log_target: bool = False
+) -> Fitted:
+    """``log_target``: the trees fitted on log(target), as training's search may fit them."""
     schema = GENERATORS[kind](tmp_path / "version")
     paths = SageMakerPaths.for_version(tmp_path / "version", tmp_path)
     train = load_split(paths.train, schema, "train")
@@ -94,6 +103,8 @@ def fit(tmp_path: Path, kind: str, family: str, n_estimators: int = 40) -> Fitte
         n_estimators=n_estimators, early_stopping_rounds=5, max_trials=1, candidates=(family,)
     )
     pipeline = build_candidates(schema, hp, num_gpus=0, n_jobs=1)[family]
+    if log_target:
+        pipeline.steps[-1] = ("model", with_log_target(pipeline.named_steps["model"]))
     fit_candidate(family, pipeline, schema, train, validation)
     graph = with_explanation(to_onnx(pipeline, schema), pipeline, schema, train.feeds)
     return Fitted(kind, schema, pipeline, graph, train, validation)
@@ -274,7 +285,7 @@ def test_a_table_written_before_blends_reads_as_one_member(tmp_path: Path) -> No
 
 # --- ensembles ------------------------------------------------------------------------------
 
-BLEND_FAMILIES = ("linear", "xgboost", "lightgbm")
+BLEND_FAMILIES: tuple[CandidateName, ...] = ("linear", "xgboost", "lightgbm")
 BLEND_WEIGHTS = tuple(float(np.float32(w)) for w in (0.2, 0.44, 0.36))  # as the graph holds
 
 
@@ -292,6 +303,7 @@ BLEND_GENERATORS: dict[str, Callable[[Path], DatasetSchema]] = {
     "binary": _binary_mixed,
     "multiclass": partial(datasets.multiclass_mixed, rows=800),
     "regression": partial(datasets.regression_prices, rows=800),
+    "prices": partial(datasets.used_car_prices, rows=1500),
 }
 
 
@@ -299,28 +311,40 @@ BLEND_GENERATORS: dict[str, Callable[[Path], DatasetSchema]] = {
 class FittedBlend:
     schema: DatasetSchema
     pipelines: tuple[Pipeline, ...]
+    weights: tuple[float, ...]
     onnx: bytes
     train: Split
     validation: Split
 
 
-def fit_blend(tmp_path: Path, kind: str) -> FittedBlend:
-    """The three families fitted by training's code and blended as training blends them."""
+def fit_blend(
+    tmp_path: Path,
+    kind: str,
+    families: tuple[CandidateName, ...] = BLEND_FAMILIES,
+    weights: tuple[float, ...] = BLEND_WEIGHTS,
+    *,
+    log_target: bool = False,
+) -> FittedBlend:
+    """The families fitted by training's code and blended as training blends them
+    (``log_target``: the trees fitted on log(target), the linear model never)."""
     schema = BLEND_GENERATORS[kind](tmp_path / "version")
     paths = SageMakerPaths.for_version(tmp_path / "version", tmp_path)
     train = load_split(paths.train, schema, "train")
     validation = load_split(paths.validation, schema, "validation")
     hp = Hyperparameters(
-        n_estimators=30, early_stopping_rounds=5, max_trials=1, candidates=BLEND_FAMILIES
+        n_estimators=30, early_stopping_rounds=5, max_trials=1, candidates=families
     )
     built = build_candidates(schema, hp, num_gpus=0, n_jobs=1)
+    if log_target:
+        for name in set(families) - {"linear"}:
+            built[name].steps[-1] = ("model", with_log_target(built[name].named_steps["model"]))
     pipelines = tuple(
-        fit_candidate(name, built[name], schema, train, validation).pipeline
-        for name in BLEND_FAMILIES
+        fit_candidate(name, built[name], schema, train, validation).pipeline for name in families
     )
-    graph = blend_graphs([to_onnx(p, schema) for p in pipelines], BLEND_WEIGHTS, schema)
-    native = NativeBlend(pipelines, BLEND_WEIGHTS, schema.task)
-    return FittedBlend(schema, pipelines, with_explanation(graph, native, schema, train.feeds),
+    graph = blend_graphs([to_onnx(p, schema) for p in pipelines], weights, schema)
+    native = NativeBlend(pipelines, weights, schema.task)
+    return FittedBlend(schema, pipelines, weights,
+                       with_explanation(graph, native, schema, train.feeds),
                        train, validation)  # fmt: skip
 
 
@@ -358,9 +382,11 @@ def _member_reference(
         margin = booster.predict(matrix, output_margin=True, iteration_range=last)
         margin = margin[rows, targets] if margin.ndim == 2 else margin
         return full[:, :-1], full[:, -1], np.asarray(margin, np.float64)
-    if type(model).__module__.startswith("lightgbm"):
-        full = np.asarray(model.predict(x, pred_contrib=True))
-        margin = np.asarray(model.predict(x, raw_score=True))
+    if isinstance(model, LGBMModel):
+        # a log target's predict answers exp of everything: its booster's are the raw ones
+        predict = model.booster_.predict if uses_log_target(model) else model.predict
+        full = np.asarray(predict(x, pred_contrib=True))
+        margin = np.asarray(predict(x, raw_score=True))
         if margin.ndim == 2:  # multiclass: classes side by side
             full = full.reshape(x.shape[0], -1, x.shape[1] + 1)
             margin = margin[rows, targets]
@@ -386,7 +412,7 @@ def _blend_reference(
     expected = np.zeros((targets.size, len(blend.schema.features)))
     base = np.zeros(targets.size)
     margin = np.zeros(targets.size)
-    for pipeline, weight in zip(blend.pipelines, BLEND_WEIGHTS, strict=True):
+    for pipeline, weight in zip(blend.pipelines, blend.weights, strict=True):
         features = pipeline.named_steps["features"]
         x = np.asarray(features.transform(blend.validation.frame), np.float64)
         train = np.asarray(features.transform(blend.train.frame), np.float64)
@@ -435,6 +461,89 @@ def test_a_blends_contributions_are_the_weighted_sum_of_its_members_exact_values
         assert_close(contributions.margin, served, scale)
     elif kind == "multiclass":  # the predicted class is explained
         np.testing.assert_array_equal(targets, np.asarray(scores.codes))
+
+
+# --- trees fitted on log(target) -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("family", ["xgboost", "lightgbm"])
+def test_log_target_trees_are_explained_exactly_in_log_space(tmp_path: Path, family: str) -> None:
+    # Given a tree family fitted on log(price), exported as training exports it (ending in Exp)
+    fitted = fit(tmp_path, "prices", family, log_target=True)
+    assert uses_log_target(fitted.native)
+    # When its validation rows are explained
+    scores, contributions, explaining = fitted.explain(fitted.validation)
+    # Then the output is the log of the value served
+    assert explaining.table.output == "log_value"
+    # And each encoded column and the base are the booster's own TreeSHAP of its margin
+    x = fitted.encoded(fitted.validation)
+    if family == "xgboost":
+        booster, last = fitted.native.get_booster(), (0, fitted.native.best_iteration + 1)
+        reference = booster.predict(xgboost.DMatrix(x), pred_contribs=True, iteration_range=last)
+        margin = booster.predict(xgboost.DMatrix(x), output_margin=True, iteration_range=last)
+    else:  # the log target's predict answers exp: its booster's are the raw values
+        reference = fitted.native.booster_.predict(x, pred_contrib=True)
+        margin = fitted.native.booster_.predict(x, raw_score=True)
+    scale = float(np.abs(contributions.margin).max())
+    assert_close(contributions.columns, reference[:, :-1], scale)
+    assert_close(contributions.base, reference[:, -1], scale)
+    assert_close(contributions.margin, np.asarray(margin, np.float64), scale)
+    # And base + contributions is the log of the served prediction: its exp is what serves
+    served = np.asarray(scores.values, np.float64)
+    total = contributions.base + contributions.columns.sum(axis=1)
+    np.testing.assert_allclose(np.exp(total), served, rtol=1e-4)
+    np.testing.assert_allclose(np.exp(total), fitted.pipeline.predict(fitted.validation.frame),
+                               rtol=1e-4)  # fmt: skip
+
+
+def test_a_blend_of_log_target_trees_is_explained_as_its_members_weighted_logs(
+    tmp_path: Path,
+) -> None:
+    # Given XGBoost and LightGBM, both fitted on log(price), blended into one graph
+    weights = tuple(float(np.float32(w)) for w in (0.56, 0.44))
+    blend = fit_blend(tmp_path, "prices", ("xgboost", "lightgbm"), weights, log_target=True)
+    card = _card(blend.schema, blend.onnx)
+    explaining = ExplainingModel(
+        blend.onnx, ScoringModel(blend.onnx, card, expected_sha256=card.onnx.sha256)
+    )
+    # When its validation rows are explained
+    scores, contributions = explaining.run(blend.validation.feeds)
+    by_feature = explaining.by_feature(contributions)
+    # Then the output is the weighted sum of the members' logs, each member's part its
+    # booster's own TreeSHAP values
+    assert explaining.table.output == "weighted_log_value"
+    expected, base, margin = _blend_reference(blend, contributions.targets)
+    scale = float(np.abs(contributions.margin).max())
+    assert_close(by_feature, expected, scale)
+    assert_close(contributions.base, base, scale)
+    assert_close(contributions.margin, margin, scale)
+    # And that sum is the log of the members' weighted geometric mean, as stated ...
+    members = np.stack([p.predict(blend.validation.frame) for p in blend.pipelines], axis=1)
+    geometric = np.exp(np.log(members) @ np.array(weights))
+    np.testing.assert_allclose(np.exp(contributions.margin), geometric, rtol=1e-4)
+    # ... not of the served (arithmetic) mean, which is at least as large
+    served = np.asarray(scores.values, np.float64)
+    np.testing.assert_allclose(served, members @ np.array(weights), rtol=1e-5)
+    assert np.all(served >= np.exp(contributions.margin) * (1 - 1e-5))
+    assert np.any(served > np.exp(contributions.margin) * (1 + 1e-4))
+
+
+def test_a_blend_mixing_log_and_raw_targets_has_no_table_and_says_why(tmp_path: Path) -> None:
+    # Given a linear model (on the price) blended with XGBoost fitted on log(price)
+    blend = fit_blend(tmp_path, "prices", ("linear", "xgboost"), (0.5, 0.5), log_target=True)
+    # Then the model file carries no table, and the reason in its place
+    entries = metadata_entries(blend.onnx)
+    assert METADATA_KEY not in entries
+    reason = entries[ABSENT_KEY].decode()
+    assert "LogTargetXGBRegressor" in reason and "Ridge" in reason
+    # And opening it to explain is the error the route answers not_explainable with, naming why
+    card = _card(blend.schema, blend.onnx)
+    scoring = ScoringModel(blend.onnx, card, expected_sha256=card.onnx.sha256)
+    with pytest.raises(ExplanationTableError) as raised:
+        ExplainingModel(blend.onnx, scoring)
+    assert str(raised.value) == f"its model file carries no explanation table: {reason}"
+    assert "mixes members fitted on log(target) (LogTargetXGBRegressor) with members fitted on " \
+        "the target itself (Ridge)" in reason  # fmt: skip
 
 
 # --- every class ----------------------------------------------------------------------------
@@ -669,6 +778,70 @@ def test_explain_of_a_model_without_a_table_is_a_422(
     assert api.predict(instances).status == 200
     model_reads = [key for _, key in api.store.reads if key.endswith(".onnx")]
     assert len(model_reads) == 2  # the predict session's load and the one explain load
+
+
+def test_explain_of_a_model_training_could_not_explain_says_why(
+    trained_models: dict[str, TrainedModel],
+) -> None:
+    # Given a live model whose file carries, instead of a table, the reason training wrote
+    # (as a blend mixing log-target trees with a linear model ships)
+    model = trained_models["regression"]
+    edited = onnx.load_from_string(model.onnx)
+    del edited.metadata_props[:]
+    entry = edited.metadata_props.add()
+    entry.key, entry.value = ABSENT_KEY, "the blend mixes members fitted on log(target) (...)"
+    data = edited.SerializeToString()
+    sha256 = hashlib.sha256(data).hexdigest()
+    card = model.card.model_copy(
+        update={"onnx": model.card.onnx.model_copy(update={"sha256": sha256})}
+    )
+    api = Api()
+    api.publish(dataclasses.replace(model, onnx=data, card=card), run="run-1")
+    _, instances = client_rows(model, rows=2)
+    # Then explain is a 422 not_explainable that gives that reason; predict is unaffected
+    reason = "no explanation table: the blend mixes members fitted on log(target)"
+    assert_error(_explain(api, instances), 422, "not_explainable", mentions=reason)
+    assert api.predict(instances).status == 200
+
+
+def test_explain_answers_the_log_of_a_log_target_models_prediction(tmp_path: Path) -> None:
+    # Given a model that training shipped fitted on log(price) (one family, searched so that
+    # it tries the log) live behind the route
+    hp = Hyperparameters(
+        n_estimators=40, early_stopping_rounds=5, max_trials=2, candidates=("xgboost",)
+    )
+    # (on 3 000 rows the log is better: test_training_log_target.py)
+    prices = partial(datasets.used_car_prices, rows=3000)
+    model = train_model(tmp_path, "prices", hp, generate=prices)
+    assert model.card.families[0].params["target"] == "log"
+    api = Api()
+    api.publish(model, run="run-1")
+    _, instances = client_rows(model, rows=10)
+    # When its predictions are explained, for the predicted class and for "all"
+    reply = _explain(api, instances)
+    assert reply.status == 200, reply.body
+    body = ExplainResponse.model_validate(reply.body)
+    assert ExplainResponse.model_validate(_explain(api, instances, classes="all").body) == body
+    # Then each adds up to the log of its prediction, which is the predict route's
+    predicted = PredictResponse.model_validate(api.predict(instances).body)
+    assert [e.prediction for e in body.explanations] == predicted.predictions
+    names = [f.name for f in model.card.features]
+    for explanation in body.explanations:
+        assert explanation.output == "log_value"
+        assert explanation.explained_class is None and explanation.probability is None
+        assert list(explanation.contributions) == names
+        total = explanation.base_value + sum(explanation.contributions.values())
+        assert total == pytest.approx(explanation.output_value, rel=1e-9, abs=1e-9)
+        assert isinstance(explanation.prediction, float)
+        assert np.exp(total) == pytest.approx(explanation.prediction, rel=1e-4)
+
+
+def test_the_openapi_document_states_every_output_an_explanation_may_have() -> None:
+    # the route's response model and the table's outputs are one list
+    document = Api().call("GET", "/v1/openapi.json").body
+    output = document["components"]["schemas"]["Explanation"]["properties"]["output"]
+    assert output["enum"] == list(get_args(Output))
+    assert {"log_value", "weighted_log_value"} <= set(output["enum"])
 
 
 def test_explain_refuses_what_predict_refuses(trained_models: dict[str, TrainedModel]) -> None:

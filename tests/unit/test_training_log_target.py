@@ -15,7 +15,12 @@ from sklearn.linear_model import Ridge
 from xgboost import XGBRegressor
 
 from functions.shared.errors import TrainingError
-from functions.shared.explanation import METADATA_KEY
+from functions.shared.explanation import (
+    ABSENT_KEY,
+    METADATA_KEY,
+    ExplanationTable,
+    metadata_entries,
+)
 from functions.shared.features import PREDICTION_OUTPUT, DatasetSchema
 from functions.shared.model_card import ModelCard
 from functions.training.candidates import build_candidates, fit_candidate
@@ -154,12 +159,21 @@ def test_each_tree_family_chooses_its_target_on_the_selection_figure(tmp_path: P
     ] == [
         (c.name, c.params.get("target_scores"), [t.score for t in c.trials]) for c in again.families
     ]
-    # And what ships passed parity, its graph ending in Exp, with no explanation table (its
-    # contributions would add up to the log of the price served)
+    # And what ships passed parity, its graph ending in Exp
     assert card.parity.passed
     model = onnx.load(tmp_path / "a" / "model" / "model.onnx")
     assert "Exp" in {n.op_type for n in model.graph.node}
-    assert METADATA_KEY not in {p.key for p in model.metadata_props}
+    # And it is explained in log space, or (a blend with the linear model, fitted on the price
+    # itself) carries the reason it is not
+    entries = metadata_entries(model.SerializeToString())
+    chosen = next(c for c in card.candidates if c.name == card.chosen)
+    members = [m.name for m in chosen.members] or [chosen.name]
+    if "linear" in members and len(members) > 1:
+        assert METADATA_KEY not in entries
+        assert "fitted on log(target)" in entries[ABSENT_KEY].decode()
+    else:
+        table = ExplanationTable.from_bytes(entries[METADATA_KEY])
+        assert table.output == ("weighted_log_value" if len(members) > 1 else "log_value")
 
 
 def test_the_log_is_tried_in_any_search_however_little_of_the_budget_is_left(
