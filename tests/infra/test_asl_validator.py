@@ -1,6 +1,6 @@
 """The pipeline's ASL file checked as Step Functions would check it, by a second reader.
 
-``infra/local/asl.py`` refuses ASL it cannot run, but that is our reading of the language.
+``infra/local/asl/`` refuses ASL it cannot run, but that is our reading of the language.
 ``asl-validator`` (npm, pinned in package.json; ``make test`` installs it with ``npm ci``)
 checks the file against the States Language's JSON schema and its rules (every target exists,
 every state reachable, paths well formed), as CreateStateMachine would refuse it. It checks the

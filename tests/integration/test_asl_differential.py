@@ -1,5 +1,5 @@
 """Differential test: the same small state machines run by our ASL interpreter
-(``infra/local/asl.py``, what the local stack runs ``pipeline.asl.json`` with) and by moto's
+(``infra/local/asl/``, what the local stack runs ``pipeline.asl.json`` with) and by moto's
 Step Functions executor (``mock_aws(config={"stepfunctions": {"execute_state_machine": True}})``,
 LocalStack's ASL engine), on the same input. They must agree on the status, the output (or the
 error name) and the states entered, and both must give what AWS's documentation says.
