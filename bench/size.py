@@ -39,6 +39,8 @@ from typing import Any
 
 from bench.report import Figure, Section, run_cli
 from layers import build
+from layers.archive import _tree_size, _write_atomic
+from layers.trim import _trim_identity
 
 FUNCTION = "inference"
 OTHERS = ("preprocess", "evaluate", "promote", "batch", "drift", "retrain")
@@ -203,7 +205,7 @@ def _cached_tree(
         "python": build.PYTHON_VERSION,
         "implementation": build.IMPLEMENTATION,
         "platforms": list(build.PLATFORMS),
-        "trims": build._trim_identity() if trimmed else None,
+        "trims": _trim_identity() if trimmed else None,
     }
     key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
     cache_dir = build.ROOT / build.BUILD_DIR_NAME / "bench" / "size"
@@ -217,7 +219,7 @@ def _cached_tree(
     with tempfile.TemporaryDirectory(prefix=f".{name}-", dir=cache_dir) as tmp:
         tree = Path(tmp) / "python"
         pins = build.install_for_platform(requirements, tree, deps=deps, bytecode=bytecode)
-        installed = build._tree_size(tree)
+        installed = _tree_size(tree)
         if trimmed:
             build.trim(tree)
         archive = build.zip_tree(tree, Path(tmp) / f"{name}.zip", prefix="python")
@@ -225,7 +227,7 @@ def _cached_tree(
             "identity": identity,
             "pins": pins,
             "bytes_installed": installed,
-            "bytes": build._tree_size(tree),
+            "bytes": _tree_size(tree),
             "bytecode_bytes": sum(p.stat().st_size for p in tree.rglob("*.pyc")),
             "zipped_bytes": archive.stat().st_size,
             "largest": _largest(_zip_files(archive, prefix="python/")),
@@ -233,7 +235,7 @@ def _cached_tree(
     for stale in cache_dir.glob(f"{name}-*.json"):
         if stale != cache:
             stale.unlink()
-    build._write_atomic(cache, json.dumps(measured, indent=2) + "\n")
+    _write_atomic(cache, json.dumps(measured, indent=2) + "\n")
     return {**measured, "cached": False}
 
 

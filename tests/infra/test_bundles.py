@@ -30,6 +30,7 @@ import pytest
 from functions.evaluate import logic as evaluate_logic
 from functions.shared.scoring import ScoringModel
 from layers import build
+from layers import resolve as resolving
 from tests.models import TrainedModel
 
 pytestmark = pytest.mark.slow
@@ -201,7 +202,7 @@ def test_a_cached_resolution_survives_unrelated_pin_changes_only(
         raise PipCalledError
 
     pins = build.resolve("promote")  # resolved (and cached) with pip if it is not yet
-    monkeypatch.setattr(build, "_pip", no_pip)
+    monkeypatch.setattr(resolving, "_pip", no_pip)  # what build.resolve runs pip with
     root, cache = tmp_path / "checkout", tmp_path / "build" / "layers"
     root.mkdir()
     cache.mkdir(parents=True)
