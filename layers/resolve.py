@@ -26,6 +26,8 @@ from layers.archive import ROOT, BuildError, _build, _write_atomic
 # are accepted up to manylinux_2_28. pip 23 does NOT widen one --platform to the older manylinux
 # tags (checked: with only manylinux_2_28_x86_64, pydantic-core's manylinux_2_17 wheel is
 # skipped), so every tag a glibc-2.28 system accepts is listed, newest first.
+# (uv's --python-platform would do without the list: measured, not adopted, see
+# docs/decisions/2026-12-04-layers-keep-pip-platform-tags.md.)
 PYTHON_VERSION = "3.12"
 IMPLEMENTATION = "cp"
 PLATFORMS: tuple[str, ...] = (
