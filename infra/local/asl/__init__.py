@@ -7,7 +7,7 @@ with task handlers standing in for the services. Only the subset of ASL that def
 implemented, with the service's semantics; :func:`validate` refuses anything else, so the file
 cannot grow a feature that works on AWS but is silently ignored here (or the reverse).
 
-The package, along its seams: :mod:`~infra.local.asl.validate` (reading and checking a
+The package, along its seams: :mod:`~infra.local.asl.validation` (reading and checking a
 definition), :mod:`~infra.local.asl.paths` (reference paths, ``Parameters``/``ResultSelector``
 templates, ``ResultPath`` and the ``States.*`` intrinsic functions) and
 :mod:`~infra.local.asl.execute` (running the states). What other modules use is imported from
@@ -28,7 +28,7 @@ from infra.local.asl.execute import (
     TaskHandler,
     run,
 )
-from infra.local.asl.validate import (
+from infra.local.asl.validation import (
     LAMBDA_INVOKE,
     DefinitionError,
     UnsupportedDefinitionError,

@@ -23,7 +23,7 @@ from infra.local.asl.paths import (
     _select,
     _StatesRuntimeError,
 )
-from infra.local.asl.validate import _COMPARISONS, LAMBDA_INVOKE, validate
+from infra.local.asl.validation import _COMPARISONS, LAMBDA_INVOKE, validate
 
 MAX_TRANSITIONS = 1000
 RUNTIME = "States.Runtime"

@@ -2,7 +2,7 @@
 ``States.Name(...)``, reading a path from a state's input or the context object, filling
 ``Parameters``/``ResultSelector`` templates and applying ``ResultPath``.
 
-What :mod:`infra.local.asl.validate` checks a definition with and
+What :mod:`infra.local.asl.validation` checks a definition with and
 :mod:`infra.local.asl.execute` runs it with; a path or function the data cannot satisfy raises
 ``_StatesRuntimeError`` (``States.Runtime``).
 """
