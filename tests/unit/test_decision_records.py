@@ -64,6 +64,16 @@ def test_every_link_between_records_resolves(path: Path) -> None:
     assert not missing, f"{path.name} links to records that do not exist: {missing}"
 
 
+def test_links_from_the_docs_into_the_records_resolve() -> None:
+    root = DECISIONS_DIR.parent.parent
+    broken = []
+    for doc in [root / "README.md", *sorted((root / "docs").glob("*.md"))]:
+        for target in _relative_md_links(doc.read_text(encoding="utf-8")):
+            if "decisions/" in target and not (doc.parent / target).is_file():
+                broken.append(f"{doc.relative_to(root)} → {target}")
+    assert not broken, f"links to decision records that do not exist: {broken}"
+
+
 def test_the_index_lists_every_record_and_no_missing_one() -> None:
     index = (DECISIONS_DIR / INDEX_NAME).read_text(encoding="utf-8")
     rows = [row.group(1) for row in map(INDEX_ROW.match, index.splitlines()) if row]
