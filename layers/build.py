@@ -4,8 +4,7 @@
   Python 3.12 / x86_64 / manylinux_2_28 from pyproject.toml's base dependencies plus the
   function's extra, every version pinned by constraints.txt, then trimmed (``TRIMS``).
 * ``function_zip(function)``: the function's code (``functions/__init__.py``,
-  ``functions/shared/``, ``functions/<package>/``, and the modules it borrows from another
-  package) at the zip root.
+  ``functions/shared/``, ``functions/<package>/``) at the zip root.
 * ``training_source_tarball()``: SageMaker's ``sourcedir.tar.gz`` (``train.py`` shim,
   ``requirements.txt``, ``functions/{__init__.py,shared,training}``).
 
@@ -81,15 +80,13 @@ class BuildError(RuntimeError):
 @dataclass(frozen=True)
 class FunctionSpec:
     """One deployed Lambda function: its code package under ``functions/``, the pyproject.toml
-    extras its layer installs on top of the base dependencies, its handler string, and the
-    files it imports from another package (``borrows``, paths under ``functions/``: the
-    package's ``__init__.py`` and the modules themselves, nothing that pulls in more)."""
+    extras its layer installs on top of the base dependencies, and its handler string. Its
+    code is ``functions/shared/`` and its package, nothing from another package."""
 
     name: str
     package: str
     extras: tuple[str, ...]
     handler: str
-    borrows: tuple[str, ...] = ()
     # Ship the layer's bytecode, compiled by Lambda's Python version (``layer_bytecode``).
     bytecode: bool = False
 
@@ -129,14 +126,9 @@ FUNCTIONS: dict[str, FunctionSpec] = {
         ),
         FunctionSpec("batch", "batch", ("batch",), "functions.batch.handler.lambda_handler"),
         FunctionSpec("drift", "drift", ("drift",), "functions.drift.handler.lambda_handler"),
-        # retrain only talks to AWS (boto3, as promote); functions/shared/runs.py reads the
-        # dataset version's manifest with preprocess's pydantic model (no pandas in it)
+        # retrain only talks to AWS (boto3, as promote)
         FunctionSpec(
-            "retrain",
-            "retrain",
-            ("promote",),
-            "functions.retrain.handler.lambda_handler",
-            borrows=("preprocess/__init__.py", "preprocess/models.py"),
+            "retrain", "retrain", ("promote",), "functions.retrain.handler.lambda_handler"
         ),
     )
 }
@@ -635,18 +627,12 @@ def _rule_for(relative: str) -> TrimRule | None:
 
 
 def _code_files(root: Path, spec: FunctionSpec) -> list[tuple[str, Path]]:
-    """(arcname, path) of a function's code: functions/__init__.py, shared/, its package and
-    the files it borrows."""
+    """(arcname, path) of a function's code: functions/__init__.py, shared/ and its package."""
     functions = root / "functions"
     files = [("functions/__init__.py", functions / "__init__.py")]
     for sub in ("shared", spec.package):
         files += [(f"functions/{sub}/{rel}", path) for rel, path in _source_tree(functions / sub)]
-    for borrowed in spec.borrows:
-        path = functions / borrowed
-        if not path.is_file():
-            raise BuildError(f"{spec.name} borrows functions/{borrowed}, which does not exist")
-        files.append((f"functions/{borrowed}", path))
-    return sorted(set(files))
+    return sorted(files)
 
 
 def _source_tree(directory: Path) -> Iterator[tuple[str, Path]]:

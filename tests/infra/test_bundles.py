@@ -129,36 +129,28 @@ def test_each_layer_installs_exactly_its_resolved_pins(bundles: dict[str, Bundle
             ), package
 
 
-def test_code_zips_hold_functions_shared_the_package_and_what_it_borrows_only(
+def test_code_zips_hold_functions_shared_and_the_package_only(
     bundles: dict[str, Bundle],
 ) -> None:
     for package in PACKAGES:
-        [borrows] = {s.borrows for s in build.FUNCTIONS.values() if s.package == package}
         with zipfile.ZipFile(bundles[package].code_zip) as zf:
             names = zf.namelist()
         assert "functions/__init__.py" in names
         assert f"functions/{package}/handler.py" in names
         assert "functions/shared/__init__.py" in names
-        assert {n.split("/")[1] for n in names if n.count("/") > 1} == {
-            "shared",
-            package,
-            *(b.split("/")[0] for b in borrows),
-        }
+        assert {n.split("/")[1] for n in names if n.count("/") > 1} == {"shared", package}
         assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
         expected = sorted(
-            [
-                p.relative_to(ROOT).as_posix()
-                for sub in ("shared", package)
-                for p in (ROOT / "functions" / sub).rglob("*")
-                if p.is_file() and p.suffix != ".pyc" and "__pycache__" not in p.parts
-            ]
-            + [f"functions/{b}" for b in borrows]
+            p.relative_to(ROOT).as_posix()
+            for sub in ("shared", package)
+            for p in (ROOT / "functions" / sub).rglob("*")
+            if p.is_file() and p.suffix != ".pyc" and "__pycache__" not in p.parts
         )
         assert sorted(n for n in names if n != "functions/__init__.py") == expected
-    # the retrain function reads a dataset version's manifest with preprocess's model only
+    # the retrain function reads a dataset version's manifest with functions/shared's model
     with zipfile.ZipFile(bundles["retrain"].code_zip) as zf:
-        preprocess = {n for n in zf.namelist() if n.startswith("functions/preprocess/")}
-    assert preprocess == {"functions/preprocess/__init__.py", "functions/preprocess/models.py"}
+        assert "functions/shared/manifest.py" in zf.namelist()
+        assert not [n for n in zf.namelist() if n.startswith("functions/preprocess/")]
 
 
 def test_every_aws_client_the_functions_create_has_its_botocore_model() -> None:
