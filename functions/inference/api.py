@@ -74,7 +74,6 @@ class Settings(BaseModel):
     MAX_INSTANCES: int = Field(default=1000, ge=1)
     MODEL_CACHE_TTL_SECONDS: float = Field(default=5.0, ge=0)
     FEEDBACK_BUCKET: str | None = None  # unset: the feedback route answers 503
-    AWS_ENDPOINT_URL: str | None = None  # set by the local stack only
 
     @field_validator("FEEDBACK_BUCKET")
     @classmethod
@@ -89,8 +88,8 @@ Deps = tuple[Settings, ModelCache, ObjectStore]
 @cache
 def dependencies() -> Deps:
     settings = Settings.model_validate(dict(os.environ))
-    dynamodb = boto3.client("dynamodb", endpoint_url=settings.AWS_ENDPOINT_URL)
-    store = S3ObjectStore(boto3.client("s3", endpoint_url=settings.AWS_ENDPOINT_URL))
+    dynamodb = boto3.client("dynamodb")
+    store = S3ObjectStore(boto3.client("s3"))
     model_cache = ModelCache(
         DynamoDBRegistry(dynamodb, settings.REGISTRY_TABLE),
         store,
@@ -104,7 +103,7 @@ def observers() -> tuple[CaptureBuffer, ServingMetrics]:
     """Capture and serving metrics, built on first use (after a SnapStart restore, so each
     environment samples with its own random sequence)."""
     settings = CaptureSettings.from_env()
-    s3 = boto3.client("s3", endpoint_url=os.environ.get("AWS_ENDPOINT_URL"))
+    s3 = boto3.client("s3")
     return CaptureBuffer(settings, S3ObjectStore(s3)), ServingMetrics()
 
 
