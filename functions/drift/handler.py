@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from functools import cache
 from typing import Any
 
+from aws_lambda_powertools.metrics.functions import is_metrics_disabled
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -63,7 +64,7 @@ def publish(outcome: DriftJobOutcome | QualityOutcome, emit: Any = emit_emf) -> 
 
 
 def _emit(figures: Iterable[tuple[str, dict[str, str], float]], emit: Any) -> int:
-    if os.environ.get("POWERTOOLS_METRICS_DISABLED") == "true":
+    if is_metrics_disabled():
         return 0
     namespace = os.environ.get("POWERTOOLS_METRICS_NAMESPACE") or NAMESPACE
     now = int(time.time() * 1000)
