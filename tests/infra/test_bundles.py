@@ -232,8 +232,8 @@ import boto3
 for service in job["services"]:
     boto3.client(service, region_name="us-east-1")
 # the function's own dependencies: Settings from the environment, its boto3 clients
-factory = getattr(module, "_deps", None) or getattr(module, "pipeline_deps")
-factory()
+factory_module, _, factory = job["dependencies"].rpartition(".")
+getattr(importlib.import_module(factory_module), factory)()
 
 if job["tables"]:
     import pandas as pd
@@ -338,13 +338,25 @@ ENVIRONMENT = {
     "AWS_DEFAULT_REGION": "us-east-1",
     "AWS_ACCESS_KEY_ID": "testing",
     "AWS_SECRET_ACCESS_KEY": "testing",
-    # every Settings field without a default (functions/*/handler.py, shared/pipeline_deps.py)
+    # every Settings field without a default (functions/*/handler.py, inference/api.py,
+    # shared/pipeline_deps.py)
     "ARTIFACTS_BUCKET": "sluice-artifacts",
     "RAW_BUCKET": "sluice-raw",
     "STATE_MACHINE_ARN": "arn:aws:states:us-east-1:123456789012:stateMachine:sluice",
     "REGISTRY_TABLE": "sluice-registry",
     "DECISIONS_TOPIC_ARN": "arn:aws:sns:us-east-1:123456789012:sluice-decisions",
     "STAGE": "test",
+}
+# The cached factory that builds each function's Settings and boto3 clients.
+DEPENDENCIES = {
+    "preprocess": "functions.preprocess.handler._deps",
+    "evaluate": "functions.shared.pipeline_deps.pipeline_deps",
+    "promote": "functions.shared.pipeline_deps.pipeline_deps",
+    "reject": "functions.shared.pipeline_deps.pipeline_deps",
+    "inference": "functions.inference.api.dependencies",
+    "batch": "functions.batch.handler._deps",
+    "drift": "functions.drift.handler._deps",
+    "retrain": "functions.retrain.handler._deps",
 }
 
 
@@ -417,6 +429,7 @@ def test_the_handler_runs_under_python312_from_its_zips_alone(
     job: dict[str, Any] = {
         "module": spec.handler_module,
         "function": spec.handler_function,
+        "dependencies": DEPENDENCIES[function],
         "services": list(build.AWS_SERVICES),
         "tmp": str(tmp_path),
         "tables": function == "preprocess",
