@@ -130,14 +130,14 @@ def run(quick: bool) -> dict[str, dict[str, Any]]:
     results: dict[str, dict[str, Any]] = {}
     with mock_aws():
         os.environ["REGISTRY_TABLE"] = TABLE
-        from functions.inference import handler as handler_module
+        from functions.inference import api as inference_api
         from functions.inference.capture import CaptureBuffer, CaptureSettings
         from functions.inference.handler import lambda_handler
         from functions.inference.serving_metrics import ServingMetrics
 
         store = S3ObjectStore(boto3.client("s3", region_name="us-east-1"))
         quiet = (CaptureBuffer(CaptureSettings(), store), ServingMetrics(enabled=False))
-        handler_module._observers = lambda: quiet  # type: ignore[assignment]
+        inference_api.observers = lambda: quiet  # type: ignore[assignment]
         calls: dict[str, Callable[[], object]] = {}
         floors: dict[str, Callable[[], object]] = {}
         for number, (name, (graph, _)) in enumerate(measured.items()):

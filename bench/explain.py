@@ -174,7 +174,7 @@ def run(seconds: float) -> dict[str, Any]:
         predict_bench.publish(onnx_bytes, card)
         predict_bench.publish(blend.graph, blend.card, dataset=BLEND_DATASET)
         os.environ["REGISTRY_TABLE"] = predict_bench.TABLE
-        from functions.inference import handler as handler_module
+        from functions.inference import api as inference_api
         from functions.inference.capture import CaptureBuffer, CaptureSettings
         from functions.inference.handler import lambda_handler
         from functions.inference.serving_metrics import ServingMetrics
@@ -182,8 +182,8 @@ def run(seconds: float) -> dict[str, Any]:
 
         store = S3ObjectStore(boto3.client("s3", region_name="us-east-1"))
         quiet = (CaptureBuffer(CaptureSettings(), store), ServingMetrics(enabled=False))
-        handler_module._observers = lambda: quiet  # type: ignore[assignment]
-        cache = handler_module._deps()[1]
+        inference_api.observers = lambda: quiet  # type: ignore[assignment]
+        cache = inference_api.dependencies()[1]
 
         model = pipeline.named_steps["model"]
         peer = shap.TreeExplainer(model)

@@ -53,7 +53,7 @@ os.environ.update(
 import pandas as pd
 
 from bench.report import Figure, Section, render
-from functions.inference.handler import Settings
+from functions.inference.api import Settings
 from infra.local.stack import (
     DEAD_LETTER_FILE,
     UPLOADS_FILE,

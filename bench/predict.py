@@ -69,7 +69,7 @@ from functions.shared.registry_dynamodb import DynamoDBRegistry, create_table
 from functions.shared.scoring import session_options
 from functions.training.script_mode import Hyperparameters, SageMakerPaths
 from functions.training.train import train
-from infra.local.pipeline import LocalLambdaContext
+from infra.local.context import LocalLambdaContext
 
 EVENT = Path(__file__).resolve().parents[1] / "events" / "predict.apigw_rest.json"
 DATASET = "churn"
@@ -265,7 +265,7 @@ def run(seconds: float) -> tuple[str, dict[int, dict[str, list[int]]]]:
         publish(onnx_bytes, card)
         os.environ["REGISTRY_TABLE"] = TABLE
 
-        from functions.inference import handler as handler_module
+        from functions.inference import api as inference_api
         from functions.inference.capture import CaptureBuffer, CaptureSettings
         from functions.inference.handler import lambda_handler
         from functions.inference.serving_metrics import ServingMetrics
@@ -283,7 +283,7 @@ def run(seconds: float) -> tuple[str, dict[int, dict[str, list[int]]]]:
             chosen = observed if on else unobserved
 
             def call(event: dict[str, Any]) -> object:
-                handler_module._observers = lambda: chosen  # type: ignore[assignment]
+                inference_api.observers = lambda: chosen  # type: ignore[assignment]
                 return lambda_handler(event, CONTEXT)
 
             return call

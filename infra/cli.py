@@ -1227,7 +1227,7 @@ def function_logs_to(sink: IO[str]) -> Iterator[None]:
 
 def _predict_in_process(args: argparse.Namespace, path: str, body: bytes) -> tuple[int, Any]:
     from infra.local.apigw import read_response, rest_event
-    from infra.local.pipeline import LocalLambdaContext
+    from infra.local.context import LocalLambdaContext
     from infra.topology import Topology
 
     deployment: Deployment = args.deployment

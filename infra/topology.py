@@ -128,7 +128,7 @@ class Topology:
         }
 
     def inference_environment(self) -> dict[str, str]:
-        """The inference function's environment (functions/inference/handler.py Settings)."""
+        """The inference function's environment (functions/inference/api.py Settings)."""
         return {
             "REGISTRY_TABLE": self.registry_table,
             "POWERTOOLS_SERVICE_NAME": "sluice-inference",

@@ -4,8 +4,7 @@
   Python 3.12 / x86_64 / manylinux_2_28 from pyproject.toml's base dependencies plus the
   function's extra, every version pinned by constraints.txt, then trimmed (``TRIMS``).
 * ``function_zip(function)``: the function's code (``functions/__init__.py``,
-  ``functions/shared/``, ``functions/<package>/``, and the modules it borrows from another
-  package) at the zip root.
+  ``functions/shared/``, ``functions/<package>/``) at the zip root.
 * ``training_source_tarball()``: SageMaker's ``sourcedir.tar.gz`` (``train.py`` shim,
   ``requirements.txt``, ``functions/{__init__.py,shared,training}``).
 
@@ -252,18 +251,12 @@ def layer_manifest(function: str, *, root: Path = ROOT, build_dir: Path | None =
 
 
 def _code_files(root: Path, spec: FunctionSpec) -> list[tuple[str, Path]]:
-    """(arcname, path) of a function's code: functions/__init__.py, shared/, its package and
-    the files it borrows."""
+    """(arcname, path) of a function's code: functions/__init__.py, shared/ and its package."""
     functions = root / "functions"
     files = [("functions/__init__.py", functions / "__init__.py")]
     for sub in ("shared", spec.package):
         files += [(f"functions/{sub}/{rel}", path) for rel, path in _source_tree(functions / sub)]
-    for borrowed in spec.borrows:
-        path = functions / borrowed
-        if not path.is_file():
-            raise BuildError(f"{spec.name} borrows functions/{borrowed}, which does not exist")
-        files.append((f"functions/{borrowed}", path))
-    return sorted(set(files))
+    return sorted(files)
 
 
 def _hash_files(files: Iterable[tuple[str, Path]]) -> str:

@@ -41,15 +41,13 @@ PLATFORMS: tuple[str, ...] = (
 @dataclass(frozen=True)
 class FunctionSpec:
     """One deployed Lambda function: its code package under ``functions/``, the pyproject.toml
-    extras its layer installs on top of the base dependencies, its handler string, and the
-    files it imports from another package (``borrows``, paths under ``functions/``: the
-    package's ``__init__.py`` and the modules themselves, nothing that pulls in more)."""
+    extras its layer installs on top of the base dependencies, and its handler string. Its
+    code is ``functions/shared/`` and its package, nothing from another package."""
 
     name: str
     package: str
     extras: tuple[str, ...]
     handler: str
-    borrows: tuple[str, ...] = ()
     # Ship the layer's bytecode, compiled by Lambda's Python version (``layer_bytecode``).
     bytecode: bool = False
 
@@ -89,14 +87,9 @@ FUNCTIONS: dict[str, FunctionSpec] = {
         ),
         FunctionSpec("batch", "batch", ("batch",), "functions.batch.handler.lambda_handler"),
         FunctionSpec("drift", "drift", ("drift",), "functions.drift.handler.lambda_handler"),
-        # retrain only talks to AWS (boto3, as promote); functions/shared/runs.py reads the
-        # dataset version's manifest with preprocess's pydantic model (no pandas in it)
+        # retrain only talks to AWS (boto3, as promote)
         FunctionSpec(
-            "retrain",
-            "retrain",
-            ("promote",),
-            "functions.retrain.handler.lambda_handler",
-            borrows=("preprocess/__init__.py", "preprocess/models.py"),
+            "retrain", "retrain", ("promote",), "functions.retrain.handler.lambda_handler"
         ),
     )
 }

@@ -13,6 +13,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO, Literal
 
+from functions.retrain.guard import GuardState
+from functions.retrain.guard_store import DecisionRecord, GuardStore, check_commit, check_record
 from functions.shared.notify import Decision, Notifier
 from functions.shared.orchestration import Orchestrator, RunInput, RunStart
 from functions.shared.registry import (
@@ -417,3 +419,44 @@ class RecordingNotifier(Notifier):
 
     def publish(self, decision: Decision) -> None:
         self.published.append(decision)
+
+
+class InMemoryGuardStore(GuardStore):
+    """The same semantics in a dict, behind one lock (each method is atomic)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._states: dict[str, GuardState] = {}
+        self._records: dict[str, dict[str, DecisionRecord]] = {}
+
+    def load(self, dataset: str) -> GuardState:
+        with self._lock:
+            return self._states.get(dataset, GuardState())
+
+    def commit(
+        self,
+        dataset: str,
+        expected_revision: int,
+        new_state: GuardState,
+        decision_record: DecisionRecord,
+    ) -> bool:
+        check_commit(dataset, expected_revision, new_state, decision_record)
+        with self._lock:
+            if self._states.get(dataset, GuardState()).revision != expected_revision:
+                return False
+            self._states[dataset] = new_state
+            self._put(dataset, decision_record)
+            return True
+
+    def record(self, dataset: str, decision_record: DecisionRecord) -> None:
+        check_record(dataset, decision_record)
+        with self._lock:
+            self._put(dataset, decision_record)
+
+    def decisions(self, dataset: str, limit: int = 50) -> list[DecisionRecord]:
+        with self._lock:
+            records = self._records.get(dataset, {})
+            return [records[key] for key in sorted(records, reverse=True)[:limit]]
+
+    def _put(self, dataset: str, decision_record: DecisionRecord) -> None:
+        self._records.setdefault(dataset, {})[decision_record.sort_key()] = decision_record

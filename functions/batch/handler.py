@@ -25,7 +25,6 @@ class Settings(BaseModel):
     RAW_BUCKET: str
     ARTIFACTS_BUCKET: str
     REGISTRY_TABLE: str
-    AWS_ENDPOINT_URL: str | None = None  # set by the local stack only
 
 
 @cache
@@ -35,10 +34,8 @@ def _deps() -> tuple[Settings, S3ObjectStore, DynamoDBRegistry]:
     import boto3
 
     settings = Settings.model_validate(dict(os.environ))
-    store = S3ObjectStore(boto3.client("s3", endpoint_url=settings.AWS_ENDPOINT_URL))
-    registry = DynamoDBRegistry(
-        boto3.client("dynamodb", endpoint_url=settings.AWS_ENDPOINT_URL), settings.REGISTRY_TABLE
-    )
+    store = S3ObjectStore(boto3.client("s3"))
+    registry = DynamoDBRegistry(boto3.client("dynamodb"), settings.REGISTRY_TABLE)
     return settings, store, registry
 
 

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from functools import cache
 from typing import Any
 
+from aws_lambda_powertools.metrics.functions import is_metrics_disabled
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -43,7 +44,6 @@ class Settings(BaseModel):
     REGISTRY_TABLE: str
     DRIFT_WINDOW_HOURS: int = 24
     QUALITY_WINDOW_HOURS: int = Field(default=24, ge=1)
-    AWS_ENDPOINT_URL: str | None = None  # set by the local stack only
 
 
 @cache
@@ -51,10 +51,8 @@ def _deps() -> tuple[Settings, S3ObjectStore, DynamoDBRegistry]:
     import boto3
 
     settings = Settings.model_validate(dict(os.environ))
-    store = S3ObjectStore(boto3.client("s3", endpoint_url=settings.AWS_ENDPOINT_URL))
-    registry = DynamoDBRegistry(
-        boto3.client("dynamodb", endpoint_url=settings.AWS_ENDPOINT_URL), settings.REGISTRY_TABLE
-    )
+    store = S3ObjectStore(boto3.client("s3"))
+    registry = DynamoDBRegistry(boto3.client("dynamodb"), settings.REGISTRY_TABLE)
     return settings, store, registry
 
 
@@ -66,7 +64,7 @@ def publish(outcome: DriftJobOutcome | QualityOutcome, emit: Any = emit_emf) -> 
 
 
 def _emit(figures: Iterable[tuple[str, dict[str, str], float]], emit: Any) -> int:
-    if os.environ.get("POWERTOOLS_METRICS_DISABLED") == "true":
+    if is_metrics_disabled():
         return 0
     namespace = os.environ.get("POWERTOOLS_METRICS_NAMESPACE") or NAMESPACE
     now = int(time.time() * 1000)

@@ -21,14 +21,7 @@ from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
 from pydantic import BaseModel
 
 from functions.inference import logic
-from functions.inference.errors import ErrorResponse, RequestFacts, error_response
-from functions.inference.feedback import (
-    FeedbackRequest,
-    FeedbackResponse,
-    parse_feedback_request,
-    record_feedback,
-)
-from functions.inference.handler import (
+from functions.inference.api import (
     API_TITLE,
     API_VERSION,
     EXPLAIN,
@@ -51,6 +44,13 @@ from functions.inference.handler import (
     predict_response,
     request_body,
     request_header,
+)
+from functions.inference.errors import ErrorResponse, RequestFacts, error_response
+from functions.inference.feedback import (
+    FeedbackRequest,
+    FeedbackResponse,
+    parse_feedback_request,
+    record_feedback,
 )
 from functions.inference.models import (
     VERSION,
@@ -76,7 +76,7 @@ Version = Annotated[str, Path(pattern=VERSION.pattern, description="Model versio
 def create_app(deps: Callable[[], Deps]) -> APIGatewayRestResolver:
     """The prediction API, its routes reading settings and the model cache from ``deps``.
 
-    Production passes the cached ``_deps``, unit tests pass fakes. A factory rather than
+    Production passes the cached ``api.dependencies``, unit tests pass fakes. A factory rather than
     Powertools' ``Depends``, which rebuilds its dependency tree (``get_type_hints``) on every
     request: 70 µs per dependency, five times the model's run on one row.
     """

@@ -17,7 +17,8 @@ of the window). Errors are counted where they are
 mapped (functions/inference/errors.py: ``ClientErrors``, ``ServerErrors``).
 
 A window still open when Lambda reclaims the environment is lost: these are operational metrics,
-a sample by nature. With ``POWERTOOLS_METRICS_DISABLED`` nothing is printed.
+a sample by nature. With metrics disabled as Powertools decides it (``is_metrics_disabled``:
+``POWERTOOLS_METRICS_DISABLED``, or ``POWERTOOLS_DEV`` without it) nothing is printed.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from aws_lambda_powertools.metrics.functions import is_metrics_disabled
 
 from functions.shared.observability import emf_document, emit_emf
 
@@ -63,8 +65,7 @@ class ServingMetrics:
     ) -> None:
         self._window_seconds = window_seconds
         self._clock, self._wall, self._emit = clock, wall, emit
-        disabled = os.environ.get("POWERTOOLS_METRICS_DISABLED", "").lower() in ("1", "true")
-        self.enabled = (not disabled) if enabled is None else enabled
+        self.enabled = (not is_metrics_disabled()) if enabled is None else enabled
         self.namespace = namespace or os.environ.get(NAMESPACE_ENV) or DEFAULT_NAMESPACE
         self._lock = threading.Lock()
         self._windows: dict[tuple[str, str], _Window] = {}

@@ -27,15 +27,14 @@ class Settings(BaseModel):
     ARTIFACTS_BUCKET: str
     STATE_MACHINE_ARN: str
     REGISTRY_TABLE: str  # read for retirements: an upload to a retired dataset is refused
-    AWS_ENDPOINT_URL: str | None = None  # set by the local stack only
 
 
 @cache
 def _deps() -> tuple[Settings, S3ObjectStore, StepFunctionsOrchestrator, DynamoDBRegistry]:
     settings = Settings.model_validate(dict(os.environ))
-    s3 = boto3.client("s3", endpoint_url=settings.AWS_ENDPOINT_URL)
-    sfn = boto3.client("stepfunctions", endpoint_url=settings.AWS_ENDPOINT_URL)
-    dynamodb = boto3.client("dynamodb", endpoint_url=settings.AWS_ENDPOINT_URL)
+    s3 = boto3.client("s3")
+    sfn = boto3.client("stepfunctions")
+    dynamodb = boto3.client("dynamodb")
     return (
         settings,
         S3ObjectStore(s3),

@@ -37,16 +37,7 @@ from functions.preprocess.cleaning import (
     infer_features,
     row_hashes,
 )
-from functions.preprocess.models import (
-    UNCHANGED_NOTE,
-    ExcludedFile,
-    Manifest,
-    PreprocessOutcome,
-    RejectionReport,
-    RowCounts,
-    SourceFile,
-    Violation,
-)
+from functions.preprocess.models import UNCHANGED_NOTE, PreprocessOutcome, RejectionReport
 from functions.preprocess.profile import build_profile
 from functions.preprocess.reader import (
     BLOCK_BYTES,
@@ -60,6 +51,7 @@ from functions.shared import layout
 from functions.shared.contract import Contract, FeatureKind, parse_contract
 from functions.shared.errors import ContractError, DataValidationError
 from functions.shared.features import MISSING_CATEGORY, ColumnRole, DatasetSchema, FeatureSpec
+from functions.shared.manifest import ExcludedFile, Manifest, RowCounts, SourceFile, Violation
 from functions.shared.orchestration import Orchestrator
 from functions.shared.progress import Progress, report_progress
 from functions.shared.registry import ModelRegistry

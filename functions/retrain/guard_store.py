@@ -1,8 +1,8 @@
 """The retraining guards' durable state and decision log, and the load-decide-claim loop.
 
-The port (``GuardStore``) has a DynamoDB adapter on the registry table (``DynamoDBGuardStore``)
-and an in-memory one (``InMemoryGuardStore``, for tests and the local stack); both pass the same
-contract tests (tests/integration/test_retrain_guard_store.py).
+The port (``GuardStore``) has a DynamoDB adapter on the registry table (``DynamoDBGuardStore``),
+which the local stack runs on moto too; it and the tests' in-memory one (``InMemoryGuardStore``,
+tests/fakes.py) pass the same contract tests (tests/integration/test_retrain_guard_store.py).
 
 Every state change is a conditional write on the state's ``revision`` together with the
 decision record that explains it (``commit``): of any number of callers that decided on the
@@ -13,7 +13,6 @@ once the claim is held and releasing the claim when the execution could not be s
 
 from __future__ import annotations
 
-import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -235,47 +234,6 @@ def run_guarded(
     return started
 
 
-class InMemoryGuardStore(GuardStore):
-    """The same semantics in a dict, behind one lock (each method is atomic)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._states: dict[str, GuardState] = {}
-        self._records: dict[str, dict[str, DecisionRecord]] = {}
-
-    def load(self, dataset: str) -> GuardState:
-        with self._lock:
-            return self._states.get(dataset, GuardState())
-
-    def commit(
-        self,
-        dataset: str,
-        expected_revision: int,
-        new_state: GuardState,
-        decision_record: DecisionRecord,
-    ) -> bool:
-        _check_commit(dataset, expected_revision, new_state, decision_record)
-        with self._lock:
-            if self._states.get(dataset, GuardState()).revision != expected_revision:
-                return False
-            self._states[dataset] = new_state
-            self._put(dataset, decision_record)
-            return True
-
-    def record(self, dataset: str, decision_record: DecisionRecord) -> None:
-        _check_record(dataset, decision_record)
-        with self._lock:
-            self._put(dataset, decision_record)
-
-    def decisions(self, dataset: str, limit: int = 50) -> list[DecisionRecord]:
-        with self._lock:
-            records = self._records.get(dataset, {})
-            return [records[key] for key in sorted(records, reverse=True)[:limit]]
-
-    def _put(self, dataset: str, decision_record: DecisionRecord) -> None:
-        self._records.setdefault(dataset, {})[decision_record.sort_key()] = decision_record
-
-
 class DynamoDBGuardStore(GuardStore):
     """``GuardStore`` on the registry table (``registry_dynamodb.create_table``).
 
@@ -310,7 +268,7 @@ class DynamoDBGuardStore(GuardStore):
         """One TransactWriteItems: Put the state iff the revision is as expected, Put the
         record. A cancellation for a failed condition or a concurrent transaction is
         ``False``; any other error is raised."""
-        _check_commit(dataset, expected_revision, new_state, decision_record)
+        check_commit(dataset, expected_revision, new_state, decision_record)
         state_put: dict[str, Any] = {
             "TableName": self._table,
             "Item": item_key(dataset, STATE_KEY) | _encode(new_state.model_dump(mode="json")),
@@ -331,7 +289,7 @@ class DynamoDBGuardStore(GuardStore):
         return True
 
     def record(self, dataset: str, decision_record: DecisionRecord) -> None:
-        _check_record(dataset, decision_record)
+        check_record(dataset, decision_record)
         self._db.put_item(**self._record_put(dataset, decision_record))
 
     def decisions(self, dataset: str, limit: int = 50) -> list[DecisionRecord]:
@@ -371,17 +329,20 @@ class DynamoDBGuardStore(GuardStore):
         return {"TableName": self._table, "Item": item}
 
 
-def _check_commit(
+def check_commit(
     dataset: str, expected_revision: int, new_state: GuardState, decision_record: DecisionRecord
 ) -> None:
+    """What every ``GuardStore.commit`` refuses, before it writes: a change that does not move
+    the revision by one, a record filed under another dataset."""
     if new_state.revision != expected_revision + 1:
         raise ValueError(
             f"a change moves the revision by one: {expected_revision} → {new_state.revision}"
         )
-    _check_record(dataset, decision_record)
+    check_record(dataset, decision_record)
 
 
-def _check_record(dataset: str, decision_record: DecisionRecord) -> None:
+def check_record(dataset: str, decision_record: DecisionRecord) -> None:
+    """What every ``GuardStore.record`` refuses: a record filed under another dataset."""
     if decision_record.dataset != dataset:
         raise ValueError(f"a record of '{decision_record.dataset}' filed under '{dataset}'")
 

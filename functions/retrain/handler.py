@@ -51,7 +51,6 @@ class Settings(BaseModel):
     RETRAIN_MIN_NEW_ROWS: int | None = None
     RETRAIN_MIN_NEW_FRACTION: float | None = None
     RETRAIN_IN_FLIGHT_TIMEOUT_SECONDS: int | None = None
-    AWS_ENDPOINT_URL: str | None = None  # set by the local stack only
 
     def policy(self) -> GuardPolicy:
         overrides = {
@@ -69,15 +68,12 @@ def _deps() -> tuple[
     Settings, S3ObjectStore, DynamoDBGuardStore, StepFunctionsOrchestrator, DynamoDBRegistry
 ]:
     settings = Settings.model_validate(dict(os.environ))
-    endpoint = settings.AWS_ENDPOINT_URL
-    dynamodb = boto3.client("dynamodb", endpoint_url=endpoint)
+    dynamodb = boto3.client("dynamodb")
     return (
         settings,
-        S3ObjectStore(boto3.client("s3", endpoint_url=endpoint)),
+        S3ObjectStore(boto3.client("s3")),
         DynamoDBGuardStore(dynamodb, settings.REGISTRY_TABLE),
-        StepFunctionsOrchestrator(
-            boto3.client("stepfunctions", endpoint_url=endpoint), settings.STATE_MACHINE_ARN
-        ),
+        StepFunctionsOrchestrator(boto3.client("stepfunctions"), settings.STATE_MACHINE_ARN),
         DynamoDBRegistry(dynamodb, settings.REGISTRY_TABLE),  # read for retirements only
     )
 

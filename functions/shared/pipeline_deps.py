@@ -29,7 +29,6 @@ class PipelineSettings(BaseModel):
     STAGE: str = Field(min_length=1, pattern=r"^[A-Za-z0-9-]+$")  # the retraining alarms' names
     # the drift job's period, so its alarms' (the local stack runs the job faster than hourly)
     RETRAIN_ALARM_PERIOD_SECONDS: int = Field(default=MONITOR_PERIOD_SECONDS, ge=1)
-    AWS_ENDPOINT_URL: str | None = None  # set by the local stack only
 
 
 @dataclass(frozen=True)
@@ -48,18 +47,13 @@ def utc_now() -> datetime:
 @cache
 def pipeline_deps() -> PipelineDeps:
     settings = PipelineSettings.model_validate(dict(os.environ))
-    endpoint = settings.AWS_ENDPOINT_URL
     return PipelineDeps(
         settings=settings,
-        store=S3ObjectStore(boto3.client("s3", endpoint_url=endpoint)),
-        registry=DynamoDBRegistry(
-            boto3.client("dynamodb", endpoint_url=endpoint), settings.REGISTRY_TABLE
-        ),
-        notifier=SNSNotifier(
-            boto3.client("sns", endpoint_url=endpoint), settings.DECISIONS_TOPIC_ARN
-        ),
+        store=S3ObjectStore(boto3.client("s3")),
+        registry=DynamoDBRegistry(boto3.client("dynamodb"), settings.REGISTRY_TABLE),
+        notifier=SNSNotifier(boto3.client("sns"), settings.DECISIONS_TOPIC_ARN),
         alarms=CloudWatchRetrainAlarms(
-            boto3.client("cloudwatch", endpoint_url=endpoint),
+            boto3.client("cloudwatch"),
             settings.STAGE,
             monitor_period_seconds=settings.RETRAIN_ALARM_PERIOD_SECONDS,
         ),

@@ -13,9 +13,9 @@ import hashlib
 import json
 from dataclasses import dataclass
 
-from functions.preprocess.models import Manifest
 from functions.shared import layout
 from functions.shared.contract import Contract, parse_contract
+from functions.shared.manifest import Manifest
 from functions.shared.orchestration import RunInput, StoppingCondition
 from functions.shared.storage import ObjectInfo, ObjectStore, s3_uri
 

@@ -219,7 +219,7 @@ def child_main(request_file: Path, result_file: Path) -> None:
     """In the child: run the one invocation and write its result (or exception)."""
     from functions.shared.observability import route_emf
     from functions.shared.progress import Progress, route_progress
-    from infra.local.pipeline import LocalLambdaContext
+    from infra.local.context import LocalLambdaContext
 
     request = InvocationRequest.model_validate_json(request_file.read_bytes())
     if os.environ.get(EMF_FILE_ENV):

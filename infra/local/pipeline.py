@@ -11,9 +11,7 @@ from __future__ import annotations
 import json
 import os
 import textwrap
-import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +26,7 @@ from infra.local.asl import (
     load_definition,
     run,
 )
+from infra.local.context import LocalLambdaContext
 from infra.local.isolated import ChildExitError, HandlerError, invoke_in_child
 from infra.local.training_runner import run_training_job
 from infra.topology import Topology
@@ -40,24 +39,6 @@ FAILURE_TEXT_LIMIT = 2000
 FailureReason is at most 1024; past this it is a stack trace or a dump). The JSON outputs carry
 the whole cause."""
 FAILURE_TEXT_WIDTH = 100
-
-
-@dataclass(frozen=True)
-class LocalLambdaContext:
-    """What a handler reads from its context (Powertools logs these fields)."""
-
-    function_name: str
-    memory_limit_in_mb: int = 3008
-    invoked_function_arn: str = ""
-    aws_request_id: str = ""
-
-    @classmethod
-    def for_function(cls, topology: Topology, function: str) -> LocalLambdaContext:
-        return cls(
-            function_name=topology.function_name(function),
-            invoked_function_arn=topology.function_arn(function),
-            aws_request_id=str(uuid.uuid4()),
-        )
 
 
 def use_endpoint(
@@ -83,15 +64,15 @@ def use_endpoint(
     os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "local")
     from functions.batch import handler as batch
     from functions.drift import handler as drift
-    from functions.inference import handler as inference
+    from functions.inference import api as inference
     from functions.preprocess import handler as preprocess
     from functions.retrain import handler as retrain
     from functions.shared.pipeline_deps import pipeline_deps
 
     for cached in (
         preprocess._deps,
-        inference._deps,
-        inference._observers,
+        inference.dependencies,
+        inference.observers,
         batch._deps,
         drift._deps,
         retrain._deps,

@@ -53,15 +53,10 @@ from infra.local import memory
 from infra.local.alarms import AlarmEvaluator, MetricSink, matches_alarm_rule
 from infra.local.api_gateway import LocalApiGateway
 from infra.local.asl import Execution, StateEvent
+from infra.local.context import LocalLambdaContext
 from infra.local.isolated import invoke_in_child
 from infra.local.local_file import LocalEndpoints, write_local_file
-from infra.local.pipeline import (
-    LocalLambdaContext,
-    run_decision,
-    run_failure,
-    run_pipeline,
-    use_endpoint,
-)
+from infra.local.pipeline import run_decision, run_failure, run_pipeline, use_endpoint
 from infra.local.resources import LocalResources, provision, receive_upload_events
 from infra.local.snapshot import Snapshots, write_atomically
 from infra.local.tls import DEFAULT_HOSTS, LocalCertificate, local_certificate
@@ -294,9 +289,9 @@ class LocalStack:
             thread.join(timeout=None if thread.name == "sluice-runner" else 30)
         if self._api is not None:
             self._api.__exit__(None, None, None)
-            from functions.inference import handler as inference
+            from functions.inference import api as inference
 
-            inference._observers()[0].close()  # captured requests reach the bucket before saving
+            inference.observers()[0].close()  # captured requests reach the bucket before saving
         from functions.shared.observability import route_emf
 
         route_emf(None, echo=True)

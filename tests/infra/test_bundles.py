@@ -130,36 +130,28 @@ def test_each_layer_installs_exactly_its_resolved_pins(bundles: dict[str, Bundle
             ), package
 
 
-def test_code_zips_hold_functions_shared_the_package_and_what_it_borrows_only(
+def test_code_zips_hold_functions_shared_and_the_package_only(
     bundles: dict[str, Bundle],
 ) -> None:
     for package in PACKAGES:
-        [borrows] = {s.borrows for s in build.FUNCTIONS.values() if s.package == package}
         with zipfile.ZipFile(bundles[package].code_zip) as zf:
             names = zf.namelist()
         assert "functions/__init__.py" in names
         assert f"functions/{package}/handler.py" in names
         assert "functions/shared/__init__.py" in names
-        assert {n.split("/")[1] for n in names if n.count("/") > 1} == {
-            "shared",
-            package,
-            *(b.split("/")[0] for b in borrows),
-        }
+        assert {n.split("/")[1] for n in names if n.count("/") > 1} == {"shared", package}
         assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
         expected = sorted(
-            [
-                p.relative_to(ROOT).as_posix()
-                for sub in ("shared", package)
-                for p in (ROOT / "functions" / sub).rglob("*")
-                if p.is_file() and p.suffix != ".pyc" and "__pycache__" not in p.parts
-            ]
-            + [f"functions/{b}" for b in borrows]
+            p.relative_to(ROOT).as_posix()
+            for sub in ("shared", package)
+            for p in (ROOT / "functions" / sub).rglob("*")
+            if p.is_file() and p.suffix != ".pyc" and "__pycache__" not in p.parts
         )
         assert sorted(n for n in names if n != "functions/__init__.py") == expected
-    # the retrain function reads a dataset version's manifest with preprocess's model only
+    # the retrain function reads a dataset version's manifest with functions/shared's model
     with zipfile.ZipFile(bundles["retrain"].code_zip) as zf:
-        preprocess = {n for n in zf.namelist() if n.startswith("functions/preprocess/")}
-    assert preprocess == {"functions/preprocess/__init__.py", "functions/preprocess/models.py"}
+        assert "functions/shared/manifest.py" in zf.namelist()
+        assert not [n for n in zf.namelist() if n.startswith("functions/preprocess/")]
 
 
 def test_every_aws_client_the_functions_create_has_its_botocore_model() -> None:
@@ -241,8 +233,8 @@ import boto3
 for service in job["services"]:
     boto3.client(service, region_name="us-east-1")
 # the function's own dependencies: Settings from the environment, its boto3 clients
-factory = getattr(module, "_deps", None) or getattr(module, "pipeline_deps")
-factory()
+factory_module, _, factory = job["dependencies"].rpartition(".")
+getattr(importlib.import_module(factory_module), factory)()
 
 if job["tables"]:
     import pandas as pd
@@ -347,13 +339,25 @@ ENVIRONMENT = {
     "AWS_DEFAULT_REGION": "us-east-1",
     "AWS_ACCESS_KEY_ID": "testing",
     "AWS_SECRET_ACCESS_KEY": "testing",
-    # every Settings field without a default (functions/*/handler.py, shared/pipeline_deps.py)
+    # every Settings field without a default (functions/*/handler.py, inference/api.py,
+    # shared/pipeline_deps.py)
     "ARTIFACTS_BUCKET": "sluice-artifacts",
     "RAW_BUCKET": "sluice-raw",
     "STATE_MACHINE_ARN": "arn:aws:states:us-east-1:123456789012:stateMachine:sluice",
     "REGISTRY_TABLE": "sluice-registry",
     "DECISIONS_TOPIC_ARN": "arn:aws:sns:us-east-1:123456789012:sluice-decisions",
     "STAGE": "test",
+}
+# The cached factory that builds each function's Settings and boto3 clients.
+DEPENDENCIES = {
+    "preprocess": "functions.preprocess.handler._deps",
+    "evaluate": "functions.shared.pipeline_deps.pipeline_deps",
+    "promote": "functions.shared.pipeline_deps.pipeline_deps",
+    "reject": "functions.shared.pipeline_deps.pipeline_deps",
+    "inference": "functions.inference.api.dependencies",
+    "batch": "functions.batch.handler._deps",
+    "drift": "functions.drift.handler._deps",
+    "retrain": "functions.retrain.handler._deps",
 }
 
 
@@ -426,6 +430,7 @@ def test_the_handler_runs_under_python312_from_its_zips_alone(
     job: dict[str, Any] = {
         "module": spec.handler_module,
         "function": spec.handler_function,
+        "dependencies": DEPENDENCIES[function],
         "services": list(build.AWS_SERVICES),
         "tmp": str(tmp_path),
         "tables": function == "preprocess",

@@ -43,13 +43,14 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from functions.inference import api as inference_api
 from functions.inference import handler as inference_handler
 from functions.inference.models import MAX_BODY_BYTES
 from functions.shared.contract import FeatureKind
 from functions.shared.registry_dynamodb import DynamoDBRegistry, create_table
 from functions.shared.storage import S3ObjectStore
 from infra.local.api_gateway import MAX_PAYLOAD_BYTES, REQUEST_ID_HEADER, LocalApiGateway
-from infra.local.pipeline import LocalLambdaContext
+from infra.local.context import LocalLambdaContext
 from infra.topology import Topology
 from tests.models import ARTIFACTS, TrainedModel, publish_live
 
@@ -112,8 +113,8 @@ def served(trained_models: dict[str, TrainedModel]) -> Iterator[Served]:
         versions["binary"].append(
             publish_live(store, registry, binary, run_name="run-2", promote=False)
         )
-        inference_handler._deps.cache_clear()
-        inference_handler._observers.cache_clear()
+        inference_api.dependencies.cache_clear()
+        inference_api.observers.cache_clear()
         context = LocalLambdaContext.for_function(TOPOLOGY, "inference")
         try:
             with LocalApiGateway(
@@ -121,9 +122,9 @@ def served(trained_models: dict[str, TrainedModel]) -> Iterator[Served]:
             ) as gateway:
                 yield Served(gateway.url, models, versions)
         finally:
-            inference_handler._observers()[0].close()  # capture writes to moto, never beyond
-            inference_handler._deps.cache_clear()
-            inference_handler._observers.cache_clear()
+            inference_api.observers()[0].close()  # capture writes to moto, never beyond
+            inference_api.dependencies.cache_clear()
+            inference_api.observers.cache_clear()
 
 
 @dataclass

@@ -24,12 +24,13 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from functions.inference import api as inference_api
 from functions.inference import handler as inference_handler
 from functions.inference.models import MAX_BODY_BYTES
 from functions.shared.registry_dynamodb import DynamoDBRegistry, create_table
 from functions.shared.storage import S3ObjectStore
 from infra.local.api_gateway import LocalApiGateway
-from infra.local.pipeline import LocalLambdaContext
+from infra.local.context import LocalLambdaContext
 from infra.topology import Topology
 from tests.models import ARTIFACTS, TrainedModel, publish_live
 
@@ -63,8 +64,8 @@ def served(trained_models: dict[str, TrainedModel], wide_model: TrainedModel) ->
         store = S3ObjectStore(s3)
         publish_live(store, registry, wide_model, dataset="wide")
         publish_live(store, registry, trained_models["binary"], dataset="binary")
-        inference_handler._deps.cache_clear()
-        inference_handler._observers.cache_clear()
+        inference_api.dependencies.cache_clear()
+        inference_api.observers.cache_clear()
         context = LocalLambdaContext.for_function(TOPOLOGY, "inference")
         try:
             with LocalApiGateway(
@@ -72,9 +73,9 @@ def served(trained_models: dict[str, TrainedModel], wide_model: TrainedModel) ->
             ) as gateway:
                 yield Served(gateway.url, registry, wide_model)
         finally:
-            inference_handler._observers()[0].close()
-            inference_handler._deps.cache_clear()
-            inference_handler._observers.cache_clear()
+            inference_api.observers()[0].close()
+            inference_api.dependencies.cache_clear()
+            inference_api.observers.cache_clear()
 
 
 def _send(served: Served, method: str, path: str, body: bytes | None = None) -> requests.Response:

@@ -16,12 +16,13 @@ import pytest
 from moto import mock_aws
 
 from functions.evaluate.logic import evaluate
+from functions.inference import api as inference_api
 from functions.inference import handler as inference_handler
 from functions.shared.registry_dynamodb import DynamoDBRegistry, create_table
 from functions.shared.storage import S3ObjectStore
 from infra.cli import function_logs_to, main
 from infra.local.api_gateway import REQUEST_ID_HEADER, LocalApiGateway
-from infra.local.pipeline import LocalLambdaContext
+from infra.local.context import LocalLambdaContext
 from infra.local.stack import PENDING_DIR, RUNS_FILE
 from infra.topology import Topology
 from tests.models import ARTIFACTS, TrainedModel, fixed_now, stage_run
@@ -50,12 +51,12 @@ def deployment(trained_models: dict[str, TrainedModel]) -> Iterator[DynamoDBRegi
         registry.promote("binary", 1, expected_live=None, actor="test", reason="first")
         registry.promote("binary", 2, expected_live=1, actor="test", reason="better")
         registry.reject("binary", 3, actor="test", reason="worse")
-        inference_handler._deps.cache_clear()
-        inference_handler._observers.cache_clear()
+        inference_api.dependencies.cache_clear()
+        inference_api.observers.cache_clear()
         yield registry
-        inference_handler._observers()[0].close()  # capture writes to moto, never beyond
-        inference_handler._deps.cache_clear()
-        inference_handler._observers.cache_clear()
+        inference_api.observers()[0].close()  # capture writes to moto, never beyond
+        inference_api.dependencies.cache_clear()
+        inference_api.observers.cache_clear()
     os.environ.clear()
     os.environ.update(environment)
 
@@ -322,17 +323,17 @@ def test_predict_in_process_against_a_missing_registry_is_one_line(
 ) -> None:
     # Given a stage whose registry table does not exist (no local.json in the state dir)
     environment = dict(os.environ)  # `sluice predict` sets the inference function's environment
-    inference_handler._deps.cache_clear()
+    inference_api.dependencies.cache_clear()
     argv = ["predict", "binary", '[{"num_0": 1.0}]', "--state-dir", str(tmp_path)]
     try:
         with mock_aws():
             code, out, err = _run(capsys, *argv)
             debug_code, _, debug_err = _run(capsys, *argv, "--debug")
     finally:
-        if inference_handler._observers.cache_info().currsize:
-            inference_handler._observers()[0].close()
-        inference_handler._deps.cache_clear()
-        inference_handler._observers.cache_clear()
+        if inference_api.observers.cache_info().currsize:
+            inference_api.observers()[0].close()
+        inference_api.dependencies.cache_clear()
+        inference_api.observers.cache_clear()
         os.environ.clear()
         os.environ.update(environment)
     # then the function's failure is one line naming the table, not its JSON log

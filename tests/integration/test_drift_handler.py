@@ -17,7 +17,7 @@ from functions.inference.capture import CaptureBuffer, CaptureSettings
 from functions.inference.feedback import FeedbackRequest, encode_feedback, feedback_key
 from functions.shared.registry_dynamodb import DynamoDBRegistry, create_table
 from functions.shared.storage import S3ObjectStore
-from infra.local.pipeline import LocalLambdaContext
+from infra.local.context import LocalLambdaContext
 from infra.topology import Topology
 from tests.models import ARTIFACTS, TrainedModel, publish_live
 

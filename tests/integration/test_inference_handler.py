@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 from moto import mock_aws
 
-from functions.inference import handler
+from functions.inference import api, handler
 from functions.shared.contract import FeatureKind
 from functions.shared.features import DatasetSchema, FeatureSpec, normalise_category
 from functions.shared.model_card import MODEL_CARD_FILE, MODEL_FILE, ModelCard
@@ -28,7 +28,7 @@ from functions.shared.registry import NewModelVersion
 from functions.shared.registry_dynamodb import DynamoDBRegistry, create_table
 from functions.training.script_mode import Hyperparameters, SageMakerPaths
 from functions.training.train import train
-from infra.local.pipeline import LocalLambdaContext
+from infra.local.context import LocalLambdaContext
 from infra.topology import Topology
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -128,16 +128,16 @@ def stack(monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("MODEL_CACHE_TTL_SECONDS", "0")
     with mock_aws():
-        handler._deps.cache_clear()  # clients must be built inside the moto context
-        handler._observers.cache_clear()
+        api.dependencies.cache_clear()  # clients must be built inside the moto context
+        api.observers.cache_clear()
         s3 = boto3.client("s3", region_name=topology.region)
         s3.create_bucket(Bucket=topology.artifacts_bucket)
         dynamodb = boto3.client("dynamodb", region_name=topology.region)
         create_table(dynamodb, topology.registry_table)
         yield Stack(topology, s3, DynamoDBRegistry(dynamodb, topology.registry_table))
-        handler._observers()[0].close()  # the capture thread writes to moto, never beyond
-    handler._deps.cache_clear()
-    handler._observers.cache_clear()
+        api.observers()[0].close()  # the capture thread writes to moto, never beyond
+    api.dependencies.cache_clear()
+    api.observers.cache_clear()
 
 
 def load_event(name: str) -> dict[str, Any]:
@@ -162,7 +162,7 @@ def test_the_shared_predict_event_is_answered_end_to_end(
     # Then both instances get a label and class probabilities from version 1
     assert status == 200, body
     assert body["model_version"] == "1"
-    assert headers[handler.SERVED_VERSION_HEADER] == ["1"]
+    assert headers[api.SERVED_VERSION_HEADER] == ["1"]
     assert [set(p["probabilities"]) for p in body["predictions"]] == [{"no", "yes"}] * 2
     for prediction in body["predictions"]:
         probabilities = prediction["probabilities"]
@@ -214,7 +214,7 @@ def test_a_tampered_s3_object_is_refused_and_counted(
     status, headers, body = invoke(event)
 
     # Then version 1 answers, and the function's metrics say the model was refused
-    assert (status, body["model_version"], headers[handler.SERVED_VERSION_HEADER]) == (
+    assert (status, body["model_version"], headers[api.SERVED_VERSION_HEADER]) == (
         200,
         "1",
         ["1"],
@@ -283,13 +283,13 @@ def test_a_sample_of_predictions_is_captured_to_s3_for_the_drift_job(
 ) -> None:
     # Given capture at 100 % (the deployed default samples 10 %)
     monkeypatch.setenv("CAPTURE_SAMPLE_RATE", "1")
-    handler._observers.cache_clear()
+    api.observers.cache_clear()
     stack.publish(churn_model, "run-1")
     status, _, answer = invoke(load_event("predict.apigw_rest.json"))
     assert status == 200
 
     # When the buffer is flushed (its thread does this off the request path)
-    capture, _ = handler._observers()
+    capture, _ = api.observers()
     capture.flush()
 
     # Then the instance, its prediction and the version that answered are in the bucket
@@ -409,7 +409,7 @@ def test_predict_requests_the_model_cannot_answer_count_towards_the_error_rate(
 ) -> None:
     # Given serving metrics on, their documents caught
     monkeypatch.setenv("POWERTOOLS_METRICS_DISABLED", "false")
-    handler._observers.cache_clear()
+    api.observers.cache_clear()
     documents: list[dict[str, Any]] = []
     route_emf(lambda line: documents.append(json.loads(line)), echo=False)
     try:
@@ -424,7 +424,7 @@ def test_predict_requests_the_model_cannot_answer_count_towards_the_error_rate(
             invoke(e)[0] for e in (good, good, good, wrong_type, pinned, unknown, malformed)
         ]
         assert statuses == [200, 200, 200, 422, 422, 404, 400]
-        handler._observers()[1].flush()
+        api.observers()[1].flush()
     finally:
         route_emf(None, echo=True)
     # Then only the 422s count: 2 of 5 requests for churn; nothing for an unknown dataset

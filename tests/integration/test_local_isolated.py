@@ -16,8 +16,8 @@ import pytest
 from functions.shared.observability import emit_emf, route_emf
 from functions.shared.progress import Progress, report_progress, route_progress
 from infra.local.asl import TaskFailure
+from infra.local.context import LocalLambdaContext
 from infra.local.isolated import ChildExitError, HandlerError, invoke_in_child
-from infra.local.pipeline import LocalLambdaContext
 
 HERE = __name__
 

@@ -27,10 +27,10 @@ from typing import Any
 import pytest
 
 from functions.evaluate import logic as evaluate_logic
-from functions.preprocess.models import Manifest
 from functions.promote import handler as promote_handler
 from functions.shared import layout
 from functions.shared.contract import parse_contract
+from functions.shared.manifest import Manifest
 from functions.shared.orchestration import RunInput, StoppingCondition
 from functions.shared.pipeline_deps import pipeline_deps
 from functions.shared.registry import LivePointer, ModelStatus

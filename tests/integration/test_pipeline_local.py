@@ -20,7 +20,8 @@ from functions.shared.registry import ModelStatus
 from functions.shared.registry_dynamodb import DynamoDBRegistry
 from functions.shared.storage import S3ObjectStore, parse_s3_uri
 from infra.local.asl import Execution
-from infra.local.pipeline import LocalLambdaContext, run_pipeline
+from infra.local.context import LocalLambdaContext
+from infra.local.pipeline import run_pipeline
 from tests.builders import churn_frame, contract_bytes, csv_bytes, eventbridge_event
 from tests.integration.conftest import Aws
 

@@ -27,10 +27,10 @@ from functions.retrain.guard_store import (
     DynamoDBGuardStore,
     GuardContentionError,
     GuardStore,
-    InMemoryGuardStore,
     run_guarded,
 )
 from functions.shared.registry_dynamodb import DynamoDBRegistry, create_table
+from tests.fakes import InMemoryGuardStore
 from tests.integration.test_registry import SerializedClient, new_version
 
 DATASET = "churn"

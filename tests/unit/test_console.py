@@ -9,12 +9,12 @@ from typing import Any
 
 import pytest
 
-from functions.retrain.guard_store import DecisionRecord, InMemoryGuardStore
+from functions.retrain.guard_store import DecisionRecord
 from functions.shared import layout
 from functions.shared.registry import NewModelVersion
 from infra.console.read_model import ConsoleData
 from infra.console.server import Console
-from tests.fakes import InMemoryObjectStore, InMemoryRegistry
+from tests.fakes import InMemoryGuardStore, InMemoryObjectStore, InMemoryRegistry
 
 BUCKET = "artifacts"
 HOSTILE = '<script>alert("x")</script>'

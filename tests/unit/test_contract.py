@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from functions.preprocess.models import Manifest, RowCounts
 from functions.shared.contract import Contract, FeatureKind, parse_contract
 from functions.shared.errors import ContractError
+from functions.shared.manifest import Manifest, RowCounts
 from functions.shared.runs import run_input
 
 VALID = {"target": "churned", "task": "classification", "metric": "f1_macro", "threshold": 0.7}

@@ -21,8 +21,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from functions.inference.api import SERVED_VERSION_HEADER, Settings
 from functions.inference.cache import ModelCache
-from functions.inference.handler import SERVED_VERSION_HEADER, Settings
 from functions.inference.models import ModelStatusResponse, PredictResponse
 from functions.inference.routes import create_app
 from functions.shared.features import MISSING_CATEGORY

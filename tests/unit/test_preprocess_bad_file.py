@@ -15,8 +15,9 @@ import pandas as pd
 import pytest
 
 from functions.preprocess import reader
-from functions.preprocess.models import Manifest, PreprocessOutcome, RowCounts
+from functions.preprocess.models import PreprocessOutcome
 from functions.shared import layout
+from functions.shared.manifest import Manifest, RowCounts
 from tests.builders import ARTIFACTS, RAW, World, churn_frame, csv_bytes
 
 JAN, FEB, MAR = "churn/data/jan.csv", "churn/data/feb.csv", "churn/data/mar.csv"

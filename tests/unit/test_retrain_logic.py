@@ -13,12 +13,16 @@ import pytest
 
 from functions.preprocess.logic import process_upload
 from functions.retrain.guard import GuardPolicy, Trigger
-from functions.retrain.guard_store import InMemoryGuardStore
 from functions.retrain.logic import RetrainEventError, on_alarm, on_run_end, parse_alarm
 from functions.shared import layout
 from functions.shared.orchestration import RunInput
 from tests.builders import ARTIFACTS, RAW, churn_frame, contract_bytes, csv_bytes, upload_of
-from tests.fakes import InMemoryObjectStore, InMemoryRegistry, RecordingOrchestrator
+from tests.fakes import (
+    InMemoryGuardStore,
+    InMemoryObjectStore,
+    InMemoryRegistry,
+    RecordingOrchestrator,
+)
 
 EVENTS = Path(__file__).parents[2] / "events"
 NOW = datetime(2026, 11, 22, 9, 5, tzinfo=UTC)
