@@ -28,8 +28,6 @@ import os
 import resource
 import shutil
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Sequence
@@ -37,7 +35,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from bench.preprocess import FolderStore
-from bench.report import Figure, Section, run_cli
+from bench.report import Figure, Section, run_child, run_cli
 from functions.shared.storage import StagedObject
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -214,21 +212,6 @@ def _sluice(model_dir: Path, path: Path) -> Any:
     return go
 
 
-def run_tool(tool: str, model_path: Path, csv: Path) -> dict[str, Any]:
-    code = "import sys; from bench.batch import child; child(*sys.argv[1:])"
-    done = subprocess.run(
-        [sys.executable, "-c", code, tool, str(model_path), str(csv)],
-        capture_output=True,
-        text=True,
-        check=False,
-        cwd=ROOT,
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"{tool} failed: {done.stderr.strip()[-2000:]}")
-    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-    return result
-
-
 # -- the section ------------------------------------------------------------------------------
 def measure(quick: bool = False) -> Section:
     from functions.batch.logic import MAX_FILE_BYTES, SCORED_BYTES_PER_SECOND, SCORING_SECONDS
@@ -239,7 +222,7 @@ def measure(quick: bool = False) -> Section:
     runs: dict[str, list[dict[str, Any]]] = {"floor": [], "sluice": []}
     for _ in range(QUICK_ROUNDS if quick else FULL_ROUNDS):
         for tool in runs:
-            runs[tool].append(run_tool(tool, model_path, csv))
+            runs[tool].append(run_child("batch", tool, str(model_path), str(csv)))
 
     def median(tool: str, key: str) -> float:
         return float(statistics.median(r[key] for r in runs[tool]))

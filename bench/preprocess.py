@@ -28,15 +28,13 @@ import os
 import resource
 import shutil
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from bench.report import Figure, Section, run_cli
+from bench.report import Figure, Section, run_child, run_cli
 from functions.shared.storage import ObjectInfo, ObjectStore, sha256_stream
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -275,21 +273,6 @@ class FolderStore(ObjectStore):
         shutil.copyfile(src, path)
 
 
-def run_tool(tool: str, csv: Path) -> dict[str, Any]:
-    code = "import sys; from bench.preprocess import child; child(sys.argv[1], sys.argv[2])"
-    done = subprocess.run(
-        [sys.executable, "-c", code, tool, str(csv)],
-        capture_output=True,
-        text=True,
-        check=False,
-        cwd=ROOT,
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"{tool} failed: {done.stderr.strip()[-2000:]}")
-    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-    return result
-
-
 # -- the section ------------------------------------------------------------------------------
 def measure(quick: bool = False) -> Section:
     megabytes = QUICK_MB if quick else FULL_MB
@@ -300,7 +283,7 @@ def measure(quick: bool = False) -> Section:
     runs: dict[str, list[dict[str, Any]]] = {t: [] for t in TOOLS}
     for _ in range(QUICK_ROUNDS if quick else FULL_ROUNDS):
         for tool in TOOLS:
-            runs[tool].append(run_tool(tool, csv))
+            runs[tool].append(run_child("preprocess", tool, str(csv)))
 
     def median(tool: str, key: str) -> float:
         return float(statistics.median(r[key] for r in runs[tool]))

@@ -17,10 +17,13 @@ import argparse
 import json
 import os
 import platform
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Literal
 
 Better = Literal["lower", "higher"]
@@ -172,3 +175,20 @@ if __name__ == "__main__":  # the README's table from the recorded figures
     recorded = json.loads(Path(__file__).with_name("results.json").read_text())
     print(f"{recorded['machine']}\n")
     print(markdown([Section.from_json(section) for section in recorded["sections"]]))
+
+
+def run_child(module: str, *args: str) -> dict[str, Any]:
+    """Run ``bench.<module>.child(*args)`` in a fresh interpreter (so its peak RSS and imports
+    are its own) and return the JSON object its last output line holds."""
+    code = f"import sys; from bench.{module} import child; child(*sys.argv[1:])"
+    done = subprocess.run(
+        [sys.executable, "-c", code, *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"{module} {args[0]} failed: {done.stderr.strip()[-2000:]}")
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result

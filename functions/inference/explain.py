@@ -18,7 +18,6 @@ from functions.shared.explanation import (
     ABSENT_KEY,
     BINARY_OUTPUTS,
     METADATA_KEY,
-    PER_CLASS_OUTPUTS,
     Contributions,
     Explainer,
     ExplanationTable,
@@ -26,6 +25,7 @@ from functions.shared.explanation import (
     metadata_entries,
     with_float_outputs,
 )
+from functions.shared.explanation_outputs import PER_CLASS_OUTPUTS
 from functions.shared.scoring import Scores, ScoringModel, session_options
 
 

@@ -25,6 +25,7 @@ from functions.inference.errors import (
     invalid_version,
 )
 from functions.shared.contract import FeatureKind
+from functions.shared.explanation_outputs import Output
 from functions.shared.features import FeatureSpec
 from functions.shared.layout import DATASET_NAME
 
@@ -277,15 +278,7 @@ class Explanation(_Model):
         description="As the predict route answers it. A regressor's is the value served: "
         "exp(output_value) where output is log_value."
     )
-    output: Literal[
-        "value",
-        "log_value",
-        "weighted_log_value",
-        "log_odds",
-        "logit",
-        "weighted_log_odds",
-        "weighted_logit",
-    ] = Field(
+    output: Output = Field(
         description="What base_value + contributions add up to: the predicted value for a "
         "regressor (a blend of regressors included); the log of the predicted value for trees "
         "fitted on log(target) (log_value: prediction is exp(output_value)); the log-odds of "

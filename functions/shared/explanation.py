@@ -61,6 +61,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from functions.shared.errors import SluiceError
+from functions.shared.explanation_outputs import Output
 
 METADATA_KEY = "sluice.explain"
 # Why a model file carries no table (training found the model one it does not describe): what
@@ -75,17 +76,6 @@ MAX_TABLE_FLOATS = 1 << 26
 # Rows explained per numpy pass: bounds the (rows x leaf-features) temporaries.
 _CELLS_PER_PASS = 4_000_000
 
-Output = Literal[
-    "value",
-    "log_value",
-    "weighted_log_value",
-    "log_odds",
-    "logit",
-    "weighted_log_odds",
-    "weighted_logit",
-]
-# Outputs with one margin per class: the explained class is chosen per row.
-PER_CLASS_OUTPUTS: frozenset[str] = frozenset({"logit", "weighted_logit"})
 # A binary classifier's outputs: the positive class's, the negative class's being its negation.
 BINARY_OUTPUTS: frozenset[str] = frozenset({"log_odds", "weighted_log_odds"})
 Kind = Literal["linear", "trees"]

@@ -45,10 +45,10 @@ from functions.shared.explanation import (
     ExplanationTable,
     ExplanationTableError,
     LinearMember,
-    Output,
     TreeMember,
     with_float_outputs,
 )
+from functions.shared.explanation_outputs import Output
 from functions.shared.features import DatasetSchema, graph_columns, onnx_input_names
 from functions.training.ensemble import BLEND_PREFIX, NativeBlend
 from functions.training.export import CALIBRATION_PREFIX
