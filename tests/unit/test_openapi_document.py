@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 
-from infra.openapi import DOCUMENT, render, served
+import pytest
+
+from infra.openapi import DOCUMENT, main, render, served
 from tests.unit.test_inference import Api
 
 REGENERATE = "docs/openapi.json is not the served document: run `make openapi` and commit it"
@@ -36,3 +38,11 @@ def test_the_committed_file_is_in_its_canonical_form() -> None:
 def test_the_generator_reads_what_a_client_reads() -> None:
     # make openapi writes what the route answers, not a document built some other way
     assert served() == Api().call("GET", "/v1/openapi.json").body
+
+
+def test_the_check_passes_on_the_committed_file(capsys: pytest.CaptureFixture[str]) -> None:
+    # `python -m infra.openapi --check` compares only: 0 on the committed file, which it leaves
+    before = DOCUMENT.read_bytes()
+    assert main(["--check"]) == 0
+    assert "matches" in capsys.readouterr().out
+    assert DOCUMENT.read_bytes() == before
