@@ -49,6 +49,7 @@ from functions.shared.features import (
 )
 from functions.shared.model_card import OnnxInfo, TensorInfo
 from functions.training.encoding import TargetOrderedEncoder
+from functions.training.graphs import rename_tensor
 from functions.training.target import (
     LogTargetLGBMRegressor,
     LogTargetXGBRegressor,
@@ -336,9 +337,7 @@ def append_temperature(data: bytes, temperature: float, floor: float) -> bytes:
             f"cannot calibrate a graph without a '{PROBABILITIES_OUTPUT}' output (it has {outputs})"
         )
     raw = f"{CALIBRATION_PREFIX}uncalibrated"
-    for node in graph.node:
-        node.input[:] = [raw if n == PROBABILITIES_OUTPUT else n for n in node.input]
-        node.output[:] = [raw if n == PROBABILITIES_OUTPUT else n for n in node.output]
+    rename_tensor(graph, PROBABILITIES_OUTPUT, raw)
     floor_name, inverse_name = f"{CALIBRATION_PREFIX}floor", f"{CALIBRATION_PREFIX}inverse_t"
     graph.initializer.extend(
         [

@@ -34,6 +34,7 @@ from xgboost import XGBRegressor
 
 from functions.shared.errors import TrainingError
 from functions.shared.features import PREDICTION_OUTPUT, DatasetSchema
+from functions.training.graphs import rename_tensor
 
 # Bulmer's "highly skewed": a target under it is near enough symmetric that a log cannot pay
 # for the extra evaluation it costs each tree family (diabetes' target: 0.44).
@@ -142,9 +143,7 @@ def append_exp(data: bytes) -> bytes:
             f"a log target's graph needs the one output '{PREDICTION_OUTPUT}' (it has {outputs})"
         )
     logged = f"{EXP_PREFIX}log_{PREDICTION_OUTPUT}"
-    for node in graph.node:
-        node.input[:] = [logged if n == PREDICTION_OUTPUT else n for n in node.input]
-        node.output[:] = [logged if n == PREDICTION_OUTPUT else n for n in node.output]
+    rename_tensor(graph, PREDICTION_OUTPUT, logged)
     graph.node.append(
         onnx.helper.make_node("Exp", [logged], [PREDICTION_OUTPUT], name=f"{EXP_PREFIX}exp")
     )
