@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from functions.inference.handler import OPENAPI
+from functions.inference.api import OPENAPI
 
 DOCUMENT = Path(__file__).resolve().parents[1] / "docs" / "openapi.json"
 
