@@ -15,7 +15,9 @@ import getpass
 import io
 import json
 import os
+import signal
 import sys
+import threading
 import traceback
 import urllib.error
 import urllib.request
@@ -429,21 +431,17 @@ def _demo(args: argparse.Namespace) -> int:
 
     def serve(result: dict[str, Any], stack: Any) -> None:
         """``--serve``: the story, then the console over the demo's stack until Ctrl-C."""
-        import signal
-        import threading
-
         console = _up_console(
             argparse.Namespace(state_dir=stack.config.state_dir, console_port=None)
         )
         result["console"] = {"url": console.url, "open_with": "sluice demo --serve (serving)"}
         show(result, stopped=False)
         stop = threading.Event()
-        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        _stop_on_signals(stop)
         print(
             f"console  {console.url} (over the demo's stack); Ctrl-C stops", file=stream, flush=True
         )
-        with suppress(KeyboardInterrupt):
-            stop.wait()
+        stop.wait()
         console.stop()
 
     result = run_demo(
@@ -464,9 +462,6 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _up(args: argparse.Namespace) -> int:
-    import signal
-    import threading
-
     from infra.local.local_file import LOCAL_FILE
     from infra.local.logs import route_logs
     from infra.local.snapshot import SnapshotError
@@ -499,7 +494,7 @@ def _up(args: argparse.Namespace) -> int:
         environment=overrides,
     )
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    _stop_on_signals(stop)
     logs = route_logs(config.state_dir, verbose=args.verbose)
     try:
         stack = LocalStack(config, log=lambda line: print(line, flush=True))
@@ -521,8 +516,7 @@ def _up(args: argparse.Namespace) -> int:
     echo = "also here (--verbose)" if args.verbose else "--verbose also prints them here"
     print(f"logs     {logs.directory}/: the functions' JSON logs, tracebacks; {echo}", flush=True)
     print(f"ready    endpoints in {config.state_dir / LOCAL_FILE}; Ctrl-C stops", flush=True)
-    with suppress(KeyboardInterrupt):  # Ctrl-C is the way to stop
-        stop.wait()
+    stop.wait()  # Ctrl-C is the way to stop
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the shutdown
     print("stopping… (a run in progress finishes first)", flush=True)
     console.stop()
@@ -550,6 +544,15 @@ def _up_console(args: argparse.Namespace) -> Any:
                 "choose another with --console-port"
             ) from None
         return Console(data, port=0).start()
+
+
+def _stop_on_signals(stop: threading.Event) -> None:
+    """Ctrl-C (SIGINT) and SIGTERM set ``stop``, whatever their disposition was at start: a
+    process started in the background of a shell without job control (a script's ``sluice up &``,
+    ``nohup``, a CI step) inherits SIGINT *ignored*, and Python then installs no
+    KeyboardInterrupt for it, so a ``kill -INT`` (or a test's Ctrl-C) would never stop it."""
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
 
 
 def _loopback(host: str) -> bool:
@@ -814,9 +817,6 @@ def console_data(deployment: Deployment, state_dir: Path) -> Any:
 
 
 def _console(args: argparse.Namespace) -> int:
-    import signal
-    import threading
-
     from infra.console.server import DEFAULT_PORT, Console
 
     if not _loopback(args.host):
@@ -831,13 +831,12 @@ def _console(args: argparse.Namespace) -> int:
             f"cannot listen on {args.host}:{port}: {exc.strerror}; choose another with --port"
         ) from None
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    _stop_on_signals(stop)
     if args.json:
         print(json.dumps({"url": console.url, "over": data.where}), flush=True)
     else:
         print(f"console  {console.url} (read-only, over {data.where}); Ctrl-C stops", flush=True)
-    with suppress(KeyboardInterrupt):
-        stop.wait()
+    stop.wait()
     console.stop()
     return EXIT_OK
 

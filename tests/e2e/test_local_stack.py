@@ -478,7 +478,9 @@ class SluiceUp(ChildProcess):
         super().__init__(
             command,
             cwd=Path(__file__).resolve().parents[2],
-            env={**os.environ, "POWERTOOLS_LOG_LEVEL": "WARNING"},
+            # PYTHONFAULTHANDLER: a stop that hangs is aborted (interrupt) and says where each
+            # thread was
+            env={**os.environ, "POWERTOOLS_LOG_LEVEL": "WARNING", "PYTHONFAULTHANDLER": "1"},
         )
 
     def read_until(self, done: Callable[[list[str]], bool]) -> None:
@@ -494,7 +496,13 @@ class SluiceUp(ChildProcess):
         """Ctrl-C; the rest of what it says. Ctrl-C lets a run in progress finish first, which
         on a loaded 2-core machine can take more than a minute."""
         self.process.send_signal(signal.SIGINT)
-        self.process.wait(timeout=WAIT_SECONDS)
+        try:
+            self.process.wait(timeout=WAIT_SECONDS)
+        except subprocess.TimeoutExpired:
+            self.process.send_signal(signal.SIGABRT)
+            self.process.wait(timeout=30)
+            stopped = f"did not stop within {WAIT_SECONDS} s of SIGINT"
+            raise AssertionError(f"sluice up {stopped}:\n{self.said}{self.rest()}") from None
         return self.rest()
 
     def kill(self) -> None:

@@ -244,3 +244,34 @@ def test_a_restart_ends_a_trainer_that_outlived_its_stack_and_trains_once(tmp_pa
     assert _runs(tmp_path) == ["SUCCEEDED"], said
     assert up.process.returncode == 0, said
     assert not list((tmp_path / TRAINERS_DIR).glob("*.json"))
+
+
+def test_sigint_stops_sluice_up_started_with_sigint_ignored(tmp_path: Path) -> None:
+    # Given `sluice up` started as a script's background job starts it: a shell without job
+    # control runs `cmd &` with SIGINT ignored, the child inherits that, and Python then installs
+    # no KeyboardInterrupt for SIGINT
+    command = [
+        "bash", "-c", 'trap "" INT; exec "$@"', "bash",
+        sys.executable, "-m", "infra.cli", "up", "--state-dir", str(tmp_path),
+        "--aws-port", str(free_port()), "--api-port", str(free_port()),
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "POWERTOOLS_LOG_LEVEL": "WARNING"}
+    up = ChildProcess(command, cwd=ROOT, env=env)
+    try:
+        up.wait(
+            lambda lines: any(line.startswith("ready") for line in lines),
+            WAIT_SECONDS,
+            timed_out="sluice up not ready",
+            ended="sluice up ended early",
+            error=AssertionError,
+        )
+        # When it is sent SIGINT (`kill -INT`, as the script stops it)
+        up.process.send_signal(signal.SIGINT)
+        # Then it stops as after a Ctrl-C, at once and cleanly
+        up.process.wait(timeout=60)
+    finally:
+        if up.process.poll() is None:
+            up.process.kill()
+    rest = up.rest()
+    assert up.process.returncode == 0, up.said + rest
+    assert "stopped" in up.said + rest
