@@ -15,9 +15,22 @@ os.environ["AWS_DEFAULT_REGION"] = "us-east-1"
 os.environ.pop("AWS_PROFILE", None)
 
 
+from collections.abc import Iterator
+
 import pytest
 
+from functions.shared.observability import metrics
 from tests.models import KINDS, TrainedModel, train_model
+
+
+@pytest.fixture(autouse=True)
+def _no_leftover_metrics() -> Iterator[None]:
+    """Every test starts and ends with the shared Metrics object empty: a test that maps an error
+    outside a handler's ``log_metrics`` (which flushes) leaves a metric that a later test on the
+    same worker would otherwise find in its EMF document (the order depends on xdist)."""
+    metrics.clear_metrics()
+    yield
+    metrics.clear_metrics()
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,6 @@ import base64
 import copy
 import json
 import math
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -160,13 +159,6 @@ class Api:
 @pytest.fixture
 def api() -> Api:
     return Api()
-
-
-@pytest.fixture(autouse=True)
-def _no_leftover_metrics() -> Iterator[None]:
-    metrics.clear_metrics()
-    yield
-    metrics.clear_metrics()
 
 
 def client_rows(model: TrainedModel, rows: int = 60) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
