@@ -64,6 +64,16 @@ class ChildProcess:
                 raise error(f"{ended}:\n{self.said}")
             self.lines.append(line)
 
+    def wait_ready(self, seconds: float) -> None:
+        """Until ``sluice up`` prints its ``ready`` line (AssertionError if it never does)."""
+        self.wait(
+            lambda lines: any(line.startswith("ready") for line in lines),
+            seconds,
+            timed_out="sluice up not ready",
+            ended="sluice up ended early",
+            error=AssertionError,
+        )
+
     @property
     def said(self) -> str:
         return "".join(self.lines)

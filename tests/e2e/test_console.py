@@ -260,13 +260,7 @@ def test_sluice_up_serves_the_console_and_prints_its_url(tmp_path: Path) -> None
     command += ["--console-port", str(port)]
     up = ChildProcess(command, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)})
     try:
-        up.wait(
-            lambda lines: any(line.startswith("ready") for line in lines),
-            60,
-            timed_out="sluice up not ready",
-            ended="sluice up ended",
-            error=AssertionError,
-        )
+        up.wait_ready(60)
         # Then it printed the console's URL, on loopback, and the page there answers
         url = f"http://127.0.0.1:{port}/"
         assert f"console  {url} " in up.said, up.said

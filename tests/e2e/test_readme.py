@@ -96,13 +96,7 @@ def test_the_readme_local_stack_example_runs_as_written(tmp_path: Path) -> None:
         env=environment | {"PYTHONPATH": str(ROOT)},
     )
     try:
-        up.wait(
-            lambda lines: any(line.startswith("ready") for line in lines),
-            START_SECONDS,
-            timed_out="sluice up not ready",
-            ended="sluice up ended",
-            error=AssertionError,
-        )
+        up.wait_ready(START_SECONDS)
         # When the README's block runs in bash, line by line as written, stopping at a failure
         try:
             done = subprocess.run(

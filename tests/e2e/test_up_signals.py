@@ -258,13 +258,7 @@ def test_sigint_stops_sluice_up_started_with_sigint_ignored(tmp_path: Path) -> N
     env = {**os.environ, "PYTHONPATH": str(ROOT), "POWERTOOLS_LOG_LEVEL": "WARNING"}
     up = ChildProcess(command, cwd=ROOT, env=env)
     try:
-        up.wait(
-            lambda lines: any(line.startswith("ready") for line in lines),
-            WAIT_SECONDS,
-            timed_out="sluice up not ready",
-            ended="sluice up ended early",
-            error=AssertionError,
-        )
+        up.wait_ready(WAIT_SECONDS)
         # When it is sent SIGINT (`kill -INT`, as the script stops it)
         up.process.send_signal(signal.SIGINT)
         # Then it stops as after a Ctrl-C, at once and cleanly

@@ -49,13 +49,7 @@ def test_the_console_holds_human_lines_and_the_json_logs_go_to_the_logs_folder(
     env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONFAULTHANDLER": "1"}
     up = ChildProcess(command, cwd=tmp_path, env=env)
     try:
-        up.wait(
-            lambda lines: any(line.startswith("ready") for line in lines),
-            60,
-            timed_out="sluice up not ready",
-            ended="sluice up ended",
-            error=AssertionError,
-        )
+        up.wait_ready(60)
         # When a function logs (the API refuses a request for an unknown model)
         _refused_request(tmp_path)
     finally:
