@@ -99,7 +99,9 @@ class TrialRecord(_Frozen):
     number: int = Field(ge=0)
     params: dict[str, JsonValue]
     score: float | None  # the selection figure; None when pruned, failed or undefined
-    seconds: float = Field(ge=0)
+    seconds: float = Field(ge=0)  # wall-clock
+    # what it charged the budget (SearchSummary.spent_seconds); None on older cards
+    spent_seconds: float | None = Field(default=None, ge=0)
     state: str  # Optuna's: complete, pruned, fail
 
 
@@ -109,9 +111,13 @@ class SearchSummary(_Frozen):
 
     selection: str  # "validation", or "5-fold" (train + validation) for small datasets
     budget_seconds: float = Field(ge=0)  # this family's share of training.budget_seconds
-    seconds: float = Field(ge=0)
+    seconds: float = Field(ge=0)  # wall-clock
+    # what the budget counted: reference seconds estimated from the work done (search.py);
+    # None on cards written before the budget was counted in work
+    spent_seconds: float | None = Field(default=None, ge=0)
     max_trials: int = Field(ge=1)
-    stopped_by: Literal["max_trials", "budget"]
+    # clock: the wall-clock guard (search.CLOCK_GUARD times the share) ended it first
+    stopped_by: Literal["max_trials", "budget", "clock"]
     best_trial: int = Field(ge=0)
 
 

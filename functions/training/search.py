@@ -3,12 +3,14 @@
 Every family's first trial is its default configuration (the pipeline ``build_candidates``
 makes from the hyperparameters as given), so the search can only match or beat what training
 shipped before it existed, on the figure it selects by. Later trials are TPE's, seeded with
-``hp.seed``. A family stops at ``hp.max_trials`` trials or
-when its share of ``hp.budget_seconds`` is spent, whichever comes first; the budget is checked
-between trials, so a family overruns it by at most one trial (two where it chooses its target,
-below). With the cap reached first, the
-same data, seed and cap give the same trials; a wall-clock stop may cut a slower run sooner, and
-the card's ``search.stopped_by`` says which happened (docs/decisions.md, 2026-12-03).
+``hp.seed``. A family stops at ``hp.max_trials`` trials or when its share of
+``hp.budget_seconds`` is spent, whichever comes first; the budget is checked between trials, so
+a family overruns it by at most one trial (two where it chooses its target, below). The budget
+is counted in work, not read off a clock (``COST``, ``Searcher.charge``): the same data, seed and
+budget give the same trials on any machine. Only the wall-clock guard (``CLOCK_GUARD`` times the
+share, for a machine far slower than the reference) can cut a run sooner, and the card's
+``search.stopped_by`` says which stop ended each family (docs/decisions/, 2026-12-04, "The
+search's budget is counted in work").
 
 Selection figure: the contract metric on the validation split, or its mean over ``KFOLDS``
 folds of train + validation for datasets under ``KFOLD_BELOW_ROWS`` train + validation rows
@@ -32,7 +34,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import optuna
@@ -68,6 +70,28 @@ PRUNE_EVERY = 10  # boosting rounds between reports to the pruner
 PRUNE_STARTUP_TRIALS = 3  # completed trials before any is pruned
 # the pseudo-parameter that carries a family's target (target.py) with its estimator parameters
 TARGET_PARAM = "target"
+
+# What a fit costs in the budget's unit, estimated from the work it did rather than read off a
+# clock, so that the same data, seed and budget give the same trials on any machine and under
+# any load: ``a + b * steps * leaves + c * units`` reference seconds (``COST[name] = (a, b, c)``),
+# where steps are trees built (the boosted families; a pruned trial's, the rounds it boosted) or
+# solver iterations (the linear family), leaves a tree's leaves at most by its parameters
+# (``_leaves``; 1 for linear), and units are rows x encoded columns x steps. The rates are what
+# the reference machine (2 cores, docs/training.md) took, fitted by ``python -m
+# bench.search_cost``; a faster machine spends fewer wall seconds on the same budget, a slower one
+# more (docs/decisions/, "The search's budget is counted in work").
+# (2026-12-04: 1 180 fits over bench.quality's ten tables at budget 15 s, bench.search_cost;
+# charged / wall seconds per table within 0.51-1.24 for XGBoost, 0.67-1.10 for LightGBM and
+# 0.43-2.04 for the linear family, whose fits are the cheapest)
+COST: dict[CandidateName, tuple[float, float, float]] = {
+    "linear": (0.026, 0.0, 1.06e-9),
+    "xgboost": (0.144, 4.8e-6, 1.17e-8),
+    "lightgbm": (0.0994, 1.44e-4, 1.98e-8),
+}
+# A family also stops when its wall-clock time reaches this multiple of its share: a machine
+# many times slower than the reference (or starved by others) still ends its search; the card
+# says ``stopped_by: clock`` when this, not the budget, ended it
+CLOCK_GUARD = 3.0
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -185,7 +209,9 @@ class Searcher:
         )
         self.higher_is_better = METRICS[schema.metric].higher_is_better
         self.log_target_eligible = eligible(schema, train.y)
-        self.deadline = time.perf_counter() + hp.budget_seconds
+        self.width = max(1, len(schema.numeric) + len(schema.categorical))
+        self.spent = 0.0  # reference seconds charged so far, every family (``charge``)
+        self.fits: list[FitCost] = []  # what each charge was made of (bench.search_cost)
 
     @property
     def selection(self) -> str:
@@ -194,8 +220,8 @@ class Searcher:
     def search(self, name: CandidateName, families_left: int) -> FittedCandidate:
         """Search one family with its share of the remaining budget; return the best trial's
         model (fitted on train, early-stopped on validation) with every trial in its record."""
-        started = time.perf_counter()
-        seconds = max(0.0, self.deadline - started) / max(1, families_left)
+        started, spent_before = time.perf_counter(), self.spent
+        seconds = max(0.0, self.hp.budget_seconds - self.spent) / max(1, families_left)
         study = optuna.create_study(
             direction="maximize" if self.higher_is_better else "minimize",
             sampler=optuna.samplers.TPESampler(seed=self.hp.seed),
@@ -204,10 +230,14 @@ class Searcher:
         fitted: dict[int, FittedCandidate] = {}
         held_out: dict[int, HeldOutPredictions] = {}  # k-fold trials' out-of-fold predictions
         seconds_of: dict[int, float] = {}
+        spent_of: dict[int, float] = {}  # what each trial charged the budget
         target, target_scores, evaluated_first = self._choose_target(name)
+        target_spent = self.spent - spent_before  # both targets' evaluations: trial 0's charge
 
         def objective(trial: optuna.Trial) -> float:
-            clock = time.perf_counter()
+            clock, charged = time.perf_counter(), self.spent
+            if trial.number == 0:
+                charged -= target_spent
             try:
                 first = trial.number == 0  # the default configuration, as built
                 if first and evaluated_first is not None:  # scored when choosing the target
@@ -219,6 +249,7 @@ class Searcher:
                     score, model, out_of_fold = evaluated
             finally:
                 seconds_of[trial.number] = time.perf_counter() - clock
+                spent_of[trial.number] = self.spent - charged
             if model is not None:
                 fitted[trial.number] = model
             if out_of_fold is not None:
@@ -227,14 +258,20 @@ class Searcher:
 
         # the first trial always runs, however small the budget: a family needs one model
         study.optimize(objective, n_trials=1)
-        if self.hp.max_trials > 1 and time.perf_counter() - started < seconds:
-            study.optimize(
-                objective,
-                n_trials=self.hp.max_trials - 1,
-                timeout=max(0.0, seconds - (time.perf_counter() - started)),
-            )
+        stopped_by: StoppedBy = "max_trials"
+        while len(study.trials) < self.hp.max_trials:
+            if self.spent - spent_before >= seconds:
+                stopped_by = "budget"
+                break
+            if time.perf_counter() - started >= CLOCK_GUARD * seconds:
+                stopped_by = "clock"
+                break
+            study.optimize(objective, n_trials=1)
         first = defaults(name, self.hp, self.schema.task)
-        trials = [_record(t, seconds_of.get(t.number, 0.0), first, target) for t in study.trials]
+        trials = [
+            _record(t, seconds_of.get(t.number, 0.0), spent_of.get(t.number), first, target)
+            for t in study.trials
+        ]
         complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
         best = study.best_trial if complete else study.trials[0]
         bagging = {"subsample_freq": 1} if name == "lightgbm" and best.params else {}
@@ -251,8 +288,9 @@ class Searcher:
             selection=self.selection,
             budget_seconds=round(seconds, 3),
             seconds=round(time.perf_counter() - started, 3),
+            spent_seconds=round(self.spent - spent_before, 3),
             max_trials=self.hp.max_trials,
-            stopped_by="max_trials" if len(study.trials) >= self.hp.max_trials else "budget",
+            stopped_by=stopped_by,
             best_trial=best.number,
         )
         update: dict[str, Any] = {
@@ -321,21 +359,59 @@ class Searcher:
         return pipeline
 
     def _fit_on_train(
+        self, name: CandidateName, params: dict[str, Any], weights: NDArray[np.float64] | None
+    ) -> FittedCandidate:
+        return self._fit(name, self._pipeline(name, params), self.train, self.validation, weights)
+
+    def _fit(
         self,
         name: CandidateName,
-        params: dict[str, Any],
+        pipeline: Pipeline,
+        fit_part: Split,
+        held: Split,
         weights: NDArray[np.float64] | None,
-        callbacks: list[Any] | None = None,
+        trial: optuna.Trial | None = None,
     ) -> FittedCandidate:
-        return fit_candidate(
-            name,
-            self._pipeline(name, params),
-            self.schema,
-            self.train,
-            self.validation,
-            weights,
-            callbacks=callbacks,
-        )
+        """``fit_candidate``, charged to the budget (``charge``); a trial pruned mid-fit is
+        charged for the rounds it boosted before the pruner stopped it."""
+        rounds = [0]
+        callbacks = _pruning_callbacks(name, trial, self.higher_is_better, rounds)
+        clock = time.perf_counter()
+        try:
+            fitted = fit_candidate(
+                name, pipeline, self.schema, fit_part, held, weights, callbacks=callbacks
+            )
+        except optuna.TrialPruned:
+            steps = rounds[0] * _trees_per_round(self.schema)
+            self._charge_fit(name, pipeline, fit_part.rows, steps, time.perf_counter() - clock)
+            raise
+        self._charge_fit(name, pipeline, fit_part.rows, None, time.perf_counter() - clock)
+        return fitted
+
+    def _charge_fit(
+        self, name: CandidateName, pipeline: Pipeline, rows: int, steps: int | None, wall: float
+    ) -> None:
+        """Charge a fit (``steps`` None: a completed one, its steps read off the model)."""
+        width = _encoded_width(pipeline.named_steps["features"], self.width)
+        model = pipeline.named_steps["model"]
+        if steps is None:
+            steps = _work_steps(name, model, width)
+        self.charge(name, rows, width, steps, _leaves(name, model, rows), wall)
+
+    def charge(
+        self, name: CandidateName, rows: int, width: int, steps: int, leaves: int, wall: float
+    ) -> float:
+        """Add one fit's reference seconds to what the budget has spent; ``width`` is the
+        columns the estimator saw (after encoding), ``steps`` trees built or solver iterations,
+        ``leaves`` a tree's leaves at most (1 for linear). Deterministic: no clock in it
+        (``wall`` is only kept in ``fits`` for bench.search_cost to fit the rates against)."""
+        steps = max(1, steps)
+        units = float(rows) * width * steps
+        per_fit, per_leaf, per_unit = COST[name]
+        cost = per_fit + per_leaf * steps * leaves + per_unit * units
+        self.spent += cost
+        self.fits.append(FitCost(name, rows, width, steps, leaves, units, cost, wall))
+        return cost
 
     def _evaluate(
         self,
@@ -350,15 +426,15 @@ class Searcher:
         n_classes = len(self.schema.classes or [])
         if self.folds is None:
             weights = balanced_weights(self.train.y, n_classes) if balanced else None
-            callbacks = _pruning_callbacks(name, trial, self.higher_is_better)
-            model = self._fit_on_train(name, params, weights, callbacks)
+            pipeline = self._pipeline(name, params)
+            model = self._fit(name, pipeline, self.train, self.validation, weights, trial)
             return model.record.metric_value, model, None
         scores: list[float] = []
         out_of_fold: list[NDArray[np.float64]] = []
         for step, (fit_part, held) in enumerate(self.folds.pairs):
             weights = balanced_weights(fit_part.y, n_classes) if balanced else None
             pipeline = self._pipeline(name, params)
-            value = fit_candidate(name, pipeline, self.schema, fit_part, held, weights)
+            value = self._fit(name, pipeline, fit_part, held, weights)
             if value.record.metric_value is None:
                 return None, None, None
             scores.append(value.record.metric_value)
@@ -416,7 +492,11 @@ def _with_selection_score(model: FittedCandidate, score: float | None) -> Fitted
 
 
 def _record(
-    trial: optuna.trial.FrozenTrial, seconds: float, first: dict[str, Any], target: dict[str, Any]
+    trial: optuna.trial.FrozenTrial,
+    seconds: float,
+    spent: float | None,
+    first: dict[str, Any],
+    target: dict[str, Any],
 ) -> TrialRecord:
     value = trial.value if trial.state == optuna.trial.TrialState.COMPLETE else None
     return TrialRecord(
@@ -424,14 +504,16 @@ def _record(
         params={**(dict(trial.params) if trial.number else first), **target},
         score=None if value is None or math.isnan(value) else float(value),
         seconds=round(seconds, 3),
+        spent_seconds=None if spent is None else round(spent, 4),
         state=trial.state.name.lower(),
     )
 
 
 def _pruning_callbacks(
-    name: CandidateName, trial: optuna.Trial | None, higher_is_better: bool
+    name: CandidateName, trial: optuna.Trial | None, higher_is_better: bool, rounds: list[int]
 ) -> list[Any] | None:
     """Report the validation loss every PRUNE_EVERY rounds; prune a trial behind the median.
+    ``rounds[0]`` follows the rounds boosted, for the budget's charge of a pruned trial.
 
     The boosting losses (logloss, mlogloss, l2, rmse) are lower-better, and the median rule
     compares values in the study's direction, so a maximising study is told ``-loss``."""
@@ -440,6 +522,7 @@ def _pruning_callbacks(
     sign = -1.0 if higher_is_better else 1.0
 
     def report(round_: int, loss: float) -> None:
+        rounds[0] = round_ + 1
         if round_ % PRUNE_EVERY:
             return
         trial.report(sign * loss, round_)
@@ -476,3 +559,65 @@ def _subset(split: Split, rows: NDArray[Any], name: str) -> Split:
         feeds={k: v[rows] for k, v in split.feeds.items()},
         y=split.y[rows],
     )
+
+
+StoppedBy = Literal["max_trials", "budget", "clock"]
+
+
+@dataclass(frozen=True)
+class FitCost:
+    """One fit as the budget counted it, with the wall seconds it took (bench.search_cost)."""
+
+    name: CandidateName
+    rows: int
+    width: int
+    steps: int
+    leaves: int
+    units: float
+    cost: float  # reference seconds charged
+    wall: float
+
+
+def _trees_per_round(schema: DatasetSchema) -> int:
+    classes = len(schema.classes or [])
+    return classes if schema.task == "classification" and classes > 2 else 1
+
+
+def _encoded_width(features: Any, default: int) -> int:
+    """The columns a fitted ``build_features`` transformer gives the estimator (one-hot columns
+    counted), read off its output slices; ``default`` when it has none."""
+    slices = getattr(features, "output_indices_", None)
+    if not slices:
+        return default
+    return max(1, max(int(part.stop) for part in slices.values()))
+
+
+def _leaves(name: CandidateName, model: Any, rows: int) -> int:
+    """A tree's leaves at most, from its parameters: what a boosted tree's cost grows with
+    beyond its rows and columns (each leaf is a split search); 1 for the linear family."""
+    if name == "linear":
+        return 1
+    params = model.get_params()
+    cap: int
+    if name == "xgboost":
+        cap = 2 ** int(params.get("max_depth") or 6)
+    else:
+        smallest = max(1, int(params.get("min_child_samples") or 20))
+        cap = min(int(params.get("num_leaves") or 31), max(2, rows // smallest))
+    return int(max(2, min(cap, rows)))
+
+
+def _work_steps(name: CandidateName, model: Any, width: int) -> int:
+    """Trees a fitted boosted model built (every class's, as many as it kept), or the linear
+    solver's iterations; a ridge regression, solved in closed form (rows x columns², like
+    ``width`` iterations), counts ``width``."""
+    if name == "xgboost":
+        booster = model.get_booster()
+        classes = int(getattr(model, "n_classes_", 0) or 0)
+        return int(booster.num_boosted_rounds()) * (classes if classes > 2 else 1)
+    if name == "lightgbm":
+        return int(model.booster_.num_trees())
+    iterations = getattr(model, "n_iter_", None)
+    if iterations is None:
+        return width
+    return int(np.max(iterations))
