@@ -35,13 +35,12 @@ from typing import Any
 import numpy as np
 
 from bench.report import machine
-from bench.training import CATEGORICAL, CLASSES, NUMERIC
+from bench.training import bench_version
 from functions.shared.model_card import Device
 from functions.training.candidates import build_xgboost, fit_candidate
 from functions.training.script_mode import Hyperparameters, SageMakerPaths
 from functions.training.splits import load_schema, load_split
 from functions.training.train import train
-from tests.datasets import synthetic, write_dataset_version
 
 
 def cuda_available() -> str | None:
@@ -78,17 +77,7 @@ def measure(
 
     with tempfile.TemporaryDirectory(prefix="sluice-gpu-") as tmp:
         root = Path(tmp)
-        generated = synthetic(
-            rows,
-            task="classification",
-            metric="f1_macro",
-            n_numeric=NUMERIC,
-            n_categorical=CATEGORICAL,
-            n_classes=CLASSES,
-            name="bench",
-        )
-        write_dataset_version(root / "version", generated)
-        paths = SageMakerPaths.for_version(root / "version", root)
+        paths = bench_version(rows, root)
         schema = load_schema(paths.train)
         train_split = load_split(paths.train, schema, "train")
         validation = load_split(paths.validation, schema, "validation")

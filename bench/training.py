@@ -78,20 +78,25 @@ def gpu_figure(record: Path = GPU_RECORD) -> Figure:
     )
 
 
+def bench_version(rows: int, root: Path) -> SageMakerPaths:
+    """The bench's synthetic table as a dataset version under ``root``, laid out as a training
+    job's channels (bench.gpu trains on the same table)."""
+    generated = synthetic(
+        rows,
+        task="classification",
+        metric="f1_macro",
+        n_numeric=NUMERIC,
+        n_categorical=CATEGORICAL,
+        n_classes=CLASSES,
+        name="bench",
+    )
+    write_dataset_version(root / "version", generated)
+    return SageMakerPaths.for_version(root / "version", root)
+
+
 def _train(rows: int) -> tuple[Any, float]:
     with tempfile.TemporaryDirectory(prefix="sluice-bench-") as tmp:
-        root = Path(tmp)
-        generated = synthetic(
-            rows,
-            task="classification",
-            metric="f1_macro",
-            n_numeric=NUMERIC,
-            n_categorical=CATEGORICAL,
-            n_classes=CLASSES,
-            name="bench",
-        )
-        write_dataset_version(root / "version", generated)
-        paths = SageMakerPaths.for_version(root / "version", root)
+        paths = bench_version(rows, Path(tmp))
         started = time.perf_counter()
         card = train(paths, Hyperparameters(), num_gpus=0)
         return card, time.perf_counter() - started
