@@ -57,9 +57,16 @@ def deployment(trained_models: dict[str, TrainedModel]) -> Iterator[DynamoDBRegi
             definition=json.dumps(PASS_MACHINE),
             roleArn=topology.pipeline_role_arn,
         )
-        stepfunctions.start_execution(
+        execution = stepfunctions.start_execution(
             stateMachineArn=machine["stateMachineArn"], name="run-2", input='{"dataset": "binary"}'
         )
+        # moto runs the execution on a thread of its own: wait for it to end, as the tests
+        # read it as ended (under load it was still RUNNING at the first read)
+        deadline = time.monotonic() + 30
+        arn = execution["executionArn"]
+        while stepfunctions.describe_execution(executionArn=arn)["status"] == "RUNNING":
+            assert time.monotonic() < deadline, "moto's execution of the Pass machine never ended"
+            time.sleep(0.02)
         yield registry
 
 
