@@ -105,6 +105,10 @@ class TrialRecord(_Frozen):
     state: str  # Optuna's: complete, pruned, fail
 
 
+# what ended a family's search (training/search.py)
+StoppedBy = Literal["max_trials", "budget", "clock"]
+
+
 class SearchSummary(_Frozen):
     """How a family's search went: what it selected by, its share of the budget, why it
     stopped, and which trial won."""
@@ -117,7 +121,7 @@ class SearchSummary(_Frozen):
     spent_seconds: float | None = Field(default=None, ge=0)
     max_trials: int = Field(ge=1)
     # clock: the wall-clock guard (search.CLOCK_GUARD times the share) ended it first
-    stopped_by: Literal["max_trials", "budget", "clock"]
+    stopped_by: StoppedBy
     best_trial: int = Field(ge=0)
 
 

@@ -34,7 +34,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import optuna
@@ -45,7 +45,7 @@ from xgboost.callback import TrainingCallback
 
 from functions.shared.features import DatasetSchema
 from functions.shared.metrics import METRICS
-from functions.shared.model_card import ClassWeighting, SearchSummary, TrialRecord
+from functions.shared.model_card import ClassWeighting, SearchSummary, StoppedBy, TrialRecord
 from functions.training.candidates import (
     FittedCandidate,
     HeldOutPredictions,
@@ -559,9 +559,6 @@ def _subset(split: Split, rows: NDArray[Any], name: str) -> Split:
         feeds={k: v[rows] for k, v in split.feeds.items()},
         y=split.y[rows],
     )
-
-
-StoppedBy = Literal["max_trials", "budget", "clock"]
 
 
 @dataclass(frozen=True)
