@@ -71,6 +71,57 @@ def split_key(dataset: str, dataset_version: str, split: str) -> str:
     return f"{version_prefix(dataset, dataset_version)}{split}/part-0.parquet"
 
 
+def parts_prefix(dataset: str) -> str:
+    """Artifacts-bucket prefix of a dataset's parts: one per accepted data object, built once
+    (docs/decisions.md, "Per-file parts")."""
+    return f"{dataset}/parts/"
+
+
+def part_prefix(dataset: str, part_id: str) -> str:
+    return f"{parts_prefix(dataset)}{part_id}/"
+
+
+def part_split_key(dataset: str, part_id: str, split: str) -> str:
+    """A part's rows of one split; the file name is unique across parts, so a channel that
+    flattens its objects' folders cannot collide."""
+    return f"{part_prefix(dataset, part_id)}{split}-{part_id}.parquet"
+
+
+def part_index_key(dataset: str, part_id: str) -> str:
+    """The part's sorted row hashes (NPY, uint64): global deduplication reads only these."""
+    return f"{part_prefix(dataset, part_id)}rows.u64.npy"
+
+
+def part_record_key(dataset: str, part_id: str) -> str:
+    """Written last: a part without it is incomplete and is built again."""
+    return f"{part_prefix(dataset, part_id)}part.json"
+
+
+def part_rejected_key(dataset: str, part_id: str) -> str:
+    """Instead of the part: the object was refused, and is never read again."""
+    return f"{part_prefix(dataset, part_id)}rejected.json"
+
+
+def roles_key(dataset: str, object_id: str) -> str:
+    """What one data object's first rows say each column is (the pin's candidates)."""
+    return f"{parts_prefix(dataset)}roles/{object_id}.json"
+
+
+def channel_key(dataset: str, dataset_version: str, split: str) -> str:
+    """A version's split as a SageMaker ManifestFile: its parts' files of that split."""
+    return f"{version_prefix(dataset, dataset_version)}channels/{split}.manifest"
+
+
+def version_state_key(dataset: str, dataset_version: str) -> str:
+    """The version's mergeable totals, the base the next upload adds its part to."""
+    return f"{version_prefix(dataset, dataset_version)}state.json"
+
+
+def latest_state_key(dataset: str) -> str:
+    """Names the last version whose state was written (a hint: any valid state is a base)."""
+    return f"{parts_prefix(dataset)}latest.json"
+
+
 def rejected_key(dataset: str, run_name: str) -> str:
     return f"{dataset}/rejected/{run_name}.json"
 

@@ -53,6 +53,19 @@ class RowCounts(BaseModel):
     per_split: dict[str, int]
 
 
+class PartRef(BaseModel):
+    """One accepted data object's part, as a version lists it (format 2)."""
+
+    part_id: str
+    key: str  # the raw data object
+    etag: str
+    version_id: str | None = None
+    size: int
+    rows_accepted: int  # before deduplication across parts
+    split_keys: dict[str, str]  # split -> the part's file of it (only splits with rows)
+    index_key: str
+
+
 class Manifest(BaseModel):
     dataset: str
     dataset_version: str
@@ -67,3 +80,10 @@ class Manifest(BaseModel):
     split_keys: dict[str, str]
     # Files of the dataset's data/ that this version left out; absent in older manifests.
     excluded: list[ExcludedFile] = Field(default_factory=list)
+    # 1: one Parquet file per split under the version (``split_keys``), the layout before
+    # per-file parts; 2: a list of parts, each split a SageMaker ManifestFile (``channels``)
+    # naming the parts' files, rows equal across parts kept once (``row_hash``).
+    format: int = 1
+    parts: list[PartRef] = Field(default_factory=list)
+    channels: dict[str, str] = Field(default_factory=dict)  # split -> channel manifest key
+    state_key: str | None = None
