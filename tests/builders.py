@@ -11,9 +11,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 
 from functions.preprocess.logic import Policy, PreprocessOutcome, process_upload
+from functions.preprocess.versions import read_manifest, split_frame
 from functions.shared import layout
 from functions.shared.s3_events import UploadedObject
 from functions.shared.storage import ObjectInfo
@@ -114,9 +114,10 @@ class World:
         )
 
     def split(self, outcome: PreprocessOutcome, name: str) -> pd.DataFrame:
+        """A version's split as training reads it (``versions.split_frame``)."""
         assert outcome.dataset and outcome.dataset_version
-        key = layout.split_key(outcome.dataset, outcome.dataset_version, name)
-        return pq.read_table(io.BytesIO(self.store.get_bytes(ARTIFACTS, key))).to_pandas()
+        manifest = read_manifest(self.store, ARTIFACTS, outcome.dataset, outcome.dataset_version)
+        return split_frame(self.store, ARTIFACTS, manifest, name)
 
     def report(self, outcome: PreprocessOutcome) -> dict[str, Any]:
         assert outcome.report_key

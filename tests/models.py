@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from functions.preprocess.versions import materialise, read_manifest
 from functions.shared import layout
 from functions.shared.contract import FeatureKind
 from functions.shared.features import DatasetSchema, FeatureSpec
@@ -81,12 +82,12 @@ def train_stored_version(
     hyperparameters: Hyperparameters = FAST,
 ) -> TrainedModel:
     """Train on a dataset version preprocessing wrote to ``store`` (``prefix`` ends in ``/``):
-    its objects are laid out on disk as SageMaker's channels, then the real entry point runs."""
-    version = root / "version"
-    for key in (info.key for info in store.list(bucket, prefix)):
-        path = version / key[len(prefix) :]
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(store.get_bytes(bucket, key))
+    it is laid out on disk as one folder per split (``versions.materialise``), then the real
+    entry point runs."""
+    dataset, _, name = prefix.rstrip("/").split("/")
+    version = materialise(
+        store, bucket, read_manifest(store, bucket, dataset, name), root / "version"
+    )
     schema = DatasetSchema.model_validate_json((version / "dataset.json").read_bytes())
     paths = SageMakerPaths.for_version(version, root)
     train(paths, hyperparameters, num_gpus=0)

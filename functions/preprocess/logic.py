@@ -10,10 +10,7 @@ re-creates the same version, and the manifest, written last, marks a version as 
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
-import shutil
-import tempfile
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -22,36 +19,36 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote_plus
 
-import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
-from pydantic import BaseModel
-
-from functions.preprocess.cleaning import (
-    SPLIT_BOUNDS,
-    SPLITS,
-    BatchCleaner,
-    Deduplicator,
-    RowIssues,
-    assign_splits,
-    infer_features,
-    row_hashes,
+from functions.preprocess.assemble import (
+    MAX_DIFFS,
+    Assembler,
+    Parts,
+    PartStore,
+    Totals,
+    VersionState,
+    build_parts,
+    class_names,
+    load_base,
+    schema_of,
+    work_dir,
 )
+from functions.preprocess.cleaning import SPLIT_BOUNDS, SPLITS, RowIssues
 from functions.preprocess.models import UNCHANGED_NOTE, PreprocessOutcome, RejectionReport
-from functions.preprocess.profile import build_profile
-from functions.preprocess.reader import (
-    BLOCK_BYTES,
-    HEADER_BYTES,
-    UnreadableFileError,
-    iter_batches,
-    parse_header,
-    read_header,
+from functions.preprocess.parts import (
+    GIB,
+    Policy,
+    header_violations,
+    issues_of,
+    part_id,
+    row_violations,
+    schema_for,
 )
+from functions.preprocess.reader import HEADER_BYTES, UnreadableFileError, parse_header
 from functions.shared import layout
-from functions.shared.contract import Contract, FeatureKind, parse_contract
+from functions.shared.contract import Contract, parse_contract
 from functions.shared.errors import ContractError, DataValidationError
-from functions.shared.features import MISSING_CATEGORY, ColumnRole, DatasetSchema, FeatureSpec
-from functions.shared.manifest import ExcludedFile, Manifest, RowCounts, SourceFile, Violation
+from functions.shared.features import MISSING_CATEGORY, DatasetSchema
+from functions.shared.manifest import ExcludedFile, Manifest, PartRef, RowCounts, Violation
 from functions.shared.orchestration import Orchestrator
 from functions.shared.progress import Progress, report_progress
 from functions.shared.registry import ModelRegistry
@@ -65,18 +62,6 @@ from functions.shared.s3_events import UploadedObject
 from functions.shared.storage import ObjectInfo, ObjectStore, s3_uri
 
 RUN_NAME_LIMIT = 80  # Step Functions execution names
-GIB = 1024**3
-
-
-class Policy(BaseModel):
-    """Dataset-level limits; documented in docs/decisions.md."""
-
-    min_rows: int = 100
-    min_class_count: int = 10
-    max_rejected_fraction: float = 0.05
-    # One data object, checked from its S3 size before it is downloaded; the function's /tmp
-    # (infra/aws/ingest.py) holds it plus the splits being written.
-    max_upload_bytes: int = GIB
 
 
 class RejectedUploadError(DataValidationError):
@@ -239,11 +224,13 @@ def build_dataset_version(
     """The dataset version of every data file under ``<dataset>/data/``, less the files refused
     for a fault of their own, each with its report (docs/decisions.md, "One bad file").
 
-    The version id names every file listed, the refused ones included: the same objects give the
-    same version, with the same files left out. When ``trigger_key`` (the upload being
-    processed) is itself refused, nothing is written and the upload is rejected with that
-    file's violations. A file refused after some of its rows went into the version (a parse
-    error deep in the file, too many bad rows) makes the version be read again without it.
+    Each file is read once, into its part (``functions.preprocess.parts``); the version lists
+    the accepted parts and adds the new ones' distinct rows to the last version's totals
+    (``functions.preprocess.assemble``), so its cost follows the upload, not the dataset's
+    history. The version id names every file listed, the refused ones included: the same
+    objects give the same version, with the same files left out. When ``trigger_key`` (the
+    upload being processed) is itself refused, no version is written and the upload is
+    rejected with that file's violations.
     """
     sources = data_sources(store, raw_bucket, dataset)
     if not sources:
@@ -263,42 +250,70 @@ def build_dataset_version(
         if s.size > policy.max_upload_bytes
     }
     _refuse_if_trigger_left_out(left_out, trigger_key)
-
-    with tempfile.TemporaryDirectory(prefix="sluice-preprocess-") as tmp:
-        for attempt in itertools.count():
-            included = [s for s in sources if s.key not in left_out]
-            if not included:
-                raise RejectedUploadError(
-                    [
-                        Violation(
-                            rule="no_data",
-                            message=f"no usable file under {dataset}/data/: each was left out "
-                            "for the reasons below",
-                        ),
-                        *(v for f in left_out.values() for v in f.violations),
-                    ]
-                )
-            work = Path(tmp) / f"read-{attempt}"
-            work.mkdir()
-            builder = _VersionBuilder(contract, dataset, version, work, policy)
-            builder.bytes_total = sum(source.size for source in included)
-            for source in included:
-                builder.add_file(store, source)
-            # Refused after some of their rows went in: read the version again without them.
-            partly_read = {f.source.key: f for f in builder.left_out if f.rows}
-            left_out.update(partly_read)
-            _refuse_if_trigger_left_out(left_out, trigger_key)
-            if not partly_read:
-                break
-            builder.discard()
-            shutil.rmtree(work)
-        left_out.update({f.source.key: f for f in builder.left_out})
+    readable = [s for s in sources if s.key not in left_out]
+    digest = contract.data_digest()
+    progress = _Progress(dataset, sum(s.size for s in readable))
+    with work_dir() as tmp:
+        parts, base = build_parts(
+            store,
+            raw_bucket,
+            artifacts_bucket,
+            dataset,
+            contract,
+            readable,
+            policy,
+            Path(tmp),
+            lambda pin: load_base(store, artifacts_bucket, dataset, digest, pin.sha),
+            progress.report,
+        )
+        left_out.update(
+            {k: _LeftOut(s, r.violations, r.rows) for k, (s, r) in parts.refused.items()}
+        )
         _refuse_if_trigger_left_out(left_out, trigger_key)
+        if not parts.accepted:
+            raise RejectedUploadError(
+                [
+                    Violation(
+                        rule="no_data",
+                        message=f"no usable file under {dataset}/data/: each was left out "
+                        "for the reasons below",
+                    ),
+                    *(v for f in left_out.values() for v in f.violations),
+                ]
+            )
         excluded = _report_exclusions(store, artifacts_bucket, dataset, left_out.values())
-        builder.finish(excluded)
-        return BuiltVersion(
-            manifest=builder.upload(store, artifacts_bucket, contract_sha, excluded),
-            reused=False,
+        writer = _VersionWriter(store, artifacts_bucket, dataset, version, contract, parts)
+        writer.assemble(base, Path(tmp))
+        writer.check(policy, excluded)
+        return BuiltVersion(manifest=writer.write(contract_sha, excluded), reused=False)
+
+
+class _Progress:
+    """Progress records over the bytes and rows of the files read in this call."""
+
+    def __init__(self, dataset: str, total: int) -> None:
+        self.dataset = dataset
+        self.total = total
+        self.started = time.perf_counter()
+        self.before = (0, 0)  # bytes and rows of the files read to their end
+        self.current: tuple[str, int, int] = ("", 0, 0)  # the file being read: key, bytes, rows
+
+    def report(self, source: ObjectInfo, done: int, rows: int) -> None:
+        key, last_bytes, last_rows = self.current
+        if source.key != key:
+            self.before = (self.before[0] + last_bytes, self.before[1] + last_rows)
+        self.current = (source.key, done, rows)
+        read = min(self.before[0] + done, self.total)
+        report_progress(
+            Progress(
+                step="preprocess",
+                dataset=self.dataset,
+                done=read,
+                total=self.total,
+                unit="bytes",
+                detail=f"{self.before[1] + rows:,} rows, {_size(read)} of {_size(self.total)} read",
+                elapsed_seconds=round(time.perf_counter() - self.started, 1),
+            )
         )
 
 
@@ -398,7 +413,7 @@ def _too_large(
                 source.bucket, source.key, HEADER_BYTES + 1, version_id=source.version_id
             )
             try:
-                header_problems = _header_violations(contract, source.key, parse_header(head))
+                header_problems = header_violations(contract, source.key, parse_header(head))
                 columns = (
                     "its header also breaks the rules below"
                     if header_problems
@@ -433,295 +448,143 @@ def _size(n: int) -> str:
     return f"{n} bytes"
 
 
-def _header_violations(
-    contract: Contract, key: str, header: list[str], known_features: list[str] | None = None
-) -> list[Violation]:
-    """File rules about a header: names present, unique, the contract's columns there.
-
-    Any other text is a name (``a b``, ``revenu €``, ``label``): the model graph spells it its
-    own way (``features.onnx_input_name``). A name of only whitespace is no name, and names
-    that differ only in surrounding whitespace (``a`` and `` a ``) are duplicates: a person
-    cannot tell them apart in a request or a report.
-    """
-    problems = []
-    unnamed = [i + 1 for i, name in enumerate(header) if not name.strip()]
-    if unnamed:
-        problems.append(
-            Violation(
-                rule="empty_column_name",
-                file=key,
-                message=f"{key}: header column(s) {unnamed} (1-based) have no name (empty or "
-                "only whitespace); an unnamed first column is often a saved row index",
-            )
-        )
-    dupes = sorted({c for c in header if c.strip() and header.count(c) > 1})
-    if dupes:
-        problems.append(
-            Violation(
-                rule="duplicate_column",
-                file=key,
-                column=dupes[0],
-                message=f"{key}: duplicated column names {dupes}",
-            )
-        )
-    spellings: dict[str, set[str]] = {}
-    for name in header:
-        if name.strip():
-            spellings.setdefault(name.strip(), set()).add(name)
-    for names in (sorted(s) for s in spellings.values() if len(s) > 1):
-        problems.append(
-            Violation(
-                rule="duplicate_column",
-                file=key,
-                column=names[0],
-                message=f"{key}: column names {names} differ only in surrounding whitespace; "
-                "rename one of them",
-            )
-        )
-    for col in contract.required_columns():
-        if col not in header:
-            rule = "target_missing" if col == contract.target else "missing_column"
-            problems.append(
-                Violation(
-                    rule=rule,
-                    file=key,
-                    column=col,
-                    message=f"{key}: required column '{col}' is missing",
-                )
-            )
-    for col in contract.unexpected_columns(header):
-        if not col:
-            continue
-        problems.append(
-            Violation(
-                rule="unexpected_column",
-                file=key,
-                column=col,
-                message=f"{key}: column '{col}' is not in the contract's features",
-            )
-        )
-    if known_features is not None:
-        absent = sorted(set(known_features) - set(header))
-        if absent and not problems:
-            problems.append(
-                Violation(
-                    rule="missing_column",
-                    file=key,
-                    column=absent[0],
-                    message=f"{key}: lacks feature columns {absent} "
-                    "that other files of the dataset have",
-                )
-            )
-    return problems
-
-
-class _VersionBuilder:
-    """Accumulates one dataset version on local disk, file by file and batch by batch; a file
-    refused for a fault of its own is left out (``left_out``), its rows and issues not counted."""
+class _VersionWriter:
+    """Totals a version's parts, checks the dataset rules on them, and writes the version:
+    state, schema, profile, channels, then the manifest (last: it marks the version complete)."""
 
     def __init__(
-        self, contract: Contract, dataset: str, version: str, work: Path, policy: Policy
+        self,
+        store: ObjectStore,
+        bucket: str,
+        dataset: str,
+        version: str,
+        contract: Contract,
+        parts: Parts,
     ) -> None:
-        self.contract = contract
+        self.store = store
+        self.bucket = bucket
         self.dataset = dataset
         self.version = version
-        self.work = work
-        self.policy = policy
-        self.left_out: list[_LeftOut] = []
-        self.issues = RowIssues()
-        self.dedup = Deduplicator()
-        self.sources: list[SourceFile] = []
-        self.features: list[FeatureSpec] | None = None
-        self.roles: list[ColumnRole] = []
-        self.cleaner: BatchCleaner | None = None
-        self._profile: dict[str, Any] | None = None
-        self.writers: dict[str, pq.ParquetWriter] = {}
-        self.split_rows = dict.fromkeys(SPLITS, 0)
-        self.rows_read = 0
-        self.duplicates = 0
-        self.bytes_total = 0  # of every file this version reads: the progress records' total
-        self.bytes_read = 0  # of the files read to their end
-        self.started = time.perf_counter()
+        self.contract = contract
+        self.parts = parts
+        # Parts in id order: the order readers keep the first copy of a row in.
+        self.summaries = [parts.accepted[p] for p in sorted(parts.accepted)]
+        self.totals: Totals | None = None
 
-    # -- reading -------------------------------------------------------------------------
-    def add_file(self, store: ObjectStore, source: ObjectInfo) -> None:
-        local = self.work / f"src-{len(self.sources)}{Path(source.key).suffix.lower()}"
-        sha = store.download(source.bucket, source.key, local, version_id=source.version_id)
-        issues = RowIssues()  # this file's, counted in the version's once the file is accepted
-        rows = 0
-        try:
-            header = read_header(local)
-            known = None if self.features is None else [f.name for f in self.features]
-            problems = _header_violations(self.contract, source.key, header, known)
-            if not problems:
-                # A CSV batch is one block of the file; a Parquet file's bytes count once read
-                block = BLOCK_BYTES if local.suffix == ".csv" else 0
-                for number, batch in enumerate(iter_batches(local, header), start=1):
-                    rows += len(batch.frame)
-                    self._add_batch(batch.frame, header, source.key, batch.first_row, issues)
-                    self._progress(min(source.size, number * block), rows)
-                problems = self._file_row_checks(source.key, rows, issues)
-        except UnreadableFileError as exc:
-            problems = [
-                Violation(rule="unreadable_file", file=source.key, message=f"{source.key}: {exc}")
-            ]
-        finally:
-            local.unlink(missing_ok=True)
-        self.bytes_read += source.size
-        if problems:
-            self.left_out.append(_LeftOut(source, problems, rows))
-            self._progress(0, 0)
-            return
-        self.rows_read += rows
-        self.issues.merge(issues)
-        self._progress(0, 0)
-        self.sources.append(
-            SourceFile(
-                key=source.key,
-                etag=source.etag,
-                version_id=source.version_id,
-                size=source.size,
-                sha256=sha,
-                rows_read=rows,
-            )
+    def schema(self) -> DatasetSchema:
+        assert self.totals is not None
+        return schema_of(
+            self.contract,
+            self.parts.pin,
+            self.dataset,
+            self.version,
+            self.summaries,
+            self.totals.classes,
         )
 
-    def _file_row_checks(self, key: str, rows: int, issues: RowIssues) -> list[Violation]:
-        """A file with no rows, or too many bad ones, is the file's fault: it is left out."""
-        if rows == 0:
-            return [
-                Violation(rule="empty_file", file=key, message=f"{key}: header but no data rows")
-            ]
-        if issues.total / rows <= self.policy.max_rejected_fraction:
-            return []
-        return [
-            Violation(
-                rule="too_many_rejected_rows",
-                file=key,
-                count=issues.total,
-                message=f"{key}: {issues.total} of {rows} rows broke a rule "
-                f"(more than {self.policy.max_rejected_fraction:.0%}); see the row rules below",
-            ),
-            *_row_violations(issues),
-        ]
-
-    def _progress(self, bytes_of_this_file: int, rows_of_this_file: int) -> None:
-        read = self.bytes_read + bytes_of_this_file
-        rows = self.rows_read + rows_of_this_file
-        report_progress(
-            Progress(
-                step="preprocess",
-                dataset=self.dataset,
-                done=read,
-                total=self.bytes_total,
-                unit="bytes",
-                detail=f"{rows:,} rows, {_size(read)} of {_size(self.bytes_total)} read",
-                elapsed_seconds=round(time.perf_counter() - self.started, 1),
-            )
+    def assemble(self, base: VersionState | None, work: Path) -> None:
+        """The distinct rows' totals, added to the base's when it is near, else summed afresh;
+        the state is written before the dataset rules run, so a version they refuse is still
+        the next upload's base."""
+        plain = schema_for(
+            self.contract, self.parts.pin.features, self.parts.pin.roles, self.dataset, ""
+        )
+        reader = PartStore(self.store, self.bucket, self.dataset, work)
+        assembler = Assembler(self.parts, reader, plain)
+        near = base is not None and (len(set(base.parts) ^ set(self.parts.accepted)) <= MAX_DIFFS)
+        self.totals = assembler.incremental(base) if base is not None and near else assembler.full()
+        state = VersionState(
+            data_digest=self.contract.data_digest(),
+            roles_sha=self.parts.pin.sha,
+            parts=dict(self.parts.accepted),
+            refused={
+                part_id(self.contract.data_digest(), self.parts.pin.sha, source): refused
+                for source, refused in self.parts.refused.values()
+            },
+            per_split=self.totals.per_split,
+            classes=self.totals.classes,
+            profile=self.totals.profile.to_dict(),
+        )
+        self.store.put_bytes(
+            self.bucket,
+            layout.version_state_key(self.dataset, self.version),
+            state.model_dump_json().encode(),
+        )
+        self.store.put_bytes(
+            self.bucket,
+            layout.latest_state_key(self.dataset),
+            json.dumps({"dataset_version": self.version}).encode(),
         )
 
-    def _add_batch(
-        self, frame: pd.DataFrame, header: list[str], key: str, first_row: int, issues: RowIssues
-    ) -> None:
-        if self.features is None:
-            self.features, self.roles = infer_features(self.contract, header, frame)
-            carried = [r for r in self.roles if r.use == "excluded"]
-            self.cleaner = BatchCleaner(self.contract, self.features, carried)
-        assert self.cleaner is not None
-        clean = self.cleaner.clean(frame, file=key, first_row=first_row, issues=issues)
-        if clean.empty:
-            return
-        # Exact duplicates are rows equal in every column read, the ones left out included.
-        hashes = row_hashes(clean, list(clean.columns))
-        fresh = self.dedup.fresh(hashes)
-        self.duplicates += int((~fresh).sum())
-        clean, hashes = clean[fresh].reset_index(drop=True), hashes[fresh]
-        clean = clean.drop(columns=[r.column for r in self.cleaner.carried])
-        split_key = (
-            row_hashes(clean, [self.contract.id_column]) if self.contract.id_column else hashes
+    def issues(self) -> RowIssues:
+        merged = RowIssues()
+        for summary in sorted(self.summaries, key=lambda s: s.source.key):
+            merged.merge(issues_of(summary.issues))
+        return merged
+
+    def rows(self) -> RowCounts:
+        assert self.totals is not None
+        rejected: dict[str, int] = {}
+        for summary in self.summaries:
+            for rule, count in summary.rows.rejected.items():
+                rejected[rule] = rejected.get(rule, 0) + count
+        accepted = sum(self.totals.per_split.values())
+        within = sum(s.rows.duplicates_dropped for s in self.summaries)
+        across = sum(s.rows.accepted for s in self.summaries) - accepted
+        return RowCounts(
+            read=sum(s.rows.read for s in self.summaries),
+            duplicates_dropped=within + across,
+            rejected=rejected,
+            accepted=accepted,
+            per_split={s: self.totals.per_split.get(s, 0) for s in SPLITS},
         )
-        splits = assign_splits(split_key)
-        for index, name in enumerate(SPLITS):
-            part = clean[splits == index]
-            if len(part):
-                self._writer(name).write_table(
-                    pa.Table.from_pandas(part, schema=self._arrow_schema(), preserve_index=False)
-                )
-                self.split_rows[name] += len(part)
 
-    def _arrow_schema(self) -> pa.Schema:
-        assert self.features is not None
-        fields = []
-        for spec in self.features:
-            # Booleans and dates are stored as text, as a request sends them.
-            kind = pa.float64() if spec.kind is FeatureKind.NUMERIC else pa.string()
-            fields.append(pa.field(spec.name, kind))
-        target_type = pa.string() if self.contract.task == "classification" else pa.float64()
-        fields.append(pa.field(self.contract.target, target_type))
-        if self.contract.id_column:
-            fields.append(pa.field(self.contract.id_column, pa.string()))
-        names = {f.name for f in fields}
-        fields.extend(pa.field(s, pa.string()) for s in self.contract.sensitive if s not in names)
-        return pa.schema(fields)
-
-    def _writer(self, split: str) -> pq.ParquetWriter:
-        if split not in self.writers:
-            path = self.work / split / "part-0.parquet"
-            path.parent.mkdir(exist_ok=True)
-            self.writers[split] = pq.ParquetWriter(path, self._arrow_schema(), compression="zstd")
-        return self.writers[split]
-
-    # -- dataset-level checks --------------------------------------------------------------
-    def discard(self) -> None:
-        for writer in self.writers.values():
-            writer.close()
-
-    def finish(self, excluded: list[ExcludedFile]) -> None:
+    def check(self, policy: Policy, excluded: list[ExcludedFile]) -> None:
         """Dataset rules over the files accepted; a refusal also lists the files left out."""
-        self.discard()
-        violations = self._dataset_checks(self.policy)
+        violations = self._dataset_checks(policy)
         if violations:
-            violations.extend(_row_violations(self.issues))
+            violations.extend(row_violations(self.issues()))
             violations.extend(
                 Violation(rule=f.rule, file=f.key, message=f.message) for f in excluded
             )
-            raise RejectedUploadError(violations, rows_read=self.rows_read)
+            raise RejectedUploadError(violations, rows_read=self.rows().read)
 
     def _dataset_checks(self, policy: Policy) -> list[Violation]:
+        assert self.totals is not None
         found: list[Violation] = []
-        if not self.features:
+        if not self.parts.pin.features:
             found.append(
                 Violation(
                     rule="no_features",
                     message="no column can be a feature: "
-                    + "; ".join(f"'{r.column}': {r.reason}" for r in self.roles),
+                    + "; ".join(f"'{r.column}': {r.reason}" for r in self.parts.pin.roles),
                 )
             )
         # No rejected-rows check here: each accepted file is within the limit, so their sum is.
-        rejected = self.issues.total
-        accepted = sum(self.split_rows.values())
-        if accepted < policy.min_rows:
+        rows = self.rows()
+        rejected = sum(rows.rejected.values())
+        if rows.accepted < policy.min_rows:
             found.append(
                 Violation(
                     rule="too_few_rows",
-                    count=accepted,
-                    message=f"{accepted} usable rows after cleaning "
-                    f"({self.rows_read} read, {self.duplicates} exact duplicates dropped, "
+                    count=rows.accepted,
+                    message=f"{rows.accepted} usable rows after cleaning "
+                    f"({rows.read} read, {rows.duplicates_dropped} exact duplicates dropped, "
                     f"{rejected} broke a row rule); at least {policy.min_rows} needed",
                 )
             )
-        empty = [s for s, n in self.split_rows.items() if n == 0]
+        empty = [s for s, n in rows.per_split.items() if n == 0]
         if empty and not found:
             found.append(
                 Violation(
                     rule="too_few_rows",
-                    count=accepted,
+                    count=rows.accepted,
                     message=f"no rows landed in split(s) {empty}; add more data",
                 )
             )
-        if self.contract.task == "classification" and self.cleaner is not None:
-            spelt = self.cleaner.class_spellings()
-            classes = {spelt[key]: count for key, count in self.cleaner.classes.items()}
+        if self.contract.task == "classification":
+            names = class_names(self.summaries, self.totals.classes)
+            classes = {names[k]: n for k, n in self.totals.classes.items()}
             if len(classes) < 2:
                 found.append(
                     Violation(
@@ -741,15 +604,14 @@ class _VersionBuilder:
                         message=f"classes with fewer than {policy.min_class_count} rows: {small}",
                     )
                 )
-        if not found and "train" in self.writers:
+        if not found and rows.per_split.get("train"):
             found.extend(self._all_missing_features())
         return found
 
     def _all_missing_features(self) -> list[Violation]:
-        """Features without a single value in the train split, read off its profile (which
-        ``upload`` writes): one pass over the split, one column at a time, for both."""
+        """Features without a single value in the train split, read off its profile."""
         found = []
-        for name, feature in self._train_profile().get("features", {}).items():
+        for name, feature in self.profile().get("features", {}).items():
             empty = (
                 feature["missing"] == feature["count"]
                 if feature["kind"] in ("numeric", "datetime")
@@ -765,63 +627,37 @@ class _VersionBuilder:
                 )
         return found
 
-    def _train_profile(self) -> dict[str, Any]:
-        """The train split's profile (the drift baseline), built once the split is written."""
-        if self._profile is None:
-            self._profile = build_profile(self.work / "train" / "part-0.parquet", self.schema())
-        return self._profile
+    def profile(self) -> dict[str, Any]:
+        assert self.totals is not None
+        return self.totals.profile.summary()
 
-    # -- writing ----------------------------------------------------------------------------
-    def schema(self) -> DatasetSchema:
-        assert self.features is not None and self.cleaner is not None
-        classes = None
-        if self.contract.task == "classification" and self.cleaner.classes:
-            # In the order of the matched (normalised) labels, spelt as the data spells them.
-            spelt = self.cleaner.class_spellings()
-            classes = [spelt[key] for key in sorted(self.cleaner.classes)]
-        return DatasetSchema(
-            dataset=self.dataset,
-            dataset_version=self.version,
-            task=self.contract.task,
-            target=self.contract.target,
-            metric=self.contract.metric,
-            features=self.cleaner.features_seen(),
-            classes=classes,
-            id_column=self.contract.id_column,
-            sensitive=self.contract.sensitive,
-            columns=self.roles,
-        )
-
-    def upload(
-        self, store: ObjectStore, bucket: str, contract_sha: str, excluded: list[ExcludedFile]
-    ) -> Manifest:
+    def write(self, contract_sha: str, excluded: list[ExcludedFile]) -> Manifest:
         prefix = layout.version_prefix(self.dataset, self.version)
-        schema_json = self.schema().model_dump_json(indent=2).encode()
-        split_keys = {s: layout.split_key(self.dataset, self.version, s) for s in SPLITS}
-        for split, key in split_keys.items():
-            store.upload(self.work / split / "part-0.parquet", bucket, key)
-        # The train channel is self-describing: SageMaker sees only the channel's prefix.
-        store.put_bytes(bucket, f"{prefix}train/dataset.json", schema_json)
-        store.put_bytes(bucket, f"{prefix}dataset.json", schema_json)
-        profile = json.dumps(self._train_profile(), indent=2).encode()
-        store.put_bytes(bucket, f"{prefix}profile.json", profile)
-        rejected: dict[str, int] = {}
-        for entry in self.issues.entries():
-            rejected[entry.rule] = rejected.get(entry.rule, 0) + entry.count
+        schema_key = f"{prefix}dataset.json"
+        self.store.put_bytes(
+            self.bucket, schema_key, self.schema().model_dump_json(indent=2).encode()
+        )
+        profile_key = f"{prefix}profile.json"
+        self.store.put_bytes(
+            self.bucket, profile_key, json.dumps(self.profile(), indent=2).encode()
+        )
+        channels = {}
+        dataset_root = s3_uri(self.bucket, f"{self.dataset}/")
+        for split in SPLITS:
+            keys = [s.split_keys[split] for s in self.summaries if split in s.split_keys]
+            if split == "train":
+                keys.append(schema_key)
+            listing = [{"prefix": dataset_root}, *(k[len(self.dataset) + 1 :] for k in keys)]
+            channels[split] = layout.channel_key(self.dataset, self.version, split)
+            self.store.put_bytes(self.bucket, channels[split], json.dumps(listing).encode())
         manifest = Manifest(
             dataset=self.dataset,
             dataset_version=self.version,
             created_at=_now(),
             contract_sha256=contract_sha,
-            sources=self.sources,
-            rows=RowCounts(
-                read=self.rows_read,
-                duplicates_dropped=self.duplicates,
-                rejected=rejected,
-                accepted=sum(self.split_rows.values()),
-                per_split=self.split_rows,
-            ),
-            row_issues=_row_violations(self.issues),
+            sources=sorted((s.source for s in self.summaries), key=lambda f: f.key),
+            rows=self.rows(),
+            row_issues=row_violations(self.issues()),
             split={
                 "method": "hash",
                 "key": self.contract.id_column or "row",
@@ -831,29 +667,32 @@ class _VersionBuilder:
                     "test": round(1 - SPLIT_BOUNDS[1], 2),
                 },
             },
-            schema_key=f"{prefix}dataset.json",
-            profile_key=f"{prefix}profile.json",
-            split_keys=split_keys,
+            schema_key=schema_key,
+            profile_key=profile_key,
+            split_keys={},
             excluded=excluded,
+            format=2,
+            parts=[
+                PartRef(
+                    part_id=s.part_id,
+                    key=s.source.key,
+                    etag=s.source.etag,
+                    version_id=s.source.version_id,
+                    size=s.source.size,
+                    rows_accepted=s.rows.accepted,
+                    split_keys=s.split_keys,
+                    index_key=s.index_key,
+                )
+                for s in self.summaries
+            ],
+            channels=channels,
+            state_key=layout.version_state_key(self.dataset, self.version),
         )
         # Written last: a version without a manifest is incomplete and is rebuilt next time.
-        store.put_bytes(
-            bucket, f"{prefix}manifest.json", manifest.model_dump_json(indent=2).encode()
+        self.store.put_bytes(
+            self.bucket, f"{prefix}manifest.json", manifest.model_dump_json(indent=2).encode()
         )
         return manifest
-
-
-def _row_violations(issues: RowIssues) -> list[Violation]:
-    return [
-        Violation(
-            rule=e.rule,
-            column=e.column,
-            count=e.count,
-            examples=e.examples,
-            message=f"{e.count} row(s) dropped: {e.column}: {e.message}",
-        )
-        for e in issues.entries()
-    ]
 
 
 def _load_contract(store: ObjectStore, bucket: str, dataset: str) -> tuple[Contract, str]:

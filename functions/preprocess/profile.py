@@ -150,8 +150,10 @@ def _top_shares(counted: Mapping[str, int], total: int) -> dict[str, float]:
 # Numbers are counted in signed log buckets: [γ^i, γ^(i+1)) for positive values, mirrored for
 # negative ones, and a zero bucket [-ZERO_WIDTH, ZERO_WIDTH) (the first positive bucket starts at
 # ZERO_WIDTH, not at a power of γ). Every bucket is closed below, negative ones too, as the drift
-# job's bins are. 2 % wide: a quantile read off the buckets is within 2 % of the data's.
-GAMMA = 1.02
+# job's bins are. 0.1 % wide: a quantile read off the buckets is within 0.1 % of the data's, and
+# a column narrow against its size (a year, 1990-2020) still spans dozens of buckets (2 % held
+# it in one or two, blinding its drift score; docs/decisions.md, "Per-file parts").
+GAMMA = 1.001
 ZERO_WIDTH = 1e-9
 # Distinct categories a state counts per feature; past it only the most frequent are kept.
 CATEGORY_CAP = 65_536

@@ -6,6 +6,7 @@ model through a gate the user thought they had set.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from collections.abc import Iterable
@@ -164,6 +165,13 @@ class Contract(BaseModel):
     def higher_is_better(self) -> bool:
         return METRICS[self.metric].higher_is_better
 
+    def data_digest(self) -> str:
+        """A digest of the fields preprocessing reads (``DATA_FIELDS``): a dataset's parts are
+        built under it, so editing the threshold, the metric or the training settings rebuilds
+        no part (docs/decisions.md, "Per-file parts")."""
+        fields = self.model_dump(mode="json", include=set(DATA_FIELDS))
+        return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
+
     def required_columns(self) -> list[str]:
         """Columns every data file must carry."""
         cols = [self.target, *(self.features or {})]
@@ -179,6 +187,10 @@ class Contract(BaseModel):
             return []
         known = {*self.required_columns(), *self.passthrough}
         return [c for c in columns if c not in known]
+
+
+# What preprocessing reads of a contract: how rows are typed, cleaned, hashed and split.
+DATA_FIELDS = ("target", "task", "features", "id_column", "passthrough", "sensitive")
 
 
 def parse_contract(raw: bytes, *, source: str) -> Contract:

@@ -113,8 +113,9 @@ def channel_key(dataset: str, dataset_version: str, split: str) -> str:
 
 
 def version_state_key(dataset: str, dataset_version: str) -> str:
-    """The version's mergeable totals, the base the next upload adds its part to."""
-    return f"{version_prefix(dataset, dataset_version)}state.json"
+    """A version's mergeable totals, the base the next upload adds its part to; written before
+    the dataset rules run (a refused version is still a base), so beside the versions."""
+    return f"{parts_prefix(dataset)}states/{dataset_version}.json"
 
 
 def latest_state_key(dataset: str) -> str:

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from functions.preprocess import logic, reader
+from functions.preprocess import parts, reader
 from functions.preprocess.logic import PreprocessOutcome
 from functions.shared.orchestration import RunInput
 from functions.shared.progress import Progress, route_progress
@@ -63,16 +63,35 @@ def test_upload_writes_a_complete_dataset_version_and_starts_one_run(world: Worl
     assert set(world.store.keys(ARTIFACTS, prefix)) == {
         f"{prefix}{name}"
         for name in (
-            "train/part-0.parquet",
-            "train/dataset.json",
-            "validation/part-0.parquet",
-            "test/part-0.parquet",
+            "channels/train.manifest",
+            "channels/validation.manifest",
+            "channels/test.manifest",
             "dataset.json",
             "profile.json",
             "manifest.json",
         )
     }
     manifest = json.loads(world.store.get_bytes(ARTIFACTS, f"{prefix}manifest.json"))
+    # the file became one part: its splits, its row index and its record (written last)
+    (part,) = manifest["parts"]
+    pid = part["part_id"]
+    assert manifest["format"] == 2 and part["key"] == "churn/data/jan.csv"
+    assert set(world.store.keys(ARTIFACTS, f"churn/parts/{pid}/")) == {
+        f"churn/parts/{pid}/{name}"
+        for name in (
+            f"train-{pid}.parquet",
+            f"validation-{pid}.parquet",
+            f"test-{pid}.parquet",
+            "rows.u64.npy",
+            "part.json",
+        )
+    }
+    train_channel = json.loads(world.store.get_bytes(ARTIFACTS, manifest["channels"]["train"]))
+    assert train_channel == [
+        {"prefix": f"s3://{ARTIFACTS}/churn/"},
+        f"parts/{pid}/train-{pid}.parquet",
+        f"versions/{version}/dataset.json",
+    ]
     assert manifest["rows"]["read"] == 400
     assert manifest["rows"]["accepted"] == sum(manifest["rows"]["per_split"].values()) == 400
     assert manifest["sources"][0]["sha256"] and manifest["sources"][0]["rows_read"] == 400
@@ -93,7 +112,8 @@ def test_upload_writes_a_complete_dataset_version_and_starts_one_run(world: Worl
     assert schema["classes"] == ["no", "yes"]
     run = world.pipeline.runs[outcome.run_name or ""]
     assert isinstance(run, RunInput)
-    assert run.train_uri == f"s3://{ARTIFACTS}/{prefix}train/"
+    assert run.train_uri == f"s3://{ARTIFACTS}/{prefix}channels/train.manifest"
+    assert run.data_type == "ManifestFile"
     assert run.metric == "f1_macro" and run.instance_type == "ml.g5.xlarge"
     # the contract's search budget (tests' churn contract: 2 s) reaches the job's hyperparameters
     assert run.hyperparameters["budget_seconds"] == "2"
@@ -245,7 +265,7 @@ def test_reading_reports_rows_and_bytes_so_far_as_progress(
 ) -> None:
     # Given two files, each streamed in several blocks, and a sink for progress records
     monkeypatch.setattr(reader, "BLOCK_BYTES", 4096)
-    monkeypatch.setattr(logic, "BLOCK_BYTES", 4096)
+    monkeypatch.setattr(parts, "BLOCK_BYTES", 4096)
     records: list[Progress] = []
     route_progress(records.append)
     frame = churn_frame(600)

@@ -33,7 +33,10 @@ def all_targets_missing() -> bytes:
 
 
 def ragged() -> bytes:
-    return b"tenure,plan,churned\n1,a,yes\n2,b\n" + b"3,c,no\n" * 200
+    """A good file but for one row short of a field: its only fault."""
+    lines = good(9).split(b"\n")
+    lines[2] = b",".join(lines[2].split(b",")[:-1])
+    return b"\n".join(lines)
 
 
 # Each kind of bad file the issue names, with the rule it is refused under and a fragment of what
@@ -48,7 +51,7 @@ BAD_FILES = [
     ("garbage", lambda: bytes(range(256)) * 8, "unreadable_file", "binary content"),
     ("gzip-renamed-csv", lambda: gzip.compress(good(9)), "unreadable_file", "gzip-compressed"),
     ("header-only", lambda: good(9).split(b"\n")[0] + b"\n", "empty_file", "no data rows"),
-    ("ragged", ragged, "unreadable_file", "Expected 3 columns"),
+    ("ragged", ragged, "unreadable_file", "Expected 6 columns, got 5"),
     (
         "wrong-header",
         lambda: csv_bytes(churn_frame(300, seed=9).drop(columns="churned")),
@@ -231,7 +234,7 @@ def test_the_same_objects_give_the_same_version_with_the_same_files_left_out(
     info = world.store.head(RAW, FEB)
     refused = world.process(info)
     assert refused.status == "rejected"
-    assert "Expected 3 columns" in refused.reason and "aws s3 rm" in refused.reason
+    assert "Expected 6 columns, got 5" in refused.reason and "aws s3 rm" in refused.reason
     assert world.store.keys(ARTIFACTS, "churn/versions/") == versions
     assert len(world.store.writes) == writes + 1  # the rejection report only
 

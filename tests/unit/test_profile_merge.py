@@ -175,7 +175,7 @@ def test_bucket_keys_and_edges_agree_at_and_beside_every_edge() -> None:
     keys = bucket_keys(values)
     assert np.all(bucket_edge(keys) <= values)
     assert np.all(values < bucket_edge(keys + 1))
-    # keys sort as the values do, 1.0 is an edge, buckets are 2 % wide, |x| < 1e-9 is zero
+    # keys sort as the values do, 1.0 is an edge, buckets are 0.1 % wide, |x| < 1e-9 is zero
     order = np.argsort(values, kind="stable")
     assert np.all(np.diff(keys[order]) >= 0)
     assert bucket_edge(bucket_keys(np.array([1.0]))).tolist() == [1.0]
@@ -382,7 +382,7 @@ def test_quantiles_are_read_off_the_buckets_within_their_width(name: str) -> Non
         want = numeric_profile(values)["quantiles"]
         assert list(got) == list(want)
         assert (got["0.0"], got["1.0"]) == (want["0.0"], want["1.0"])
-        # an order statistic is placed within its 2 %-wide bucket, so within 2 % of its value
+        # an order statistic is placed within its 0.1 %-wide bucket, so within 0.1 % of its value
         assert got == pytest.approx(want, rel=GAMMA - 1)
 
 
@@ -456,7 +456,7 @@ def test_a_state_round_trips_through_json_and_merges_the_same() -> None:
     assert ProfileState.from_json(boolean.to_json()) == boolean
     # bucket keys mean nothing under other buckets
     with pytest.raises(ValueError, match="bucketed as"):
-        ProfileState.from_json(text.replace('"bucketing":[1.02,', '"bucketing":[1.05,'))
+        ProfileState.from_json(text.replace(f'"bucketing":[{GAMMA},', '"bucketing":[1.05,'))
 
 
 def test_a_frame_holding_a_splits_columns_gives_the_tables_state() -> None:
@@ -464,3 +464,14 @@ def test_a_frame_holding_a_splits_columns_gives_the_tables_state() -> None:
     assert ProfileState.from_frame(table.to_pandas(), schema) == ProfileState.from_table(
         table, schema
     )
+
+
+def test_a_column_narrow_against_its_size_still_gets_deciles() -> None:
+    """A year (1990-2020) or a depth of 61 ± 1.4: 2 % buckets held them in one or two bins,
+    which left PSI blind; 0.1 % buckets give them nine inner edges as the data's deciles do."""
+    rng = np.random.default_rng(3)
+    for values in (rng.integers(1990, 2021, 5000).astype(np.float64), rng.normal(61, 1.4, 5000)):
+        merged = NumericState.of(values[:2500]).merge(NumericState.of(values[2500:]))
+        edges = merged.summary()["histogram"]["edges"]
+        assert len(edges) >= 8, edges
+        assert len(edges) >= len(numeric_profile(values)["histogram"]["edges"]) - 1

@@ -142,37 +142,39 @@ def test_an_alarm_starts_one_run_over_the_current_version_named_by_the_guard(wor
     assert world.guards.decisions("churn")[0] == record
 
 
-def test_a_format_1_version_trains_on_split_folders_and_a_format_2_one_on_channel_manifests(
+def test_a_format_2_version_trains_on_channel_manifests_and_a_format_1_one_on_split_folders(
     world: World,
 ) -> None:
-    # Given a version preprocess wrote as one Parquet file per split (format 1)
+    # Given a version preprocess wrote as parts listed by channel manifests (format 2)
     upload = world.upload()
     prefix = layout.version_prefix("churn", upload.dataset_version)
-    assert (upload.data_type, upload.train_uri) == ("S3Prefix", f"s3://{ARTIFACTS}/{prefix}train/")
-    assert upload.test_uri == f"s3://{ARTIFACTS}/{prefix}test/"
+    assert upload.data_type == "ManifestFile"
+    assert (upload.train_uri, upload.validation_uri, upload.test_uri) == tuple(
+        f"s3://{ARTIFACTS}/{prefix}channels/{s}.manifest" for s in ("train", "validation", "test")
+    )
     # ... whose execution input always names the channel type the Train state reads
-    assert json.loads(upload.execution_input())["data_type"] == "S3Prefix"
+    assert json.loads(upload.execution_input())["data_type"] == "ManifestFile"
 
-    # When the same version is stored as parts listed by channel manifests (format 2)
+    # When the same version id was stored before parts, one Parquet file per split (format 1)
     key = runs.manifest_key("churn", upload.dataset_version)
     manifest = Manifest.model_validate_json(world.store.get_bytes(ARTIFACTS, key))
-    channels = {
-        s: layout.channel_key("churn", upload.dataset_version, s)
+    split_keys = {
+        s: layout.split_key("churn", upload.dataset_version, s)
         for s in ("train", "validation", "test")
     }
-    stored = manifest.model_copy(update={"format": 2, "split_keys": {}, "channels": channels})
+    stored = manifest.model_copy(
+        update={"format": 1, "split_keys": split_keys, "channels": {}, "parts": []}
+    )
     world.store.put(ARTIFACTS, key, stored.model_dump_json().encode())
     record = world.alarm()
 
-    # Then the run reads each split through its channel manifest
+    # Then the run reads each split's folder, as before
     assert record.outcome == "started", record.reason
     assert record.run_name is not None
     run = world.pipeline.runs[record.run_name]
-    assert run.data_type == "ManifestFile"
-    assert (run.train_uri, run.validation_uri, run.test_uri) == tuple(
-        f"s3://{ARTIFACTS}/{prefix}channels/{s}.manifest" for s in ("train", "validation", "test")
-    )
-    assert json.loads(run.execution_input())["data_type"] == "ManifestFile"
+    assert (run.data_type, run.train_uri) == ("S3Prefix", f"s3://{ARTIFACTS}/{prefix}train/")
+    assert run.test_uri == f"s3://{ARTIFACTS}/{prefix}test/"
+    assert json.loads(run.execution_input())["data_type"] == "S3Prefix"
 
 
 def test_a_manifest_of_an_unknown_format_is_not_trained_on(world: World) -> None:

@@ -1,0 +1,564 @@
+"""One data object becomes one dataset *part*, once: its rows typed, cleaned, deduplicated
+within the file and split, written with each row's hash, plus the sorted index of those hashes
+and a record of its counts and profile (docs/decisions.md, "Per-file parts").
+
+A part is named by what decides its bytes: the object (key, ETag, version), the contract's
+data fields (``Contract.data_digest``) and the column roles it was built under (the *pin*). The
+record, ``part.json``, is written last: a part without it is built again. A refused object gets
+``rejected.json`` instead and is never read again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+from pydantic import BaseModel, Field
+
+from functions.preprocess.cleaning import (
+    SPLITS,
+    BatchCleaner,
+    Deduplicator,
+    RowIssues,
+    RuleCount,
+    assign_splits,
+    infer_features,
+    row_hashes,
+)
+from functions.preprocess.profile import NumericState, ProfileState
+from functions.preprocess.reader import (
+    BLOCK_BYTES,
+    UnreadableFileError,
+    iter_batches,
+    read_header,
+)
+from functions.shared import layout
+from functions.shared.contract import Contract, FeatureKind
+from functions.shared.features import ColumnRole, DatasetSchema, FeatureSpec
+from functions.shared.manifest import RowCounts, SourceFile, Violation
+from functions.shared.row_hash import ROW_HASH
+from functions.shared.storage import ObjectInfo, ObjectStore
+
+PART_FORMAT = 1
+
+GIB = 1024**3
+
+
+class Policy(BaseModel):
+    """Dataset-level limits; documented in docs/decisions.md."""
+
+    min_rows: int = 100
+    min_class_count: int = 10
+    max_rejected_fraction: float = 0.05
+    # One data object, checked from its S3 size before it is downloaded; the function's /tmp
+    # (infra/aws/ingest.py) holds it plus the part being written.
+    max_upload_bytes: int = GIB
+
+
+class Roles(BaseModel):
+    """What one object's first rows say each column is; the pin is the lowest key's."""
+
+    features: list[FeatureSpec] = Field(default_factory=list)
+    roles: list[ColumnRole] = Field(default_factory=list)
+    readable: bool = True
+
+    @property
+    def sha(self) -> str:
+        body = json.dumps(self.model_dump(mode="json", include={"features", "roles"}))
+        return hashlib.sha256(body.encode()).hexdigest()[:16]
+
+
+class StoredIssue(BaseModel):
+    rule: str
+    column: str | None = None
+    message: str
+    count: int
+    examples: list[dict[str, object]] = Field(default_factory=list)
+
+
+class PartSummary(BaseModel):
+    """A part's record less its profile: what a version's state keeps of each of its parts."""
+
+    part_id: str
+    format: int = PART_FORMAT
+    data_digest: str
+    roles_sha: str
+    source: SourceFile
+    rows: RowCounts  # duplicates_dropped: within the file
+    issues: list[StoredIssue] = Field(default_factory=list)
+    classes: dict[str, int] = Field(default_factory=dict)  # accepted rows per class (matched)
+    spellings: dict[str, dict[str, int]] = Field(default_factory=dict)
+    numeric_categories: list[str] = Field(default_factory=list)
+    extremes: dict[str, tuple[float, float]] = Field(default_factory=dict)
+    split_keys: dict[str, str]
+    index_key: str
+
+
+class PartRecord(PartSummary):
+    """``part.json``: the summary plus the train rows' mergeable profile."""
+
+    profile: dict[str, Any]
+
+    def summary(self) -> PartSummary:
+        return PartSummary.model_validate(self.model_dump(exclude={"profile"}))
+
+
+class RefusedPart(BaseModel):
+    """``rejected.json``: the object broke a file rule; ``rows`` of it had been read."""
+
+    violations: list[Violation]
+    rows: int = 0
+
+
+def object_id(data_digest: str, source: ObjectInfo) -> str:
+    body = json.dumps([data_digest, source.key, source.etag, source.version_id or ""])
+    return hashlib.sha256(body.encode()).hexdigest()[:16]
+
+
+def part_id(data_digest: str, roles_sha: str, source: ObjectInfo) -> str:
+    body = json.dumps(
+        [PART_FORMAT, data_digest, roles_sha, source.key, source.etag, source.version_id or ""]
+    )
+    return hashlib.sha256(body.encode()).hexdigest()[:16]
+
+
+def issues_of(stored: list[StoredIssue]) -> RowIssues:
+    issues = RowIssues()
+    for entry in stored:
+        issues._counts[(entry.rule, entry.column)] = RuleCount(
+            entry.rule, entry.column, entry.message, entry.count, list(entry.examples)
+        )
+    return issues
+
+
+def row_violations(issues: RowIssues) -> list[Violation]:
+    return [
+        Violation(
+            rule=e.rule,
+            column=e.column,
+            count=e.count,
+            examples=e.examples,
+            message=f"{e.count} row(s) dropped: {e.column}: {e.message}",
+        )
+        for e in issues.entries()
+    ]
+
+
+def header_violations(
+    contract: Contract, key: str, header: list[str], known_features: list[str] | None = None
+) -> list[Violation]:
+    """File rules about a header: names present, unique, the contract's columns there.
+
+    Any other text is a name (``a b``, ``revenu €``, ``label``): the model graph spells it its
+    own way (``features.onnx_input_name``). A name of only whitespace is no name, and names
+    that differ only in surrounding whitespace (``a`` and `` a ``) are duplicates: a person
+    cannot tell them apart in a request or a report.
+    """
+    problems = []
+    unnamed = [i + 1 for i, name in enumerate(header) if not name.strip()]
+    if unnamed:
+        problems.append(
+            Violation(
+                rule="empty_column_name",
+                file=key,
+                message=f"{key}: header column(s) {unnamed} (1-based) have no name (empty or "
+                "only whitespace); an unnamed first column is often a saved row index",
+            )
+        )
+    dupes = sorted({c for c in header if c.strip() and header.count(c) > 1})
+    if dupes:
+        problems.append(
+            Violation(
+                rule="duplicate_column",
+                file=key,
+                column=dupes[0],
+                message=f"{key}: duplicated column names {dupes}",
+            )
+        )
+    spellings: dict[str, set[str]] = {}
+    for name in header:
+        if name.strip():
+            spellings.setdefault(name.strip(), set()).add(name)
+    for names in (sorted(s) for s in spellings.values() if len(s) > 1):
+        problems.append(
+            Violation(
+                rule="duplicate_column",
+                file=key,
+                column=names[0],
+                message=f"{key}: column names {names} differ only in surrounding whitespace; "
+                "rename one of them",
+            )
+        )
+    for col in contract.required_columns():
+        if col not in header:
+            rule = "target_missing" if col == contract.target else "missing_column"
+            problems.append(
+                Violation(
+                    rule=rule,
+                    file=key,
+                    column=col,
+                    message=f"{key}: required column '{col}' is missing",
+                )
+            )
+    for col in contract.unexpected_columns(header):
+        if not col:
+            continue
+        problems.append(
+            Violation(
+                rule="unexpected_column",
+                file=key,
+                column=col,
+                message=f"{key}: column '{col}' is not in the contract's features",
+            )
+        )
+    if known_features is not None:
+        absent = sorted(set(known_features) - set(header))
+        if absent and not problems:
+            problems.append(
+                Violation(
+                    rule="missing_column",
+                    file=key,
+                    column=absent[0],
+                    message=f"{key}: lacks feature columns {absent} "
+                    "that other files of the dataset have",
+                )
+            )
+    return problems
+
+
+def infer_roles(contract: Contract, local: Path, key: str) -> Roles:
+    """The roles one object's header and first batch give (``infer_features``); unreadable
+    when the header breaks a rule or no batch can be read."""
+    try:
+        header = read_header(local)
+        if header_violations(contract, key, header):
+            return Roles(readable=False)
+        for batch in iter_batches(local, header):
+            features, roles = infer_features(contract, header, batch.frame)
+            return Roles(features=features, roles=roles)
+    except UnreadableFileError:
+        pass
+    return Roles(readable=False)
+
+
+def schema_for(
+    contract: Contract,
+    features: list[FeatureSpec],
+    roles: list[ColumnRole],
+    dataset: str,
+    version: str,
+    classes: list[str] | None = None,
+) -> DatasetSchema:
+    """A version's schema; without ``classes``, one to profile a part's rows with, before its
+    classes are known (built unvalidated: a classifier's schema must list two or more)."""
+    build = (
+        DatasetSchema.model_construct
+        if classes is None and contract.task == "classification"
+        else DatasetSchema
+    )
+    return build(
+        dataset=dataset,
+        dataset_version=version,
+        task=contract.task,
+        target=contract.target,
+        metric=contract.metric,
+        features=features,
+        classes=classes,
+        id_column=contract.id_column,
+        sensitive=contract.sensitive,
+        columns=roles,
+    )
+
+
+def arrow_schema(contract: Contract, features: list[FeatureSpec], hashed: bool) -> pa.Schema:
+    """A split file's columns: features, target, id and sensitive columns, as a request sends
+    them (booleans and dates as text), then the row hash when ``hashed``."""
+    fields = []
+    for spec in features:
+        kind = pa.float64() if spec.kind is FeatureKind.NUMERIC else pa.string()
+        fields.append(pa.field(spec.name, kind))
+    target_type = pa.string() if contract.task == "classification" else pa.float64()
+    fields.append(pa.field(contract.target, target_type))
+    if contract.id_column:
+        fields.append(pa.field(contract.id_column, pa.string()))
+    names = {f.name for f in fields}
+    fields.extend(pa.field(s, pa.string()) for s in contract.sensitive if s not in names)
+    if hashed:
+        fields.append(pa.field(ROW_HASH, pa.uint64()))
+    return pa.schema(fields)
+
+
+@dataclass
+class Rows:
+    """Rows of a part: per split, per class, and the train rows' profile."""
+
+    per_split: dict[str, int]
+    classes: dict[str, int]
+    profile: ProfileState
+
+
+def rows_of(
+    files: dict[str, Path],
+    schema: DatasetSchema,
+    keep: Callable[[np.ndarray[Any, Any]], np.ndarray[Any, Any]] | None = None,
+) -> Rows:
+    """Counts and train profile of the rows of split ``files`` whose hash ``keep`` selects
+    (all rows when ``keep`` is None)."""
+    per_split = dict.fromkeys(SPLITS, 0)
+    classes: dict[str, int] = {}
+    profile = None
+    columns = [*(s.name for s in schema.features), schema.target]
+    for split, path in files.items():
+        table = pq.read_table(path, columns=[*dict.fromkeys([*columns, ROW_HASH])])
+        if keep is not None:
+            table = table.filter(pa.array(keep(table.column(ROW_HASH).to_numpy())))
+        per_split[split] += table.num_rows
+        if schema.task == "classification":
+            for label, count in _value_counts(table.column(schema.target)).items():
+                classes[label] = classes.get(label, 0) + count
+        if split == "train":
+            profile = ProfileState.from_table(table, schema)
+    if profile is None:
+        profile = ProfileState.from_table(arrow_schema_empty(schema), schema)
+    return Rows(per_split=per_split, classes=classes, profile=profile)
+
+
+def arrow_schema_empty(schema: DatasetSchema) -> pa.Table:
+    fields = [
+        pa.field(s.name, pa.float64() if s.kind is FeatureKind.NUMERIC else pa.string())
+        for s in schema.features
+    ]
+    target = pa.string() if schema.task == "classification" else pa.float64()
+    return pa.schema([*fields, pa.field(schema.target, target)]).empty_table()
+
+
+def _value_counts(column: pa.ChunkedArray) -> dict[str, int]:
+    import pyarrow.compute as pc
+
+    return {
+        str(item["values"]): int(item["counts"]) for item in pc.value_counts(column).to_pylist()
+    }
+
+
+@dataclass
+class Built:
+    """The outcome of building one part: its record, or its refusal."""
+
+    source: ObjectInfo
+    part_id: str
+    record: PartRecord | None = None
+    refused: RefusedPart | None = None
+    local: dict[str, Path] = field(default_factory=dict)  # split files still on disk
+    index: np.ndarray[Any, Any] | None = None
+
+
+class PartBuilder:
+    """Builds one part on local disk from one downloaded object, batch by batch."""
+
+    def __init__(
+        self,
+        contract: Contract,
+        pin: Roles,
+        dataset: str,
+        pid: str,
+        work: Path,
+        policy: Policy,
+        progress: Callable[[int, int], None] = lambda done, rows: None,
+    ) -> None:
+        self.contract = contract
+        self.pin = pin
+        self.dataset = dataset
+        self.part_id = pid
+        self.work = work
+        self.policy = policy
+        self.progress = progress
+        carried = [r for r in pin.roles if r.use == "excluded"]
+        self.cleaner = BatchCleaner(contract, pin.features, carried)
+        self.dedup = Deduplicator()
+        self.issues = RowIssues()
+        self.writers: dict[str, pq.ParquetWriter] = {}
+        self.split_rows = dict.fromkeys(SPLITS, 0)
+        self.hashes: list[np.ndarray[Any, Any]] = []
+        self.classes: dict[str, int] = {}
+        self.duplicates = 0
+        self.rows = 0
+
+    def build(self, local: Path, source: ObjectInfo, sha: str) -> Built:
+        try:
+            header = read_header(local)
+            known = [f.name for f in self.pin.features]
+            problems = header_violations(self.contract, source.key, header, known)
+            if not problems:
+                block = BLOCK_BYTES if local.suffix == ".csv" else 0
+                for number, batch in enumerate(iter_batches(local, header), start=1):
+                    self.rows += len(batch.frame)
+                    self._add_batch(batch.frame, source.key, batch.first_row)
+                    self.progress(min(source.size, number * block), self.rows)
+                problems = self._file_row_checks(source.key)
+        except UnreadableFileError as exc:
+            problems = [
+                Violation(rule="unreadable_file", file=source.key, message=f"{source.key}: {exc}")
+            ]
+        finally:
+            for writer in self.writers.values():
+                writer.close()
+        self.progress(source.size, self.rows)
+        if problems:
+            return Built(
+                source, self.part_id, refused=RefusedPart(violations=problems, rows=self.rows)
+            )
+        return self._record(source, sha)
+
+    def _file_row_checks(self, key: str) -> list[Violation]:
+        """A file with no rows, or too many bad ones, is the file's fault: it is left out."""
+        if self.rows == 0:
+            return [
+                Violation(rule="empty_file", file=key, message=f"{key}: header but no data rows")
+            ]
+        if self.issues.total / self.rows <= self.policy.max_rejected_fraction:
+            return []
+        return [
+            Violation(
+                rule="too_many_rejected_rows",
+                file=key,
+                count=self.issues.total,
+                message=f"{key}: {self.issues.total} of {self.rows} rows broke a rule "
+                f"(more than {self.policy.max_rejected_fraction:.0%}); see the row rules below",
+            ),
+            *row_violations(self.issues),
+        ]
+
+    def _add_batch(self, frame: pd.DataFrame, key: str, first_row: int) -> None:
+        clean = self.cleaner.clean(frame, file=key, first_row=first_row, issues=self.issues)
+        if clean.empty:
+            return
+        # Exact duplicates are rows equal in every column read, the ones left out included.
+        hashes = row_hashes(clean, list(clean.columns))
+        fresh = self.dedup.fresh(hashes)
+        self.duplicates += int((~fresh).sum())
+        clean, hashes = clean[fresh].reset_index(drop=True), hashes[fresh]
+        clean = clean.drop(columns=[r.column for r in self.cleaner.carried])
+        split_key = (
+            row_hashes(clean, [self.contract.id_column]) if self.contract.id_column else hashes
+        )
+        if self.contract.task == "classification":
+            for label, count in clean[self.contract.target].value_counts().items():
+                self.classes[str(label)] = self.classes.get(str(label), 0) + int(count)
+        clean[ROW_HASH] = hashes
+        self.hashes.append(hashes)
+        splits = assign_splits(split_key)
+        schema = arrow_schema(self.contract, self.pin.features, hashed=True)
+        for index, name in enumerate(SPLITS):
+            part = clean[splits == index]
+            if len(part):
+                self._writer(name, schema).write_table(
+                    pa.Table.from_pandas(part, schema=schema, preserve_index=False)
+                )
+                self.split_rows[name] += len(part)
+
+    def _writer(self, split: str, schema: pa.Schema) -> pq.ParquetWriter:
+        if split not in self.writers:
+            path = self.work / f"{split}-{self.part_id}.parquet"
+            self.writers[split] = pq.ParquetWriter(path, schema, compression="zstd")
+        return self.writers[split]
+
+    def _record(self, source: ObjectInfo, sha: str) -> Built:
+        files = {s: self.work / f"{s}-{self.part_id}.parquet" for s in self.writers}
+        index = (
+            np.sort(np.concatenate(self.hashes)) if self.hashes else np.empty(0, dtype=np.uint64)
+        )
+        schema = schema_for(self.contract, self.pin.features, self.pin.roles, self.dataset, "")
+        profile = (
+            ProfileState.from_parquet(files["train"], schema)
+            if "train" in files
+            else ProfileState.from_table(arrow_schema_empty(schema), schema)
+        )
+        extremes = {
+            name: (state.min, state.max)
+            for name, state in {**profile.features, "__target__": profile.target}.items()
+            if isinstance(state, NumericState) and state.min is not None and state.max is not None
+        }
+        rejected: dict[str, int] = {}
+        for entry in self.issues.entries():
+            rejected[entry.rule] = rejected.get(entry.rule, 0) + entry.count
+        record = PartRecord(
+            part_id=self.part_id,
+            data_digest=self.contract.data_digest(),
+            roles_sha=self.pin.sha,
+            source=SourceFile(
+                key=source.key,
+                etag=source.etag,
+                version_id=source.version_id,
+                size=source.size,
+                sha256=sha,
+                rows_read=self.rows,
+            ),
+            rows=RowCounts(
+                read=self.rows,
+                duplicates_dropped=self.duplicates,
+                rejected=rejected,
+                accepted=int(index.size),
+                per_split=self.split_rows,
+            ),
+            issues=[StoredIssue(**vars(e)) for e in self.issues.entries()],
+            classes=self.classes,
+            spellings=self.cleaner.spellings,
+            numeric_categories=sorted(self.cleaner.numeric_categories),
+            extremes=extremes,
+            split_keys={s: layout.part_split_key(self.dataset, self.part_id, s) for s in files},
+            index_key=layout.part_index_key(self.dataset, self.part_id),
+            profile=profile.to_dict(),
+        )
+        return Built(source, self.part_id, record=record, local=files, index=index)
+
+
+def upload_part(store: ObjectStore, bucket: str, dataset: str, built: Built) -> None:
+    """The part's files, then its record (or only its refusal): written last, it marks the part
+    complete."""
+    if built.refused is not None:
+        store.put_bytes(
+            bucket,
+            layout.part_rejected_key(dataset, built.part_id),
+            built.refused.model_dump_json(indent=2).encode(),
+        )
+        return
+    assert built.record is not None and built.index is not None
+    for split, path in built.local.items():
+        store.upload(path, bucket, built.record.split_keys[split])
+    store.put_bytes(bucket, built.record.index_key, index_bytes(built.index))
+    store.put_bytes(
+        bucket,
+        layout.part_record_key(dataset, built.part_id),
+        built.record.model_dump_json().encode(),
+    )
+
+
+def index_bytes(index: np.ndarray[Any, Any]) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    np.save(buffer, index.astype("<u8"), allow_pickle=False)
+    return buffer.getvalue()
+
+
+def read_index(raw: bytes, expected_rows: int, where: str) -> np.ndarray[Any, Any]:
+    """A part's index, checked: 1-D uint64, strictly increasing, as many as the part's rows."""
+    import io
+
+    index: np.ndarray[Any, Any] = np.load(io.BytesIO(raw), allow_pickle=False)
+    if index.dtype != np.dtype("<u8") or index.ndim != 1 or index.size != expected_rows:
+        raise ValueError(
+            f"{where}: not the part's index ({index.dtype}, shape {index.shape}, "
+            f"{expected_rows} rows expected)"
+        )
+    if index.size > 1 and not bool(np.all(index[1:] > index[:-1])):
+        raise ValueError(f"{where}: the row hashes are not strictly increasing")
+    return index
