@@ -65,19 +65,21 @@ def churn_csv(megabytes: int) -> Path:
         return path
     CACHE.mkdir(parents=True, exist_ok=True)
     partial = path.with_suffix(f".{os.getpid()}.part")
-    _write_churn_csv(partial, megabytes * 1_000_000)
+    write_churn_csv(partial, megabytes * 1_000_000)
     partial.replace(path)  # atomic: a killed run never leaves a short file under the final name
     return path
 
 
-def _write_churn_csv(path: Path, target_bytes: int) -> None:
+def write_churn_csv(path: Path, target_bytes: int, seed: int = SEED, start: int = 0) -> None:
+    """About ``target_bytes`` of churn rows, their customer ids counted from ``start``."""
     import numpy as np
     import pyarrow.csv as pacsv
 
-    rng = np.random.default_rng(SEED)
+    rng = np.random.default_rng(seed)
     # as most exports are: no quotes (none is needed), the header written by hand unquoted
     plain = pacsv.WriteOptions(quoting_style="none", include_header=False)
-    start, rows = 0, CHUNK_ROWS
+    # ~86 bytes a row: the first chunk no larger than the file asked for
+    first, rows = start, max(1, min(CHUNK_ROWS, target_bytes // 86))
     with path.open("wb") as sink:
         writer: pacsv.CSVWriter | None = None
         while sink.tell() < target_bytes:
@@ -87,7 +89,7 @@ def _write_churn_csv(path: Path, target_bytes: int) -> None:
                 writer = pacsv.CSVWriter(sink, table.schema, write_options=plain)
             writer.write_table(table)
             start += rows
-            row_bytes = sink.tell() / start
+            row_bytes = sink.tell() / (start - first)
             rows = max(1, min(CHUNK_ROWS, int((target_bytes - sink.tell()) / row_bytes) + 1))
         assert writer is not None
         writer.close()

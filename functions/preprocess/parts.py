@@ -72,7 +72,15 @@ class Roles(BaseModel):
 
     @property
     def sha(self) -> str:
-        body = json.dumps(self.model_dump(mode="json", include={"features", "roles"}))
+        """What a part's bytes depend on: each feature's name and kind and each column's use,
+        not the reasons (they quote the inferring file's counts, so another file with the same
+        roles must not rebuild every part)."""
+        body = json.dumps(
+            [
+                [[f.name, f.kind.value] for f in self.features],
+                [[r.column, r.use, r.kind.value if r.kind else None] for r in self.roles],
+            ]
+        )
         return hashlib.sha256(body.encode()).hexdigest()[:16]
 
 

@@ -227,3 +227,18 @@ def test_seen_in_finds_exactly_the_needles_a_sorted_index_holds() -> None:
     assert np.array_equal(assemble.seen_in(needles, index), want)
     assert not assemble.seen_in(needles, index[:0]).any()
     assert np.array_equal(assemble.seen_in(index[-1:], index), [True])
+
+
+def test_a_new_first_file_with_the_same_roles_rebuilds_no_other_part() -> None:
+    # Given a dataset of two files; the roles come from the lowest key (b)
+    world = world_with()
+    world.upload(B, data(2, start=500))
+    before = world.upload(C, data(3, start=900))
+    # When a file whose key sorts first arrives (its roles' reasons quote its own counts)
+    world.store.downloads.clear()
+    after = world.upload(A, data(1, rows=350))
+    # Then only it is read, and b's and c's parts stay the ones built before
+    assert after.status == "started", after.reason
+    assert world.store.downloads == [(RAW, A)]
+    kept = {p.part_id for p in manifest(world, before).parts}
+    assert kept < {p.part_id for p in manifest(world, after).parts}
