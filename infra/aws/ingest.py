@@ -58,8 +58,8 @@ class Ingest(Construct):
         )
         role = self.preprocess.role
         grant_read(role, storage.raw, f"*/{DATA_PREFIX}*", f"*/{CONTRACT_FILE}")
-        grant_read(role, storage.artifacts, "*/versions/*")
-        grant_write(role, storage.artifacts, "*/versions/*", "*/rejected/*")
+        grant_read(role, storage.artifacts, "*/versions/*", "*/parts/*")
+        grant_write(role, storage.artifacts, "*/versions/*", "*/parts/*", "*/rejected/*")
 
     def route(
         self, construct_id: str, description: str, pattern: dict[str, Any], to: SluiceFunction
