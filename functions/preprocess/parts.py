@@ -558,15 +558,28 @@ def index_bytes(index: np.ndarray[Any, Any]) -> bytes:
 
 
 def read_index(raw: bytes, expected_rows: int, where: str) -> np.ndarray[Any, Any]:
-    """A part's index, checked: 1-D uint64, strictly increasing, as many as the part's rows."""
+    """A part's index, checked: NPY of 1-D little-endian uint64, strictly increasing, as many as
+    the part's rows. Read in place over ``raw`` (no copy: an index is 8 bytes a row)."""
     import io
 
-    index: np.ndarray[Any, Any] = np.load(io.BytesIO(raw), allow_pickle=False)
-    if index.dtype != np.dtype("<u8") or index.ndim != 1 or index.size != expected_rows:
-        raise ValueError(
-            f"{where}: not the part's index ({index.dtype}, shape {index.shape}, "
-            f"{expected_rows} rows expected)"
+    stream = io.BytesIO(raw)
+    try:
+        version = np.lib.format.read_magic(stream)
+        header = (
+            np.lib.format.read_array_header_1_0
+            if version == (1, 0)
+            else np.lib.format.read_array_header_2_0
         )
+        shape, fortran, dtype = header(stream)
+    except ValueError as exc:
+        raise ValueError(f"{where}: not an NPY file ({exc})") from None
+    if dtype != np.dtype("<u8") or len(shape) != 1 or shape[0] != expected_rows or fortran:
+        raise ValueError(
+            f"{where}: not the part's index ({dtype}, shape {shape}, {expected_rows} rows expected)"
+        )
+    index: np.ndarray[Any, Any] = np.frombuffer(raw, dtype="<u8", offset=stream.tell())
+    if index.size != expected_rows:
+        raise ValueError(f"{where}: {index.size} hashes, {expected_rows} rows expected")
     if index.size > 1 and not bool(np.all(index[1:] > index[:-1])):
         raise ValueError(f"{where}: the row hashes are not strictly increasing")
     return index

@@ -6,6 +6,7 @@ supersedes its part; an upload reads no earlier file; duplicates across files ar
 
 from __future__ import annotations
 
+import io
 import json
 from typing import Any
 
@@ -242,3 +243,21 @@ def test_a_new_first_file_with_the_same_roles_rebuilds_no_other_part() -> None:
     assert world.store.downloads == [(RAW, A)]
     kept = {p.part_id for p in manifest(world, before).parts}
     assert kept < {p.part_id for p in manifest(world, after).parts}
+
+
+def test_a_part_index_that_is_not_one_is_refused_naming_it() -> None:
+    from functions.preprocess.parts import index_bytes, read_index
+
+    good = np.array([1, 5, 9], dtype=np.uint64)
+    signed = io.BytesIO()
+    np.save(signed, good.astype(np.int64))
+    assert read_index(index_bytes(good), 3, "k").tolist() == [1, 5, 9]
+    bad = {
+        "not an NPY file": b"garbage",
+        "shape": index_bytes(good[:2]),
+        "not strictly increasing": index_bytes(good[::-1].copy()),
+        "int64": signed.getvalue(),
+    }
+    for problem, raw in bad.items():
+        with pytest.raises(ValueError, match=problem):
+            read_index(raw, 3, "parts/p/rows.u64.npy")
