@@ -140,12 +140,17 @@ class Topology:
         }
 
 
-def upload_event_pattern(topology: Topology, prefix: str = DATA_PREFIX) -> dict[str, Any]:
-    """EventBridge pattern for uploads under any ``<dataset>/<prefix>`` of the raw bucket: the
-    rules CDK deploys and the ones the local stack provisions."""
+def upload_event_pattern(
+    topology: Topology,
+    prefix: str = DATA_PREFIX,
+    detail_types: tuple[str, ...] = ("Object Created", "Object Deleted"),
+) -> dict[str, Any]:
+    """EventBridge pattern for uploads and deletes under any ``<dataset>/<prefix>`` of the raw
+    bucket: the rules CDK deploys and the ones the local stack provisions. A deleted data file
+    leaves the next dataset version (docs/decisions.md, "Per-file parts")."""
     return {
         "source": ["aws.s3"],
-        "detail-type": ["Object Created"],
+        "detail-type": list(detail_types),
         "detail": {
             "bucket": {"name": [topology.raw_bucket]},
             "object": {"key": [{"wildcard": f"*/{prefix}*"}]},
@@ -154,5 +159,6 @@ def upload_event_pattern(topology: Topology, prefix: str = DATA_PREFIX) -> dict[
 
 
 def batch_event_pattern(topology: Topology) -> dict[str, Any]:
-    """Files to score with the live model: ``<dataset>/batch/``."""
-    return upload_event_pattern(topology, BATCH_PREFIX)
+    """Files to score with the live model: ``<dataset>/batch/`` (uploads only: deleting a
+    batch file changes nothing)."""
+    return upload_event_pattern(topology, BATCH_PREFIX, ("Object Created",))

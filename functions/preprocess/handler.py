@@ -1,4 +1,4 @@
-"""Preprocess Lambda: S3 upload event in, dataset version and pipeline run out."""
+"""Preprocess Lambda: S3 upload or delete event in, dataset version and pipeline run out."""
 
 from __future__ import annotations
 
@@ -11,11 +11,16 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel, ConfigDict
 
-from functions.preprocess.logic import Policy, process_upload
+from functions.preprocess.logic import Policy, process_removal, process_upload
 from functions.shared.observability import logger, metrics, tracer
 from functions.shared.orchestration import StepFunctionsOrchestrator
 from functions.shared.registry_dynamodb import DynamoDBRegistry
-from functions.shared.s3_events import parse_upload_event
+from functions.shared.s3_events import (
+    RemovedObject,
+    UploadedObject,
+    parse_removal_event,
+    parse_upload_event,
+)
 from functions.shared.storage import S3ObjectStore
 
 
@@ -49,9 +54,14 @@ def _deps() -> tuple[Settings, S3ObjectStore, StepFunctionsOrchestrator, DynamoD
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     settings, store, orchestrator, registry = _deps()
     outcomes = []
-    for upload in parse_upload_event(event):
-        outcome = process_upload(
-            upload,
+    items: list[UploadedObject | RemovedObject] = [
+        *parse_upload_event(event),
+        *parse_removal_event(event),
+    ]
+    for item in items:
+        process = process_removal if isinstance(item, RemovedObject) else process_upload
+        outcome = process(
+            item,  # type: ignore[arg-type]
             store=store,
             orchestrator=orchestrator,
             artifacts_bucket=settings.ARTIFACTS_BUCKET,

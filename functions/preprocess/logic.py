@@ -58,8 +58,8 @@ from functions.shared.runs import (
     manifest_key,
     run_input,
 )
-from functions.shared.s3_events import UploadedObject
-from functions.shared.storage import ObjectInfo, ObjectStore, s3_uri
+from functions.shared.s3_events import RemovedObject, UploadedObject
+from functions.shared.storage import ObjectInfo, ObjectNotFoundError, ObjectStore, s3_uri
 
 RUN_NAME_LIMIT = 80  # Step Functions execution names
 
@@ -147,26 +147,19 @@ def process_upload(
             trigger_key=data_key.key,
         )
     except RejectedUploadError as rejected:
-        report_key = layout.rejected_key(dataset, run_name)
-        report = RejectionReport(
-            dataset=dataset,
-            run_name=run_name,
-            trigger=upload,
-            violations=rejected.violations,
-            rows_read=rejected.rows_read,
-            note=UNCHANGED_NOTE if rejected.note is None else f"{UNCHANGED_NOTE} {rejected.note}",
-            created_at=_now(),
-        )
-        store.put_bytes(artifacts_bucket, report_key, report.model_dump_json(indent=2).encode())
-        reason = "; ".join(v.message for v in rejected.violations[:3])
-        return PreprocessOutcome(
-            status="rejected",
-            dataset=dataset,
-            run_name=run_name,
-            report_key=report_key,
-            reason=reason if rejected.note is None else f"{reason}. {rejected.note}",
-        )
+        return _rejected(store, artifacts_bucket, dataset, run_name, upload, rejected)
 
+    return _start(orchestrator, run_name, built, contract, artifacts_bucket, dataset)
+
+
+def _start(
+    orchestrator: Orchestrator,
+    run_name: str,
+    built: BuiltVersion,
+    contract: Contract,
+    artifacts_bucket: str,
+    dataset: str,
+) -> PreprocessOutcome:
     manifest = built.manifest
     run = run_input(run_name, manifest, contract, artifacts_bucket)
     started = orchestrator.start_run(run)
@@ -186,6 +179,124 @@ def process_upload(
         excluded=manifest.excluded,
         reason=reason,
     )
+
+
+def _rejected(
+    store: ObjectStore,
+    artifacts_bucket: str,
+    dataset: str,
+    run_name: str,
+    trigger: UploadedObject,
+    rejected: RejectedUploadError,
+) -> PreprocessOutcome:
+    """The rejection report, where the user looks, and the outcome naming it."""
+    report_key = layout.rejected_key(dataset, run_name)
+    report = RejectionReport(
+        dataset=dataset,
+        run_name=run_name,
+        trigger=trigger,
+        violations=rejected.violations,
+        rows_read=rejected.rows_read,
+        note=UNCHANGED_NOTE if rejected.note is None else f"{UNCHANGED_NOTE} {rejected.note}",
+        created_at=_now(),
+    )
+    store.put_bytes(artifacts_bucket, report_key, report.model_dump_json(indent=2).encode())
+    reason = "; ".join(v.message for v in rejected.violations[:3])
+    return PreprocessOutcome(
+        status="rejected",
+        dataset=dataset,
+        run_name=run_name,
+        report_key=report_key,
+        reason=reason if rejected.note is None else f"{reason}. {rejected.note}",
+    )
+
+
+def process_removal(
+    removed: RemovedObject,
+    *,
+    store: ObjectStore,
+    orchestrator: Orchestrator,
+    artifacts_bucket: str,
+    policy: Policy | None = None,
+    registry: ModelRegistry | None = None,
+) -> PreprocessOutcome:
+    """A deleted data file: the dataset version of the files that remain, and a run over it
+    when the deleted file's rows were in the last version (docs/decisions.md, "Deleted data
+    files"). A delete of a file that was left out writes the version and starts nothing
+    (``unchanged``); a key that exists again was re-uploaded, and its own event runs."""
+    policy = policy or Policy()
+    data_key = layout.parse_data_key(removed.key) or layout.parse_data_key(
+        unquote_plus(removed.key)
+    )
+    if data_key is None:
+        return PreprocessOutcome(
+            status="ignored", reason=f"'{removed.key}' is not a data file of a dataset"
+        )
+    dataset = data_key.dataset
+    if store.head(removed.bucket, data_key.key) is not None:
+        return PreprocessOutcome(
+            status="stale",
+            dataset=dataset,
+            reason="the object exists again; the upload that restored it runs on its own event",
+        )
+    run_name = make_run_name(dataset, removed.identity())
+    if orchestrator.run_exists(run_name):
+        return PreprocessOutcome(
+            status="duplicate",
+            dataset=dataset,
+            run_name=run_name,
+            reason="this delete already started a run",
+        )
+    trigger = UploadedObject(
+        bucket=removed.bucket,
+        key=data_key.key,
+        size=0,
+        version_id=removed.version_id,
+        sequencer=removed.sequencer,
+    )
+    try:
+        _refuse_if_retired(registry, dataset)
+        contract, contract_sha = _load_contract(store, removed.bucket, dataset)
+        before = _latest_parts(store, artifacts_bucket, dataset)
+        built = build_dataset_version(
+            store,
+            removed.bucket,
+            dataset,
+            contract,
+            contract_sha,
+            artifacts_bucket=artifacts_bucket,
+            policy=policy,
+        )
+    except RejectedUploadError as rejected:
+        return _rejected(store, artifacts_bucket, dataset, run_name, trigger, rejected)
+    manifest = built.manifest
+    if before is not None and before == {p.part_id for p in manifest.parts}:
+        return PreprocessOutcome(
+            status="unchanged",
+            dataset=dataset,
+            dataset_version=manifest.dataset_version,
+            reused_dataset_version=built.reused,
+            rows=manifest.rows,
+            excluded=manifest.excluded,
+            reason=f"{data_key.key} held no rows of the last version (it was left out); "
+            "the version without it has the same rows, so no run started",
+        )
+    return _start(orchestrator, run_name, built, contract, artifacts_bucket, dataset)
+
+
+def _latest_parts(store: ObjectStore, bucket: str, dataset: str) -> set[str] | None:
+    """The parts of the last version built, when its state can be read."""
+    hint = layout.latest_state_key(dataset)
+    if store.head(bucket, hint) is None:
+        return None
+    try:
+        version = json.loads(store.get_bytes(bucket, hint))["dataset_version"]
+        state = VersionState.model_validate_json(
+            store.get_bytes(bucket, layout.version_state_key(dataset, str(version)))
+        )
+    except (ValueError, KeyError, TypeError, ObjectNotFoundError):
+        return None
+    return set(state.parts)
 
 
 def _refuse_if_retired(registry: ModelRegistry | None, dataset: str) -> None:
@@ -726,4 +837,4 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-__all__ = ["Policy", "PreprocessOutcome", "make_run_name", "process_upload"]
+__all__ = ["Policy", "PreprocessOutcome", "make_run_name", "process_removal", "process_upload"]

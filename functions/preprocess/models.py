@@ -32,7 +32,9 @@ class RejectionReport(BaseModel):
 class PreprocessOutcome(BaseModel):
     """What the handler did with one uploaded object."""
 
-    status: Literal["ignored", "stale", "duplicate", "rejected", "started"]
+    # unchanged: a deleted file took no rows with it (it was left out): the version is written
+    # and no run starts
+    status: Literal["ignored", "stale", "duplicate", "rejected", "started", "unchanged"]
     reason: str
     dataset: str | None = None
     run_name: str | None = None

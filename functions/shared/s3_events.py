@@ -40,6 +40,62 @@ class UploadedObject(BaseModel):
         )
 
 
+class RemovedObject(BaseModel):
+    """A data object deleted (a delete marker in a versioned bucket, or gone in another): the
+    next dataset version is built without it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    bucket: str
+    key: str
+    version_id: str | None = None  # of the delete marker, when S3 made one
+    sequencer: str | None = None
+
+    def identity(self) -> str:
+        """Never equal to an upload's: a delete and an upload of one key are two events."""
+        return "|".join(
+            ["removed", self.bucket, self.key, self.version_id or "", self.sequencer or ""]
+        )
+
+
+def parse_removal_event(event: dict[str, Any]) -> list[RemovedObject]:
+    """The objects an "Object Deleted" (EventBridge) or ``ObjectRemoved:*`` (notification)
+    event names; any other event names none."""
+    try:
+        if event.get("detail-type") == "Object Deleted":
+            detail = event["detail"]
+            bucket, obj = detail["bucket"]["name"], detail["object"]
+            removed = [
+                RemovedObject(
+                    bucket=bucket,
+                    key=obj["key"],
+                    version_id=obj.get("version-id"),
+                    sequencer=obj.get("sequencer"),
+                )
+            ]
+        elif "Records" in event:
+            parsed = S3Model.model_validate(event)
+            removed = [
+                RemovedObject(
+                    bucket=r.s3.bucket.name,
+                    key=unquote_plus(r.s3.object.key),
+                    version_id=r.s3.object.versionId,
+                    sequencer=r.s3.object.sequencer,
+                )
+                for r in parsed.Records
+                if r.s3.object is not None and r.eventName.startswith("ObjectRemoved")
+            ]
+        else:
+            return []
+    except (KeyError, TypeError) as exc:
+        raise EventShapeError(f"malformed S3 delete event: no {exc}") from None
+    except ValidationError as exc:
+        raise EventShapeError(
+            f"malformed S3 event: {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}"
+        ) from None
+    return [r for r in removed if not r.key.endswith("/")]
+
+
 def parse_upload_event(event: dict[str, Any]) -> list[UploadedObject]:
     if event.get("Event") == "s3:TestEvent":
         return []

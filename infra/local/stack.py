@@ -58,6 +58,7 @@ from infra.local.isolated import invoke_in_child
 from infra.local.local_file import LocalEndpoints, write_local_file
 from infra.local.pipeline import run_decision, run_failure, run_pipeline, use_endpoint
 from infra.local.resources import LocalResources, provision, receive_upload_events
+from infra.local.s3_deletes import emit_delete_markers
 from infra.local.snapshot import Snapshots, write_atomically
 from infra.local.tls import DEFAULT_HOSTS, LocalCertificate, local_certificate
 from infra.local.trainers import TRAINERS_DIR, end_stale_trainers
@@ -188,6 +189,7 @@ class LocalStack:
             ip_address=self.config.host, port=self.config.aws_port, verbose=False
         )
         self._moto.start()
+        emit_delete_markers()  # S3's "Object Deleted", which moto does not send (s3_deletes.py)
         # moto's server keeps its state in this process's moto backends: start from empty
         self._reset_endpoint()
         self.log(f"aws      {self.endpoint} (moto; region {topology.region})")

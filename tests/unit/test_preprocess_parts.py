@@ -9,18 +9,25 @@ from __future__ import annotations
 import io
 import json
 from typing import Any
+from urllib.parse import unquote_plus
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from functions.preprocess import assemble
-from functions.preprocess.logic import PreprocessOutcome
+from functions.preprocess.logic import PreprocessOutcome, process_removal
 from functions.preprocess.versions import read_manifest
 from functions.shared import layout
 from functions.shared.manifest import Manifest
 from functions.shared.runs import manifest_key
-from tests.builders import ARTIFACTS, RAW, World, churn_frame, csv_bytes
+from functions.shared.s3_events import (
+    EventShapeError,
+    RemovedObject,
+    parse_removal_event,
+    parse_upload_event,
+)
+from tests.builders import ARTIFACTS, EVENTS, RAW, World, churn_frame, csv_bytes
 
 SPLITS = ("train", "validation", "test")
 A, B, C = "churn/data/a.csv", "churn/data/b.csv", "churn/data/c.csv"
@@ -261,3 +268,94 @@ def test_a_part_index_that_is_not_one_is_refused_naming_it() -> None:
     for problem, raw in bad.items():
         with pytest.raises(ValueError, match=problem):
             read_index(raw, 3, "parts/p/rows.u64.npy")
+
+
+# --- deleted files ------------------------------------------------------------------------------
+
+
+def removed(world: World, key: str, marker: str = "dm1") -> PreprocessOutcome:
+    """Delete ``key`` (as a delete marker hides it) and process the event S3 sends for it."""
+    world.store.objects.pop((RAW, key))
+    return remove_event(world, key, marker)
+
+
+def remove_event(world: World, key: str, marker: str = "dm1") -> PreprocessOutcome:
+    return process_removal(
+        RemovedObject(bucket=RAW, key=key, version_id=marker, sequencer=f"seq-{marker}"),
+        store=world.store,
+        orchestrator=world.pipeline,
+        artifacts_bucket=ARTIFACTS,
+    )
+
+
+def test_a_deleted_file_leaves_the_version_and_a_run_starts_over_the_rest() -> None:
+    world = world_with()
+    world.upload(A, data(1))
+    world.upload(B, data(2, start=500))
+    outcome = removed(world, B)
+    assert outcome.status == "started", outcome.reason
+    assert [p.key for p in manifest(world, outcome).parts] == [A]
+    # the version is the one the remaining file makes alone (reached by subtraction)
+    alone = world_with()
+    same_version(world, outcome, alone, alone.upload(A, data(1)))
+    run = world.pipeline.runs[outcome.run_name or ""]
+    assert run.dataset_version == outcome.dataset_version
+
+
+def test_deleting_a_file_that_was_left_out_changes_no_rows_and_starts_nothing() -> None:
+    world = world_with()
+    world.upload(A, data(1))
+    world.store.put(RAW, B, b"\x89PNG\r\n\x1a\n\x00\x00")
+    with_bad = world.upload(C, data(3, start=900))
+    assert [f.key for f in with_bad.excluded] == [B]
+    runs = len(world.pipeline.runs)
+    outcome = removed(world, B)
+    assert outcome.status == "unchanged", outcome.reason
+    assert "left out" in outcome.reason and len(world.pipeline.runs) == runs
+    assert outcome.rows == with_bad.rows and outcome.excluded == []
+
+
+def test_a_delete_delivered_ten_times_starts_one_run_and_a_restored_key_is_left_to_its_upload() -> (
+    None
+):
+    world = world_with()
+    world.upload(A, data(1))
+    world.upload(B, data(2, start=500))
+    world.store.objects.pop((RAW, B))
+    outcomes = [remove_event(world, B) for _ in range(10)]
+    assert [o.status for o in outcomes] == ["started"] + ["duplicate"] * 9
+    # a delete whose key holds an object again (uploaded since) is stale: the upload runs
+    world.store.put(RAW, B, data(2, start=500))
+    assert remove_event(world, B, "dm2").status == "stale"
+
+
+def test_deleting_the_last_file_is_refused_with_a_report_and_no_run() -> None:
+    world = world_with()
+    world.upload(A, data(1))
+    runs = len(world.pipeline.runs)
+    outcome = removed(world, A)
+    assert outcome.status == "rejected" and "no CSV or Parquet files" in outcome.reason
+    assert world.store.head(ARTIFACTS, outcome.report_key or "") is not None
+    assert len(world.pipeline.runs) == runs
+
+
+def test_delete_events_parse_from_eventbridge_and_notifications_and_nothing_else() -> None:
+    sample = json.loads((EVENTS / "s3_object_deleted.eventbridge.json").read_text())
+    [got] = parse_removal_event(sample)
+    assert (got.key, got.version_id) == (
+        "churn/data/churn.csv",
+        sample["detail"]["object"]["version-id"],
+    )
+    assert parse_upload_event(sample) == []
+    created = json.loads((EVENTS / "s3_object_created.eventbridge.json").read_text())
+    assert parse_removal_event(created) == []
+    notification = json.loads((EVENTS / "s3_object_created.s3_notification.json").read_text())
+    record = notification["Records"][0]
+    record["eventName"] = "ObjectRemoved:DeleteMarkerCreated"
+    record["s3"]["object"].pop("size", None)
+    record["s3"]["object"].pop("eTag", None)
+    [from_notification] = parse_removal_event(notification)
+    assert from_notification.key == unquote_plus(record["s3"]["object"]["key"])
+    assert got.identity() != parse_upload_event(created)[0].identity()
+    with pytest.raises(EventShapeError, match="malformed"):
+        parse_removal_event({"detail-type": "Object Deleted", "detail": {}})
