@@ -152,3 +152,40 @@ def test_functions_shared_imports_no_capability_package() -> None:
         and not (target == SHARED or target.startswith(f"{SHARED}."))
     )
     assert not wrong, "functions/shared depends on a capability package:\n" + "\n".join(wrong)
+
+
+def third_party_imports(path: Path) -> set[str]:
+    """Top-level names of the absolute imports in one module that are not project packages."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            found |= {alias.name.partition(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            found.add(node.module.partition(".")[0])
+    return found - set(PACKAGES)
+
+
+def test_the_retrain_function_reaches_no_dataframe_library() -> None:
+    # Its layer is promote's (boto3 over the base pydantic and numpy; layers/resolve.py): it
+    # reads a version's manifest and builds the run input (functions/shared/runs.py)
+    graph, modules = import_graph(), project_modules()
+    reached, frontier = set(), ["functions.retrain.handler"]
+    while frontier:
+        module = frontier.pop()
+        if module not in reached:
+            reached.add(module)
+            frontier += graph[module]
+    assert "functions.shared.runs" in reached  # the walk does see what it reads
+    heavy = {"pandas", "pyarrow", "scipy", "sklearn"}
+    wrong = sorted(
+        f"{m} imports {sorted(third_party_imports(modules[m]) & heavy)}"
+        for m in reached
+        if third_party_imports(modules[m]) & heavy
+    )
+    assert not wrong, wrong
+
+
+def test_row_hash_needs_numpy_only() -> None:
+    # training and evaluate share it; it may be reached from any function's code
+    imported = third_party_imports(project_modules()["functions.shared.row_hash"])
+    assert imported - {"__future__", "collections", "json", "numpy"} == set()
