@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -45,6 +45,10 @@ class RunInput(BaseModel):
     train_uri: str
     validation_uri: str
     test_uri: str
+    # How SageMaker reads the channels: S3Prefix (a format-1 version's split folders) or
+    # ManifestFile (format 2: each uri a channel manifest listing the parts' files). Always in
+    # the execution input (defaults are dumped), which the Train state reads as $.data_type.
+    data_type: Literal["S3Prefix", "ManifestFile"] = "S3Prefix"
     output_uri: str  # SageMaker writes {output_uri}{training_job_name}/output/model.tar.gz
     checkpoint_uri: str
     task: str

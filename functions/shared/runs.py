@@ -89,6 +89,7 @@ def run_input(
     """The state machine's input for a run named ``run_name`` over a complete dataset version."""
     dataset = manifest.dataset
     training = contract.training
+    uris = _channel_uris(manifest, artifacts_bucket)
     return RunInput(
         run_name=run_name,
         training_job_name=training_job_name(run_name),
@@ -96,9 +97,10 @@ def run_input(
         dataset_version=manifest.dataset_version,
         rows=manifest.rows.accepted,
         artifacts_bucket=artifacts_bucket,
-        train_uri=_s3_prefix(artifacts_bucket, manifest.split_keys["train"]),
-        validation_uri=_s3_prefix(artifacts_bucket, manifest.split_keys["validation"]),
-        test_uri=_s3_prefix(artifacts_bucket, manifest.split_keys["test"]),
+        train_uri=uris["train"],
+        validation_uri=uris["validation"],
+        test_uri=uris["test"],
+        data_type="S3Prefix" if manifest.format == 1 else "ManifestFile",
         output_uri=s3_uri(artifacts_bucket, layout.models_prefix(dataset)),
         checkpoint_uri=s3_uri(artifacts_bucket, layout.checkpoint_prefix(dataset, run_name)),
         task=contract.task,
@@ -123,6 +125,20 @@ def run_input(
             "budget_seconds": _hp(training.budget_seconds),
             "refit": _hp(training.refit),
         },
+    )
+
+
+def _channel_uris(manifest: Manifest, bucket: str) -> dict[str, str]:
+    """Each split's channel: format 1, the folder of its one Parquet file (S3Prefix); format 2,
+    its channel manifest (ManifestFile), which lists the parts' files of that split."""
+    splits = ("train", "validation", "test")
+    if manifest.format == 1:
+        return {split: _s3_prefix(bucket, manifest.split_keys[split]) for split in splits}
+    if manifest.format == 2:
+        return {split: s3_uri(bucket, manifest.channels[split]) for split in splits}
+    raise ValueError(
+        f"dataset version {manifest.dataset}/{manifest.dataset_version} has manifest format "
+        f"{manifest.format}, which this code cannot read"
     )
 
 

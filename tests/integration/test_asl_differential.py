@@ -120,6 +120,74 @@ CASES = [
         ),
     ),
     Case(
+        "channel-type-from-the-input",  # Train's InputDataConfig: S3Prefix or ManifestFile
+        {
+            "Channels": passes(
+                Parameters={
+                    "InputDataConfig": [
+                        {
+                            "ChannelName": "train",
+                            "DataSource": {
+                                "S3DataSource": {
+                                    "S3Uri.$": "$.train_uri",
+                                    "S3DataType.$": "$.data_type",
+                                    "S3DataDistributionType": "FullyReplicated",
+                                }
+                            },
+                        }
+                    ]
+                }
+            )
+        },
+        {
+            "train_uri": "s3://a/churn/versions/v/channels/train.manifest",
+            "data_type": "ManifestFile",
+        },
+        Outcome(
+            "SUCCEEDED",
+            {
+                "InputDataConfig": [
+                    {
+                        "ChannelName": "train",
+                        "DataSource": {
+                            "S3DataSource": {
+                                "S3Uri": "s3://a/churn/versions/v/channels/train.manifest",
+                                "S3DataType": "ManifestFile",
+                                "S3DataDistributionType": "FullyReplicated",
+                            }
+                        },
+                    }
+                ]
+            },
+            path=("Channels",),
+        ),
+    ),
+    Case(
+        "channel-type-absent-from-an-older-input-is-a-runtime-error",
+        {
+            "Channels": passes(
+                Parameters={
+                    "InputDataConfig": [
+                        {
+                            "ChannelName": "train",
+                            "DataSource": {
+                                "S3DataSource": {
+                                    "S3Uri.$": "$.train_uri",
+                                    "S3DataType.$": "$.data_type",
+                                    "S3DataDistributionType": "FullyReplicated",
+                                }
+                            },
+                        }
+                    ]
+                }
+            )
+        },
+        {"train_uri": "s3://a/churn/versions/v/train/"},
+        Outcome("FAILED", error="States.Runtime", path=("Channels",)),
+        note="Why RunInput always dumps data_type: a Parameters path the input lacks fails the "
+        "execution, past any Catch.",
+    ),
+    Case(
         "input-result-output-paths",
         {
             "Shape": passes(

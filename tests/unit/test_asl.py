@@ -1081,10 +1081,14 @@ class FakePipelineServices:
         }
 
 
-def run_pipeline(services: FakePipelineServices, waits: list[float] | None = None) -> Execution:
+def run_pipeline(
+    services: FakePipelineServices,
+    waits: list[float] | None = None,
+    run_input: dict[str, Any] | None = None,
+) -> Execution:
     return run(
         load_definition(PIPELINE, SUBSTITUTIONS),
-        json.loads(RUN.execution_input()),
+        json.loads(RUN.execution_input()) if run_input is None else run_input,
         tasks=services.handlers(),
         execution_name=RUN.run_name,
         sleep=refuse_to_wait if waits is None else waits.append,
@@ -1179,6 +1183,53 @@ def test_a_passing_gate_promotes_after_training_with_the_run_settings() -> None:
     }
     assert state["evaluation"]["gate"] == services.gate.model_dump()
     assert services.reject.calls == []
+
+
+@pytest.mark.parametrize(
+    ("data_type", "suffix"),
+    [("S3Prefix", "{}/"), ("ManifestFile", "channels/{}.manifest")],
+)
+def test_training_reads_its_channels_as_the_run_input_says(data_type: str, suffix: str) -> None:
+    # Given a run over a format-1 version (split folders) or a format-2 one (channel manifests)
+    base = "s3://sluice-artifacts/churn/versions/ab12cd34/"
+    uris = {f"{s}_uri": base + suffix.format(s) for s in ("train", "validation", "test")}
+    run = RUN.model_copy(update={"data_type": data_type, **uris})
+    services = FakePipelineServices()
+
+    # When the pipeline runs
+    execution = run_pipeline(services, run_input=json.loads(run.execution_input()))
+
+    # Then both channels of the training job are read that way
+    assert execution.status == "SUCCEEDED"
+    (request,) = services.train.calls
+    sources = [c["DataSource"]["S3DataSource"] for c in request["InputDataConfig"]]
+    assert sources == [
+        {
+            "S3Uri": uris[f"{s}_uri"],
+            "S3DataType": data_type,
+            "S3DataDistributionType": ("FullyReplicated"),
+        }
+        for s in ("train", "validation")
+    ]
+
+
+def test_an_input_without_a_channel_type_fails_at_train_so_every_input_carries_one() -> None:
+    # Given an input written before data_type existed: Train's "$.data_type" is then a missing
+    # path, States.Runtime, which no Catch takes (on AWS such an execution keeps the definition
+    # it started with; the local stack rebuilds every input from RunInput, which dumps defaults)
+    legacy = json.loads(RUN.execution_input())
+    assert legacy.pop("data_type") == "S3Prefix"
+    services = FakePipelineServices()
+
+    # When it runs on today's definition
+    execution = run_pipeline(services, run_input=legacy)
+
+    # Then it fails at Train without a training job
+    assert (execution.status, execution.error) == ("FAILED", "States.Runtime")
+    assert "$.data_type" in (execution.cause or "")
+    assert services.train.calls == []
+    # ... and an input read back through RunInput carries the default again
+    assert json.loads(RunInput.model_validate(legacy).execution_input())["data_type"] == "S3Prefix"
 
 
 def test_a_refusing_gate_rejects_and_the_run_still_succeeds() -> None:

@@ -14,7 +14,9 @@ import pytest
 from functions.preprocess.logic import process_upload
 from functions.retrain.guard import GuardPolicy, Trigger
 from functions.retrain.logic import RetrainEventError, on_alarm, on_run_end, parse_alarm
-from functions.shared import layout
+from functions.shared import layout, runs
+from functions.shared.contract import Contract, parse_contract
+from functions.shared.manifest import Manifest
 from functions.shared.orchestration import RunInput
 from tests.builders import ARTIFACTS, RAW, churn_frame, contract_bytes, csv_bytes, upload_of
 from tests.fakes import (
@@ -140,6 +142,47 @@ def test_an_alarm_starts_one_run_over_the_current_version_named_by_the_guard(wor
     assert world.guards.decisions("churn")[0] == record
 
 
+def test_a_format_1_version_trains_on_split_folders_and_a_format_2_one_on_channel_manifests(
+    world: World,
+) -> None:
+    # Given a version preprocess wrote as one Parquet file per split (format 1)
+    upload = world.upload()
+    prefix = layout.version_prefix("churn", upload.dataset_version)
+    assert (upload.data_type, upload.train_uri) == ("S3Prefix", f"s3://{ARTIFACTS}/{prefix}train/")
+    assert upload.test_uri == f"s3://{ARTIFACTS}/{prefix}test/"
+    # ... whose execution input always names the channel type the Train state reads
+    assert json.loads(upload.execution_input())["data_type"] == "S3Prefix"
+
+    # When the same version is stored as parts listed by channel manifests (format 2)
+    key = runs.manifest_key("churn", upload.dataset_version)
+    manifest = Manifest.model_validate_json(world.store.get_bytes(ARTIFACTS, key))
+    channels = {
+        s: layout.channel_key("churn", upload.dataset_version, s)
+        for s in ("train", "validation", "test")
+    }
+    stored = manifest.model_copy(update={"format": 2, "split_keys": {}, "channels": channels})
+    world.store.put(ARTIFACTS, key, stored.model_dump_json().encode())
+    record = world.alarm()
+
+    # Then the run reads each split through its channel manifest
+    assert record.outcome == "started", record.reason
+    assert record.run_name is not None
+    run = world.pipeline.runs[record.run_name]
+    assert run.data_type == "ManifestFile"
+    assert (run.train_uri, run.validation_uri, run.test_uri) == tuple(
+        f"s3://{ARTIFACTS}/{prefix}channels/{s}.manifest" for s in ("train", "validation", "test")
+    )
+    assert json.loads(run.execution_input())["data_type"] == "ManifestFile"
+
+
+def test_a_manifest_of_an_unknown_format_is_not_trained_on(world: World) -> None:
+    upload = world.upload()
+    key = runs.manifest_key("churn", upload.dataset_version)
+    manifest = Manifest.model_validate_json(world.store.get_bytes(ARTIFACTS, key))
+    with pytest.raises(ValueError, match="manifest format 3, which this code cannot read"):
+        runs.run_input("r", manifest.model_copy(update={"format": 3}), _contract(), ARTIFACTS)
+
+
 def test_a_burst_of_alarms_starts_one_run_and_records_why_each_other_was_skipped(
     world: World,
 ) -> None:
@@ -241,3 +284,7 @@ def test_a_run_event_without_its_input_is_refused() -> None:
     event["detail"]["input"] = "not json"
     with pytest.raises(RetrainEventError, match="its input names no dataset"):
         on_run_end(event, guards=InMemoryGuardStore())
+
+
+def _contract() -> Contract:
+    return parse_contract(contract_bytes(), source="contract.json")
