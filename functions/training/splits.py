@@ -92,15 +92,10 @@ def require_every_class(schema: DatasetSchema, split: Split) -> None:
 
 
 def load_split(channel: Path, schema: DatasetSchema, name: str) -> Split:
-    """Read every ``*.parquet`` file below a channel, in file-name order; columns other than
-    features and target are ignored (id and sensitive columns travel with the data but never
-    reach the model). Files of a format-2 version's parts carry ``__row_hash``: a row that
-    several parts hold is kept once, from the file whose name sorts first."""
-    files = sorted(channel.rglob("*.parquet"), key=lambda p: (p.name, p.as_posix()))
-    if not files:
-        raise TrainingError(f"the {name} channel holds no *.parquet file (looked in {channel})")
+    """Read a channel (``read_channel_frame``); columns other than features and target are
+    ignored (id and sensitive columns travel with the data but never reach the model)."""
     columns = [f.name for f in schema.features] + [schema.target]
-    table = _read_parts(files, columns, name)
+    table = read_channel_frame(channel, columns, name=name)
     if table.empty:
         raise TrainingError(f"the {name} split has no rows")
     names = onnx_input_names(schema.features)
@@ -109,15 +104,24 @@ def load_split(channel: Path, schema: DatasetSchema, name: str) -> Split:
     return Split(name=name, frame=frame, feeds=feeds, y=_encode_target(table, schema, name))
 
 
-def _read_parts(files: list[Path], columns: list[str], name: str) -> pd.DataFrame:
-    """The files' ``columns``, one table; rows repeated across parts kept at first occurrence."""
+def read_channel_frame(
+    channel: Path, columns: list[str] | None = None, *, name: str | None = None
+) -> pd.DataFrame:
+    """Every ``*.parquet`` file below ``channel`` as one table, in file-name order: a format-1
+    split folder (one ``part-0.parquet``) or a format-2 channel (its parts' files, which carry
+    ``__row_hash``: a row several parts hold is kept once, from the file whose name sorts
+    first, and the column is dropped). ``columns``: only those (None: all but the hash)."""
+    name = name or channel.name
+    files = sorted(channel.rglob("*.parquet"), key=lambda p: (p.name, p.as_posix()))
+    if not files:
+        raise TrainingError(f"the {name} channel holds no *.parquet file (looked in {channel})")
     hashed = [ROW_HASH in pq.read_schema(f).names for f in files]
     if any(hashed) and not all(hashed):
         plain = [f.name for f, h in zip(files, hashed, strict=True) if not h]
         raise TrainingError(
             f"the {name} channel mixes part files with {ROW_HASH} and files without it ({plain})"
         )
-    wanted = [*columns, ROW_HASH] if all(hashed) else columns
+    wanted = None if columns is None else [*columns, *([ROW_HASH] if all(hashed) else [])]
     try:
         tables = [pd.read_parquet(f, columns=wanted) for f in files]
     except (KeyError, ValueError) as exc:  # pyarrow reports a missing column as either
@@ -126,7 +130,7 @@ def _read_parts(files: list[Path], columns: list[str], name: str) -> pd.DataFram
         ) from None
     if all(hashed):
         keep = first_occurrences([t[ROW_HASH].to_numpy(np.uint64) for t in tables])
-        tables = [t.loc[k, columns] for t, k in zip(tables, keep, strict=True)]
+        tables = [t.loc[k].drop(columns=ROW_HASH) for t, k in zip(tables, keep, strict=True)]
     return pd.concat(tables, ignore_index=True)
 
 

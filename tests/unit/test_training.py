@@ -29,7 +29,7 @@ from functions.training.script_mode import (
     SageMakerPaths,
     num_gpus_from_env,
 )
-from functions.training.splits import load_schema, load_split
+from functions.training.splits import load_schema, load_split, read_channel_frame
 from functions.training.train import main, train
 from infra.local.channels import download_channel
 from tests import datasets
@@ -521,3 +521,15 @@ def test_two_schemas_in_a_channel_are_refused(tmp_path: Path) -> None:
         (tmp_path / "channel" / folder / "dataset.json").write_text(schema.model_dump_json())
     with pytest.raises(TrainingError, match=r"holds 2 dataset\.json files"):
         load_schema(tmp_path / "channel")
+
+
+def test_a_channel_read_whole_keeps_every_column_but_the_hash(tmp_path: Path) -> None:
+    # What the bench scripts read a version's split with, either layout
+    datasets.binary_numeric(tmp_path / "version", rows=300)
+    rows = pd.read_parquet(tmp_path / "version" / "test" / "part-0.parquet")
+    channel = tmp_path / "parts"
+    channel.mkdir()
+    datasets.with_row_hash(rows.iloc[10:]).to_parquet(channel / "test-b.parquet", index=False)
+    datasets.with_row_hash(rows.iloc[:12]).to_parquet(channel / "test-a.parquet", index=False)
+    for folder in (channel, tmp_path / "version" / "test"):
+        pd.testing.assert_frame_equal(read_channel_frame(folder), rows)
