@@ -30,7 +30,6 @@ from typing import Any
 import boto3
 import onnx
 import onnxruntime as ort
-import pandas as pd
 from moto import mock_aws
 from sklearn.pipeline import Pipeline
 
@@ -63,7 +62,7 @@ from functions.training.script_mode import (
     SageMakerPaths,
 )
 from functions.training.search import Searcher
-from functions.training.splits import Split, load_schema, load_split
+from functions.training.splits import Split, load_schema, load_split, read_channel_frame
 from functions.training.train import train
 
 TARGET_US = 150.0  # warm 1-row predict through the handler (issue 17)
@@ -126,7 +125,7 @@ def configurations(root: Path) -> tuple[dict[str, tuple[bytes, int]], DatasetSch
 def run(quick: bool) -> dict[str, dict[str, Any]]:
     with tempfile.TemporaryDirectory(prefix="sluice-bench-") as tmp:
         measured, schema, card = configurations(Path(tmp))
-        test = pd.read_parquet(Path(tmp) / "version" / "test" / "part-0.parquet")
+        test = read_channel_frame(Path(tmp) / "version" / "test")
     results: dict[str, dict[str, Any]] = {}
     with mock_aws():
         os.environ["REGISTRY_TABLE"] = TABLE

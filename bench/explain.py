@@ -58,7 +58,7 @@ from functions.training.ensemble import NativeBlend, blend_graphs, tree_count
 from functions.training.explanation import with_explanation
 from functions.training.export import describe_onnx, to_onnx
 from functions.training.script_mode import Hyperparameters, SageMakerPaths
-from functions.training.splits import load_schema, load_split
+from functions.training.splits import load_schema, load_split, read_channel_frame
 
 TREES, DEPTH, NUMERIC, CATEGORICAL = 300, 6, 16, 4
 TARGET_MS = 3.0
@@ -128,7 +128,7 @@ def train_model(root: Path) -> tuple[bytes, ModelCard, pd.DataFrame, Any]:
         card = train_module.train(paths, hp, num_gpus=0)
     finally:
         names["with_explanation"] = writer
-    test = pd.read_parquet(root / "version" / "test" / "part-0.parquet")
+    test = read_channel_frame(root / "version" / "test")
     return (paths.model / MODEL_FILE).read_bytes(), card, test, shipped[0]
 
 

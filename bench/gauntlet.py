@@ -67,7 +67,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from multiprocessing.connection import Connection
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -77,9 +77,10 @@ from functions.preprocess.logic import process_upload
 from functions.shared import layout
 from functions.shared.errors import TrainingError
 from functions.shared.model_card import MODEL_FILE
-from functions.shared.storage import ObjectStore, parse_s3_uri
+from functions.shared.storage import ObjectStore
 from functions.training.script_mode import SageMakerPaths, parse_hyperparameters
 from functions.training.train import train
+from infra.local.channels import DataType, download_channel
 from tests.builders import upload_of
 from tests.fakes import InMemoryObjectStore, RecordingOrchestrator
 
@@ -290,9 +291,10 @@ def _run(name: str, result: Result) -> None:
     result.stage = "train"
     with tempfile.TemporaryDirectory(prefix="sluice-gauntlet-") as tmp:
         root = Path(tmp)
+        data = root / "input" / "data"
         paths = SageMakerPaths(
-            train=_channel(store, run.train_uri, root / "input" / "data" / "train"),
-            validation=_channel(store, run.validation_uri, root / "input" / "data" / "validation"),
+            train=_channel(store, run.train_uri, data / "train", run.data_type),
+            validation=_channel(store, run.validation_uri, data / "validation", run.data_type),
             model=root / "model",
             output=root / "output",
             config=root / "input" / "config",
@@ -316,14 +318,9 @@ def _refusal(exc: Exception, stage: str | None) -> bool:
     )
 
 
-def _channel(store: ObjectStore, uri: str, target: Path) -> Path:
-    """A channel as SageMaker downloads it: every object under the prefix, paths kept."""
-    bucket, prefix = parse_s3_uri(uri)
-    for info in store.list(bucket, prefix):
-        relative = PurePosixPath(info.key[len(prefix) :].lstrip("/"))
-        dest = target.joinpath(*relative.parts)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        store.download(bucket, info.key, dest)
+def _channel(store: ObjectStore, uri: str, target: Path, data_type: DataType) -> Path:
+    """A channel as SageMaker downloads it (a split folder, or a channel manifest's files)."""
+    download_channel(store, uri, target, data_type)
     return target
 
 

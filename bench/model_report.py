@@ -30,6 +30,7 @@ from functions.shared.gate import gate_inputs
 from functions.shared.model_card import MODEL_CARD_FILE, MODEL_FILE, ModelCard
 from functions.shared.scoring import ScoringModel
 from functions.training.script_mode import Hyperparameters, SageMakerPaths
+from functions.training.splits import read_channel_frame
 from functions.training.train import train
 
 TEST_ROWS, QUICK_TEST_ROWS = 100_000, 20_000
@@ -53,7 +54,7 @@ def measure(quick: bool = False) -> Section:
         model = ScoringModel(
             (paths.model / MODEL_FILE).read_bytes(), card, expected_sha256=card.onnx.sha256
         )
-        frame = pd.read_parquet(version / "test" / "part-0.parquet").iloc[:rows]
+        frame = read_channel_frame(version / "test").iloc[:rows]
         split = TestSplit({c: frame[c].to_numpy() for c in frame.columns}, len(frame))
 
         started = time.perf_counter()

@@ -68,6 +68,7 @@ from functions.shared.registry import NewModelVersion
 from functions.shared.registry_dynamodb import DynamoDBRegistry, create_table
 from functions.shared.scoring import session_options
 from functions.training.script_mode import Hyperparameters, SageMakerPaths
+from functions.training.splits import read_channel_frame
 from functions.training.train import train
 from infra.local.context import LocalLambdaContext
 
@@ -138,7 +139,7 @@ def train_model(root: Path) -> tuple[bytes, ModelCard, pd.DataFrame]:
     synthetic_version(root / "version")
     paths = SageMakerPaths.for_version(root / "version", root)
     card = train(paths, Hyperparameters(n_estimators=100), num_gpus=0)
-    test = pd.read_parquet(root / "version" / "test" / "part-0.parquet")
+    test = read_channel_frame(root / "version" / "test")
     return (paths.model / MODEL_FILE).read_bytes(), card, test
 
 
@@ -146,7 +147,7 @@ def train_peer(root: Path) -> Any:
     """The peer's pipeline, fitted on the split ``train_model`` wrote under ``root``."""
     version = root / "version"
     schema = DatasetSchema.model_validate_json((version / "train" / "dataset.json").read_text())
-    return fit_peer(schema, pd.read_parquet(version / "train" / "part-0.parquet"))
+    return fit_peer(schema, read_channel_frame(version / "train"))
 
 
 def publish(

@@ -233,8 +233,8 @@ def run_sluice(
         root = Path(tmp)
         data = root / "input" / "data"
         paths = SageMakerPaths(
-            train=_channel(store, run.train_uri, data / "train"),
-            validation=_channel(store, run.validation_uri, data / "validation"),
+            train=_channel(store, run.train_uri, data / "train", run.data_type),
+            validation=_channel(store, run.validation_uri, data / "validation", run.data_type),
             model=root / "model",
             output=root / "output",
             config=root / "input" / "config",

@@ -8,6 +8,7 @@ a class label (classification) or a float64 (regression). The same seed gives th
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -17,6 +18,8 @@ import pandas as pd
 
 from functions.shared.contract import FeatureKind
 from functions.shared.features import MISSING_CATEGORY, DatasetSchema, FeatureSpec
+from functions.shared.layout import channel_key, part_split_key, version_prefix
+from functions.shared.row_hash import ROW_HASH
 
 Task = Literal["classification", "regression"]
 SPLITS = ("train", "validation", "test")
@@ -139,6 +142,48 @@ def write_dataset_version(root: Path, generated: Generated) -> DatasetSchema:
         frame.iloc[start:stop].to_parquet(directory / "part-0.parquet", index=False)
     (root / "train" / "dataset.json").write_text(generated.schema.model_dump_json(indent=2))
     return generated.schema
+
+
+def with_row_hash(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` plus the ``__row_hash`` column a format-2 part's file carries (a hash of the
+    row over every column; equal rows, equal hash)."""
+    hashes = pd.util.hash_pandas_object(frame, index=False).to_numpy(np.uint64)
+    return frame.assign(**{ROW_HASH: hashes})
+
+
+def write_parts_version(
+    version: Path, root: Path, prefix_uri: str, *, parts: int = 2, repeat: int = 3
+) -> dict[str, str]:
+    """Lay the format-1 version directory ``version`` out under ``root`` (a dataset's folder,
+    whose S3 uri is ``prefix_uri``) as a format-2 version: each split's rows dealt to ``parts``
+    parts in order, each part after the first also holding the first ``repeat`` rows of the one
+    before (the same rows, so readers keep the earlier file's copy), the schema at
+    ``versions/<v>/dataset.json`` and one channel manifest per split. Read back, every split
+    holds exactly the rows of ``version``, in the same order. Returns split -> manifest key
+    (relative to ``root``)."""
+    schema = DatasetSchema.model_validate_json((version / "train" / "dataset.json").read_bytes())
+    dataset, name = schema.dataset, schema.dataset_version
+    strip = f"{dataset}/"
+    (root / version_prefix(dataset, name).removeprefix(strip)).mkdir(parents=True, exist_ok=True)
+    schema_key = f"{version_prefix(dataset, name)}dataset.json".removeprefix(strip)
+    (root / schema_key).write_bytes((version / "train" / "dataset.json").read_bytes())
+    channels: dict[str, str] = {}
+    for split in SPLITS:
+        frame = pd.read_parquet(version / split / "part-0.parquet")
+        bounds = np.linspace(0, len(frame), parts + 1).round().astype(int)
+        keys = []
+        for index in range(parts):
+            start = bounds[index] - (repeat if index else 0)
+            chunk = with_row_hash(frame.iloc[max(start, 0) : bounds[index + 1]])
+            key = part_split_key(dataset, f"p{index:04d}", split).removeprefix(strip)
+            (root / key).parent.mkdir(parents=True, exist_ok=True)
+            chunk.to_parquet(root / key, index=False)
+            keys.append(key)
+        manifest = [{"prefix": prefix_uri}, *keys, *([schema_key] if split == "train" else [])]
+        channels[split] = channel_key(dataset, name, split).removeprefix(strip)
+        (root / channels[split]).parent.mkdir(parents=True, exist_ok=True)
+        (root / channels[split]).write_text(json.dumps(manifest))
+    return channels
 
 
 def binary_numeric(root: Path, rows: int = 2000, seed: int = 1) -> DatasetSchema:

@@ -64,9 +64,16 @@ from functions.shared.metrics import (
 from functions.shared.model_card import MODEL_CARD_FILE, MODEL_FILE, ModelCard
 from functions.shared.pipeline_state import PipelineState
 from functions.shared.registry import ModelRegistry, NewModelVersion
+from functions.shared.row_hash import (
+    ROW_HASH,
+    ChannelManifestError,
+    first_occurrences,
+    is_manifest_uri,
+    read_channel_manifest,
+)
 from functions.shared.schema_change import SchemaChange, diff_schema
 from functions.shared.scoring import ModelIntegrityError, ScoringModel
-from functions.shared.storage import ObjectStore, parse_s3_uri, s3_uri
+from functions.shared.storage import ObjectNotFoundError, ObjectStore, parse_s3_uri, s3_uri
 
 MAX_MODEL_BYTES = 200 * 1024 * 1024
 MAX_CARD_BYTES = 4 * 1024 * 1024
@@ -271,18 +278,61 @@ def read_model_archive(store: ObjectStore, artifact_uri: str) -> tuple[bytes, Mo
 
 
 def read_test_split(store: ObjectStore, test_uri: str) -> TestSplit:
-    bucket, prefix = parse_s3_uri(test_uri)
-    keys = [o.key for o in store.list(bucket, prefix) if o.key.endswith(".parquet")]
-    if not keys:
-        raise EvaluationError(f"the test split {test_uri} holds no parquet file")
-    tables = [pq.read_table(pa.BufferReader(store.get_bytes(bucket, k))) for k in keys]
-    table = pa.concat_tables(tables, promote_options="default")
+    """The test split: a format-1 version's split folder (every Parquet file under the prefix),
+    or a format-2 channel manifest (its Parquet files in file-name order, rows shared by parts
+    kept once from the first file, without the ``__row_hash`` column)."""
+    if is_manifest_uri(test_uri):
+        table = _read_manifest_split(store, test_uri)
+    else:
+        bucket, prefix = parse_s3_uri(test_uri)
+        keys = [o.key for o in store.list(bucket, prefix) if o.key.endswith(".parquet")]
+        if not keys:
+            raise EvaluationError(f"the test split {test_uri} holds no parquet file")
+        tables = [pq.read_table(pa.BufferReader(store.get_bytes(bucket, k))) for k in keys]
+        table = pa.concat_tables(tables, promote_options="default")
     if table.num_rows == 0:
         raise EvaluationError(f"the test split {test_uri} has no rows")
     columns = {
         name: table.column(name).to_numpy(zero_copy_only=False) for name in table.column_names
     }
     return TestSplit(columns=columns, rows=table.num_rows)
+
+
+def _read_manifest_split(store: ObjectStore, test_uri: str) -> pa.Table:
+    manifest_bucket, manifest_key = parse_s3_uri(test_uri)
+    try:
+        prefix, keys = read_channel_manifest(
+            store.get_bytes(manifest_bucket, manifest_key), source=test_uri
+        )
+    except (ChannelManifestError, ObjectNotFoundError) as exc:
+        raise EvaluationError(f"the test split cannot be read: {exc}") from None
+    bucket, key_prefix = parse_s3_uri(prefix)
+    files = sorted(
+        (k for k in keys if k.endswith(".parquet")), key=lambda k: (k.rsplit("/")[-1], k)
+    )
+    if not files:
+        raise EvaluationError(f"the test split {test_uri} lists no parquet file")
+    tables = []
+    for key in files:
+        try:
+            tables.append(pq.read_table(pa.BufferReader(store.get_bytes(bucket, key_prefix + key))))
+        except ObjectNotFoundError as exc:
+            raise EvaluationError(f"the test split {test_uri} lists {key}: {exc}") from None
+    hashed = [ROW_HASH in t.column_names for t in tables]
+    if any(hashed) and not all(hashed):
+        plain = [k for k, h in zip(files, hashed, strict=True) if not h]
+        raise EvaluationError(
+            f"the test split {test_uri} mixes part files with {ROW_HASH} and without ({plain})"
+        )
+    if all(hashed):
+        keep = first_occurrences(
+            [t.column(ROW_HASH).to_numpy().astype(np.uint64, copy=False) for t in tables]
+        )
+        tables = [
+            t.filter(pa.array(k)).drop_columns([ROW_HASH])
+            for t, k in zip(tables, keep, strict=True)
+        ]
+    return pa.concat_tables(tables, promote_options="default")
 
 
 def score_rows(

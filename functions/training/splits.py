@@ -15,12 +15,14 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 from numpy.typing import NDArray
 from pydantic import ValidationError
 
 from functions.shared.contract import describe_validation_error
 from functions.shared.errors import TrainingError
 from functions.shared.features import DatasetSchema, onnx_feeds, onnx_input_names
+from functions.shared.row_hash import ROW_HASH, first_occurrences
 
 SCHEMA_FILE = "dataset.json"
 
@@ -53,9 +55,20 @@ def join_splits(first: Split, second: Split) -> Split:
 
 
 def load_schema(channel: Path) -> DatasetSchema:
+    """The version's schema: ``dataset.json`` at the channel's root (a format-1 split folder),
+    else the one ``dataset.json`` below it (a format-2 channel keeps its manifest keys' folders:
+    ``versions/<v>/dataset.json``)."""
     path = channel / SCHEMA_FILE
     if not path.is_file():
-        raise TrainingError(f"the train channel has no {SCHEMA_FILE} (looked at {path})")
+        found = sorted(p for p in channel.rglob(SCHEMA_FILE) if p.is_file())
+        if not found:
+            raise TrainingError(f"the train channel has no {SCHEMA_FILE} (looked in {channel})")
+        if len(found) > 1:
+            raise TrainingError(
+                f"the train channel holds {len(found)} {SCHEMA_FILE} files, one expected: "
+                f"{[str(p) for p in found]}"
+            )
+        path = found[0]
     try:
         schema = DatasetSchema.model_validate_json(path.read_bytes())
     except ValidationError as exc:
@@ -79,24 +92,46 @@ def require_every_class(schema: DatasetSchema, split: Split) -> None:
 
 
 def load_split(channel: Path, schema: DatasetSchema, name: str) -> Split:
-    """Read every ``*.parquet`` file of a channel; columns other than features and target are
+    """Read a channel (``read_channel_frame``); columns other than features and target are
     ignored (id and sensitive columns travel with the data but never reach the model)."""
-    files = sorted(channel.glob("*.parquet"))
-    if not files:
-        raise TrainingError(f"the {name} channel holds no *.parquet file (looked in {channel})")
     columns = [f.name for f in schema.features] + [schema.target]
-    try:
-        table = pd.concat([pd.read_parquet(f, columns=columns) for f in files], ignore_index=True)
-    except (KeyError, ValueError) as exc:  # pyarrow reports a missing column as either
-        raise TrainingError(
-            f"the {name} split lacks a column it needs ({columns}): {exc}"
-        ) from None
+    table = read_channel_frame(channel, columns, name=name)
     if table.empty:
         raise TrainingError(f"the {name} split has no rows")
     names = onnx_input_names(schema.features)
     feeds = onnx_feeds(schema.features, {c: table[c].to_numpy() for c in table.columns}, names)
     frame = pd.DataFrame({name: feed.ravel() for name, feed in feeds.items()})
     return Split(name=name, frame=frame, feeds=feeds, y=_encode_target(table, schema, name))
+
+
+def read_channel_frame(
+    channel: Path, columns: list[str] | None = None, *, name: str | None = None
+) -> pd.DataFrame:
+    """Every ``*.parquet`` file below ``channel`` as one table, in file-name order: a format-1
+    split folder (one ``part-0.parquet``) or a format-2 channel (its parts' files, which carry
+    ``__row_hash``: a row several parts hold is kept once, from the file whose name sorts
+    first, and the column is dropped). ``columns``: only those (None: all but the hash)."""
+    name = name or channel.name
+    files = sorted(channel.rglob("*.parquet"), key=lambda p: (p.name, p.as_posix()))
+    if not files:
+        raise TrainingError(f"the {name} channel holds no *.parquet file (looked in {channel})")
+    hashed = [ROW_HASH in pq.read_schema(f).names for f in files]
+    if any(hashed) and not all(hashed):
+        plain = [f.name for f, h in zip(files, hashed, strict=True) if not h]
+        raise TrainingError(
+            f"the {name} channel mixes part files with {ROW_HASH} and files without it ({plain})"
+        )
+    wanted = None if columns is None else [*columns, *([ROW_HASH] if all(hashed) else [])]
+    try:
+        tables = [pd.read_parquet(f, columns=wanted) for f in files]
+    except (KeyError, ValueError) as exc:  # pyarrow reports a missing column as either
+        raise TrainingError(
+            f"the {name} split lacks a column it needs ({columns}): {exc}"
+        ) from None
+    if all(hashed):
+        keep = first_occurrences([t[ROW_HASH].to_numpy(np.uint64) for t in tables])
+        tables = [t.loc[k].drop(columns=ROW_HASH) for t, k in zip(tables, keep, strict=True)]
+    return pd.concat(tables, ignore_index=True)
 
 
 def _encode_target(table: pd.DataFrame, schema: DatasetSchema, split: str) -> NDArray[Any]:

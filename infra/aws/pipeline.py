@@ -60,7 +60,8 @@ class TrainingPipeline(Construct):
             "promote", "promote", "functions.promote.handler.promote_handler", 256
         )
         self.reject = function("reject", "promote", "functions.promote.handler.reject_handler", 256)
-        grant_read(self.evaluate.role, storage.artifacts, "*/versions/*", "*/models/*")
+        # a format-2 version's test split is its parts' files, listed by a channel manifest
+        grant_read(self.evaluate.role, storage.artifacts, "*/versions/*", "*/parts/*", "*/models/*")
         grant_write(self.evaluate.role, storage.artifacts, "*/models/*")
         self.evaluate.role.add_to_policy(registry.writer())
         for decider in (self.promote, self.reject):
@@ -103,7 +104,9 @@ class TrainingPipeline(Construct):
             assumed_by=iam.ServicePrincipal("sagemaker.amazonaws.com"),
             description="SageMaker training jobs: read a dataset version, write the model",
         )
-        grant_read(role, storage.artifacts, "*/versions/*", f"{CHECKPOINTS_PREFIX}*")
+        # channels: a format-1 version's split folders, or a format-2 one's channel manifests
+        # and the parts' files they list
+        grant_read(role, storage.artifacts, "*/versions/*", "*/parts/*", f"{CHECKPOINTS_PREFIX}*")
         grant_write(role, storage.artifacts, "*/models/*", f"{CHECKPOINTS_PREFIX}*")
         role.add_to_policy(
             iam.PolicyStatement(

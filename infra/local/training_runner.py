@@ -22,14 +22,16 @@ import threading
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_pascal
 
 from functions.shared.progress import PROGRESS_FILE_ENV, Progress, report_progress
-from functions.shared.storage import ObjectStore, parse_s3_uri
+from functions.shared.row_hash import ChannelManifestError
+from functions.shared.storage import ObjectNotFoundError, ObjectStore, parse_s3_uri
+from infra.local.channels import DataType, download_channel
 from infra.local.trainers import kill_group, trainer_process
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -62,7 +64,7 @@ class _Shape(BaseModel):
 
 class S3DataSource(_Shape):
     s3_uri: str = Field(pattern=r"^s3://[^/]+(/.*)?$")
-    s3_data_type: Literal["S3Prefix"] = Field(default="S3Prefix")
+    s3_data_type: DataType = Field(default="S3Prefix")
 
 
 class DataSource(_Shape):
@@ -157,9 +159,14 @@ def _run(
     channels: dict[str, Path] = {}
     for channel in job.input_data_config:
         target = root / "input" / "data" / channel.channel_name
-        uri = channel.data_source.s3_data_source.s3_uri
-        if not _download_prefix(store, uri, target):
-            return _failed(job, started, f"ClientError: no S3 objects found under {uri}", "")
+        source = channel.data_source.s3_data_source
+        try:
+            copied = download_channel(store, source.s3_uri, target, source.s3_data_type)
+        except (ChannelManifestError, ObjectNotFoundError) as exc:
+            return _failed(job, started, f"ClientError: {exc}", "")
+        if not copied:
+            where = "listed by" if source.s3_data_type == "ManifestFile" else "found under"
+            return _failed(job, started, f"ClientError: no S3 objects {where} {source.s3_uri}", "")
         channels[channel.channel_name] = target
     (dirs["config"] / "hyperparameters.json").write_text(json.dumps(job.hyper_parameters))
 
@@ -263,23 +270,6 @@ def relayed_progress(path: Path, job_name: str | None) -> Iterator[None]:
         done.set()
         follower.join()
         relay()
-
-
-def _download_prefix(store: ObjectStore, uri: str, target: Path) -> int:
-    """Copy every object under the prefix into ``target``, keeping the key's path below the
-    prefix (S3Prefix semantics); returns how many objects were copied."""
-    bucket, prefix = parse_s3_uri(uri)
-    target.mkdir(parents=True, exist_ok=True)
-    copied = 0
-    for info in store.list(bucket, prefix):
-        relative = PurePosixPath(info.key[len(prefix) :].lstrip("/"))
-        if info.key.endswith("/") or not relative.parts or ".." in relative.parts:
-            continue  # folder markers, and nothing may land outside the channel
-        dest = target.joinpath(*relative.parts)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        store.download(bucket, info.key, dest)
-        copied += 1
-    return copied
 
 
 def _failed(job: TrainingJobRequest, started: float, reason: str, output: str) -> TrainingJobResult:

@@ -431,6 +431,23 @@ def test_batch_files_reach_the_batch_function_which_may_write_predictions_only(
     assert writes and all("/*/predictions/*" in w for w in writes)
 
 
+def test_training_and_evaluate_may_read_both_layouts_of_a_dataset_version(
+    synthesized: Synthesized,
+) -> None:
+    # format 1: the version's split folders; format 2: its channel manifests and parts' files
+    def reads(role: str) -> set[str]:
+        return {
+            str(resource["Fn::Join"][1][-1])
+            for logical, s in _statements(synthesized)
+            if "s3:GetObject" in _listed(s["Action"]) and role in logical
+            for resource in _listed(s["Resource"])
+            if isinstance(resource, dict) and "Fn::Join" in resource
+        }
+
+    for role in ("TrainingRole", "Evaluate"):
+        assert {"/*/versions/*", "/*/parts/*"} <= reads(role), (role, reads(role))
+
+
 def test_the_drift_job_runs_hourly_reads_feedback_and_writes_only_its_reports(
     synthesized: Synthesized,
 ) -> None:

@@ -161,6 +161,82 @@ def test_an_empty_channel_fails_the_job(s3: Any) -> None:
     assert result.failure_reason == f"ClientError: no S3 objects found under s3://{BUCKET}/none/"
 
 
+def _manifest_request(s3: Any, tmp_path: Path, name: str) -> tuple[dict[str, Any], dict[str, str]]:
+    """The request over the same version laid out as parts (format 2), read as ManifestFile."""
+    version = tmp_path / "as-parts"
+    datasets.multiclass_mixed(version, rows=900)
+    prefix = f"s3://{BUCKET}/multiclass/"
+    channels = datasets.write_parts_version(version, tmp_path / "ds", prefix, parts=3)
+    for path in sorted((tmp_path / "ds").rglob("*")):
+        if path.is_file():
+            key = f"multiclass/{path.relative_to(tmp_path / 'ds').as_posix()}"
+            s3.upload_file(str(path), BUCKET, key)
+    request = _request(name, {"n_estimators": "10", "seed": "3", "budget_seconds": "2"})
+    for channel in request["InputDataConfig"]:
+        source = channel["DataSource"]["S3DataSource"]
+        source["S3DataType"] = "ManifestFile"
+        source["S3Uri"] = f"{prefix}{channels[channel['ChannelName']]}"
+    return request, channels
+
+
+def test_a_manifest_file_channel_downloads_each_listed_key_at_its_path(
+    s3: Any, tmp_path: Path
+) -> None:
+    # Given a request whose channels are channel manifests over three parts
+    request, _ = _manifest_request(s3, tmp_path, "sluice-multiclass-m1")
+    # When the local runner runs it
+    result = run_training_job(request, S3ObjectStore(s3), work_dir=tmp_path / "opt-ml")
+    # Then training read them (the schema under versions/, each part at its key's path)
+    assert result.training_job_status == "Completed", result.failure_reason
+    train = tmp_path / "opt-ml/input/data/train"
+    assert sorted(p.relative_to(train).as_posix() for p in train.rglob("*") if p.is_file()) == [
+        "parts/p0000/train-p0000.parquet",
+        "parts/p0001/train-p0001.parquet",
+        "parts/p0002/train-p0002.parquet",
+        "versions/v-0002/dataset.json",
+    ]
+    validation = tmp_path / "opt-ml/input/data/validation"
+    assert len(list(validation.rglob("*.parquet"))) == 3
+    assert not list(validation.rglob("dataset.json"))
+
+
+@pytest.mark.parametrize(
+    ("entries", "says"),
+    [
+        (["../../escape.parquet"], "has an empty, '.' or '..' part"),
+        (["parts/../../../etc/x.parquet"], "'..'"),
+        (["/multiclass/parts/p0000/train-p0000.parquet"], "is absolute"),
+    ],
+)
+def test_a_manifest_naming_a_key_outside_its_prefix_fails_the_job(
+    s3: Any, tmp_path: Path, entries: list[str], says: str
+) -> None:
+    # Given a train channel manifest with a key that would land outside the channel
+    request, channels = _manifest_request(s3, tmp_path, "sluice-multiclass-m2")
+    bad = json.dumps([{"prefix": f"s3://{BUCKET}/multiclass/"}, *entries])
+    s3.put_object(Bucket=BUCKET, Key=f"multiclass/{channels['train']}", Body=bad.encode())
+    # When the job runs
+    result = run_training_job(request, S3ObjectStore(s3), work_dir=tmp_path / "opt-ml")
+    # Then it fails before training, naming the manifest and the entry, and wrote nothing
+    assert result.training_job_status == "Failed"
+    assert result.failure_reason is not None
+    assert result.failure_reason.startswith(
+        f"ClientError: s3://{BUCKET}/multiclass/{channels['train']}: entry 1"
+    )
+    assert says in result.failure_reason
+    assert not list((tmp_path / "opt-ml").rglob("*.parquet"))
+    assert not (tmp_path / "escape.parquet").exists()
+
+
+def test_a_manifest_naming_a_missing_object_fails_the_job(s3: Any, tmp_path: Path) -> None:
+    request, _ = _manifest_request(s3, tmp_path, "sluice-multiclass-m3")
+    gone = f"s3://{BUCKET}/multiclass/parts/p0001/validation-p0001.parquet"
+    s3.delete_object(Bucket=BUCKET, Key=gone.removeprefix(f"s3://{BUCKET}/"))
+    result = run_training_job(request, S3ObjectStore(s3))
+    assert result.training_job_status == "Failed"
+    assert result.failure_reason == f"ClientError: {gone} does not exist"
+
+
 def test_max_runtime_is_enforced(s3: Any) -> None:
     # Given a runtime limit no training can meet
     request = _request("sluice-multiclass-4", {})

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import json
+import re
+from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
@@ -13,6 +16,7 @@ from functions.evaluate.logic import (
     ModelArtifactError,
     evaluate,
     read_model_archive,
+    read_test_split,
 )
 from functions.evaluate.models import EvaluateResult, EvaluationReport
 from functions.shared import layout
@@ -24,6 +28,7 @@ from functions.shared.pipeline_state import PipelineState
 from functions.shared.registry import ModelStatus
 from functions.shared.scoring import ScoringModel
 from functions.shared.storage import parse_s3_uri
+from tests.datasets import with_row_hash
 from tests.fakes import InMemoryObjectStore, InMemoryRegistry
 from tests.models import (
     ARTIFACTS,
@@ -536,3 +541,105 @@ def test_the_state_of_an_execution_started_before_accept_schema_change_still_par
     del document["accept_schema_change"]
     # When evaluate parses it, then the change is not accepted (the safe default)
     assert PipelineState.model_validate(document).accept_schema_change is False
+
+
+# --- a format-2 test split: a channel manifest over parts ---------------------------------------
+
+MANIFEST_URI = f"s3://{ARTIFACTS}/binary/versions/v2/channels/test.manifest"
+
+
+def _put_parts(store: InMemoryObjectStore, frames: dict[str, pd.DataFrame]) -> str:
+    """Each frame as a part's test file (with its row hashes) and a channel manifest listing
+    them in the given order; returns the manifest's uri."""
+    keys = []
+    for part, frame in frames.items():
+        key = f"parts/{part}/test-{part}.parquet"
+        buffer = io.BytesIO()
+        with_row_hash(frame.reset_index(drop=True)).to_parquet(buffer, index=False)
+        store.put_bytes(ARTIFACTS, f"binary/{key}", buffer.getvalue())
+        keys.append(key)
+    manifest = [{"prefix": f"s3://{ARTIFACTS}/binary/"}, *keys]
+    store.put_bytes(ARTIFACTS, parse_s3_uri(MANIFEST_URI)[1], json.dumps(manifest).encode())
+    return MANIFEST_URI
+
+
+def test_a_manifest_test_split_keeps_a_row_shared_by_parts_once_from_the_first_file(
+    trained_models: dict[str, TrainedModel], store: InMemoryObjectStore
+) -> None:
+    # Given two parts sharing row 1, listed with the later file name first
+    test = trained_models["binary"].split("test").iloc[:5].reset_index(drop=True)
+    uri = _put_parts(store, {"b": test.iloc[[3, 1, 4]], "a": test.iloc[[0, 1, 2]]})
+
+    # When evaluate reads the split
+    split = read_test_split(store, uri)
+
+    # Then the rows are the five distinct ones, row 1 where file "test-a" has it, no hash column
+    assert split.rows == 5
+    assert list(split.columns) == list(test.columns)
+    for column in test.columns:
+        np.testing.assert_array_equal(split.columns[column], test[column].to_numpy())
+
+
+def test_a_model_scores_the_same_on_a_version_as_parts_as_on_its_one_file(
+    trained_models: dict[str, TrainedModel], store: InMemoryObjectStore, registry: InMemoryRegistry
+) -> None:
+    # Given the binary model's test split once as a folder, once as three parts sharing rows
+    model = trained_models["binary"]
+    whole = evaluate(stage_run(store, model), store=store, registry=registry, clock=fixed_now)
+    other = InMemoryObjectStore()
+    state = stage_run(other, model)
+    test = model.split("test")
+    third = len(test) // 3
+    uri = _put_parts(
+        other,
+        {
+            "p0": test.iloc[:third],
+            "p1": test.iloc[third - 4 : 2 * third],
+            "p2": test.iloc[2 * third - 4 :],
+        },
+    )
+    parts = state.model_copy(update={"test_uri": uri, "data_type": "ManifestFile"})
+
+    # When evaluate scores it as parts
+    parted = evaluate(parts, store=other, registry=InMemoryRegistry(), clock=fixed_now)
+
+    # Then the gate saw the same metric on the same rows
+    assert parted.gate.challenger == whole.gate.challenger
+    assert read_test_split(other, uri).rows == len(test)
+
+
+@pytest.mark.parametrize(
+    ("change", "says"),
+    [
+        (lambda s: s.delete(ARTIFACTS, parse_s3_uri(MANIFEST_URI)[1]), "does not exist"),
+        (
+            lambda s: s.put_bytes(
+                ARTIFACTS,
+                parse_s3_uri(MANIFEST_URI)[1],
+                json.dumps([{"prefix": f"s3://{ARTIFACTS}/binary/"}, "../x.parquet"]).encode(),
+            ),
+            "'..'",
+        ),
+        (lambda s: s.delete(ARTIFACTS, "binary/parts/b/test-b.parquet"), "parts/b/test-b.parquet"),
+        (
+            lambda s: s.put_bytes(
+                ARTIFACTS,
+                parse_s3_uri(MANIFEST_URI)[1],
+                json.dumps([{"prefix": f"s3://{ARTIFACTS}/binary/"}, "v/dataset.json"]).encode(),
+            ),
+            "lists no parquet file",
+        ),
+    ],
+)
+def test_an_unreadable_manifest_test_split_fails_naming_it(
+    trained_models: dict[str, TrainedModel],
+    store: InMemoryObjectStore,
+    change: Callable[[InMemoryObjectStore], object],
+    says: str,
+) -> None:
+    test = trained_models["binary"].split("test").iloc[:4]
+    _put_parts(store, {"a": test.iloc[:2], "b": test.iloc[2:]})
+    change(store)
+    with pytest.raises(EvaluationError, match=re.escape(MANIFEST_URI)) as failed:
+        read_test_split(store, MANIFEST_URI)
+    assert says in str(failed.value)

@@ -18,6 +18,7 @@ from functions.shared.errors import TrainingError
 from functions.shared.features import DatasetSchema, onnx_feeds
 from functions.shared.metrics import METRICS, classification_report, regression_report
 from functions.shared.model_card import ModelCard, ParityReport
+from functions.shared.row_hash import ROW_HASH
 from functions.training import train as train_module
 from functions.training.calibration import CalibratedClassifier
 from functions.training.candidates import build_candidates, fit_candidate, score
@@ -28,9 +29,11 @@ from functions.training.script_mode import (
     SageMakerPaths,
     num_gpus_from_env,
 )
-from functions.training.splits import load_split
+from functions.training.splits import load_schema, load_split, read_channel_frame
 from functions.training.train import main, train
+from infra.local.channels import download_channel
 from tests import datasets
+from tests.fakes import InMemoryObjectStore
 
 # Small forests keep the suite fast; early stopping still gets exercised.
 FAST = Hyperparameters(n_estimators=40, early_stopping_rounds=5, max_trials=1)  # no search
@@ -427,3 +430,106 @@ def test_a_numeric_column_with_no_values_still_exports_with_parity(tmp_path: Pat
     # Then the graph still takes that feature, and matches the native model
     assert card.parity.passed
     assert card.onnx.inputs[0].name == schema.numeric[0]
+
+
+# --- format-2 channels: parts with row hashes ---------------------------------------------------
+
+
+def _manifest_channel(store: InMemoryObjectStore, dataset_root: Path, key: str, to: Path) -> Path:
+    """The channel SageMaker would download for the channel manifest ``key`` of a dataset
+    folder laid out by ``datasets.write_parts_version``."""
+    for path in sorted(dataset_root.rglob("*")):
+        if path.is_file():
+            store.put("art", f"ds/{path.relative_to(dataset_root).as_posix()}", path.read_bytes())
+    download_channel(store, f"s3://art/ds/{key}", to)
+    return to
+
+
+def test_rows_shared_by_parts_are_read_once_from_the_first_file(tmp_path: Path) -> None:
+    # Given a schema and two hand-written parts of the train split: row 1 is in both
+    schema = datasets.binary_numeric(tmp_path / "version", rows=300)
+    rows = pd.read_parquet(tmp_path / "version" / "train" / "part-0.parquet").iloc[:5]
+    channel = tmp_path / "channel"
+    first, second = channel / "parts" / "a" / "train-a.parquet", channel / "parts" / "b"
+    second.mkdir(parents=True)
+    first.parent.mkdir(parents=True)
+    datasets.with_row_hash(rows.iloc[[0, 1, 2]]).to_parquet(first, index=False)
+    # ... the second file (found first on disk, but named after) holds the same row 1
+    datasets.with_row_hash(rows.iloc[[3, 1, 4]]).to_parquet(second / "train-b.parquet")
+    (channel / "versions" / "v").mkdir(parents=True)
+    (channel / "versions" / "v" / "dataset.json").write_text(schema.model_dump_json())
+
+    # When the channel is read
+    assert load_schema(channel) == schema  # found below the root, where a manifest puts it
+    split = load_split(channel, schema, "train")
+
+    # Then row 1 is there once, where the first file has it, and the hash reached no model
+    expected = load_split(_legacy(tmp_path / "legacy", rows, schema), schema, "train")
+    assert split.rows == 5
+    pd.testing.assert_frame_equal(split.frame, expected.frame)
+    np.testing.assert_array_equal(split.y, expected.y)
+    assert ROW_HASH not in split.frame.columns
+
+
+def _legacy(channel: Path, rows: pd.DataFrame, schema: DatasetSchema) -> Path:
+    channel.mkdir(parents=True)
+    rows.to_parquet(channel / "part-0.parquet", index=False)
+    (channel / "dataset.json").write_text(schema.model_dump_json())
+    return channel
+
+
+def test_a_legacy_channel_reads_its_one_file_as_it_is(tmp_path: Path) -> None:
+    schema = datasets.multiclass_mixed(tmp_path / "version", rows=600)
+    channel = tmp_path / "version" / "train"
+    split = load_split(channel, schema, "train")
+    frame = pd.read_parquet(channel / "part-0.parquet")
+    assert split.rows == len(frame)
+    codes = pd.Index(schema.class_keys).get_indexer(frame[schema.target])
+    np.testing.assert_array_equal(split.y, codes)
+    assert load_schema(channel) == schema
+
+
+def test_a_manifest_channel_reads_the_same_rows_as_its_format_1_version(tmp_path: Path) -> None:
+    # Given a version laid out as three parts sharing rows, downloaded as a ManifestFile
+    schema = datasets.multiclass_mixed(tmp_path / "version", rows=600)
+    channels = datasets.write_parts_version(
+        tmp_path / "version", tmp_path / "ds", "s3://art/ds/", parts=3, repeat=4
+    )
+    store = InMemoryObjectStore()
+    for split in ("train", "validation"):
+        channel = _manifest_channel(store, tmp_path / "ds", channels[split], tmp_path / split)
+        # Then each split holds exactly the format-1 version's rows, in its order
+        got, want = (load_split(c, schema, split) for c in (channel, tmp_path / "version" / split))
+        pd.testing.assert_frame_equal(got.frame, want.frame)
+        np.testing.assert_array_equal(got.y, want.y)
+    assert load_schema(tmp_path / "train") == schema
+
+
+def test_a_channel_mixing_hashed_and_plain_files_is_refused(tmp_path: Path) -> None:
+    schema = datasets.binary_numeric(tmp_path / "version", rows=300)
+    channel = tmp_path / "version" / "train"
+    rows = pd.read_parquet(channel / "part-0.parquet")
+    datasets.with_row_hash(rows.iloc[:3]).to_parquet(channel / "train-a.parquet", index=False)
+    with pytest.raises(TrainingError, match=r"mixes part files .*\['part-0\.parquet'\]"):
+        load_split(channel, schema, "train")
+
+
+def test_two_schemas_in_a_channel_are_refused(tmp_path: Path) -> None:
+    schema = datasets.binary_numeric(tmp_path / "version", rows=300)
+    for folder in ("a", "b"):
+        (tmp_path / "channel" / folder).mkdir(parents=True)
+        (tmp_path / "channel" / folder / "dataset.json").write_text(schema.model_dump_json())
+    with pytest.raises(TrainingError, match=r"holds 2 dataset\.json files"):
+        load_schema(tmp_path / "channel")
+
+
+def test_a_channel_read_whole_keeps_every_column_but_the_hash(tmp_path: Path) -> None:
+    # What the bench scripts read a version's split with, either layout
+    datasets.binary_numeric(tmp_path / "version", rows=300)
+    rows = pd.read_parquet(tmp_path / "version" / "test" / "part-0.parquet")
+    channel = tmp_path / "parts"
+    channel.mkdir()
+    datasets.with_row_hash(rows.iloc[10:]).to_parquet(channel / "test-b.parquet", index=False)
+    datasets.with_row_hash(rows.iloc[:12]).to_parquet(channel / "test-a.parquet", index=False)
+    for folder in (channel, tmp_path / "version" / "test"):
+        pd.testing.assert_frame_equal(read_channel_frame(folder), rows)
