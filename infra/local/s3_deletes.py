@@ -83,6 +83,7 @@ def send_object_deleted(account_id: str, bucket: Any, key: str, marker: str) -> 
     from moto.events.models import events_backends
 
     event = object_deleted_event(account_id, bucket.region_name, bucket.name, key, marker)
+    event["time"] = time.time()  # moto's rules take epoch seconds and write the ISO form out
     backend = events_backends[account_id][bucket.region_name]
     for event_bus in backend.event_buses.values():
         for rule in event_bus.rules.values():

@@ -125,6 +125,8 @@ def test_uploads_under_data_reach_preprocess_with_retries_and_a_dead_letter_queu
     shared = upload_event_pattern(TOPOLOGY)
     assert pattern["source"] == shared["source"]
     assert pattern["detail-type"] == shared["detail-type"]
+    # a deleted data file leaves the next version: deletes reach preprocess too
+    assert pattern["detail-type"] == ["Object Created", "Object Deleted"]
     assert pattern["detail"]["object"] == shared["detail"]["object"]
     [target] = rule["Targets"]
     assert target["RetryPolicy"]["MaximumRetryAttempts"] > 0
@@ -417,6 +419,7 @@ def test_batch_files_reach_the_batch_function_which_may_write_predictions_only(
 ) -> None:
     rules = synthesized.resources("AWS::Events::Rule").values()
     [rule] = [r["Properties"] for r in rules if "batch/" in json.dumps(r["Properties"])]
+    assert rule["EventPattern"]["detail-type"] == ["Object Created"]  # a deleted batch file: no-op
     assert (
         rule["EventPattern"]["detail"]["object"]
         == batch_event_pattern(TOPOLOGY)["detail"]["object"]

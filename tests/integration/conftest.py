@@ -11,6 +11,7 @@ import pytest
 from moto import mock_aws
 
 from infra.local.resources import provision
+from infra.local.s3_deletes import emit_delete_markers
 from infra.topology import Topology
 
 
@@ -29,6 +30,7 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[Aws]:
     topo = Topology(stage="test")
     for name, value in topo.preprocess_environment().items():
         monkeypatch.setenv(name, value)
+    emit_delete_markers()  # as the local stack does: moto sends no "Object Deleted" itself
     with mock_aws():
         resources = provision(lambda service: boto3.client(service, region_name=topo.region), topo)
         yield Aws(

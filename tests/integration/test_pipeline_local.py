@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 from functions.preprocess import handler as preprocess
+from functions.preprocess.versions import read_manifest
 from functions.shared import layout
 from functions.shared.orchestration import RunInput
 from functions.shared.pipeline_deps import pipeline_deps
@@ -22,6 +23,7 @@ from functions.shared.storage import S3ObjectStore, parse_s3_uri
 from infra.local.asl import Execution
 from infra.local.context import LocalLambdaContext
 from infra.local.pipeline import run_pipeline
+from infra.local.resources import LocalResources, receive_upload_events
 from tests.builders import churn_frame, contract_bytes, csv_bytes, eventbridge_event
 from tests.integration.conftest import Aws
 
@@ -258,3 +260,52 @@ def test_a_bad_file_then_a_good_one_the_good_one_goes_live_and_the_bad_one_is_na
     assert "';'-separated" in report["violations"][0]["message"]
     assert f"aws s3 rm s3://{raw}/churn/data/feb.csv" in report["note"]
     assert aws.s3.get_object(Bucket=raw, Key="churn/data/feb.csv")["Body"].read() == bad
+
+
+def test_a_deleted_file_drops_its_rows_and_a_replaced_one_supersedes_its_part(aws: Aws) -> None:
+    """``aws s3 rm`` on a data file: S3 (moto, with the local stack's delete events) sends
+    "Object Deleted" through the data rule; preprocess builds the version without the file and
+    its run goes live. A file uploaded again under its key replaces its part."""
+    raw = aws.topology.raw_bucket
+    store = S3ObjectStore(aws.s3)
+    first = _upload(aws, "jan", seed=1)
+    assert _run(aws, first).status == "SUCCEEDED"
+    second = _upload(aws, "feb", seed=2)
+    assert _run(aws, second).status == "SUCCEEDED"
+    receive_upload_events(lambda s: boto3.client(s, region_name=aws.topology.region), _queue(aws))
+
+    # When feb is deleted (a delete marker: the raw object's versions stay)
+    aws.s3.delete_object(Bucket=raw, Key="churn/data/feb.csv")
+    events = receive_upload_events(
+        lambda s: boto3.client(s, region_name=aws.topology.region), _queue(aws)
+    )
+    assert [e["detail-type"] for e in events] == ["Object Deleted"]
+    context = LocalLambdaContext.for_function(aws.topology, "preprocess")
+    [outcome] = preprocess.lambda_handler(events[0], context)["outcomes"]
+
+    # Then the version holds jan's rows only, and its run trains and goes live
+    assert outcome["status"] == "started", outcome
+    bucket = aws.topology.artifacts_bucket
+    manifest = read_manifest(store, bucket, "churn", outcome["dataset_version"])
+    assert [p.key for p in manifest.parts] == ["churn/data/jan.csv"]
+    assert manifest.rows.read == 600
+    run = RunInput.model_validate_json(
+        aws.sfn.describe_execution(executionArn=outcome["run_id"])["input"]
+    )
+    assert _run(aws, run).status == "SUCCEEDED"
+    versions = aws.s3.list_object_versions(Bucket=raw, Prefix="churn/data/feb.csv")
+    assert len(versions["Versions"]) == 1 and len(versions["DeleteMarkers"]) == 1
+    # a replayed delete is a duplicate; a delete of an object that exists again is stale
+    again = preprocess.lambda_handler(events[0], context)["outcomes"][0]
+    assert again["status"] == "duplicate"
+
+    # And jan uploaded again with other rows replaces its part
+    replaced = _upload(aws, "jan", seed=3)
+    after = read_manifest(store, bucket, "churn", replaced.dataset_version)
+    assert [p.key for p in after.parts] == ["churn/data/jan.csv"]
+    assert after.parts[0].part_id != manifest.parts[0].part_id
+    assert after.parts[0].etag != manifest.parts[0].etag
+
+
+def _queue(aws: Aws) -> LocalResources:
+    return LocalResources(topology=aws.topology, upload_queue_url=aws.upload_queue)

@@ -67,7 +67,11 @@ def test_an_eventbridge_upload_event_builds_a_version_and_starts_one_execution(a
         Bucket=aws.topology.artifacts_bucket,
         Prefix=f"churn/versions/{first[0]['dataset_version']}/",
     )
-    assert len(listed["Contents"]) == 7
+    # schema, profile, three channel manifests, and the manifest; the rows are in the part
+    assert len(listed["Contents"]) == 6
+    assert run_input["data_type"] == "ManifestFile"
+    parts = aws.s3.list_objects_v2(Bucket=aws.topology.artifacts_bucket, Prefix="churn/parts/")
+    assert sum(o["Key"].endswith("/part.json") for o in parts["Contents"]) == 1
 
 
 def test_the_classic_notification_shape_is_accepted(aws: Aws) -> None:
