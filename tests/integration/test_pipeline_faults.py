@@ -35,6 +35,7 @@ from functions.shared.orchestration import RunInput, StoppingCondition
 from functions.shared.pipeline_deps import pipeline_deps
 from functions.shared.registry import LivePointer, ModelStatus
 from functions.shared.registry_dynamodb import DynamoDBRegistry
+from functions.shared.row_hash import read_channel_manifest
 from functions.shared.runs import manifest_key, run_input
 from functions.shared.storage import parse_s3_uri
 from infra.cli import main
@@ -295,11 +296,14 @@ class EvaluateFault:
 
 
 def _test_split_vanished(aws: Aws, run: RunInput, mp: pytest.MonkeyPatch) -> Callable[[], None]:
-    bucket, prefix = parse_s3_uri(run.test_uri)
+    """The test split's files are gone (the channel manifest that lists them stays)."""
+    bucket, key = parse_s3_uri(run.test_uri)
+    _, listed = read_channel_manifest(aws.s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+    dataset = key.split("/", 1)[0]
     saved = {}
-    for item in aws.s3.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", []):
-        saved[item["Key"]] = aws.s3.get_object(Bucket=bucket, Key=item["Key"])["Body"].read()
-        aws.s3.delete_object(Bucket=bucket, Key=item["Key"])
+    for item in (f"{dataset}/{k}" for k in listed):
+        saved[item] = aws.s3.get_object(Bucket=bucket, Key=item)["Body"].read()
+        aws.s3.delete_object(Bucket=bucket, Key=item)
     assert saved
 
     def repair() -> None:
@@ -335,7 +339,7 @@ EVALUATE_FAULTS = [
     EvaluateFault(
         "test-split-vanished",
         "EvaluationError",
-        "holds no parquet file",
+        "does not exist",
         _test_split_vanished,
         registers=False,
     ),
