@@ -2,7 +2,7 @@
 
 - an AWS-compatible endpoint on loopback (moto's server) holding the resources the topology
   names (``provision``);
-- the event router: S3 Object Created (EventBridge-shaped, via the upload queue) → the
+- the event router: S3 Object Created and Deleted (EventBridge-shaped, via the upload queue) → the
   preprocess handler in a child process per invocation (infra/local/isolated.py), or, for
   ``<dataset>/batch/`` files, the batch predictions handler in-process; retried, with a
   dead-letter record when it keeps failing;
@@ -278,8 +278,8 @@ class LocalStack:
             thread.start()
             self._threads.append(thread)
         self.log(
-            "router   S3 Object Created → preprocess; runs → pipeline.asl.json; alarms and run "
-            "ends → retrain"
+            "router   S3 Object Created/Deleted → preprocess; runs → pipeline.asl.json; alarms "
+            "and run ends → retrain"
         )
         self._write_local_file()
 
