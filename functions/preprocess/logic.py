@@ -40,8 +40,8 @@ from functions.preprocess.parts import (
     header_violations,
     issues_of,
     part_id,
+    profiling_schema,
     row_violations,
-    schema_for,
 )
 from functions.preprocess.reader import HEADER_BYTES, UnreadableFileError, parse_header
 from functions.shared import layout
@@ -597,9 +597,7 @@ class _VersionWriter:
         """The distinct rows' totals, added to the base's when it is near, else summed afresh;
         the state is written before the dataset rules run, so a version they refuse is still
         the next upload's base."""
-        plain = schema_for(
-            self.contract, self.parts.pin.features, self.parts.pin.roles, self.dataset, ""
-        )
+        plain = profiling_schema(self.contract, self.parts.pin, self.dataset)
         reader = PartStore(self.store, self.bucket, self.dataset, work)
         assembler = Assembler(self.parts, reader, plain)
         near = base is not None and (len(set(base.parts) ^ set(self.parts.accepted)) <= MAX_DIFFS)

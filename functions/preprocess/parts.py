@@ -265,14 +265,9 @@ def schema_for(
     version: str,
     classes: list[str] | None = None,
 ) -> DatasetSchema:
-    """A version's schema; without ``classes``, one to profile a part's rows with, before its
-    classes are known (built unvalidated: a classifier's schema must list two or more)."""
-    build = (
-        DatasetSchema.model_construct
-        if classes is None and contract.task == "classification"
-        else DatasetSchema
-    )
-    return build(
+    """A version's schema (validated: the dataset rules have passed), from its features and
+    classes."""
+    return DatasetSchema(
         dataset=dataset,
         dataset_version=version,
         task=contract.task,
@@ -283,6 +278,24 @@ def schema_for(
         id_column=contract.id_column,
         sensitive=contract.sensitive,
         columns=roles,
+    )
+
+
+def profiling_schema(contract: Contract, pin: Roles, dataset: str) -> DatasetSchema:
+    """What a part's rows are profiled by: the pin's features and the target. Built before
+    the dataset rules have run, so unvalidated: a pin may have no feature yet (the version is
+    then refused, ``no_features``) and a classifier's classes are not known."""
+    return DatasetSchema.model_construct(
+        dataset=dataset,
+        dataset_version="",
+        task=contract.task,
+        target=contract.target,
+        metric=contract.metric,
+        features=pin.features,
+        classes=None,
+        id_column=contract.id_column,
+        sensitive=contract.sensitive,
+        columns=pin.roles,
     )
 
 
@@ -483,7 +496,7 @@ class PartBuilder:
         index = (
             np.sort(np.concatenate(self.hashes)) if self.hashes else np.empty(0, dtype=np.uint64)
         )
-        schema = schema_for(self.contract, self.pin.features, self.pin.roles, self.dataset, "")
+        schema = profiling_schema(self.contract, self.pin, self.dataset)
         profile = (
             ProfileState.from_parquet(files["train"], schema)
             if "train" in files

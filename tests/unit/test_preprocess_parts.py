@@ -359,3 +359,13 @@ def test_delete_events_parse_from_eventbridge_and_notifications_and_nothing_else
     assert got.identity() != parse_upload_event(created)[0].identity()
     with pytest.raises(EventShapeError, match="malformed"):
         parse_removal_event({"detail-type": "Object Deleted", "detail": {}})
+
+
+def test_a_file_with_no_possible_feature_is_refused_by_the_dataset_rule_not_a_crash() -> None:
+    # R's MASS/SP500 as exported: a row number and the target (found by bench.gauntlet)
+    world = World()
+    world.contract(target="r500", task="regression", metric="r2", threshold=-1e9)
+    frame = pd.DataFrame({"rownames": range(1, 301), "r500": np.linspace(-3, 3, 300)})
+    outcome = world.upload("churn/data/sp500.csv", csv_bytes(frame))
+    assert outcome.status == "rejected"
+    assert outcome.reason.startswith("no column can be a feature")
