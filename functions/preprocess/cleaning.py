@@ -540,6 +540,11 @@ class Deduplicator:
     def __init__(self) -> None:
         self._seen = np.empty(0, dtype=np.uint64)
 
+    @property
+    def seen(self) -> NDArray[np.uint64]:
+        """Every hash marked fresh so far, sorted and distinct: a part's row index."""
+        return self._seen
+
     def fresh(self, hashes: NDArray[np.uint64]) -> NDArray[np.bool_]:
         _, first = np.unique(hashes, return_index=True)
         mask = np.zeros(len(hashes), dtype=bool)

@@ -407,7 +407,6 @@ class PartBuilder:
         self.issues = RowIssues()
         self.writers: dict[str, pq.ParquetWriter] = {}
         self.split_rows = dict.fromkeys(SPLITS, 0)
-        self.hashes: list[np.ndarray[Any, Any]] = []
         self.classes: dict[str, int] = {}
         self.duplicates = 0
         self.rows = 0
@@ -474,7 +473,6 @@ class PartBuilder:
             for label, count in clean[self.contract.target].value_counts().items():
                 self.classes[str(label)] = self.classes.get(str(label), 0) + int(count)
         clean[ROW_HASH] = hashes
-        self.hashes.append(hashes)
         splits = assign_splits(split_key)
         schema = arrow_schema(self.contract, self.pin.features, hashed=True)
         for index, name in enumerate(SPLITS):
@@ -493,9 +491,8 @@ class PartBuilder:
 
     def _record(self, source: ObjectInfo, sha: str) -> Built:
         files = {s: self.work / f"{s}-{self.part_id}.parquet" for s in self.writers}
-        index = (
-            np.sort(np.concatenate(self.hashes)) if self.hashes else np.empty(0, dtype=np.uint64)
-        )
+        # the hashes of every row written, sorted and distinct: what deduplication kept
+        index = self.dedup.seen
         schema = profiling_schema(self.contract, self.pin, self.dataset)
         profile = (
             ProfileState.from_parquet(files["train"], schema)

@@ -13,10 +13,12 @@ from urllib.parse import unquote_plus
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 
 from functions.preprocess import assemble
 from functions.preprocess.logic import PreprocessOutcome, process_removal
+from functions.preprocess.parts import read_index
 from functions.preprocess.versions import read_manifest
 from functions.shared import layout
 from functions.shared.manifest import Manifest
@@ -369,3 +371,25 @@ def test_a_file_with_no_possible_feature_is_refused_by_the_dataset_rule_not_a_cr
     outcome = world.upload("churn/data/sp500.csv", csv_bytes(frame))
     assert outcome.status == "rejected"
     assert outcome.reason.startswith("no column can be a feature")
+
+
+def test_a_parts_index_is_exactly_the_sorted_hashes_of_the_rows_its_files_hold() -> None:
+    # duplicates within the file, bad rows dropped: the index holds what was written, once
+    frame = churn_frame(400, seed=4)
+    frame = pd.concat([frame, frame.iloc[:30]], ignore_index=True).astype({"tenure": object})
+    frame.loc[[5, 9], "tenure"] = "lots"
+    world = world_with()
+    outcome = world.upload(A, csv_bytes(frame))
+    [part] = manifest(world, outcome).parts
+    written = np.concatenate(
+        [
+            pq.read_table(io.BytesIO(world.store.get_bytes(ARTIFACTS, key)))
+            .column("__row_hash")
+            .to_numpy()
+            for key in part.split_keys.values()
+        ]
+    )
+    index = read_index(world.store.get_bytes(ARTIFACTS, part.index_key), part.rows_accepted, "i")
+    assert np.array_equal(index, np.sort(written)) and len(np.unique(written)) == len(written)
+    # 430 rows: 2 refused (their copies kept), 28 copies dropped
+    assert part.rows_accepted == 400 == len(written)
