@@ -127,12 +127,7 @@ def process_upload(
 
     run_name = make_run_name(dataset, upload.identity())
     if orchestrator.run_exists(run_name):
-        return PreprocessOutcome(
-            status="duplicate",
-            dataset=dataset,
-            run_name=run_name,
-            reason="this upload already started a run",
-        )
+        return _duplicate(dataset, run_name, "upload")
     try:
         _refuse_if_retired(registry, dataset)
         contract, contract_sha = _load_contract(store, upload.bucket, dataset)
@@ -178,6 +173,16 @@ def _start(
         rows=manifest.rows,
         excluded=manifest.excluded,
         reason=reason,
+    )
+
+
+def _duplicate(dataset: str, run_name: str, event: str) -> PreprocessOutcome:
+    """The event was delivered before (its run's name is taken): nothing more to do."""
+    return PreprocessOutcome(
+        status="duplicate",
+        dataset=dataset,
+        run_name=run_name,
+        reason=f"this {event} already started a run",
     )
 
 
@@ -241,12 +246,7 @@ def process_removal(
         )
     run_name = make_run_name(dataset, removed.identity())
     if orchestrator.run_exists(run_name):
-        return PreprocessOutcome(
-            status="duplicate",
-            dataset=dataset,
-            run_name=run_name,
-            reason="this delete already started a run",
-        )
+        return _duplicate(dataset, run_name, "delete")
     trigger = UploadedObject(
         bucket=removed.bucket,
         key=data_key.key,
