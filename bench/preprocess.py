@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.report import Figure, Section, run_child, run_cli
-from functions.shared.storage import ObjectInfo, ObjectStore, sha256_stream
+from functions.shared.storage import ObjectChangedError, ObjectInfo, ObjectStore, sha256_stream
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = ROOT / ".build" / "bench" / "preprocess"
@@ -259,7 +259,17 @@ class FolderStore(ObjectStore):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
 
-    def download(self, bucket: str, key: str, dest: Path, version_id: str | None = None) -> str:
+    def download(
+        self,
+        bucket: str,
+        key: str,
+        dest: Path,
+        version_id: str | None = None,
+        if_match: str | None = None,
+    ) -> str:
+        current = self.head(bucket, key)
+        if if_match is not None and (current is None or current.etag != if_match):
+            raise ObjectChangedError(bucket, key, if_match)
         with self._path(bucket, key).open("rb") as source, dest.open("wb") as sink:
             return sha256_stream(source, sink)
 

@@ -30,7 +30,13 @@ from functions.shared.registry import (
     NewModelVersion,
     PromotionConflictError,
 )
-from functions.shared.storage import ObjectInfo, ObjectNotFoundError, ObjectStore, StagedObject
+from functions.shared.storage import (
+    ObjectChangedError,
+    ObjectInfo,
+    ObjectNotFoundError,
+    ObjectStore,
+    StagedObject,
+)
 
 
 class InMemoryObjectStore(ObjectStore):
@@ -84,10 +90,19 @@ class InMemoryObjectStore(ObjectStore):
         self.put(bucket, key, data)
         self.tags[(bucket, key)] = dict(tags or {})
 
-    def download(self, bucket: str, key: str, dest: Path, version_id: str | None = None) -> str:
+    def download(
+        self,
+        bucket: str,
+        key: str,
+        dest: Path,
+        version_id: str | None = None,
+        if_match: str | None = None,
+    ) -> str:
         self.downloads.append((bucket, key))
         versions = self._versions(bucket, key)
         data = next(d for d, v in versions if v == version_id) if version_id else versions[-1][0]
+        if if_match is not None and hashlib.md5(data).hexdigest() != if_match.strip('"'):
+            raise ObjectChangedError(bucket, key, if_match)
         dest.write_bytes(data)
         return hashlib.sha256(data).hexdigest()
 

@@ -395,7 +395,10 @@ def build_parts(
     def fetch(source: ObjectInfo) -> tuple[Path, str]:
         if source.key not in downloads or not downloads[source.key][0].exists():
             path = work / f"src-{len(downloads)}{Path(source.key).suffix.lower()}"
-            sha = store.download(raw_bucket, source.key, path, version_id=source.version_id)
+            # the object listed, not one uploaded since: its part id names this ETag
+            sha = store.download(
+                raw_bucket, source.key, path, version_id=source.version_id, if_match=source.etag
+            )
             downloads[source.key] = (path, sha)
         return downloads[source.key]
 

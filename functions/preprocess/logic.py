@@ -59,7 +59,13 @@ from functions.shared.runs import (
     run_input,
 )
 from functions.shared.s3_events import RemovedObject, UploadedObject
-from functions.shared.storage import ObjectInfo, ObjectNotFoundError, ObjectStore, s3_uri
+from functions.shared.storage import (
+    ObjectChangedError,
+    ObjectInfo,
+    ObjectNotFoundError,
+    ObjectStore,
+    s3_uri,
+)
 
 RUN_NAME_LIMIT = 80  # Step Functions execution names
 
@@ -143,6 +149,8 @@ def process_upload(
         )
     except RejectedUploadError as rejected:
         return _rejected(store, artifacts_bucket, dataset, run_name, upload, rejected)
+    except ObjectChangedError as changed:
+        return _changed(dataset, changed)
 
     return _start(orchestrator, run_name, built, contract, artifacts_bucket, dataset)
 
@@ -173,6 +181,16 @@ def _start(
         rows=manifest.rows,
         excluded=manifest.excluded,
         reason=reason,
+    )
+
+
+def _changed(dataset: str, changed: ObjectChangedError) -> PreprocessOutcome:
+    """A file of the dataset was replaced while this version was being built (its parts so far
+    are kept: each names the object it read): the replacement's own event builds the version."""
+    return PreprocessOutcome(
+        status="stale",
+        dataset=dataset,
+        reason=f"{changed}: replaced while this version was built; its own event will run",
     )
 
 
@@ -269,6 +287,8 @@ def process_removal(
         )
     except RejectedUploadError as rejected:
         return _rejected(store, artifacts_bucket, dataset, run_name, trigger, rejected)
+    except ObjectChangedError as changed:
+        return _changed(dataset, changed)
     manifest = built.manifest
     if before is not None and before == {p.part_id for p in manifest.parts}:
         return PreprocessOutcome(

@@ -22,6 +22,14 @@ CHUNK = 8 * 1024 * 1024
 _MISSING = ("404", "NoSuchKey", "NotFound", "NoSuchVersion")
 
 
+class ObjectChangedError(SluiceError):
+    """The object under a key is no longer the one listed (another ETag): it was replaced since,
+    and the replacement's own event will act on it."""
+
+    def __init__(self, bucket: str, key: str, etag: str) -> None:
+        super().__init__(f"s3://{bucket}/{key} is no longer the object with ETag {etag}")
+
+
 class ObjectNotFoundError(SluiceError, KeyError):
     """A read named an object (or version) that is not there. S3's own NoSuchKey names neither
     the bucket nor the key, so a log line of it could not say what was missing; this does."""
@@ -91,8 +99,16 @@ class ObjectStore(ABC):
         """Write an object; ``tags`` become its S3 object tags (lifecycle rules match them)."""
 
     @abstractmethod
-    def download(self, bucket: str, key: str, dest: Path, version_id: str | None = None) -> str:
-        """Stream an object to ``dest`` and return its sha256 (hex), in one pass."""
+    def download(
+        self,
+        bucket: str,
+        key: str,
+        dest: Path,
+        version_id: str | None = None,
+        if_match: str | None = None,
+    ) -> str:
+        """Stream an object to ``dest`` and return its sha256 (hex), in one pass. ``if_match``:
+        only the object with that ETag; another one there raises ``ObjectChangedError``."""
 
     @abstractmethod
     def upload(self, src: Path, bucket: str, key: str) -> None: ...
@@ -189,8 +205,16 @@ class S3ObjectStore(ObjectStore):
         tagging = {"Tagging": urlencode(dict(tags))} if tags else {}
         self._s3.put_object(Bucket=bucket, Key=key, Body=data, ContentType=content_type, **tagging)
 
-    def download(self, bucket: str, key: str, dest: Path, version_id: str | None = None) -> str:
-        body = self._get_object(bucket, key, version_id)["Body"]
+    def download(
+        self,
+        bucket: str,
+        key: str,
+        dest: Path,
+        version_id: str | None = None,
+        if_match: str | None = None,
+    ) -> str:
+        extra = {} if if_match is None else {"IfMatch": f'"{if_match.strip(chr(34))}"'}
+        body = self._get_object(bucket, key, version_id, **extra)["Body"]
         with dest.open("wb") as sink:
             return sha256_stream(body, sink)
 
@@ -251,8 +275,11 @@ class S3ObjectStore(ObjectStore):
         try:
             response: dict[str, Any] = self._s3.get_object(Bucket=bucket, Key=key, **extra)
         except self._s3.exceptions.ClientError as exc:
-            if exc.response["Error"]["Code"] in _MISSING:
+            code = exc.response["Error"]["Code"]
+            if code in _MISSING:
                 raise ObjectNotFoundError(bucket, key, version_id) from exc
+            if code in ("412", "PreconditionFailed"):
+                raise ObjectChangedError(bucket, key, extra.get("IfMatch", "")) from exc
             raise
         return response
 

@@ -674,10 +674,15 @@ def test_the_s3_adapter_reads_the_head_with_a_ranged_get() -> None:
 
         class Recording(S3ObjectStore):
             def download(
-                self, bucket: str, key: str, dest: Path, version_id: str | None = None
+                self,
+                bucket: str,
+                key: str,
+                dest: Path,
+                version_id: str | None = None,
+                if_match: str | None = None,
             ) -> str:
                 downloads.append(key)
-                return super().download(bucket, key, dest, version_id)
+                return super().download(bucket, key, dest, version_id, if_match)
 
         store = Recording(client)
         assert store.read_head(RAW, CSV_KEY, 10) == data[:10]

@@ -6,6 +6,7 @@ supersedes its part; an upload reads no earlier file; duplicates across files ar
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 from typing import Any
@@ -393,3 +394,34 @@ def test_a_parts_index_is_exactly_the_sorted_hashes_of_the_rows_its_files_hold()
     assert np.array_equal(index, np.sort(written)) and len(np.unique(written)) == len(written)
     # 430 rows: 2 refused (their copies kept), 28 copies dropped
     assert part.rows_accepted == 400 == len(written)
+
+
+def test_a_file_replaced_between_its_listing_and_its_download_is_left_to_its_own_event() -> None:
+    # Given a store that lists no version ids (as S3's ListObjectsV2), in which b is replaced
+    # the moment it is about to be read
+    world = world_with()
+    world.upload(A, data(1))
+    newer = data(9, start=5000)
+    real_download, real_list = world.store.download, world.store.list
+
+    def unversioned(bucket: str, prefix: str) -> list[Any]:
+        return [dataclasses.replace(o, version_id=None) for o in real_list(bucket, prefix)]
+
+    world.store.list = unversioned  # type: ignore[method-assign]
+
+    def replaced_first(bucket: str, key: str, dest: Any, **kwargs: Any) -> str:
+        if key == B and world.store.get_bytes(RAW, B) != newer:
+            world.store.put(RAW, B, newer)
+        return real_download(bucket, key, dest, **kwargs)
+
+    world.store.download = replaced_first  # type: ignore[method-assign]
+    info = world.store.put(RAW, B, data(2, start=500))
+    # When b's first event runs, the part it would build would name the old ETag: it stops
+    outcome = world.process(info)
+    assert outcome.status == "stale" and "replaced while this version was built" in outcome.reason
+    # Then the replacement's event builds the version from the object really there
+    latest = world.store.head(RAW, B)
+    after = world.process(latest)
+    assert after.status == "started", after.reason
+    part = next(p for p in manifest(world, after).parts if p.key == B)
+    assert part.etag == latest.etag  # type: ignore[union-attr]
