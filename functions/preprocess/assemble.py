@@ -209,9 +209,11 @@ class Assembler:
         if not order:
             return totals
         sizes = [indexes[p].size for p in order]
-        _, first = np.unique(np.concatenate([indexes[p] for p in order]), return_index=True)
-        winner = np.zeros(sum(sizes), dtype=bool)
-        winner[first] = True
+        winner = np.ones(sum(sizes), dtype=bool)
+        if len(order) > 1:  # one part's index is distinct already
+            _, first = np.unique(np.concatenate([indexes[p] for p in order]), return_index=True)
+            winner[:] = False
+            winner[first] = True
         start = 0
         for pid, size in zip(order, sizes, strict=True):
             kept = winner[start : start + size]

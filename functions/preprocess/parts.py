@@ -472,16 +472,17 @@ class PartBuilder:
         if self.contract.task == "classification":
             for label, count in clean[self.contract.target].value_counts().items():
                 self.classes[str(label)] = self.classes.get(str(label), 0) + int(count)
-        clean[ROW_HASH] = hashes
         splits = assign_splits(split_key)
-        schema = arrow_schema(self.contract, self.pin.features, hashed=True)
+        columns = arrow_schema(self.contract, self.pin.features, hashed=False)
+        schema = columns.append(pa.field(ROW_HASH, pa.uint64()))
         for index, name in enumerate(SPLITS):
-            part = clean[splits == index]
-            if len(part):
-                self._writer(name, schema).write_table(
-                    pa.Table.from_pandas(part, schema=schema, preserve_index=False)
-                )
-                self.split_rows[name] += len(part)
+            rows = splits == index
+            if rows.any():
+                # the hash joins as an Arrow column: inserting it in the frame copied the batch
+                table = pa.Table.from_pandas(clean[rows], schema=columns, preserve_index=False)
+                table = table.append_column(schema.field(ROW_HASH), pa.array(hashes[rows]))
+                self._writer(name, schema).write_table(table)
+                self.split_rows[name] += int(rows.sum())
 
     def _writer(self, split: str, schema: pa.Schema) -> pq.ParquetWriter:
         if split not in self.writers:

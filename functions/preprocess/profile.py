@@ -212,6 +212,21 @@ def bucket_edge(keys: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
     return edges
 
 
+_BUCKET_CHUNK = 1 << 18  # values bucketed at a time: the temporaries stay a few MB
+
+
+def _bucket_counts(values: np.ndarray[Any, Any]) -> dict[int, int]:
+    """Values per bucket, a chunk at a time (a split's column holds millions)."""
+    counts: dict[int, int] = {}
+    for start in range(0, values.size, _BUCKET_CHUNK):
+        keys, found = np.unique(
+            bucket_keys(values[start : start + _BUCKET_CHUNK]), return_counts=True
+        )
+        for key, count in zip(keys.tolist(), found.tolist(), strict=True):
+            counts[key] = counts.get(key, 0) + count
+    return dict(sorted(counts.items()))
+
+
 def _sorted_counts(buckets: Mapping[int, int]) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
     keys = np.array(sorted(buckets), dtype=np.int64)
     return keys, np.array([buckets[int(k)] for k in keys], dtype=np.int64)
@@ -307,16 +322,17 @@ class NumericState:
         if present.size == 0:
             return cls(kind=kind, missing=missing)
         mean = present.mean()
-        keys, counts = np.unique(bucket_keys(present), return_counts=True)
+        squares = present - mean
+        np.square(squares, out=squares)  # in place: one temporary the column's size, not two
         return cls(
             kind=kind,
             n=int(present.size),
             missing=missing,
             mean=float(mean),
-            m2=float(np.sum(np.square(present - mean))),
+            m2=float(np.sum(squares)),
             min=float(present.min()),
             max=float(present.max()),
-            buckets=dict(zip(keys.tolist(), counts.tolist(), strict=True)),
+            buckets=_bucket_counts(present),
         )
 
     def merge(self, other: NumericState) -> NumericState:
