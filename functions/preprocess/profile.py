@@ -193,12 +193,43 @@ def bucket_keys(values: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
     bucket, k > 0 the k-th above it, -k the k-th below it. Every bucket is ``[bucket_edge(k),
     bucket_edge(k + 1))``, closed below for negative values too, so the drift job's bins
     (``searchsorted(..., side="right")``) put a value on an edge where its bucket does."""
-    magnitudes = _magnitudes()[:-1]
-    size = np.abs(values)
-    above = np.searchsorted(magnitudes, size, side="right")
-    below = -np.searchsorted(magnitudes, size, side="left")
-    keys: np.ndarray[Any, Any] = np.where(values >= 0, above, below).astype(np.int64)
+    values = np.asarray(values, dtype=np.float64)
+    positive = values >= 0
+    keys = np.empty(values.shape, dtype=np.int64)
+    keys[positive] = _edges_up_to(values[positive], closed=True)
+    keys[~positive] = -_edges_up_to(-values[~positive], closed=False)
     return keys
+
+
+def _edges_up_to(size: np.ndarray[Any, Any], *, closed: bool) -> np.ndarray[Any, Any]:
+    """``np.searchsorted(edges, size, side="right" if closed else "left")`` over the |x| edges
+    (how many edges lie at or below each size, or strictly below), found from the logarithm and
+    corrected against the edges themselves: exact, without a binary search over ~730 000 edges
+    per value."""
+    edges = _magnitudes()[:-1]
+    first = _first_power()
+    with np.errstate(divide="ignore"):
+        guess = np.floor(np.log(size) / math.log(GAMMA)) - first + 2
+    found = np.clip(np.nan_to_num(guess, nan=0.0, neginf=0.0), 0, edges.size).astype(np.int64)
+    for _ in range(64):  # the logarithm is off by one edge at most, near an edge
+        below = np.maximum(found - 1, 0)
+        lower = edges[below]
+        high = (found > 0) & ((lower > size) if closed else (lower >= size))
+        at = np.minimum(found, edges.size - 1)
+        upper = edges[at]
+        low = (found < edges.size) & ((upper <= size) if closed else (upper < size))
+        if not (high.any() or low.any()):
+            settled: np.ndarray[Any, Any] = found
+            return settled
+        found = found - high + low
+    exact: np.ndarray[Any, Any] = np.searchsorted(edges, size, side="right" if closed else "left")
+    return exact
+
+
+@cache
+def _first_power() -> int:
+    """The exponent of the first edge above the zero bucket's: ``edges[1] == GAMMA ** it``."""
+    return round(math.log(_magnitudes()[1]) / math.log(GAMMA))
 
 
 def bucket_edge(keys: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:

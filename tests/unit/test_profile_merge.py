@@ -475,3 +475,26 @@ def test_a_column_narrow_against_its_size_still_gets_deciles() -> None:
         edges = merged.summary()["histogram"]["edges"]
         assert len(edges) >= 8, edges
         assert len(edges) >= len(numeric_profile(values)["histogram"]["edges"]) - 1
+
+
+def test_bucket_keys_found_from_the_logarithm_equal_a_binary_search_over_the_edges() -> None:
+    rng = np.random.default_rng(8)
+    edges = _magnitudes()[:-1]
+    values = np.concatenate(
+        [
+            rng.normal(0, 1e3, 200_000),
+            rng.lognormal(0, 20, 200_000),
+            -rng.lognormal(0, 20, 200_000),
+            edges[::97],
+            -edges[::89],
+            np.nextafter(edges[::101], 0.0),
+            [0.0, -0.0, 5e-324, -5e-324, 1.7976931348623157e308, -1.7976931348623157e308],
+        ]
+    )
+    size = np.abs(values)
+    want = np.where(
+        values >= 0,
+        np.searchsorted(edges, size, side="right"),
+        -np.searchsorted(edges, size, side="left"),
+    )
+    assert np.array_equal(bucket_keys(values), want)
