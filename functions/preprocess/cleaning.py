@@ -530,29 +530,45 @@ def assign_splits(split_keys: NDArray[np.uint64]) -> NDArray[np.int8]:
 
 
 class Deduplicator:
-    """Remembers every row hash seen (8 bytes per row) so duplicates across batches and files
-    are dropped; memory grows with distinct rows, not with file size.
+    """Remembers every row hash seen (8 bytes per row) so duplicates across batches are dropped;
+    memory grows with distinct rows, not with file size.
 
-    The hashes seen are kept sorted: a batch is looked up with a binary search and merged in
-    with a stable sort of two sorted runs (timsort merges them in linear time). ``np.isin`` and
-    ``np.union1d`` re-hashed every hash seen at every batch: 36 s of a 300 MB upload's 55 s."""
+    The hashes seen are kept as a few sorted runs, disjoint, each at least twice the next: a
+    batch is looked up in each with a binary search, and its fresh hashes become a new run,
+    merged with the last while it is at least half as long (as an LSM tree does). Merging every
+    batch into one sorted array, as before, copied every hash seen at every 4 MB batch: linear
+    per batch, so quadratic in a file's rows (a 5 GB file holds ~60 M rows). ``np.isin`` and
+    ``np.union1d`` before that re-hashed them all each time."""
 
     def __init__(self) -> None:
-        self._seen = np.empty(0, dtype=np.uint64)
+        self._runs: list[NDArray[np.uint64]] = []
 
     @property
     def seen(self) -> NDArray[np.uint64]:
         """Every hash marked fresh so far, sorted and distinct: a part's row index."""
-        return self._seen
+        while len(self._runs) > 1:
+            self._merge_last()
+        return self._runs[0] if self._runs else np.empty(0, dtype=np.uint64)
 
     def fresh(self, hashes: NDArray[np.uint64]) -> NDArray[np.bool_]:
-        _, first = np.unique(hashes, return_index=True)
+        # the batch's distinct hashes, sorted: a sorted search walks each run once, in order
+        # (4x faster than searching the rows' hashes in file order, a cache miss per level)
+        distinct, first = np.unique(hashes, return_index=True)
+        new = np.ones(distinct.size, dtype=bool)
+        for run in self._runs:
+            at = np.minimum(np.searchsorted(run, distinct), run.size - 1)
+            new &= run[at] != distinct
         mask = np.zeros(len(hashes), dtype=bool)
-        mask[first] = True
-        if self._seen.size:
-            at = np.minimum(np.searchsorted(self._seen, hashes), self._seen.size - 1)
-            mask &= self._seen[at] != hashes
-        merged = np.concatenate([self._seen, np.sort(hashes[mask])])
-        merged.sort(kind="stable")
-        self._seen = merged
+        mask[first[new]] = True
+        if new.any():
+            self._runs.append(distinct[new])
+            while len(self._runs) > 1 and 2 * self._runs[-1].size >= self._runs[-2].size:
+                self._merge_last()
         return mask
+
+    def _merge_last(self) -> None:
+        """The last two runs as one (disjoint sorted runs: timsort merges them in linear time)."""
+        newer, older = self._runs.pop(), self._runs.pop()
+        merged = np.concatenate([older, newer])
+        merged.sort(kind="stable")
+        self._runs.append(merged)

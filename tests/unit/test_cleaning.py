@@ -40,3 +40,19 @@ def test_category_shares_rank_by_count_then_by_category() -> None:
     assert list(profile["shares"]) == ["a", "b", "c", "d"]
     assert (profile["count"], profile["cardinality"]) == (6, 4)
     assert profile["shares"]["a"] == 2 / 6
+
+
+def test_the_deduplicator_agrees_with_a_set_over_many_batches_and_its_index_is_sorted() -> None:
+    rng = np.random.default_rng(5)
+    dedup, seen = Deduplicator(), set()
+    for size in [0, 1, 5, 300, 17, 4000, 2, 900, 12000, 64, 3000] * 3:
+        batch = rng.integers(0, 50_000, size).astype(np.uint64)  # many repeats across batches
+        want = []
+        for value in batch.tolist():
+            want.append(value not in seen)
+            seen.add(value)
+        assert dedup.fresh(batch).tolist() == want
+        assert len(dedup._runs) <= 20
+    index = dedup.seen
+    assert index.tolist() == sorted(seen)
+    assert dedup.fresh(np.array(sorted(seen)[:3], dtype=np.uint64)).tolist() == [False] * 3
