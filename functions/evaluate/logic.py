@@ -67,10 +67,10 @@ from functions.shared.registry import ModelRegistry, NewModelVersion
 from functions.shared.row_hash import (
     ROW_HASH,
     ChannelManifestError,
-    first_occurrences,
     is_manifest_uri,
     read_channel_manifest,
 )
+from functions.shared.row_tables import kept_once
 from functions.shared.schema_change import SchemaChange, diff_schema
 from functions.shared.scoring import ModelIntegrityError, ScoringModel
 from functions.shared.storage import ObjectNotFoundError, ObjectStore, parse_s3_uri, s3_uri
@@ -325,13 +325,7 @@ def _read_manifest_split(store: ObjectStore, test_uri: str) -> pa.Table:
             f"the test split {test_uri} mixes part files with {ROW_HASH} and without ({plain})"
         )
     if all(hashed):
-        keep = first_occurrences(
-            [t.column(ROW_HASH).to_numpy().astype(np.uint64, copy=False) for t in tables]
-        )
-        tables = [
-            t.filter(pa.array(k)).drop_columns([ROW_HASH])
-            for t, k in zip(tables, keep, strict=True)
-        ]
+        tables = kept_once(tables)
     return pa.concat_tables(tables, promote_options="default")
 
 

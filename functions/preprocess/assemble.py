@@ -34,6 +34,7 @@ from functions.preprocess.parts import (
     RefusedPart,
     Roles,
     Rows,
+    empty_profile,
     infer_roles,
     object_id,
     part_id,
@@ -161,10 +162,7 @@ def rows_of_record(record: PartRecord) -> Rows:
 
 
 def empty_totals(schema: DatasetSchema) -> Totals:
-    from functions.preprocess.parts import arrow_schema_empty
-
-    empty = ProfileState.from_table(arrow_schema_empty(schema), schema)
-    return Totals({"train": 0, "validation": 0, "test": 0}, {}, empty)
+    return Totals({"train": 0, "validation": 0, "test": 0}, {}, empty_profile(schema))
 
 
 def with_extremes(profile: ProfileState, summaries: Iterable[PartSummary]) -> ProfileState:
@@ -286,11 +284,9 @@ class Assembler:
         return found
 
 
-def load_base(
-    store: ObjectStore, bucket: str, dataset: str, data_digest: str, roles_sha: str
-) -> VersionState | None:
-    """The state the last version wrote, when it was built under the same contract data and
-    pin; None otherwise (a stale or unreadable hint only costs a full assembly)."""
+def latest_state(store: ObjectStore, bucket: str, dataset: str) -> VersionState | None:
+    """The state of the last version built (``parts/latest.json`` names it); None when there is
+    none or it cannot be read (a stale or broken hint only costs a full assembly)."""
     hint = layout.latest_state_key(dataset)
     if store.head(bucket, hint) is None:
         return None
@@ -299,8 +295,17 @@ def load_base(
         key = layout.version_state_key(dataset, str(version))
         if store.head(bucket, key) is None:
             return None
-        state = VersionState.model_validate_json(store.get_bytes(bucket, key))
+        return VersionState.model_validate_json(store.get_bytes(bucket, key))
     except (ValueError, KeyError, TypeError):
+        return None
+
+
+def load_base(
+    store: ObjectStore, bucket: str, dataset: str, data_digest: str, roles_sha: str
+) -> VersionState | None:
+    """The last version's state when it was built under the same contract data and pin."""
+    state = latest_state(store, bucket, dataset)
+    if state is None:
         return None
     if (state.format, state.data_digest, state.roles_sha) != (STATE_FORMAT, data_digest, roles_sha):
         return None

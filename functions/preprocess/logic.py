@@ -28,6 +28,7 @@ from functions.preprocess.assemble import (
     VersionState,
     build_parts,
     class_names,
+    latest_state,
     load_base,
     schema_of,
     work_dir,
@@ -62,7 +63,6 @@ from functions.shared.s3_events import RemovedObject, UploadedObject
 from functions.shared.storage import (
     ObjectChangedError,
     ObjectInfo,
-    ObjectNotFoundError,
     ObjectStore,
     s3_uri,
 )
@@ -306,17 +306,8 @@ def process_removal(
 
 def _latest_parts(store: ObjectStore, bucket: str, dataset: str) -> set[str] | None:
     """The parts of the last version built, when its state can be read."""
-    hint = layout.latest_state_key(dataset)
-    if store.head(bucket, hint) is None:
-        return None
-    try:
-        version = json.loads(store.get_bytes(bucket, hint))["dataset_version"]
-        state = VersionState.model_validate_json(
-            store.get_bytes(bucket, layout.version_state_key(dataset, str(version)))
-        )
-    except (ValueError, KeyError, TypeError, ObjectNotFoundError):
-        return None
-    return set(state.parts)
+    state = latest_state(store, bucket, dataset)
+    return None if state is None else set(state.parts)
 
 
 def _refuse_if_retired(registry: ModelRegistry | None, dataset: str) -> None:

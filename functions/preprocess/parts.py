@@ -33,7 +33,7 @@ from functions.preprocess.cleaning import (
     infer_features,
     row_hashes,
 )
-from functions.preprocess.profile import NumericState, ProfileState
+from functions.preprocess.profile import NumericState, ProfileState, category_counts
 from functions.preprocess.reader import (
     BLOCK_BYTES,
     UnreadableFileError,
@@ -343,30 +343,23 @@ def rows_of(
             table = table.filter(pa.array(keep(table.column(ROW_HASH).to_numpy())))
         per_split[split] += table.num_rows
         if schema.task == "classification":
-            for label, count in _value_counts(table.column(schema.target)).items():
+            for label, count in category_counts(table.column(schema.target)).items():
                 classes[label] = classes.get(label, 0) + count
         if split == "train":
             profile = ProfileState.from_table(table, schema)
-    if profile is None:
-        profile = ProfileState.from_table(arrow_schema_empty(schema), schema)
+    profile = empty_profile(schema) if profile is None else profile
     return Rows(per_split=per_split, classes=classes, profile=profile)
 
 
-def arrow_schema_empty(schema: DatasetSchema) -> pa.Table:
+def empty_profile(schema: DatasetSchema) -> ProfileState:
+    """The profile state of no rows: a part or version with an empty train split."""
     fields = [
         pa.field(s.name, pa.float64() if s.kind is FeatureKind.NUMERIC else pa.string())
         for s in schema.features
     ]
     target = pa.string() if schema.task == "classification" else pa.float64()
-    return pa.schema([*fields, pa.field(schema.target, target)]).empty_table()
-
-
-def _value_counts(column: pa.ChunkedArray) -> dict[str, int]:
-    import pyarrow.compute as pc
-
-    return {
-        str(item["values"]): int(item["counts"]) for item in pc.value_counts(column).to_pylist()
-    }
+    table = pa.schema([*fields, pa.field(schema.target, target)]).empty_table()
+    return ProfileState.from_table(table, schema)
 
 
 @dataclass
@@ -498,7 +491,7 @@ class PartBuilder:
         profile = (
             ProfileState.from_parquet(files["train"], schema)
             if "train" in files
-            else ProfileState.from_table(arrow_schema_empty(schema), schema)
+            else empty_profile(schema)
         )
         extremes = {
             name: (state.min, state.max)

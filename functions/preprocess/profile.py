@@ -112,7 +112,7 @@ def categorical_profile(values: Any) -> dict[str, Any]:
     counts as the category ``"None"``)."""
     if not isinstance(values, pa.Array | pa.ChunkedArray):
         values = pa.array(np.asarray(values, dtype=object), from_pandas=True)
-    counted = _category_counts(values)
+    counted = category_counts(values)
     total = len(values)
     return {
         "kind": "categorical",
@@ -122,7 +122,7 @@ def categorical_profile(values: Any) -> dict[str, Any]:
     }
 
 
-def _category_counts(values: pa.Array | pa.ChunkedArray) -> dict[str, int]:
+def category_counts(values: pa.Array | pa.ChunkedArray) -> dict[str, int]:
     """Rows per category as stored (a null is ``"None"``), counted by Arrow."""
     counted: dict[str, int] = {}
     for item in pc.value_counts(values).to_pylist():
@@ -463,7 +463,7 @@ class CategoricalState:
 
     @classmethod
     def of(cls, values: pa.Array | pa.ChunkedArray, kind: str = "categorical") -> CategoricalState:
-        return cls(kind=kind)._capped(_category_counts(values), 0)
+        return cls(kind=kind)._capped(category_counts(values), 0)
 
     @property
     def count(self) -> int:

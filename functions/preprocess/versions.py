@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 
 from functions.shared import layout
 from functions.shared.manifest import Manifest
-from functions.shared.row_hash import ROW_HASH, first_occurrences
+from functions.shared.row_tables import kept_once
 from functions.shared.runs import manifest_key
 from functions.shared.storage import ObjectStore
 
@@ -37,12 +37,7 @@ def split_table(store: ObjectStore, bucket: str, manifest: Manifest, split: str)
     tables = [pq.read_table(io.BytesIO(store.get_bytes(bucket, key))) for key in keys]
     if not tables:
         raise ValueError(f"version {manifest.dataset_version} has no {split} rows")
-    keep = first_occurrences([t.column(ROW_HASH).to_numpy() for t in tables])
-    kept = [
-        t.filter(pa.array(mask)).drop_columns([ROW_HASH])
-        for t, mask in zip(tables, keep, strict=True)
-    ]
-    return pa.concat_tables(kept)
+    return pa.concat_tables(kept_once(tables))
 
 
 def split_frame(store: ObjectStore, bucket: str, manifest: Manifest, split: str) -> pd.DataFrame:
