@@ -49,6 +49,22 @@ class Topology:
         return f"arn:aws:states:{self.region}:{self.account}:stateMachine:{self.state_machine_name}"
 
     @property
+    def builds_state_machine_name(self) -> str:
+        """Parts past one Lambda: a processing job, then preprocess assembles the version."""
+        return f"sluice-builds-{self.stage}"
+
+    @property
+    def builds_state_machine_arn(self) -> str:
+        return (
+            f"arn:aws:states:{self.region}:{self.account}:stateMachine:"
+            f"{self.builds_state_machine_name}"
+        )
+
+    @property
+    def processing_role_arn(self) -> str:
+        return f"arn:aws:iam::{self.account}:role/sluice-processing-{self.stage}"
+
+    @property
     def pipeline_role_arn(self) -> str:
         return f"arn:aws:iam::{self.account}:role/sluice-pipeline-{self.stage}"
 
@@ -86,6 +102,7 @@ class Topology:
         return {
             "ARTIFACTS_BUCKET": self.artifacts_bucket,
             "STATE_MACHINE_ARN": self.state_machine_arn,
+            "BUILDS_STATE_MACHINE_ARN": self.builds_state_machine_arn,
             "REGISTRY_TABLE": self.registry_table,  # retirements refuse uploads
             "POWERTOOLS_SERVICE_NAME": "sluice-preprocess",
         }

@@ -41,6 +41,7 @@ from functions.preprocess.parts import (
     read_index,
     rows_of,
     schema_for,
+    too_large_violations,
     upload_part,
 )
 from functions.preprocess.profile import NumericState, ProfileState
@@ -50,6 +51,7 @@ from functions.shared.features import DatasetSchema
 from functions.shared.storage import ObjectInfo, ObjectStore
 
 STATE_FORMAT = 1
+TOO_LARGE = "file_too_large"  # refused unread by this reader, not for a fault of the object
 MAX_DIFFS = 8  # parts added or removed since the base; past it the totals are summed afresh
 FETCHERS = 8  # indexes read at once
 
@@ -66,6 +68,10 @@ class VersionState(BaseModel):
     per_split: dict[str, int] = Field(default_factory=dict)
     classes: dict[str, int] = Field(default_factory=dict)
     profile: dict[str, Any] = Field(default_factory=dict)
+
+
+class ObjectTooLargeError(Exception):
+    """An object over this reader's cap (``Policy.max_upload_bytes``): never downloaded here."""
 
 
 @dataclass
@@ -330,7 +336,11 @@ def pin_of(
         if store.head(bucket, key) is not None:
             roles = Roles.model_validate_json(store.get_bytes(bucket, key))
         else:
-            roles = infer_roles(contract, local(source), source.key)
+            try:
+                path = local(source)
+            except ObjectTooLargeError:
+                continue  # not read here; a processing job reads it (and may pin from it)
+            roles = infer_roles(contract, path, source.key)
             store.put_bytes(bucket, key, roles.model_dump_json().encode())
         if roles.readable:
             return roles, source
@@ -394,12 +404,18 @@ def build_parts(
     work: Path,
     base_of: Callable[[Roles], VersionState | None],
     progress: Callable[[ObjectInfo, int, int], None],
+    owns: Callable[[ObjectInfo], bool] = lambda source: True,
 ) -> tuple[Parts, VersionState | None]:
     """Every source's part under the pin: taken from the base state, read from its record, or
-    built now (downloading only the objects that have none)."""
+    built now (downloading only the objects that have none). An object over
+    ``policy.max_upload_bytes`` without a part is refused unread (``file_too_large``).
+    ``owns``: the objects this caller builds (a processing job's instance takes its share;
+    the pin's own object is taken by every caller, since the pin depends on it)."""
     downloads: dict[str, tuple[Path, str]] = {}
 
     def fetch(source: ObjectInfo) -> tuple[Path, str]:
+        if source.size > policy.max_upload_bytes:
+            raise ObjectTooLargeError(source.key)
         if source.key not in downloads or not downloads[source.key][0].exists():
             path = work / f"src-{len(downloads)}{Path(source.key).suffix.lower()}"
             # the object listed, not one uploaded since: its part id names this ETag
@@ -415,7 +431,8 @@ def build_parts(
     maker = _PartMaker(store, artifacts_bucket, dataset, contract, policy, work, fetch, progress)
     refused: dict[str, tuple[ObjectInfo, RefusedPart]] = {}
     while True:
-        pin, origin = pin_of(store, contract, dataset, artifacts_bucket, sources, local)
+        candidates = [s for s in sources if s.key not in refused]
+        pin, origin = pin_of(store, contract, dataset, artifacts_bucket, candidates, local)
         base = base_of(pin)
         parts = Parts(pin=pin, accepted={}, records={}, built={}, refused=dict(refused))
         # The pin's own object first: refused, it cannot fix the roles of the others, and its
@@ -423,9 +440,10 @@ def build_parts(
         if origin is None or maker.take(origin, parts, base):
             break
         refused[origin.key] = parts.refused[origin.key]
-        disqualify(store, contract, dataset, artifacts_bucket, origin)
+        if refused[origin.key][1].violations[0].rule != TOO_LARGE:
+            disqualify(store, contract, dataset, artifacts_bucket, origin)
     for source in sources:
-        if source is not origin and source.key not in refused:
+        if source is not origin and source.key not in refused and owns(source):
             maker.take(source, parts, base)
     return parts, base
 
@@ -476,7 +494,13 @@ class _PartMaker:
             )
             parts.refused[source.key] = (source, refused)
             return False
-        path, sha = self.fetch(source)
+        try:
+            path, sha = self.fetch(source)
+        except ObjectTooLargeError:
+            cap = self.policy.max_upload_bytes
+            violations = too_large_violations(self.store, self.contract, [source], cap)
+            parts.refused[source.key] = (source, RefusedPart(violations=violations))
+            return False  # no marker: a reader with a larger cap builds it
         folder = self.work / pid
         folder.mkdir(exist_ok=True)
         builder = PartBuilder(

@@ -1,4 +1,5 @@
-"""Preprocess Lambda: S3 upload or delete event in, dataset version and pipeline run out."""
+"""Preprocess Lambda: S3 upload or delete event in, dataset version and pipeline run out (or a
+processing job that builds the parts first); the builds state machine's end in, the same."""
 
 from __future__ import annotations
 
@@ -11,9 +12,11 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel, ConfigDict
 
-from functions.preprocess.logic import Policy, process_removal, process_upload
+from functions.preprocess.logic import Policy, assemble_build, process_removal, process_upload
+from functions.preprocess.models import PreprocessOutcome
 from functions.shared.observability import logger, metrics, tracer
 from functions.shared.orchestration import StepFunctionsOrchestrator
+from functions.shared.pipeline_state import BuildState
 from functions.shared.registry_dynamodb import DynamoDBRegistry
 from functions.shared.s3_events import (
     RemovedObject,
@@ -32,6 +35,10 @@ class Settings(BaseModel):
     ARTIFACTS_BUCKET: str
     STATE_MACHINE_ARN: str
     REGISTRY_TABLE: str  # read for retirements: an upload to a retired dataset is refused
+    # the part builds past one Lambda (infra/statemachine/builds.asl.json); unset: none
+    BUILDS_STATE_MACHINE_ARN: str | None = None
+    # what one invocation reads before the work goes to a processing job (Policy)
+    MAX_READ_BYTES: int = Policy().max_read_bytes
 
 
 @cache
@@ -43,7 +50,9 @@ def _deps() -> tuple[Settings, S3ObjectStore, StepFunctionsOrchestrator, DynamoD
     return (
         settings,
         S3ObjectStore(s3),
-        StepFunctionsOrchestrator(sfn, settings.STATE_MACHINE_ARN),
+        StepFunctionsOrchestrator(
+            sfn, settings.STATE_MACHINE_ARN, settings.BUILDS_STATE_MACHINE_ARN
+        ),
         DynamoDBRegistry(dynamodb, settings.REGISTRY_TABLE),
     )
 
@@ -53,6 +62,17 @@ def _deps() -> tuple[Settings, S3ObjectStore, StepFunctionsOrchestrator, DynamoD
 @tracer.capture_lambda_handler(capture_response=False)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     settings, store, orchestrator, registry = _deps()
+    if "plan_uri" in event:  # the builds state machine, its processing job ended
+        built = assemble_build(
+            BuildState.model_validate(event),
+            store=store,
+            orchestrator=orchestrator,
+            policy=Policy(max_read_bytes=settings.MAX_READ_BYTES),
+            registry=registry,
+        )
+        logger.info("build assembled", extra=built.model_dump(exclude_none=True))
+        _count(built)
+        return built.model_dump(mode="json")
     outcomes = []
     items: list[UploadedObject | RemovedObject] = [
         *parse_upload_event(event),
@@ -65,17 +85,21 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
             store=store,
             orchestrator=orchestrator,
             artifacts_bucket=settings.ARTIFACTS_BUCKET,
-            policy=Policy(),
+            policy=Policy(max_read_bytes=settings.MAX_READ_BYTES),
             registry=registry,
         )
         logger.info("upload processed", extra=outcome.model_dump(exclude_none=True))
-        if outcome.status == "started" and outcome.rows is not None:
-            metrics.add_metric("RowsAccepted", MetricUnit.Count, outcome.rows.accepted)
-            metrics.add_metric(
-                "RowsRejected", MetricUnit.Count, sum(outcome.rows.rejected.values())
-            )
-            metrics.add_metric("RunStarted", MetricUnit.Count, 1)
-        elif outcome.status == "rejected":
-            metrics.add_metric("UploadRejected", MetricUnit.Count, 1)
+        _count(outcome)
         outcomes.append(outcome.model_dump(mode="json"))
     return {"outcomes": outcomes}
+
+
+def _count(outcome: PreprocessOutcome) -> None:
+    if outcome.status == "started" and outcome.rows is not None:
+        metrics.add_metric("RowsAccepted", MetricUnit.Count, outcome.rows.accepted)
+        metrics.add_metric("RowsRejected", MetricUnit.Count, sum(outcome.rows.rejected.values()))
+        metrics.add_metric("RunStarted", MetricUnit.Count, 1)
+    elif outcome.status == "rejected":
+        metrics.add_metric("UploadRejected", MetricUnit.Count, 1)
+    elif outcome.status == "building":
+        metrics.add_metric("BuildStarted", MetricUnit.Count, 1)

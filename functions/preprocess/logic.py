@@ -21,6 +21,7 @@ from urllib.parse import unquote_plus
 
 from functions.preprocess.assemble import (
     MAX_DIFFS,
+    TOO_LARGE,
     Assembler,
     Parts,
     PartStore,
@@ -35,22 +36,22 @@ from functions.preprocess.assemble import (
 )
 from functions.preprocess.cleaning import SPLIT_BOUNDS, SPLITS, RowIssues
 from functions.preprocess.models import UNCHANGED_NOTE, PreprocessOutcome, RejectionReport
+from functions.preprocess.part_job import BuildPlan, JobLimits, PlannedObject
 from functions.preprocess.parts import (
-    GIB,
     Policy,
-    header_violations,
     issues_of,
     part_id,
     profiling_schema,
     row_violations,
+    size_text,
 )
-from functions.preprocess.reader import HEADER_BYTES, UnreadableFileError, parse_header
 from functions.shared import layout
 from functions.shared.contract import Contract, parse_contract
 from functions.shared.errors import ContractError, DataValidationError
 from functions.shared.features import MISSING_CATEGORY, DatasetSchema
 from functions.shared.manifest import ExcludedFile, Manifest, PartRef, RowCounts, Violation
-from functions.shared.orchestration import Orchestrator
+from functions.shared.orchestration import BuildInput, Orchestrator
+from functions.shared.pipeline_state import BuildState
 from functions.shared.progress import Progress, report_progress
 from functions.shared.registry import ModelRegistry
 from functions.shared.runs import (
@@ -58,12 +59,14 @@ from functions.shared.runs import (
     dataset_version_id,
     manifest_key,
     run_input,
+    training_job_name,
 )
 from functions.shared.s3_events import RemovedObject, UploadedObject
 from functions.shared.storage import (
     ObjectChangedError,
     ObjectInfo,
     ObjectStore,
+    parse_s3_uri,
     s3_uri,
 )
 
@@ -88,6 +91,30 @@ class BuiltVersion:
     reused: bool
 
 
+class PastOneLambdaError(Exception):
+    """The upload needs more reading than one invocation does: ``pending`` have no part yet."""
+
+    def __init__(self, sources: list[ObjectInfo], pending: list[ObjectInfo]) -> None:
+        super().__init__(
+            f"{len(pending)} object(s) without a part, {sum(s.size for s in pending)} B"
+        )
+        self.sources = sources
+        self.pending = pending
+
+
+def _unbuilt(
+    store: ObjectStore, bucket: str, dataset: str, contract: Contract, sources: list[ObjectInfo]
+) -> list[ObjectInfo]:
+    """The objects the last version's state does not hold a part or refusal of: what this
+    upload would read (all of them without a state under this contract's data fields)."""
+    base = latest_state(store, bucket, dataset)
+    digest = contract.data_digest()
+    if base is None or base.data_digest != digest:
+        return list(sources)
+    known = {*base.parts, *base.refused}
+    return [s for s in sources if part_id(digest, base.roles_sha, s) not in known]
+
+
 @dataclass(frozen=True)
 class _LeftOut:
     """A data file refused for a fault of its own; ``rows`` of it had been read (and added to
@@ -106,12 +133,19 @@ def process_upload(
     artifacts_bucket: str,
     policy: Policy | None = None,
     registry: ModelRegistry | None = None,
+    assembling: BuildState | None = None,
+    jobs: JobLimits | None = None,
 ) -> PreprocessOutcome:
     """Turn one upload into a dataset version and start its run, or reject it with a report.
 
     ``registry`` is where retirements are read: an upload to a retired dataset is rejected
     with a report naming the retirement (the deployed function always passes it; benchmarks
     that have no registry pass none).
+
+    When the upload needs more reading than one invocation does and the orchestrator can
+    build parts, a processing job builds them (``building``; ``jobs``: its limits); its end
+    calls this again with ``assembling`` (that build), which builds nothing big and starts the
+    run from the parts.
     """
     policy = policy or Policy()
     data_key = layout.parse_data_key(upload.key) or layout.parse_data_key(unquote_plus(upload.key))
@@ -134,9 +168,11 @@ def process_upload(
     run_name = make_run_name(dataset, upload.identity())
     if orchestrator.run_exists(run_name):
         return _duplicate(dataset, run_name, "upload")
+    routed = None if assembling is not None or not orchestrator.builds else jobs or JobLimits()
     try:
         _refuse_if_retired(registry, dataset)
         contract, contract_sha = _load_contract(store, upload.bucket, dataset)
+        build_failed(assembling)
         built = build_dataset_version(
             store,
             upload.bucket,
@@ -146,13 +182,120 @@ def process_upload(
             artifacts_bucket=artifacts_bucket,
             policy=policy,
             trigger_key=data_key.key,
+            jobs=routed,
         )
     except RejectedUploadError as rejected:
         return _rejected(store, artifacts_bucket, dataset, run_name, upload, rejected)
     except ObjectChangedError as changed:
         return _changed(dataset, changed)
+    except PastOneLambdaError as heavy:
+        assert routed is not None
+        plan = BuildPlan(
+            run_name=run_name,
+            dataset=dataset,
+            raw_bucket=upload.bucket,
+            artifacts_bucket=artifacts_bucket,
+            contract=store.get_bytes(upload.bucket, layout.contract_key(dataset)).decode(),
+            trigger=upload,
+            sources=[
+                PlannedObject(key=s.key, size=s.size, etag=s.etag, version_id=s.version_id)
+                for s in heavy.sources
+            ],
+            policy=policy.model_copy(update={"max_upload_bytes": routed.max_object_bytes}),
+        )
+        return _start_build(store, orchestrator, plan, heavy.pending, routed)
 
     return _start(orchestrator, run_name, built, contract, artifacts_bucket, dataset)
+
+
+def assemble_build(
+    build: BuildState,
+    *,
+    store: ObjectStore,
+    orchestrator: Orchestrator,
+    policy: Policy | None = None,
+    registry: ModelRegistry | None = None,
+) -> PreprocessOutcome:
+    """The builds state machine's last step: the upload its plan names, processed again now
+    that its parts are built (or rejected with the job's failure)."""
+    bucket, key = parse_s3_uri(build.plan_uri)
+    plan = BuildPlan.model_validate_json(store.get_bytes(bucket, key))
+    return process_upload(
+        plan.trigger,
+        store=store,
+        orchestrator=orchestrator,
+        artifacts_bucket=plan.artifacts_bucket,
+        policy=policy,
+        registry=registry,
+        assembling=build,
+    )
+
+
+def build_failed(build: BuildState | None) -> None:
+    """A processing job that failed (the builds state machine's Catch): the upload is
+    rejected with its reason, and nothing else changes."""
+    if build is None or build.failure is None:
+        return
+    cause = build.failure.message
+    raise RejectedUploadError(
+        [
+            Violation(
+                rule="build_failed",
+                message=f"the processing job {build.job_name} that builds this upload's parts "
+                f"failed ({build.failure.Error}: {cause[:500]}); the parts it completed are "
+                "kept, so uploading the file again under the same key resumes the build",
+            )
+        ]
+    )
+
+
+def _start_build(
+    store: ObjectStore,
+    orchestrator: Orchestrator,
+    plan: BuildPlan,
+    pending: list[ObjectInfo],
+    limits: JobLimits,
+) -> PreprocessOutcome:
+    """Write the plan and start the builds state machine (named by the run: a redelivered
+    event finds it started)."""
+    if orchestrator.build_exists(plan.run_name):
+        return PreprocessOutcome(
+            status="duplicate",
+            dataset=plan.dataset,
+            run_name=plan.run_name,
+            reason="this upload already started the build of its parts",
+        )
+    key = layout.build_plan_key(plan.dataset, plan.run_name)
+    store.put_bytes(plan.artifacts_bucket, key, plan.model_dump_json(indent=2).encode())
+    sizes = [s.size for s in pending]
+    build = BuildInput(
+        run_name=plan.run_name,
+        dataset=plan.dataset,
+        job_name=training_job_name(plan.run_name),
+        plan_uri=s3_uri(plan.artifacts_bucket, key),
+        report_uri=s3_uri(
+            plan.artifacts_bucket, layout.build_report_prefix(plan.dataset, plan.run_name)
+        ),
+        instance_count=limits.instances(sizes),
+        instance_type=limits.instance_type,
+        volume_gb=limits.volume_gb,
+        max_runtime_seconds=limits.max_runtime_seconds,
+    )
+    started = orchestrator.start_build(build)
+    return PreprocessOutcome(
+        status="building" if started.started else "duplicate",
+        dataset=plan.dataset,
+        run_name=plan.run_name,
+        run_id=started.run_id,
+        reason=(
+            f"{len(pending)} file(s) without a part, {size_text(sum(sizes))}, are more than one "
+            f"preprocess invocation reads: processing job {build.job_name} builds them on "
+            f"{build.instance_count} {build.instance_type} instance(s); the dataset version "
+            "and its run follow"
+            if started.started
+            else "this upload already started a build"
+        ),
+    )
 
 
 def _start(
@@ -342,6 +485,7 @@ def build_dataset_version(
     artifacts_bucket: str,
     policy: Policy,
     trigger_key: str | None = None,
+    jobs: JobLimits | None = None,
 ) -> BuiltVersion:
     """The dataset version of every data file under ``<dataset>/data/``, less the files refused
     for a fault of their own, each with its report (docs/decisions.md, "One bad file").
@@ -353,6 +497,11 @@ def build_dataset_version(
     objects give the same version, with the same files left out. When ``trigger_key`` (the
     upload being processed) is itself refused, no version is written and the upload is
     rejected with that file's violations.
+
+    ``jobs``: a processing job can be started; when the objects without a part are more than
+    one invocation reads (``Policy.max_upload_bytes`` for one, ``max_read_bytes`` in all),
+    ``PastOneLambdaError`` says which, before any is downloaded. Without it such an object is
+    left out (``file_too_large``).
     """
     sources = data_sources(store, raw_bucket, dataset)
     if not sources:
@@ -366,13 +515,14 @@ def build_dataset_version(
         )
         _refuse_if_trigger_excluded(store, artifacts_bucket, existing.excluded, trigger_key)
         return BuiltVersion(manifest=existing, reused=True)
-    left_out = {
-        s.key: _LeftOut(s, _too_large(store, contract, [s], policy.max_upload_bytes))
-        for s in sources
-        if s.size > policy.max_upload_bytes
-    }
-    _refuse_if_trigger_left_out(left_out, trigger_key)
-    readable = [s for s in sources if s.key not in left_out]
+    if jobs is not None:
+        pending = _unbuilt(store, artifacts_bucket, dataset, contract, sources)
+        if any(s.size > policy.max_upload_bytes for s in pending) or (
+            sum(s.size for s in pending) > policy.max_read_bytes
+        ):
+            raise PastOneLambdaError(sources, pending)
+    left_out: dict[str, _LeftOut] = {}
+    readable = sources
     digest = contract.data_digest()
     progress = _Progress(dataset, sum(s.size for s in readable))
     with work_dir() as tmp:
@@ -433,7 +583,8 @@ class _Progress:
                 done=read,
                 total=self.total,
                 unit="bytes",
-                detail=f"{self.before[1] + rows:,} rows, {_size(read)} of {_size(self.total)} read",
+                detail=f"{self.before[1] + rows:,} rows, "
+                f"{size_text(read)} of {size_text(self.total)} read",
                 elapsed_seconds=round(time.perf_counter() - self.started, 1),
             )
         )
@@ -521,55 +672,6 @@ def _report_exclusions(
     return excluded
 
 
-def _too_large(
-    store: ObjectStore, contract: Contract, sources: list[ObjectInfo], cap: int
-) -> list[Violation]:
-    """Files over the size cap, refused from their size alone; a CSV's header is still read,
-    with a ranged GET of its first bytes, so the report also says whether its columns fit."""
-    found = []
-    for source in sources:
-        columns = "its columns were not checked (a Parquet schema sits at the end of the file)"
-        header_problems: list[Violation] = []
-        if not source.key.lower().endswith(".parquet"):
-            head = store.read_head(
-                source.bucket, source.key, HEADER_BYTES + 1, version_id=source.version_id
-            )
-            try:
-                header_problems = header_violations(contract, source.key, parse_header(head))
-                columns = (
-                    "its header also breaks the rules below"
-                    if header_problems
-                    else "its header has the contract's columns"
-                )
-            except UnreadableFileError as exc:
-                header_problems = [
-                    Violation(
-                        rule="unreadable_file",
-                        file=source.key,
-                        message=f"{source.key}: {exc}",
-                    )
-                ]
-                columns = "its first bytes are not a CSV header either (below)"
-        found.append(
-            Violation(
-                rule="file_too_large",
-                file=source.key,
-                message=f"{source.key}: {_size(source.size)} ({source.size} bytes) is over the "
-                f"{_size(cap)} limit for one data file, so it was not downloaded; split it into "
-                f"several files under the same data/ folder; {columns}",
-            )
-        )
-        found.extend(header_problems)
-    return found
-
-
-def _size(n: int) -> str:
-    for unit, scale in (("GiB", GIB), ("MiB", 1024**2), ("KiB", 1024)):
-        if n >= scale:
-            return f"{n / scale:.1f} {unit}"
-    return f"{n} bytes"
-
-
 class _VersionWriter:
     """Totals a version's parts, checks the dataset rules on them, and writes the version:
     state, schema, profile, channels, then the manifest (last: it marks the version complete)."""
@@ -617,9 +719,10 @@ class _VersionWriter:
             data_digest=self.contract.data_digest(),
             roles_sha=self.parts.pin.sha,
             parts=dict(self.parts.accepted),
-            refused={
+            refused={  # not those refused unread for their size: a processing job reads them
                 part_id(self.contract.data_digest(), self.parts.pin.sha, source): refused
                 for source, refused in self.parts.refused.values()
+                if refused.violations[0].rule != TOO_LARGE
             },
             per_split=self.totals.per_split,
             classes=self.totals.classes,
@@ -846,4 +949,11 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-__all__ = ["Policy", "PreprocessOutcome", "make_run_name", "process_removal", "process_upload"]
+__all__ = [
+    "Policy",
+    "PreprocessOutcome",
+    "assemble_build",
+    "make_run_name",
+    "process_removal",
+    "process_upload",
+]

@@ -33,8 +33,9 @@ class PreprocessOutcome(BaseModel):
     """What the handler did with one uploaded object."""
 
     # unchanged: a deleted file took no rows with it (it was left out): the version is written
-    # and no run starts
-    status: Literal["ignored", "stale", "duplicate", "rejected", "started", "unchanged"]
+    # and no run starts. building: a processing job builds the parts; the version and the run
+    # follow when it ends (run_id: that build's execution)
+    status: Literal["ignored", "stale", "duplicate", "rejected", "started", "unchanged", "building"]
     reason: str
     dataset: str | None = None
     run_name: str | None = None

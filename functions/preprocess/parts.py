@@ -36,8 +36,10 @@ from functions.preprocess.cleaning import (
 from functions.preprocess.profile import NumericState, ProfileState, category_counts
 from functions.preprocess.reader import (
     BLOCK_BYTES,
+    HEADER_BYTES,
     UnreadableFileError,
     iter_batches,
+    parse_header,
     read_header,
 )
 from functions.shared import layout
@@ -59,8 +61,13 @@ class Policy(BaseModel):
     min_class_count: int = 10
     max_rejected_fraction: float = 0.05
     # One data object, checked from its S3 size before it is downloaded; the function's /tmp
-    # (infra/aws/ingest.py) holds it plus the part being written.
+    # (infra/aws/ingest.py) holds it plus the part being written. A processing job's instance
+    # takes far more (part_job.JobLimits).
     max_upload_bytes: int = GIB
+    # What one preprocess invocation reads of objects without a part; an upload that needs more
+    # goes to a processing job when one can be started (docs/decisions.md, "Parts past one
+    # Lambda"): 2 GiB is under 3 minutes at the measured 13 MB/s, far inside 15.
+    max_read_bytes: int = 2 * GIB
 
 
 class Roles(BaseModel):
@@ -240,6 +247,55 @@ def header_violations(
                 )
             )
     return problems
+
+
+def too_large_violations(
+    store: ObjectStore, contract: Contract, sources: list[ObjectInfo], cap: int
+) -> list[Violation]:
+    """Files over the size cap, refused from their size alone; a CSV's header is still read,
+    with a ranged GET of its first bytes, so the report also says whether its columns fit."""
+    found = []
+    for source in sources:
+        columns = "its columns were not checked (a Parquet schema sits at the end of the file)"
+        header_problems: list[Violation] = []
+        if not source.key.lower().endswith(".parquet"):
+            head = store.read_head(
+                source.bucket, source.key, HEADER_BYTES + 1, version_id=source.version_id
+            )
+            try:
+                header_problems = header_violations(contract, source.key, parse_header(head))
+                columns = (
+                    "its header also breaks the rules below"
+                    if header_problems
+                    else "its header has the contract's columns"
+                )
+            except UnreadableFileError as exc:
+                header_problems = [
+                    Violation(
+                        rule="unreadable_file",
+                        file=source.key,
+                        message=f"{source.key}: {exc}",
+                    )
+                ]
+                columns = "its first bytes are not a CSV header either (below)"
+        found.append(
+            Violation(
+                rule="file_too_large",
+                file=source.key,
+                message=f"{source.key}: {size_text(source.size)} ({source.size} bytes) is over "
+                f"the {size_text(cap)} limit for one data file, so it was not downloaded; split "
+                f"it into several files under the same data/ folder; {columns}",
+            )
+        )
+        found.extend(header_problems)
+    return found
+
+
+def size_text(n: int) -> str:
+    for unit, scale in (("GiB", GIB), ("MiB", 1024**2), ("KiB", 1024)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} bytes"
 
 
 def infer_roles(contract: Contract, local: Path, key: str) -> Roles:

@@ -112,6 +112,17 @@ def channel_key(dataset: str, dataset_version: str, split: str) -> str:
     return f"{version_prefix(dataset, dataset_version)}channels/{split}.manifest"
 
 
+def build_plan_key(dataset: str, run_name: str) -> str:
+    """What a processing job past one Lambda builds: the listing, the contract, the trigger;
+    named by the run, so a redelivered event writes the same plan."""
+    return f"{parts_prefix(dataset)}plans/{run_name}.json"
+
+
+def build_report_prefix(dataset: str, run_name: str) -> str:
+    """Where a processing job's instances leave their reports (``<host>.json``)."""
+    return f"{parts_prefix(dataset)}builds/{run_name}/"
+
+
 def version_state_key(dataset: str, dataset_version: str) -> str:
     """A version's mergeable totals, the base the next upload adds its part to; written before
     the dataset rules run (a refused version is still a base), so beside the versions."""

@@ -68,6 +68,27 @@ class RunInput(BaseModel):
         return json.dumps(self.model_dump(mode="json", exclude_none=True))
 
 
+class BuildInput(BaseModel):
+    """The part builds' state machine input (infra/statemachine/builds.asl.json): a processing
+    job over the plan at ``plan_uri``, then preprocess again to assemble the version and start
+    the run ``run_name``. Deterministic for one event, like ``RunInput``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    run_name: str
+    dataset: str
+    job_name: str = Field(pattern=TRAINING_JOB_NAME)
+    plan_uri: str
+    report_uri: str  # the instances' reports, when the job ends
+    instance_count: int = Field(ge=1)
+    instance_type: str
+    volume_gb: int = Field(ge=1)
+    max_runtime_seconds: int = Field(ge=1)
+
+    def execution_input(self) -> str:
+        return json.dumps(self.model_dump(mode="json"))
+
+
 @dataclass(frozen=True)
 class RunStart:
     name: str
@@ -86,16 +107,59 @@ class Orchestrator(ABC):
     def running(self, dataset: str) -> list[str]:
         """Names of the dataset's runs executing now."""
 
+    @property
+    def builds(self) -> bool:
+        """Whether parts past one Lambda can be built (``start_build``)."""
+        return False
+
+    def start_build(self, build: BuildInput) -> RunStart:
+        """Start the processing job that builds the parts, then the version and its run."""
+        raise NotImplementedError("this orchestrator has no route past one Lambda")
+
+    def build_exists(self, name: str) -> bool:
+        """Whether a build of that name was started (running or ended)."""
+        return False
+
 
 class StepFunctionsOrchestrator(Orchestrator):
-    def __init__(self, client: Any, state_machine_arn: str) -> None:
+    def __init__(self, client: Any, state_machine_arn: str, builds_arn: str | None = None) -> None:
         self._sfn = client
         self._arn = state_machine_arn
+        self._builds_arn = builds_arn
 
-    def _execution_arn(self, name: str) -> str:
-        return self._arn.replace(":stateMachine:", ":execution:") + f":{name}"
+    def _execution_arn(self, name: str, machine: str | None = None) -> str:
+        return (machine or self._arn).replace(":stateMachine:", ":execution:") + f":{name}"
+
+    @property
+    def builds(self) -> bool:
+        return self._builds_arn is not None
+
+    def build_exists(self, name: str) -> bool:
+        if self._builds_arn is None:
+            return False
+        try:
+            self._sfn.describe_execution(executionArn=self._execution_arn(name, self._builds_arn))
+        except self._sfn.exceptions.ExecutionDoesNotExist:
+            return False
+        return True
+
+    def start_build(self, build: BuildInput) -> RunStart:
+        if self._builds_arn is None:
+            return super().start_build(build)
+        try:
+            started = self._sfn.start_execution(
+                stateMachineArn=self._builds_arn,
+                name=build.run_name,
+                input=build.execution_input(),
+            )
+        except self._sfn.exceptions.ExecutionAlreadyExists:
+            arn = self._execution_arn(build.run_name, self._builds_arn)
+            return RunStart(build.run_name, arn, started=False)
+        return RunStart(build.run_name, started["executionArn"], started=True)
 
     def run_exists(self, name: str) -> bool:
+        # Step Functions starts no second execution of a running one's name and input (it
+        # answers with the first), so callers ask before they start
         try:
             self._sfn.describe_execution(executionArn=self._execution_arn(name))
         except self._sfn.exceptions.ExecutionDoesNotExist:

@@ -16,7 +16,7 @@ import json
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
 from functions.shared.gate import GateInputs
-from functions.shared.orchestration import RunInput
+from functions.shared.orchestration import BuildInput, RunInput
 
 
 class _State(BaseModel):
@@ -57,6 +57,9 @@ class StepFailure(_State):
         if isinstance(message, str):
             return f"{kind}: {message}" if isinstance(kind, str) and kind != self.Error else message
         reason = cause.get("FailureReason")
+        said = cause.get("ExitMessage")  # a processing job's own words (/opt/ml/output/message)
+        if isinstance(reason, str) and isinstance(said, str) and said.strip():
+            return f"{reason}: {said.strip()}"
         return reason if isinstance(reason, str) else self.Cause
 
 
@@ -75,3 +78,13 @@ class PipelineState(RunInput):
     @property
     def actor(self) -> str:
         return f"pipeline:{self.run_name}"
+
+
+class BuildState(BuildInput):
+    """The builds state machine's state when it calls preprocess to assemble: its input, and
+    the processing job's failure when its Catch caught one (the job's description on success
+    is dropped: the parts are what it left)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    failure: StepFailure | None = None

@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from functions.shared.orchestration import RunInput
+from functions.shared.orchestration import BuildInput, RunInput
 from functions.shared.pipeline_state import StepFailure
 from functions.shared.storage import ObjectStore
 from infra.local.asl import (
@@ -28,11 +28,18 @@ from infra.local.asl import (
 )
 from infra.local.context import LocalLambdaContext
 from infra.local.isolated import ChildExitError, HandlerError, invoke_in_child
+from infra.local.processing_runner import run_processing_job
 from infra.local.training_runner import run_training_job
 from infra.topology import Topology
 
 DEFINITION = Path(__file__).resolve().parents[1] / "statemachine" / "pipeline.asl.json"
+BUILDS_DEFINITION = DEFINITION.with_name("builds.asl.json")
 TRAINING_RESOURCE = "arn:aws:states:::sagemaker:createTrainingJob.sync"
+PROCESSING_RESOURCE = "arn:aws:states:::sagemaker:createProcessingJob.sync"
+EVALUATE_TARGET = "functions.evaluate.handler:lambda_handler"
+PREPROCESS_TARGET = "functions.preprocess.handler:lambda_handler"
+LOCAL_PROCESSING_IMAGE = "sluice-local-processing:latest"
+LOCAL_CODE_URI = "file://functions/preprocess"  # the runner runs this checkout (PYTHONPATH)
 LOCAL_TRAINING_IMAGE = "sluice-local-training:latest"
 FAILURE_TEXT_LIMIT = 2000
 """Characters of a failure's message a person is shown in text output (a SageMaker
@@ -113,34 +120,6 @@ def task_handlers(
     from functions.evaluate.handler import lambda_handler as evaluate_handler
     from functions.promote.handler import promote_handler, reject_handler
 
-    def lambda_task(function: str, handler: Callable[[dict[str, Any], Any], Any]) -> TaskHandler:
-        def invoke(payload: dict[str, Any]) -> Any:
-            # A real invocation serialises the payload: the handler never shares our objects.
-            return handler(
-                json.loads(json.dumps(payload)), LocalLambdaContext.for_function(topology, function)
-            )
-
-        return invoke
-
-    def child_task(function: str, target: str) -> TaskHandler:
-        def invoke(payload: dict[str, Any]) -> Any:
-            context = LocalLambdaContext.for_function(topology, function)
-            try:
-                return invoke_in_child(target, payload, context, pid_dir=trainer_pids)
-            except HandlerError as error:
-                # What run() makes of the same exception raised in-process
-                raise TaskFailure(
-                    error.error_type,
-                    error.cause
-                    if error.cause is not None
-                    else json.dumps({"errorMessage": error.message, "errorType": error.error_type}),
-                ) from error
-            except ChildExitError as error:
-                cause = {"errorMessage": str(error), "errorType": error.error_type}
-                raise TaskFailure(error.error_type, json.dumps(cause)) from error
-
-        return invoke
-
     def train(parameters: dict[str, Any]) -> Any:
         result = run_training_job(parameters, store, pid_dir=trainer_pids)
         described = result.model_dump(by_alias=True, exclude_none=True)
@@ -153,13 +132,116 @@ def task_handlers(
     return {
         TRAINING_RESOURCE: train,
         topology.function_arn("evaluate"): (
-            child_task("evaluate", "functions.evaluate.handler:lambda_handler")
+            _child_task(
+                topology, "evaluate", "functions.evaluate.handler:lambda_handler", trainer_pids
+            )
             if isolate
-            else lambda_task("evaluate", evaluate_handler)
+            else _lambda_task(topology, "evaluate", evaluate_handler)
         ),
-        topology.function_arn("promote"): lambda_task("promote", promote_handler),
-        topology.function_arn("reject"): lambda_task("reject", reject_handler),
+        topology.function_arn("promote"): _lambda_task(topology, "promote", promote_handler),
+        topology.function_arn("reject"): _lambda_task(topology, "reject", reject_handler),
     }
+
+
+def _lambda_task(
+    topology: Topology, function: str, handler: Callable[[dict[str, Any], Any], Any]
+) -> TaskHandler:
+    def invoke(payload: dict[str, Any]) -> Any:
+        # A real invocation serialises the payload: the handler never shares our objects.
+        return handler(
+            json.loads(json.dumps(payload)), LocalLambdaContext.for_function(topology, function)
+        )
+
+    return invoke
+
+
+def _child_task(
+    topology: Topology, function: str, target: str, pid_dir: Path | None
+) -> TaskHandler:
+    def invoke(payload: dict[str, Any]) -> Any:
+        context = LocalLambdaContext.for_function(topology, function)
+        try:
+            return invoke_in_child(target, payload, context, pid_dir=pid_dir)
+        except HandlerError as error:
+            # What run() makes of the same exception raised in-process
+            raise TaskFailure(
+                error.error_type,
+                error.cause
+                if error.cause is not None
+                else json.dumps({"errorMessage": error.message, "errorType": error.error_type}),
+            ) from error
+        except ChildExitError as error:
+            cause = {"errorMessage": str(error), "errorType": error.error_type}
+            raise TaskFailure(error.error_type, json.dumps(cause)) from error
+
+    return invoke
+
+
+def builds_substitutions(topology: Topology) -> dict[str, str]:
+    """The builds definition's placeholders on the local stack: the processing job runs this
+    checkout's code (infra/local/processing_runner.py), so the code input names it."""
+    return {
+        "Region": topology.region,
+        "ProcessingImage": LOCAL_PROCESSING_IMAGE,
+        "ProcessingRoleArn": topology.processing_role_arn,
+        "ProcessingCodeUri": LOCAL_CODE_URI,
+        "ProcessingCodePath": "/opt/ml/processing/input/code",
+        "PreprocessFunctionArn": topology.function_arn("preprocess"),
+    }
+
+
+def builds_definition(topology: Topology) -> dict[str, Any]:
+    return load_definition(BUILDS_DEFINITION, builds_substitutions(topology))
+
+
+def build_task_handlers(
+    topology: Topology,
+    store: ObjectStore,
+    trainer_pids: Path | None = None,
+    *,
+    isolate: bool = False,
+) -> dict[str, TaskHandler]:
+    """The builds definition's tasks: the local processing runner and preprocess (in a child
+    process per invocation when ``isolate``)."""
+    from functions.preprocess.handler import lambda_handler as preprocess_handler
+
+    def process(parameters: dict[str, Any]) -> Any:
+        result = run_processing_job(parameters, store, pid_dir=trainer_pids)
+        described = result.model_dump(by_alias=True, exclude_none=True)
+        if result.processing_job_status != "Completed":
+            # the .sync integration's TaskFailed, DescribeProcessingJob as the cause
+            raise TaskFailure("States.TaskFailed", json.dumps(described))
+        return described
+
+    target = PREPROCESS_TARGET
+    return {
+        PROCESSING_RESOURCE: process,
+        topology.function_arn("preprocess"): (
+            _child_task(topology, "preprocess", target, trainer_pids)
+            if isolate
+            else _lambda_task(topology, "preprocess", preprocess_handler)
+        ),
+    }
+
+
+def run_build(
+    topology: Topology,
+    build: BuildInput,
+    store: ObjectStore,
+    *,
+    trainer_pids: Path | None = None,
+    on_state: Callable[[StateEvent], None] | None = None,
+    isolate: bool = False,
+) -> Execution:
+    """Execute one build (processing job, then assemble) to the end; see ``run_pipeline``."""
+    return run(
+        builds_definition(topology),
+        json.loads(build.execution_input()),
+        tasks=build_task_handlers(topology, store, trainer_pids, isolate=isolate),
+        execution_name=build.run_name,
+        sleep=lambda seconds: None,
+        on_state=on_state,
+    )
 
 
 def run_decision(execution: Execution) -> dict[str, Any] | None:

@@ -45,7 +45,7 @@ from typing import Any
 import boto3
 
 from functions.shared.layout import parse_batch_key
-from functions.shared.orchestration import RunInput
+from functions.shared.orchestration import BuildInput, RunInput
 from functions.shared.progress import Progress, route_progress
 from functions.shared.storage import S3ObjectStore
 from infra.alarms import NAMESPACE
@@ -56,7 +56,14 @@ from infra.local.asl import Execution, StateEvent
 from infra.local.context import LocalLambdaContext
 from infra.local.isolated import invoke_in_child
 from infra.local.local_file import LocalEndpoints, write_local_file
-from infra.local.pipeline import run_decision, run_failure, run_pipeline, use_endpoint
+from infra.local.pipeline import (
+    PREPROCESS_TARGET,
+    run_build,
+    run_decision,
+    run_failure,
+    run_pipeline,
+    use_endpoint,
+)
 from infra.local.resources import LocalResources, provision, receive_upload_events
 from infra.local.s3_deletes import emit_delete_markers
 from infra.local.snapshot import Snapshots, write_atomically
@@ -73,12 +80,12 @@ DRIFT_FILE = "drift.jsonl"
 RETRAIN_FILE = "retrain.jsonl"
 ALARMS_FILE = "alarms.jsonl"
 PENDING_DIR = "pending-runs"
+BUILD_JOURNAL = ".build.json"  # a journaled build, beside the journaled runs
 PROGRESS_FILE = "progress.jsonl"
 RUNNING_FILE = "running.json"  # the run executing now, with this process's id (sluice status)
 PROGRESS_SECONDS = 5.0  # at most one progress line per step and dataset this often
 TLS_DIR = "tls"
 SNAPSHOT_SECONDS = 5.0
-PREPROCESS_TARGET = "functions.preprocess.handler:lambda_handler"
 _METRICS_ENV = {"POWERTOOLS_METRICS_DISABLED": "false", "POWERTOOLS_METRICS_NAMESPACE": NAMESPACE}
 
 
@@ -149,7 +156,7 @@ class LocalStack:
         self.endpoint = f"http://{config.host}:{config.aws_port}"
         self.runs: list[RunRecord] = []
         self._stopping = threading.Event()
-        self._pending: queue.Queue[tuple[Path, RunInput]] = queue.Queue()
+        self._pending: queue.Queue[tuple[Path, RunInput | BuildInput]] = queue.Queue()
         self._threads: list[threading.Thread] = []
         self._moto: Any = None
         self._api: LocalApiGateway | None = None
@@ -379,6 +386,8 @@ class LocalStack:
                 self._append(UPLOADS_FILE, record)
                 if function == "preprocess" and outcome["status"] == "started":
                     self._enqueue_execution(outcome["run_id"])
+                elif function == "preprocess" and outcome["status"] == "building":
+                    self._enqueue_build(outcome["run_id"])
             return
         self._append(DEAD_LETTER_FILE, {"event": event, "error": failure, "at": _now()})
         self.log(f"router   event dead-lettered to {self.config.state_dir / DEAD_LETTER_FILE}")
@@ -403,6 +412,11 @@ class LocalStack:
         if described["status"] == "RUNNING":  # not a run that already ended (a duplicate)
             self._enqueue(RunInput.model_validate_json(described["input"]))
 
+    def _enqueue_build(self, execution_arn: str) -> None:
+        described = self.client("stepfunctions").describe_execution(executionArn=execution_arn)
+        if described["status"] == "RUNNING":
+            self._enqueue(BuildInput.model_validate_json(described["input"]))
+
     def _run_worker(self) -> None:
         store = S3ObjectStore(self.client("s3"))
         while not self._stopping.is_set():
@@ -413,15 +427,20 @@ class LocalStack:
             if self._stopping.is_set():
                 return  # not started: its journal entry resumes it on the next start
             try:
-                self._execute(run, store)
+                if isinstance(run, BuildInput):
+                    self._build(run, store)
+                else:
+                    self._execute(run, store)
                 journal.unlink(missing_ok=True)
                 self._save()
             finally:
                 self._pending.task_done()
 
-    def _enqueue(self, run: RunInput) -> None:
-        """Journal the run before queuing it, so a stop or a crash does not forget it."""
-        journal = self.config.state_dir / PENDING_DIR / f"{time.time_ns()}-{run.run_name}.json"
+    def _enqueue(self, run: RunInput | BuildInput) -> None:
+        """Journal the run (or build) before queuing it, so a stop or a crash does not forget
+        it."""
+        kind = BUILD_JOURNAL if isinstance(run, BuildInput) else ".json"
+        journal = self.config.state_dir / PENDING_DIR / f"{time.time_ns()}-{run.run_name}{kind}"
         write_atomically(journal, run.model_dump_json().encode())
         self._pending.put((journal, run))
 
@@ -433,12 +452,17 @@ class LocalStack:
         journals = sorted((self.config.state_dir / PENDING_DIR).glob("*.json"))
         sfn = self.client("stepfunctions")
         for journal in journals:
-            run = RunInput.model_validate_json(journal.read_bytes())
+            topology = self.config.topology
+            run: RunInput | BuildInput
+            if journal.name.endswith(BUILD_JOURNAL):
+                run = BuildInput.model_validate_json(journal.read_bytes())
+                machine = topology.builds_state_machine_arn
+            else:
+                run = RunInput.model_validate_json(journal.read_bytes())
+                machine = topology.state_machine_arn
             with contextlib.suppress(sfn.exceptions.ExecutionAlreadyExists):
                 sfn.start_execution(
-                    stateMachineArn=self.config.topology.state_machine_arn,
-                    name=run.run_name,
-                    input=run.execution_input(),
+                    stateMachineArn=machine, name=run.run_name, input=run.execution_input()
                 )
             self._pending.put((journal, run))
         return len(journals)
@@ -586,7 +610,52 @@ class LocalStack:
         memory.forget_tracked_models()
         memory.release()  # what preprocess and evaluate freed goes back to the system now
 
-    def _step_done(self, run: RunInput, event: StateEvent) -> None:
+    def _build(self, build: BuildInput, store: S3ObjectStore) -> None:
+        """A build: the processing job, then preprocess assembles the version; a run it
+        started is queued like one preprocess started."""
+        self.log(f"build    {build.run_name} started ({build.dataset}): {build.job_name}")
+        execution = run_build(
+            self.config.topology,
+            build,
+            store,
+            trainer_pids=self.config.state_dir / TRAINERS_DIR,
+            on_state=lambda event: self._step_done(build, event),
+            isolate=True,
+        )
+        outcome = next(
+            (
+                e.output.get("outcome")
+                for e in reversed(execution.history)
+                if e.name == "Assemble" and isinstance(e.output, dict)
+            ),
+            None,
+        )
+        self.log(f"build    {build.run_name} {execution.status}: {' → '.join(execution.path)}")
+        self._settle_build(build, execution)
+        if isinstance(outcome, dict):
+            self.log(f"upload   {build.dataset}: {outcome['status']} — {outcome['reason']}")
+            record = {"at": _now(), "kind": "build", "dataset": build.dataset, **outcome}
+            self._append(UPLOADS_FILE, record)
+            if outcome["status"] == "started" and outcome.get("run_id"):
+                self._enqueue_execution(outcome["run_id"])
+        memory.release()
+
+    def _settle_build(self, build: BuildInput, execution: Execution) -> None:
+        """The builds execution's end in the endpoint (moto leaves it RUNNING)."""
+        topology = self.config.topology
+        arn = topology.builds_state_machine_arn.replace(":stateMachine:", ":execution:")
+        try:
+            from moto.stepfunctions.models import stepfunctions_backends
+
+            backend = stepfunctions_backends[topology.account][topology.region]
+            described = backend.describe_execution(f"{arn}:{build.run_name}")
+            described.status = execution.status
+            described.stop_date = datetime.now(UTC)
+            described.output = json.dumps(execution.output, default=str)
+        except Exception as exc:  # resumed after a restart: not in the endpoint
+            self.log(f"build    {build.run_name}: its execution is not in the endpoint ({exc})")
+
+    def _step_done(self, run: RunInput | BuildInput, event: StateEvent) -> None:
         """A console line per task state of a run as it ends (Choice and Pass states are
         bookkeeping: the path at the run's end names them)."""
         if event.type != "Task":

@@ -412,6 +412,36 @@ def test_two_uploads_in_quick_succession_give_two_runs_whose_promotions_serializ
     assert live is not None and live.version == promotions[-1].version
 
 
+def test_an_upload_past_one_lambda_is_built_by_a_processing_job_then_trained(
+    tmp_path: Path, environment: None
+) -> None:
+    # Given a stack whose preprocess reads at most 1 000 bytes in one invocation
+    os.environ["MAX_READ_BYTES"] = "1000"
+    with LocalStack(_config(tmp_path / ".sluice"), log=lambda line: None) as stack:
+        s3 = stack.client("s3")
+        topology = stack.config.topology
+        s3.put_object(Bucket=topology.raw_bucket, Key="churn/contract.json", Body=contract_bytes())
+
+        # When a file larger than that lands
+        frame = churn_frame(600, seed=8)
+        s3.put_object(Bucket=topology.raw_bucket, Key="churn/data/big.csv", Body=csv_bytes(frame))
+
+        # Then preprocess started a build, the local processing runner built the part, the
+        # builds machine's last step assembled the version and started the run, and the run
+        # went through training to a decision
+        _wait_for(lambda: len(stack.runs) == 1 and stack.idle(), "the built run", stack)
+        (run,) = stack.runs
+        assert run.status == "SUCCEEDED" and run.path[-1] == "Promoted", run
+        statuses = [(u.get("kind"), u["status"]) for u in _uploads(stack)]
+        assert statuses == [("preprocess", "building"), ("build", "started")]
+        parts = s3.list_objects_v2(Bucket=topology.artifacts_bucket, Prefix="churn/parts/builds/")
+        assert [o["Key"].rsplit("/", 1)[1] for o in parts["Contents"]] == ["algo-1.json"]
+        builds = stack.client("stepfunctions").list_executions(
+            stateMachineArn=topology.builds_state_machine_arn
+        )["executions"]
+        assert [b["status"] for b in builds] == ["SUCCEEDED"]
+
+
 def test_state_survives_a_restart_and_a_pending_run_resumes(
     tmp_path: Path, environment: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:

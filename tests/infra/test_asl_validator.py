@@ -17,7 +17,12 @@ from typing import Any
 
 import pytest
 
-from infra.local.pipeline import DEFINITION, substitutions
+from infra.local.pipeline import (
+    BUILDS_DEFINITION,
+    DEFINITION,
+    builds_substitutions,
+    substitutions,
+)
 from infra.topology import Topology
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -46,21 +51,33 @@ def filled(tmp_path: Path, name: str, definition: dict[str, Any]) -> Path:
     return path
 
 
-def test_the_committed_definition_is_valid_asl() -> None:
-    result = asl_validator(DEFINITION)
+# Each definition with the local stack's values for its placeholders
+DEFINITIONS = pytest.mark.parametrize(
+    ("definition", "values"),
+    [(DEFINITION, substitutions), (BUILDS_DEFINITION, builds_substitutions)],
+    ids=["pipeline", "builds"],
+)
+
+
+@DEFINITIONS
+def test_the_committed_definition_is_valid_asl(definition: Path, values: Any) -> None:
+    result = asl_validator(definition)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "is valid" in result.stdout
 
 
-def test_the_definition_as_the_local_stack_fills_it_is_valid_asl(tmp_path: Path) -> None:
+@DEFINITIONS
+def test_the_definition_as_the_local_stack_fills_it_is_valid_asl(
+    tmp_path: Path, definition: Path, values: Any
+) -> None:
     # Given the file with every placeholder filled (ARNs, URIs), as a deployed machine has them
-    text = DEFINITION.read_text(encoding="utf-8")
-    for name, value in substitutions(Topology(stage="dev")).items():
+    text = definition.read_text(encoding="utf-8")
+    for name, value in values(Topology(stage="dev")).items():
         text = text.replace(f"${{{name}}}", value)
     assert "${" not in text
 
     # Then asl-validator accepts it too
-    result = asl_validator(filled(tmp_path, "pipeline.filled.asl.json", json.loads(text)))
+    result = asl_validator(filled(tmp_path, "filled.asl.json", json.loads(text)))
     assert result.returncode == 0, result.stdout + result.stderr
 
 

@@ -27,7 +27,8 @@ from hypothesis import strategies as st
 from moto import mock_aws
 
 from functions.preprocess import reader
-from functions.preprocess.logic import GIB, Policy, process_upload
+from functions.preprocess.logic import Policy, process_upload
+from functions.preprocess.parts import GIB
 from functions.preprocess.reader import HEADER_BYTES
 from functions.shared import layout
 from functions.shared.storage import S3ObjectStore
