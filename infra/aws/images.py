@@ -28,6 +28,8 @@ FRAMEWORK_VERSION = "2.6.0"
 PY_VERSION = "py312"
 PROCESSOR = "gpu"
 TRAINING_TAG = f"{FRAMEWORK_VERSION}-{PROCESSOR}-{PY_VERSION}-cu126-ubuntu22.04-sagemaker"
+# The part builds' processing job (infra/aws/builds.py): the same image family on CPU
+PROCESSING_TAG = f"{FRAMEWORK_VERSION}-cpu-{PY_VERSION}-ubuntu22.04-sagemaker"
 DLC_REGIONS = tuple(DLC_ACCOUNTS)
 
 
@@ -51,7 +53,22 @@ class NoTrainingImageError(ValueError):
 
 
 class TrainingImage(Construct):
-    """``.uri`` (the image) and ``.repository_arn`` (for the training role's ECR pull)."""
+    """``.uri`` (the image) and ``.repository_arn`` (for the training role's ECR pull);
+    ``uri_with(tag)``: another image of the repository (the part builds' CPU one), from the same
+    mapping and region rule."""
+
+    def uri_with(self, tag: str) -> str:
+        return Fn.join(
+            "",
+            [
+                self._account,
+                ".dkr.ecr.",
+                Aws.REGION,
+                ".",
+                Aws.URL_SUFFIX,
+                f"/{TRAINING_REPOSITORY}:{tag}",
+            ],
+        )
 
     def __init__(self, scope: Construct, construct_id: str, *, tag: str = TRAINING_TAG) -> None:
         super().__init__(scope, construct_id)
@@ -75,17 +92,8 @@ class TrainingImage(Construct):
             mapping={region: {"account": account} for region, account in DLC_ACCOUNTS.items()},
         )
         account = mapping.find_in_map(Aws.REGION, "account")
-        self.uri = Fn.join(
-            "",
-            [
-                account,
-                ".dkr.ecr.",
-                Aws.REGION,
-                ".",
-                Aws.URL_SUFFIX,
-                f"/{TRAINING_REPOSITORY}:{tag}",
-            ],
-        )
+        self._account = account
+        self.uri = self.uri_with(tag)
         self.repository_arn = Fn.join(
             "",
             [

@@ -10,6 +10,7 @@ from aws_cdk import aws_lambda as lambda_
 from constructs import Construct
 
 from infra.aws.batch import BatchPredictions
+from infra.aws.builds import PartBuilds
 from infra.aws.functions import Layers, SluiceFunction
 from infra.aws.inference_api import ApiAuth, InferenceApi
 from infra.aws.ingest import Ingest
@@ -61,6 +62,14 @@ class SluiceStack(Stack):
             layers=layers,
         )
         self.ingest.allow_start(self.pipeline.state_machine, topology)
+        self.builds = PartBuilds(
+            self,
+            "Builds",
+            topology=topology,
+            storage=self.storage,
+            preprocess=self.ingest.preprocess,
+            image=self.pipeline.image,
+        )
         self.api = InferenceApi(
             self,
             "Inference",

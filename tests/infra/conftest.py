@@ -30,9 +30,12 @@ class Synthesized:
     def resources(self, kind: str) -> dict[str, dict[str, Any]]:
         return {k: r for k, r in self.template["Resources"].items() if r["Type"] == kind}
 
-    def one(self, kind: str) -> dict[str, Any]:
-        found = list(self.resources(kind).values())
-        assert len(found) == 1, f"expected one {kind}, found {len(found)}"
+    def one(self, kind: str, under: str = "") -> dict[str, Any]:
+        """The one resource of ``kind`` whose logical id starts with ``under`` (the construct
+        it belongs to: the pipeline's state machine is ``Pipeline...``, the builds'
+        ``Builds...``)."""
+        found = [r for k, r in self.resources(kind).items() if k.startswith(under)]
+        assert len(found) == 1, f"expected one {kind} under {under!r}, found {len(found)}"
         return found[0]["Properties"]  # type: ignore[no-any-return]
 
 

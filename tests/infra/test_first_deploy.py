@@ -389,7 +389,7 @@ def test_the_deployed_pipeline_trains_on_demand_when_spot_quota_refuses(
     synthesized: Synthesized,
 ) -> None:
     # a new account's GPU spot training quota is 0: CreateTrainingJob is refused at once
-    machine = synthesized.one("AWS::StepFunctions::StateMachine")
+    machine = synthesized.one("AWS::StepFunctions::StateMachine", "Pipeline")
     key = machine["DefinitionS3Location"]["Key"]
     states = json.loads((synthesized.outdir / f"asset.{key}").read_text())["States"]
     first, *rest = states["Train"]["Catch"]

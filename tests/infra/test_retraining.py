@@ -206,7 +206,9 @@ def test_alarms_and_run_ends_reach_the_retrain_function_with_retries_and_a_dead_
     alarm_rule = rules[json.dumps(["CloudWatch Alarm State Change"])]
     assert alarm_rule["EventPattern"] == alarm_event_pattern(TOPOLOGY)
     run_rule = rules[json.dumps(["Step Functions Execution Status Change"])]
-    [machine] = synthesized.resources("AWS::StepFunctions::StateMachine")
+    [machine] = [
+        k for k in synthesized.resources("AWS::StepFunctions::StateMachine") if "Pipeline" in k
+    ]
     # the deployed state machine's ARN where the local stack has the topology's
     expected = run_status_event_pattern(TOPOLOGY, "<the state machine>")
     expected["detail"]["stateMachineArn"] = [{"Ref": machine}]
@@ -231,7 +233,9 @@ def test_the_retrain_role_may_do_what_the_function_does_and_nothing_more(
     synthesized: Synthesized,
 ) -> None:
     statements = _retrain_statements(synthesized)
-    [machine] = synthesized.resources("AWS::StepFunctions::StateMachine")
+    [machine] = [
+        k for k in synthesized.resources("AWS::StepFunctions::StateMachine") if "Pipeline" in k
+    ]
     [table] = synthesized.resources("AWS::DynamoDB::Table")
     by_service: dict[str, list[dict[str, Any]]] = {}
     for statement in statements:

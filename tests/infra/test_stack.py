@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from infra.local.pipeline import DEFINITION
+from infra.local.pipeline import BUILDS_DEFINITION, DEFINITION
 from infra.request_models import PREDICT_REQUEST
 from infra.topology import Topology, batch_event_pattern, upload_event_pattern
 from tests.infra.conftest import Synthesized, synthesize
@@ -155,7 +155,7 @@ def test_preprocess_tmp_holds_the_largest_upload_and_its_splits(synthesized: Syn
 def test_the_state_machine_is_the_asl_file_with_every_placeholder_filled(
     synthesized: Synthesized,
 ) -> None:
-    machine = synthesized.one("AWS::StepFunctions::StateMachine")
+    machine = synthesized.one("AWS::StepFunctions::StateMachine", "Pipeline")
     assert machine["StateMachineName"] == TOPOLOGY.state_machine_name
     # the definition ships as an asset: byte for byte the file the local stack runs
     key = machine["DefinitionS3Location"]["Key"]
@@ -172,29 +172,35 @@ def test_the_state_machine_is_the_asl_file_with_every_placeholder_filled(
 
 
 def test_training_runs_a_gpu_framework_image_with_a_scoped_role(synthesized: Synthesized) -> None:
-    machine = synthesized.one("AWS::StepFunctions::StateMachine")
+    machine = synthesized.one("AWS::StepFunctions::StateMachine", "Pipeline")
     image = json.dumps(machine["DefinitionSubstitutions"]["TrainingImage"])
     assert "pytorch-training" in image and "gpu-py312" in image
     mapping = next(iter(synthesized.template["Mappings"].values()))
     assert mapping["us-east-1"] == {"account": "763104351884"}
     assert machine["DefinitionSubstitutions"]["TrainingSourceUri"]["Fn::Sub"].startswith("s3://")
     roles = synthesized.resources("AWS::IAM::Role")
-    sagemaker = [
+    sagemaker = sorted(
         logical
         for logical, role in roles.items()
         if role["Properties"]["AssumeRolePolicyDocument"]["Statement"][0]["Principal"]
         == {"Service": "sagemaker.amazonaws.com"}
+    )
+    # the training role, and the part builds' processing role (test_part_builds_...)
+    assert [r.split("Role")[0] for r in sagemaker] == ["BuildsProcessing", "PipelineTraining"]
+    passes = [
+        (policy, s) for policy, s in _statements(synthesized) if s["Action"] == "iam:PassRole"
     ]
-    assert len(sagemaker) == 1
-    passes = [s for _, s in _statements(synthesized) if s["Action"] == "iam:PassRole"]
-    assert passes == [
-        {
+    # each state machine passes its own job role, to SageMaker only
+    for policy, statement in passes:
+        owner = "Pipeline" if policy.startswith("Pipeline") else "Builds"
+        [role] = [r for r in sagemaker if r.startswith(owner)]
+        assert statement == {
             "Action": "iam:PassRole",
             "Condition": {"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}},
             "Effect": "Allow",
-            "Resource": {"Fn::GetAtt": [sagemaker[0], "Arn"]},
+            "Resource": {"Fn::GetAtt": [role, "Arn"]},
         }
-    ]
+    assert len(passes) == 2
 
 
 def test_default_training_is_a_g5_spot_instance_with_checkpoints() -> None:
@@ -449,6 +455,69 @@ def test_training_and_evaluate_may_read_both_layouts_of_a_dataset_version(
 
     for role in ("TrainingRole", "Evaluate"):
         assert {"/*/versions/*", "/*/parts/*"} <= reads(role), (role, reads(role))
+
+
+def test_part_builds_run_the_builds_file_on_a_cpu_image_with_a_role_for_parts_only(
+    synthesized: Synthesized,
+) -> None:
+    # The builds machine is infra/statemachine/builds.asl.json with every placeholder filled
+    machine = synthesized.one("AWS::StepFunctions::StateMachine", "Builds")
+    assert machine["StateMachineName"] == TOPOLOGY.builds_state_machine_name
+    key = machine["DefinitionS3Location"]["Key"]
+    assert (synthesized.outdir / f"asset.{key}").read_bytes() == BUILDS_DEFINITION.read_bytes()
+    placeholders = set(re.findall(r"\$\{(\w+)\}", BUILDS_DEFINITION.read_text()))
+    values = machine["DefinitionSubstitutions"]
+    assert set(values) == placeholders
+    states = json.loads(BUILDS_DEFINITION.read_text())["States"]
+    build = states["BuildParts"]
+    assert build["Resource"] == "arn:aws:states:::sagemaker:createProcessingJob.sync"
+    assert build["Parameters"]["AppSpecification"]["ContainerEntrypoint"] == [
+        "python3",
+        "-m",
+        "functions.preprocess.job_boot",
+    ]
+    # the CPU image of the training image's repository, from the same region mapping
+    image = json.dumps(values["ProcessingImage"])
+    assert "pytorch-training" in image and "cpu-py312" in image
+    assert len(synthesized.template["Mappings"]) == 1
+    # the code input is preprocess's own code zip, on PYTHONPATH in the container
+    assert values["ProcessingCodeUri"]["Fn::Sub"].startswith("s3://")
+    assert values["ProcessingCodeUri"]["Fn::Sub"].endswith(".zip")
+    assert "/opt/ml/processing/input/code/" in json.dumps(values["ProcessingCodePath"])
+    assert TOPOLOGY.function_name("preprocess") in json.dumps(values["PreprocessFunctionArn"])
+
+    # The processing role reads data files and the contract, reads and writes parts only
+    def patterns(prefix: str, action: str) -> set[str]:
+        return {
+            key_pattern(resource)
+            for logical, st in _statements(synthesized)
+            if logical.startswith(prefix) and action in _listed(st["Action"])
+            for resource in _listed(st["Resource"])
+            if isinstance(resource, dict)
+            and "Fn::Join" in resource
+            and "Fn::GetAtt" in resource["Fn::Join"][1][0]  # a bucket's objects, not the code
+        }
+
+    assert patterns("BuildsProcessingRole", "s3:PutObject") == {"/*/parts/*"}
+    assert patterns("BuildsProcessingRole", "s3:GetObject") >= {"/*/data/*", "/*/parts/*"}
+    # the machine may create processing jobs and invoke preprocess, nothing else of Lambda
+    machine_actions = {
+        action
+        for logical, st in _statements(synthesized)
+        if logical.startswith("BuildsStateMachineRole")
+        for action in _listed(st["Action"])
+    }
+    assert {"sagemaker:CreateProcessingJob", "lambda:InvokeFunction"} <= machine_actions
+    assert not any(a.startswith("sagemaker:") and "Training" in a for a in machine_actions)
+    # preprocess knows the machine and may start it
+    preprocess = _ours(synthesized)["preprocess"]["Environment"]["Variables"]
+    assert TOPOLOGY.builds_state_machine_name in json.dumps(preprocess["BUILDS_STATE_MACHINE_ARN"])
+    starts = [
+        st
+        for logical, st in _statements(synthesized)
+        if logical.startswith("IngestPreprocess") and st["Action"] == "states:StartExecution"
+    ]
+    assert any(TOPOLOGY.builds_state_machine_name in json.dumps(st["Resource"]) for st in starts)
 
 
 def test_the_drift_job_runs_hourly_reads_feedback_and_writes_only_its_reports(

@@ -1,0 +1,227 @@
+"""Parts past one Lambda (docs/decisions.md, "Parts past one Lambda"): the state machine from
+``infra/statemachine/builds.asl.json`` (the file the local stack runs), the SageMaker Processing
+job's role, image, code and limits, and the grants that let preprocess start it and the
+machine call preprocess back to assemble the version.
+
+The job runs ``python3 -m functions.preprocess.job_boot`` in the CPU variant of the training
+image (infra/aws/images.py) with preprocess's own code zip on ``PYTHONPATH``; ``job_boot``
+installs ``functions/preprocess/job-requirements.txt`` when the image lacks a package. Instance
+type, count, volume and time limit come from ``functions.preprocess.part_job.JobLimits``
+through the execution input.
+"""
+
+from __future__ import annotations
+
+from aws_cdk import Aws, Fn, RemovalPolicy
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_s3_assets as s3_assets
+from aws_cdk import aws_stepfunctions as sfn
+from constructs import Construct
+
+from functions.shared.layout import CONTRACT_FILE, DATA_PREFIX
+from infra.aws.functions import SluiceFunction
+from infra.aws.images import PROCESSING_TAG, TrainingImage
+from infra.aws.nag import acknowledge
+from infra.aws.storage import Storage, grant_read, grant_write
+from infra.local.pipeline import BUILDS_DEFINITION
+from infra.topology import Topology
+from layers.build import function_zip
+
+SAGEMAKER_EVENTS_RULE = "StepFunctionsGetEventsForSageMakerProcessingJobsRule"
+CODE_DIR = "/opt/ml/processing/input/code/"
+
+
+class PartBuilds(Construct):
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        topology: Topology,
+        storage: Storage,
+        preprocess: SluiceFunction,
+        image: TrainingImage,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        self.image = image
+        self.image_uri = image.uri_with(PROCESSING_TAG)
+        # preprocess's own code: functions/{__init__,shared,preprocess}, the job's requirements
+        self.code = s3_assets.Asset(self, "Code", path=str(function_zip("preprocess")))
+        self.role = self._processing_role(storage)
+        self.state_machine = self._state_machine(topology)
+        self._allow_preprocess(topology, preprocess)
+
+    def _processing_role(self, storage: Storage) -> iam.Role:
+        role = iam.Role(
+            self,
+            "ProcessingRole",
+            assumed_by=iam.ServicePrincipal("sagemaker.amazonaws.com"),
+            description="Processing jobs that build dataset parts: read data files, write parts",
+        )
+        grant_read(role, storage.raw, f"*/{DATA_PREFIX}*", f"*/{CONTRACT_FILE}")
+        # the plan, other parts' records and roles; the parts and the instances' reports
+        grant_read(role, storage.artifacts, "*/parts/*")
+        grant_write(role, storage.artifacts, "*/parts/*")
+        role.add_to_policy(
+            iam.PolicyStatement(
+                actions=["s3:GetObject"],
+                resources=[self.code.bucket.arn_for_objects(self.code.s3_object_key)],
+            )
+        )
+        role.add_to_policy(
+            iam.PolicyStatement(
+                actions=[
+                    "ecr:BatchCheckLayerAvailability",
+                    "ecr:BatchGetImage",
+                    "ecr:GetDownloadUrlForLayer",
+                ],
+                resources=[self.image.repository_arn],
+            )
+        )
+        role.add_to_policy(
+            iam.PolicyStatement(actions=["ecr:GetAuthorizationToken"], resources=["*"])
+        )
+        role.add_to_policy(
+            iam.PolicyStatement(
+                actions=[
+                    "logs:CreateLogGroup",
+                    "logs:CreateLogStream",
+                    "logs:DescribeLogStreams",
+                    "logs:PutLogEvents",
+                ],
+                resources=[
+                    f"arn:{Aws.PARTITION}:logs:{Aws.REGION}:{Aws.ACCOUNT_ID}:log-group:"
+                    "/aws/sagemaker/ProcessingJobs:*"
+                ],
+            )
+        )
+        role.add_to_policy(
+            iam.PolicyStatement(
+                actions=["cloudwatch:PutMetricData"],
+                resources=["*"],
+                conditions={
+                    "StringEquals": {"cloudwatch:namespace": "/aws/sagemaker/ProcessingJobs"}
+                },
+            )
+        )
+        acknowledge(
+            role,
+            id="AwsSolutions-IAM5[Resource::*]",
+            reason="ecr:GetAuthorizationToken and cloudwatch:PutMetricData support no "
+            "resource-level permissions; PutMetricData is conditioned on SageMaker's namespace.",
+        )
+        acknowledge(
+            role,
+            id="AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:logs:<AWS::Region>:<AWS::AccountId>:log-group:/aws/sagemaker/ProcessingJobs:*]",
+            reason="SageMaker names one log stream per job under its fixed log group.",
+        )
+        return role
+
+    def _state_machine(self, topology: Topology) -> sfn.StateMachine:
+        log_group = logs.LogGroup(
+            self,
+            "ExecutionLogs",
+            log_group_name=f"/aws/vendedlogs/states/{topology.builds_state_machine_name}",
+            retention=logs.RetentionDays.THREE_MONTHS,
+            removal_policy=RemovalPolicy.DESTROY,
+        )
+        role = iam.Role(
+            self,
+            "StateMachineRole",
+            assumed_by=iam.ServicePrincipal("states.amazonaws.com"),
+            description="Part builds: start and watch processing jobs, call preprocess back",
+        )
+        role.add_to_policy(
+            iam.PolicyStatement(
+                actions=[
+                    "sagemaker:CreateProcessingJob",
+                    "sagemaker:DescribeProcessingJob",
+                    "sagemaker:StopProcessingJob",
+                    "sagemaker:AddTags",
+                    "sagemaker:ListTags",
+                ],
+                resources=[
+                    f"arn:{Aws.PARTITION}:sagemaker:{Aws.REGION}:{Aws.ACCOUNT_ID}:processing-job/*"
+                ],
+            )
+        )
+        role.add_to_policy(
+            iam.PolicyStatement(
+                actions=["iam:PassRole"],
+                resources=[self.role.role_arn],
+                conditions={"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}},
+            )
+        )
+        role.add_to_policy(
+            iam.PolicyStatement(  # what .sync uses to learn that a processing job finished
+                actions=["events:PutTargets", "events:PutRule", "events:DescribeRule"],
+                resources=[
+                    f"arn:{Aws.PARTITION}:events:{Aws.REGION}:{Aws.ACCOUNT_ID}:rule/"
+                    f"{SAGEMAKER_EVENTS_RULE}"
+                ],
+            )
+        )
+        # by name (the topology's), not by reference: preprocess's own policy names this
+        # machine, and two references would make a cycle
+        role.add_to_policy(
+            iam.PolicyStatement(
+                actions=["lambda:InvokeFunction"], resources=[topology.function_arn("preprocess")]
+            )
+        )
+        machine = sfn.StateMachine(
+            self,
+            "StateMachine",
+            state_machine_name=topology.builds_state_machine_name,
+            definition_body=sfn.DefinitionBody.from_file(str(BUILDS_DEFINITION)),
+            definition_substitutions={
+                "Region": Aws.REGION,
+                "ProcessingImage": self.image_uri,
+                "ProcessingRoleArn": self.role.role_arn,
+                "ProcessingCodeUri": self.code.s3_object_url,
+                # an object named by its uri lands under its own name in LocalPath
+                "ProcessingCodePath": Fn.join("", [CODE_DIR, self.code.s3_object_key]),
+                "PreprocessFunctionArn": topology.function_arn("preprocess"),
+            },
+            role=role,
+            logs=sfn.LogOptions(
+                destination=log_group, level=sfn.LogLevel.ALL, include_execution_data=True
+            ),
+            tracing_enabled=True,
+        )
+        acknowledge(
+            role,
+            id="AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:sagemaker:<AWS::Region>:<AWS::AccountId>:processing-job/*]",
+            reason="Processing job names are made per upload (from its run); the machine may "
+            "only create, watch and stop processing jobs.",
+        )
+        acknowledge(
+            role,
+            id="AwsSolutions-IAM5[Resource::*]",
+            reason="CloudWatch Logs delivery (logs:*LogDelivery*, DescribeLogGroups, "
+            "resource policies) and X-Ray support no resource-level permissions; CDK adds "
+            "them for logging ALL and tracing.",
+        )
+        return machine
+
+    def _allow_preprocess(self, topology: Topology, preprocess: SluiceFunction) -> None:
+        """Preprocess starts builds (named by the run) and asks whether one was started."""
+        executions = (
+            f"arn:aws:states:{topology.region}:{topology.account}:execution:"
+            f"{topology.builds_state_machine_name}:*"
+        )
+        preprocess.role.add_to_policy(
+            iam.PolicyStatement(
+                actions=["states:StartExecution"], resources=[topology.builds_state_machine_arn]
+            )
+        )
+        preprocess.role.add_to_policy(
+            iam.PolicyStatement(actions=["states:DescribeExecution"], resources=[executions])
+        )
+        acknowledge(
+            preprocess.role,
+            id="AwsSolutions-IAM5[Resource::arn:aws:states:<AWS::Region>:<AWS::AccountId>:"
+            f"execution:{topology.builds_state_machine_name}:*]",
+            reason="Build names are made per upload; preprocess may only describe the "
+            "executions of the builds machine (a redelivered upload finds its build).",
+        )
