@@ -208,10 +208,12 @@ class Assembler:
 
     def full(self) -> Totals:
         order = sorted(self.parts.accepted)
-        indexes = self._indexes(order)
         totals = empty_totals(self.schema)
         if not order:
             return totals
+        if len(order) == 1:  # one part's rows are distinct already: no index to read
+            return totals.plus(rows_of_record(self._record(order[0])))
+        indexes = self._indexes(order)
         sizes = [indexes[p].size for p in order]
         winner = np.ones(sum(sizes), dtype=bool)
         if len(order) > 1:  # one part's index is distinct already

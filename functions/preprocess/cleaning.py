@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -533,42 +534,77 @@ class Deduplicator:
     """Remembers every row hash seen (8 bytes per row) so duplicates across batches are dropped;
     memory grows with distinct rows, not with file size.
 
-    The hashes seen are kept as a few sorted runs, disjoint, each at least twice the next: a
-    batch is looked up in each with a binary search, and its fresh hashes become a new run,
-    merged with the last while it is at least half as long (as an LSM tree does). Merging every
-    batch into one sorted array, as before, copied every hash seen at every 4 MB batch: linear
-    per batch, so quadratic in a file's rows (a 5 GB file holds ~60 M rows). ``np.isin`` and
-    ``np.union1d`` before that re-hashed them all each time."""
+    The hashes are kept in 16 shards by their top 4 bits, each as a few sorted runs, disjoint,
+    each at least twice the next: a batch's hashes are looked up in their shard's runs with a
+    binary search, and its fresh hashes become a new run there, merged with the last while it is
+    at least half as long (as an LSM tree does). Merging every batch into one sorted array, as
+    before, copied every hash seen at every 4 MB batch: linear per batch, so quadratic in a
+    file's rows (a 5 GB file holds ~60 M rows). Sharding bounds what a merge copies (and the
+    merge's own buffer) to a sixteenth of the hashes, so a file's peak is its hashes plus a
+    sixth, not twice them (bench/processing.py's 5 GB file: 60 M rows, 480 MB of
+    hashes)."""
+
+    SHARDS = 16
+    _EDGES = np.array([s << 60 for s in range(1, 16)], dtype=np.uint64)
 
     def __init__(self) -> None:
-        self._runs: list[NDArray[np.uint64]] = []
+        self._shards: list[list[NDArray[np.uint64]]] = [[] for _ in range(self.SHARDS)]
+
+    @property
+    def size(self) -> int:
+        return sum(run.size for runs in self._shards for run in runs)
 
     @property
     def seen(self) -> NDArray[np.uint64]:
-        """Every hash marked fresh so far, sorted and distinct: a part's row index."""
-        while len(self._runs) > 1:
-            self._merge_last()
-        return self._runs[0] if self._runs else np.empty(0, dtype=np.uint64)
+        """Every hash marked fresh so far, sorted and distinct (a copy; ``drain`` takes them
+        without one)."""
+        return np.concatenate([self._merged(s) for s in range(self.SHARDS)])
+
+    def drain(self, path: Path) -> None:
+        """``seen`` written to ``path`` as NPY (1-D little-endian uint64), emptying the
+        deduplicator shard by shard as it goes: a part's row index at the memory of one
+        shard's merge, never a second copy of the hashes."""
+        with path.open("wb") as out:
+            np.lib.format.write_array_header_1_0(
+                out, {"descr": "<u8", "fortran_order": False, "shape": (self.size,)}
+            )
+            for shard in range(self.SHARDS):
+                self._merged(shard).astype("<u8", copy=False).tofile(out)
+                self._shards[shard] = []
 
     def fresh(self, hashes: NDArray[np.uint64]) -> NDArray[np.bool_]:
         # the batch's distinct hashes, sorted: a sorted search walks each run once, in order
         # (4x faster than searching the rows' hashes in file order, a cache miss per level)
         distinct, first = np.unique(hashes, return_index=True)
         new = np.ones(distinct.size, dtype=bool)
-        for run in self._runs:
-            at = np.minimum(np.searchsorted(run, distinct), run.size - 1)
-            new &= run[at] != distinct
+        bounds = [0, *np.searchsorted(distinct, self._EDGES).tolist(), distinct.size]
+        for shard, runs in enumerate(self._shards):
+            lo, hi = bounds[shard], bounds[shard + 1]
+            if lo == hi:
+                continue
+            part = distinct[lo:hi]
+            mine = new[lo:hi]  # a view: marks land in ``new``
+            for run in runs:
+                at = np.minimum(np.searchsorted(run, part), run.size - 1)
+                mine &= run[at] != part
+            if mine.any():
+                runs.append(part[mine])
+                while len(runs) > 1 and 2 * runs[-1].size >= runs[-2].size:
+                    self._merge_last(runs)
         mask = np.zeros(len(hashes), dtype=bool)
         mask[first[new]] = True
-        if new.any():
-            self._runs.append(distinct[new])
-            while len(self._runs) > 1 and 2 * self._runs[-1].size >= self._runs[-2].size:
-                self._merge_last()
         return mask
 
-    def _merge_last(self) -> None:
+    def _merged(self, shard: int) -> NDArray[np.uint64]:
+        runs = self._shards[shard]
+        while len(runs) > 1:
+            self._merge_last(runs)
+        return runs[0] if runs else np.empty(0, dtype=np.uint64)
+
+    @staticmethod
+    def _merge_last(runs: list[NDArray[np.uint64]]) -> None:
         """The last two runs as one (disjoint sorted runs: timsort merges them in linear time)."""
-        newer, older = self._runs.pop(), self._runs.pop()
+        newer, older = runs.pop(), runs.pop()
         merged = np.concatenate([older, newer])
         merged.sort(kind="stable")
-        self._runs.append(merged)
+        runs.append(merged)

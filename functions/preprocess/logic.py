@@ -201,7 +201,12 @@ def process_upload(
                 PlannedObject(key=s.key, size=s.size, etag=s.etag, version_id=s.version_id)
                 for s in heavy.sources
             ],
-            policy=policy.model_copy(update={"max_upload_bytes": routed.max_object_bytes}),
+            policy=policy.model_copy(
+                update={
+                    "max_upload_bytes": routed.max_object_bytes,
+                    "read_block_bytes": routed.read_block_bytes,
+                }
+            ),
         )
         return _start_build(store, orchestrator, plan, heavy.pending, routed)
 

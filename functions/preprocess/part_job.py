@@ -54,6 +54,9 @@ class JobLimits(BaseModel):
     bytes_per_instance: int = 16 * GIB  # past it another instance is asked for
     max_instances: int = 8
     max_runtime_seconds: int = 12 * 3600
+    # CSV bytes parsed at a time: a quarter of the Lambda's, so that a 5 GB file's row hashes
+    # (480 MB) and one batch's working set stay under 1 GiB (bench/processing.py)
+    read_block_bytes: int = 1024 * 1024
 
     def instances(self, sizes: list[int]) -> int:
         """Instances for objects of these sizes: one per ``bytes_per_instance`` of the total,

@@ -52,6 +52,8 @@ from functions.shared.storage import ObjectInfo, ObjectStore
 PART_FORMAT = 1
 
 GIB = 1024**3
+RELEASE_EVERY = 32  # batches (of 4 MB) between returns of Arrow's freed memory
+ROW_GROUP_ROWS = 65_536  # a part file's row groups (PROFILE_ROWS reads four at a time)
 
 
 class Policy(BaseModel):
@@ -68,6 +70,10 @@ class Policy(BaseModel):
     # goes to a processing job when one can be started (docs/decisions.md, "Parts past one
     # Lambda"): 2 GiB is under 3 minutes at the measured 13 MB/s, far inside 15.
     max_read_bytes: int = 2 * GIB
+    # A part's rows are read this many CSV bytes at a time (its layout does not depend on it;
+    # the pin always comes from the first BLOCK_BYTES); a processing job reads less at a time
+    # to hold a big file's row hashes in its memory (part_job.JobLimits)
+    read_block_bytes: int = BLOCK_BYTES
 
 
 class Roles(BaseModel):
@@ -298,6 +304,12 @@ def size_text(n: int) -> str:
     return f"{n} bytes"
 
 
+def release_memory() -> None:
+    """Give back what Arrow's allocator keeps of freed memory: a big file's peak is then its row
+    hashes plus what one batch needs, not plus what every batch left."""
+    pa.default_memory_pool().release_unused()
+
+
 def infer_roles(contract: Contract, local: Path, key: str) -> Roles:
     """The roles one object's header and first batch give (``infer_features``); unreadable
     when the header breaks a rule or no batch can be read."""
@@ -305,9 +317,14 @@ def infer_roles(contract: Contract, local: Path, key: str) -> Roles:
         header = read_header(local)
         if header_violations(contract, key, header):
             return Roles(readable=False)
-        for batch in iter_batches(local, header):
+        found = None
+        for batch in iter_batches(local, header, BLOCK_BYTES):  # the pin's rows: fixed
             features, roles = infer_features(contract, header, batch.frame)
-            return Roles(features=features, roles=roles)
+            found = Roles(features=features, roles=roles)
+            break
+        release_memory()  # the reader's read-ahead, now closed
+        if found is not None:
+            return found
     except UnreadableFileError:
         pass
     return Roles(readable=False)
@@ -428,6 +445,7 @@ class Built:
     refused: RefusedPart | None = None
     local: dict[str, Path] = field(default_factory=dict)  # split files still on disk
     index: np.ndarray[Any, Any] | None = None
+    index_file: Path | None = None  # the index as NPY on disk, uploaded without a copy
 
 
 class PartBuilder:
@@ -455,6 +473,8 @@ class PartBuilder:
         self.dedup = Deduplicator()
         self.issues = RowIssues()
         self.writers: dict[str, pq.ParquetWriter] = {}
+        self.held: dict[str, list[pa.Table]] = {}  # rows not yet a whole row group, by split
+        self.held_rows: dict[str, int] = {}
         self.split_rows = dict.fromkeys(SPLITS, 0)
         self.classes: dict[str, int] = {}
         self.duplicates = 0
@@ -466,11 +486,15 @@ class PartBuilder:
             known = [f.name for f in self.pin.features]
             problems = header_violations(self.contract, source.key, header, known)
             if not problems:
-                block = BLOCK_BYTES if local.suffix == ".csv" else 0
-                for number, batch in enumerate(iter_batches(local, header), start=1):
+                block = self.policy.read_block_bytes if local.suffix == ".csv" else 0
+                batches = iter_batches(local, header, self.policy.read_block_bytes)
+                for number, batch in enumerate(batches, start=1):
                     self.rows += len(batch.frame)
                     self._add_batch(batch.frame, source.key, batch.first_row)
                     self.progress(min(source.size, number * block), self.rows)
+                    if number % RELEASE_EVERY == 0:
+                        release_memory()
+                self._flush_all()
                 problems = self._file_row_checks(source.key)
         except UnreadableFileError as exc:
             problems = [
@@ -530,8 +554,32 @@ class PartBuilder:
                 # the hash joins as an Arrow column: inserting it in the frame copied the batch
                 table = pa.Table.from_pandas(clean[rows], schema=columns, preserve_index=False)
                 table = table.append_column(schema.field(ROW_HASH), pa.array(hashes[rows]))
-                self._writer(name, schema).write_table(table)
+                self._write(name, schema, table)
                 self.split_rows[name] += int(rows.sum())
+
+    def _write(self, split: str, schema: pa.Schema, table: pa.Table) -> None:
+        """Rows of a split, written in row groups of exactly ``ROW_GROUP_ROWS`` (the last one
+        shorter): a file's layout does not depend on how its source was cut into batches, and
+        a big part has a few hundred row groups, not one per batch (the writer holds every
+        row group's metadata until it closes)."""
+        held = self.held.setdefault(split, [])
+        held.append(table)
+        self.held_rows[split] = self.held_rows.get(split, 0) + table.num_rows
+        while self.held_rows[split] >= ROW_GROUP_ROWS:
+            self._flush(split, schema, ROW_GROUP_ROWS)
+
+    def _flush(self, split: str, schema: pa.Schema, rows: int) -> None:
+        pending = pa.concat_tables(self.held.pop(split))
+        self._writer(split, schema).write_table(pending.slice(0, rows), row_group_size=rows)
+        rest = pending.slice(rows)
+        self.held[split] = [rest] if rest.num_rows else []
+        self.held_rows[split] = rest.num_rows
+
+    def _flush_all(self) -> None:
+        for split in list(self.held):
+            if self.held_rows.get(split):
+                schema = self.held[split][0].schema
+                self._flush(split, schema, self.held_rows[split])
 
     def _writer(self, split: str, schema: pa.Schema) -> pq.ParquetWriter:
         if split not in self.writers:
@@ -542,7 +590,11 @@ class PartBuilder:
     def _record(self, source: ObjectInfo, sha: str) -> Built:
         files = {s: self.work / f"{s}-{self.part_id}.parquet" for s in self.writers}
         # the hashes of every row written, sorted and distinct: what deduplication kept
-        index = self.dedup.seen
+        index_file = self.work / f"rows-{self.part_id}.u64.npy"
+        self.dedup.drain(index_file)
+        # mapped, not read: the part's maker may never look at it (a processing job)
+        index = np.load(index_file, mmap_mode="r", allow_pickle=False)
+        release_memory()  # what parsing kept, before profiling
         schema = profiling_schema(self.contract, self.pin, self.dataset)
         profile = (
             ProfileState.from_parquet(files["train"], schema)
@@ -585,7 +637,9 @@ class PartBuilder:
             index_key=layout.part_index_key(self.dataset, self.part_id),
             profile=profile.to_dict(),
         )
-        return Built(source, self.part_id, record=record, local=files, index=index)
+        return Built(
+            source, self.part_id, record=record, local=files, index=index, index_file=index_file
+        )
 
 
 def upload_part(store: ObjectStore, bucket: str, dataset: str, built: Built) -> None:
@@ -601,7 +655,10 @@ def upload_part(store: ObjectStore, bucket: str, dataset: str, built: Built) -> 
     assert built.record is not None and built.index is not None
     for split, path in built.local.items():
         store.upload(path, bucket, built.record.split_keys[split])
-    store.put_bytes(bucket, built.record.index_key, index_bytes(built.index))
+    if built.index_file is not None:
+        store.upload(built.index_file, bucket, built.record.index_key)
+    else:
+        store.put_bytes(bucket, built.record.index_key, index_bytes(built.index))
     store.put_bytes(
         bucket,
         layout.part_record_key(dataset, built.part_id),

@@ -141,19 +141,21 @@ def _refuse(head: bytes, problem: str) -> NoReturn:
     raise UnreadableFileError(problem)
 
 
-def iter_batches(path: Path, columns: list[str]) -> Iterator[Batch]:
-    """Yield the file's rows in bounded batches; ``columns`` is its header from read_header."""
+def iter_batches(path: Path, columns: list[str], block_bytes: int = BLOCK_BYTES) -> Iterator[Batch]:
+    """Yield the file's rows in bounded batches; ``columns`` is its header from read_header.
+    A CSV is parsed ``block_bytes`` at a time (what a batch holds, and what its memory is
+    proportional to)."""
     if path.suffix.lower() == ".parquet":
         yield from _parquet_batches(path)
     else:
-        yield from _csv_batches(path, columns)
+        yield from _csv_batches(path, columns, block_bytes)
 
 
-def _csv_batches(path: Path, columns: list[str]) -> Iterator[Batch]:
+def _csv_batches(path: Path, columns: list[str], block_bytes: int) -> Iterator[Batch]:
     if not _has_rows(path):
         return
     _refuse_nul_bytes(path)
-    read = pacsv.ReadOptions(column_names=columns, skip_rows=1, block_size=BLOCK_BYTES)
+    read = pacsv.ReadOptions(column_names=columns, skip_rows=1, block_size=block_bytes)
     convert = pacsv.ConvertOptions(
         column_types={c: pa.string() for c in columns},
         null_values=list(NULL_TOKENS),

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -49,7 +50,7 @@ class Endpoint:
 
 
 @pytest.fixture
-def endpoint(monkeypatch: pytest.MonkeyPatch) -> Iterator[Endpoint]:
+def endpoint() -> Iterator[Endpoint]:
     """moto's server on loopback with the stack's resources; the in-process handlers and the
     job subprocesses all reach it through AWS_ENDPOINT_URL."""
     from moto.server import ThreadedMotoServer
@@ -63,9 +64,14 @@ def endpoint(monkeypatch: pytest.MonkeyPatch) -> Iterator[Endpoint]:
     # moto's backends live in this process, shared by every server it starts: begin empty
     urllib.request.urlopen(urllib.request.Request(f"{url}/moto-api/reset", method="POST"))
     topology = Topology(stage="buildtest")
-    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
-        monkeypatch.setenv(name, "local")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", topology.region)
+    saved = dict(os.environ)  # use_endpoint sets the functions' environment process-wide
+    os.environ.update(
+        {
+            "AWS_ACCESS_KEY_ID": "local",
+            "AWS_SECRET_ACCESS_KEY": "local",
+            "AWS_DEFAULT_REGION": topology.region,
+        }
+    )
     try:
 
         def client(service: str) -> Any:
@@ -73,8 +79,7 @@ def endpoint(monkeypatch: pytest.MonkeyPatch) -> Iterator[Endpoint]:
 
         provision(client, topology)
         use_endpoint(topology, url)
-        for name, value in {**topology.preprocess_environment(), "AWS_ENDPOINT_URL": url}.items():
-            monkeypatch.setenv(name, value)
+        os.environ.update(topology.preprocess_environment())  # restored below
         s3, sfn = client("s3"), client("stepfunctions")
         orchestrator = StepFunctionsOrchestrator(
             sfn, topology.state_machine_arn, topology.builds_state_machine_arn
@@ -82,6 +87,9 @@ def endpoint(monkeypatch: pytest.MonkeyPatch) -> Iterator[Endpoint]:
         yield Endpoint(topology, s3, sfn, S3ObjectStore(s3), orchestrator)
     finally:
         server.stop()
+        use_endpoint(topology, None)  # the cached clients, built for this server, dropped
+        os.environ.clear()
+        os.environ.update(saved)
 
 
 @pytest.fixture(scope="module")

@@ -4,6 +4,8 @@ profile (Arrow's value counts, ties in category order)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -42,17 +44,32 @@ def test_category_shares_rank_by_count_then_by_category() -> None:
     assert profile["shares"]["a"] == 2 / 6
 
 
-def test_the_deduplicator_agrees_with_a_set_over_many_batches_and_its_index_is_sorted() -> None:
+def test_the_deduplicator_agrees_with_a_set_over_many_batches_and_its_index_is_sorted(
+    tmp_path: Path,
+) -> None:
     rng = np.random.default_rng(5)
     dedup, seen = Deduplicator(), set()
+    # values from a few thousand, so batches repeat each other, spread over all 64 bits, so
+    # every shard is used (a shard is the top 4 bits), its edges included
+    pool = np.concatenate(
+        [
+            rng.integers(0, 2**64, 50_000, dtype=np.uint64, endpoint=False),
+            np.array([0, 1, 2**60 - 1, 2**60, 2**63, 2**64 - 1], dtype=np.uint64),
+        ]
+    )
     for size in [0, 1, 5, 300, 17, 4000, 2, 900, 12000, 64, 3000] * 3:
-        batch = rng.integers(0, 50_000, size).astype(np.uint64)  # many repeats across batches
+        batch = pool[rng.integers(0, pool.size, size)]  # many repeats across batches
         want = []
         for value in batch.tolist():
             want.append(value not in seen)
             seen.add(value)
         assert dedup.fresh(batch).tolist() == want
-        assert len(dedup._runs) <= 20
+        assert all(len(runs) <= 20 for runs in dedup._shards)
+    assert all(dedup._shards)  # every shard holds hashes
     index = dedup.seen
     assert index.tolist() == sorted(seen)
     assert dedup.fresh(np.array(sorted(seen)[:3], dtype=np.uint64)).tolist() == [False] * 3
+    # draining writes the same index as NPY and leaves nothing behind
+    dedup.drain(tmp_path / "rows.npy")
+    assert np.load(tmp_path / "rows.npy").tolist() == index.tolist()
+    assert dedup.size == 0 and dedup.seen.size == 0

@@ -262,3 +262,44 @@ def test_a_failed_jobs_own_words_reach_the_step_failure() -> None:
     )
     message = StepFailure(Error="States.TaskFailed", Cause=cause).message
     assert message == "AlgorithmError: algo-1 exited with code 1: MemoryError:"
+
+
+def test_a_parts_bytes_do_not_depend_on_the_blocks_its_file_was_read_in(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a file of several row groups (100 rows each here), read in 4 MB blocks as the
+    # Lambda does and in 2 KB blocks (a processing job reads less at a time)
+    import pyarrow.parquet as pq
+
+    from functions.preprocess import parts
+    from functions.shared.contract import parse_contract
+    from functions.shared.storage import ObjectInfo
+    from tests.builders import contract_bytes
+
+    monkeypatch.setattr(parts, "ROW_GROUP_ROWS", 100)
+    source = tmp_path / "a.csv"
+    source.write_bytes(csv_bytes(churn_frame(1_500, seed=9)))
+    contract = parse_contract(contract_bytes(), source="contract.json")
+    pin = parts.infer_roles(contract, source, "churn/data/a.csv")
+    info = ObjectInfo(RAW, "churn/data/a.csv", source.stat().st_size, "etag")
+    built = {}
+    for block in (parts.BLOCK_BYTES, 2048):
+        folder = tmp_path / str(block)
+        folder.mkdir()
+        builder = parts.PartBuilder(
+            contract, pin, "churn", "p1", folder, Policy(read_block_bytes=block)
+        )
+        built[block] = builder.build(source, info, "sha")
+
+    # Then the split files, the index and the record are the same bytes
+    big, small = built[parts.BLOCK_BYTES], built[2048]
+    assert big.record is not None and small.record is not None
+    assert big.record.model_dump() == small.record.model_dump()
+    for split, path in big.local.items():
+        assert path.read_bytes() == small.local[split].read_bytes(), split
+    assert big.index_file is not None and small.index_file is not None
+    assert big.index_file.read_bytes() == small.index_file.read_bytes()
+    # in whole row groups of ROW_GROUP_ROWS, the last one shorter
+    train = pq.ParquetFile(big.local["train"]).metadata
+    sizes = [train.row_group(i).num_rows for i in range(train.num_row_groups)]
+    assert len(sizes) > 3 and set(sizes[:-1]) == {100} and 0 < sizes[-1] <= 100

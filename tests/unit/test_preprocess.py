@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from functions.preprocess import parts, reader
-from functions.preprocess.logic import PreprocessOutcome
+from functions.preprocess import reader
+from functions.preprocess.logic import Policy, PreprocessOutcome
 from functions.shared.orchestration import RunInput
 from functions.shared.progress import Progress, route_progress
 from tests.builders import ARTIFACTS, RAW, World, churn_frame, csv_bytes
@@ -264,8 +264,7 @@ def test_reading_reports_rows_and_bytes_so_far_as_progress(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Given two files, each streamed in several blocks, and a sink for progress records
-    monkeypatch.setattr(reader, "BLOCK_BYTES", 4096)
-    monkeypatch.setattr(parts, "BLOCK_BYTES", 4096)
+    world.policy = Policy(read_block_bytes=4096)
     records: list[Progress] = []
     route_progress(records.append)
     frame = churn_frame(600)
