@@ -22,6 +22,7 @@ from constructs import Construct
 from functions.shared.layout import CONTRACT_FILE, DATA_PREFIX
 from infra.aws.functions import SluiceFunction
 from infra.aws.images import PROCESSING_TAG, TrainingImage
+from infra.aws.job_roles import sagemaker_job_role
 from infra.aws.nag import acknowledge
 from infra.aws.storage import Storage, grant_read, grant_write
 from infra.local.pipeline import BUILDS_DEFINITION
@@ -53,69 +54,18 @@ class PartBuilds(Construct):
         self._allow_preprocess(topology, preprocess)
 
     def _processing_role(self, storage: Storage) -> iam.Role:
-        role = iam.Role(
+        role = sagemaker_job_role(
             self,
             "ProcessingRole",
-            assumed_by=iam.ServicePrincipal("sagemaker.amazonaws.com"),
             description="Processing jobs that build dataset parts: read data files, write parts",
+            jobs="ProcessingJobs",
+            image=self.image,
+            code=self.code,
         )
         grant_read(role, storage.raw, f"*/{DATA_PREFIX}*", f"*/{CONTRACT_FILE}")
         # the plan, other parts' records and roles; the parts and the instances' reports
         grant_read(role, storage.artifacts, "*/parts/*")
         grant_write(role, storage.artifacts, "*/parts/*")
-        role.add_to_policy(
-            iam.PolicyStatement(
-                actions=["s3:GetObject"],
-                resources=[self.code.bucket.arn_for_objects(self.code.s3_object_key)],
-            )
-        )
-        role.add_to_policy(
-            iam.PolicyStatement(
-                actions=[
-                    "ecr:BatchCheckLayerAvailability",
-                    "ecr:BatchGetImage",
-                    "ecr:GetDownloadUrlForLayer",
-                ],
-                resources=[self.image.repository_arn],
-            )
-        )
-        role.add_to_policy(
-            iam.PolicyStatement(actions=["ecr:GetAuthorizationToken"], resources=["*"])
-        )
-        role.add_to_policy(
-            iam.PolicyStatement(
-                actions=[
-                    "logs:CreateLogGroup",
-                    "logs:CreateLogStream",
-                    "logs:DescribeLogStreams",
-                    "logs:PutLogEvents",
-                ],
-                resources=[
-                    f"arn:{Aws.PARTITION}:logs:{Aws.REGION}:{Aws.ACCOUNT_ID}:log-group:"
-                    "/aws/sagemaker/ProcessingJobs:*"
-                ],
-            )
-        )
-        role.add_to_policy(
-            iam.PolicyStatement(
-                actions=["cloudwatch:PutMetricData"],
-                resources=["*"],
-                conditions={
-                    "StringEquals": {"cloudwatch:namespace": "/aws/sagemaker/ProcessingJobs"}
-                },
-            )
-        )
-        acknowledge(
-            role,
-            id="AwsSolutions-IAM5[Resource::*]",
-            reason="ecr:GetAuthorizationToken and cloudwatch:PutMetricData support no "
-            "resource-level permissions; PutMetricData is conditioned on SageMaker's namespace.",
-        )
-        acknowledge(
-            role,
-            id="AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:logs:<AWS::Region>:<AWS::AccountId>:log-group:/aws/sagemaker/ProcessingJobs:*]",
-            reason="SageMaker names one log stream per job under its fixed log group.",
-        )
         return role
 
     def _state_machine(self, topology: Topology) -> sfn.StateMachine:

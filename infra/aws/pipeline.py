@@ -15,6 +15,7 @@ from functions.shared.alarms import alarm_prefix
 from functions.shared.layout import CHECKPOINTS_PREFIX
 from infra.aws.functions import Layers, SluiceFunction
 from infra.aws.images import TrainingImage
+from infra.aws.job_roles import sagemaker_job_role
 from infra.aws.nag import acknowledge
 from infra.aws.registry import Registry
 from infra.aws.storage import Storage, grant_read, grant_write
@@ -98,69 +99,18 @@ class TrainingPipeline(Construct):
         )
 
     def _training_role(self, storage: Storage) -> iam.Role:
-        role = iam.Role(
+        role = sagemaker_job_role(
             self,
             "TrainingRole",
-            assumed_by=iam.ServicePrincipal("sagemaker.amazonaws.com"),
             description="SageMaker training jobs: read a dataset version, write the model",
+            jobs="TrainingJobs",
+            image=self.image,
+            code=self.source,
         )
         # channels: a format-1 version's split folders, or a format-2 one's channel manifests
         # and the parts' files they list
         grant_read(role, storage.artifacts, "*/versions/*", "*/parts/*", f"{CHECKPOINTS_PREFIX}*")
         grant_write(role, storage.artifacts, "*/models/*", f"{CHECKPOINTS_PREFIX}*")
-        role.add_to_policy(
-            iam.PolicyStatement(
-                actions=["s3:GetObject"],
-                resources=[self.source.bucket.arn_for_objects(self.source.s3_object_key)],
-            )
-        )
-        role.add_to_policy(
-            iam.PolicyStatement(
-                actions=[
-                    "ecr:BatchCheckLayerAvailability",
-                    "ecr:BatchGetImage",
-                    "ecr:GetDownloadUrlForLayer",
-                ],
-                resources=[self.image.repository_arn],
-            )
-        )
-        role.add_to_policy(
-            iam.PolicyStatement(actions=["ecr:GetAuthorizationToken"], resources=["*"])
-        )
-        role.add_to_policy(
-            iam.PolicyStatement(
-                actions=[
-                    "logs:CreateLogGroup",
-                    "logs:CreateLogStream",
-                    "logs:DescribeLogStreams",
-                    "logs:PutLogEvents",
-                ],
-                resources=[
-                    f"arn:{Aws.PARTITION}:logs:{Aws.REGION}:{Aws.ACCOUNT_ID}:log-group:"
-                    "/aws/sagemaker/TrainingJobs:*"
-                ],
-            )
-        )
-        role.add_to_policy(
-            iam.PolicyStatement(
-                actions=["cloudwatch:PutMetricData"],
-                resources=["*"],
-                conditions={
-                    "StringEquals": {"cloudwatch:namespace": "/aws/sagemaker/TrainingJobs"}
-                },
-            )
-        )
-        acknowledge(
-            role,
-            id="AwsSolutions-IAM5[Resource::*]",
-            reason="ecr:GetAuthorizationToken and cloudwatch:PutMetricData support no "
-            "resource-level permissions; PutMetricData is conditioned on SageMaker's namespace.",
-        )
-        acknowledge(
-            role,
-            id="AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:logs:<AWS::Region>:<AWS::AccountId>:log-group:/aws/sagemaker/TrainingJobs:*]",
-            reason="SageMaker names one log stream per job under its fixed log group.",
-        )
         return role
 
     def _state_machine(self, topology: Topology) -> sfn.StateMachine:
