@@ -12,9 +12,8 @@ through the execution input.
 
 from __future__ import annotations
 
-from aws_cdk import Aws, Fn, RemovalPolicy
+from aws_cdk import Aws, Fn
 from aws_cdk import aws_iam as iam
-from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3_assets as s3_assets
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
@@ -22,7 +21,7 @@ from constructs import Construct
 from functions.shared.layout import CONTRACT_FILE, DATA_PREFIX
 from infra.aws.functions import SluiceFunction
 from infra.aws.images import PROCESSING_TAG, TrainingImage
-from infra.aws.job_roles import sagemaker_job_role
+from infra.aws.job_roles import job_state_machine, sagemaker_job_role
 from infra.aws.nag import acknowledge
 from infra.aws.storage import Storage, grant_read, grant_write
 from infra.local.pipeline import BUILDS_DEFINITION
@@ -69,62 +68,11 @@ class PartBuilds(Construct):
         return role
 
     def _state_machine(self, topology: Topology) -> sfn.StateMachine:
-        log_group = logs.LogGroup(
+        return job_state_machine(
             self,
-            "ExecutionLogs",
-            log_group_name=f"/aws/vendedlogs/states/{topology.builds_state_machine_name}",
-            retention=logs.RetentionDays.THREE_MONTHS,
-            removal_policy=RemovalPolicy.DESTROY,
-        )
-        role = iam.Role(
-            self,
-            "StateMachineRole",
-            assumed_by=iam.ServicePrincipal("states.amazonaws.com"),
-            description="Part builds: start and watch processing jobs, call preprocess back",
-        )
-        role.add_to_policy(
-            iam.PolicyStatement(
-                actions=[
-                    "sagemaker:CreateProcessingJob",
-                    "sagemaker:DescribeProcessingJob",
-                    "sagemaker:StopProcessingJob",
-                    "sagemaker:AddTags",
-                    "sagemaker:ListTags",
-                ],
-                resources=[
-                    f"arn:{Aws.PARTITION}:sagemaker:{Aws.REGION}:{Aws.ACCOUNT_ID}:processing-job/*"
-                ],
-            )
-        )
-        role.add_to_policy(
-            iam.PolicyStatement(
-                actions=["iam:PassRole"],
-                resources=[self.role.role_arn],
-                conditions={"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}},
-            )
-        )
-        role.add_to_policy(
-            iam.PolicyStatement(  # what .sync uses to learn that a processing job finished
-                actions=["events:PutTargets", "events:PutRule", "events:DescribeRule"],
-                resources=[
-                    f"arn:{Aws.PARTITION}:events:{Aws.REGION}:{Aws.ACCOUNT_ID}:rule/"
-                    f"{SAGEMAKER_EVENTS_RULE}"
-                ],
-            )
-        )
-        # by name (the topology's), not by reference: preprocess's own policy names this
-        # machine, and two references would make a cycle
-        role.add_to_policy(
-            iam.PolicyStatement(
-                actions=["lambda:InvokeFunction"], resources=[topology.function_arn("preprocess")]
-            )
-        )
-        machine = sfn.StateMachine(
-            self,
-            "StateMachine",
-            state_machine_name=topology.builds_state_machine_name,
-            definition_body=sfn.DefinitionBody.from_file(str(BUILDS_DEFINITION)),
-            definition_substitutions={
+            name=topology.builds_state_machine_name,
+            definition=BUILDS_DEFINITION,
+            substitutions={
                 "Region": Aws.REGION,
                 "ProcessingImage": self.image_uri,
                 "ProcessingRoleArn": self.role.role_arn,
@@ -133,26 +81,23 @@ class PartBuilds(Construct):
                 "ProcessingCodePath": Fn.join("", [CODE_DIR, self.code.s3_object_key]),
                 "PreprocessFunctionArn": topology.function_arn("preprocess"),
             },
-            role=role,
-            logs=sfn.LogOptions(
-                destination=log_group, level=sfn.LogLevel.ALL, include_execution_data=True
-            ),
-            tracing_enabled=True,
+            description="Part builds: start and watch processing jobs, call preprocess back",
+            job_arn=f"arn:{Aws.PARTITION}:sagemaker:{Aws.REGION}:{Aws.ACCOUNT_ID}:processing-job/*",
+            job_actions=[
+                "sagemaker:CreateProcessingJob",
+                "sagemaker:DescribeProcessingJob",
+                "sagemaker:StopProcessingJob",
+                "sagemaker:AddTags",
+                "sagemaker:ListTags",
+            ],
+            job_role=self.role,
+            events_rule=SAGEMAKER_EVENTS_RULE,
+            # by name (the topology's), not by reference: preprocess's own policy names this
+            # machine, and two references would make a cycle
+            invokes=[topology.function_arn("preprocess")],
+            job_reason="Processing job names are made per upload (from its run); the machine "
+            "may only create, watch and stop processing jobs.",
         )
-        acknowledge(
-            role,
-            id="AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:sagemaker:<AWS::Region>:<AWS::AccountId>:processing-job/*]",
-            reason="Processing job names are made per upload (from its run); the machine may "
-            "only create, watch and stop processing jobs.",
-        )
-        acknowledge(
-            role,
-            id="AwsSolutions-IAM5[Resource::*]",
-            reason="CloudWatch Logs delivery (logs:*LogDelivery*, DescribeLogGroups, "
-            "resource policies) and X-Ray support no resource-level permissions; CDK adds "
-            "them for logging ALL and tracing.",
-        )
-        return machine
 
     def _allow_preprocess(self, topology: Topology, preprocess: SluiceFunction) -> None:
         """Preprocess starts builds (named by the run) and asks whether one was started."""

@@ -4,9 +4,8 @@ reject functions its Task states call."""
 
 from __future__ import annotations
 
-from aws_cdk import ArnFormat, Aws, Duration, RemovalPolicy, Stack
+from aws_cdk import ArnFormat, Aws, Duration, Stack
 from aws_cdk import aws_iam as iam
-from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3_assets as s3_assets
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
@@ -15,7 +14,7 @@ from functions.shared.alarms import alarm_prefix
 from functions.shared.layout import CHECKPOINTS_PREFIX
 from infra.aws.functions import Layers, SluiceFunction
 from infra.aws.images import TrainingImage
-from infra.aws.job_roles import sagemaker_job_role
+from infra.aws.job_roles import job_state_machine, sagemaker_job_role
 from infra.aws.nag import acknowledge
 from infra.aws.registry import Registry
 from infra.aws.storage import Storage, grant_read, grant_write
@@ -114,62 +113,11 @@ class TrainingPipeline(Construct):
         return role
 
     def _state_machine(self, topology: Topology) -> sfn.StateMachine:
-        log_group = logs.LogGroup(
+        return job_state_machine(
             self,
-            "ExecutionLogs",
-            log_group_name=f"/aws/vendedlogs/states/{topology.state_machine_name}",
-            retention=logs.RetentionDays.THREE_MONTHS,
-            removal_policy=RemovalPolicy.DESTROY,
-        )
-        role = iam.Role(
-            self,
-            "StateMachineRole",
-            assumed_by=iam.ServicePrincipal("states.amazonaws.com"),
-            description="The pipeline: start and watch training jobs, call its functions",
-        )
-        role.add_to_policy(
-            iam.PolicyStatement(
-                actions=[
-                    "sagemaker:CreateTrainingJob",
-                    "sagemaker:DescribeTrainingJob",
-                    "sagemaker:StopTrainingJob",
-                    "sagemaker:AddTags",
-                    # in the policy Step Functions generates for createTrainingJob.sync
-                    "sagemaker:ListTags",
-                ],
-                resources=[
-                    f"arn:{Aws.PARTITION}:sagemaker:{Aws.REGION}:{Aws.ACCOUNT_ID}:training-job/*"
-                ],
-            )
-        )
-        role.add_to_policy(
-            iam.PolicyStatement(
-                actions=["iam:PassRole"],
-                resources=[self.training_role.role_arn],
-                conditions={"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}},
-            )
-        )
-        role.add_to_policy(
-            iam.PolicyStatement(  # what .sync uses to learn that a training job finished
-                actions=["events:PutTargets", "events:PutRule", "events:DescribeRule"],
-                resources=[
-                    f"arn:{Aws.PARTITION}:events:{Aws.REGION}:{Aws.ACCOUNT_ID}:rule/"
-                    f"{SAGEMAKER_EVENTS_RULE}"
-                ],
-            )
-        )
-        for fn in (self.evaluate, self.promote, self.reject):
-            role.add_to_policy(
-                iam.PolicyStatement(
-                    actions=["lambda:InvokeFunction"], resources=[fn.function.function_arn]
-                )
-            )
-        state_machine = sfn.StateMachine(
-            self,
-            "StateMachine",
-            state_machine_name=topology.state_machine_name,
-            definition_body=sfn.DefinitionBody.from_file(str(DEFINITION)),
-            definition_substitutions={
+            name=topology.state_machine_name,
+            definition=DEFINITION,
+            substitutions={
                 "Region": Aws.REGION,
                 "TrainingImage": self.image.uri,
                 "TrainingRoleArn": self.training_role.role_arn,
@@ -178,23 +126,19 @@ class TrainingPipeline(Construct):
                 "PromoteFunctionArn": self.promote.function.function_arn,
                 "RejectFunctionArn": self.reject.function.function_arn,
             },
-            role=role,
-            logs=sfn.LogOptions(
-                destination=log_group, level=sfn.LogLevel.ALL, include_execution_data=True
-            ),
-            tracing_enabled=True,
-        )
-        acknowledge(
-            role,
-            id="AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:sagemaker:<AWS::Region>:<AWS::AccountId>:training-job/*]",
-            reason="Training job names are made per run (from the dataset version); the "
+            description="The pipeline: start and watch training jobs, call its functions",
+            job_arn=f"arn:{Aws.PARTITION}:sagemaker:{Aws.REGION}:{Aws.ACCOUNT_ID}:training-job/*",
+            job_actions=[
+                "sagemaker:CreateTrainingJob",
+                "sagemaker:DescribeTrainingJob",
+                "sagemaker:StopTrainingJob",
+                "sagemaker:AddTags",
+                # in the policy Step Functions generates for createTrainingJob.sync
+                "sagemaker:ListTags",
+            ],
+            job_role=self.training_role,
+            events_rule=SAGEMAKER_EVENTS_RULE,
+            invokes=[fn.function.function_arn for fn in (self.evaluate, self.promote, self.reject)],
+            job_reason="Training job names are made per run (from the dataset version); the "
             "pipeline may only create, watch and stop training jobs.",
         )
-        acknowledge(
-            role,
-            id="AwsSolutions-IAM5[Resource::*]",
-            reason="CloudWatch Logs delivery (logs:*LogDelivery*, DescribeLogGroups, "
-            "resource policies) and X-Ray support no resource-level permissions; CDK adds "
-            "them for logging ALL and tracing.",
-        )
-        return state_machine
