@@ -308,11 +308,10 @@ def latest_state(store: ObjectStore, bucket: str, dataset: str) -> VersionState 
         return None
 
 
-def load_base(
-    store: ObjectStore, bucket: str, dataset: str, data_digest: str, roles_sha: str
+def base_of_state(
+    state: VersionState | None, data_digest: str, roles_sha: str
 ) -> VersionState | None:
-    """The last version's state when it was built under the same contract data and pin."""
-    state = latest_state(store, bucket, dataset)
+    """``state`` when a version under this contract data and pin can start from it."""
     if state is None:
         return None
     if (state.format, state.data_digest, state.roles_sha) != (STATE_FORMAT, data_digest, roles_sha):

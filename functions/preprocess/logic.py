@@ -27,10 +27,10 @@ from functions.preprocess.assemble import (
     PartStore,
     Totals,
     VersionState,
+    base_of_state,
     build_parts,
     class_names,
     latest_state,
-    load_base,
     schema_of,
     work_dir,
 )
@@ -103,11 +103,10 @@ class PastOneLambdaError(Exception):
 
 
 def _unbuilt(
-    store: ObjectStore, bucket: str, dataset: str, contract: Contract, sources: list[ObjectInfo]
+    base: VersionState | None, contract: Contract, sources: list[ObjectInfo]
 ) -> list[ObjectInfo]:
     """The objects the last version's state does not hold a part or refusal of: what this
     upload would read (all of them without a state under this contract's data fields)."""
-    base = latest_state(store, bucket, dataset)
     digest = contract.data_digest()
     if base is None or base.data_digest != digest:
         return list(sources)
@@ -520,8 +519,9 @@ def build_dataset_version(
         )
         _refuse_if_trigger_excluded(store, artifacts_bucket, existing.excluded, trigger_key)
         return BuiltVersion(manifest=existing, reused=True)
+    latest = latest_state(store, artifacts_bucket, dataset)  # read once: routing and the base
     if jobs is not None:
-        pending = _unbuilt(store, artifacts_bucket, dataset, contract, sources)
+        pending = _unbuilt(latest, contract, sources)
         if any(s.size > policy.max_upload_bytes for s in pending) or (
             sum(s.size for s in pending) > policy.max_read_bytes
         ):
@@ -540,7 +540,7 @@ def build_dataset_version(
             readable,
             policy,
             Path(tmp),
-            lambda pin: load_base(store, artifacts_bucket, dataset, digest, pin.sha),
+            lambda pin: base_of_state(latest, digest, pin.sha),
             progress.report,
         )
         left_out.update(

@@ -68,6 +68,10 @@ class RunInput(BaseModel):
         return json.dumps(self.model_dump(mode="json", exclude_none=True))
 
 
+class NoBuildRouteError(RuntimeError):
+    """A build was asked of an orchestrator that has no route past one Lambda."""
+
+
 class BuildInput(BaseModel):
     """The part builds' state machine input (infra/statemachine/builds.asl.json): a processing
     job over the plan at ``plan_uri``, then preprocess again to assemble the version and start
@@ -113,8 +117,12 @@ class Orchestrator(ABC):
         return False
 
     def start_build(self, build: BuildInput) -> RunStart:
-        """Start the processing job that builds the parts, then the version and its run."""
-        raise NotImplementedError("this orchestrator has no route past one Lambda")
+        """Start the processing job that builds the parts, then the version and its run.
+        Callers ask ``builds`` first; an orchestrator without the route refuses."""
+        raise NoBuildRouteError(
+            f"no builds state machine to start {build.run_name} on: preprocess reads such "
+            "uploads only where one is deployed (BUILDS_STATE_MACHINE_ARN)"
+        )
 
     def build_exists(self, name: str) -> bool:
         """Whether a build of that name was started (running or ended)."""

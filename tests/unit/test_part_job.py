@@ -303,3 +303,23 @@ def test_a_parts_bytes_do_not_depend_on_the_blocks_its_file_was_read_in(
     train = pq.ParquetFile(big.local["train"]).metadata
     sizes = [train.row_group(i).num_rows for i in range(train.num_row_groups)]
     assert len(sizes) > 3 and set(sizes[:-1]) == {100} and 0 < sizes[-1] <= 100
+
+
+def test_an_orchestrator_without_the_route_refuses_a_build_by_name() -> None:
+    from functions.shared.orchestration import NoBuildRouteError
+
+    plain = RecordingOrchestrator()
+    assert plain.builds is False and plain.build_exists("any") is False
+    build = BuildInput(
+        run_name="churn-1",
+        dataset="churn",
+        job_name="churn-1",
+        plan_uri="s3://a/p.json",
+        report_uri="s3://a/r/",
+        instance_count=1,
+        instance_type="ml.m5.xlarge",
+        volume_gb=100,
+        max_runtime_seconds=60,
+    )
+    with pytest.raises(NoBuildRouteError, match="BUILDS_STATE_MACHINE_ARN"):
+        plain.start_build(build)
