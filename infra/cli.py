@@ -495,6 +495,7 @@ def _up(args: argparse.Namespace) -> int:
     )
     stop = threading.Event()
     _stop_on_signals(stop)
+    _stacks_on_sigusr1()
     logs = route_logs(config.state_dir, verbose=args.verbose)
     try:
         stack = LocalStack(config, log=lambda line: print(line, flush=True))
@@ -553,6 +554,14 @@ def _stop_on_signals(stop: threading.Event) -> None:
     KeyboardInterrupt for it, so a ``kill -INT`` (or a test's Ctrl-C) would never stop it."""
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+
+
+def _stacks_on_sigusr1() -> None:
+    """``kill -USR1 <pid>`` prints every thread's stack to stderr (the process goes on): what a
+    ``sluice up`` that does not stop is waiting on, without a debugger."""
+    import faulthandler
+
+    faulthandler.register(signal.SIGUSR1, all_threads=True, chain=False)
 
 
 def _loopback(host: str) -> bool:

@@ -91,7 +91,16 @@ class Up(ChildProcess):
     def ctrl_c(self) -> str:
         """SIGINT to the whole process group, as a terminal sends it; the rest of what it says."""
         os.killpg(self.process.pid, signal.SIGINT)
-        self.process.wait(timeout=WAIT_SECONDS)
+        try:
+            self.process.wait(timeout=WAIT_SECONDS)
+        except subprocess.TimeoutExpired:
+            os.kill(self.process.pid, signal.SIGUSR1)  # every thread's stack, to its stderr
+            time.sleep(2.0)
+            self.process.kill()
+            raise AssertionError(
+                f"sluice up did not stop {WAIT_SECONDS} s after Ctrl-C; it said (its threads' "
+                f"stacks last):\n{self.said}{self.rest()}"
+            ) from None
         return self.rest()
 
     def end(self) -> None:
@@ -161,6 +170,16 @@ def test_ctrl_c_to_the_process_group_lets_the_training_run_finish(
         assert status["running"] and status["running"]["dataset"] == "churn", status
         assert status["pending"] == [], status
         assert [d["last_run"]["status"] for d in status["datasets"]] == ["running"], status
+        # (and SIGUSR1 prints every thread's stack, the run worker's among them, and goes on)
+        os.kill(up.process.pid, signal.SIGUSR1)
+        up.read_until('  File "')
+        up.wait(
+            lambda lines: any("_run_worker" in line for line in lines),
+            10,
+            timed_out="no run worker in the stacks",
+            ended="sluice up ended on SIGUSR1",
+            error=AssertionError,
+        )
         # When the terminal's Ctrl-C reaches the whole group, the trainer included
         rest = up.ctrl_c()
     finally:
