@@ -441,7 +441,7 @@ def _demo(args: argparse.Namespace) -> int:
         print(
             f"console  {console.url} (over the demo's stack); Ctrl-C stops", file=stream, flush=True
         )
-        stop.wait()
+        _wait_for(stop)
         console.stop()
 
     result = run_demo(
@@ -517,7 +517,7 @@ def _up(args: argparse.Namespace) -> int:
     echo = "also here (--verbose)" if args.verbose else "--verbose also prints them here"
     print(f"logs     {logs.directory}/: the functions' JSON logs, tracebacks; {echo}", flush=True)
     print(f"ready    endpoints in {config.state_dir / LOCAL_FILE}; Ctrl-C stops", flush=True)
-    stop.wait()  # Ctrl-C is the way to stop
+    _wait_for(stop)  # Ctrl-C is the way to stop
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the shutdown
     print("stopping… (a run in progress finishes first)", flush=True)
     console.stop()
@@ -554,6 +554,15 @@ def _stop_on_signals(stop: threading.Event) -> None:
     KeyboardInterrupt for it, so a ``kill -INT`` (or a test's Ctrl-C) would never stop it."""
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+
+
+def _wait_for(stop: threading.Event) -> None:
+    """Until a signal sets ``stop``. Woken every half second rather than blocked for good: a
+    signal the kernel hands to another of the process's threads does not interrupt the main
+    thread's wait, and Python runs handlers on the main thread only, so a plain ``wait()``
+    could sleep through Ctrl-C (while a run's threads and children are busy)."""
+    while not stop.wait(0.5):
+        pass
 
 
 def _stacks_on_sigusr1() -> None:
@@ -845,7 +854,7 @@ def _console(args: argparse.Namespace) -> int:
         print(json.dumps({"url": console.url, "over": data.where}), flush=True)
     else:
         print(f"console  {console.url} (read-only, over {data.where}); Ctrl-C stops", flush=True)
-    stop.wait()
+    _wait_for(stop)
     console.stop()
     return EXIT_OK
 
