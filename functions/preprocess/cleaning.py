@@ -9,6 +9,7 @@ normalised.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -173,12 +174,12 @@ def _infer_kind(values: pd.Series) -> tuple[FeatureKind | None, str]:
         return FeatureKind.NUMERIC, "numbers"
     if set(keys.unique()) <= {"true", "false"}:
         return FeatureKind.BOOLEAN, "booleans (true / false)"
-    text = present.astype(str)
-    if _date_share(text) >= NUMERIC_SHARE:
+    counts = present.astype(str).value_counts(sort=False)  # each distinct text judged once
+    if _date_share(counts) >= NUMERIC_SHARE:
         return FeatureKind.DATETIME, "ISO dates: year, month, day, weekday, hour, days since 1970"
     share = distinct / len(present)
     if len(present) >= JUDGE_ROWS:
-        words = float(text.str.split().str.len().mean())
+        words = sum(len(str(text).split()) * int(n) for text, n in counts.items()) / len(present)
         if share >= FREE_TEXT_DISTINCT_SHARE and words >= FREE_TEXT_WORDS:
             return None, (
                 f"free text: {distinct} distinct values in {len(present)} rows, "
@@ -202,10 +203,11 @@ def _row_number(numbers: NDArray[np.float64]) -> bool:
     )
 
 
-def _date_share(text: pd.Series) -> float:
-    uniques = text.unique()
-    parsed = {v: parse_datetime(v) is not None for v in uniques}
-    return float(text.map(parsed).mean())
+def _date_share(counts: pd.Series) -> float:
+    """The share of rows whose text is an ISO date, from the text's ``value_counts``: each
+    distinct text parsed once."""
+    dates = sum(int(n) for text, n in counts.items() if parse_datetime(text) is not None)
+    return dates / int(counts.sum())
 
 
 def normalise_categories(values: pd.Series) -> NDArray[np.object_]:
@@ -250,49 +252,12 @@ def _parse_numbers(values: pd.Series) -> NDArray[np.float64] | pd.Series:
 _NUMBER_TEXT = re.compile(_NUMBER, re.IGNORECASE)
 
 
-def _as_booleans(values: pd.Series) -> tuple[NDArray[np.object_], NDArray[np.bool_]]:
-    """Booleans as the words ``true``/``false`` (missing: ``MISSING_CATEGORY``, so the split
-    holds what a request's value normalises to), plus a mask of cells that are not booleans."""
-    codes, uniques = pd.factorize(values, use_na_sentinel=True)
-    words, bad = [], []
-    for unique in uniques:
-        parsed = parse_boolean(unique)
-        words.append(MISSING_CATEGORY if parsed is None else ("true" if parsed else "false"))
-        bad.append(parsed is None and normalise_category(unique) != MISSING_CATEGORY)
-    table = np.array([*words, MISSING_CATEGORY], dtype=object)
-    unreadable = np.array([*bad, False], dtype=bool)
-    result: NDArray[np.object_] = table[codes]
-    return result, unreadable[codes]
-
-
-def _as_datetimes(values: pd.Series) -> tuple[NDArray[np.object_], NDArray[np.bool_]]:
-    """Dates as text (ISO 8601, as ``features.parse_datetime`` reads them; missing: None), plus
-    a mask of cells that are not dates. A Parquet date or timestamp column is written out in
-    ISO form, so the split holds what a request would send."""
-    codes, uniques = pd.factorize(values, use_na_sentinel=True)
-    texts: list[str | None] = []
-    bad = []
-    for unique in uniques:
-        text = unique.isoformat() if hasattr(unique, "isoformat") else str(unique).strip()
-        readable = parse_datetime(text) is not None
-        missing = not readable and normalise_category(text) == MISSING_CATEGORY
-        texts.append(text if readable else None)
-        bad.append(not readable and not missing)
-    table = np.array([*texts, None], dtype=object)
-    unreadable = np.array([*bad, False], dtype=bool)
-    result: NDArray[np.object_] = table[codes]
-    return result, unreadable[codes]
-
-
-_TextParser = Callable[[pd.Series], tuple[NDArray[np.object_], NDArray[np.bool_]]]
 # Booleans and dates: stored as the text a request sends, a cell that does not parse dropped.
-_TEXT_PARSERS: dict[FeatureKind, tuple[_TextParser, str]] = {
-    FeatureKind.BOOLEAN: (_as_booleans, "value is not true or false (feature is boolean)"),
-    FeatureKind.DATETIME: (
-        _as_datetimes,
-        "value is not an ISO 8601 date or date-time (feature is a date)",
-    ),
+_TEXT_MESSAGES: dict[FeatureKind, str] = {
+    FeatureKind.BOOLEAN: "value is not true or false (feature is boolean)",
+    FeatureKind.DATETIME: "value is not an ISO 8601 date or date-time (feature is a date)",
 }
+_U8MAX = np.uint64(np.iinfo(np.uint64).max)  # pandas' hash of a missing value (categorize path)
 
 
 def _beyond_float32(numbers: NDArray[np.float64]) -> NDArray[np.bool_]:
@@ -307,6 +272,207 @@ def label_spelling(value: object) -> str:
     if isinstance(value, str):
         return " ".join(value.split())
     return normalise_category(value)
+
+
+def hash_numbers(numbers: NDArray[np.float64]) -> NDArray[np.uint64]:
+    """``row_hashes``' term for a float column: pandas' hash of each value, -0.0 as 0.0."""
+    values = np.where(np.isnan(numbers), np.nan, numbers + 0.0)
+    hashed: NDArray[np.uint64] = pd.util.hash_array(values.astype(np.float64))
+    return hashed
+
+
+def hash_texts(texts: Sequence[str | None]) -> NDArray[np.uint64]:
+    """pandas' hash of each text as ``hash_array`` gives it for a column holding them (its
+    categorize path: a missing value hashes to 2⁶⁴-1): hashing a column's distinct values and
+    taking by code is the same hash as hashing the column."""
+    hashed = np.full(len(texts), _U8MAX, dtype=np.uint64)
+    present = np.array([t is not None for t in texts], dtype=bool)
+    if present.any():
+        values = np.array(texts, dtype=object)[present]
+        hashed[present] = pd.util.hash_array(values, categorize=False)
+    return hashed
+
+
+@dataclass
+class Column:
+    """One cleaned column of a batch, every row of it: each value's hash (``row_hashes``' term
+    for it) and what ``take`` makes the split file's values of: text as codes into a table of
+    distinct values, numbers as float64 (NaN missing), or an Arrow array as it is. Values are
+    made only for the rows written, in one take."""
+
+    hashes: NDArray[np.uint64]
+    table: pa.Array | None = None  # with codes: each row's value is table[code]
+    codes: NDArray[np.intp] | None = None
+    numbers: NDArray[np.float64] | None = None
+    array: pa.Array | None = None
+
+    def take(self, rows: NDArray[np.intp]) -> pa.Array:
+        if self.numbers is not None:  # a missing number is a null, as pandas writes NaN
+            return pa.array(self.numbers[rows], from_pandas=True)
+        if self.table is not None and self.codes is not None:
+            return self.table.take(pa.array(self.codes[rows]))
+        assert self.array is not None
+        return self.array.take(pa.array(rows))
+
+    @property
+    def values(self) -> pa.Array:
+        """Every row's value."""
+        return self.take(np.arange(len(self.hashes)))
+
+
+@dataclass
+class Coded:
+    """A column of text values as codes into ``table`` (a distinct raw value each; the last
+    entry is what a missing cell becomes): Arrow's dictionary encoding of the raw cells, so
+    that each distinct value is typed, normalised and hashed once, and no row becomes a Python
+    object."""
+
+    codes: NDArray[np.intp]  # per row; -1 (missing) picks the last entry of the table
+    uniques: list[Any]  # the distinct raw values, as pandas' factorize would give them
+
+    @classmethod
+    def of(cls, values: pa.Array) -> Coded:
+        encoded = pc.dictionary_encode(values)
+        codes = encoded.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.intp)
+        dictionary = encoded.dictionary
+        if pa.types.is_string(dictionary.type) or pa.types.is_large_string(dictionary.type):
+            uniques: list[Any] = dictionary.to_pylist()
+        else:  # a Parquet column's own type: its values as pandas gives them (Timestamp, …)
+            uniques = list(dictionary.to_pandas())
+        return cls(codes=codes, uniques=uniques)
+
+    def column(self, table: Sequence[str | None]) -> Column:
+        """``table[code]`` per row: ``table`` has an entry per unique, then the missing one."""
+        rows = np.where(self.codes < 0, len(table) - 1, self.codes)
+        values = pa.array(list(table), type=pa.string())
+        return Column(hashes=hash_texts(table)[rows], table=values, codes=rows)
+
+    def rows_where(self, flags: Sequence[bool]) -> NDArray[np.bool_]:
+        """Per row, the flag of its unique (``flags`` has an entry per unique, then missing)."""
+        mask: NDArray[np.bool_] = np.asarray(flags, dtype=bool)[self.codes]
+        return mask
+
+
+def normalised(values: pa.Array) -> Column:
+    """Vectorised ``normalise_category`` over an Arrow column: the same function, applied once
+    per distinct value."""
+    coded = Coded.of(values)
+    return coded.column([*(normalise_category(u) for u in coded.uniques), MISSING_CATEGORY])
+
+
+def arrow_numbers(values: pa.Array) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
+    """An Arrow column as float64 (NaN where missing or not a number), plus a mask of cells
+    that held something that is not a number: text through ``_parse_numbers``' kernels, a
+    Parquet number cast, a boolean or anything else not a number."""
+    kind = values.type
+    if pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_decimal(kind):
+        numbers = pc.cast(values, pa.float64(), safe=False)
+        parsed: NDArray[np.float64] = numbers.to_numpy(zero_copy_only=False)
+    elif pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        parsed = _arrow_text_numbers(values)
+    elif pa.types.is_null(kind):
+        parsed = np.full(len(values), np.nan)
+    else:  # booleans, dates, binary: as pandas reads them, through their text
+        return _as_numbers(values.to_pandas())
+    unreadable: NDArray[np.bool_] = np.isnan(parsed) & _present(values)
+    return parsed, unreadable
+
+
+def _arrow_text_numbers(text: pa.Array) -> NDArray[np.float64]:
+    try:
+        # A column of plain numbers (most batches of most columns) takes Arrow's cast alone: a
+        # cell it cannot read raises, and one it reads as NaN (``-nan``) may not be a number to
+        # ``_NUMBER``: either sends the column through trim, match and cast, cell by cell.
+        with contextlib.suppress(pa.ArrowInvalid):
+            direct: NDArray[np.float64] = pc.cast(text, pa.float64()).to_numpy(zero_copy_only=False)
+            if not (np.isnan(direct) & _present(text)).any():
+                return direct
+        trimmed = pc.utf8_trim_whitespace(text)
+        readable = pc.match_substring_regex(trimmed, _NUMBER, ignore_case=True)
+        numbers = pc.cast(pc.if_else(readable, trimmed, None), pa.float64())
+        parsed: NDArray[np.float64] = numbers.to_numpy(zero_copy_only=False)
+        return parsed
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        series = text.to_pandas()
+        return np.asarray(
+            pd.to_numeric(series.astype("string").str.strip(), errors="coerce"), dtype=np.float64
+        )
+
+
+def _numbers_column(numbers: NDArray[np.float64]) -> Column:
+    # a missing number is a null in the split file, as pandas writes NaN
+    return Column(hashes=hash_numbers(numbers), numbers=numbers)
+
+
+def _boolean_words(uniques: list[Any]) -> tuple[list[str], list[bool]]:
+    """Each distinct cell as ``true``/``false`` (missing: ``MISSING_CATEGORY``, so the split
+    holds what a request's value normalises to), and whether it is not a boolean."""
+    words, bad = [], []
+    for unique in uniques:
+        parsed = parse_boolean(unique)
+        words.append(MISSING_CATEGORY if parsed is None else ("true" if parsed else "false"))
+        bad.append(parsed is None and normalise_category(unique) != MISSING_CATEGORY)
+    return [*words, MISSING_CATEGORY], [*bad, False]
+
+
+def _date_texts(uniques: list[Any]) -> tuple[list[str | None], list[bool]]:
+    """Each distinct cell as text (ISO 8601, as ``features.parse_datetime`` reads it; missing:
+    None), and whether it is not a date. A Parquet date or timestamp column is written out in
+    ISO form, so the split holds what a request would send."""
+    texts: list[str | None] = []
+    bad = []
+    for unique in uniques:
+        text = unique.isoformat() if hasattr(unique, "isoformat") else str(unique).strip()
+        readable = parse_datetime(text) is not None
+        missing = not readable and normalise_category(text) == MISSING_CATEGORY
+        texts.append(text if readable else None)
+        bad.append(not readable and not missing)
+    return [*texts, None], [*bad, False]
+
+
+_TEXT_TYPERS: dict[FeatureKind, Callable[[list[Any]], tuple[list[Any], list[bool]]]] = {
+    FeatureKind.BOOLEAN: _boolean_words,
+    FeatureKind.DATETIME: _date_texts,
+}
+
+
+@dataclass
+class Cleaned:
+    """One batch typed and cleaned: every column for every row of the batch, and ``keep``, the
+    rows that broke no rule. ``labels``: a classifier's target, coded, for counting classes."""
+
+    columns: dict[str, Column]
+    keep: NDArray[np.bool_]
+    labels: tuple[Coded, list[str]] | None = None
+
+    def row_hashes(self, rows: NDArray[np.intp], names: Sequence[str] | None = None) -> Any:
+        """``row_hashes`` over ``names`` (default: every column) for ``rows``."""
+        combined = np.zeros(len(rows), dtype=np.uint64)
+        for name in sorted(self.columns if names is None else names):
+            combined = (combined * np.uint64(1099511628211)) ^ self.columns[name].hashes[rows]
+        return combined
+
+    def class_counts(self, rows: NDArray[np.intp]) -> list[tuple[str, int]]:
+        """Rows per class (as matched: normalised) among ``rows``, most first, ties in the order
+        the classes first appear (as pandas' ``value_counts`` of a text column orders them)."""
+        assert self.labels is not None
+        coded, keys = self.labels
+        distinct: dict[str, int] = {}
+        ids = np.array([distinct.setdefault(k, len(distinct)) for k in keys], dtype=np.intp)
+        picked = ids[np.where(coded.codes < 0, len(keys) - 1, coded.codes)[rows]]
+        if not picked.size:
+            return []
+        counts = np.bincount(picked, minlength=len(distinct))
+        present, first = np.unique(picked, return_index=True)
+        names = list(distinct)
+        appearing = [(names[i], int(counts[i])) for i in present[np.argsort(first)]]
+        return sorted(appearing, key=lambda pair: -pair[1])  # stable: ties keep their order
+
+    def table(self, rows: NDArray[np.intp], schema: pa.Schema) -> pa.Table:
+        """``rows`` of the columns ``schema`` names, as a table of that schema."""
+        return pa.Table.from_arrays(
+            [self.columns[f.name].take(rows) for f in schema], schema=schema
+        )
 
 
 class BatchCleaner:
@@ -348,120 +514,88 @@ class BatchCleaner:
         ]
 
     def clean(
-        self, frame: pd.DataFrame, *, file: str, first_row: int, issues: RowIssues
-    ) -> pd.DataFrame:
-        rows = np.arange(first_row, first_row + len(frame))
-        keep = np.ones(len(frame), dtype=bool)
-        out: dict[str, object] = {}
+        self, batch: pa.RecordBatch, *, file: str, first_row: int, issues: RowIssues
+    ) -> Cleaned:
+        """Type every column of ``batch`` on Arrow arrays (no pandas frame: each distinct text
+        value is normalised once, numbers are parsed by Arrow's kernels) and mark the rows that
+        break a rule, counting each under ``issues``."""
+        keep = np.ones(batch.num_rows, dtype=bool)
+        out: dict[str, Column] = {}
         target = self.contract.target
 
-        raw_target = frame[target]
-        null_target = raw_target.isna().to_numpy(copy=True)
-        label_codes: NDArray[np.intp] | None = None
-        label_uniques: Any = None
+        def drop(bad: NDArray[np.bool_], rule: str, column: str, message: str) -> None:
+            # Count a row under the first rule it breaks only, so per-rule counts add up.
+            issues.add(rule, column, message, file, np.flatnonzero(bad & keep) + first_row)
+            keep[bad] = False
+
+        raw_target = batch.column(target)
+        labels = None
         if self.contract.task == "classification":
-            label_codes, label_uniques = pd.factorize(raw_target, use_na_sentinel=True)
-            keys = np.array(
-                [normalise_category(u) for u in label_uniques] + [MISSING_CATEGORY], dtype=object
-            )
-            labels = keys[label_codes]
-            null_target |= labels == MISSING_CATEGORY
-            out[target] = labels
+            coded = Coded.of(raw_target)
+            keys = [*(normalise_category(u) for u in coded.uniques), MISSING_CATEGORY]
+            out[target] = coded.column(keys)
+            null_target = coded.rows_where([k == MISSING_CATEGORY for k in keys])
+            labels = (coded, keys)
         else:
-            numbers, unreadable = _as_numbers(raw_target)
-            self._drop(
-                issues,
-                keep,
-                unreadable,
-                rows,
-                "type_mismatch",
-                target,
-                "target value is not a number",
-                file,
-            )
-            self._drop(
-                issues,
-                keep,
+            numbers, unreadable = arrow_numbers(raw_target)
+            drop(unreadable, "type_mismatch", target, "target value is not a number")
+            drop(
                 _beyond_float32(numbers),
-                rows,
                 "non_finite",
                 target,
                 "target value is infinite or beyond float32 (±3.4e38)",
-                file,
             )
-            out[target] = numbers
-        self._drop(
-            issues, keep, null_target, rows, "target_null", target, "target value is missing", file
-        )
+            out[target] = _numbers_column(numbers)
+            null_target = ~_present(raw_target)
+        drop(null_target, "target_null", target, "target value is missing")
 
         for spec in self.features:
-            values = frame[spec.name]
+            values = batch.column(spec.name)
             if spec.kind is FeatureKind.NUMERIC:
-                numbers, unreadable = _as_numbers(values)
-                self._drop(
-                    issues,
-                    keep,
+                numbers, unreadable = arrow_numbers(values)
+                drop(
                     unreadable,
-                    rows,
                     "type_mismatch",
                     spec.name,
                     "value is not a number (feature is numeric)",
-                    file,
                 )
-                self._drop(
-                    issues,
-                    keep,
+                drop(
                     _beyond_float32(numbers),
-                    rows,
                     "non_finite",
                     spec.name,
                     "value is infinite or beyond float32 (±3.4e38)",
-                    file,
                 )
-                out[spec.name] = numbers
+                out[spec.name] = _numbers_column(numbers)
             elif spec.kind is FeatureKind.CATEGORICAL:
                 out[spec.name] = self._categories(spec.name, values)
             else:
-                parse, message = _TEXT_PARSERS[spec.kind]
-                text, unreadable = parse(values)
-                self._drop(
-                    issues, keep, unreadable, rows, "type_mismatch", spec.name, message, file
-                )
-                out[spec.name] = text
+                coded = Coded.of(values)
+                texts, bad = _TEXT_TYPERS[spec.kind](coded.uniques)
+                drop(coded.rows_where(bad), "type_mismatch", spec.name, _TEXT_MESSAGES[spec.kind])
+                out[spec.name] = coded.column(texts)
         if self.contract.id_column:
-            ids = frame[self.contract.id_column]
-            self._drop(
-                issues,
-                keep,
-                np.asarray(ids.isna()),
-                rows,
-                "id_null",
-                self.contract.id_column,
-                "id value is missing",
-                file,
-            )
-            out[self.contract.id_column] = np.asarray(ids.astype("string").str.strip(), object)
+            ids = batch.column(self.contract.id_column)
+            drop(~_present(ids), "id_null", self.contract.id_column, "id value is missing")
+            out[self.contract.id_column] = _ids(ids)
         for name in self.contract.sensitive:
             if name not in out:
-                out[name] = normalise_categories(frame[name])
+                out[name] = normalised(batch.column(name))
         for role in self.carried:
-            values = frame[role.column]
+            values = batch.column(role.column)
             out[role.column] = (
-                _as_numbers(values)[0]
+                _numbers_column(arrow_numbers(values)[0])
                 if role.kind is FeatureKind.NUMERIC
-                else normalise_categories(values)
+                else normalised(values)
             )
+        if labels is not None:
+            self._count_labels(labels[0], keep)
+        return Cleaned(columns=out, keep=keep, labels=labels)
 
-        cleaned = pd.DataFrame(out)[keep]
-        if label_codes is not None:
-            self._count_labels(label_uniques, label_codes, keep)
-        return cleaned.reset_index(drop=True)
-
-    def _count_labels(self, uniques: Any, codes: NDArray[np.intp], keep: NDArray[np.bool_]) -> None:
-        """Rows per class and per spelling, over the rows kept (``codes`` index ``uniques``)."""
-        kept = codes[keep]
-        counts = np.bincount(kept[kept >= 0], minlength=len(uniques))
-        for unique, count in zip(uniques, counts.tolist(), strict=False):
+    def _count_labels(self, coded: Coded, keep: NDArray[np.bool_]) -> None:
+        """Rows per class and per spelling, over the rows kept."""
+        kept = coded.codes[keep]
+        counts = np.bincount(kept[kept >= 0], minlength=len(coded.uniques))
+        for unique, count in zip(coded.uniques, counts.tolist(), strict=False):
             if not count:
                 continue
             key = normalise_category(unique)
@@ -470,37 +604,45 @@ class BatchCleaner:
             spelling = label_spelling(unique)
             spellings[spelling] = spellings.get(spelling, 0) + count
 
-    def _categories(self, name: str, values: pd.Series) -> NDArray[np.object_]:
+    def _categories(self, name: str, values: pa.Array) -> Column:
         """Normalised categories; notes whether any reads as a number (not ``text_only``)."""
-        codes, uniques = pd.factorize(values, use_na_sentinel=True)
-        keys = [normalise_category(u) for u in uniques]
+        coded = Coded.of(values)
+        keys = [normalise_category(u) for u in coded.uniques]
         if name not in self.numeric_categories and any(
             _NUMBER_TEXT.match(k) for k in keys if k != MISSING_CATEGORY
         ):
             self.numeric_categories.add(name)
-        table = np.array([*keys, MISSING_CATEGORY], dtype=object)
-        result: NDArray[np.object_] = table[codes]
-        return result
+        return coded.column([*keys, MISSING_CATEGORY])
 
-    @staticmethod
-    def _drop(
-        issues: RowIssues,
-        keep: NDArray[np.bool_],
-        bad: NDArray[np.bool_],
-        rows: NDArray[np.int64],
-        rule: str,
-        column: str,
-        message: str,
-        file: str,
-    ) -> None:
-        # Count a row under the first rule it breaks only, so per-rule counts add up.
-        newly = bad & keep
-        issues.add(rule, column, message, file, rows[newly])
-        keep &= ~bad
+
+def _present(values: pa.Array) -> NDArray[np.bool_]:
+    """Cells that hold a value, as pandas' ``notna`` reads them: a float NaN is missing."""
+    present: NDArray[np.bool_] = values.is_valid().to_numpy(zero_copy_only=False)
+    if pa.types.is_floating(values.type):
+        present &= ~np.isnan(values.to_numpy(zero_copy_only=False))
+    return present
+
+
+def _ids(values: pa.Array) -> Column:
+    """Ids as text with surrounding white space dropped (Arrow's trim: the same characters as
+    Python's ``str.strip``, tests hold them equal); a missing id stays missing (its row is
+    dropped, ``id_null``). Nearly every id is distinct, so they are hashed as they are, not
+    through a dictionary of distinct values."""
+    if pa.types.is_string(values.type) or pa.types.is_large_string(values.type):
+        trimmed = pc.utf8_trim_whitespace(values).cast(pa.string())
+        texts = trimmed.fill_null("").to_numpy(zero_copy_only=False)
+        hashes: NDArray[np.uint64] = pd.util.hash_array(texts, categorize=False)
+        hashes[~_present(values)] = _U8MAX  # as pandas hashes a missing value (its row is dropped)
+        return Column(hashes=hashes, array=trimmed)
+    # a Parquet id column of another type: its text as pandas writes it
+    coded = Coded.of(values)
+    series = pd.Series(coded.uniques, dtype=object).astype("string").str.strip()
+    return coded.column([*(None if v is pd.NA else str(v) for v in series), None])
 
 
 def row_hashes(frame: pd.DataFrame, columns: list[str]) -> NDArray[np.uint64]:
-    """A stable 64-bit hash per row over ``columns`` in sorted-name order.
+    """A stable 64-bit hash per row over ``columns`` in sorted-name order (a typed frame's:
+    ``Cleaned.row_hashes`` is the same over a cleaned batch, tests hold them equal).
 
     Stable across files, runs and dataset versions: values are hashed after typing and
     normalisation, so ``"5"`` and ``5.0`` in a numeric column, or ``" Red"`` and ``"red"`` in a
@@ -510,8 +652,7 @@ def row_hashes(frame: pd.DataFrame, columns: list[str]) -> NDArray[np.uint64]:
     for name in sorted(columns):
         col = frame[name]
         if pd.api.types.is_float_dtype(col):
-            values = np.where(np.isnan(col.to_numpy()), np.nan, col.to_numpy() + 0.0)
-            hashed = pd.util.hash_array(values.astype(np.float64))
+            hashed = hash_numbers(col.to_numpy(dtype=np.float64))
         else:
             hashed = pd.util.hash_array(np.asarray(col, dtype=object))
         # order-dependent mix (FNV-style) so swapping two columns' values changes the hash

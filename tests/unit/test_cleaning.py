@@ -1,17 +1,31 @@
 """The cleaning primitives preprocessing streams every block through: number parsing (Arrow's
-kernels, agreeing with pandas.to_numeric), the cross-batch deduplicator, and the category
-profile (Arrow's value counts, ties in category order)."""
+kernels, agreeing with pandas.to_numeric), the Arrow-native batch cleaner (its row hashes equal
+to pandas' over the same typed values, so no row's split moves), the read-ahead, the
+cross-batch deduplicator, and the category profile (Arrow's value counts, ties in category
+order)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pytest
 
-from functions.preprocess.cleaning import Deduplicator, _as_numbers
+from functions.preprocess.cleaning import (
+    BatchCleaner,
+    Deduplicator,
+    RowIssues,
+    _as_numbers,
+    arrow_numbers,
+    row_hashes,
+)
 from functions.preprocess.profile import categorical_profile
+from functions.preprocess.reader import prefetched
+from functions.shared.contract import Contract, FeatureKind
+from functions.shared.features import ColumnRole, FeatureSpec
 
 
 def test_text_cells_read_as_numbers_exactly_as_pandas_reads_them() -> None:
@@ -73,3 +87,98 @@ def test_the_deduplicator_agrees_with_a_set_over_many_batches_and_its_index_is_s
     dedup.drain(tmp_path / "rows.npy")
     assert np.load(tmp_path / "rows.npy").tolist() == index.tolist()
     assert dedup.size == 0 and dedup.seen.size == 0
+
+
+MESSY = {
+    "id": [" a1", "a1 ", "b\u00a02", "\u3000c", "d", None, "e", "f", "g", "h"],
+    "label": ["Yes", " yes", "NO", "no", None, "maybe", "N/A", "Yes", "no", "YES"],
+    "n": ["1", "-0", "0", "2.50", "inf", "x", None, "1e39", " 3 ", "-0.0"],
+    "cat": [" Red", "red", "BLUE", None, "1", "1.0", "na", "Grün", "grün ", "  "],
+    "when": ["2024-01-02", "2024-01-02T03:04:05Z", "yesterday", None, "", "2024-13-01",
+             "2024-02-29", "2023-02-29", "2024-01-02 ", "2020-01-01T00:00:00+02:00"],
+    "flag": ["true", "False", "TRUE", "yes", None, "0", "false", "true", "n/a", "true"],
+    "row": ["1", "2", "3", "4", "5", "6", "7", "8", "9", "10"],
+}  # fmt: skip
+
+
+def test_the_arrow_cleaner_hashes_rows_as_pandas_hashes_the_same_typed_values() -> None:
+    contract = Contract(
+        target="label", task="classification", metric="accuracy", threshold=0.5, id_column="id"
+    )
+    features = [
+        FeatureSpec(name="n", kind=FeatureKind.NUMERIC),
+        FeatureSpec(name="cat", kind=FeatureKind.CATEGORICAL),
+        FeatureSpec(name="when", kind=FeatureKind.DATETIME),
+        FeatureSpec(name="flag", kind=FeatureKind.BOOLEAN),
+    ]
+    carried = [ColumnRole(column="row", use="excluded", kind=FeatureKind.NUMERIC, reason="r")]
+    batch = pa.RecordBatch.from_pydict(MESSY, schema=pa.schema([(c, pa.string()) for c in MESSY]))
+    issues = RowIssues()
+    cleaned = BatchCleaner(contract, features, carried).clean(
+        batch, file="f.csv", first_row=1, issues=issues
+    )
+    rows = np.arange(batch.num_rows)
+    # the typed values as a frame, as the pandas cleaner held them (NaN for a missing number)
+    frame = pd.DataFrame(
+        {
+            name: column.values.to_numpy(zero_copy_only=False)
+            if pa.types.is_floating(column.values.type)
+            else np.asarray(column.values.to_pylist(), dtype=object)
+            for name, column in cleaned.columns.items()
+        }
+    )
+    np.testing.assert_array_equal(cleaned.row_hashes(rows), row_hashes(frame, list(frame)))
+    np.testing.assert_array_equal(cleaned.row_hashes(rows, ["id"]), row_hashes(frame, ["id"]))
+    assert cleaned.columns["id"].values.to_pylist()[:5] == ["a1", "a1", "b\u00a02", "c", "d"]
+    assert cleaned.columns["cat"].values.to_pylist()[:4] == ["red", "red", "blue", "__missing__"]
+    assert cleaned.columns["flag"].values.to_pylist()[:3] == ["true", "false", "true"]
+    assert cleaned.columns["n"].values.to_pylist()[:4] == [1.0, -0.0, 0.0, 2.5]
+    # -0.0 and 0.0 are one value to the hash, as they are to pandas
+    assert cleaned.columns["n"].hashes[1] == cleaned.columns["n"].hashes[2]
+    # each row under the first rule it breaks (what the pandas cleaner counted, to the row)
+    assert [(e.rule, e.column, [x["row"] for x in e.examples]) for e in issues.entries()] == [
+        ("non_finite", "n", [8]),
+        ("target_null", "label", [5, 7]),
+        ("type_mismatch", "flag", [4]),
+        ("type_mismatch", "n", [6]),
+        ("type_mismatch", "when", [3]),
+    ]
+    assert np.flatnonzero(cleaned.keep).tolist() == [0, 1, 8, 9]
+    assert cleaned.class_counts(np.array([0, 1, 8, 9])) == [("yes", 3), ("no", 1)]
+
+
+def test_typed_parquet_columns_read_as_numbers_as_pandas_reads_them() -> None:
+    values = [
+        (pa.array([1, None, 2**60]), [1.0, np.nan, float(2**60)], [False, False, False]),
+        (pa.array([1.5, float("nan"), None]), [1.5, np.nan, np.nan], [False, False, False]),
+        (pa.array([True, None]), [np.nan, np.nan], [True, False]),
+        (pa.array([None, None]), [np.nan, np.nan], [False, False]),
+    ]
+    for array, numbers, unreadable in values:
+        parsed, bad = arrow_numbers(array)
+        np.testing.assert_array_equal(parsed, numbers)
+        assert bad.tolist() == unreadable, array.type
+
+
+def test_read_ahead_keeps_order_raises_in_place_and_stops_when_left() -> None:
+    def items(fail_at: int) -> Iterator[int]:
+        for n in range(6):
+            if n == fail_at:
+                raise ValueError(f"item {n}")
+            yield n
+
+    assert list(prefetched(iter(range(5)), depth=2)) == [0, 1, 2, 3, 4]
+    seen: list[int] = []
+
+    def consume() -> None:
+        seen.extend(prefetched(items(3)))
+
+    with pytest.raises(ValueError, match="item 3"):
+        consume()
+    assert seen == [0, 1, 2]
+    endless = prefetched(iter(lambda: 1, None))  # never ends: leaving it must stop the thread
+    assert next(endless) == 1
+    endless.close()
+    import threading
+
+    assert not [t for t in threading.enumerate() if t.name == "sluice-read-ahead"]

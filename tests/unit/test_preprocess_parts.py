@@ -425,3 +425,36 @@ def test_a_file_replaced_between_its_listing_and_its_download_is_left_to_its_own
     assert after.status == "started", after.reason
     part = next(p for p in manifest(world, after).parts if p.key == B)
     assert part.etag == latest.etag  # type: ignore[union-attr]
+
+
+def test_a_parts_profile_streamed_as_it_is_written_is_the_one_its_train_file_gives(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given row groups and profile chunks far smaller than a batch (many of each per file)
+    from functions.preprocess import parts, profile
+    from functions.preprocess.parts import PartBuilder, Policy, infer_roles, profiling_schema
+    from functions.preprocess.profile import ProfileState
+    from functions.shared.contract import Contract
+    from functions.shared.storage import ObjectInfo
+
+    monkeypatch.setattr(parts, "ROW_GROUP_ROWS", 64)
+    monkeypatch.setattr(parts, "PROFILE_ROWS", 256)
+    monkeypatch.setattr(profile, "PROFILE_ROWS", 256)
+    local = tmp_path / "a.csv"
+    local.write_bytes(data(seed=4, rows=3000))
+    contract = Contract.model_validate(
+        {"target": "churned", "task": "classification", "metric": "f1_macro", "threshold": 0.5}
+    )
+    pin = infer_roles(contract, local, A)
+    source = ObjectInfo(RAW, A, local.stat().st_size, "etag")
+    # When the part is built, its profile computed on the writer's thread as rows are written
+    built = PartBuilder(contract, pin, "churn", "p", tmp_path, Policy()).build(local, source, "s")
+    assert built.record is not None
+    train = pq.ParquetFile(built.local["train"])
+    # Then it is exactly the profile of the written train file, read back in the same chunks
+    schema = profiling_schema(contract, pin, "churn")
+    assert built.record.profile == ProfileState.from_parquet(built.local["train"], schema).to_dict()
+    # and every row group but the last holds exactly ROW_GROUP_ROWS rows, in the order written
+    groups = [train.metadata.row_group(i).num_rows for i in range(train.num_row_groups)]
+    assert groups[:-1] == [64] * (len(groups) - 1) and 0 < groups[-1] <= 64
+    assert train.metadata.num_rows > 4 * 256
