@@ -671,6 +671,22 @@ def assign_splits(split_keys: NDArray[np.uint64]) -> NDArray[np.int8]:
     return splits
 
 
+def _distinct_sorted(
+    hashes: NDArray[np.uint64],
+) -> tuple[NDArray[np.uint64], NDArray[np.intp]]:
+    """``np.unique(hashes, return_index=True)``: the distinct hashes, sorted, and where each
+    first occurs. An unstable sort (np.unique's is a stable merge sort, for the first index)
+    then, among equal hashes (a few: duplicate rows), the least position."""
+    order = np.argsort(hashes)
+    ordered = hashes[order]
+    if ordered.size < 2:
+        return ordered, order
+    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
+    if starts.size == ordered.size:
+        return ordered, order
+    return ordered[starts], np.minimum.reduceat(order, starts)
+
+
 class Deduplicator:
     """Remembers every row hash seen (8 bytes per row) so duplicates across batches are dropped;
     memory grows with distinct rows, not with file size.
@@ -716,7 +732,7 @@ class Deduplicator:
     def fresh(self, hashes: NDArray[np.uint64]) -> NDArray[np.bool_]:
         # the batch's distinct hashes, sorted: a sorted search walks each run once, in order
         # (4x faster than searching the rows' hashes in file order, a cache miss per level)
-        distinct, first = np.unique(hashes, return_index=True)
+        distinct, first = _distinct_sorted(hashes)
         new = np.ones(distinct.size, dtype=bool)
         bounds = [0, *np.searchsorted(distinct, self._EDGES).tolist(), distinct.size]
         for shard, runs in enumerate(self._shards):

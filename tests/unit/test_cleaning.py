@@ -182,3 +182,38 @@ def test_read_ahead_keeps_order_raises_in_place_and_stops_when_left() -> None:
     import threading
 
     assert not [t for t in threading.enumerate() if t.name == "sluice-read-ahead"]
+
+
+def test_a_batchs_distinct_hashes_and_first_positions_are_np_uniques() -> None:
+    from functions.preprocess.cleaning import _distinct_sorted
+
+    rng = np.random.default_rng(3)
+    for rows in (0, 1, 2, 7, 5000):
+        for duplicated in (0.0, 0.01, 0.5):
+            hashes = rng.integers(0, 2**64 - 1, rows, dtype=np.uint64)
+            again = rng.random(rows) < duplicated
+            hashes[again] = hashes[rng.integers(0, max(rows, 1), int(again.sum()))]
+            distinct, first = _distinct_sorted(hashes)
+            expected, expected_first = np.unique(hashes, return_index=True)
+            np.testing.assert_array_equal(distinct, expected)
+            np.testing.assert_array_equal(first, expected_first)
+
+
+def test_numbers_are_bucketed_by_their_distinct_values_as_by_every_value() -> None:
+    from functions.preprocess.profile import _BUCKET_CHUNK, _bucket_counts, bucket_keys
+
+    rng = np.random.default_rng(5)
+    extremes = [0.0, -0.0, 1e-300, -1e-300, 5e-324, 1.7e308, -1.7e308, 1e-9, -1e-9, 1.0, -1.0]
+    for values in (
+        np.round(rng.normal(70, 25, _BUCKET_CHUNK + 999), 2),
+        rng.standard_cauchy(5000),
+        np.array(extremes),
+    ):
+        every: dict[int, int] = {}
+        for start in range(0, values.size, _BUCKET_CHUNK):
+            keys, counts = np.unique(
+                bucket_keys(values[start : start + _BUCKET_CHUNK]), return_counts=True
+            )
+            for key, count in zip(keys.tolist(), counts.tolist(), strict=True):
+                every[key] = every.get(key, 0) + count
+        assert _bucket_counts(values) == dict(sorted(every.items()))
