@@ -813,3 +813,15 @@ def test_any_csv_ish_text_is_a_run_or_a_report(data: bytes) -> None:
 @given(data=mangled_churn())
 def test_a_mangled_churn_file_is_a_run_or_a_report(data: bytes) -> None:
     check_outcome(fresh_world(), CSV_KEY, data)
+
+
+def test_a_nul_byte_is_found_past_the_first_scan_block_and_its_line_named(tmp_path: Any) -> None:
+    from functions.preprocess.reader import SCAN_BYTES, UnreadableFileError, _refuse_nul_bytes
+
+    rows = SCAN_BYTES // 4 + 10  # "1,2\n" is 4 bytes: the NUL lies in the second block
+    path = tmp_path / "late.csv"
+    path.write_bytes(b"a,b\n" + b"1,2\n" * rows + b"3,\x004\n")
+    with pytest.raises(UnreadableFileError, match=f"NUL byte at line {rows + 2} "):
+        _refuse_nul_bytes(path)
+    (tmp_path / "empty.csv").write_bytes(b"")
+    _refuse_nul_bytes(tmp_path / "empty.csv")  # nothing to map, nothing refused
