@@ -703,9 +703,15 @@ class Deduplicator:
 
     SHARDS = 16
     _EDGES = np.array([s << 60 for s in range(1, 16)], dtype=np.uint64)
+    # A byte per value of a hash's top MAP_BITS bits, set once a hash with them is kept: a hash
+    # whose byte is clear was never seen, so only the others are searched for in the runs
+    # (a search misses the cache at every level of a run; most of a file's rows are new).
+    # 16 MiB whatever the file; a 300 MB file's 3.5 M rows set a fifth of it.
+    MAP_BITS = 24
 
     def __init__(self) -> None:
         self._shards: list[list[NDArray[np.uint64]]] = [[] for _ in range(self.SHARDS)]
+        self._map = np.zeros(1 << self.MAP_BITS, dtype=np.uint8)
 
     @property
     def size(self) -> int:
@@ -728,12 +734,15 @@ class Deduplicator:
             for shard in range(self.SHARDS):
                 self._merged(shard).astype("<u8", copy=False).tofile(out)
                 self._shards[shard] = []
+            self._map.fill(0)
 
     def fresh(self, hashes: NDArray[np.uint64]) -> NDArray[np.bool_]:
         # the batch's distinct hashes, sorted: a sorted search walks each run once, in order
         # (4x faster than searching the rows' hashes in file order, a cache miss per level)
         distinct, first = _distinct_sorted(hashes)
         new = np.ones(distinct.size, dtype=bool)
+        slots = (distinct >> np.uint64(64 - self.MAP_BITS)).astype(np.intp)
+        maybe = self._map[slots].astype(bool)  # the rest were never seen
         bounds = [0, *np.searchsorted(distinct, self._EDGES).tolist(), distinct.size]
         for shard, runs in enumerate(self._shards):
             lo, hi = bounds[shard], bounds[shard + 1]
@@ -741,13 +750,19 @@ class Deduplicator:
                 continue
             part = distinct[lo:hi]
             mine = new[lo:hi]  # a view: marks land in ``new``
-            for run in runs:
-                at = np.minimum(np.searchsorted(run, part), run.size - 1)
-                mine &= run[at] != part
+            asked = np.flatnonzero(maybe[lo:hi])
+            if runs and asked.size:
+                wanted = part[asked]
+                unseen = np.ones(asked.size, dtype=bool)
+                for run in runs:
+                    at = np.minimum(np.searchsorted(run, wanted), run.size - 1)
+                    unseen &= run[at] != wanted
+                mine[asked] = unseen
             if mine.any():
                 runs.append(part[mine])
                 while len(runs) > 1 and 2 * runs[-1].size >= runs[-2].size:
                     self._merge_last(runs)
+        self._map[slots[new]] = 1
         mask = np.zeros(len(hashes), dtype=bool)
         mask[first[new]] = True
         return mask

@@ -58,9 +58,11 @@ def test_category_shares_rank_by_count_then_by_category() -> None:
     assert profile["shares"]["a"] == 2 / 6
 
 
+@pytest.mark.parametrize("map_bits", [24, 4])  # 4: every byte of the map set, all searched
 def test_the_deduplicator_agrees_with_a_set_over_many_batches_and_its_index_is_sorted(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, map_bits: int
 ) -> None:
+    monkeypatch.setattr(Deduplicator, "MAP_BITS", map_bits)
     rng = np.random.default_rng(5)
     dedup, seen = Deduplicator(), set()
     # values from a few thousand, so batches repeat each other, spread over all 64 bits, so
