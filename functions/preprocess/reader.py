@@ -11,7 +11,6 @@ person who uploaded it knows what to change (docs/decisions.md, "Bad uploads").
 from __future__ import annotations
 
 import csv
-import mmap
 import queue
 import re
 import threading
@@ -257,20 +256,31 @@ def _has_rows(path: Path) -> bool:
 
 def _refuse_nul_bytes(path: Path) -> None:
     """NUL bytes are binary content, not text: refuse them instead of loading them as cells.
-    One ``find`` over the mapped file (memchr's speed: 0.02 s for 300 MB); lines are counted
-    only to name the one a NUL byte is on."""
-    if path.stat().st_size == 0:
-        return
-    with path.open("rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
-        at = mapped.find(b"\x00")
-        if at >= 0:
-            line = 1 + sum(
-                mapped[start : min(at, start + SCAN_BYTES)].count(b"\n")
-                for start in range(0, at, SCAN_BYTES)
-            )
-            raise UnreadableFileError(
-                f"binary content: NUL byte at line {line} (data row {line - 1}); a CSV file is text"
-            )
+    The file is read a block at a time into one buffer and searched (memchr's speed: 0.06 s for
+    300 MB); lines are counted, reading again, only to name the one a NUL byte is on. Not
+    mapped: a mapped file's pages count in the process's resident memory as they are read."""
+    block = bytearray(SCAN_BYTES)
+    offset = 0
+    with path.open("rb", buffering=0) as fh:
+        while size := fh.readinto(block):
+            at = block.find(b"\x00", 0, size)
+            if at >= 0:
+                line = 1 + _lines_before(path, offset + at)
+                raise UnreadableFileError(
+                    f"binary content: NUL byte at line {line} (data row {line - 1}); "
+                    "a CSV file is text"
+                )
+            offset += size
+
+
+def _lines_before(path: Path, position: int) -> int:
+    """Line breaks in the file before byte ``position``."""
+    breaks = 0
+    with path.open("rb") as fh:
+        while position > 0 and (chunk := fh.read(min(SCAN_BYTES, position))):
+            breaks += chunk.count(b"\n")
+            position -= len(chunk)
+    return breaks
 
 
 def _describe_csv_error(path: Path, columns: list[str], exc: pa.ArrowInvalid) -> str:
