@@ -298,7 +298,7 @@ class Column:
     """One cleaned column of a batch, every row of it: each value's hash (``row_hashes``' term
     for it) and what ``take`` makes the split file's values of: text as codes into a table of
     distinct values, numbers as float64 (NaN missing), or an Arrow array as it is. Values are
-    made only for the rows written, in one take."""
+    made only for the rows written (a take per split)."""
 
     hashes: NDArray[np.uint64]
     table: pa.Array | None = None  # with codes: each row's value is table[code]
@@ -322,10 +322,10 @@ class Column:
 
 @dataclass
 class Coded:
-    """A column of text values as codes into ``table`` (a distinct raw value each; the last
-    entry is what a missing cell becomes): Arrow's dictionary encoding of the raw cells, so
-    that each distinct value is typed, normalised and hashed once, and no row becomes a Python
-    object."""
+    """A column's raw cells as codes into ``uniques`` (-1: missing): Arrow's dictionary
+    encoding, so that each distinct value is typed, normalised and hashed once and no row
+    becomes a Python object. ``column`` maps the codes through a table of typed values, one per
+    unique and then the missing cell's."""
 
     codes: NDArray[np.intp]  # per row; -1 (missing) picks the last entry of the table
     uniques: list[Any]  # the distinct raw values, as pandas' factorize would give them
