@@ -234,19 +234,22 @@ def _as_numbers(values: pd.Series) -> tuple[NDArray[np.float64], NDArray[np.bool
     return numbers, unreadable
 
 
-def _parse_numbers(values: pd.Series) -> NDArray[np.float64] | pd.Series:
-    """Text cells as float64, NaN where a cell is not a number: Arrow's kernels (trim, match,
-    cast) over the column's Arrow buffer, 20× pandas.to_numeric over the same strings (bench/
-    preprocess.py; docs/decisions.md). Anything Arrow cannot take whole (a column of mixed
-    Python objects, a number Arrow parses differently) goes the pandas way."""
+def _parse_numbers(values: pd.Series) -> NDArray[np.float64]:
+    """Text cells as float64, NaN where a cell is not a number: the column's Arrow buffer through
+    ``_arrow_text_numbers``, 20× pandas.to_numeric over the same strings (bench/preprocess.py;
+    docs/decisions.md). A column Arrow cannot take as text whole (mixed Python objects) goes
+    the pandas way."""
     try:
-        text = pc.utf8_trim_whitespace(pa.array(values, type=pa.string(), from_pandas=True))
-        readable = pc.match_substring_regex(text, _NUMBER, ignore_case=True)
-        numbers = pc.cast(pc.if_else(readable, text, None), pa.float64())
-        parsed: NDArray[np.float64] = numbers.to_numpy(zero_copy_only=False)
-        return parsed
+        text = pa.array(values, type=pa.string(), from_pandas=True)
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
-        return pd.to_numeric(values.astype("string").str.strip(), errors="coerce")
+        return _pandas_numbers(values)
+    return _arrow_text_numbers(text)
+
+
+def _pandas_numbers(values: pd.Series) -> NDArray[np.float64]:
+    return np.asarray(
+        pd.to_numeric(values.astype("string").str.strip(), errors="coerce"), dtype=np.float64
+    )
 
 
 _NUMBER_TEXT = re.compile(_NUMBER, re.IGNORECASE)
@@ -362,7 +365,7 @@ def normalised(values: pa.Array) -> Column:
 
 def arrow_numbers(values: pa.Array) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
     """An Arrow column as float64 (NaN where missing or not a number), plus a mask of cells
-    that held something that is not a number: text through ``_parse_numbers``' kernels, a
+    that held something that is not a number: text through ``_arrow_text_numbers``, a
     Parquet number cast, a boolean or anything else not a number."""
     kind = values.type
     if pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_decimal(kind):
@@ -379,6 +382,8 @@ def arrow_numbers(values: pa.Array) -> tuple[NDArray[np.float64], NDArray[np.boo
 
 
 def _arrow_text_numbers(text: pa.Array) -> NDArray[np.float64]:
+    """Text cells as float64, NaN where a cell is not a number (``_NUMBER``): Arrow's trim,
+    match and cast."""
     try:
         # A column of plain numbers (most batches of most columns) takes Arrow's cast alone: a
         # cell it cannot read raises, and one it reads as NaN (``-nan``) may not be a number to
@@ -393,10 +398,7 @@ def _arrow_text_numbers(text: pa.Array) -> NDArray[np.float64]:
         parsed: NDArray[np.float64] = numbers.to_numpy(zero_copy_only=False)
         return parsed
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
-        series = text.to_pandas()
-        return np.asarray(
-            pd.to_numeric(series.astype("string").str.strip(), errors="coerce"), dtype=np.float64
-        )
+        return _pandas_numbers(text.to_pandas())  # a number Arrow parses differently
 
 
 def _numbers_column(numbers: NDArray[np.float64]) -> Column:
