@@ -61,6 +61,18 @@ class Topology:
         )
 
     @property
+    def batch_jobs_state_machine_name(self) -> str:
+        """Batch files past one Lambda: a processing job scores the file."""
+        return f"sluice-batch-jobs-{self.stage}"
+
+    @property
+    def batch_jobs_state_machine_arn(self) -> str:
+        return (
+            f"arn:aws:states:{self.region}:{self.account}:stateMachine:"
+            f"{self.batch_jobs_state_machine_name}"
+        )
+
+    @property
     def processing_role_arn(self) -> str:
         return f"arn:aws:iam::{self.account}:role/sluice-processing-{self.stage}"
 
@@ -123,6 +135,7 @@ class Topology:
             "RAW_BUCKET": self.raw_bucket,
             "ARTIFACTS_BUCKET": self.artifacts_bucket,
             "REGISTRY_TABLE": self.registry_table,
+            "BATCH_JOBS_STATE_MACHINE_ARN": self.batch_jobs_state_machine_arn,
             "POWERTOOLS_SERVICE_NAME": "sluice-batch",
         }
 

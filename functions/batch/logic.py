@@ -17,7 +17,9 @@ read, so other columns of the file may hold anything.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
+import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -30,12 +32,20 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict
 
+from functions.batch.route import (
+    BatchJobInput,
+    BatchJobLimits,
+    BatchJobRequest,
+    BatchJobState,
+    BatchRoute,
+)
 from functions.shared import layout
 from functions.shared.contract import FeatureKind, parse_contract
 from functions.shared.errors import ContractError, SluiceError
 from functions.shared.features import NULL_TOKENS
 from functions.shared.model_card import ModelCard
-from functions.shared.registry import ModelRegistry
+from functions.shared.registry import LivePointer, ModelRegistry
+from functions.shared.runs import training_job_name
 from functions.shared.scoring import ModelIntegrityError, ScoringModel
 from functions.shared.storage import (
     ObjectNotFoundError,
@@ -57,6 +67,7 @@ SCORED_BYTES_PER_SECOND = 15_000_000
 SCORING_SECONDS = 600
 MAX_FILE_BYTES = SCORED_BYTES_PER_SECOND * SCORING_SECONDS // 2  # 4.5 GB
 CSV_BLOCK_BYTES = 8 << 20
+REQUEST_FILE = "request.json"
 ROW_COLUMN = "row"
 LABEL_COLUMN = "label"
 VALUE_COLUMN = "value"
@@ -78,7 +89,7 @@ class BatchOutcome(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    status: Literal["scored", "rejected", "ignored"]
+    status: Literal["scored", "rejected", "ignored", "routed", "duplicate"]
     reason: str
     dataset: str | None = None
     source: str | None = None
@@ -88,10 +99,14 @@ class BatchOutcome(BaseModel):
     parts: list[str] = []
     seconds: float = 0.0
     created_at: str = ""
+    job_name: str | None = None  # routed: the processing job that scores the file
+    execution: str | None = None  # routed: its state machine execution
 
 
 @dataclass(frozen=True)
-class _Model:
+class VersionedModel:
+    """A registered model version, loaded and checked, with its number."""
+
     version: int
     scoring: ScoringModel
 
@@ -105,32 +120,88 @@ def score_batch(
     key: str,
     chunk_rows: int = CHUNK_ROWS,
     max_file_bytes: int = MAX_FILE_BYTES,
+    route: BatchRoute | None = None,
+    identity: str | None = None,
+    limits: BatchJobLimits | None = None,
 ) -> BatchOutcome:
+    """Score the file at ``key`` with the live model, or, past ``max_file_bytes``, start a
+    processing job on ``route`` to score it (named by ``identity``, the upload's: a redelivered
+    event finds it started). Without a route such a file is refused, as one past the job's own
+    cap always is."""
     started = time.perf_counter()
     batch = layout.parse_batch_key(key)
     if batch is None:
         return BatchOutcome(status="ignored", reason=f"{key} is not a batch file")
     dataset, source = batch.dataset, s3_uri(raw_bucket, key)
     try:
-        _check_size(store, raw_bucket, key, max_file_bytes)
-        model = _live_model(store, registry, dataset)
-        carried = _carried_columns(store, raw_bucket, dataset, model.scoring.card)
+        info = store.head(raw_bucket, key)
+        past = info is not None and info.size > max_file_bytes
+        if past:
+            assert info is not None
+            limits = limits or BatchJobLimits()
+            _check_size(key, info.size, max_file_bytes, route, limits)
+        live = _live_record(registry, dataset)
+        card = ModelCard.model_validate_json(store.get_bytes(*parse_s3_uri(live.card_uri)))
+        carried = _carried_columns(store, raw_bucket, dataset, card)
+        if past:  # the checks above are made before a job is started, not after it ran
+            assert info is not None and route is not None and limits is not None
+            request = BatchJobRequest(
+                job_name="-",
+                dataset=dataset,
+                raw_bucket=raw_bucket,
+                artifacts_bucket=artifacts_bucket,
+                key=key,
+                size=info.size,
+                etag=info.etag,
+                model_version=live.version,
+                model_uri=live.model_uri,
+                card_uri=live.card_uri,
+                model_sha256=live.sha256,
+                chunk_rows=chunk_rows,
+            )
+            return _start_job(store, route, limits, request, identity or key, started)
+        model = VersionedModel(
+            live.version, load_scoring(store, live.model_uri, card, live.sha256, live.version)
+        )
+    except BatchError as error:
+        return reject(store, artifacts_bucket, source, key, str(error), started)
+    return score_with(
+        store,
+        model,
+        raw_bucket=raw_bucket,
+        artifacts_bucket=artifacts_bucket,
+        key=key,
+        chunk_rows=chunk_rows,
+        started=started,
+        carried=carried,
+    )
+
+
+def score_with(
+    store: ObjectStore,
+    model: VersionedModel,
+    *,
+    raw_bucket: str,
+    artifacts_bucket: str,
+    key: str,
+    chunk_rows: int,
+    started: float,
+    carried: _Carried | None = None,
+) -> BatchOutcome:
+    """Score the file with this model (the Lambda's live one, or the one a job was pinned to):
+    its predictions and ``_manifest.json``, or its ``_error.json``."""
+    batch = layout.parse_batch_key(key)
+    assert batch is not None
+    dataset, source = batch.dataset, s3_uri(raw_bucket, key)
+    try:
+        if carried is None:
+            carried = _carried_columns(store, raw_bucket, dataset, model.scoring.card)
         prefix = layout.predictions_prefix(dataset, key, model.version)
         parts, rows = _score_file(
             store, raw_bucket, key, model.scoring, carried, artifacts_bucket, prefix, chunk_rows
         )
     except BatchError as error:
-        outcome = BatchOutcome(
-            status="rejected",
-            reason=str(error),
-            dataset=dataset,
-            source=source,
-            seconds=round(time.perf_counter() - started, 3),
-            created_at=_now(),
-        )
-        errors = f"{dataset}/predictions/{key.split('/', 2)[2]}/_error.json"
-        store.put_bytes(artifacts_bucket, errors, outcome.model_dump_json(indent=2).encode())
-        return outcome
+        return reject(store, artifacts_bucket, source, key, str(error), started)
     outcome = BatchOutcome(
         status="scored",
         reason=f"{rows} rows scored by model version {model.version}",
@@ -148,28 +219,161 @@ def score_batch(
     return outcome
 
 
-def _check_size(store: ObjectStore, bucket: str, key: str, max_file_bytes: int) -> None:
-    info = store.head(bucket, key)
-    if info is not None and info.size > max_file_bytes:
+def reject(
+    store: ObjectStore, artifacts_bucket: str, source: str, key: str, reason: str, started: float
+) -> BatchOutcome:
+    """The file's report (``_error.json``, beside its predictions): nothing of it is published."""
+    batch = layout.parse_batch_key(key)
+    assert batch is not None
+    outcome = BatchOutcome(
+        status="rejected",
+        reason=reason,
+        dataset=batch.dataset,
+        source=source,
+        seconds=round(time.perf_counter() - started, 3),
+        created_at=_now(),
+    )
+    errors = layout.predictions_error_key(batch.dataset, key)
+    store.put_bytes(artifacts_bucket, errors, outcome.model_dump_json(indent=2).encode())
+    return outcome
+
+
+def read_job_request(store: ObjectStore, request_uri: str) -> BatchJobRequest:
+    bucket, prefix = parse_s3_uri(request_uri)
+    text = store.get_bytes(bucket, f"{prefix.rstrip('/')}/{REQUEST_FILE}")
+    return BatchJobRequest.model_validate_json(text)
+
+
+def report_failed_job(store: ObjectStore, state: BatchJobState) -> BatchOutcome:
+    """A processing job that failed (the batch jobs machine's Catch): the file's ``_error.json``
+    says which job and why; nothing of the file was published (its parts are committed only
+    once every row is scored)."""
+    request = read_job_request(store, state.request_uri)
+    reason = (
+        f"processing job {state.job_name}, which scores this file with model version "
+        f"{request.model_version}, failed ({state.failure.Error}: "
+        f"{state.failure.message[:500]}); nothing of it was published: upload the file again "
+        "to score it again"
+    )
+    return reject(
+        store,
+        request.artifacts_bucket,
+        s3_uri(request.raw_bucket, request.key),
+        request.key,
+        reason,
+        time.perf_counter(),
+    ).model_copy(update={"job_name": state.job_name})
+
+
+def job_outcome(store: ObjectStore, request_uri: str) -> dict[str, Any] | None:
+    """What a batch job left for its file: the ``_manifest.json`` of its model version's
+    predictions, else the file's ``_error.json``; None when neither (the file was replaced)."""
+    request = read_job_request(store, request_uri)
+    bucket = request.artifacts_bucket
+    predictions = layout.predictions_prefix(request.dataset, request.key, request.model_version)
+    for key in (
+        f"{predictions}_manifest.json",
+        layout.predictions_error_key(request.dataset, request.key),
+    ):
+        if store.head(bucket, key) is not None:
+            said: dict[str, Any] = json.loads(store.get_bytes(bucket, key))
+            return said
+    return None
+
+
+def _check_size(
+    key: str, size: int, max_file_bytes: int, route: BatchRoute | None, limits: BatchJobLimits
+) -> None:
+    if route is None:
         raise BatchError(
-            f"{key}: {info.size} bytes is over the batch file cap of {max_file_bytes} bytes "
+            f"{key}: {size} bytes is over the batch file cap of {max_file_bytes} bytes "
             f"({max_file_bytes / 1e9:.1f} GB, what the batch function scores within Lambda's "
-            "15 minutes); split it into smaller files under the same batch/ prefix (a "
-            "SageMaker Processing route for larger files is not built yet)"
+            "15 minutes), and no processing route for larger files is deployed "
+            "(BATCH_JOBS_STATE_MACHINE_ARN); split it into smaller files under the same "
+            "batch/ prefix"
+        )
+    if size > limits.max_file_bytes:
+        raise BatchError(
+            f"{key}: {size} bytes is over what one processing job scores, "
+            f"{limits.max_file_bytes} bytes ({limits.max_file_bytes / 1e9:.0f} GB in "
+            f"{limits.max_runtime_seconds // 3600} h on one {limits.instance_type}); split it "
+            "into smaller files under the same batch/ prefix"
         )
 
 
-def _live_model(store: ObjectStore, registry: ModelRegistry, dataset: str) -> _Model:
+def _live_record(registry: ModelRegistry, dataset: str) -> LivePointer:
     live = registry.live(dataset)
     if live is None:
         raise BatchError(f"dataset '{dataset}' has no live model to score with")
-    card = ModelCard.model_validate_json(store.get_bytes(*parse_s3_uri(live.card_uri)))
-    onnx = store.get_bytes(*parse_s3_uri(live.model_uri))
+    return live
+
+
+def load_scoring(
+    store: ObjectStore, model_uri: str, card: ModelCard, sha256: str, version: int
+) -> ScoringModel:
+    onnx = store.get_bytes(*parse_s3_uri(model_uri))
     try:
-        scoring = ScoringModel(onnx, card, expected_sha256=live.sha256)
+        return ScoringModel(onnx, card, expected_sha256=sha256)
     except ModelIntegrityError as error:
-        raise BatchError(f"the live model version {live.version} is refused: {error}") from None
-    return _Model(version=live.version, scoring=scoring)
+        raise BatchError(f"the live model version {version} is refused: {error}") from None
+
+
+def _start_job(
+    store: ObjectStore,
+    route: BatchRoute,
+    limits: BatchJobLimits,
+    request: BatchJobRequest,
+    identity: str,
+    started: float,
+) -> BatchOutcome:
+    """Write the job's request and start it (named by the upload: a redelivered event finds it
+    started and starts nothing)."""
+    digest = hashlib.sha256(identity.encode()).hexdigest()[:24]
+    run_name = f"{request.dataset[:40]}-batch-{digest}"
+    job_name = training_job_name(run_name)
+    source = s3_uri(request.raw_bucket, request.key)
+    said = dict(dataset=request.dataset, source=source, model_version=request.model_version)
+    if route.exists(run_name):
+        return BatchOutcome(
+            status="duplicate",
+            reason=f"this upload already started processing job {job_name}",
+            job_name=job_name,
+            **said,
+        )
+    request = request.model_copy(update={"job_name": job_name})
+    prefix = layout.batch_job_prefix(request.dataset, request.key, job_name)
+    store.put_bytes(
+        request.artifacts_bucket,
+        f"{prefix}{REQUEST_FILE}",
+        request.model_dump_json(indent=2).encode(),
+    )
+    job = BatchJobInput(
+        run_name=run_name,
+        dataset=request.dataset,
+        job_name=job_name,
+        request_uri=s3_uri(request.artifacts_bucket, prefix),
+        instance_type=limits.instance_type,
+        volume_gb=limits.volume_gb,
+        max_runtime_seconds=limits.max_runtime_seconds,
+    )
+    start = route.start(job)
+    predictions = layout.predictions_prefix(request.dataset, request.key, request.model_version)
+    return BatchOutcome(
+        status="routed" if start.started else "duplicate",
+        reason=(
+            f"{request.size:,} bytes is more than the batch function scores: processing job "
+            f"{job_name} scores it on one {limits.instance_type} with model version "
+            f"{request.model_version}; its predictions and _manifest.json land under "
+            f"{s3_uri(request.artifacts_bucket, predictions)}"
+            if start.started
+            else f"this upload already started processing job {job_name}"
+        ),
+        job_name=job_name,
+        execution=start.run_id,
+        seconds=round(time.perf_counter() - started, 3),
+        created_at=_now(),
+        **said,
+    )
 
 
 @dataclass(frozen=True)

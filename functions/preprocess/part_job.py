@@ -22,10 +22,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import sys
 import time
-import traceback
 from pathlib import Path
 
 from pydantic import BaseModel, Field
@@ -33,14 +31,13 @@ from pydantic import BaseModel, Field
 from functions.preprocess.assemble import build_parts, work_dir
 from functions.preprocess.parts import GIB, Policy
 from functions.shared.contract import parse_contract
+from functions.shared.processing_job import failed, opt_ml, peak_rss_bytes, under_opt_ml
 from functions.shared.s3_events import UploadedObject
 from functions.shared.storage import ObjectInfo, ObjectStore, S3ObjectStore
 
-OPT_ML_ENV = "SLUICE_OPT_ML"  # the local runner's stand-in for /opt/ml
 PLAN_LOCAL_PATH = "/opt/ml/processing/input/plan"
 REPORT_LOCAL_PATH = "/opt/ml/processing/output/report"
 PLAN_FORMAT = 1
-MESSAGE_LIMIT = 1024  # ExitMessage keeps the first 1 KB
 
 
 class JobLimits(BaseModel):
@@ -146,22 +143,6 @@ def build_share(
     )
 
 
-def peak_rss_bytes() -> int:
-    import resource
-
-    scale = 1 if sys.platform == "darwin" else 1024  # bytes on macOS, KiB on Linux
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
-
-
-def opt_ml() -> Path:
-    return Path(os.environ.get(OPT_ML_ENV, "/opt/ml"))
-
-
-def under_opt_ml(path: str) -> Path:
-    """A container path (``/opt/ml/...``) where this process sees it."""
-    return opt_ml() / Path(path).relative_to("/opt/ml")
-
-
 def read_plan(folder: Path) -> BuildPlan:
     plans = sorted(folder.glob("*.json"))
     if len(plans) != 1:
@@ -190,12 +171,7 @@ def main(store: ObjectStore | None = None) -> int:
         print(report.model_dump_json())
         return 0
     except Exception as exc:
-        message = root / "output" / "message"
-        message.parent.mkdir(parents=True, exist_ok=True)
-        text = f"{type(exc).__name__}: {exc}"
-        message.write_bytes(text.encode()[:MESSAGE_LIMIT])
-        traceback.print_exc()
-        return 1
+        return failed(exc)
 
 
 if __name__ == "__main__":

@@ -171,6 +171,17 @@ def predictions_prefix(dataset: str, batch_key: str, model_version: int) -> str:
     return f"{dataset}/predictions/{name}/v{model_version}/"
 
 
+def predictions_error_key(dataset: str, batch_key: str) -> str:
+    """The report of a batch file that was not scored (the model version is not known then)."""
+    return f"{dataset}/predictions/{batch_key.split('/', 2)[2]}/_error.json"
+
+
+def batch_job_prefix(dataset: str, batch_key: str, job_name: str) -> str:
+    """A processing job's request for one batch file past the Lambda (functions/batch/job.py):
+    beside the file's predictions, named by the job, so a redelivered event writes the same."""
+    return f"{dataset}/predictions/{batch_key.split('/', 2)[2]}/_jobs/{job_name}/"
+
+
 CAPTURE_PREFIX_TEMPLATE = "{dataset}/capture/"
 # Captured requests and feedback are written with this object tag, and the artifacts bucket's
 # lifecycle rule expires what carries it (infra/aws/storage.py): their keys are under each

@@ -87,6 +87,7 @@ class SluiceStack(Stack):
             registry=self.registry,
             ingest=self.ingest,
             layers=layers,
+            image=self.pipeline.image,
         )
         self.retraining = Retraining(
             self,

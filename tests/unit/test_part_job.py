@@ -14,18 +14,12 @@ from typing import Any
 import pytest
 
 from functions.preprocess.logic import Policy, assemble_build, process_upload
-from functions.preprocess.part_job import (
-    OPT_ML_ENV,
-    BuildPlan,
-    JobLimits,
-    build_share,
-    main,
-    shard,
-)
+from functions.preprocess.part_job import BuildPlan, JobLimits, build_share, main, shard
 from functions.preprocess.parts import GIB
 from functions.shared import layout
 from functions.shared.orchestration import BuildInput, RunStart
 from functions.shared.pipeline_state import BuildState, StepFailure
+from functions.shared.processing_job import OPT_ML_ENV
 from functions.shared.runs import manifest_key
 from functions.shared.storage import parse_s3_uri
 from tests.builders import ARTIFACTS, RAW, World, churn_frame, csv_bytes, upload_of
