@@ -415,8 +415,10 @@ def test_two_uploads_in_quick_succession_give_two_runs_whose_promotions_serializ
 def test_an_upload_past_one_lambda_is_built_by_a_processing_job_then_trained(
     tmp_path: Path, environment: None
 ) -> None:
-    # Given a stack whose preprocess reads at most 1 000 bytes in one invocation
+    # Given a stack whose preprocess reads, and whose batch function scores, at most 1 000
+    # bytes in one invocation
     os.environ["MAX_READ_BYTES"] = "1000"
+    os.environ["MAX_FILE_BYTES"] = "1000"
     with LocalStack(_config(tmp_path / ".sluice"), log=lambda line: None) as stack:
         s3 = stack.client("s3")
         topology = stack.config.topology
@@ -440,6 +442,28 @@ def test_an_upload_past_one_lambda_is_built_by_a_processing_job_then_trained(
             stateMachineArn=topology.builds_state_machine_arn
         )["executions"]
         assert [b["status"] for b in builds] == ["SUCCEEDED"]
+
+        # When a batch file larger than the batch function's cap lands
+        to_score = frame.drop(columns=["churned"]).head(200)
+        s3.put_object(
+            Bucket=topology.raw_bucket, Key="churn/batch/big.csv", Body=csv_bytes(to_score)
+        )
+
+        # Then the function started a processing job, and the job scored every row with the
+        # live model where the function would have
+        [done] = _wait_for(
+            lambda: [u for u in _uploads(stack) if u.get("kind") == "batch-job"],
+            "the batch job's outcome",
+            stack,
+        )
+        routed = [u for u in _uploads(stack) if u.get("kind") == "batch"]
+        assert [u["status"] for u in routed] == ["routed"], routed
+        assert done["status"] == "scored" and done["rows"] == 200, done
+        assert done["model_version"] == 1
+        jobs = stack.client("stepfunctions").list_executions(
+            stateMachineArn=topology.batch_jobs_state_machine_arn
+        )["executions"]
+        assert [j["status"] for j in jobs] == ["SUCCEEDED"]
 
 
 def test_state_survives_a_restart_and_a_pending_run_resumes(

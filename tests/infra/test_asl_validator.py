@@ -18,8 +18,10 @@ from typing import Any
 import pytest
 
 from infra.local.pipeline import (
+    BATCH_DEFINITION,
     BUILDS_DEFINITION,
     DEFINITION,
+    batch_substitutions,
     builds_substitutions,
     substitutions,
 )
@@ -54,8 +56,12 @@ def filled(tmp_path: Path, name: str, definition: dict[str, Any]) -> Path:
 # Each definition with the local stack's values for its placeholders
 DEFINITIONS = pytest.mark.parametrize(
     ("definition", "values"),
-    [(DEFINITION, substitutions), (BUILDS_DEFINITION, builds_substitutions)],
-    ids=["pipeline", "builds"],
+    [
+        (DEFINITION, substitutions),
+        (BUILDS_DEFINITION, builds_substitutions),
+        (BATCH_DEFINITION, batch_substitutions),
+    ],
+    ids=["pipeline", "builds", "batch"],
 )
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from infra.local.pipeline import BUILDS_DEFINITION, DEFINITION
+from infra.local.pipeline import BATCH_DEFINITION, BUILDS_DEFINITION, DEFINITION
 from infra.request_models import PREDICT_REQUEST
 from infra.topology import Topology, batch_event_pattern, upload_event_pattern
 from tests.infra.conftest import Synthesized, synthesize
@@ -185,14 +185,19 @@ def test_training_runs_a_gpu_framework_image_with_a_scoped_role(synthesized: Syn
         if role["Properties"]["AssumeRolePolicyDocument"]["Statement"][0]["Principal"]
         == {"Service": "sagemaker.amazonaws.com"}
     )
-    # the training role, and the part builds' processing role (test_part_builds_...)
-    assert [r.split("Role")[0] for r in sagemaker] == ["BuildsProcessing", "PipelineTraining"]
+    # the training role, the part builds' processing role (test_part_builds_...) and the batch
+    # jobs' (test_batch_files_past_...)
+    assert [r.split("Role")[0] for r in sagemaker] == [
+        "BatchPredictionsJob",
+        "BuildsProcessing",
+        "PipelineTraining",
+    ]
     passes = [
         (policy, s) for policy, s in _statements(synthesized) if s["Action"] == "iam:PassRole"
     ]
     # each state machine passes its own job role, to SageMaker only
     for policy, statement in passes:
-        owner = "Pipeline" if policy.startswith("Pipeline") else "Builds"
+        owner = next(o for o in ("Pipeline", "Builds", "BatchPredictions") if policy.startswith(o))
         [role] = [r for r in sagemaker if r.startswith(owner)]
         assert statement == {
             "Action": "iam:PassRole",
@@ -200,7 +205,7 @@ def test_training_runs_a_gpu_framework_image_with_a_scoped_role(synthesized: Syn
             "Effect": "Allow",
             "Resource": {"Fn::GetAtt": [role, "Arn"]},
         }
-    assert len(passes) == 2
+    assert len(passes) == 3
 
 
 def test_default_training_is_a_g5_spot_instance_with_checkpoints() -> None:
@@ -521,6 +526,68 @@ def test_part_builds_run_the_builds_file_on_a_cpu_image_with_a_role_for_parts_on
         if logical.startswith("IngestPreprocess") and st["Action"] == "states:StartExecution"
     ]
     assert any(TOPOLOGY.builds_state_machine_name in json.dumps(st["Resource"]) for st in starts)
+
+
+def test_batch_files_past_the_function_go_to_processing_jobs_with_a_role_for_predictions(
+    synthesized: Synthesized,
+) -> None:
+    # The batch jobs machine is infra/statemachine/batch.asl.json with every placeholder filled
+    machine = synthesized.one("AWS::StepFunctions::StateMachine", "BatchPredictions")
+    assert machine["StateMachineName"] == TOPOLOGY.batch_jobs_state_machine_name
+    key = machine["DefinitionS3Location"]["Key"]
+    assert (synthesized.outdir / f"asset.{key}").read_bytes() == BATCH_DEFINITION.read_bytes()
+    values = machine["DefinitionSubstitutions"]
+    assert set(values) == set(re.findall(r"\$\{(\w+)\}", BATCH_DEFINITION.read_text()))
+    score = json.loads(BATCH_DEFINITION.read_text())["States"]["ScoreFile"]
+    assert score["Resource"] == "arn:aws:states:::sagemaker:createProcessingJob.sync"
+    assert score["Parameters"]["AppSpecification"]["ContainerEntrypoint"][-1] == (
+        "functions.batch.job_boot"
+    )
+    image = json.dumps(values["ProcessingImage"])
+    assert "pytorch-training" in image and "cpu-py312" in image
+    assert values["ProcessingCodeUri"]["Fn::Sub"].endswith(".zip")
+    assert TOPOLOGY.function_name("batch") in json.dumps(values["BatchFunctionArn"])
+
+    def patterns(prefix: str, action: str) -> set[str]:
+        return {
+            key_pattern(resource)
+            for logical, st in _statements(synthesized)
+            if logical.startswith(prefix) and action in _listed(st["Action"])
+            for resource in _listed(st["Resource"])
+            if isinstance(resource, dict)
+            and "Fn::Join" in resource
+            and "Fn::GetAtt" in resource["Fn::Join"][1][0]
+        }
+
+    # The job reads batch files, the contract, models and its request; writes predictions only
+    assert patterns("BatchPredictionsJobRole", "s3:PutObject") == {"/*/predictions/*"}
+    assert patterns("BatchPredictionsJobRole", "s3:GetObject") == {
+        "/*/batch/*",
+        "/*/contract.json",
+        "/*/models/*",
+        "/*/predictions/*",
+    }
+    machine_actions = {
+        action
+        for logical, st in _statements(synthesized)
+        if logical.startswith("BatchPredictionsStateMachineRole")
+        for action in _listed(st["Action"])
+    }
+    assert {"sagemaker:CreateProcessingJob", "lambda:InvokeFunction"} <= machine_actions
+    assert not any(a.startswith("sagemaker:") and "Training" in a for a in machine_actions)
+    # the batch function knows the machine and may start it
+    batch = _ours(synthesized)["batch"]["Environment"]["Variables"]
+    assert TOPOLOGY.batch_jobs_state_machine_name in json.dumps(
+        batch["BATCH_JOBS_STATE_MACHINE_ARN"]
+    )
+    starts = [
+        st
+        for logical, st in _statements(synthesized)
+        if logical.startswith("BatchPredictionsBatch") and st["Action"] == "states:StartExecution"
+    ]
+    assert any(
+        TOPOLOGY.batch_jobs_state_machine_name in json.dumps(st["Resource"]) for st in starts
+    )
 
 
 def test_the_drift_job_runs_hourly_reads_feedback_and_writes_only_its_reports(
