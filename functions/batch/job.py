@@ -1,4 +1,4 @@
-"""The processing job that scores a batch file past the Lambda (docs/decisions, "Batch files
+"""The processing job that scores a batch file past the Lambda (docs/decisions.md, "Batch files
 past one Lambda"): ``python3 -m functions.batch.job_boot`` in a SageMaker Processing container,
 the batch function's code zip on ``PYTHONPATH``. It runs the code the Lambda runs
 (``logic.score_with``), with the model the request pins, and writes the same outputs: the

@@ -6,7 +6,9 @@ its size; each chunk becomes one Parquet part under
 ``<artifacts>/<dataset>/predictions/<file>/v<model version>/``, staged as it is made and made
 visible with the others only once every row is scored, and a ``_manifest.json`` written last says
 the result is complete. The raw file is never modified.
-The model is the one live when the job starts, loaded once and sha256-checked like the API's.
+The model is the one live when the file arrives, loaded once and sha256-checked like the API's.
+A file past ``max_file_bytes`` is scored by a processing job instead (route.py, job.py), which
+runs ``score_with`` with the model pinned here and writes the same outputs.
 
 Each output row is ``row`` (its 0-based position in the file), the contract's ``id_column`` and
 ``passthrough`` columns copied from the input unchanged (a CSV cell as its text, a Parquet value

@@ -1,4 +1,4 @@
-"""Batch files past the Lambda (docs/decisions, "Batch files past one Lambda"): the port that
+"""Batch files past the Lambda (docs/decisions.md, "Batch files past one Lambda"): the port that
 starts a SageMaker Processing job to score one file (on AWS: an execution of
 infra/statemachine/batch.asl.json), and what that job is asked.
 
