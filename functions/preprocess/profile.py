@@ -250,15 +250,18 @@ _BUCKET_CHUNK = 1 << 18  # values bucketed at a time: the temporaries stay a few
 def _bucket_counts(values: np.ndarray[Any, Any]) -> dict[int, int]:
     """Values per bucket, a chunk at a time (a split's column holds millions). Each chunk's
     distinct values are bucketed, not every value: a column repeats its values (ages, counts,
-    prices in cents), and finding a bucket is a logarithm and a few corrections."""
+    prices in cents), and finding a bucket is a logarithm and a few corrections. The distinct
+    values are counted by Arrow's hash table, not by a sort (half the time on the bench file's
+    columns; -0.0 and 0.0 share the zero bucket whether or not they are told apart)."""
     counts: dict[int, int] = {}
     for start in range(0, values.size, _BUCKET_CHUNK):
-        distinct, found = np.unique(values[start : start + _BUCKET_CHUNK], return_counts=True)
-        keys = bucket_keys(distinct)  # ascending, as the distinct values are
-        first = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
-        for key, count in zip(
-            keys[first].tolist(), np.add.reduceat(found, first).tolist(), strict=True
-        ):
+        counted = pc.value_counts(pa.array(values[start : start + _BUCKET_CHUNK]))
+        distinct = counted.field("values").to_numpy(zero_copy_only=False)
+        found = counted.field("counts").to_numpy(zero_copy_only=False)
+        keys, at = np.unique(bucket_keys(distinct), return_inverse=True)
+        # float weights add counts exactly (far below 2**53)
+        sums = np.bincount(at.ravel(), weights=found, minlength=keys.size).astype(np.int64)
+        for key, count in zip(keys.tolist(), sums.tolist(), strict=True):
             counts[key] = counts.get(key, 0) + count
     return dict(sorted(counts.items()))
 
