@@ -39,6 +39,14 @@ def sagemaker_job_role(
             actions=["s3:GetObject"], resources=[code.bucket.arn_for_objects(code.s3_object_key)]
         )
     )
+    # the code is an S3Prefix input, which SageMaker lists before it downloads
+    role.add_to_policy(
+        iam.PolicyStatement(
+            actions=["s3:ListBucket"],
+            resources=[code.bucket.bucket_arn],
+            conditions={"StringLike": {"s3:prefix": [f"{code.s3_object_key}*"]}},
+        )
+    )
     role.add_to_policy(
         iam.PolicyStatement(
             actions=[

@@ -570,6 +570,15 @@ def test_batch_files_past_the_function_go_to_processing_jobs_with_a_role_for_pre
         "/*/models/*",
         "/*/predictions/*",
     }
+    # both processing roles may list their code input: SageMaker lists an S3Prefix input
+    # before it downloads it, and without ListBucket the job fails to start
+    for role in ("BatchPredictionsJobRole", "BuildsProcessingRole"):
+        lists = [
+            st
+            for logical, st in _statements(synthesized)
+            if logical.startswith(role) and st["Action"] == "s3:ListBucket" and "Condition" in st
+        ]
+        assert lists and "s3:prefix" in json.dumps(lists[0]["Condition"]), role
     machine_actions = {
         action
         for logical, st in _statements(synthesized)
