@@ -49,10 +49,18 @@ TARGET_RSS_MB = 1_000  # the function has 3008 MB; a file of any size must fit i
 class StreamingFolderStore(FolderStore):
     """``FolderStore`` with the streaming reads and staged writes the batch function uses."""
 
-    def open_read(self, bucket: str, key: str) -> BinaryIO:
-        return self._path(bucket, key).open("rb")
+    def open_read(
+        self, bucket: str, key: str, *, start: int = 0, if_match: str | None = None
+    ) -> BinaryIO:
+        self._check_etag(bucket, key, if_match)
+        stream = self._path(bucket, key).open("rb")
+        stream.seek(start)
+        return stream
 
-    def read_range(self, bucket: str, key: str, start: int, end: int) -> bytes:
+    def read_range(
+        self, bucket: str, key: str, start: int, end: int, *, if_match: str | None = None
+    ) -> bytes:
+        self._check_etag(bucket, key, if_match)
         with self._path(bucket, key).open("rb") as source:
             source.seek(start)
             return source.read(max(0, end - start))

@@ -696,23 +696,32 @@ def _print_summary(summary: dict[str, Any]) -> None:
         print(f"  alarms   in ALARM: {', '.join(summary['alarms_in_alarm'])}")
 
 
+def _print_upload(record: dict[str, Any]) -> None:
+    """An upload's outcome: preprocess's, the batch function's or its job's."""
+    batch = record.get("kind") in ("batch", "batch-job")  # the function, or its job
+    if batch and record["status"] == "scored":
+        print(f"batch    {record['at']}  {record['dataset']}: {record['reason']}")
+        where = record["parts"][0].rsplit("/", 1)[0]
+        print(f"           {len(record['parts'])} part(s) under {where}/")
+    elif batch and record["status"] != "rejected":  # routed to a job, duplicate, ignored
+        said = f"{record['status']} — {record['reason']}"
+        print(f"batch    {record['at']}  {record.get('dataset')}: {said}")
+    elif record["status"] == "rejected":
+        print(f"rejected {record['at']}  {record['dataset']}: {record['reason']}")
+        if record.get("report_key"):
+            print(f"           report: {record['report_key']}")
+    else:
+        print(f"upload   {record['at']}  {record.get('dataset')}: {record['status']}")
+        for left_out in record.get("excluded", []):
+            print(f"           left out {left_out['key']} ({left_out['rule']})")
+            print(f"           report: {left_out['report_key']}")
+
+
 def _print_entry(entry: dict[str, Any]) -> None:
     """One history entry, as the kind it is."""
     kind, record = entry["kind"], entry["record"]
     if kind == "upload":
-        if record.get("kind") == "batch" and record["status"] == "scored":
-            print(f"batch    {record['at']}  {record['dataset']}: {record['reason']}")
-            where = record["parts"][0].rsplit("/", 1)[0]
-            print(f"           {len(record['parts'])} part(s) under {where}/")
-        elif record["status"] == "rejected":
-            print(f"rejected {record['at']}  {record['dataset']}: {record['reason']}")
-            if record.get("report_key"):
-                print(f"           report: {record['report_key']}")
-        else:
-            print(f"upload   {record['at']}  {record.get('dataset')}: {record['status']}")
-            for left_out in record.get("excluded", []):
-                print(f"           left out {left_out['key']} ({left_out['rule']})")
-                print(f"           report: {left_out['report_key']}")
+        _print_upload(record)
     elif kind == "run":
         decision = record.get("decision") or {}
         print(

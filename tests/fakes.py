@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import builtins
 import hashlib
-import io
 import sys
 import threading
 from collections.abc import Callable, Mapping
@@ -117,9 +116,11 @@ class InMemoryObjectStore(ObjectStore):
         data = next(d for d, v in versions if v == version_id) if version_id else versions[-1][0]
         return data[:max_bytes]
 
-    def open_read(self, bucket: str, key: str) -> BinaryIO:
+    def open_read(
+        self, bucket: str, key: str, *, start: int = 0, if_match: str | None = None
+    ) -> BinaryIO:
         self.streams.append((bucket, key))
-        return io.BytesIO(self.get_bytes(bucket, key))
+        return super().open_read(bucket, key, start=start, if_match=if_match)
 
     def stage(
         self, bucket: str, key: str, data: bytes, content_type: str = "application/json"

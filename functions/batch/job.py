@@ -14,6 +14,8 @@ SageMaker Processing's container contract, which the local runner
 
 A file that cannot be scored (a missing column, an unreadable row) is a result, written as the
 Lambda writes it, and the job succeeds; only a fault of the job (S3, the instance) fails it.
+Every read is of the object the request names (its ETag, a dropped connection resumed where it
+broke); a file replaced before or while it is scored is left to its own event.
 """
 
 from __future__ import annotations
@@ -59,8 +61,9 @@ def run_request(request: BatchJobRequest, store: ObjectStore) -> BatchOutcome:
             store, request.model_uri, card, request.model_sha256, request.model_version
         )
     except BatchError as error:  # the pinned model is refused (its sha256)
-        return reject(store, request.artifacts_bucket, source, request.key, str(error), started)
-    outcome = score_with(
+        where = (request.artifacts_bucket, source, request.key)
+        return reject(store, *where, str(error), started, request.job_name)
+    return score_with(
         store,
         VersionedModel(request.model_version, scoring),
         raw_bucket=request.raw_bucket,
@@ -68,8 +71,9 @@ def run_request(request: BatchJobRequest, store: ObjectStore) -> BatchOutcome:
         key=request.key,
         chunk_rows=request.chunk_rows,
         started=started,
+        etag=request.etag,
+        job_name=request.job_name,
     )
-    return outcome.model_copy(update={"job_name": request.job_name})
 
 
 def read_request() -> BatchJobRequest:

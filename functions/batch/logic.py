@@ -50,6 +50,7 @@ from functions.shared.registry import LivePointer, ModelRegistry
 from functions.shared.runs import training_job_name
 from functions.shared.scoring import ModelIntegrityError, ScoringModel
 from functions.shared.storage import (
+    ObjectChangedError,
     ObjectNotFoundError,
     ObjectStore,
     StagedObject,
@@ -175,6 +176,7 @@ def score_batch(
         key=key,
         chunk_rows=chunk_rows,
         started=started,
+        etag=info.etag if info is not None else None,
         carried=carried,
     )
 
@@ -188,10 +190,14 @@ def score_with(
     key: str,
     chunk_rows: int,
     started: float,
+    etag: str | None = None,
     carried: _Carried | None = None,
+    job_name: str | None = None,
 ) -> BatchOutcome:
     """Score the file with this model (the Lambda's live one, or the one a job was pinned to):
-    its predictions and ``_manifest.json``, or its ``_error.json``."""
+    its predictions and ``_manifest.json``, or its ``_error.json``. ``etag``: every read is of
+    that object, and a file replaced or deleted meanwhile is left to its own event (``ignored``,
+    nothing written). ``job_name``: the processing job scoring it, recorded in what is written."""
     batch = layout.parse_batch_key(key)
     assert batch is not None
     dataset, source = batch.dataset, s3_uri(raw_bucket, key)
@@ -200,10 +206,27 @@ def score_with(
             carried = _carried_columns(store, raw_bucket, dataset, model.scoring.card)
         prefix = layout.predictions_prefix(dataset, key, model.version)
         parts, rows = _score_file(
-            store, raw_bucket, key, model.scoring, carried, artifacts_bucket, prefix, chunk_rows
+            store,
+            raw_bucket,
+            key,
+            model.scoring,
+            carried,
+            artifacts_bucket,
+            prefix,
+            chunk_rows,
+            etag,
         )
     except BatchError as error:
-        return reject(store, artifacts_bucket, source, key, str(error), started)
+        return reject(store, artifacts_bucket, source, key, str(error), started, job_name)
+    except (ObjectChangedError, ObjectNotFoundError):
+        return BatchOutcome(
+            status="ignored",
+            reason=f"{key} was replaced or deleted while it was scored; nothing of it was "
+            "published, and a replacement's own event scores it",
+            dataset=dataset,
+            source=source,
+            job_name=job_name,
+        )
     outcome = BatchOutcome(
         status="scored",
         reason=f"{rows} rows scored by model version {model.version}",
@@ -215,6 +238,7 @@ def score_with(
         parts=[s3_uri(artifacts_bucket, part) for part in parts],
         seconds=round(time.perf_counter() - started, 3),
         created_at=_now(),
+        job_name=job_name,
     )
     manifest = outcome.model_dump_json(indent=2).encode()
     store.put_bytes(artifacts_bucket, f"{prefix}_manifest.json", manifest)  # last: complete
@@ -222,7 +246,13 @@ def score_with(
 
 
 def reject(
-    store: ObjectStore, artifacts_bucket: str, source: str, key: str, reason: str, started: float
+    store: ObjectStore,
+    artifacts_bucket: str,
+    source: str,
+    key: str,
+    reason: str,
+    started: float,
+    job_name: str | None = None,
 ) -> BatchOutcome:
     """The file's report (``_error.json``, beside its predictions): nothing of it is published."""
     batch = layout.parse_batch_key(key)
@@ -234,6 +264,7 @@ def reject(
         source=source,
         seconds=round(time.perf_counter() - started, 3),
         created_at=_now(),
+        job_name=job_name,
     )
     errors = layout.predictions_error_key(batch.dataset, key)
     store.put_bytes(artifacts_bucket, errors, outcome.model_dump_json(indent=2).encode())
@@ -248,28 +279,37 @@ def read_job_request(store: ObjectStore, request_uri: str) -> BatchJobRequest:
 
 def report_failed_job(store: ObjectStore, state: BatchJobState) -> BatchOutcome:
     """A processing job that failed (the batch jobs machine's Catch): the file's ``_error.json``
-    says which job and why; nothing of the file was published (its parts are committed only
-    once every row is scored)."""
+    says which job and why. Its parts are committed only once every row is scored, so no
+    ``_manifest.json`` says its predictions are complete. A file replaced since its job was
+    asked for is left to its own event: no report blames the new one."""
     request = read_job_request(store, state.request_uri)
+    source = s3_uri(request.raw_bucket, request.key)
+    current = store.head(request.raw_bucket, request.key)
+    if current is None or current.etag != request.etag:
+        return BatchOutcome(
+            status="ignored",
+            reason=f"processing job {state.job_name} failed, but {request.key} was replaced or "
+            "deleted since; a replacement's own event scores it",
+            dataset=request.dataset,
+            source=source,
+            job_name=state.job_name,
+        )
     reason = (
         f"processing job {state.job_name}, which scores this file with model version "
         f"{request.model_version}, failed ({state.failure.Error}: "
-        f"{state.failure.message[:500]}); nothing of it was published: upload the file again "
-        "to score it again"
+        f"{state.failure.message[:500]}); its predictions are not complete (no "
+        "_manifest.json): upload the file again to score it again"
     )
+    started = time.perf_counter()
     return reject(
-        store,
-        request.artifacts_bucket,
-        s3_uri(request.raw_bucket, request.key),
-        request.key,
-        reason,
-        time.perf_counter(),
-    ).model_copy(update={"job_name": state.job_name})
+        store, request.artifacts_bucket, source, request.key, reason, started, state.job_name
+    )
 
 
 def job_outcome(store: ObjectStore, request_uri: str) -> dict[str, Any] | None:
     """What a batch job left for its file: the ``_manifest.json`` of its model version's
-    predictions, else the file's ``_error.json``; None when neither (the file was replaced)."""
+    predictions, else the file's ``_error.json``, when that job wrote it (an earlier scoring of
+    the key is not this job's outcome); None when it wrote neither (the file was replaced)."""
     request = read_job_request(store, request_uri)
     bucket = request.artifacts_bucket
     predictions = layout.predictions_prefix(request.dataset, request.key, request.model_version)
@@ -279,7 +319,8 @@ def job_outcome(store: ObjectStore, request_uri: str) -> dict[str, Any] | None:
     ):
         if store.head(bucket, key) is not None:
             said: dict[str, Any] = json.loads(store.get_bytes(bucket, key))
-            return said
+            if said.get("job_name") == request.job_name:
+                return said
     return None
 
 
@@ -438,6 +479,7 @@ def _score_file(
     out_bucket: str,
     prefix: str,
     chunk_rows: int,
+    etag: str | None = None,
 ) -> tuple[list[str], int]:
     """Each chunk's predictions are staged as its part as soon as they are made (nothing is
     kept); the parts become visible together once every row is scored, and on any failure none
@@ -447,7 +489,7 @@ def _score_file(
     committed = 0
     try:
         offset = 0
-        for chunk in _chunks(store, bucket, key, card, carried, chunk_rows):
+        for chunk in _chunks(store, bucket, key, card, carried, chunk_rows, etag):
             table = _predictions(model, chunk, offset, carried)
             part = f"{prefix}part-{len(staged):05d}.parquet"
             sink = pa.BufferOutputStream()
@@ -457,6 +499,11 @@ def _score_file(
             offset += chunk.num_rows
         if offset == 0:
             raise BatchError(f"{key}: the file holds no rows")
+        # every read was of the object with this ETag; one put since has its own event, whose
+        # result must not be overwritten by this older one
+        current = store.head(bucket, key) if etag is not None else None
+        if etag is not None and (current is None or current.etag != etag):
+            raise ObjectChangedError(bucket, key, etag)
         for upload in staged:
             store.commit(upload)
             committed += 1
@@ -469,14 +516,20 @@ def _score_file(
 
 
 def _chunks(
-    store: ObjectStore, bucket: str, key: str, card: ModelCard, carried: _Carried, chunk_rows: int
+    store: ObjectStore,
+    bucket: str,
+    key: str,
+    card: ModelCard,
+    carried: _Carried,
+    chunk_rows: int,
+    etag: str | None = None,
 ) -> Iterator[pa.Table]:
     """The file's feature and carried columns, ``chunk_rows`` rows at a time, read from the
     store as they are needed: a CSV from the object's byte stream, a Parquet file by ranged
     reads (its footer, then one row group's columns at a time)."""
     try:
         if key.lower().endswith(".parquet"):
-            with _RangeReader(store, bucket, key) as source:
+            with _RangeReader(store, bucket, key, etag) as source:
                 parquet = pq.ParquetFile(source)
                 wanted = _wanted(key, parquet.schema_arrow.names, card, carried)
                 for record_batch in parquet.iter_batches(batch_size=chunk_rows, columns=wanted):
@@ -486,7 +539,7 @@ def _chunks(
         parse_options = pacsv.ParseOptions(newlines_in_values=True)
         # the header first, from a stream dropped after its first block; then the whole file
         with (
-            _Stream(store.open_read(bucket, key), key) as stream,
+            _Stream(store, bucket, key, etag) as stream,
             pacsv.open_csv(stream, read_options=read_options, parse_options=parse_options) as head,
         ):
             header = head.schema.names
@@ -496,7 +549,7 @@ def _chunks(
         types: dict[str, pa.DataType] = dict.fromkeys(carried.names, pa.string())
         for f in card.features:
             types[f.name] = pa.float64() if f.kind is FeatureKind.NUMERIC else pa.string()
-        with _Stream(store.open_read(bucket, key), key) as stream:
+        with _Stream(store, bucket, key, etag) as stream:
             reader = pacsv.open_csv(
                 stream,
                 parse_options=parse_options,
@@ -525,11 +578,30 @@ def _chunks(
 
 
 class _Stream(io.RawIOBase):
-    """The store's byte stream of an object, its failures raised as StoreReadError."""
+    """The store's byte stream of an object, its failures raised as StoreReadError. Pinned to
+    an ETag, a dropped connection is resumed where it broke (a ranged GET of the same object),
+    up to ``RESUMES`` times a stream: a job reads one stream for hours. Unpinned, it is not:
+    the object read again might be another one."""
 
-    def __init__(self, raw: BinaryIO, key: str) -> None:
+    RESUMES = 5
+
+    def __init__(self, store: ObjectStore, bucket: str, key: str, etag: str | None) -> None:
         super().__init__()
-        self._raw, self._key = raw, key
+        self._store, self._bucket, self._key, self._etag = store, bucket, key, etag
+        self._position, self._resumed, self._closing = 0, 0, False
+        self._raw = self._open()
+
+    def _open(self) -> BinaryIO:
+        try:
+            return self._store.open_read(
+                self._bucket, self._key, start=self._position, if_match=self._etag
+            )
+        except (ObjectChangedError, ObjectNotFoundError):
+            raise  # replaced or deleted: not a read failure
+        except Exception as error:
+            raise StoreReadError(
+                f"{self._key}: reading it from the store failed: {error}"
+            ) from error
 
     def readable(self) -> bool:
         return True
@@ -541,16 +613,26 @@ class _Stream(io.RawIOBase):
             try:
                 data = self._raw.read(len(view) - filled)
             except Exception as error:
-                raise StoreReadError(
-                    f"{self._key}: reading it from the store failed: {error}"
-                ) from error
+                if self._closing:
+                    break  # closed under a read-ahead thread's read: not a dropped connection
+                if self._etag is None or self._resumed >= self.RESUMES:
+                    raise StoreReadError(
+                        f"{self._key}: reading it from the store failed: {error}"
+                    ) from error
+                self._resumed += 1
+                with contextlib.suppress(Exception):
+                    self._raw.close()
+                self._raw = self._open()
+                continue
             if not data:
                 break
             view[filled : filled + len(data)] = data
             filled += len(data)
+            self._position += len(data)
         return filled
 
     def close(self) -> None:
+        self._closing = True
         with contextlib.suppress(Exception):
             self._raw.close()
         super().close()
@@ -562,12 +644,14 @@ class _RangeReader(io.RawIOBase):
 
     BUFFER_BYTES = 8 << 20
 
-    def __init__(self, store: ObjectStore, bucket: str, key: str) -> None:
+    def __init__(self, store: ObjectStore, bucket: str, key: str, etag: str | None) -> None:
         super().__init__()
         info = store.head(bucket, key)
         if info is None:
             raise ObjectNotFoundError(bucket, key)
-        self._store, self._bucket, self._key = store, bucket, key
+        if etag is not None and info.etag != etag:
+            raise ObjectChangedError(bucket, key, etag)
+        self._store, self._bucket, self._key, self._etag = store, bucket, key, etag
         self._size, self._position = info.size, 0
         self._buffer, self._buffer_start = b"", 0
 
@@ -594,7 +678,11 @@ class _RangeReader(io.RawIOBase):
         if start < 0 or start + wanted > len(self._buffer):
             end = min(self._size, self._position + max(wanted, self.BUFFER_BYTES))
             try:
-                self._buffer = self._store.read_range(self._bucket, self._key, self._position, end)
+                self._buffer = self._store.read_range(
+                    self._bucket, self._key, self._position, end, if_match=self._etag
+                )
+            except (ObjectChangedError, ObjectNotFoundError):
+                raise
             except Exception as error:
                 raise StoreReadError(
                     f"{self._key}: reading it from the store failed: {error}"

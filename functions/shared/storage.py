@@ -121,16 +121,31 @@ class ObjectStore(ABC):
         reads the whole object; adapters for real stores override it with a ranged read."""
         return self.get_bytes(bucket, key)[:max_bytes]
 
-    def open_read(self, bucket: str, key: str) -> BinaryIO:
-        """The object's bytes as a stream read as it goes, never whole: how a file of any size
-        is read in bounded memory. This default holds the object in memory; adapters for real
-        stores override it."""
-        return io.BytesIO(self.get_bytes(bucket, key))
+    def open_read(
+        self, bucket: str, key: str, *, start: int = 0, if_match: str | None = None
+    ) -> BinaryIO:
+        """The object's bytes from ``start`` as a stream read as it goes, never whole: how a
+        file of any size is read in bounded memory. ``if_match``: only the object with that
+        ETag (else ``ObjectChangedError``), so that a stream reopened part way reads the same
+        object. This default holds the object in memory; adapters for real stores override it."""
+        self._check_etag(bucket, key, if_match)
+        return io.BytesIO(self.get_bytes(bucket, key)[start:])
 
-    def read_range(self, bucket: str, key: str, start: int, end: int) -> bytes:
+    def read_range(
+        self, bucket: str, key: str, start: int, end: int, *, if_match: str | None = None
+    ) -> bytes:
         """Bytes ``start`` to ``end`` (exclusive) of the object: random access for formats that
-        keep their index at the end (Parquet). This default reads the whole object."""
+        keep their index at the end (Parquet); ``if_match`` as for ``open_read``. This default
+        reads the whole object."""
+        self._check_etag(bucket, key, if_match)
         return self.get_bytes(bucket, key)[start:end]
+
+    def _check_etag(self, bucket: str, key: str, if_match: str | None) -> None:
+        if if_match is None:
+            return
+        current = self.head(bucket, key)
+        if current is None or current.etag != if_match.strip('"'):
+            raise ObjectChangedError(bucket, key, if_match)
 
     def stage(
         self, bucket: str, key: str, data: bytes, content_type: str = "application/json"
@@ -158,6 +173,11 @@ def sha256_stream(source: BinaryIO, sink: BinaryIO | None = None) -> str:
         if sink is not None:
             sink.write(chunk)
     return digest.hexdigest()
+
+
+def _if_match(etag: str | None) -> dict[str, str]:
+    """S3's IfMatch header for an ETag as sluice keeps it (unquoted)."""
+    return {} if etag is None else {"IfMatch": f'"{etag.strip(chr(34))}"'}
 
 
 class S3ObjectStore(ObjectStore):
@@ -213,8 +233,7 @@ class S3ObjectStore(ObjectStore):
         version_id: str | None = None,
         if_match: str | None = None,
     ) -> str:
-        extra = {} if if_match is None else {"IfMatch": f'"{if_match.strip(chr(34))}"'}
-        body = self._get_object(bucket, key, version_id, **extra)["Body"]
+        body = self._get_object(bucket, key, version_id, **_if_match(if_match))["Body"]
         with dest.open("wb") as sink:
             return sha256_stream(body, sink)
 
@@ -228,15 +247,20 @@ class S3ObjectStore(ObjectStore):
         head: bytes = response["Body"].read(max_bytes)
         return head
 
-    def open_read(self, bucket: str, key: str) -> BinaryIO:
-        body: BinaryIO = self._get_object(bucket, key)["Body"]
+    def open_read(
+        self, bucket: str, key: str, *, start: int = 0, if_match: str | None = None
+    ) -> BinaryIO:
+        extra = _if_match(if_match) | ({"Range": f"bytes={start}-"} if start else {})
+        body: BinaryIO = self._get_object(bucket, key, **extra)["Body"]
         return body
 
-    def read_range(self, bucket: str, key: str, start: int, end: int) -> bytes:
+    def read_range(
+        self, bucket: str, key: str, start: int, end: int, *, if_match: str | None = None
+    ) -> bytes:
         if end <= start:
             return b""
-        response = self._get_object(bucket, key, Range=f"bytes={start}-{end - 1}")
-        data: bytes = response["Body"].read()
+        extra = _if_match(if_match) | {"Range": f"bytes={start}-{end - 1}"}
+        data: bytes = self._get_object(bucket, key, **extra)["Body"].read()
         return data
 
     def stage(

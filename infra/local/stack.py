@@ -681,10 +681,15 @@ class LocalStack:
         self._settle_execution(arn, job.run_name, execution)
         from functions.batch.logic import job_outcome
 
-        outcome = job_outcome(store, job.request_uri)
+        try:
+            outcome = job_outcome(store, job.request_uri)
+        except Exception as exc:  # its request gone (a restore older than the journal): said
+            self.log(f"batch    {job.run_name}: cannot read what the job left ({exc})")
+            outcome = None
         if outcome is not None:
             self.log(f"batch    {job.dataset}: {outcome['status']} — {outcome['reason']}")
-            record = {"at": _now(), "kind": "batch-job", "key": job.run_name, **outcome}
+            key = str(outcome.get("source", "")).split("/", 3)[-1]
+            record = {"at": _now(), "kind": "batch-job", "key": key, **outcome}
             self._append(UPLOADS_FILE, record)
         memory.release()
 

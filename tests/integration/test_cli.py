@@ -23,7 +23,7 @@ from functions.shared.storage import S3ObjectStore
 from infra.cli import function_logs_to, main
 from infra.local.api_gateway import REQUEST_ID_HEADER, LocalApiGateway
 from infra.local.context import LocalLambdaContext
-from infra.local.stack import PENDING_DIR, RUNS_FILE
+from infra.local.stack import PENDING_DIR, RUNS_FILE, UPLOADS_FILE
 from infra.topology import Topology
 from tests.models import ARTIFACTS, TrainedModel, fixed_now, stage_run
 
@@ -289,6 +289,39 @@ def test_status_shows_a_model_shipped_as_a_parity_fallback(
     # When the status is shown, then the run says so under its decision
     assert main(["status", "--state-dir", str(tmp_path)]) == 0
     assert f"parity fallback: {note}" in capsys.readouterr().out
+
+
+def test_status_shows_a_batch_file_routed_to_a_job_and_what_the_job_did(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given the history a batch file past the function's cap leaves: routed, then the job's
+    parts = [f"s3://a/churn/predictions/big.csv/v1/part-{i:05d}.parquet" for i in range(2)]
+    routed = {
+        "at": "2026-12-05T00:00:00+00:00",
+        "kind": "batch",
+        "key": "churn/batch/big.csv",
+        "status": "routed",
+        "dataset": "churn",
+        "reason": "processing job churn-b scores it",
+    }
+    scored = {
+        "at": "2026-12-05T00:01:00+00:00",
+        "kind": "batch-job",
+        "key": "churn/batch/big.csv",
+        "status": "scored",
+        "dataset": "churn",
+        "reason": "9 rows scored",
+        "parts": parts,
+    }
+    (tmp_path / UPLOADS_FILE).write_text(json.dumps(routed) + "\n" + json.dumps(scored) + "\n")
+
+    # When the status is shown, then each says what happened to the file, as a batch line
+    assert main(["status", "--state-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "batch    2026-12-05T00:00:00+00:00  churn: routed — processing job churn-b" in out
+    assert "batch    2026-12-05T00:01:00+00:00  churn: 9 rows scored" in out
+    assert "2 part(s) under s3://a/churn/predictions/big.csv/v1/" in out
+    assert "upload   " not in out
 
 
 def test_retraining_shows_the_guard_state_and_its_decisions(

@@ -10,6 +10,7 @@ import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -237,9 +238,12 @@ def test_a_redelivered_upload_finds_its_build_started(
 
 
 def test_a_failed_job_rejects_the_upload_with_its_reason_and_changes_nothing(
-    endpoint: Endpoint, table: pd.DataFrame
+    endpoint: Endpoint, table: pd.DataFrame, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Given an upload routed to a build whose job cannot finish in its time limit
+    # Given an upload routed to a build whose job cannot finish in its time limit: its
+    # container takes 3 s to start (a sitecustomize on the job's PYTHONPATH), its limit is 1 s
+    (tmp_path / "sitecustomize.py").write_text("import time\ntime.sleep(3)\n")
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
     env = endpoint
     _contract(env)
     upload = _upload(env, f"{DATASET}/data/a.csv", _csv(table))

@@ -285,6 +285,46 @@ def test_a_failed_job_says_why_and_the_function_files_the_report(
     assert not [k for k in world.store.keys(ARTIFACTS) if k.endswith(".parquet")]
 
 
+def test_a_failed_job_whose_file_was_replaced_since_blames_nothing(
+    world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a routed file whose job failed, and the file replaced meanwhile (its own event
+    # scores the replacement)
+    assert world.score().status == "routed"
+    job = _opt_ml(tmp_path, world, monkeypatch)
+    world.store.put(RAW, world.key, world.raw + world.raw.split(b"\n", 2)[1] + b"\n")
+    state = BatchJobState(
+        **job.model_dump(), failure=StepFailure(Error="States.TaskFailed", Cause="{}")
+    )
+
+    # When the machine's Catch hands the failure to the function
+    outcome = report_failed_job(world.store, state)
+
+    # Then no _error.json is filed against the new file
+    assert outcome.status == "ignored" and "replaced or deleted since" in outcome.reason
+    error = layout.predictions_error_key(world.dataset, world.key)
+    assert world.store.keys(ARTIFACTS, error) == []
+
+
+def test_a_jobs_outcome_is_what_that_job_wrote_not_an_earlier_scoring(
+    world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given the file already refused once (an _error.json of no job), then routed to a job
+    world.store.put(
+        ARTIFACTS,
+        layout.predictions_error_key(world.dataset, world.key),
+        json.dumps({"status": "rejected", "reason": "an earlier upload's"}).encode(),
+    )
+    assert world.score().status == "routed"
+    job = _opt_ml(tmp_path, world, monkeypatch)
+
+    # Then before the job has run it has no outcome; once it has, its manifest is
+    assert job_outcome(world.store, job.request_uri) is None
+    assert main(store=world.store) == 0
+    said = job_outcome(world.store, job.request_uri)
+    assert said is not None and said["job_name"] == job.job_name and said["status"] == "scored"
+
+
 def test_the_job_fails_with_a_reason_when_its_request_is_missing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
