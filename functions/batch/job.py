@@ -28,6 +28,7 @@ from functions.batch.logic import (
     BatchError,
     BatchOutcome,
     VersionedModel,
+    if_replaced,
     load_scoring,
     reject,
     score_with,
@@ -45,16 +46,9 @@ def run_request(request: BatchJobRequest, store: ObjectStore) -> BatchOutcome:
     replacement's own event scores it, and nothing is written."""
     started = time.perf_counter()
     source = s3_uri(request.raw_bucket, request.key)
-    current = store.head(request.raw_bucket, request.key)
-    if current is None or current.etag != request.etag:
-        return BatchOutcome(
-            status="ignored",
-            reason=f"{request.key} was replaced or deleted after its event; a replacement's own "
-            "event scores it",
-            dataset=request.dataset,
-            source=source,
-            job_name=request.job_name,
-        )
+    replaced = if_replaced(store, request)
+    if replaced is not None:
+        return replaced
     card = ModelCard.model_validate_json(store.get_bytes(*parse_s3_uri(request.card_uri)))
     try:
         scoring = load_scoring(

@@ -277,6 +277,24 @@ def read_job_request(store: ObjectStore, request_uri: str) -> BatchJobRequest:
     return BatchJobRequest.model_validate_json(text)
 
 
+def if_replaced(
+    store: ObjectStore, request: BatchJobRequest, said: str = ""
+) -> BatchOutcome | None:
+    """``ignored`` when the request's file is no longer the object it was asked for (replaced
+    or deleted: the replacement's own event scores it), else None. ``said`` opens the reason."""
+    current = store.head(request.raw_bucket, request.key)
+    if current is not None and current.etag == request.etag:
+        return None
+    return BatchOutcome(
+        status="ignored",
+        reason=f"{said}{request.key} was replaced or deleted since its event; a replacement's "
+        "own event scores it",
+        dataset=request.dataset,
+        source=s3_uri(request.raw_bucket, request.key),
+        job_name=request.job_name,
+    )
+
+
 def report_failed_job(store: ObjectStore, state: BatchJobState) -> BatchOutcome:
     """A processing job that failed (the batch jobs machine's Catch): the file's ``_error.json``
     says which job and why. Its parts are committed only once every row is scored, so no
@@ -284,16 +302,9 @@ def report_failed_job(store: ObjectStore, state: BatchJobState) -> BatchOutcome:
     asked for is left to its own event: no report blames the new one."""
     request = read_job_request(store, state.request_uri)
     source = s3_uri(request.raw_bucket, request.key)
-    current = store.head(request.raw_bucket, request.key)
-    if current is None or current.etag != request.etag:
-        return BatchOutcome(
-            status="ignored",
-            reason=f"processing job {state.job_name} failed, but {request.key} was replaced or "
-            "deleted since; a replacement's own event scores it",
-            dataset=request.dataset,
-            source=source,
-            job_name=state.job_name,
-        )
+    replaced = if_replaced(store, request, f"processing job {state.job_name} failed, but ")
+    if replaced is not None:
+        return replaced
     reason = (
         f"processing job {state.job_name}, which scores this file with model version "
         f"{request.model_version}, failed ({state.failure.Error}: "

@@ -9,18 +9,18 @@ through the execution input."""
 
 from __future__ import annotations
 
-from aws_cdk import Aws, Duration, Fn
+from aws_cdk import Duration
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_s3_assets as s3_assets
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
 from functions.shared.layout import BATCH_PREFIX, CONTRACT_FILE
-from infra.aws.builds import CODE_DIR, SAGEMAKER_EVENTS_RULE
+from infra.aws.builds import processing_jobs_state_machine
 from infra.aws.functions import Layers, SluiceFunction
 from infra.aws.images import PROCESSING_TAG, TrainingImage
 from infra.aws.ingest import Ingest
-from infra.aws.job_roles import job_state_machine, sagemaker_job_role
+from infra.aws.job_roles import sagemaker_job_role
 from infra.aws.nag import acknowledge
 from infra.aws.registry import Registry
 from infra.aws.storage import Storage, grant_read, grant_write
@@ -89,31 +89,16 @@ class BatchPredictions(Construct):
         return role
 
     def _state_machine(self, topology: Topology, image: TrainingImage) -> sfn.StateMachine:
-        return job_state_machine(
+        return processing_jobs_state_machine(
             self,
             name=topology.batch_jobs_state_machine_name,
             definition=BATCH_DEFINITION,
-            substitutions={
-                "Region": Aws.REGION,
-                "ProcessingImage": image.uri_with(PROCESSING_TAG),
-                "ProcessingRoleArn": self.job_role.role_arn,
-                "ProcessingCodeUri": self.code.s3_object_url,
-                "ProcessingCodePath": Fn.join("", [CODE_DIR, self.code.s3_object_key]),
-                "BatchFunctionArn": topology.function_arn("batch"),
-            },
-            description="Batch jobs: start and watch processing jobs, report a failed one",
-            job_arn=f"arn:{Aws.PARTITION}:sagemaker:{Aws.REGION}:{Aws.ACCOUNT_ID}:processing-job/*",
-            job_actions=[
-                "sagemaker:CreateProcessingJob",
-                "sagemaker:DescribeProcessingJob",
-                "sagemaker:StopProcessingJob",
-                "sagemaker:AddTags",
-                "sagemaker:ListTags",
-            ],
+            image_uri=image.uri_with(PROCESSING_TAG),
             job_role=self.job_role,
-            events_rule=SAGEMAKER_EVENTS_RULE,
+            code=self.code,
             # by name: the batch function's own policy names this machine (no cycle)
-            invokes=[topology.function_arn("batch")],
+            function=("BatchFunctionArn", topology.function_arn("batch")),
+            description="Batch jobs: start and watch processing jobs, report a failed one",
             job_reason="Processing job names are made per batch file (from its upload); the "
             "machine may only create, watch and stop processing jobs.",
         )

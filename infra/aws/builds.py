@@ -12,6 +12,8 @@ through the execution input.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from aws_cdk import Aws, Fn
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_s3_assets as s3_assets
@@ -30,6 +32,51 @@ from layers.build import function_zip
 
 SAGEMAKER_EVENTS_RULE = "StepFunctionsGetEventsForSageMakerProcessingJobsRule"
 CODE_DIR = "/opt/ml/processing/input/code/"
+
+
+def processing_jobs_state_machine(
+    scope: Construct,
+    *,
+    name: str,
+    definition: Path,
+    image_uri: str,
+    job_role: iam.IRole,
+    code: s3_assets.Asset,
+    function: tuple[str, str],
+    description: str,
+    job_reason: str,
+) -> sfn.StateMachine:
+    """A machine that runs SageMaker Processing jobs (the part builds', the batch jobs'): the
+    placeholders every such ASL file has (image, role, the code zip as its input), plus one
+    function's ARN (``function``: its placeholder, its ARN), which the machine may invoke."""
+    placeholder, function_arn = function
+    return job_state_machine(
+        scope,
+        name=name,
+        definition=definition,
+        substitutions={
+            "Region": Aws.REGION,
+            "ProcessingImage": image_uri,
+            "ProcessingRoleArn": job_role.role_arn,
+            "ProcessingCodeUri": code.s3_object_url,
+            # an object named by its uri lands under its own name in LocalPath
+            "ProcessingCodePath": Fn.join("", [CODE_DIR, code.s3_object_key]),
+            placeholder: function_arn,
+        },
+        description=description,
+        job_arn=f"arn:{Aws.PARTITION}:sagemaker:{Aws.REGION}:{Aws.ACCOUNT_ID}:processing-job/*",
+        job_actions=[
+            "sagemaker:CreateProcessingJob",
+            "sagemaker:DescribeProcessingJob",
+            "sagemaker:StopProcessingJob",
+            "sagemaker:AddTags",
+            "sagemaker:ListTags",
+        ],
+        job_role=job_role,
+        events_rule=SAGEMAKER_EVENTS_RULE,
+        invokes=[function_arn],
+        job_reason=job_reason,
+    )
 
 
 class PartBuilds(Construct):
@@ -68,33 +115,17 @@ class PartBuilds(Construct):
         return role
 
     def _state_machine(self, topology: Topology) -> sfn.StateMachine:
-        return job_state_machine(
+        return processing_jobs_state_machine(
             self,
             name=topology.builds_state_machine_name,
             definition=BUILDS_DEFINITION,
-            substitutions={
-                "Region": Aws.REGION,
-                "ProcessingImage": self.image_uri,
-                "ProcessingRoleArn": self.role.role_arn,
-                "ProcessingCodeUri": self.code.s3_object_url,
-                # an object named by its uri lands under its own name in LocalPath
-                "ProcessingCodePath": Fn.join("", [CODE_DIR, self.code.s3_object_key]),
-                "PreprocessFunctionArn": topology.function_arn("preprocess"),
-            },
-            description="Part builds: start and watch processing jobs, call preprocess back",
-            job_arn=f"arn:{Aws.PARTITION}:sagemaker:{Aws.REGION}:{Aws.ACCOUNT_ID}:processing-job/*",
-            job_actions=[
-                "sagemaker:CreateProcessingJob",
-                "sagemaker:DescribeProcessingJob",
-                "sagemaker:StopProcessingJob",
-                "sagemaker:AddTags",
-                "sagemaker:ListTags",
-            ],
+            image_uri=self.image_uri,
             job_role=self.role,
-            events_rule=SAGEMAKER_EVENTS_RULE,
+            code=self.code,
             # by name (the topology's), not by reference: preprocess's own policy names this
             # machine, and two references would make a cycle
-            invokes=[topology.function_arn("preprocess")],
+            function=("PreprocessFunctionArn", topology.function_arn("preprocess")),
+            description="Part builds: start and watch processing jobs, call preprocess back",
             job_reason="Processing job names are made per upload (from its run); the machine "
             "may only create, watch and stop processing jobs.",
         )

@@ -179,15 +179,22 @@ def _child_task(
     return invoke
 
 
-def builds_substitutions(topology: Topology) -> dict[str, str]:
-    """The builds definition's placeholders on the local stack: the processing job runs this
-    checkout's code (infra/local/processing_runner.py), so the code input names it."""
+def _processing_substitutions(topology: Topology) -> dict[str, str]:
+    """The placeholders every processing-job definition has, on the local stack: the job runs
+    this checkout's code (infra/local/processing_runner.py), so the code input names it."""
     return {
         "Region": topology.region,
         "ProcessingImage": LOCAL_PROCESSING_IMAGE,
         "ProcessingRoleArn": topology.processing_role_arn,
         "ProcessingCodeUri": LOCAL_CODE_URI,
         "ProcessingCodePath": "/opt/ml/processing/input/code",
+    }
+
+
+def builds_substitutions(topology: Topology) -> dict[str, str]:
+    """The builds definition's placeholders on the local stack."""
+    return {
+        **_processing_substitutions(topology),
         "PreprocessFunctionArn": topology.function_arn("preprocess"),
     }
 
@@ -197,14 +204,9 @@ def builds_definition(topology: Topology) -> dict[str, Any]:
 
 
 def batch_substitutions(topology: Topology) -> dict[str, str]:
-    """The batch jobs definition's placeholders on the local stack (see
-    ``builds_substitutions``)."""
+    """The batch jobs definition's placeholders on the local stack."""
     return {
-        "Region": topology.region,
-        "ProcessingImage": LOCAL_PROCESSING_IMAGE,
-        "ProcessingRoleArn": topology.processing_role_arn,
-        "ProcessingCodeUri": LOCAL_CODE_URI,
-        "ProcessingCodePath": "/opt/ml/processing/input/code",
+        **_processing_substitutions(topology),
         "BatchFunctionArn": topology.function_arn("batch"),
     }
 
