@@ -16,7 +16,6 @@ os.environ.pop("AWS_PROFILE", None)
 
 
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
@@ -40,29 +39,15 @@ def trained_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Traine
     return {kind: train_model(tmp_path_factory.mktemp(f"model-{kind}"), kind) for kind in KINDS}
 
 
-def worker_group(nodeid: str) -> str:
-    """The worker group of a test under `pytest -n N --dist loadgroup` (make test): its module,
-    so that a module's fixtures (a trained model, a moto server, a synthesized app) are built
-    once; the infra folder is one group, since its synths and layer builds share `.build/` and
-    the session-scoped synthesized app (two workers building the layers each took 4 minutes)."""
-    path = nodeid.split("::", 1)[0]
-    return "infra" if path.startswith("tests/infra/") else path
-
-
-def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
-    """``--dist loadgroup`` by ``worker_group``. Not through ``xdist_group`` marks: xdist 3.8 reads
-    them by rewriting ``item._nodeid``, which pytest 9.2 no longer reads (the node id is made
-    from ``item._id``), so every module was split across the workers and its fixtures built on
-    both. A scheduler's scope is the documented way to say what runs together."""
-    if config.getvalue("dist") != "loadgroup":
-        return None
-    from xdist.scheduler import LoadScopeScheduling
-
-    class ByGroup(LoadScopeScheduling):
-        def _split_scope(self, nodeid: str) -> str:
-            return worker_group(nodeid)
-
-    return ByGroup(config, log)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under `pytest -n N --dist loadgroup` (make test), a module's tests share one worker, so
+    its module fixtures (a trained model, a moto server, a synthesized app) are built once; the
+    infra folder is one group, since its synths and layer builds share `.build/` and the
+    session-scoped synthesized app."""
+    for item in items:
+        path = item.path.relative_to(config.rootpath).as_posix()
+        group = "infra" if path.startswith("tests/infra/") else path
+        item.add_marker(pytest.mark.xdist_group(group))
 
 
 @pytest.fixture(scope="session")
