@@ -462,6 +462,20 @@ def test_training_and_evaluate_may_read_both_layouts_of_a_dataset_version(
         assert {"/*/versions/*", "/*/parts/*"} <= reads(role), (role, reads(role))
 
 
+def _object_patterns(synthesized: Synthesized, prefix: str, action: str) -> set[str]:
+    """The key patterns of the buckets' objects that roles named ``prefix…`` may ``action``
+    (not the code zip, an asset)."""
+    return {
+        key_pattern(resource)
+        for logical, st in _statements(synthesized)
+        if logical.startswith(prefix) and action in _listed(st["Action"])
+        for resource in _listed(st["Resource"])
+        if isinstance(resource, dict)
+        and "Fn::Join" in resource
+        and "Fn::GetAtt" in resource["Fn::Join"][1][0]  # a bucket's objects, not the code
+    }
+
+
 def test_part_builds_run_the_builds_file_on_a_cpu_image_with_a_role_for_parts_only(
     synthesized: Synthesized,
 ) -> None:
@@ -496,15 +510,7 @@ def test_part_builds_run_the_builds_file_on_a_cpu_image_with_a_role_for_parts_on
 
     # The processing role reads data files and the contract, reads and writes parts only
     def patterns(prefix: str, action: str) -> set[str]:
-        return {
-            key_pattern(resource)
-            for logical, st in _statements(synthesized)
-            if logical.startswith(prefix) and action in _listed(st["Action"])
-            for resource in _listed(st["Resource"])
-            if isinstance(resource, dict)
-            and "Fn::Join" in resource
-            and "Fn::GetAtt" in resource["Fn::Join"][1][0]  # a bucket's objects, not the code
-        }
+        return _object_patterns(synthesized, prefix, action)
 
     assert patterns("BuildsProcessingRole", "s3:PutObject") == {"/*/parts/*"}
     assert patterns("BuildsProcessingRole", "s3:GetObject") >= {"/*/data/*", "/*/parts/*"}
@@ -552,15 +558,7 @@ def test_batch_files_past_the_function_go_to_processing_jobs_with_a_role_for_pre
     assert TOPOLOGY.function_name("batch") in json.dumps(values["BatchFunctionArn"])
 
     def patterns(prefix: str, action: str) -> set[str]:
-        return {
-            key_pattern(resource)
-            for logical, st in _statements(synthesized)
-            if logical.startswith(prefix) and action in _listed(st["Action"])
-            for resource in _listed(st["Resource"])
-            if isinstance(resource, dict)
-            and "Fn::Join" in resource
-            and "Fn::GetAtt" in resource["Fn::Join"][1][0]
-        }
+        return _object_patterns(synthesized, prefix, action)
 
     # The job reads batch files, the contract, models and its request; writes predictions only
     assert patterns("BatchPredictionsJobRole", "s3:PutObject") == {"/*/predictions/*"}
