@@ -11,7 +11,7 @@ import io
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -56,23 +56,30 @@ class FailingStore(NoDownloadStore):
         return super().stage(bucket, key, data, content_type)
 
 
-class _Breaking(io.RawIOBase):
-    """A byte stream whose connection drops after ``limit`` bytes."""
+class _Tripwire(io.RawIOBase):
+    """A byte stream that calls ``trip`` once ``limit`` bytes are read, before reading on: a
+    ``trip`` that raises is a connection that drops there (and stays down); one that returns
+    lets the rest be read."""
 
-    def __init__(self, raw: Any, limit: int) -> None:
+    def __init__(self, raw: Any, limit: int, trip: Callable[[], None]) -> None:
         super().__init__()
-        self._raw, self._left = raw, limit
+        self._raw, self._left, self._trip = raw, limit, trip
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer: Any) -> int:
         if self._left <= 0:
-            raise ConnectionResetError("Connection reset by peer")
+            self._trip()
+            self._left = sys.maxsize
         data = self._raw.read(min(len(buffer), self._left))
         buffer[: len(data)] = data
         self._left -= len(data)
         return len(data)
+
+
+def _drop() -> None:
+    raise ConnectionResetError("Connection reset by peer")
 
 
 class BreakingStreamStore(NoDownloadStore):
@@ -91,7 +98,7 @@ class BreakingStreamStore(NoDownloadStore):
         self.starts.append(start)
         stream = super().open_read(bucket, key, start=start, if_match=if_match)
         limit = 64 << 10 if start == 0 else self.resumed_limit
-        return io.BufferedReader(_Breaking(stream, limit))
+        return io.BufferedReader(_Tripwire(stream, limit, _drop))
 
 
 class FlakyStreamStore(BreakingStreamStore):
@@ -291,26 +298,6 @@ def test_a_dropped_connection_is_resumed_where_it_broke_and_scores_the_same(
     assert len(resumed) == 15 and resumed == sound
 
 
-class _ReplacingStream(io.RawIOBase):
-    """A stream that, ``limit`` bytes in, has its object replaced by another upload."""
-
-    def __init__(self, raw: Any, limit: int, replace: Any) -> None:
-        super().__init__()
-        self._raw, self._left, self._replace = raw, limit, replace
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        if self._left <= 0 and self._replace is not None:
-            self._replace()
-            self._replace = None
-        data = self._raw.read(min(len(buffer), self._left if self._replace else len(buffer)))
-        buffer[: len(data)] = data
-        self._left -= len(data)
-        return len(data)
-
-
 class ReplacedMidStreamStore(NoDownloadStore):
     """The object is replaced (another PUT) while its stream is read, 64 KiB in; with
     ``drop``, the connection drops there too, so the read is resumed against the new object."""
@@ -332,7 +319,7 @@ class ReplacedMidStreamStore(NoDownloadStore):
         if self.replaced or not key.endswith("moving.csv"):
             return stream
         replace = lambda: self._replace(bucket, key)  # noqa: E731
-        return io.BufferedReader(_ReplacingStream(stream, 64 << 10, replace))
+        return io.BufferedReader(_Tripwire(stream, 64 << 10, replace))
 
 
 @pytest.mark.parametrize("drop", [False, True], ids=["read to the end", "connection drops"])
