@@ -52,7 +52,7 @@ class StreamingFolderStore(FolderStore):
     def open_read(
         self, bucket: str, key: str, *, start: int = 0, if_match: str | None = None
     ) -> BinaryIO:
-        self._check_etag(bucket, key, if_match)
+        self.require_etag(bucket, key, if_match)
         stream = self._path(bucket, key).open("rb")
         stream.seek(start)
         return stream
@@ -60,7 +60,7 @@ class StreamingFolderStore(FolderStore):
     def read_range(
         self, bucket: str, key: str, start: int, end: int, *, if_match: str | None = None
     ) -> bytes:
-        self._check_etag(bucket, key, if_match)
+        self.require_etag(bucket, key, if_match)
         with self._path(bucket, key).open("rb") as source:
             source.seek(start)
             return source.read(max(0, end - start))

@@ -512,9 +512,7 @@ def _score_file(
             raise BatchError(f"{key}: the file holds no rows")
         # every read was of the object with this ETag; one put since has its own event, whose
         # result must not be overwritten by this older one
-        current = store.head(bucket, key) if etag is not None else None
-        if etag is not None and (current is None or current.etag != etag):
-            raise ObjectChangedError(bucket, key, etag)
+        store.require_etag(bucket, key, etag)
         for upload in staged:
             store.commit(upload)
             committed += 1

@@ -128,7 +128,7 @@ class ObjectStore(ABC):
         file of any size is read in bounded memory. ``if_match``: only the object with that
         ETag (else ``ObjectChangedError``), so that a stream reopened part way reads the same
         object. This default holds the object in memory; adapters for real stores override it."""
-        self._check_etag(bucket, key, if_match)
+        self.require_etag(bucket, key, if_match)
         return io.BytesIO(self.get_bytes(bucket, key)[start:])
 
     def read_range(
@@ -137,10 +137,12 @@ class ObjectStore(ABC):
         """Bytes ``start`` to ``end`` (exclusive) of the object: random access for formats that
         keep their index at the end (Parquet); ``if_match`` as for ``open_read``. This default
         reads the whole object."""
-        self._check_etag(bucket, key, if_match)
+        self.require_etag(bucket, key, if_match)
         return self.get_bytes(bucket, key)[start:end]
 
-    def _check_etag(self, bucket: str, key: str, if_match: str | None) -> None:
+    def require_etag(self, bucket: str, key: str, if_match: str | None) -> None:
+        """``ObjectChangedError`` unless the object is still the one with ETag ``if_match``
+        (None: any object will do)."""
         if if_match is None:
             return
         current = self.head(bucket, key)
